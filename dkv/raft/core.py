@@ -1,0 +1,881 @@
+# test-case-name: tests.raft.test_core
+"""The pure Raft core: a deterministic state machine with no I/O.
+
+Inputs are ``tick()``, ``step(message)``, ``propose()``, ``read_index()``,
+``propose_membership()`` and ``transfer_leadership()``. Outputs are collected,
+never acted on:
+
+``take_outbox()``
+    messages that may leave at once, plus reads that became safe and requests
+    that failed. The leader's appends are here: a leader may send entries
+    before its own disk holds them (Raft thesis §10.2.1); it counts itself
+    towards a commit only once they are stable.
+``ready()`` / ``advance()``
+    what must be made durable (hard state, entries), committed entries to
+    apply, and the messages that may leave only *after* that write: votes and
+    append acknowledgements promise the sender's disk (§5.2, §5.3). The driver
+    persists, then sends, then applies, then calls ``advance(ready)``; it holds
+    at most one Ready at a time.
+
+Time is a tick count and randomness an injected ``random.Random``, so a
+schedule replays exactly from its seed.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from collections.abc import Sequence
+
+import attrs
+
+from dkv.raft.log import RaftLog
+from dkv.raft.membership import Membership, MembershipError, check_single_change
+from dkv.raft.messages import (
+    AppendEntries,
+    AppendResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    Propose,
+    ProposeRejected,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    RequestVote,
+    TimeoutNow,
+    VoteResponse,
+    depends_on_disk,
+)
+from dkv.raft.progress import Progress, ProgressState
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class ProposalDropped(Exception):
+    """The request was certainly not appended to any log (safe to retry)."""
+
+
+class NotLeader(Exception):
+    """The operation needs the leader; ``leader`` is who we think leads, if anyone."""
+
+    def __init__(self, leader: str | None) -> None:
+        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
+        self.leader = leader
+
+
+@attrs.frozen
+class RaftConfig:
+    #: A follower that hears nothing for a random time in [election, 2*election)
+    #: ticks starts an election; a leader that cannot hear a quorum for
+    #: election ticks steps down (CheckQuorum).
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    #: Unacknowledged appends per follower while replicating (pipelining).
+    max_inflight: int = 64
+    #: Soft cap on the entry data in one append.
+    max_append_bytes: int = 1 << 20
+    check_quorum: bool = True
+    pre_vote: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
+
+
+@attrs.frozen
+class ReadState:
+    """A read registered with ctx is linearizable once applied >= index."""
+
+    ctx: int
+    index: int
+
+
+@attrs.frozen
+class Outbox:
+    messages: tuple[Message, ...] = ()
+    read_states: tuple[ReadState, ...] = ()
+    #: Read contexts that cannot be served (no leader, leadership lost).
+    failed_reads: tuple[int, ...] = ()
+    #: Forwarded proposal contexts that the receiver certainly did not append.
+    failed_proposals: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.messages or self.read_states or self.failed_reads or self.failed_proposals
+        )
+
+
+@attrs.frozen
+class Ready:
+    """One unit of durable work. Order: persist hard_state and entries
+    (entries replace the log from entries[0].index on), then send messages,
+    then apply committed, then ``advance(self)``."""
+
+    hard_state: HardState | None
+    entries: tuple[Entry, ...]
+    committed: tuple[Entry, ...]
+    messages: tuple[Message, ...]
+
+
+@attrs.frozen
+class RaftStatus:
+    id: str
+    role: Role
+    term: int
+    leader: str | None
+    commit: int
+    applied: int
+    last_index: int
+    first_index: int
+    snapshot_index: int
+    membership: Membership
+    #: Match index per member (the leader's view; empty on other nodes).
+    match: dict[str, int]
+
+
+@attrs.define
+class _PendingRead:
+    seq: int
+    index: int
+    frm: str
+    ctx: int
+
+
+class Raft:
+    """One node's Raft state. Not thread-safe; one caller at a time."""
+
+    def __init__(
+        self,
+        node_id: str,
+        config: RaftConfig,
+        rng: random.Random,
+        *,
+        hard_state: HardState = HardState(),
+        entries: Sequence[Entry] = (),
+        snapshot_index: int = 0,
+        snapshot_term: int = 0,
+        snapshot_membership: Membership = Membership(),
+        applied: int = 0,
+        first_election_ticks: int | None = None,
+    ) -> None:
+        self.id = node_id
+        self.cfg = config
+        self._rng = rng
+        self.log = RaftLog(
+            entries,
+            snapshot_index=snapshot_index,
+            snapshot_term=snapshot_term,
+            committed=hard_state.commit,
+            applied=applied,
+        )
+        self._snapshot_membership = snapshot_membership
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self._last_hard_state = HardState(self.term, self.vote, self.log.committed)
+        self.role = Role.FOLLOWER
+        self.leader: str | None = None
+        self._votes: dict[str, bool] = {}
+        self._progress: dict[str, Progress] = {}
+        self.election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._timeout = first_election_ticks or self._random_timeout()
+        self._transferee: str | None = None
+        # Outputs.
+        self._msgs: list[Message] = []
+        self._durable_msgs: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._failed_reads: list[int] = []
+        self._failed_proposals: list[int] = []
+        # Leader: appends to send at the next take_outbox (batching per turn).
+        self._dirty: set[str] = set()
+        # ReadIndex (thesis §6.4): reads wait for a quorum to ack round `seq`.
+        self._read_seq = 0
+        self._seq_sent = True
+        self._heartbeat_due = False
+        self._reads: deque[_PendingRead] = deque()
+        self._reads_before_commit: list[tuple[str, int]] = []
+        self._membership_cache: tuple[int, Membership] | None = None
+
+    # -- membership --------------------------------------------------------------
+
+    @property
+    def membership(self) -> Membership:
+        """The latest configuration in the log, committed or not (thesis §4.1)."""
+        index = self.log.config_indexes[-1] if self.log.config_indexes else 0
+        if index == 0:
+            return self._snapshot_membership
+        cached = self._membership_cache
+        if cached is None or cached[0] != index:
+            cached = (index, Membership.decode(self.log.entry(index).data))
+            self._membership_cache = cached
+        return cached[1]
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in force at index (for a snapshot taken there)."""
+        for i in reversed(self.log.config_indexes):
+            if i <= index:
+                return Membership.decode(self.log.entry(i).data)
+        return self._snapshot_membership
+
+    def _config_pending(self) -> bool:
+        return bool(self.log.config_indexes) and self.log.config_indexes[-1] > self.log.committed
+
+    def _promotable(self) -> bool:
+        return self.membership.is_voter(self.id)
+
+    # -- inputs ------------------------------------------------------------------
+
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self.election_elapsed += 1
+            if self.election_elapsed >= self._timeout and self._promotable():
+                self.election_elapsed = 0
+                self._campaign("pre" if self.cfg.pre_vote else "real")
+
+    def propose(self, payloads: Sequence[bytes], ctx: int = 0) -> None:
+        """Append payloads as NORMAL entries (leader) or forward them (follower).
+
+        Raises ProposalDropped when they certainly reach no log: no leader is
+        known, or a leadership transfer is under way. A follower that forwards
+        learns of a refusal through ``Outbox.failed_proposals`` (by ctx)."""
+        if self.role is Role.LEADER:
+            if self._transferee is not None:
+                raise ProposalDropped("leadership transfer in progress")
+            first = self.log.last_index() + 1
+            self._append_local(
+                [Entry(first + i, self.term, EntryKind.NORMAL, p) for i, p in enumerate(payloads)]
+            )
+        elif self.leader is not None:
+            self._send(
+                Propose(frm=self.id, to=self.leader, term=self.term, ctx=ctx, payloads=tuple(payloads))
+            )
+        else:
+            raise ProposalDropped("no leader")
+
+    def propose_membership(self, new: Membership) -> int:
+        """Append a configuration change (leader only); returns its index.
+
+        One change at a time: refused while an earlier one is uncommitted, and
+        when it would add or remove more than one voter."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self._transferee is not None:
+            raise ProposalDropped("leadership transfer in progress")
+        if self._config_pending():
+            raise MembershipError("another membership change is in progress")
+        check_single_change(self.membership, new)
+        index = self.log.last_index() + 1
+        self._append_local([Entry(index, self.term, EntryKind.CONFIG, new.encode())])
+        return index
+
+    def read_index(self, ctx: int) -> None:
+        """Ask for a linearizable read point. The answer arrives as a
+        ReadState(ctx, index) in the outbox, or ctx in failed_reads."""
+        if self.role is Role.LEADER:
+            self._register_read(self.id, ctx)
+        elif self.leader is not None:
+            self._send(ReadIndexRequest(frm=self.id, to=self.leader, term=self.term, ctx=ctx))
+        else:
+            raise ProposalDropped("no leader")
+
+    def transfer_leadership(self, to: str | None = None) -> str:
+        """Hand leadership to ``to`` (default: the most up-to-date voter).
+        Proposals are refused until the transfer ends or times out."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        voters = self.membership.voters - {self.id}
+        if to is None:
+            if not voters:
+                raise MembershipError("no other voter to transfer leadership to")
+            to = max(sorted(voters), key=lambda v: self._progress[v].match)
+        if to == self.id:
+            return to
+        if to not in voters:
+            raise MembershipError(f"{to} is not a voter")
+        self._transferee = to
+        self.election_elapsed = 0
+        if self._progress[to].match == self.log.last_index():
+            self._send(TimeoutNow(frm=self.id, to=to, term=self.term))
+        else:
+            self._dirty.add(to)
+        return to
+
+    def report_unreachable(self, peer: str) -> None:
+        """The transport lost messages to peer: stop streaming, probe again."""
+        pr = self._progress.get(peer)
+        if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe()
+
+    def step(self, m: Message) -> None:
+        if m.term > self.term:
+            if isinstance(m, RequestVote):
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.leader is not None
+                    and self.election_elapsed < self.cfg.election_ticks
+                )
+                if in_lease and not m.transfer:
+                    # We heard from a live leader recently: a disruptive
+                    # candidate (say, one rejoining after a partition) must
+                    # not depose it (thesis §4.2.3).
+                    return
+            if isinstance(m, RequestVote) and m.pre_vote:
+                pass  # a PreVote never changes anybody's term
+            elif isinstance(m, VoteResponse) and m.pre_vote and m.granted:
+                pass  # granted PreVotes carry the term we would campaign in
+            else:
+                leader = m.frm if isinstance(m, (AppendEntries, Heartbeat)) else None
+                self._become_follower(m.term, leader)
+        elif m.term < self.term:
+            self._step_stale(m)
+            return
+
+        if isinstance(m, RequestVote):
+            self._handle_vote_request(m)
+        elif self.role is Role.LEADER:
+            self._step_leader(m)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    # -- outputs -----------------------------------------------------------------
+
+    def take_outbox(self) -> Outbox:
+        """Messages that may leave now, and finished or failed requests."""
+        if self.role is Role.LEADER:
+            self._flush_leader()
+        if not (self._msgs or self._read_states or self._failed_reads or self._failed_proposals):
+            return Outbox()
+        out = Outbox(
+            tuple(self._msgs),
+            tuple(self._read_states),
+            tuple(self._failed_reads),
+            tuple(self._failed_proposals),
+        )
+        self._msgs, self._read_states, self._failed_reads, self._failed_proposals = [], [], [], []
+        return out
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._durable_msgs
+            or self.log.stable < self.log.last_index()
+            or self.log.applying < self.log.committed
+            or self._hard_state() != self._last_hard_state
+        )
+
+    def ready(self) -> Ready:
+        hs = self._hard_state()
+        changed = hs != self._last_hard_state
+        self._last_hard_state = hs
+        committed = self.log.next_committed()
+        if committed:
+            self.log.applying = committed[-1].index
+        rd = Ready(
+            hard_state=hs if changed else None,
+            entries=tuple(self.log.unstable_entries()),
+            committed=tuple(committed),
+            messages=tuple(self._durable_msgs),
+        )
+        self._durable_msgs = []
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver persisted rd, sent its messages and applied its entries."""
+        if rd.entries:
+            self.log.stable_to(rd.entries)
+        if rd.committed:
+            self.log.applied = max(self.log.applied, rd.committed[-1].index)
+        if self.role is Role.LEADER:
+            self._progress[self.id].match = self.log.stable
+            self._maybe_commit()
+
+    def status(self) -> RaftStatus:
+        match = (
+            {i: p.match for i, p in self._progress.items()} if self.role is Role.LEADER else {}
+        )
+        return RaftStatus(
+            id=self.id,
+            role=self.role,
+            term=self.term,
+            leader=self.leader,
+            commit=self.log.committed,
+            applied=self.log.applied,
+            last_index=self.log.last_index(),
+            first_index=self.log.first_index(),
+            snapshot_index=self.log.snapshot_index,
+            membership=self.membership,
+            match=match,
+        )
+
+    # -- role changes -------------------------------------------------------------
+
+    def _random_timeout(self) -> int:
+        return self.cfg.election_ticks + self._rng.randrange(self.cfg.election_ticks)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = ""
+        self.leader = None
+        self.election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._timeout = self._random_timeout()
+        self._votes = {}
+        self._transferee = None
+        self._dirty.clear()
+        self._heartbeat_due = False
+        self._fail_pending_reads()
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader = leader
+        self._progress = {}
+
+    def _become_pre_candidate(self) -> None:
+        # Like etcd: a pre-candidate keeps its term and vote; only the lead goes.
+        self._fail_pending_reads()
+        self.role = Role.PRE_CANDIDATE
+        self.leader = None
+        self._votes = {}
+        self._progress = {}
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.role = Role.CANDIDATE
+        self.vote = self.id
+        self._progress = {}
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.leader = self.id
+        last = self.log.last_index()
+        self._progress = {i: Progress(last + 1) for i in self.membership.ids | {self.id}}
+        self._progress[self.id].match = self.log.stable
+        self._progress[self.id].recent_active = True
+        # A no-op entry of the new term: committing it commits everything
+        # before it (§5.4.2) and enables ReadIndex (thesis §6.4).
+        self._append_local([Entry(last + 1, self.term, EntryKind.NORMAL, b"")])
+
+    def _fail_pending_reads(self) -> None:
+        pending = [(r.frm, r.ctx) for r in self._reads] + self._reads_before_commit
+        self._reads.clear()
+        self._reads_before_commit = []
+        for frm, ctx in pending:
+            if frm == self.id:
+                self._failed_reads.append(ctx)
+            else:
+                self._send(
+                    ReadIndexResponse(frm=self.id, to=frm, term=self.term, ctx=ctx, ok=False)
+                )
+
+    # -- elections ---------------------------------------------------------------
+
+    def _campaign(self, kind: str) -> None:
+        """kind: "pre" (PreVote, §9.6 of the thesis), "real", or "transfer"."""
+        if kind == "pre":
+            self._become_pre_candidate()
+            term = self.term + 1
+        else:
+            self._become_candidate()
+            term = self.term
+        if self._poll(self.id, True):
+            return
+        for voter in sorted(self.membership.voters - {self.id}):
+            self._send(
+                RequestVote(
+                    frm=self.id,
+                    to=voter,
+                    term=term,
+                    last_index=self.log.last_index(),
+                    last_term=self.log.last_term(),
+                    pre_vote=kind == "pre",
+                    transfer=kind == "transfer",
+                )
+            )
+
+    def _poll(self, voter: str, granted: bool) -> bool:
+        """Record a vote; returns True when the election ended (won or lost)."""
+        self._votes.setdefault(voter, granted)
+        voters = self.membership.voters
+        yes = sum(1 for v, g in self._votes.items() if g and v in voters)
+        no = sum(1 for v, g in self._votes.items() if not g and v in voters)
+        if yes >= self.membership.quorum():
+            if self.role is Role.PRE_CANDIDATE:
+                self._campaign("real")
+            else:
+                self._become_leader()
+            return True
+        if no > len(voters) - self.membership.quorum():
+            self._become_follower(self.term, None)
+            return True
+        return False
+
+    def _handle_vote_request(self, m: RequestVote) -> None:
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote == "" and self.leader is None)
+            # A PreVote for a later term (the lease check in step already
+            # ignored it if we hear from a live leader).
+            or (m.pre_vote and m.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+            if not m.pre_vote:
+                self.vote = m.frm
+                self.election_elapsed = 0
+            # A granted PreVote answers in the candidate's prospective term.
+            self._send(VoteResponse(frm=self.id, to=m.frm, term=m.term, granted=True, pre_vote=m.pre_vote))
+        else:
+            self._send(
+                VoteResponse(frm=self.id, to=m.frm, term=self.term, granted=False, pre_vote=m.pre_vote)
+            )
+
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, VoteResponse):
+            if m.pre_vote == (self.role is Role.PRE_CANDIDATE):
+                self._poll(m.frm, m.granted)
+        elif isinstance(m, (AppendEntries, Heartbeat)):
+            # Someone won this term (§5.2).
+            self._become_follower(m.term, m.frm)
+            self._step_follower(m)
+        elif isinstance(m, Propose):
+            self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
+        elif isinstance(m, ReadIndexRequest):
+            self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
+        elif isinstance(m, ReadIndexResponse):
+            self._on_read_response(m)
+        elif isinstance(m, ProposeRejected):
+            self._failed_proposals.append(m.ctx)
+
+    def _step_stale(self, m: Message) -> None:
+        """A message from an older term. Mostly ignored, but a stale leader or
+        pre-candidate is told our term so it stops (etcd does the same)."""
+        if isinstance(m, (AppendEntries, Heartbeat)):
+            self._send(AppendResponse(frm=self.id, to=m.frm, term=self.term, success=False, index=0))
+        elif isinstance(m, RequestVote) and m.pre_vote:
+            self._send(VoteResponse(frm=self.id, to=m.frm, term=self.term, granted=False, pre_vote=True))
+        elif isinstance(m, Propose):
+            self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
+        elif isinstance(m, ReadIndexRequest):
+            self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
+
+    # -- follower ----------------------------------------------------------------
+
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            self.election_elapsed = 0
+            self.leader = m.frm
+            self._handle_append(m)
+        elif isinstance(m, Heartbeat):
+            self.election_elapsed = 0
+            self.leader = m.frm
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._send(HeartbeatResponse(frm=self.id, to=m.frm, term=self.term, seq=m.seq))
+        elif isinstance(m, TimeoutNow):
+            if self._promotable():
+                self._campaign("transfer")
+        elif isinstance(m, Propose):
+            self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
+        elif isinstance(m, ProposeRejected):
+            self._failed_proposals.append(m.ctx)
+        elif isinstance(m, ReadIndexRequest):
+            self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
+        elif isinstance(m, ReadIndexResponse):
+            self._on_read_response(m)
+
+    def _on_read_response(self, m: ReadIndexResponse) -> None:
+        if m.ok:
+            self._read_states.append(ReadState(m.ctx, m.index))
+        else:
+            self._failed_reads.append(m.ctx)
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        prev_index, prev_term, entries = m.prev_index, m.prev_term, m.entries
+        committed = self.log.committed
+        if prev_index < committed:
+            # Everything up to our commit index matches any leader's log
+            # (Leader Completeness, §5.4): skip it.
+            skip = committed - prev_index
+            if skip >= len(entries):
+                self._send(
+                    AppendResponse(
+                        frm=self.id, to=m.frm, term=self.term, success=True, index=committed, seq=m.seq
+                    )
+                )
+                return
+            entries = entries[skip:]
+            prev_index, prev_term = committed, self.log.term(committed) or 0
+        last_new = self.log.maybe_append(prev_index, prev_term, m.commit, entries)
+        if last_new is not None:
+            self._send(
+                AppendResponse(frm=self.id, to=m.frm, term=self.term, success=True, index=last_new, seq=m.seq)
+            )
+        else:
+            hint_index, hint_term = self.log.conflict_hint(prev_index)
+            self._send(
+                AppendResponse(
+                    frm=self.id,
+                    to=m.frm,
+                    term=self.term,
+                    success=False,
+                    index=prev_index,
+                    hint_index=hint_index,
+                    hint_term=hint_term,
+                    seq=m.seq,
+                )
+            )
+
+    # -- leader ------------------------------------------------------------------
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum and not self._quorum_active():
+                # CheckQuorum (thesis §6.2): we cannot hear a majority, so
+                # another leader may exist; stop serving.
+                self._become_follower(self.term, None)
+                return
+            self._transferee = None  # a transfer that did not finish in time
+        if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._heartbeat_due = True
+
+    def _quorum_active(self) -> bool:
+        voters = self.membership.voters
+        active = 0
+        for node_id, pr in self._progress.items():
+            if node_id == self.id:
+                active += node_id in voters
+                continue
+            if pr.recent_active and node_id in voters:
+                active += 1
+            pr.recent_active = False
+        return active >= self.membership.quorum()
+
+    def _append_local(self, entries: list[Entry]) -> None:
+        self.log.append(entries)
+        self._sync_progress()
+        self._dirty.update(self._progress)
+        self._dirty.discard(self.id)
+
+    def _sync_progress(self) -> None:
+        """Track exactly the members of the latest configuration (and us)."""
+        ids = self.membership.ids | {self.id}
+        last = self.log.last_index()
+        for node_id in ids - self._progress.keys():
+            self._progress[node_id] = Progress(last + 1)
+        for node_id in self._progress.keys() - ids:
+            del self._progress[node_id]
+
+    def _match(self, node_id: str) -> int:
+        if node_id == self.id:
+            return self.log.stable
+        pr = self._progress.get(node_id)
+        return pr.match if pr is not None else 0
+
+    def _maybe_commit(self) -> bool:
+        voters = self.membership.voters
+        if not voters:
+            return False
+        matches = sorted((self._match(v) for v in voters), reverse=True)
+        n = matches[self.membership.quorum() - 1]
+        # Only entries of the current term commit by counting (§5.4.2).
+        if n <= self.log.committed or self.log.term(n) != self.term:
+            return False
+        self.log.commit_to(n)
+        self._dirty.update(p for p in self._progress if p != self.id)
+        if self._reads_before_commit:
+            waiting, self._reads_before_commit = self._reads_before_commit, []
+            for frm, ctx in waiting:
+                self._register_read(frm, ctx)
+        if not self._promotable() and not self._config_pending():
+            # We were removed and the change is committed: hand over and stop
+            # leading (thesis §4.2.2).
+            voters_left = sorted(self.membership.voters)
+            if voters_left:
+                best = max(voters_left, key=lambda v: self._match(v))
+                self._send(TimeoutNow(frm=self.id, to=best, term=self.term))
+            self._become_follower(self.term, None)
+        return True
+
+    def _register_read(self, frm: str, ctx: int) -> None:
+        if self.log.term(self.log.committed) != self.term:
+            # Until an entry of our term commits we do not know the commit
+            # index of the previous leaders (thesis §6.4).
+            self._reads_before_commit.append((frm, ctx))
+            return
+        if self._seq_sent:
+            # A fresh round: acks of a round sent before this read arrived
+            # prove nothing about now. Reads until the next send share it.
+            self._read_seq += 1
+            self._seq_sent = False
+        self._heartbeat_due = True
+        self._reads.append(_PendingRead(self._read_seq, self.log.committed, frm, ctx))
+        self._release_reads()
+
+    def _release_reads(self) -> None:
+        if not self._reads:
+            return
+        voters = self.membership.voters
+        acked = sorted(
+            (
+                self._read_seq if v == self.id else self._progress[v].acked_seq
+                for v in voters
+                if v in self._progress
+            ),
+            reverse=True,
+        )
+        quorum = self.membership.quorum()
+        if len(acked) < quorum:
+            return
+        confirmed = acked[quorum - 1]
+        while self._reads and self._reads[0].seq <= confirmed:
+            r = self._reads.popleft()
+            if r.frm == self.id:
+                self._read_states.append(ReadState(r.ctx, r.index))
+            else:
+                self._send(
+                    ReadIndexResponse(frm=self.id, to=r.frm, term=self.term, ctx=r.ctx, index=r.index)
+                )
+
+    def _step_leader(self, m: Message) -> None:
+        if isinstance(m, AppendResponse):
+            self._on_append_response(m)
+        elif isinstance(m, HeartbeatResponse):
+            pr = self._progress.get(m.frm)
+            if pr is None:
+                return
+            pr.recent_active = True
+            pr.acked_seq = max(pr.acked_seq, m.seq)
+            pr.paused = False if pr.state is ProgressState.PROBE else pr.paused
+            if pr.state is ProgressState.REPLICATE and pr.is_paused(self.cfg.max_inflight):
+                pr.inflight.popleft()  # lost appends must not stall us forever
+            if pr.match < self.log.last_index():
+                self._dirty.add(m.frm)
+            self._release_reads()
+        elif isinstance(m, Propose):
+            try:
+                self.propose(m.payloads)
+            except ProposalDropped:
+                self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
+        elif isinstance(m, ReadIndexRequest):
+            self._register_read(m.frm, m.ctx)
+        # Other messages at our term (votes, appends from ourselves) are stale.
+
+    def _on_append_response(self, m: AppendResponse) -> None:
+        pr = self._progress.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.acked_seq = max(pr.acked_seq, m.seq)
+        if not m.success:
+            if pr.maybe_decrease(m.index, self._next_from_hint(m.hint_index, m.hint_term)):
+                self._dirty.add(m.frm)
+        elif pr.maybe_update(m.index):
+            if pr.state is ProgressState.PROBE:
+                pr.become_replicate()
+            elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+                pr.become_probe()
+                pr.become_replicate()
+            self._maybe_commit()
+            if self.role is not Role.LEADER:
+                return
+            self._dirty.add(m.frm)
+            if m.frm == self._transferee and pr.match == self.log.last_index():
+                self._send(TimeoutNow(frm=self.id, to=m.frm, term=self.term))
+        elif pr.match < self.log.last_index():
+            self._dirty.add(m.frm)
+        self._release_reads()
+
+    def _next_from_hint(self, hint_index: int, hint_term: int) -> int:
+        if hint_term == 0:
+            return hint_index
+        last = self.log.last_index_of_term(hint_term)
+        return last + 1 if last else hint_index
+
+    def _flush_leader(self) -> None:
+        """Turn the turn's accumulated work into messages: one heartbeat round
+        if one is due, and for each follower as many appends as flow control
+        allows, so proposals of one turn share one append."""
+        if self._heartbeat_due:
+            self._heartbeat_due = False
+            for node_id, pr in sorted(self._progress.items()):
+                if node_id != self.id:
+                    self._send(
+                        Heartbeat(
+                            frm=self.id,
+                            to=node_id,
+                            term=self.term,
+                            commit=min(pr.match, self.log.committed),
+                            seq=self._read_seq,
+                        )
+                    )
+            self._seq_sent = True
+            self._release_reads()  # a single voter confirms its own reads
+        if self._dirty:
+            for node_id in sorted(self._dirty):
+                if node_id in self._progress and node_id != self.id:
+                    self._send_appends(node_id)
+            self._dirty.clear()
+
+    def _send_appends(self, to: str) -> None:
+        pr = self._progress[to]
+        last = self.log.last_index()
+        sent_any = False
+        while not pr.is_paused(self.cfg.max_inflight) and pr.next <= last:
+            if pr.next <= self.log.snapshot_index:
+                # Needed entries are compacted; snapshots come with compaction.
+                return
+            prev = pr.next - 1
+            entries = self.log.slice(pr.next, last + 1, self.cfg.max_append_bytes)
+            self._send_append(to, pr, prev, entries)
+            sent_any = True
+        if not sent_any and pr.sent_commit < self.log.committed and not pr.is_paused(
+            self.cfg.max_inflight
+        ):
+            # Nothing new to send, but the follower should learn the commit.
+            self._send_append(to, pr, pr.next - 1, [])
+
+    def _send_append(self, to: str, pr: Progress, prev: int, entries: list[Entry]) -> None:
+        commit = self.log.committed
+        self._send(
+            AppendEntries(
+                frm=self.id,
+                to=to,
+                term=self.term,
+                prev_index=prev,
+                prev_term=self.log.term(prev) or 0,
+                entries=tuple(entries),
+                commit=commit,
+                seq=self._read_seq,
+            )
+        )
+        self._seq_sent = True
+        pr.sent_commit = commit
+        pr.sent(prev + len(entries), len(entries))
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _send(self, m: Message) -> None:
+        if depends_on_disk(m):
+            self._durable_msgs.append(m)
+        else:
+            self._msgs.append(m)

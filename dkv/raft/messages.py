@@ -1,0 +1,137 @@
+# test-case-name: tests.raft.test_core
+"""Frozen values exchanged between Raft nodes and between the core and its driver.
+
+Every message carries ``frm``, ``to`` and ``term``. The core never sends them
+itself: it queues them and the driver (``dkv.replication``) delivers them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class EntryKind(enum.IntEnum):
+    NORMAL = 0
+    CONFIG = 1
+
+
+@attrs.frozen(slots=True)
+class Entry:
+    """One log entry. ``data`` is opaque to the core for NORMAL entries (empty
+    data is the leader's no-op); for CONFIG entries it is an encoded
+    ``Membership``."""
+
+    index: int
+    term: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+
+
+@attrs.frozen(slots=True)
+class HardState:
+    """What must be durable before any message that depends on it leaves the node."""
+
+    term: int = 0
+    vote: str = ""
+    commit: int = 0
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Message:
+    frm: str
+    to: str
+    term: int
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class RequestVote(Message):
+    last_index: int
+    last_term: int
+    #: A PreVote asks "would you vote for me?" without anybody changing term.
+    pre_vote: bool = False
+    #: Sent on a leadership transfer: voters ignore their leader lease.
+    transfer: bool = False
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class VoteResponse(Message):
+    granted: bool
+    pre_vote: bool = False
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class AppendEntries(Message):
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    #: The leader's read round when sent; echoed so reads can be confirmed.
+    seq: int = 0
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class AppendResponse(Message):
+    success: bool
+    #: On success the follower's last index matching the leader; on
+    #: rejection the prev_index that failed the consistency check.
+    index: int
+    #: On rejection: where the leader should look next (fast backtracking).
+    hint_index: int = 0
+    hint_term: int = 0
+    seq: int = 0
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Heartbeat(Message):
+    #: min(leader commit, follower match): never beyond what the follower holds.
+    commit: int
+    seq: int = 0
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class HeartbeatResponse(Message):
+    seq: int = 0
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Propose(Message):
+    """A follower forwards client payloads to its leader."""
+
+    ctx: int
+    payloads: tuple[bytes, ...]
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class ProposeRejected(Message):
+    """The receiver was not leader: the forwarded payloads were certainly not appended."""
+
+    ctx: int
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class ReadIndexRequest(Message):
+    ctx: int
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class ReadIndexResponse(Message):
+    ctx: int
+    index: int = 0
+    ok: bool = True
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class TimeoutNow(Message):
+    """Leadership transfer: campaign now, without waiting for a timeout."""
+
+
+def depends_on_disk(message: Message) -> bool:
+    """A vote, a vote request with a new term, or an append acknowledgement
+    promises something about this node's disk (Raft §5.2, §5.3)."""
+    if isinstance(message, RequestVote):
+        return not message.pre_vote
+    if isinstance(message, VoteResponse):
+        return message.granted and not message.pre_vote
+    return isinstance(message, AppendResponse)
