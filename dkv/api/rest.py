@@ -1,0 +1,203 @@
+# test-case-name: tests.test_rest
+"""The REST API (Klein), grpc-gateway style JSON.
+
+    POST   /v0/kv                 {"key": b64, "value": b64}  -> 200 {}
+    GET    /v0/kv/key/{b64key}    [?consistency=serializable] -> 200 {"key", "value"}
+    DELETE /v0/kv/key/{b64key}                                -> 200 {}
+    GET    /v0/status                                         -> 200 {...}
+
+Every error is ``{"error": reason, "code": grpc_code}`` with the HTTP status
+of ``dkv.errors``; a rejected request is logged once and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klein import Klein
+from klein.resource import KleinResource
+from twisted.internet.defer import CancelledError
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request, Site
+from werkzeug.exceptions import MethodNotAllowed as _WMethodNotAllowed
+from werkzeug.exceptions import NotFound as _WNotFound
+
+from dkv.logs import logger
+from dkv.api import b64
+from dkv.errors import (
+    DkvError,
+    InvalidArgument,
+    KeyNotFound,
+    MethodNotAllowed,
+    RouteNotFound,
+    TooLarge,
+)
+from dkv.node import Node
+
+log = logger("dkv.api.rest")
+
+_CONSISTENCY = {"linearizable": True, "serializable": False}
+
+
+class BoundedRequest(Request):
+    """A request that stops buffering its body past ``max_body`` bytes and
+    remembers that it did, so the handler can answer 413 without holding an
+    oversize body in memory."""
+
+    max_body = 1536 * 1024
+    body_too_large = False
+    _body_seen = 0
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted name
+        self._body_seen += len(data)
+        if self._body_seen > self.max_body:
+            self.body_too_large = True
+            return
+        super().handleContentChunk(data)
+
+
+class _JsonKleinResource(KleinResource):
+    """Klein answers a path that is not UTF-8 with plain text; we answer JSON."""
+
+    def render(self, request: IRequest) -> Any:
+        try:
+            for segment in request.postpath:
+                segment.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(request, InvalidArgument("path is not valid UTF-8"))
+        return super().render(request)
+
+
+def _json(request: IRequest, status: int, body: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class _QuietSite(Site):
+    """No access log: at thousands of requests a second it would cost more
+    than the requests. Rejected requests are logged by ``_error``."""
+
+    def log(self, request: IRequest) -> None:
+        pass
+
+
+def _error(request: IRequest, error: DkvError) -> bytes:
+    if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake
+        # Client mistakes are logged once at info; 5xx (no leader, unknown
+        # outcome) are the cluster's state, logged by replication, so debug.
+        emit = log.debug if error.http_status >= 500 else log.info
+        emit(
+            "rejected {method} {path}: {status} {error}",
+            method=request.method.decode("latin-1"),
+            path=request.uri.decode("latin-1")[:200],
+            status=error.http_status,
+            error=error.message,
+        )
+    return _json(request, error.http_status, {"error": error.message, "code": error.grpc_code})
+
+
+class RestApi:
+    app = Klein()
+    # Base64 keys may contain "//"; do not let werkzeug merge or redirect them.
+    app.url_map.merge_slashes = False
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def resource(self) -> KleinResource:
+        return _JsonKleinResource(self.app)
+
+    def site(self) -> Site:
+        site = _QuietSite(self.resource())
+        site.requestFactory = type(
+            "Request", (BoundedRequest,), {"max_body": self.node.limits.max_body_bytes}
+        )
+        site.displayTracebacks = False
+        site.noisy = False
+        return site
+
+    # -- routes ------------------------------------------------------------------
+
+    @app.route("/v0/kv", methods=["POST"])
+    async def put(self, request: IRequest) -> bytes:
+        body = self._json_body(request)
+        key = b64.decode(self._field(body, "key"), "key")
+        value = b64.decode(self._field(body, "value"), "value")
+        await self.node.put(key, value)
+        return _json(request, 200, {})
+
+    @app.route("/v0/kv/key/<path:b64key>", methods=["GET"])
+    async def get(self, request: IRequest, b64key: str) -> bytes:
+        key = b64.decode(b64key, "key")
+        args = request.args.get(b"consistency", [b"linearizable"])
+        mode = args[-1].decode("utf-8", "replace").lower()
+        if mode not in _CONSISTENCY:
+            raise InvalidArgument("consistency must be linearizable or serializable")
+        value = await self.node.get(key, linearizable=_CONSISTENCY[mode])
+        return _json(request, 200, {"key": b64.encode(key), "value": b64.encode(value)})
+
+    @app.route("/v0/kv/key/<path:b64key>", methods=["DELETE"])
+    async def delete(self, request: IRequest, b64key: str) -> bytes:
+        key = b64.decode(b64key, "key")
+        await self.node.delete(key)
+        return _json(request, 200, {})
+
+    @app.route("/v0/kv/key/", methods=["GET", "DELETE"])
+    def empty_key(self, request: IRequest) -> bytes:
+        raise InvalidArgument("key must not be empty")
+
+    @app.route("/v0/status", methods=["GET"])
+    def status(self, request: IRequest) -> bytes:
+        return _json(request, 200, self.node.status())
+
+    # -- errors ------------------------------------------------------------------
+
+    @app.handle_errors(DkvError)
+    def dkv_error(self, request: IRequest, failure: Failure) -> bytes:
+        return _error(request, failure.value)
+
+    @app.handle_errors(_WNotFound)
+    def not_found(self, request: IRequest, failure: Failure) -> bytes:
+        return _error(request, RouteNotFound(f"no route {request.path.decode('latin-1')[:200]}"))
+
+    @app.handle_errors(_WMethodNotAllowed)
+    def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
+        allowed = ", ".join(failure.value.valid_methods or ())
+        if allowed:
+            request.setHeader(b"allow", allowed.encode())
+        return _error(request, MethodNotAllowed(f"method {request.method.decode('latin-1')} not allowed"))
+
+    @app.handle_errors(Exception)
+    def internal(self, request: IRequest, failure: Failure) -> bytes | None:
+        if failure.check(CancelledError):
+            return None  # the client went away
+        log.failure("internal error answering {uri}", failure, uri=request.uri.decode("latin-1")[:200])
+        return _json(request, 500, {"error": "internal error", "code": 13})
+
+    # -- parsing -----------------------------------------------------------------
+
+    def _json_body(self, request: IRequest) -> dict[str, Any]:
+        if getattr(request, "body_too_large", False):
+            raise TooLarge(f"body exceeds {self.node.limits.max_body_bytes} bytes")
+        raw = request.content.read() if request.content is not None else b""
+        if len(raw) > self.node.limits.max_body_bytes:
+            raise TooLarge(f"body exceeds {self.node.limits.max_body_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise InvalidArgument(f"malformed JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise InvalidArgument("body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _field(body: dict[str, Any], name: str) -> str:
+        if name not in body:
+            raise InvalidArgument(f"missing field {name!r}")
+        value = body[name]
+        if not isinstance(value, str):
+            raise InvalidArgument(f"field {name!r} must be a base64 string")
+        return value

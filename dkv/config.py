@@ -1,0 +1,126 @@
+# test-case-name: tests.test_config
+"""Parsing and checking a node's configuration (flags and ``DKV_*`` variables).
+
+``Options`` (in ``dkv.tap``) turns flags and variables into a ``NodeConfig``;
+the functions here hold the rules so they can be tested without a reactor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import attrs
+
+from dkv.node import Limits
+from dkv.raft import RaftConfig
+from dkv.raft.membership import NODE_ID, Member, Membership
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot work; the message says what is wrong."""
+
+
+def parse_port(text: str, what: str = "port") -> int:
+    try:
+        port = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number from 1 to 65535, not {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{what} must be a number from 1 to 65535, not {text!r}")
+    return port
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not _HOST.match(host):
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), parse_port(port, f"{what}: port")
+
+
+@attrs.frozen
+class ClusterSpec:
+    """The bootstrap cluster as written: ``id@host:port,...`` in order."""
+
+    members: tuple[Member, ...]
+
+    @property
+    def membership(self) -> Membership:
+        return Membership(self.members)
+
+    @property
+    def first(self) -> str:
+        return self.members[0].id
+
+    def cluster_id(self) -> str:
+        """Identical on every node bootstrapped from the same member list."""
+        return hashlib.sha256(self.membership.encode()).hexdigest()[:16]
+
+    def __str__(self) -> str:
+        return ",".join(f"{m.id}@{m.address}" for m in self.members)
+
+
+def parse_cluster(text: str) -> ClusterSpec:
+    """Parse ``a@127.0.0.1:7070,b@127.0.0.1:8080``; raise ConfigError on any flaw."""
+    members: list[Member] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        node_id, sep, address = item.partition("@")
+        if not sep:
+            raise ConfigError(f"cluster entry {item!r} is not ID@HOST:PORT")
+        if not NODE_ID.match(node_id):
+            raise ConfigError(
+                f"cluster entry {item!r}: node id must be letters, digits, '_', '.', '-' (max 64)"
+            )
+        host, port = parse_address(address, f"cluster entry {item!r}")
+        if any(m.id == node_id for m in members):
+            raise ConfigError(f"cluster lists node id {node_id!r} twice")
+        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if any(m.address == addr for m in members):
+            raise ConfigError(f"cluster lists address {addr} twice")
+        members.append(Member(node_id, addr, True))
+    return ClusterSpec(tuple(members))
+
+
+def parse_routes(text: str) -> dict[str, str]:
+    """Parse ``b=127.0.0.1:9000,c=127.0.0.1:9001`` (peer id -> dial address)."""
+    routes: dict[str, str] = {}
+    for raw in text.split(","):
+        item = raw.strip()
+        node_id, sep, address = item.partition("=")
+        if not sep or not NODE_ID.match(node_id):
+            raise ConfigError(f"peer route {item!r} is not ID=HOST:PORT")
+        host, port = parse_address(address, f"peer route {item!r}")
+        routes[node_id] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return routes
+
+
+@attrs.frozen
+class NodeConfig:
+    node_id: str
+    db_path: str
+    listen_host: str
+    rpc_port: int
+    rest_port: int
+    cluster: ClusterSpec | None
+    peer_routes: dict[str, str]
+    log_level: str
+    request_timeout: float
+    tick_seconds: float
+    raft: RaftConfig
+    limits: Limits
+
+
+def check_db_path(path: str) -> None:
+    if os.path.isdir(path):
+        raise ConfigError(f"db path {path} is a directory; give a file path such as {path}/node.db")
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(parent):
+        raise ConfigError(f"db path {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (
+        os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK)
+    ):
+        raise ConfigError(f"db path {path} is not writable")

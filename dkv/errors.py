@@ -1,0 +1,74 @@
+# test-case-name: tests.test_rest
+"""Errors a client can see, with their HTTP status and gRPC code.
+
+The API layers map these and nothing else: REST answers ``{"error": message,
+"code": grpc_code}`` with ``http_status``; gRPC aborts with the code.
+"""
+
+from __future__ import annotations
+
+
+class DkvError(Exception):
+    http_status = 500
+    #: gRPC status code number (grpc.StatusCode.X.value[0]).
+    grpc_code = 13  # INTERNAL
+    default_message = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidArgument(DkvError):
+    http_status = 400
+    grpc_code = 3
+    default_message = "invalid argument"
+
+
+class KeyNotFound(DkvError):
+    http_status = 404
+    grpc_code = 5
+    default_message = "key not found"
+
+
+class RouteNotFound(DkvError):
+    http_status = 404
+    grpc_code = 5
+    default_message = "not found"
+
+
+class MethodNotAllowed(DkvError):
+    http_status = 405
+    grpc_code = 12  # UNIMPLEMENTED
+    default_message = "method not allowed"
+
+
+class TooLarge(DkvError):
+    http_status = 413
+    grpc_code = 8  # RESOURCE_EXHAUSTED
+    default_message = "request too large"
+
+
+class FailedPrecondition(DkvError):
+    http_status = 409
+    grpc_code = 9
+    default_message = "failed precondition"
+
+
+class NoLeader(DkvError):
+    """Certainly not applied: safe to retry (HTTP 503, UNAVAILABLE)."""
+
+    http_status = 503
+    grpc_code = 14
+    default_message = "no leader"
+
+
+class OutcomeUnknown(DkvError):
+    """Proposed (or forwarded) but its fate is unknown (HTTP 504, DEADLINE_EXCEEDED)."""
+
+    http_status = 504
+    grpc_code = 4
+    default_message = "outcome unknown"

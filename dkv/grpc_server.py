@@ -1,0 +1,82 @@
+# test-case-name: tests.test_grpc_kv
+"""The gRPC server on the RPC port, as a Twisted service.
+
+One ``grpc.aio`` server carries the public ``dkv.v0.KV`` service and the peer
+``dkv.raft.v0.Raft`` service. It is created in ``startService`` (gRPC objects
+must not cross a fork) on the asyncio loop that runs Twisted's reactor.
+SO_REUSEPORT is off, so a port already in use is an error, not a silent
+second listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from grpc import aio
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+
+from dkv.logs import logger
+
+log = logger("dkv.grpc")
+
+
+class GrpcServerService(Service):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registrations: Sequence[Callable[[aio.Server], None]],
+        max_message_bytes: int,
+        on_start: Callable[[], None] = lambda: None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._registrations = registrations
+        self._max_message_bytes = max_message_bytes
+        self._on_start = on_start
+        self._on_stop = on_stop
+        self.server: aio.Server | None = None
+
+    def startService(self) -> None:
+        """Binds synchronously: raises SystemExit with one line if it cannot."""
+        super().startService()
+        from dkv.transport.grpc_peer import MAX_MESSAGE_BYTES
+
+        self.server = aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max(self._max_message_bytes, MAX_MESSAGE_BYTES)),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ]
+        )
+        for register in self._registrations:
+            register(self.server)
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        try:
+            bound = self.server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise SystemExit(f"dkv: cannot listen on rpc port {address}: address in use or unavailable")
+        self.port = bound
+        asyncio.ensure_future(self.server.start())
+        self._on_start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self.server is None:
+            return succeed(None)
+        server, self.server = self.server, None
+
+        async def stop() -> None:
+            if self._on_stop is not None:
+                await self._on_stop()
+            await server.stop(grace=0.5)
+
+        return Deferred.fromFuture(asyncio.ensure_future(stop()))

@@ -1,0 +1,324 @@
+# test-case-name: tests.test_config
+"""The one wiring place: ``Options`` and ``makeService`` for ``twistd dkv`` and ``dkv``.
+
+Every flag ``--foo-bar`` also reads ``DKV_FOO_BAR``; a flag wins over its
+variable. ``postOptions`` checks everything that can be checked without
+touching the network or the disk, and installs Twisted's asyncio reactor
+(gRPC's asyncio API and Twisted share that one loop). ``DkvService`` opens
+the store and binds the ports in ``privilegedStartService``, after twistd
+may have forked; any failure there is one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+from typing import Any
+
+from twisted.application import internet
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from dkv.config import (
+    ClusterSpec,
+    ConfigError,
+    NodeConfig,
+    check_db_path,
+    parse_cluster,
+    parse_routes,
+    parse_port,
+)
+from dkv.logs import LEVELS, logger, set_level
+from dkv.node import Limits
+from dkv.raft import RaftConfig
+from dkv.raft.membership import NODE_ID
+
+log = logger("dkv")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
+_positive_int.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+_positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
+_port.coerceDoc = "A TCP port, 1-65535."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run one dkv node. Every option --foo-bar can also be set with the "
+        "environment variable DKV_FOO_BAR; the option wins."
+    )
+    optParameters: list[list[Any]] = [
+        ["node-id", None, None, "This node's id; must appear in --cluster."],
+        ["cluster", None, "", "Bootstrap cluster, ID@HOST:RPC_PORT,... The first member gets the first chance to lead. Only read when the db is empty."],
+        ["rpc-port", None, 7070, "Port for gRPC: the KV API and the peer protocol.", _port],
+        ["rest-port", None, 7071, "Port for the REST API.", _port],
+        ["db-path", None, None, "LMDB file for this node's data, e.g. a.db."],
+        ["listen-host", None, "127.0.0.1", "Address the RPC and REST ports listen on."],
+        ["log-level", None, "info", "debug, info, warn, error or critical."],
+        ["peer-route", None, "", "ID=HOST:PORT,... reach these peers at these addresses instead of the ones in the cluster configuration (NAT, tunnels, fault-injection tests)."],
+        ["request-timeout", None, 5.0, "Seconds a client request may wait for the cluster.", _positive_float],
+        ["max-key-size", None, 4096, "Largest key in bytes.", _positive_int],
+        ["max-body-size", None, 1536 * 1024, "Largest REST body / gRPC message in bytes.", _positive_int],
+        ["tick-ms", None, 100, "Raft tick in milliseconds.", _positive_int],
+        ["election-ticks", None, 10, "Ticks without a leader before an election.", _positive_int],
+        ["heartbeat-ticks", None, 1, "Ticks between leader heartbeats.", _positive_int],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._env_errors: list[str] = []
+        for long, _short, _default, _doc, *coerce in self.optParameters:
+            var = "DKV_" + long.upper().replace("-", "_")
+            if var in os.environ:
+                raw = os.environ[var]
+                try:
+                    self[long] = coerce[0](raw) if coerce else raw
+                except ValueError as e:
+                    self._env_errors.append(f"{var}={raw!r}: {e}")
+
+    def postOptions(self) -> None:
+        if self._env_errors:
+            raise usage.UsageError(self._env_errors[0])
+        try:
+            self["config"] = self._node_config()
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        install_asyncio_reactor()
+
+    def _node_config(self) -> NodeConfig:
+        node_id = self["node-id"]
+        if not node_id:
+            raise ConfigError("no node id: set --node-id or DKV_NODE_ID")
+        if not NODE_ID.match(node_id):
+            raise ConfigError(f"node id {node_id!r}: use letters, digits, '_', '.', '-' (max 64)")
+        if not self["db-path"]:
+            raise ConfigError("no db path: set --db-path or DKV_DB_PATH (a file such as a.db)")
+        check_db_path(self["db-path"])
+        level = self["log-level"].lower()
+        if level not in LEVELS:
+            raise ConfigError(f"log level {self['log-level']!r}: use one of {', '.join(LEVELS)}")
+        cluster: ClusterSpec | None = None
+        if self["cluster"].strip():
+            cluster = parse_cluster(self["cluster"])
+            if all(m.id != node_id for m in cluster.members):
+                raise ConfigError(f"node id {node_id!r} is not in the cluster {str(cluster)!r}")
+        routes = parse_routes(self["peer-route"]) if self["peer-route"].strip() else {}
+        if self["rpc-port"] == self["rest-port"]:
+            raise ConfigError(f"rpc port and rest port are both {self['rpc-port']}")
+        if self["heartbeat-ticks"] >= self["election-ticks"]:
+            raise ConfigError("heartbeat ticks must be fewer than election ticks")
+        return NodeConfig(
+            node_id=node_id,
+            db_path=self["db-path"],
+            listen_host=self["listen-host"],
+            rpc_port=self["rpc-port"],
+            rest_port=self["rest-port"],
+            cluster=cluster,
+            peer_routes=routes,
+            log_level=level,
+            request_timeout=self["request-timeout"],
+            tick_seconds=self["tick-ms"] / 1000.0,
+            raft=RaftConfig(
+                election_ticks=self["election-ticks"], heartbeat_ticks=self["heartbeat-ticks"]
+            ),
+            limits=Limits(max_key_bytes=self["max-key-size"], max_body_bytes=self["max-body-size"]),
+        )
+
+
+def install_asyncio_reactor() -> None:
+    """Install Twisted's asyncio reactor unless one is already installed;
+    refuse any other reactor (gRPC's asyncio API must share the loop)."""
+    if "twisted.internet.reactor" in sys.modules:
+        from twisted.internet import reactor
+        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+        if not isinstance(reactor, AsyncioSelectorReactor):
+            raise usage.UsageError(
+                f"dkv needs Twisted's asyncio reactor, but {type(reactor).__name__} is installed: "
+                "run twistd without -r, or with -r asyncio"
+            )
+        return
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install()  # a new loop, also set as asyncio's current loop
+
+
+class StartupError(Exception):
+    """The node cannot start; the message is the one line the operator sees."""
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise StartupError(f"cannot listen on {what} port {host}:{port}: {e.strerror}") from None
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _StoreService(Service):
+    """Closes the store last (it is added first, and stopped after the rest)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.store.close()
+
+
+class DkvService(MultiService):
+    """One node. Children are built in privilegedStartService (after any
+    daemon fork) in dependency order; MultiService stops them in reverse."""
+
+    def __init__(self, config: NodeConfig, reactor: Any = None) -> None:
+        super().__init__()
+        self.config = config
+        self._reactor = reactor
+        self.node: Any = None
+
+    def privilegedStartService(self) -> None:
+        try:
+            self._build()
+            try:
+                super().privilegedStartService()
+            except CannotListenError as e:
+                raise StartupError(f"cannot listen on rest port {e.interface}:{e.port}: {e.socketError}") from None
+        except StartupError as e:
+            raise SystemExit(f"dkv: {e}") from None
+
+    def startService(self) -> None:
+        c = self.config
+        log.info(
+            "dkv node {id} starting: rpc {rpc}, rest {rest}, db {db}, cluster {cluster}",
+            id=c.node_id,
+            rpc=host_port(c.listen_host, c.rpc_port),
+            rest=host_port(c.listen_host, c.rest_port),
+            db=c.db_path,
+            cluster=self._cluster_text,
+        )
+        super().startService()
+
+    def _build(self) -> None:
+        from twisted.internet import reactor as global_reactor
+
+        from dkv.api import grpc_kv
+        from dkv.api.rest import RestApi
+        from dkv.grpc_server import GrpcServerService
+        from dkv.node import Node
+        from dkv.replication import ReplicationService
+        from dkv.storage import StorageError
+        from dkv.storage.lmdb_store import LmdbStore
+        from dkv.transport.grpc_peer import GrpcTransport
+
+        reactor = self._reactor or global_reactor
+        c = self.config
+        set_level(c.log_level)
+        check_port_free(c.listen_host, c.rpc_port, "rpc")
+        check_port_free(c.listen_host, c.rest_port, "rest")
+        try:
+            store = LmdbStore.open(c.db_path, reactor)
+        except StorageError as e:
+            raise StartupError(str(e)) from None
+        try:
+            state = store.load()
+            if state is None:
+                if c.cluster is None:
+                    raise StartupError(
+                        f"db path {c.db_path} holds no data and no cluster is given: "
+                        "set --cluster (DKV_CLUSTER) to bootstrap a new cluster"
+                    )
+                state = store.bootstrap(c.cluster.cluster_id(), c.cluster.membership)
+                self._cluster_text = str(c.cluster)
+            else:
+                self._cluster_text = f"(from the db; cluster id {state.cluster_id})"
+        except StartupError:
+            store.close()
+            raise
+        first_election_ticks = None
+        if c.cluster is not None and c.cluster.first == c.node_id and state.entries and state.entries[-1].index <= 1:
+            # A fresh cluster: the first listed node gets the first chance.
+            first_election_ticks = max(2, c.raft.election_ticks // 3)
+
+        _StoreService(store).setServiceParent(self)
+        transport = GrpcTransport(
+            c.node_id,
+            routes=c.peer_routes,
+            cluster_id=lambda: state.cluster_id,
+            on_receive=lambda msgs: replication.receive(msgs),
+            on_unreachable=lambda peer: replication.unreachable(peer),
+        )
+        replication = ReplicationService(
+            node_id=c.node_id,
+            state=state,
+            store=store,
+            transport=transport,
+            clock=reactor,
+            raft_config=c.raft,
+            tick_seconds=c.tick_seconds,
+            request_timeout=c.request_timeout,
+            rng=random.Random(),
+            first_election_ticks=first_election_ticks,
+            on_fatal=lambda failure: _fatal(reactor, failure),
+        )
+        replication.setServiceParent(self)
+        self.node = node = Node(replication, store, c.limits)
+        GrpcServerService(
+            c.listen_host,
+            c.rpc_port,
+            registrations=[transport.register, lambda server: grpc_kv.register(server, node)],
+            max_message_bytes=c.limits.max_body_bytes + 64 * 1024,
+            on_start=transport.start,
+            on_stop=transport.stop,
+        ).setServiceParent(self)
+        rest = internet.TCPServer(c.rest_port, RestApi(node).site(), interface=c.listen_host)
+        rest.setServiceParent(self)
+
+
+def _fatal(reactor: Any, failure: Failure) -> None:
+    """A node that cannot persist or whose core failed must not go on."""
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    if reactor.running:
+        reactor.stop()
+
+
+def makeService(options: Options) -> IService:  # noqa: N802 - twistd's name
+    return DkvService(options["config"])
+

@@ -1,0 +1,105 @@
+# test-case-name: tests.test_transport
+"""Conversion between the core's message values and the ``dkv.raft.v0`` protobufs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dkv.pb import raft_pb2 as pb
+from dkv.raft import messages as m
+
+
+def entry_to_pb(e: m.Entry) -> pb.Entry:
+    return pb.Entry(index=e.index, term=e.term, kind=e.kind, data=e.data)
+
+
+def entry_from_pb(e: pb.Entry) -> m.Entry:
+    return m.Entry(e.index, e.term, m.EntryKind(e.kind), e.data)
+
+
+def _fields(msg: m.Message, names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: getattr(msg, n) for n in names}
+
+
+# message class -> (oneof field name, simple field names)
+_SIMPLE: dict[type[m.Message], tuple[str, tuple[str, ...]]] = {
+    m.RequestVote: ("request_vote", ("last_index", "last_term", "pre_vote", "transfer")),
+    m.VoteResponse: ("vote_response", ("granted", "pre_vote")),
+    m.AppendResponse: (
+        "append_response",
+        ("success", "index", "hint_index", "hint_term", "seq"),
+    ),
+    m.Heartbeat: ("heartbeat", ("commit", "seq")),
+    m.HeartbeatResponse: ("heartbeat_response", ("seq",)),
+    m.ProposeRejected: ("propose_rejected", ("ctx",)),
+    m.ReadIndexRequest: ("read_index_request", ("ctx",)),
+    m.ReadIndexResponse: ("read_index_response", ("ctx", "index", "ok")),
+    m.TimeoutNow: ("timeout_now", ()),
+}
+_BY_FIELD = {field: (cls, names) for cls, (field, names) in _SIMPLE.items()}
+
+
+def message_to_pb(msg: m.Message) -> pb.Message:
+    out = pb.Message(to=msg.to, term=msg.term)
+    setattr(out, "from", msg.frm)  # "from" is a Python keyword
+    if isinstance(msg, m.AppendEntries):
+        body = out.append_entries
+        body.prev_index = msg.prev_index
+        body.prev_term = msg.prev_term
+        body.commit = msg.commit
+        body.seq = msg.seq
+        body.entries.extend(entry_to_pb(e) for e in msg.entries)
+    elif isinstance(msg, m.Propose):
+        out.propose.ctx = msg.ctx
+        out.propose.payloads.extend(msg.payloads)
+    else:
+        field, names = _SIMPLE[type(msg)]
+        getattr(out, field).CopyFrom(getattr(pb, _pb_name(field))(**_fields(msg, names)))
+    return out
+
+
+def _pb_name(field: str) -> str:
+    return "".join(part.capitalize() for part in field.split("_"))
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def message_from_pb(p: pb.Message) -> m.Message:
+    kind = p.WhichOneof("body")
+    common = {"frm": getattr(p, "from"), "to": p.to, "term": p.term}
+    if kind == "append_entries":
+        a = p.append_entries
+        return m.AppendEntries(
+            **common,
+            prev_index=a.prev_index,
+            prev_term=a.prev_term,
+            entries=tuple(entry_from_pb(e) for e in a.entries),
+            commit=a.commit,
+            seq=a.seq,
+        )
+    if kind == "propose":
+        return m.Propose(**common, ctx=p.propose.ctx, payloads=tuple(p.propose.payloads))
+    if kind is None or kind not in _BY_FIELD:
+        raise DecodeError(f"unknown message body {kind!r}")
+    cls, names = _BY_FIELD[kind]
+    body = getattr(p, kind)
+    return cls(**common, **{n: getattr(body, n) for n in names})
+
+
+def batch_to_pb(cluster_id: str, frm: str, messages: Iterable[m.Message]) -> pb.Batch:
+    batch = pb.Batch(cluster_id=cluster_id, messages=[message_to_pb(x) for x in messages])
+    setattr(batch, "from", frm)
+    return batch
+
+
+def messages_from_batch(batch: pb.Batch, on_error: Callable[[Exception], None]) -> list[m.Message]:
+    out = []
+    for p in batch.messages:
+        try:
+            out.append(message_from_pb(p))
+        except (DecodeError, ValueError) as e:
+            on_error(e)
+    return out

@@ -1,0 +1,224 @@
+# test-case-name: tests.test_transport
+"""Raft messages between nodes over gRPC (``dkv.raft.v0.Raft/Stream``).
+
+Each node keeps one client-streaming call open to every peer and writes
+batches of messages into it; the receiver answers on its own stream back.
+Messages are fire-and-forget, as Raft expects: when a link breaks, queued
+messages are dropped, the core is told the peer is unreachable (it goes back
+to probing), and the link reconnects with capped exponential backoff. A link
+logs once when it goes down and once when it comes back, never per retry.
+
+All of this runs on the asyncio loop that also runs Twisted's reactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+
+import grpc
+from grpc import aio
+
+from dkv.logs import logger
+from dkv.pb import raft_pb2, raft_pb2_grpc
+from dkv.raft.messages import Message
+from dkv.transport.codec import batch_to_pb, messages_from_batch
+
+#: gRPC channel/server options shared by peers (large appends, keepalive).
+MAX_MESSAGE_BYTES = 64 << 20
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 2000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+#: Messages queued for a peer whose stream does not drain; beyond this the
+#: oldest are dropped (Raft retransmits what matters).
+MAX_QUEUED = 4096
+MAX_BATCH = 512
+CONNECT_TIMEOUT = 2.0
+BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
+
+log = logger("dkv.transport")
+
+
+class _PeerLink:
+    """The stream to one peer, with its queue and reconnect loop."""
+
+    def __init__(self, transport: GrpcTransport, peer_id: str, address: str) -> None:
+        self.transport = transport
+        self.peer_id = peer_id
+        self.address = address
+        self.queue: deque[Message] = deque()
+        self.wakeup = asyncio.Event()
+        self.connected = False
+        self.down_logged = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        if not self.connected:
+            # Nothing would carry them; the core retransmits what matters.
+            self.transport._unreachable(self.peer_id)
+            return
+        self.queue.extend(messages)
+        if len(self.queue) > MAX_QUEUED:
+            for _ in range(len(self.queue) - MAX_QUEUED):
+                self.queue.popleft()
+            self.transport._unreachable(self.peer_id)
+        self.wakeup.set()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN
+        while True:
+            channel = aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            try:
+                await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+                call = raft_pb2_grpc.RaftStub(channel).Stream()
+                self.connected = True
+                backoff = BACKOFF_MIN
+                if self.down_logged:
+                    log.info("peer {peer} at {address} is reachable again", peer=self.peer_id, address=self.address)
+                    self.down_logged = False
+                await self._pump(call)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure means the link is down
+                self._went_down(e)
+            finally:
+                self.connected = False
+                self.queue.clear()
+                await channel.close(grace=None)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _pump(self, call: aio.StreamUnaryCall) -> None:
+        while True:
+            if not self.queue:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            n = min(len(self.queue), MAX_BATCH)
+            batch = [self.queue.popleft() for _ in range(n)]
+            await call.write(batch_to_pb(self.transport.cluster_id(), self.transport.node_id, batch))
+
+    def _went_down(self, error: Exception) -> None:
+        if self.queue or self.connected:
+            self.transport._unreachable(self.peer_id)
+        if not self.down_logged:
+            reason = error.code().name if isinstance(error, aio.AioRpcError) else type(error).__name__
+            log.info(
+                "peer {peer} at {address} is unreachable ({reason}); retrying quietly",
+                peer=self.peer_id,
+                address=self.address,
+                reason=reason,
+            )
+            self.down_logged = True
+
+
+class RaftServicer(raft_pb2_grpc.RaftServicer):
+    def __init__(self, transport: GrpcTransport) -> None:
+        self._transport = transport
+
+    async def Stream(self, request_iterator, context):  # noqa: N802 - gRPC name
+        async for batch in request_iterator:
+            self._transport._receive(batch)
+        return raft_pb2.StreamClosed()
+
+
+class GrpcTransport:
+    """Sends the core's messages to peers and hands received ones to on_receive.
+
+    ``cluster_id`` is a callable because a joining node learns it late;
+    batches from another cluster are dropped (and logged once per sender)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        cluster_id: Callable[[], str],
+        on_receive: Callable[[list[Message]], None],
+        on_unreachable: Callable[[str], None],
+        routes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        #: Dial these peers here instead of at their configured address.
+        self.routes = dict(routes or {})
+        self.cluster_id = cluster_id
+        self._on_receive = on_receive
+        self._on_unreachable = on_unreachable
+        self._links: dict[str, _PeerLink] = {}
+        self._foreign_logged: set[str] = set()
+        self.servicer = RaftServicer(self)
+        self._running = False
+
+    def register(self, server: aio.Server) -> None:
+        raft_pb2_grpc.add_RaftServicer_to_server(self.servicer, server)
+
+    def start(self) -> None:
+        self._running = True
+        for link in self._links.values():
+            link.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        await asyncio.gather(*(link.stop() for link in self._links.values()))
+
+    def set_peers(self, addresses: Mapping[str, str]) -> None:
+        """Make the set of links match addresses (our own id excluded)."""
+        wanted = {i: self.routes.get(i, a) for i, a in addresses.items() if i != self.node_id}
+        for peer_id in list(self._links):
+            link = self._links[peer_id]
+            if wanted.get(peer_id) != link.address:
+                del self._links[peer_id]
+                asyncio.ensure_future(link.stop())
+        for peer_id, address in wanted.items():
+            if peer_id not in self._links:
+                link = _PeerLink(self, peer_id, address)
+                self._links[peer_id] = link
+                if self._running:
+                    link.start()
+
+    def send(self, messages: Sequence[Message]) -> None:
+        by_peer: dict[str, list[Message]] = {}
+        for msg in messages:
+            by_peer.setdefault(msg.to, []).append(msg)
+        for peer_id, msgs in by_peer.items():
+            link = self._links.get(peer_id)
+            if link is not None:
+                link.enqueue(msgs)
+
+    def _unreachable(self, peer_id: str) -> None:
+        self._on_unreachable(peer_id)
+
+    def _receive(self, batch: raft_pb2.Batch) -> None:
+        sender = getattr(batch, "from")
+        if batch.cluster_id != self.cluster_id():
+            if sender not in self._foreign_logged:
+                self._foreign_logged.add(sender)
+                log.warn(
+                    "dropping messages from {sender}: it belongs to cluster {theirs!r}, we to {ours!r}",
+                    sender=sender,
+                    theirs=batch.cluster_id,
+                    ours=self.cluster_id(),
+                )
+            return
+        msgs = messages_from_batch(
+            batch, lambda e: log.warn("undecodable message from {sender}: {e}", sender=sender, e=e)
+        )
+        if msgs:
+            self._on_receive(msgs)
+
+

@@ -1,0 +1,96 @@
+"""Shared fixtures (never import the reactor, or klein which imports it, at module
+level: pytest-twisted installs the asyncio reactor after conftest is imported).
+
+Shared fixtures: a real single-node stack (LMDB store, replication, REST
+site and gRPC server on free ports) running on the test's asyncio reactor."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+
+import attrs
+import pytest_twisted
+from twisted.internet import defer, task
+
+from dkv.api import grpc_kv
+from dkv.grpc_server import GrpcServerService
+from dkv.node import Limits, Node
+from dkv.raft import RaftConfig, Role
+from dkv.raft.membership import Member, Membership
+from dkv.replication import ReplicationService
+from dkv.storage.lmdb_store import LmdbStore
+
+
+class NullTransport:
+    """A single node has no peers."""
+
+    def send(self, messages: object) -> None:
+        pass
+
+    def set_peers(self, addresses: object) -> None:
+        pass
+
+
+@attrs.define
+class Stack:
+    node: Node
+    replication: ReplicationService
+    store: LmdbStore
+    rest_url: str
+    rpc_address: str
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll predicate on the reactor until true, failing after timeout seconds."""
+    from twisted.internet import reactor
+
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await task.deferLater(reactor, 0.01, lambda: None)  # poll
+
+
+async def start_stack(tmp_path, limits: Limits = Limits(), request_timeout: float = 5.0) -> tuple[Stack, list]:
+    from twisted.internet import reactor  # installed by pytest-twisted, never at import
+
+    from dkv.api.rest import RestApi  # klein imports the reactor
+
+    store = LmdbStore.open(str(tmp_path / "node.db"), reactor)
+    membership = Membership((Member("a", "127.0.0.1:1"),))
+    state = store.load() or store.bootstrap("test-cluster", membership)
+    replication = ReplicationService(
+        node_id="a",
+        state=state,
+        store=store,
+        transport=NullTransport(),
+        clock=reactor,
+        raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1),
+        tick_seconds=0.01,
+        request_timeout=request_timeout,
+        rng=random.Random(1),
+        first_election_ticks=1,
+    )
+    replication.startService()
+    node = Node(replication, store, limits)
+    port = reactor.listenTCP(0, RestApi(node).site(), interface="127.0.0.1")
+    grpc_service = GrpcServerService(
+        "127.0.0.1", 0, [lambda s: grpc_kv.register(s, node)], max_message_bytes=limits.max_body_bytes
+    )
+    grpc_service.startService()
+    await wait_for(lambda: replication.raft.role is Role.LEADER and replication.applied >= 2, what="leadership")
+    stack = Stack(
+        node, replication, store, f"http://127.0.0.1:{port.getHost().port}", f"127.0.0.1:{grpc_service.port}"
+    )
+    return stack, [port.stopListening, grpc_service.stopService, replication.stopService, store.close]
+
+
+@pytest_twisted.async_yield_fixture
+async def stack(tmp_path) -> AsyncIterator[Stack]:
+    s, stoppers = await start_stack(tmp_path)
+    try:
+        yield s
+    finally:
+        for stop in stoppers:
+            await defer.maybeDeferred(stop)
