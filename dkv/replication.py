@@ -28,7 +28,6 @@ import itertools
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import attrs
 from twisted.application.service import Service
@@ -44,14 +43,9 @@ from dkv.raft import Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Read
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Message
 from dkv.storage import NodeStore, PersistentState, WriteBatch
+from dkv.transport import Transport
 
 log = logger("dkv.replication")
-
-
-class Transport(Protocol):
-    def send(self, messages: Sequence[Message]) -> None: ...
-
-    def set_peers(self, addresses: dict[str, str]) -> None: ...
 
 
 @attrs.define(eq=False)

@@ -1,0 +1,20 @@
+"""How Raft messages travel between nodes, behind one small interface.
+
+``GrpcTransport`` (``dkv.transport.grpc_peer``) is the real one; the core's
+simulation tests use an in-memory network instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from dkv.raft.messages import Message
+
+
+class Transport(Protocol):
+    def send(self, messages: Sequence[Message]) -> None:
+        """Queue messages for their recipients; never blocks, may drop."""
+
+    def set_peers(self, addresses: Mapping[str, str]) -> None:
+        """The peers (id -> address) of the latest configuration."""
