@@ -247,7 +247,7 @@ class ReplicationService(Service):
                         self._finish(req, result=None)
             self._release_apply_waiters()
         self._guard(lambda: self.raft.advance(rd))  # type: ignore[union-attr]
-        self._process()
+        self._schedule()
 
     def _persist_failed(self, failure: Failure) -> None:
         self._persisting = None

@@ -1,0 +1,138 @@
+"""Options: flags, DKV_* variables (flags win), and clear configuration errors."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.python import usage
+
+from dkv.config import ConfigError, parse_cluster, parse_routes
+from dkv.tap import Options
+
+CLUSTER = "a@127.0.0.1:7070,b@127.0.0.1:8080,c@127.0.0.1:9090"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for var in [v for v in os.environ if v.startswith("DKV_")]:
+        monkeypatch.delenv(var)
+
+
+def parse(args: list[str]) -> Options:
+    options = Options()
+    options.parseOptions(args)
+    return options
+
+
+def test_flags(tmp_path) -> None:
+    o = parse(
+        ["--node-id", "a", "--rpc-port", "7070", "--rest-port", "7071", "--db-path", str(tmp_path / "a.db"),
+         "--cluster", CLUSTER, "--log-level", "debug"]
+    )
+    c = o["config"]
+    assert (c.node_id, c.rpc_port, c.rest_port, c.log_level) == ("a", 7070, 7071, "debug")
+    assert c.listen_host == "127.0.0.1"
+    assert [m.id for m in c.cluster.members] == ["a", "b", "c"]
+    assert c.cluster.first == "a"
+    assert c.request_timeout == 5.0
+    assert c.limits.max_key_bytes == 4096 and c.limits.max_body_bytes == 1536 * 1024
+
+
+def test_environment_variables(tmp_path, monkeypatch) -> None:
+    env = {
+        "DKV_NODE_ID": "b", "DKV_RPC_PORT": "8080", "DKV_REST_PORT": "8081",
+        "DKV_DB_PATH": str(tmp_path / "b.db"), "DKV_CLUSTER": CLUSTER, "DKV_LOG_LEVEL": "warn",
+        "DKV_REQUEST_TIMEOUT": "2.5", "DKV_LISTEN_HOST": "0.0.0.0",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    c = parse([])["config"]
+    assert (c.node_id, c.rpc_port, c.rest_port, c.log_level) == ("b", 8080, 8081, "warn")
+    assert c.request_timeout == 2.5 and c.listen_host == "0.0.0.0"
+
+
+def test_flags_win_over_variables(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DKV_NODE_ID", "b")
+    monkeypatch.setenv("DKV_RPC_PORT", "8080")
+    monkeypatch.setenv("DKV_CLUSTER", CLUSTER)
+    monkeypatch.setenv("DKV_DB_PATH", str(tmp_path / "x.db"))
+    c = parse(["--node-id", "a", "--rpc-port", "7070"])["config"]
+    assert (c.node_id, c.rpc_port) == ("a", 7070)
+
+
+def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
+    """Each --foo-bar is read from DKV_FOO_BAR (checked by setting all of them)."""
+    values = {
+        "node-id": "a", "cluster": CLUSTER, "rpc-port": "7170", "rest-port": "7171",
+        "db-path": str(tmp_path / "a.db"), "listen-host": "127.0.0.2", "log-level": "error",
+        "peer-route": "b=127.0.0.1:9999", "request-timeout": "3", "max-key-size": "100",
+        "max-body-size": "1000", "tick-ms": "20", "election-ticks": "7", "heartbeat-ticks": "2",
+    }
+    flags = {p[0] for p in Options.optParameters}
+    assert flags == set(values), "update this test when adding an option"
+    for flag, value in values.items():
+        monkeypatch.setenv("DKV_" + flag.upper().replace("-", "_"), value)
+    o = parse([])
+    for flag, value in values.items():
+        assert str(o[flag]) == value or o[flag] == type(o[flag])(value), flag
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cluster", CLUSTER], "no node id"),
+        (["--node-id", "d", "--cluster", CLUSTER], "'d' is not in the cluster"),
+        (["--node-id", "a", "--cluster", "a@127.0.0.1"], "expected HOST:PORT"),
+        (["--node-id", "a", "--cluster", "a127.0.0.1:7070"], "not ID@HOST:PORT"),
+        (["--node-id", "a", "--cluster", "a@127.0.0.1:7070,a@127.0.0.1:8080"], "twice"),
+        (["--node-id", "a", "--cluster", "a@127.0.0.1:99999"], "1 to 65535"),
+        (["--node-id", "a", "--cluster", CLUSTER, "--rpc-port", "x"], "1 to 65535"),
+        (["--node-id", "a", "--cluster", CLUSTER, "--log-level", "loud"], "log level"),
+        (["--node-id", "a b", "--cluster", CLUSTER], "node id"),
+        (["--node-id", "a", "--cluster", CLUSTER, "--rpc-port", "7071", "--rest-port", "7071"], "both 7071"),
+    ],
+)
+def test_bad_configuration_is_one_clear_error(tmp_path, args, message) -> None:
+    with pytest.raises(usage.UsageError, match=message):
+        parse([*args, "--db-path", str(tmp_path / "a.db")])
+
+
+def test_missing_db_path(tmp_path) -> None:
+    with pytest.raises(usage.UsageError, match="no db path"):
+        parse(["--node-id", "a", "--cluster", CLUSTER])
+
+
+def test_db_path_in_missing_directory(tmp_path) -> None:
+    with pytest.raises(usage.UsageError, match="does not exist"):
+        parse(["--node-id", "a", "--cluster", CLUSTER, "--db-path", str(tmp_path / "no" / "a.db")])
+
+
+def test_db_path_that_is_a_directory(tmp_path) -> None:
+    with pytest.raises(usage.UsageError, match="is a directory"):
+        parse(["--node-id", "a", "--cluster", CLUSTER, "--db-path", str(tmp_path)])
+
+
+def test_bad_variable_names_the_variable(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DKV_RPC_PORT", "seventy")
+    with pytest.raises(usage.UsageError, match="DKV_RPC_PORT"):
+        parse(["--node-id", "a", "--cluster", CLUSTER, "--db-path", str(tmp_path / "a.db")])
+
+
+def test_cluster_id_is_the_same_for_the_same_members() -> None:
+    a = parse_cluster(CLUSTER)
+    b = parse_cluster("c@127.0.0.1:9090,a@127.0.0.1:7070,b@127.0.0.1:8080")
+    assert a.cluster_id() == b.cluster_id()
+    assert a.first == "a" and b.first == "c"
+    assert parse_cluster("a@127.0.0.1:7070").cluster_id() != a.cluster_id()
+
+
+def test_ipv6_cluster_address() -> None:
+    spec = parse_cluster("a@[::1]:7070")
+    assert spec.members[0].address == "[::1]:7070"
+
+
+def test_routes() -> None:
+    assert parse_routes("b=127.0.0.1:1,c=localhost:2") == {"b": "127.0.0.1:1", "c": "localhost:2"}
+    with pytest.raises(ConfigError):
+        parse_routes("b:127.0.0.1:1")

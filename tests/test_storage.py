@@ -1,0 +1,215 @@
+"""LmdbStore and MemoryStore honour the NodeStore contract; LMDB survives reopen."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from dkv.commands import RequestId, encode_delete, encode_put
+from dkv.raft.membership import Member, Membership
+from dkv.raft.messages import Entry, EntryKind, HardState
+from dkv.storage import StorageError, WriteBatch
+from dkv.storage.memory import MemoryStore
+
+MEMBERS = Membership((Member("a", "127.0.0.1:7070"), Member("b", "127.0.0.1:8080")))
+
+
+def put_entry(index: int, key: bytes, value: bytes, term: int = 2, seq: int | None = None) -> Entry:
+    return Entry(index, term, EntryKind.NORMAL, encode_put(RequestId(7, seq or index), key, value))
+
+
+def delete_entry(index: int, key: bytes, term: int = 2) -> Entry:
+    return Entry(index, term, EntryKind.NORMAL, encode_delete(RequestId(7, index), key))
+
+
+def open_lmdb(path: str):
+    from twisted.internet import reactor
+
+    from dkv.storage.lmdb_store import LmdbStore
+
+    return LmdbStore.open(path, reactor)
+
+
+@pytest_twisted.async_yield_fixture(params=["lmdb", "memory"])
+async def store(request, tmp_path):
+    s = MemoryStore() if request.param == "memory" else open_lmdb(str(tmp_path / "n.db"))
+    yield s
+    await s.close()
+
+
+def test_empty_store_loads_none(store) -> None:
+    assert store.load() is None
+
+
+def test_bootstrap_writes_committed_config(store) -> None:
+    state = store.bootstrap("cid", MEMBERS)
+    assert state.hard_state == HardState(1, "", 1)
+    loaded = store.load()
+    assert loaded.cluster_id == "cid"
+    assert loaded.hard_state == HardState(1, "", 1)
+    assert loaded.entries == (Entry(1, 1, EntryKind.CONFIG, MEMBERS.encode()),)
+    assert loaded.applied == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_get_delete_through_apply(store) -> None:
+    store.bootstrap("cid", MEMBERS)
+    entries = (put_entry(2, b"k", b"v1"), put_entry(3, b"k2", b"v2"), delete_entry(4, b"k2"))
+    ids = await store.write(WriteBatch(HardState(2, "a", 4), entries, entries))
+    assert ids == [RequestId(7, 2), RequestId(7, 3), RequestId(7, 4)]
+    assert store.get(b"k") == b"v1"
+    assert store.get(b"k2") is None
+    loaded = store.load()
+    assert loaded.applied == 4
+    assert loaded.hard_state == HardState(2, "a", 4)
+    assert [e.index for e in loaded.entries] == [1, 2, 3, 4]
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_replace_conflicting_suffix(store) -> None:
+    store.bootstrap("cid", MEMBERS)
+    await store.write(WriteBatch(None, tuple(put_entry(i, b"k", b"%d" % i) for i in range(2, 8))))
+    await store.write(WriteBatch(None, tuple(put_entry(i, b"k", b"x", term=3) for i in (4, 5))))
+    loaded = store.load()
+    assert [(e.index, e.term) for e in loaded.entries] == [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_config_entries_and_noops_change_no_key(store) -> None:
+    store.bootstrap("cid", MEMBERS)
+    entries = (Entry(2, 2, EntryKind.NORMAL, b""), Entry(3, 2, EntryKind.CONFIG, MEMBERS.encode()))
+    assert await store.write(WriteBatch(None, entries, entries)) == []
+    assert store.load().applied == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_writes_in_one_batch(store) -> None:
+    store.bootstrap("cid", MEMBERS)
+    entries = tuple(put_entry(i, b"key-%d" % i, b"value-%d" % i) for i in range(2, 5002))
+    ids = await store.write(WriteBatch(HardState(2, "", 5001), entries, entries))
+    assert len(ids) == 5000
+    assert store.get(b"key-4999") == b"value-4999"
+    assert store.load().applied == 5001
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_complete_in_call_order(store) -> None:
+    store.bootstrap("cid", MEMBERS)
+    order: list[int] = []
+    ds = []
+    for i in range(2, 12):
+        e = put_entry(i, b"k", b"%d" % i)
+        d = store.write(WriteBatch(None, (e,), (e,)))
+        d.addCallback(lambda _, i=i: order.append(i))
+        ds.append(d)
+    await defer.gatherResults(ds)
+    assert order == list(range(2, 12))
+    assert store.get(b"k") == b"11"
+
+
+@pytest_twisted.ensureDeferred
+async def test_lmdb_write_runs_off_the_reactor_thread(tmp_path) -> None:
+    import threading
+
+    s = open_lmdb(str(tmp_path / "n.db"))
+    try:
+        s.bootstrap("cid", MEMBERS)
+        seen: list[str] = []
+        original = s._write_batch
+
+        def spy(batch):
+            seen.append(threading.current_thread().name)
+            return original(batch)
+
+        s._write_batch = spy
+        d = s.write(WriteBatch(HardState(2, "", 1)))
+        assert not d.called  # the reactor is not blocked waiting for fsync
+        await d
+        assert seen and seen[0] != threading.current_thread().name
+    finally:
+        await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_lmdb_reopen_finds_everything(tmp_path) -> None:
+    path = str(tmp_path / "n.db")
+    s = open_lmdb(path)
+    s.bootstrap("cid", MEMBERS)
+    entries = tuple(put_entry(i, b"k%d" % i, b"v%d" % i) for i in range(2, 102))
+    await s.write(WriteBatch(HardState(3, "b", 101), entries, entries[:50]))
+    await s.close()
+    s = open_lmdb(path)
+    try:
+        loaded = s.load()
+        assert loaded.hard_state == HardState(3, "b", 101)
+        assert len(loaded.entries) == 101
+        assert loaded.applied == 51
+        assert s.get(b"k51") == b"v51"
+        assert s.get(b"k52") is None  # written to the log, not yet applied
+    finally:
+        await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_lmdb_survives_kill_9(tmp_path) -> None:
+    """A child process writes, reports each acknowledged write, and is
+    killed with SIGKILL; every acknowledged write is there on reopen."""
+    path = str(tmp_path / "n.db")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from twisted.internet import reactor
+        from dkv.storage.lmdb_store import LmdbStore
+        from dkv.storage import WriteBatch
+        from dkv.raft.membership import Member, Membership
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_storage import put_entry, MEMBERS
+        s = LmdbStore.open({path!r}, reactor)
+        s.bootstrap("cid", MEMBERS)
+        for i in range(2, 100000):
+            e = put_entry(i, b"k%d" % i, b"v%d" % i)
+            s._write_batch(WriteBatch(None, (e,), (e,)))
+            print(i, flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    acked = 0
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            acked = int(line)
+            if acked >= 300:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    s = open_lmdb(path)
+    try:
+        assert s.load().applied >= acked
+        for i in range(2, acked + 1):
+            assert s.get(b"k%d" % i) == b"v%d" % i
+    finally:
+        await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_lmdb_refuses_second_process(tmp_path) -> None:
+    path = str(tmp_path / "n.db")
+    s = open_lmdb(path)
+    try:
+        script = f"from twisted.internet import reactor\nfrom dkv.storage.lmdb_store import LmdbStore\nLmdbStore.open({path!r}, reactor)"
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert result.returncode != 0
+        assert "in use by another process" in result.stderr
+    finally:
+        await s.close()
+
+
+def test_lmdb_missing_directory_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        open_lmdb(str(tmp_path / "nope" / "n.db"))
