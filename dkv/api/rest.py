@@ -23,6 +23,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import MethodNotAllowed as _WMethodNotAllowed
 from werkzeug.exceptions import NotFound as _WNotFound
+from werkzeug.routing import PathConverter, RequestRedirect
 
 from dkv.logs import logger
 from dkv.api import b64
@@ -70,10 +71,20 @@ class _JsonKleinResource(KleinResource):
         return super().render(request)
 
 
+class _KeyConverter(PathConverter):
+    """The rest of the path. Unlike werkzeug's ``path``, it may begin with
+    "/": a standard base64 key may (``////`` is the key 0xffffff)."""
+
+    regex = ".+"
+    part_isolating = False
+
+
 def _json(request: IRequest, status: int, body: Any) -> bytes:
+    data = json.dumps(body, separators=(",", ":")).encode()
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps(body, separators=(",", ":")).encode()
+    request.setHeader(b"content-length", b"%d" % len(data))  # no chunked encoding
+    return data
 
 
 class _QuietSite(Site):
@@ -103,6 +114,7 @@ class RestApi:
     app = Klein()
     # Base64 keys may contain "//"; do not let werkzeug merge or redirect them.
     app.url_map.merge_slashes = False
+    app.url_map.converters["key"] = _KeyConverter
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -129,7 +141,7 @@ class RestApi:
         await self.node.put(key, value)
         return _json(request, 200, {})
 
-    @app.route("/v0/kv/key/<path:b64key>", methods=["GET"])
+    @app.route("/v0/kv/key/<key:b64key>", methods=["GET"])
     async def get(self, request: IRequest, b64key: str) -> bytes:
         key = b64.decode(b64key, "key")
         args = request.args.get(b"consistency", [b"linearizable"])
@@ -139,7 +151,7 @@ class RestApi:
         value = await self.node.get(key, linearizable=_CONSISTENCY[mode])
         return _json(request, 200, {"key": b64.encode(key), "value": b64.encode(value)})
 
-    @app.route("/v0/kv/key/<path:b64key>", methods=["DELETE"])
+    @app.route("/v0/kv/key/<key:b64key>", methods=["DELETE"])
     async def delete(self, request: IRequest, b64key: str) -> bytes:
         key = b64.decode(b64key, "key")
         await self.node.delete(key)
@@ -159,7 +171,9 @@ class RestApi:
     def dkv_error(self, request: IRequest, failure: Failure) -> bytes:
         return _error(request, failure.value)
 
-    @app.handle_errors(_WNotFound)
+    # RequestRedirect: werkzeug would redirect /v0/kv/key to /v0/kv/key/; it is
+    # not a route, so answer 404 rather than fall through to a 500.
+    @app.handle_errors(_WNotFound, RequestRedirect)
     def not_found(self, request: IRequest, failure: Failure) -> bytes:
         return _error(request, RouteNotFound(f"no route {request.path.decode('latin-1')[:200]}"))
 
