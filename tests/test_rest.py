@@ -1,0 +1,759 @@
+"""The REST API (dkv.api.rest) against a real single-node stack over HTTP.
+
+Every request goes through treq to the stack's real port. After each
+rejected request the test checks that nothing was written (the log indexes
+did not move and the key is absent).
+
+klein and the reactor are imported inside the tests (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.logger import globalLogPublisher
+
+from dkv.node import Limits
+from tests.api_stacks import start_leaderless_stack, start_stuck_leader_stack
+from tests.conftest import Stack, start_stack
+
+JSON = "application/json"
+MAX_KEY = Limits().max_key_bytes
+MAX_BODY = Limits().max_body_bytes
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Reply:
+    status: int
+    content_type: str | None
+    body: Any  # the decoded JSON
+    headers: Any
+
+
+def std(data: bytes) -> str:
+    """Standard base64 with padding, as the API writes it."""
+    return base64.b64encode(data).decode()
+
+
+def urlsafe(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+async def request(
+    method: str, url: str, body: bytes | None = None, headers: dict[bytes, list[bytes]] | None = None
+) -> Reply:
+    """One HTTP request on a fresh connection; the reply's body must be JSON."""
+    import treq
+
+    resp = await treq.request(method, url.encode("ascii"), data=body, headers=headers, persistent=False)
+    raw = await treq.content(resp)
+    types = resp.headers.getRawHeaders(b"content-type") or []
+    content_type = types[0].decode() if types else None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise AssertionError(f"{method} {url}: {resp.code} with a body that is not JSON: {raw[:200]!r}") from None
+    return Reply(resp.code, content_type, parsed, resp.headers)
+
+
+async def post_json(stack: Stack, body: Any) -> Reply:
+    """POST /v0/kv with body encoded as JSON (bytes are sent as they are)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await request("POST", f"{stack.rest_url}/v0/kv", raw, {b"content-type": [b"application/json"]})
+
+
+async def put(stack: Stack, key: bytes, value: bytes) -> None:
+    """Store key=value through the API, asserting success."""
+    reply = await post_json(stack, {"key": std(key), "value": std(value)})
+    assert (reply.status, reply.body) == (200, {}), reply
+
+
+async def get(stack: Stack, path_key: str, query: str = "") -> Reply:
+    return await request("GET", f"{stack.rest_url}/v0/kv/key/{path_key}{query}")
+
+
+async def delete(stack: Stack, path_key: str) -> Reply:
+    return await request("DELETE", f"{stack.rest_url}/v0/kv/key/{path_key}")
+
+
+def indexes(stack: Stack) -> tuple[int, int, int]:
+    """(last, commit, applied): they move whenever anything is written."""
+    st = stack.node.status()
+    return st["last_index"], st["commit_index"], st["applied_index"]
+
+
+def assert_error(reply: Reply, status: int, code: int, error: str | None = None) -> None:
+    """An error reply: JSON {"error", "code"} with the given status."""
+    assert reply.status == status, reply
+    assert reply.content_type == JSON, reply
+    assert set(reply.body) == {"error", "code"}, reply
+    assert reply.body["code"] == code, reply
+    assert isinstance(reply.body["error"], str) and reply.body["error"], reply
+    if error is not None:
+        assert reply.body["error"] == error, reply
+
+
+@pytest.fixture
+def rest_log() -> Iterator[list[dict]]:
+    """Events logged by dkv.api.rest while the test runs."""
+    events: list[dict] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_namespace") == "dkv.api.rest":
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+def rejections(events: list[dict]) -> list[dict]:
+    return [e for e in events if str(e.get("log_format", "")).startswith("rejected")]
+
+
+@pytest_twisted.async_yield_fixture
+async def small_stack(tmp_path) -> AsyncIterator[Stack]:
+    """A stack with small, configured limits: 16-byte keys, 256-byte bodies."""
+    s, stoppers = await start_stack(tmp_path, limits=Limits(max_key_bytes=16, max_body_bytes=256))
+    try:
+        yield s
+    finally:
+        for stop in stoppers:
+            await defer.maybeDeferred(stop)
+
+
+@pytest_twisted.async_yield_fixture
+async def leaderless(tmp_path) -> AsyncIterator[Stack]:
+    s, stoppers = await start_leaderless_stack(tmp_path, request_timeout=0.3)
+    try:
+        yield s
+    finally:
+        for stop in stoppers:
+            await defer.maybeDeferred(stop)
+
+
+@pytest_twisted.async_yield_fixture
+async def stuck_leader(tmp_path) -> AsyncIterator[Stack]:
+    s, stoppers = await start_stuck_leader_stack(tmp_path, request_timeout=0.3)
+    try:
+        yield s
+    finally:
+        for stop in stoppers:
+            await defer.maybeDeferred(stop)
+
+
+# -- round trips ---------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_get_delete_round_trip(stack: Stack) -> None:
+    key, value = b"greeting", b"hello, world"
+    before = indexes(stack)
+    await put(stack, key, value)
+    after = indexes(stack)
+    assert after[0] == before[0] + 1
+    # Acknowledged only once durable and applied: the store has it already.
+    assert after[1] == after[2] == after[0]
+    assert stack.store.get(key) == value
+
+    for query in ("", "?consistency=linearizable", "?consistency=serializable"):
+        reply = await get(stack, std(key), query)
+        assert (reply.status, reply.content_type, reply.body) == (
+            200,
+            JSON,
+            {"key": std(key), "value": std(value)},
+        ), query
+
+    reply = await delete(stack, std(key))
+    assert (reply.status, reply.content_type, reply.body) == (200, JSON, {})
+    assert stack.store.get(key) is None
+    assert indexes(stack)[0] == after[0] + 1
+
+    reply = await get(stack, std(key))
+    assert_error(reply, 404, 5, "key not found")
+
+
+@pytest_twisted.ensureDeferred
+async def test_overwrite_returns_latest_value(stack: Stack) -> None:
+    for i in range(5):
+        await put(stack, b"k", b"v%d" % i)
+        reply = await get(stack, std(b"k"))
+        assert reply.body == {"key": std(b"k"), "value": std(b"v%d" % i)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_value_is_a_value(stack: Stack) -> None:
+    await put(stack, b"k", b"")
+    reply = await get(stack, std(b"k"))
+    assert (reply.status, reply.body) == (200, {"key": std(b"k"), "value": ""})
+
+
+@pytest_twisted.ensureDeferred
+async def test_binary_key_and_value(stack: Stack) -> None:
+    key, value = bytes(range(256)), bytes(range(255, -1, -1)) * 4
+    await put(stack, key, value)
+    reply = await get(stack, quote(std(key), safe=""))
+    assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(value)})
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_absent_key_succeeds_and_is_written(stack: Stack) -> None:
+    before = indexes(stack)
+    reply = await delete(stack, std(b"never-written"))
+    assert (reply.status, reply.content_type, reply.body) == (200, JSON, {})
+    # A delete is a replicated command even when the key is absent.
+    assert indexes(stack)[0] == before[0] + 1
+    # And deleting twice is fine.
+    reply = await delete(stack, std(b"never-written"))
+    assert (reply.status, reply.body) == (200, {})
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_absent_key(stack: Stack, rest_log: list[dict]) -> None:
+    for query in ("", "?consistency=serializable"):
+        reply = await get(stack, std(b"absent"), query)
+        assert_error(reply, 404, 5, "key not found")
+    # Not found is an answer, not a client mistake: nothing is logged.
+    assert rejections(rest_log) == []
+
+
+# -- keys in the path and in JSON, in both alphabets ---------------------------
+
+PATH_KEYS = [
+    b"hello",
+    b"\xff\xff\xff",  # "////": starts with "/" and contains "//"
+    b"\xfb\xef\xbe",  # "++++"
+    b"a\xff\xff\xffb",  # "Yf///2I=": "///" in the middle, padding
+    b"\xfb\xf0",  # "+/A="
+    b"\xff\xe0",  # "/+A="
+    b"\x00",  # "AA=="
+    b"?#&%",  # "PyMmJQ=="
+    b"\xfa",  # "+g=="
+]
+
+def _lower_escapes(text: str) -> str:
+    """Percent-escape everything, with lowercase hex digits (%2f, not %2F)."""
+    return quote(text, safe="").replace("%2F", "%2f").replace("%2B", "%2b").replace("%3D", "%3d")
+
+
+PATH_FORMS = {
+    "standard, escaped": lambda k: quote(std(k), safe=""),
+    "standard, escaped, lowercase escapes": lambda k: _lower_escapes(std(k)),
+    "standard, raw": std,
+    "standard, no padding": lambda k: std(k).rstrip("="),
+    "standard, no padding, escaped": lambda k: quote(std(k).rstrip("="), safe=""),
+    "url-safe": urlsafe,
+    "url-safe, no padding": lambda k: urlsafe(k).rstrip("="),
+}
+
+
+@pytest.mark.parametrize("form", list(PATH_FORMS))
+@pytest.mark.parametrize("key", PATH_KEYS, ids=std)
+@pytest_twisted.ensureDeferred
+async def test_path_key_forms(stack: Stack, key: bytes, form: str) -> None:
+    await put(stack, key, b"value of " + key)
+    path_key = PATH_FORMS[form](key)
+
+    reply = await get(stack, path_key)
+    assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(b"value of " + key)}), path_key
+    reply = await get(stack, path_key, "?consistency=serializable")
+    assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(b"value of " + key)}), path_key
+
+    reply = await delete(stack, path_key)
+    assert (reply.status, reply.body) == (200, {}), path_key
+    assert stack.store.get(key) is None
+    assert_error(await get(stack, std(key)), 404, 5, "key not found")
+
+
+@pytest.mark.parametrize("encode", [std, lambda k: std(k).rstrip("="), urlsafe, lambda k: urlsafe(k).rstrip("=")],
+                         ids=["standard", "standard, no padding", "url-safe", "url-safe, no padding"])
+@pytest.mark.parametrize("key", PATH_KEYS, ids=std)
+@pytest_twisted.ensureDeferred
+async def test_json_body_accepts_both_alphabets(stack: Stack, key: bytes, encode) -> None:
+    value = b"\xff\xfe\xfd" + key
+    reply = await post_json(stack, {"key": encode(key), "value": encode(value)})
+    assert (reply.status, reply.body) == (200, {}), reply
+    assert stack.store.get(key) == value
+    # Responses always use standard base64 with padding.
+    reply = await get(stack, urlsafe(key))
+    assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(value)})
+
+
+@pytest_twisted.ensureDeferred
+async def test_path_key_is_not_query_or_fragment(stack: Stack) -> None:
+    """A "+" in the path is a plus, not a space; "%3D" is "="."""
+    key = b"\xfb\xef\xbe\xfb"  # "++++ +w=="
+    await put(stack, key, b"v")
+    reply = await get(stack, "%2B%2B%2B%2B%2Bw%3D%3D")
+    assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(b"v")})
+    reply = await get(stack, "+++++w==")
+    assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(b"v")})
+
+
+# -- consistency ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["linearizable", "serializable", "LINEARIZABLE", "Serializable"])
+@pytest_twisted.ensureDeferred
+async def test_consistency_values(stack: Stack, value: str) -> None:
+    await put(stack, b"k", b"v")
+    reply = await get(stack, std(b"k"), f"?consistency={value}")
+    assert (reply.status, reply.body) == (200, {"key": std(b"k"), "value": std(b"v")})
+
+
+@pytest.mark.parametrize("value", ["", "strong", "eventual", "1", "linearizable%FF", "serial"])
+@pytest_twisted.ensureDeferred
+async def test_bad_consistency(stack: Stack, value: str, rest_log: list[dict]) -> None:
+    await put(stack, b"k", b"v")
+    reply = await get(stack, std(b"k"), f"?consistency={value}")
+    assert_error(reply, 400, 3, "consistency must be linearizable or serializable")
+    assert len(rejections(rest_log)) == 1
+
+
+# -- status --------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_status(stack: Stack) -> None:
+    await put(stack, b"k", b"v")
+    reply = await request("GET", f"{stack.rest_url}/v0/status")
+    assert (reply.status, reply.content_type) == (200, JSON)
+    st = reply.body
+    assert set(st) == {
+        "id", "role", "term", "leader_id", "commit_index", "applied_index",
+        "last_index", "first_index", "snapshot_index", "members",
+    }
+    assert st["id"] == "a"
+    assert st["role"] == "leader"
+    assert st["leader_id"] == "a"
+    assert isinstance(st["term"], int) and st["term"] >= 1
+    assert st["commit_index"] == st["applied_index"] == st["last_index"] >= 3
+    assert st["first_index"] == 1
+    assert st["snapshot_index"] == 0
+    assert st["members"] == [
+        {"id": "a", "address": "127.0.0.1:1", "voter": True, "match_index": st["last_index"]}
+    ]
+    assert st["last_index"] == stack.replication.raft.log.last_index()
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_follows_writes(stack: Stack) -> None:
+    first = (await request("GET", f"{stack.rest_url}/v0/status")).body
+    await put(stack, b"k", b"v")
+    await delete(stack, std(b"k"))
+    second = (await request("GET", f"{stack.rest_url}/v0/status")).body
+    assert second["last_index"] == first["last_index"] + 2
+    assert second["applied_index"] == second["commit_index"] == second["last_index"]
+    assert second["term"] == first["term"]
+
+
+# -- bad requests --------------------------------------------------------------
+
+BAD_BODIES = {
+    "malformed JSON": (b'{"key": ', "malformed JSON"),
+    "empty body": (b"", "malformed JSON"),
+    "not UTF-8": (b'{"key": "\xff"}', "malformed JSON"),
+    "trailing garbage": (b'{"key": "QQ==", "value": "QQ=="} x', "malformed JSON"),
+    "deep nesting": (b"[" * 100_000, None),
+    "list": (b'[{"key": "QQ==", "value": "QQ=="}]', "body must be a JSON object"),
+    "string": (b'"QQ=="', "body must be a JSON object"),
+    "number": (b"1", "body must be a JSON object"),
+    "null": (b"null", "body must be a JSON object"),
+    "missing key": (b'{"value": "QQ=="}', "missing field 'key'"),
+    "missing value": (b'{"key": "QQ=="}', "missing field 'value'"),
+    "empty object": (b"{}", "missing field 'key'"),
+    "key is a number": (b'{"key": 1, "value": "QQ=="}', "field 'key' must be a base64 string"),
+    "key is null": (b'{"key": null, "value": "QQ=="}', "field 'key' must be a base64 string"),
+    "key is a list": (b'{"key": ["QQ=="], "value": "QQ=="}', "field 'key' must be a base64 string"),
+    "key is an object": (b'{"key": {}, "value": "QQ=="}', "field 'key' must be a base64 string"),
+    "key is a bool": (b'{"key": true, "value": "QQ=="}', "field 'key' must be a base64 string"),
+    "value is a number": (b'{"key": "QQ==", "value": 1}', "field 'value' must be a base64 string"),
+    "value is null": (b'{"key": "QQ==", "value": null}', "field 'value' must be a base64 string"),
+    "value is a list": (b'{"key": "QQ==", "value": []}', "field 'value' must be a base64 string"),
+    "key is bad base64": (b'{"key": "Q!==", "value": "QQ=="}', "key is not valid base64"),
+    "key has one char": (b'{"key": "Q", "value": "QQ=="}', "key is not valid base64"),
+    "key has whitespace": (b'{"key": "QQ ==", "value": "QQ=="}', "key is not valid base64"),
+    "value is bad base64": (b'{"key": "QQ==", "value": "QQ=*"}', "value is not valid base64"),
+    "value has too much padding": (b'{"key": "QQ==", "value": "QQ==="}', "value is not valid base64"),
+    "empty key": (b'{"key": "", "value": "QQ=="}', "key must not be empty"),
+    "key of padding only": (b'{"key": "==", "value": "QQ=="}', "key must not be empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+@pytest_twisted.ensureDeferred
+async def test_post_bad_body(stack: Stack, case: str, rest_log: list[dict]) -> None:
+    body, error = BAD_BODIES[case]
+    before = indexes(stack)
+    reply = await post_json(stack, body)
+    assert_error(reply, 400, 3)
+    if error is not None:
+        assert reply.body["error"].startswith(error), reply
+    assert indexes(stack) == before
+    assert stack.store.get(b"A") is None
+    logged = rejections(rest_log)
+    assert len(logged) == 1
+    assert logged[0]["log_level"].name == "info"
+    assert logged[0]["status"] == 400
+
+
+@pytest.mark.parametrize(
+    ("path_key", "status", "code", "error"),
+    [
+        ("Q", 400, 3, "key is not valid base64"),
+        ("QQ%3D%3D%3D", 400, 3, "key is not valid base64"),
+        ("Q!", 400, 3, "key is not valid base64"),
+        ("QQ%20%3D%3D", 400, 3, "key is not valid base64"),
+        ("QQ==/QQ==", 400, 3, "key is not valid base64"),  # padding in the middle
+        ("%C3%A9", 400, 3, "key is not valid base64"),  # é: UTF-8 but not base64
+        ("QQ%253D%253D", 400, 3, "key is not valid base64"),  # unescaped once, not twice
+        ("%FF", 400, 3, "path is not valid UTF-8"),
+        ("QQ%FF", 400, 3, "path is not valid UTF-8"),
+        ("", 400, 3, "key must not be empty"),
+        ("%3D%3D", 400, 3, "key must not be empty"),
+        (std(b"k" * (MAX_KEY + 1)), 413, 8, f"key is {MAX_KEY + 1} bytes; the limit is {MAX_KEY}"),
+        # starts with "/" (escaped); 4099 bytes
+        (
+            quote(std(b"\xff" * 3 + b"k" * MAX_KEY), safe=""),
+            413,
+            8,
+            f"key is {MAX_KEY + 3} bytes; the limit is {MAX_KEY}",
+        ),
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest_twisted.ensureDeferred
+async def test_bad_path_key(
+    stack: Stack, method: str, path_key: str, status: int, code: int, error: str, rest_log: list[dict]
+) -> None:
+    before = indexes(stack)
+    reply = await request(method, f"{stack.rest_url}/v0/kv/key/{path_key}")
+    assert_error(reply, status, code, error)
+    assert indexes(stack) == before
+    logged = rejections(rest_log)
+    assert len(logged) == 1
+    assert logged[0]["status"] == status
+
+
+LMDB_BUG = (
+    "dkv/storage/lmdb_store.py writes keys into LMDB as they are, and LMDB refuses keys over "
+    "511 bytes (MDB_BAD_VALSIZE): the batch fails and the node stops serving"
+)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        1,
+        511,
+        pytest.param(512, marks=pytest.mark.xfail(strict=True, reason=LMDB_BUG)),
+        pytest.param(MAX_KEY, marks=pytest.mark.xfail(strict=True, reason=LMDB_BUG)),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_long_keys_up_to_the_limit(tmp_path, size: int) -> None:
+    """Every key up to max_key_bytes (4 KiB) can be written, read, deleted,
+    and the node goes on serving."""
+    stack, stoppers = await start_stack(tmp_path, request_timeout=1.0)
+    try:
+        key = b"\xfe" * size
+        reply = await post_json(stack, {"key": std(key), "value": std(b"v")})
+        assert (reply.status, reply.body) == (200, {}), reply
+        reply = await get(stack, quote(std(key), safe=""))
+        assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(b"v")})
+        reply = await delete(stack, urlsafe(key).rstrip("="))
+        assert (reply.status, reply.body) == (200, {})
+        await put(stack, b"after", b"still serving")
+    finally:
+        for stop in stoppers:
+            await defer.maybeDeferred(stop)
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_key_over_the_limit(stack: Stack, rest_log: list[dict]) -> None:
+    before = indexes(stack)
+    reply = await post_json(stack, {"key": std(b"k" * (MAX_KEY + 1)), "value": std(b"v")})
+    assert_error(reply, 413, 8, f"key is {MAX_KEY + 1} bytes; the limit is {MAX_KEY}")
+    assert indexes(stack) == before
+    assert stack.store.get(b"k" * (MAX_KEY + 1)) is None
+    assert [e["status"] for e in rejections(rest_log)] == [413]
+
+
+def _body_of_size(key: bytes, value: bytes, size: int) -> bytes:
+    """A valid put body padded with trailing JSON whitespace to exactly size bytes."""
+    raw = json.dumps({"key": std(key), "value": std(value)}).encode()
+    assert len(raw) <= size
+    return raw + b" " * (size - len(raw))
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_exactly_at_the_limit_is_accepted(stack: Stack) -> None:
+    value = b"\x5a" * ((MAX_BODY - 100) * 3 // 4)  # ~1.125 MiB, the largest that fits
+    body = _body_of_size(b"big", value, MAX_BODY)
+    assert len(body) == MAX_BODY
+    reply = await post_json(stack, body)
+    assert (reply.status, reply.body) == (200, {})
+    reply = await get(stack, std(b"big"))
+    assert (reply.status, reply.body) == (200, {"key": std(b"big"), "value": std(value)})
+
+
+@pytest.mark.parametrize("extra", [1, 100_000])
+@pytest_twisted.ensureDeferred
+async def test_body_over_the_limit(stack: Stack, extra: int, rest_log: list[dict]) -> None:
+    value = b"\x5a" * ((MAX_BODY - 100) * 3 // 4)
+    body = _body_of_size(b"big", value, MAX_BODY + extra)
+    before = indexes(stack)
+    reply = await post_json(stack, body)
+    assert_error(reply, 413, 8, f"body exceeds {MAX_BODY} bytes")
+    assert indexes(stack) == before
+    assert stack.store.get(b"big") is None
+    assert [e["status"] for e in rejections(rest_log)] == [413]
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_values_round_trip(stack: Stack) -> None:
+    for size in (64 * 1024, 512 * 1024, 1024 * 1024):
+        value = bytes(i % 251 for i in range(size))
+        key = b"size-%d" % size
+        await put(stack, key, value)
+        reply = await get(stack, std(key))
+        assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(value)})
+
+
+@pytest_twisted.ensureDeferred
+async def test_configured_limits(small_stack: Stack) -> None:
+    stack = small_stack
+    # 16-byte keys pass, 17-byte keys do not, in every route.
+    await put(stack, b"k" * 16, b"v")
+    reply = await get(stack, std(b"k" * 16))
+    assert reply.status == 200
+    before = indexes(stack)
+    assert_error(await post_json(stack, {"key": std(b"k" * 17), "value": ""}), 413, 8,
+                 "key is 17 bytes; the limit is 16")
+    assert_error(await get(stack, std(b"k" * 17)), 413, 8, "key is 17 bytes; the limit is 16")
+    assert_error(await delete(stack, std(b"k" * 17)), 413, 8, "key is 17 bytes; the limit is 16")
+    # Bodies of 256 bytes pass, 257 do not.
+    assert_error(await post_json(stack, _body_of_size(b"k", b"v" * 100, 257)), 413, 8,
+                 "body exceeds 256 bytes")
+    assert indexes(stack) == before
+    reply = await post_json(stack, _body_of_size(b"k", b"v" * 100, 256))
+    assert (reply.status, reply.body) == (200, {})
+    assert stack.store.get(b"k") == b"v" * 100
+
+
+# -- routes and methods --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/"),
+        ("GET", "/v0"),
+        ("GET", "/v0/"),
+        ("GET", "/v0/kv/key"),
+        ("GET", "/v0/kvx"),
+        ("GET", "/v1/kv/key/QQ=="),
+        ("GET", "/v0/status/extra"),
+        ("POST", "/v0/kv/"),
+        ("POST", "/nothing/here"),
+        ("DELETE", "/v0/kv/keys/QQ=="),
+        ("DELETE", "/v0/kv/key"),
+        ("GET", "/v0/status/"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_unknown_route(stack: Stack, method: str, path: str, rest_log: list[dict]) -> None:
+    before = indexes(stack)
+    reply = await request(method, stack.rest_url + path)
+    assert_error(reply, 404, 5)
+    assert reply.body["error"].startswith("no route /"), reply
+    assert indexes(stack) == before
+    assert [e["status"] for e in rejections(rest_log)] == [404]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v0/kv", {"POST"}),
+        ("PUT", "/v0/kv", {"POST"}),
+        ("DELETE", "/v0/kv", {"POST"}),
+        ("PATCH", "/v0/kv", {"POST"}),
+        ("POST", "/v0/kv/key/QQ==", {"GET", "DELETE"}),
+        ("PUT", "/v0/kv/key/QQ==", {"GET", "DELETE"}),
+        ("POST", "/v0/status", {"GET"}),
+        ("DELETE", "/v0/status", {"GET"}),
+        ("OPTIONS", "/v0/kv", {"POST"}),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_wrong_method(stack: Stack, method: str, path: str, allowed: set[str], rest_log: list[dict]) -> None:
+    before = indexes(stack)
+    body = json.dumps({"key": std(b"A"), "value": std(b"v")}).encode()
+    reply = await request(method, stack.rest_url + path, body)
+    assert_error(reply, 405, 12, f"method {method} not allowed")
+    allow = {m.strip() for m in reply.headers.getRawHeaders(b"allow", [b""])[0].decode().split(",")}
+    assert allowed <= allow, allow  # werkzeug adds HEAD/OPTIONS where it serves them
+    assert indexes(stack) == before
+    assert stack.store.get(b"A") is None
+    assert [e["status"] for e in rejections(rest_log)] == [405]
+
+
+# -- concurrency ---------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_puts(stack: Stack) -> None:
+    n = 50
+    before = indexes(stack)
+    replies = await defer.gatherResults(
+        [
+            defer.ensureDeferred(post_json(stack, {"key": std(b"key-%d" % i), "value": std(b"value-%d" % i)}))
+            for i in range(n)
+        ]
+    )
+    assert [(r.status, r.body) for r in replies] == [(200, {})] * n
+    assert indexes(stack)[0] == before[0] + n
+    reads = await defer.gatherResults(
+        [defer.ensureDeferred(get(stack, std(b"key-%d" % i))) for i in range(n)]
+    )
+    for i, reply in enumerate(reads):
+        assert (reply.status, reply.body) == (200, {"key": std(b"key-%d" % i), "value": std(b"value-%d" % i)})
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_mixed_requests(stack: Stack) -> None:
+    """Writes, reads and rejected requests at once: each gets its own answer."""
+    await put(stack, b"present", b"yes")
+    calls = []
+    for i in range(20):
+        calls.append(post_json(stack, {"key": std(b"c-%d" % i), "value": std(b"%d" % i)}))
+        calls.append(get(stack, std(b"present")))
+        calls.append(get(stack, std(b"absent-%d" % i), "?consistency=serializable"))
+        calls.append(post_json(stack, b"{"))
+    replies = await defer.gatherResults([defer.ensureDeferred(c) for c in calls])
+    for i in range(20):
+        w, r, a, bad = replies[4 * i : 4 * i + 4]
+        assert (w.status, w.body) == (200, {})
+        assert (r.status, r.body) == (200, {"key": std(b"present"), "value": std(b"yes")})
+        assert_error(a, 404, 5, "key not found")
+        assert_error(bad, 400, 3)
+        assert stack.store.get(b"c-%d" % i) == b"%d" % i
+
+
+# -- no leader, unknown outcome ------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_leader(leaderless: Stack, rest_log: list[dict]) -> None:
+    from twisted.internet import reactor
+
+    stack = leaderless
+    before = indexes(stack)
+    start = reactor.seconds()
+    reply = await post_json(stack, {"key": std(b"k"), "value": std(b"v")})
+    assert_error(reply, 503, 14, "no leader")
+    assert_error(await delete(stack, std(b"k")), 503, 14, "no leader")
+    assert_error(await get(stack, std(b"k")), 503, 14, "no leader")
+    assert_error(await get(stack, std(b"k"), "?consistency=linearizable"), 503, 14, "no leader")
+    assert reactor.seconds() - start < 5  # bounded; in fact immediate: no leader is known
+    assert indexes(stack) == before
+    assert stack.store.get(b"k") is None
+    # 5xx are the cluster's state: not logged as client mistakes at info.
+    assert all(e["log_level"].name == "debug" for e in rejections(rest_log))
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_leader_serializable_read_is_local(leaderless: Stack) -> None:
+    assert_error(await get(leaderless, std(b"k"), "?consistency=serializable"), 404, 5, "key not found")
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_leader_status(leaderless: Stack) -> None:
+    reply = await request("GET", f"{leaderless.rest_url}/v0/status")
+    assert reply.status == 200
+    assert reply.body["role"] == "pre-candidate"
+    assert reply.body["leader_id"] == ""
+    assert [m["id"] for m in reply.body["members"]] == ["a", "b", "c"]
+    assert all(m["voter"] for m in reply.body["members"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_leader_still_validates_first(leaderless: Stack) -> None:
+    assert_error(await post_json(leaderless, b"{"), 400, 3)
+    assert_error(await get(leaderless, "Q"), 400, 3, "key is not valid base64")
+
+
+@pytest_twisted.ensureDeferred
+async def test_outcome_unknown(stuck_leader: Stack) -> None:
+    from twisted.internet import reactor
+
+    stack = stuck_leader
+    start = reactor.seconds()
+    reply = await post_json(stack, {"key": std(b"k"), "value": std(b"v")})
+    elapsed = reactor.seconds() - start
+    assert_error(reply, 504, 4, "outcome unknown")
+    assert 0.25 <= elapsed < 5  # after the request timeout (0.3 s), not before
+    assert_error(await delete(stack, std(b"k")), 504, 4, "outcome unknown")
+    st = stack.node.status()
+    assert st["role"] == "leader"
+    # Appended, not committed: exactly what "outcome unknown" means.
+    assert st["commit_index"] < st["last_index"]
+    assert stack.store.get(b"k") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_stuck_leader_linearizable_read_times_out(stuck_leader: Stack) -> None:
+    """A leader that cannot confirm its leadership with a quorum does not
+    serve linearizable reads: 503 within the request timeout."""
+    reply = await get(stuck_leader, std(b"k"))
+    assert_error(reply, 503, 14)
+    assert_error(await get(stuck_leader, std(b"k"), "?consistency=serializable"), 404, 5, "key not found")
+
+
+# -- unexpected failures -------------------------------------------------------
+
+
+@attrs.define
+class FailingNode:
+    """A node whose every call fails with an unexpected exception."""
+
+    limits: Limits = Limits()
+
+    def put(self, key: bytes, value: bytes) -> defer.Deferred[None]:
+        return defer.fail(RuntimeError("boom"))
+
+    def status(self) -> dict:
+        raise RuntimeError("boom")
+
+
+@pytest_twisted.ensureDeferred
+async def test_internal_error_is_json_500(rest_log: list[dict]) -> None:
+    from twisted.internet import reactor
+
+    from dkv.api.rest import RestApi
+
+    port = reactor.listenTCP(0, RestApi(FailingNode()).site(), interface="127.0.0.1")  # type: ignore[arg-type]
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        reply = await request("POST", f"{url}/v0/kv", json.dumps({"key": "QQ==", "value": ""}).encode())
+        assert_error(reply, 500, 13, "internal error")
+        reply = await request("GET", f"{url}/v0/status")
+        assert_error(reply, 500, 13, "internal error")
+    finally:
+        await port.stopListening()
+    failures = [e for e in rest_log if "log_failure" in e]
+    assert len(failures) == 2
+    assert all(e["log_failure"].check(RuntimeError) for e in failures)
