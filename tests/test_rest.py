@@ -448,21 +448,7 @@ async def test_bad_path_key(
     assert logged[0]["status"] == status
 
 
-LMDB_BUG = (
-    "dkv/storage/lmdb_store.py writes keys into LMDB as they are, and LMDB refuses keys over "
-    "511 bytes (MDB_BAD_VALSIZE): the batch fails and the node stops serving"
-)
-
-
-@pytest.mark.parametrize(
-    "size",
-    [
-        1,
-        511,
-        pytest.param(512, marks=pytest.mark.xfail(strict=True, reason=LMDB_BUG)),
-        pytest.param(MAX_KEY, marks=pytest.mark.xfail(strict=True, reason=LMDB_BUG)),
-    ],
-)
+@pytest.mark.parametrize("size", [1, 511, 512, MAX_KEY])
 @pytest_twisted.ensureDeferred
 async def test_long_keys_up_to_the_limit(tmp_path, size: int) -> None:
     """Every key up to max_key_bytes (4 KiB) can be written, read, deleted,

@@ -213,3 +213,21 @@ async def test_lmdb_refuses_second_process(tmp_path) -> None:
 def test_lmdb_missing_directory_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
         open_lmdb(str(tmp_path / "nope" / "n.db"))
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("size", [1, 510, 511, 512, 4096, 100_000])
+async def test_keys_of_any_size(store, size) -> None:
+    """LMDB keys stop at 511 bytes; the store maps longer ones (prefix + digest)."""
+    store.bootstrap("cid", MEMBERS)
+    key = bytes(i % 251 for i in range(size))
+    sibling = key[:-1] + b"\xff"  # same long prefix, different key
+    entries = (put_entry(2, key, b"v"), put_entry(3, sibling, b"w"))
+    await store.write(WriteBatch(None, entries, entries))
+    assert store.get(key) == b"v"
+    assert store.get(sibling) == b"w"
+    assert store.get(key + b"x") is None
+    entries = (delete_entry(4, key),)
+    await store.write(WriteBatch(None, entries, entries))
+    assert store.get(key) is None
+    assert store.get(sibling) == b"w"

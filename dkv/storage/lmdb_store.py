@@ -4,7 +4,7 @@
 The db path is a file (``a.db``; LMDB adds ``a.db-lock``) with named
 databases:
 
-``kv``   key -> value, the applied state;
+``kv``   stored key -> stored value, the applied state (see ``stored_key``);
 ``log``  8-byte big-endian index -> term (8 bytes), kind (1 byte), data;
 ``meta`` ``hard_state``, ``applied``, ``cluster_id``, ``format``.
 
@@ -18,6 +18,7 @@ the last committed transaction and nothing torn.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import struct
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from dkv.storage import PersistentState, StorageError, WriteBatch, bootstrap_sta
 
 T = TypeVar("T")
 
-FORMAT = b"1"
+FORMAT = b"2"
 _INDEX = struct.Struct(">Q")
 _ENTRY_HEAD = struct.Struct(">QB")
 _HARD_STATE = struct.Struct(">QQ")
@@ -56,6 +57,37 @@ def encode_entry(entry: Entry) -> bytes:
 def decode_entry(index: int, raw: bytes) -> Entry:
     term, kind = _ENTRY_HEAD.unpack_from(raw)
     return Entry(index, term, EntryKind(kind), bytes(raw[_ENTRY_HEAD.size :]))
+
+
+# LMDB keys are at most 511 bytes; ours may be longer (--max-key-size). A
+# stored key starts with a tag: 0 = the key itself follows; 1 = a long key,
+# stored as a prefix of it plus its SHA-256, with the whole key kept in front
+# of the value so a read can check it.
+_RAW, _LONG = b"\x00", b"\x01"
+_MAX_RAW = 510
+_LONG_PREFIX = 400
+_KEY_LEN = struct.Struct(">I")
+
+
+def stored_key(key: bytes) -> bytes:
+    if len(key) <= _MAX_RAW:
+        return _RAW + key
+    return _LONG + key[:_LONG_PREFIX] + hashlib.sha256(key).digest()
+
+
+def stored_value(key: bytes, value: bytes) -> bytes:
+    if len(key) <= _MAX_RAW:
+        return value
+    return _KEY_LEN.pack(len(key)) + key + value
+
+
+def value_from_stored(key: bytes, raw: bytes | None) -> bytes | None:
+    if raw is None or len(key) <= _MAX_RAW:
+        return raw
+    n = _KEY_LEN.unpack_from(raw)[0]
+    if raw[_KEY_LEN.size : _KEY_LEN.size + n] != key:
+        return None  # a different key with the same digest: never seen in practice
+    return raw[_KEY_LEN.size + n :]
 
 
 def _encode_hard_state(hs: HardState) -> bytes:
@@ -77,10 +109,10 @@ class _TxnWriter:
         self._db = db
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._txn.put(key, value, db=self._db)
+        self._txn.put(stored_key(key), stored_value(key, value), db=self._db)
 
     def delete(self, key: bytes) -> None:
-        self._txn.delete(key, db=self._db)
+        self._txn.delete(stored_key(key), db=self._db)
 
 
 class LmdbStore:
@@ -173,7 +205,7 @@ class LmdbStore:
 
     def get(self, key: bytes) -> bytes | None:
         with self._env.begin(db=self._kv, buffers=False) as txn:
-            return txn.get(key)
+            return value_from_stored(key, txn.get(stored_key(key)))
 
     def close(self) -> Deferred[None]:
         if self._closed:
