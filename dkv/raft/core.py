@@ -197,6 +197,9 @@ class Raft:
         self._failed_proposals: list[int] = []
         # Leader: appends to send at the next take_outbox (batching per turn).
         self._dirty: set[str] = set()
+        # Leader: followers to send an append even when there is nothing new
+        # (their match lags although every entry went out: some were lost).
+        self._probe_tail: set[str] = set()
         # ReadIndex (thesis §6.4): reads wait for a quorum to ack round `seq`.
         self._read_seq = 0
         self._seq_sent = True
@@ -438,6 +441,7 @@ class Raft:
         self._votes = {}
         self._transferee = None
         self._dirty.clear()
+        self._probe_tail.clear()
         self._heartbeat_due = False
         self._fail_pending_reads()
 
@@ -769,7 +773,12 @@ class Raft:
             if pr.state is ProgressState.REPLICATE and pr.is_paused(self.cfg.max_inflight):
                 pr.inflight.popleft()  # lost appends must not stall us forever
             if pr.match < self.log.last_index():
+                # If every entry already went out, some were lost (or arrived
+                # out of order and were refused): an empty append finds out
+                # where the follower stands. "The leader retries AppendEntries
+                # RPCs indefinitely" (§5.3), not only when new entries come.
                 self._dirty.add(m.frm)
+                self._probe_tail.add(m.frm)
             self._release_reads()
         elif isinstance(m, Propose):
             try:
@@ -833,10 +842,14 @@ class Raft:
         if self._dirty:
             for node_id in sorted(self._dirty):
                 if node_id in self._progress and node_id != self.id:
-                    self._send_appends(node_id)
+                    self._send_appends(node_id, probe=node_id in self._probe_tail)
             self._dirty.clear()
+            self._probe_tail.clear()
 
-    def _send_appends(self, to: str) -> None:
+    def _send_appends(self, to: str, probe: bool = False) -> None:
+        """Send to ``to`` what flow control allows. With nothing new to send,
+        send an empty append if the follower should learn the commit index,
+        or if ``probe`` asks to check where its log ends."""
         pr = self._progress[to]
         last = self.log.last_index()
         sent_any = False
@@ -848,10 +861,13 @@ class Raft:
             entries = self.log.slice(pr.next, last + 1, self.cfg.max_append_bytes)
             self._send_append(to, pr, prev, entries)
             sent_any = True
-        if not sent_any and pr.sent_commit < self.log.committed and not pr.is_paused(
-            self.cfg.max_inflight
+        if (
+            not sent_any
+            and (probe or pr.sent_commit < self.log.committed)
+            and not pr.is_paused(self.cfg.max_inflight)
         ):
-            # Nothing new to send, but the follower should learn the commit.
+            # Nothing new to send, but the follower should learn the commit,
+            # or we must learn whether it got what we sent.
             self._send_append(to, pr, pr.next - 1, [])
 
     def _send_append(self, to: str, pr: Progress, prev: int, entries: list[Entry]) -> None:
