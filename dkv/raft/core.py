@@ -206,7 +206,10 @@ class Raft:
         self._heartbeat_due = False
         self._reads: deque[_PendingRead] = deque()
         self._reads_before_commit: list[tuple[str, int]] = []
-        self._membership_cache: tuple[int, Membership] | None = None
+        # (index, term) of the decoded CONFIG entry, and what it says. The
+        # term is part of the key: a truncation can put another
+        # configuration at the same index.
+        self._membership_cache: tuple[tuple[int, int], Membership] | None = None
 
     # -- membership --------------------------------------------------------------
 
@@ -216,9 +219,10 @@ class Raft:
         index = self.log.config_indexes[-1] if self.log.config_indexes else 0
         if index == 0:
             return self._snapshot_membership
+        entry = self.log.entry(index)
         cached = self._membership_cache
-        if cached is None or cached[0] != index:
-            cached = (index, Membership.decode(self.log.entry(index).data))
+        if cached is None or cached[0] != (index, entry.term):
+            cached = ((index, entry.term), Membership.decode(entry.data))
             self._membership_cache = cached
         return cached[1]
 
