@@ -237,7 +237,14 @@ class Raft:
         return bool(self.log.config_indexes) and self.log.config_indexes[-1] > self.log.committed
 
     def _promotable(self) -> bool:
-        return self.membership.is_voter(self.id)
+        """May we campaign? Voters of the latest configuration may. So may
+        voters of the committed one that an uncommitted change removes:
+        until the change commits they may be the only nodes whose logs are
+        up to date enough to win, e.g. two leaders in turn that each appended
+        a change removing itself and lost leadership before committing it."""
+        if self.membership.is_voter(self.id):
+            return True
+        return self._config_pending() and self.membership_at(self.log.committed).is_voter(self.id)
 
     # -- inputs ------------------------------------------------------------------
 
