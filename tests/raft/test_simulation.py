@@ -1,0 +1,176 @@
+"""Randomised, deterministic simulations of whole clusters (see ``sim.py``).
+
+Every seed builds a cluster, runs a chaotic schedule (lossy, reordering,
+duplicating network; partitions; crashes and restarts; asynchronous fsync;
+client traffic; leadership transfers; membership changes in some scenarios)
+while ``Invariants`` checks Raft's safety properties after every step, then
+heals everything and requires that the cluster makes progress again.
+
+Environment:
+
+``DKV_SIM_SEEDS=N``
+    run N three-node seeds (default 300) and N/6 seeds of each other scenario;
+``DKV_SIM_SEED=S``
+    run only seed S of each scenario (replay a failure; the failure message
+    prints the exact command).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dkv.raft import RaftConfig
+from tests.raft.sim import Chaos, Cluster
+
+SEEDS = int(os.environ.get("DKV_SIM_SEEDS", "300"))
+ONE_SEED = os.environ.get("DKV_SIM_SEED")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _seeds(count: int) -> list[int]:
+    if ONE_SEED is not None:
+        return [int(ONE_SEED)]
+    return list(range(max(count, 1)))
+
+
+def _config(seed: int) -> RaftConfig:
+    """Per-seed variations of flow control and election options, so that
+    probing, pipelining and splitting appends all get exercised."""
+    r = random.Random(f"config-{seed}")
+    return RaftConfig(
+        election_ticks=10,
+        heartbeat_ticks=r.choice((1, 1, 2, 3)),
+        max_inflight=r.choice((1, 2, 4, 64)),
+        max_append_bytes=r.choice((16, 64, 1 << 20)),
+        check_quorum=r.random() < 0.85,
+        pre_vote=r.random() < 0.85,
+    )
+
+
+def _run(test: str, seed: int, build: Callable[[], Cluster], steps: int) -> Cluster:
+    """Run one seed; on any failure, raise an AssertionError that tells how
+    to replay exactly this seed."""
+    cluster: Cluster | None = None
+    try:
+        cluster = build()
+        cluster.run(steps)
+        cluster.check_liveness()
+    except Exception as e:
+        trace = cluster.format_trace() if cluster is not None else ""
+        where = f"step {cluster.steps}, tick {cluster.now}" if cluster is not None else "setup"
+        raise AssertionError(
+            f"{test} seed {seed} failed at {where}: {type(e).__name__}: {e}\n"
+            f"last events:\n{trace}\n"
+            f"replay: cd {shlex.quote(str(ROOT))} && DKV_SIM_SEED={seed} "
+            f"{shlex.quote(sys.executable)} -m pytest tests/raft/test_simulation.py -q -k {test}"
+        ) from e
+    return cluster
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS))
+def test_three_nodes(seed: int) -> None:
+    _run(
+        "test_three_nodes",
+        seed,
+        lambda: Cluster(seed, ("n1", "n2", "n3"), config=_config(seed)),
+        steps=5000,
+    )
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
+def test_five_nodes(seed: int) -> None:
+    _run(
+        "test_five_nodes",
+        seed,
+        lambda: Cluster(seed, ("n1", "n2", "n3", "n4", "n5"), config=_config(seed)),
+        steps=5000,
+    )
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
+def test_membership_changes(seed: int) -> None:
+    """Add a learner, promote it, remove a follower, then remove the leader,
+    all through propose_membership on whichever node leads, under traffic
+    and faults."""
+    cluster = _run(
+        "test_membership_changes",
+        seed,
+        lambda: Cluster(
+            seed,
+            ("n1", "n2", "n3"),
+            spares=("n4",),
+            config=_config(seed),
+            chaos=Chaos(membership_weight=0.3),
+            membership_plan=("add:n4", "promote:n4", "remove-follower", "remove-leader"),
+        ),
+        steps=5000,
+    )
+    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
+def test_harsh_network(seed: int) -> None:
+    """Much loss, duplication and delay, frequent partitions and crashes."""
+    _run(
+        "test_harsh_network",
+        seed,
+        lambda: Cluster(
+            seed,
+            ("n1", "n2", "n3"),
+            config=_config(seed),
+            chaos=Chaos(
+                drop=0.2,
+                duplicate=0.1,
+                delay=0.2,
+                crash_weight=0.1,
+                partition_weight=0.1,
+                async_persist=0.8,
+            ),
+        ),
+        steps=4000,
+    )
+
+
+def test_a_seed_replays_exactly() -> None:
+    """Everything derives from the seed: two runs are the same run."""
+
+    def fingerprint() -> tuple[object, ...]:
+        c = Cluster(7, ("n1", "n2", "n3"), config=_config(7))
+        c.run(1500)
+        return (c.now, sorted(c.stats.items()), c.inv.committed, c.format_trace())
+
+    assert fingerprint() == fingerprint()
+
+
+def test_the_checker_sees_a_log_matching_violation() -> None:
+    """The checker itself: two logs with the same (index, term) at 3 but
+    different entries before it must be reported."""
+    from dkv.raft import Entry
+    from tests.raft.sim import Invariants
+
+    inv = Invariants({})
+    inv.check_log("a", [Entry(1, 1), Entry(2, 1, data=b"x"), Entry(3, 2)], 1)
+    inv.check_log("b", [Entry(1, 1), Entry(2, 2, data=b"y")], 1)  # diverges: fine
+    with pytest.raises(AssertionError, match="Log Matching"):
+        inv.check_log("c", [Entry(1, 1), Entry(2, 2, data=b"y"), Entry(3, 2)], 3)  # other prefix
+    with pytest.raises(AssertionError, match="Log Matching"):
+        inv.check_log("d", [Entry(1, 1), Entry(2, 1, data=b"z")], 2)  # other content
+
+
+def test_the_checker_sees_a_stale_read() -> None:
+    from dkv.raft import Entry, ReadState
+    from tests.raft.sim import Invariants
+
+    inv = Invariants({})
+    inv.committed = [Entry(1, 1), Entry(2, 1)]
+    inv.on_read_issued("n1", 5)
+    inv.check_read_state("n1", ReadState(5, 2))
+    with pytest.raises(AssertionError, match="Linearizable"):
+        inv.check_read_state("n1", ReadState(5, 1))
