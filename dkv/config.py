@@ -118,6 +118,8 @@ def check_db_path(path: str) -> None:
     if os.path.isdir(path):
         raise ConfigError(f"db path {path} is a directory; give a file path such as {path}/node.db")
     parent = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ConfigError(f"db path {path}: {parent} is not a directory")
     if not os.path.isdir(parent):
         raise ConfigError(f"db path {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (

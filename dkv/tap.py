@@ -213,6 +213,8 @@ class DkvService(MultiService):
         self.config = config
         self._reactor = reactor
         self.node: Any = None
+        self._store: Any = None
+        self._cluster_text = ""
 
     def privilegedStartService(self) -> None:
         try:
@@ -222,6 +224,7 @@ class DkvService(MultiService):
             except CannotListenError as e:
                 raise StartupError(f"cannot listen on rest port {e.interface}:{e.port}: {e.socketError}") from None
         except StartupError as e:
+            self._close_store_now()
             raise SystemExit(f"dkv: {e}") from None
 
     def startService(self) -> None:
@@ -234,7 +237,16 @@ class DkvService(MultiService):
             db=c.db_path,
             cluster=self._cluster_text,
         )
-        super().startService()
+        try:
+            super().startService()
+        except SystemExit:  # e.g. the gRPC port was taken since it was checked
+            self._close_store_now()
+            raise
+
+    def _close_store_now(self) -> None:
+        if self._store is not None:
+            _close_store_now(self._store)
+            self._store = None
 
     def _build(self) -> None:
         from twisted.internet import reactor as global_reactor
@@ -270,8 +282,9 @@ class DkvService(MultiService):
             else:
                 self._cluster_text = f"(from the db; cluster id {state.cluster_id})"
         except StartupError:
-            store.close()
+            _close_store_now(store)
             raise
+        self._store = store
         first_election_ticks = None
         if c.cluster is not None and c.cluster.first == c.node_id and state.entries and state.entries[-1].index <= 1:
             # A fresh cluster: the first listed node gets the first chance.
@@ -310,6 +323,27 @@ class DkvService(MultiService):
         ).setServiceParent(self)
         rest = internet.TCPServer(c.rest_port, RestApi(node).site(), interface=c.listen_host)
         rest.setServiceParent(self)
+
+
+def _close_store_now(store: Any) -> None:
+    """Close a store when startup fails, before the reactor runs.
+
+    ``LmdbStore.close()`` finishes through the reactor (its Deferred fires via
+    callFromThread), which is not running yet at this point: its writer
+    thread, which is not a daemon, was never stopped and the process hung at
+    exit after printing its one-line error (an empty db without --cluster,
+    under ``dkv`` and ``twistd`` alike). Stop the thread and release the
+    environment directly. (Storage has no public synchronous close yet.)"""
+    pool = getattr(store, "_pool", None)
+    release = getattr(store, "_release", None)
+    try:
+        if pool is not None:
+            pool.stop()
+        if release is not None and not getattr(store, "_closed", False):
+            store._closed = True
+            release()
+    except Exception:  # noqa: BLE001 - we are exiting with a clearer error
+        log.failure("closing the store after a failed start")
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:
