@@ -245,7 +245,7 @@ class DkvService(MultiService):
 
     def _close_store_now(self) -> None:
         if self._store is not None:
-            _close_store_now(self._store)
+            self._store.close_now()
             self._store = None
 
     def _build(self) -> None:
@@ -282,7 +282,7 @@ class DkvService(MultiService):
             else:
                 self._cluster_text = f"(from the db; cluster id {state.cluster_id})"
         except StartupError:
-            _close_store_now(store)
+            store.close_now()
             raise
         self._store = store
         first_election_ticks = None
@@ -323,27 +323,6 @@ class DkvService(MultiService):
         ).setServiceParent(self)
         rest = internet.TCPServer(c.rest_port, RestApi(node).site(), interface=c.listen_host)
         rest.setServiceParent(self)
-
-
-def _close_store_now(store: Any) -> None:
-    """Close a store when startup fails, before the reactor runs.
-
-    ``LmdbStore.close()`` finishes through the reactor (its Deferred fires via
-    callFromThread), which is not running yet at this point: its writer
-    thread, which is not a daemon, was never stopped and the process hung at
-    exit after printing its one-line error (an empty db without --cluster,
-    under ``dkv`` and ``twistd`` alike). Stop the thread and release the
-    environment directly. (Storage has no public synchronous close yet.)"""
-    pool = getattr(store, "_pool", None)
-    release = getattr(store, "_release", None)
-    try:
-        if pool is not None:
-            pool.stop()
-        if release is not None and not getattr(store, "_closed", False):
-            store._closed = True
-            release()
-    except Exception:  # noqa: BLE001 - we are exiting with a clearer error
-        log.failure("closing the store after a failed start")
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:

@@ -69,6 +69,9 @@ class NodeStore(Protocol):
     def close(self) -> Deferred[None]:
         """Finish queued writes and release the store."""
 
+    def close_now(self) -> None:
+        """Release the store at once, without the reactor (start-up failures)."""
+
 
 def bootstrap_state(cluster_id: str, membership: Membership) -> PersistentState:
     """The state every node of a new cluster starts from, identical on all."""

@@ -166,7 +166,7 @@ class LmdbStore:
             if fmt is None:
                 txn.put(b"format", FORMAT, db=store._meta)
             elif fmt != FORMAT:
-                store._release()
+                store.close_now()
                 raise StorageError(f"db path {path} has unknown format {fmt!r}")
         return store
 
@@ -219,6 +219,16 @@ class LmdbStore:
 
         d.addBoth(release)
         return d
+
+    def close_now(self) -> None:
+        """Close synchronously, without the reactor: for start-up failures,
+        before the reactor runs (``close()`` finishes through it). Blocks
+        until a write in progress, if any, is done."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.stop()
+        self._release()
 
     # -- internals ---------------------------------------------------------------
 

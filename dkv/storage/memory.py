@@ -63,3 +63,6 @@ class MemoryStore:
 
     def close(self) -> Deferred[None]:
         return succeed(None)
+
+    def close_now(self) -> None:
+        pass
