@@ -281,11 +281,18 @@ class Raft:
         """Append a configuration change (leader only); returns its index.
 
         One change at a time: refused while an earlier one is uncommitted, and
-        when it would add or remove more than one voter."""
+        when it would add or remove more than one voter. Also refused
+        (ProposalDropped, retry later) until the leader has committed an entry
+        of its own term: before that, a change appended by an earlier leader
+        may still be in some logs and win, and a majority for it and one for
+        ours need not overlap (the single-server change bug and its fix,
+        described by Diego Ongaro on raft-dev in 2015)."""
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
         if self._transferee is not None:
             raise ProposalDropped("leadership transfer in progress")
+        if self.log.term(self.log.committed) != self.term:
+            raise ProposalDropped("no entry of the leader's term is committed yet")
         if self._config_pending():
             raise MembershipError("another membership change is in progress")
         check_single_change(self.membership, new)
