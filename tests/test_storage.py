@@ -231,3 +231,123 @@ async def test_keys_of_any_size(store, size) -> None:
     await store.write(WriteBatch(None, entries, entries))
     assert store.get(key) is None
     assert store.get(sibling) == b"w"
+
+
+# -- compaction and snapshots ----------------------------------------------------------
+
+from dkv.raft.messages import SnapshotMeta  # noqa: E402
+from dkv.storage import record_crc  # noqa: E402
+
+
+@pytest_twisted.ensureDeferred
+async def test_compaction_forgets_the_log_prefix_and_records_the_base(store) -> None:
+    store.bootstrap("cid", MEMBERS)
+    entries = tuple(put_entry(i, b"k%d" % i, b"v") for i in range(2, 12))
+    await store.write(WriteBatch(HardState(2, "", 11), entries, entries))
+    await store.write(WriteBatch(compact=SnapshotMeta(7, 2, MEMBERS)))
+    loaded = store.load()
+    assert [e.index for e in loaded.entries] == [8, 9, 10, 11]
+    assert (loaded.snapshot_index, loaded.snapshot_term, loaded.snapshot_membership) == (7, 2, MEMBERS)
+    assert store.get(b"k5") == b"v"  # the state is the snapshot: nothing lost
+    # An older compaction point changes nothing.
+    await store.write(WriteBatch(compact=SnapshotMeta(3, 2, MEMBERS)))
+    assert store.load().snapshot_index == 7
+
+
+async def _fill(store, n: int) -> None:
+    store.bootstrap("cid", MEMBERS)
+    entries = tuple(put_entry(i + 2, b"key-%05d" % i, b"value-%d" % i) for i in range(n))
+    await store.write(WriteBatch(HardState(2, "", n + 1), entries, entries))
+
+
+def _read_all(reader) -> list[list[tuple[bytes, bytes]]]:
+    chunks, seq = [], 0
+    while True:
+        records, last = reader.read(seq)
+        chunks.append(records)
+        seq += 1
+        if last:
+            return chunks
+
+
+@pytest_twisted.ensureDeferred
+async def test_snapshot_reader_is_a_consistent_view(store) -> None:
+    await _fill(store, 2000)
+    reader = store.snapshot_reader(chunk_bytes=4096)
+    try:
+        assert reader.index == 2001
+        # Writes after the view was taken are not in it.
+        e = put_entry(2002, b"zzz-late", b"x")
+        await store.write(WriteBatch(None, (e,), (e,)))
+        chunks = _read_all(reader)
+        assert len(chunks) > 3
+        records = [r for c in chunks for r in c]
+        assert len(records) == 2000
+        assert records == sorted(records)
+        # A chunk can be read again (a transfer resuming).
+        assert reader.read(2)[0] == chunks[2]
+    finally:
+        reader.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_staged_snapshot_installs_in_one_write(tmp_path) -> None:
+    source, target = MemoryStore(), open_lmdb(str(tmp_path / "t.db"))
+    try:
+        await _fill(source, 500)
+        target.bootstrap("cid", MEMBERS)
+        old = (put_entry(2, b"old-key", b"old"),)
+        await target.write(WriteBatch(HardState(2, "", 2), old, old))
+        meta = SnapshotMeta(501, 2, MEMBERS)
+        reader = source.snapshot_reader(chunk_bytes=2048)
+        from dkv.storage.lmdb_store import stored_key, stored_value
+
+        assert await target.stage_begin(meta) == 0
+        seq, crc = 0, 0
+        while True:
+            records, last = reader.read(seq)
+            records = [(stored_key(k), stored_value(k, v)) for k, v in records]
+            crc = record_crc(records, crc)
+            await target.stage_chunk(seq, records, crc, last)
+            seq += 1
+            if last:
+                break
+        assert target.get(b"key-00001") is None  # staged, not yet the state
+        await target.write(WriteBatch(install=meta, hard_state=HardState(3, "", 501)))
+        assert target.get(b"key-00001") == b"value-1"
+        assert target.get(b"old-key") is None
+        loaded = target.load()
+        assert (loaded.applied, loaded.snapshot_index, loaded.entries) == (501, 501, ())
+    finally:
+        await target.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_staging_resumes_and_checks_order_and_crc(store) -> None:
+    store.bootstrap("cid", MEMBERS)
+    meta = SnapshotMeta(10, 2, MEMBERS)
+    chunk0 = [(b"\x00a", b"1"), (b"\x00b", b"2")]
+    chunk1 = [(b"\x00c", b"3")]
+    assert await store.stage_begin(meta) == 0
+    await store.stage_chunk(0, chunk0, record_crc(chunk0), last=False)
+    # The same snapshot again: resume after chunk 0.
+    assert await store.stage_begin(meta) == 1
+    with pytest.raises(StorageError, match="expected 1"):
+        await store.stage_chunk(0, chunk0, record_crc(chunk0), last=False)
+    with pytest.raises(StorageError, match="CRC"):
+        await store.stage_chunk(1, chunk1, 12345, last=True)
+    await store.stage_chunk(1, chunk1, record_crc(chunk1, record_crc(chunk0)), last=True)
+    # A different snapshot starts over.
+    assert await store.stage_begin(SnapshotMeta(11, 2, MEMBERS)) == 0
+    with pytest.raises(StorageError):
+        await store.write(WriteBatch(install=meta))
+
+
+@pytest_twisted.ensureDeferred
+async def test_initialize_a_joining_node(store) -> None:
+    state = store.initialize("cid", MEMBERS)
+    assert state.entries == () and state.snapshot_membership == MEMBERS
+    loaded = store.load()
+    assert loaded.cluster_id == "cid" and loaded.snapshot_membership == MEMBERS
+    with pytest.raises(StorageError):
+        store.bootstrap("cid", MEMBERS)

@@ -229,3 +229,257 @@ class KV:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ClusterStub:
+    """Cluster membership and leadership. Any member answers; a follower forwards
+    changes to the leader. Changes return once committed and applied.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Members = channel.unary_unary(
+                '/dkv.v0.Cluster/Members',
+                request_serializer=dkv_dot_pb_dot_kv__pb2.MembersRequest.SerializeToString,
+                response_deserializer=dkv_dot_pb_dot_kv__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.AddMember = channel.unary_unary(
+                '/dkv.v0.Cluster/AddMember',
+                request_serializer=dkv_dot_pb_dot_kv__pb2.AddMemberRequest.SerializeToString,
+                response_deserializer=dkv_dot_pb_dot_kv__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.PromoteMember = channel.unary_unary(
+                '/dkv.v0.Cluster/PromoteMember',
+                request_serializer=dkv_dot_pb_dot_kv__pb2.PromoteMemberRequest.SerializeToString,
+                response_deserializer=dkv_dot_pb_dot_kv__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/dkv.v0.Cluster/RemoveMember',
+                request_serializer=dkv_dot_pb_dot_kv__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=dkv_dot_pb_dot_kv__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.TransferLeader = channel.unary_unary(
+                '/dkv.v0.Cluster/TransferLeader',
+                request_serializer=dkv_dot_pb_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=dkv_dot_pb_dot_kv__pb2.TransferLeaderResponse.FromString,
+                _registered_method=True)
+
+
+class ClusterServicer:
+    """Cluster membership and leadership. Any member answers; a follower forwards
+    changes to the leader. Changes return once committed and applied.
+    """
+
+    def Members(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMember(self, request, context):
+        """Adds a member; the usual way for a new node is as a learner, which gets
+        the log (or a snapshot) but neither votes nor counts for commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteMember(self, request, context):
+        """Makes a learner a voter; refused until it has caught up with the log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLeader(self, request, context):
+        """Hands leadership to `to` (or to the most up-to-date voter).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ClusterServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=dkv_dot_pb_dot_kv__pb2.MembersRequest.FromString,
+                    response_serializer=dkv_dot_pb_dot_kv__pb2.MembersResponse.SerializeToString,
+            ),
+            'AddMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMember,
+                    request_deserializer=dkv_dot_pb_dot_kv__pb2.AddMemberRequest.FromString,
+                    response_serializer=dkv_dot_pb_dot_kv__pb2.MembersResponse.SerializeToString,
+            ),
+            'PromoteMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteMember,
+                    request_deserializer=dkv_dot_pb_dot_kv__pb2.PromoteMemberRequest.FromString,
+                    response_serializer=dkv_dot_pb_dot_kv__pb2.MembersResponse.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=dkv_dot_pb_dot_kv__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=dkv_dot_pb_dot_kv__pb2.MembersResponse.SerializeToString,
+            ),
+            'TransferLeader': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeader,
+                    request_deserializer=dkv_dot_pb_dot_kv__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=dkv_dot_pb_dot_kv__pb2.TransferLeaderResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dkv.v0.Cluster', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dkv.v0.Cluster', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Cluster:
+    """Cluster membership and leadership. Any member answers; a follower forwards
+    changes to the leader. Changes return once committed and applied.
+    """
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dkv.v0.Cluster/Members',
+            dkv_dot_pb_dot_kv__pb2.MembersRequest.SerializeToString,
+            dkv_dot_pb_dot_kv__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dkv.v0.Cluster/AddMember',
+            dkv_dot_pb_dot_kv__pb2.AddMemberRequest.SerializeToString,
+            dkv_dot_pb_dot_kv__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dkv.v0.Cluster/PromoteMember',
+            dkv_dot_pb_dot_kv__pb2.PromoteMemberRequest.SerializeToString,
+            dkv_dot_pb_dot_kv__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dkv.v0.Cluster/RemoveMember',
+            dkv_dot_pb_dot_kv__pb2.RemoveMemberRequest.SerializeToString,
+            dkv_dot_pb_dot_kv__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dkv.v0.Cluster/TransferLeader',
+            dkv_dot_pb_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
+            dkv_dot_pb_dot_kv__pb2.TransferLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -14,6 +14,53 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 NORMAL: EntryKind
 CONFIG: EntryKind
 
+class SnapshotMeta(_message.Message):
+    __slots__ = ("index", "term", "membership")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    term: int
+    membership: ClusterConfig
+    def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., membership: _Optional[_Union[ClusterConfig, _Mapping]] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("cluster_id", "leader_term", "meta", "seq", "records", "crc", "last")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CRC_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    leader_term: int
+    meta: SnapshotMeta
+    seq: int
+    records: _containers.RepeatedCompositeFieldContainer[Record]
+    crc: int
+    last: bool
+    def __init__(self, cluster_id: _Optional[str] = ..., leader_term: _Optional[int] = ..., meta: _Optional[_Union[SnapshotMeta, _Mapping]] = ..., seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., crc: _Optional[int] = ..., last: _Optional[bool] = ..., **kwargs) -> None: ...
+
+class Record(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class SnapshotAck(_message.Message):
+    __slots__ = ("next_seq", "done", "error")
+    NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    next_seq: int
+    done: bool
+    error: str
+    def __init__(self, next_seq: _Optional[int] = ..., done: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
 class Batch(_message.Message):
     __slots__ = ("cluster_id", "messages")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class RaftStub:
                 request_serializer=dkv_dot_pb_dot_raft__pb2.Batch.SerializeToString,
                 response_deserializer=dkv_dot_pb_dot_raft__pb2.StreamClosed.FromString,
                 _registered_method=True)
+        self.InstallSnapshot = channel.stream_stream(
+                '/dkv.raft.v0.Raft/InstallSnapshot',
+                request_serializer=dkv_dot_pb_dot_raft__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=dkv_dot_pb_dot_raft__pb2.SnapshotAck.FromString,
+                _registered_method=True)
 
 
 class RaftServicer:
@@ -52,6 +57,16 @@ class RaftServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InstallSnapshot(self, request_iterator, context):
+        """InstallSnapshot sends a leader's state to a follower that needs entries
+        the leader compacted. The first chunk carries only meta; the follower
+        answers with the chunk it needs next (resuming an interrupted transfer),
+        then acknowledges as it goes, and finally says whether it installed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +74,11 @@ def add_RaftServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=dkv_dot_pb_dot_raft__pb2.Batch.FromString,
                     response_serializer=dkv_dot_pb_dot_raft__pb2.StreamClosed.SerializeToString,
+            ),
+            'InstallSnapshot': grpc.stream_stream_rpc_method_handler(
+                    servicer.InstallSnapshot,
+                    request_deserializer=dkv_dot_pb_dot_raft__pb2.SnapshotChunk.FromString,
+                    response_serializer=dkv_dot_pb_dot_raft__pb2.SnapshotAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +108,33 @@ class Raft:
             '/dkv.raft.v0.Raft/Stream',
             dkv_dot_pb_dot_raft__pb2.Batch.SerializeToString,
             dkv_dot_pb_dot_raft__pb2.StreamClosed.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallSnapshot(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dkv.raft.v0.Raft/InstallSnapshot',
+            dkv_dot_pb_dot_raft__pb2.SnapshotChunk.SerializeToString,
+            dkv_dot_pb_dot_raft__pb2.SnapshotAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,8 @@ import enum
 
 import attrs
 
+from dkv.raft.membership import Membership
+
 
 class EntryKind(enum.IntEnum):
     NORMAL = 0
@@ -36,6 +38,16 @@ class HardState:
     term: int = 0
     vote: str = ""
     commit: int = 0
+
+
+@attrs.frozen(slots=True)
+class SnapshotMeta:
+    """A snapshot's position: the state after applying entry ``index`` (of
+    ``term``), and the configuration in force there."""
+
+    index: int
+    term: int
+    membership: Membership = Membership()
 
 
 @attrs.frozen(slots=True, kw_only=True)

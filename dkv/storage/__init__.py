@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 
 from dkv.commands import RequestId
 from dkv.raft.membership import Membership
-from dkv.raft.messages import Entry, HardState
+from dkv.raft.messages import Entry, HardState, SnapshotMeta
 
 
 class StorageError(Exception):
@@ -41,13 +41,36 @@ class PersistentState:
 
 @attrs.frozen
 class WriteBatch:
-    """One durable transaction. ``entries`` replace the log from
-    ``entries[0].index`` on; ``apply`` are committed entries, applied in
-    order after the entries are written (they may be among them)."""
+    """One durable transaction, done in this order:
+
+    ``install``  make the staged snapshot with this meta the state (it must
+                 be complete), drop the whole log, applied = its index;
+    ``hard_state``;
+    ``entries``  replace the log from ``entries[0].index`` on;
+    ``apply``    committed entries, applied in order (they may be among
+                 ``entries``);
+    ``compact``  forget log entries up to its index; it becomes the log's base.
+    """
 
     hard_state: HardState | None = None
     entries: tuple[Entry, ...] = ()
     apply: tuple[Entry, ...] = ()
+    install: SnapshotMeta | None = None
+    compact: SnapshotMeta | None = None
+
+
+class SnapshotReader(Protocol):
+    """A consistent view of the applied state, read chunk by chunk."""
+
+    #: The applied index the view holds.
+    index: int
+
+    def read(self, seq: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """Records of chunk seq (0, 1, ... in order; a chunk already read may
+        be read again) and whether it is the last. May block on the disk: call
+        it off the reactor thread."""
+
+    def close(self) -> None: ...
 
 
 class NodeStore(Protocol):
@@ -66,6 +89,23 @@ class NodeStore(Protocol):
     def get(self, key: bytes) -> bytes | None:
         """The applied value of key (never blocks on a write)."""
 
+    def snapshot_reader(self, chunk_bytes: int) -> SnapshotReader:
+        """A consistent view of the applied state, to send to a follower."""
+
+    def stage_begin(self, meta: SnapshotMeta) -> Deferred[int]:
+        """Prepare to receive the snapshot meta; fires with the chunk to
+        receive next (non-zero when an interrupted transfer of the same
+        snapshot can resume)."""
+
+    def stage_chunk(self, seq: int, records: list[tuple[bytes, bytes]], crc: int, last: bool) -> Deferred[None]:
+        """Durably stage chunk seq; fails with StorageError when seq is not
+        the one expected or the CRC-32 of all records so far is not crc."""
+
+    def initialize(self, cluster_id: str, membership: Membership) -> PersistentState:
+        """Make an empty store a member of an existing cluster (a node that
+        joins): no log; membership is the configuration it joined. Called
+        before serving."""
+
     def close(self) -> Deferred[None]:
         """Finish queued writes and release the store."""
 
@@ -83,3 +123,14 @@ def bootstrap_state(cluster_id: str, membership: Membership) -> PersistentState:
         entries=(Entry(1, 1, EntryKind.CONFIG, membership.encode()),),
         applied=0,
     )
+
+
+def record_crc(records: list[tuple[bytes, bytes]], crc: int = 0) -> int:
+    """CRC-32 over snapshot records, each framed by its key and value lengths."""
+    import struct
+    import zlib
+
+    frame = struct.Struct(">II")
+    for key, value in records:
+        crc = zlib.crc32(value, zlib.crc32(key, zlib.crc32(frame.pack(len(key), len(value)), crc)))
+    return crc

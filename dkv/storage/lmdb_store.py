@@ -4,15 +4,23 @@
 The db path is a file (``a.db``; LMDB adds ``a.db-lock``) with named
 databases:
 
-``kv``   stored key -> stored value, the applied state (see ``stored_key``);
-``log``  8-byte big-endian index -> term (8 bytes), kind (1 byte), data;
-``meta`` ``hard_state``, ``applied``, ``cluster_id``, ``format``.
+``kv.0``, ``kv.1``  stored key -> stored value (see ``stored_key``): one is
+                    the applied state (``meta:kv_active`` says which), the
+                    other stages an incoming snapshot;
+``log``             8-byte big-endian index -> term (8 bytes), kind (1 byte), data;
+``meta``            ``format``, ``cluster_id``, ``hard_state``, ``applied``,
+                    ``kv_active``, ``snapshot`` (the log's base: index, term,
+                    configuration) and ``incoming`` (progress of a staged
+                    snapshot: index, term, next chunk, CRC, complete).
 
 Every write is one LMDB transaction committed with fsync (``sync=True``), on a
 single writer thread, so the reactor never waits on the disk; reads use
 short read transactions on the calling thread (LMDB readers never block on
-the writer). LMDB commits are atomic, so a crash (kill -9, power loss) leaves
-the last committed transaction and nothing torn.
+the writer). LMDB commits are atomic, so a crash (kill -9, power loss) at any
+moment leaves the last committed transaction and nothing torn: a snapshot
+being received survives as its committed chunks (the transfer resumes from
+there) and becomes the state in one transaction; compaction is one
+transaction. dkv writes nothing outside LMDB transactions.
 """
 
 from __future__ import annotations
@@ -32,16 +40,24 @@ from twisted.python.threadpool import ThreadPool
 
 from dkv.commands import RequestId
 from dkv.raft.membership import Membership
-from dkv.raft.messages import Entry, EntryKind, HardState
+from dkv.raft.messages import Entry, EntryKind, HardState, SnapshotMeta
 from dkv.statemachine import apply_entries
-from dkv.storage import PersistentState, StorageError, WriteBatch, bootstrap_state
+from dkv.storage import (
+    PersistentState,
+    StorageError,
+    WriteBatch,
+    bootstrap_state,
+    record_crc,
+)
 
 T = TypeVar("T")
 
-FORMAT = b"2"
+FORMAT = b"3"
 _INDEX = struct.Struct(">Q")
 _ENTRY_HEAD = struct.Struct(">QB")
 _HARD_STATE = struct.Struct(">QQ")
+_SNAPSHOT = struct.Struct(">QQ")
+_INCOMING = struct.Struct(">QQQIB")
 
 DEFAULT_MAP_SIZE = 64 << 30
 
@@ -99,6 +115,15 @@ def _decode_hard_state(raw: bytes) -> HardState:
     return HardState(term=term, vote=bytes(raw[_HARD_STATE.size :]).decode(), commit=commit)
 
 
+def _encode_snapshot(meta: SnapshotMeta) -> bytes:
+    return _SNAPSHOT.pack(meta.index, meta.term) + meta.membership.encode()
+
+
+def _decode_snapshot(raw: bytes) -> SnapshotMeta:
+    index, term = _SNAPSHOT.unpack_from(raw)
+    return SnapshotMeta(index, term, Membership.decode(bytes(raw[_SNAPSHOT.size :])))
+
+
 class _TxnWriter:
     """The state machine's view of a write transaction."""
 
@@ -115,6 +140,38 @@ class _TxnWriter:
         self._txn.delete(stored_key(key), db=self._db)
 
 
+class LmdbSnapshotReader:
+    """A read transaction over the applied state, read in chunks of about
+    chunk_bytes. Chunk boundaries are remembered, so an interrupted transfer
+    can resume at any chunk already read."""
+
+    def __init__(self, txn: lmdb.Transaction, db: Any, index: int, chunk_bytes: int) -> None:
+        self._txn = txn
+        self._cursor = txn.cursor(db=db)
+        self.index = index
+        self._chunk_bytes = chunk_bytes
+        self._starts: list[bytes | None] = [None]
+
+    def read(self, seq: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        if seq >= len(self._starts):
+            raise ValueError(f"chunk {seq} is not next to a chunk read")
+        start = self._starts[seq]
+        more = self._cursor.set_range(start) if start is not None else self._cursor.first()
+        records: list[tuple[bytes, bytes]] = []
+        size = 0
+        while more and size < self._chunk_bytes:
+            key, value = self._cursor.item()
+            records.append((key, value))
+            size += len(key) + len(value) + 16
+            more = self._cursor.next()
+        if more and seq + 1 == len(self._starts):
+            self._starts.append(self._cursor.key())
+        return records, not more
+
+    def close(self) -> None:
+        self._txn.abort()
+
+
 class LmdbStore:
     """Open with ``LmdbStore.open(path, reactor)``; ``close()`` when done."""
 
@@ -122,12 +179,22 @@ class LmdbStore:
         self._env = env
         self._lock_fd = lock_fd
         self._reactor = reactor
-        self._kv = env.open_db(b"kv")
+        self._kvs = (env.open_db(b"kv.0"), env.open_db(b"kv.1"))
         self._log = env.open_db(b"log")
         self._meta = env.open_db(b"meta")
+        with env.begin() as txn:
+            self._active = 1 if txn.get(b"kv_active", db=self._meta) == b"1" else 0
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="dkv-lmdb-writer")
         self._pool.start()
         self._closed = False
+
+    @property
+    def _kv(self) -> Any:
+        return self._kvs[self._active]
+
+    @property
+    def _staging(self) -> Any:
+        return self._kvs[1 - self._active]
 
     @classmethod
     def open(
@@ -143,7 +210,7 @@ class LmdbStore:
                 path,
                 subdir=False,
                 map_size=map_size,
-                max_dbs=4,
+                max_dbs=8,
                 sync=True,
                 metasync=True,
                 readahead=False,
@@ -160,15 +227,16 @@ class LmdbStore:
             os.close(fd)
             env.close()
             raise StorageError(f"db path {path} is in use by another process") from None
-        store = cls(env, fd, reactor)
+        meta = env.open_db(b"meta")
         with env.begin(write=True) as txn:
-            fmt = txn.get(b"format", db=store._meta)
+            fmt = txn.get(b"format", db=meta)
             if fmt is None:
-                txn.put(b"format", FORMAT, db=store._meta)
+                txn.put(b"format", FORMAT, db=meta)
             elif fmt != FORMAT:
-                store.close_now()
+                env.close()
+                os.close(fd)
                 raise StorageError(f"db path {path} has unknown format {fmt!r}")
-        return store
+        return cls(env, fd, reactor)
 
     # -- NodeStore ---------------------------------------------------------------
 
@@ -180,6 +248,8 @@ class LmdbStore:
             raw_hs = txn.get(b"hard_state", db=self._meta)
             hard_state = _decode_hard_state(raw_hs) if raw_hs else HardState()
             applied = txn.get(b"applied", db=self._meta)
+            raw_snap = txn.get(b"snapshot", db=self._meta)
+            snap = _decode_snapshot(raw_snap) if raw_snap else SnapshotMeta(0, 0)
             entries = tuple(
                 decode_entry(_INDEX.unpack(k)[0], v)
                 for k, v in txn.cursor(db=self._log).iternext(keys=True, values=True)
@@ -189,16 +259,28 @@ class LmdbStore:
             hard_state=hard_state,
             entries=entries,
             applied=_INDEX.unpack(applied)[0] if applied else 0,
+            snapshot_index=snap.index,
+            snapshot_term=snap.term,
+            snapshot_membership=snap.membership,
         )
 
     def bootstrap(self, cluster_id: str, membership: Membership) -> PersistentState:
         state = bootstrap_state(cluster_id, membership)
         with self._env.begin(write=True) as txn:
-            if txn.get(b"cluster_id", db=self._meta) is not None:
-                raise StorageError("store is not empty")
+            self._check_empty(txn)
             self._write_raft(txn, state.hard_state, state.entries)
             txn.put(b"cluster_id", cluster_id.encode(), db=self._meta)
         return state
+
+    def initialize(self, cluster_id: str, membership: Membership) -> PersistentState:
+        with self._env.begin(write=True) as txn:
+            self._check_empty(txn)
+            txn.put(b"snapshot", _encode_snapshot(SnapshotMeta(0, 0, membership)), db=self._meta)
+            txn.put(b"cluster_id", cluster_id.encode(), db=self._meta)
+        return PersistentState(
+            cluster_id=cluster_id, hard_state=HardState(), entries=(), applied=0,
+            snapshot_membership=membership,
+        )
 
     def write(self, batch: WriteBatch) -> Deferred[list[RequestId]]:
         return self._in_writer(lambda: self._write_batch(batch))
@@ -206,6 +288,19 @@ class LmdbStore:
     def get(self, key: bytes) -> bytes | None:
         with self._env.begin(db=self._kv, buffers=False) as txn:
             return value_from_stored(key, txn.get(stored_key(key)))
+
+    def snapshot_reader(self, chunk_bytes: int) -> LmdbSnapshotReader:
+        txn = self._env.begin(buffers=False)
+        raw = txn.get(b"applied", db=self._meta)
+        return LmdbSnapshotReader(txn, self._kv, _INDEX.unpack(raw)[0] if raw else 0, chunk_bytes)
+
+    def stage_begin(self, meta: SnapshotMeta) -> Deferred[int]:
+        return self._in_writer(lambda: self._stage_begin(meta))
+
+    def stage_chunk(
+        self, seq: int, records: list[tuple[bytes, bytes]], crc: int, last: bool
+    ) -> Deferred[None]:
+        return self._in_writer(lambda: self._stage_chunk(seq, records, crc, last))
 
     def close(self) -> Deferred[None]:
         if self._closed:
@@ -239,14 +334,24 @@ class LmdbStore:
         self._env.close()
         os.close(self._lock_fd)
 
+    def _check_empty(self, txn: lmdb.Transaction) -> None:
+        if txn.get(b"cluster_id", db=self._meta) is not None:
+            raise StorageError("store is not empty")
+
     def _write_batch(self, batch: WriteBatch) -> list[RequestId]:
+        active = self._active
         with self._env.begin(write=True) as txn:
+            if batch.install is not None:
+                active = self._install(txn, batch.install)
             self._write_raft(txn, batch.hard_state, batch.entries)
-            if not batch.apply:
-                return []
-            ids = apply_entries(_TxnWriter(txn, self._kv), batch.apply)
-            txn.put(b"applied", _index_key(batch.apply[-1].index), db=self._meta)
-            return ids
+            ids: list[RequestId] = []
+            if batch.apply:
+                ids = apply_entries(_TxnWriter(txn, self._kvs[active]), batch.apply)
+                txn.put(b"applied", _index_key(batch.apply[-1].index), db=self._meta)
+            if batch.compact is not None:
+                self._compact(txn, batch.compact)
+        self._active = active  # readers switch only once the install committed
+        return ids
 
     def _write_raft(
         self, txn: lmdb.Transaction, hard_state: HardState | None, entries: tuple[Entry, ...]
@@ -265,3 +370,61 @@ class LmdbStore:
         cursor.putmulti(
             [(_index_key(e.index), encode_entry(e)) for e in entries], append=True
         )
+
+    def _compact(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
+        raw = txn.get(b"snapshot", db=self._meta)
+        if raw is not None and _decode_snapshot(raw).index >= meta.index:
+            return
+        cursor = txn.cursor(db=self._log)
+        if cursor.first():
+            limit = _index_key(meta.index)
+            while cursor.key() <= limit and cursor.delete():
+                pass
+        txn.put(b"snapshot", _encode_snapshot(meta), db=self._meta)
+
+    def _install(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> int:
+        """Make the staged state active (returns its number); empty the old
+        state and the log."""
+        raw = txn.get(b"incoming", db=self._meta)
+        if raw is None:
+            raise StorageError(f"no staged snapshot to install at {meta.index}")
+        index, term, _next, _crc, complete = _INCOMING.unpack_from(raw)
+        if (index, term) != (meta.index, meta.term) or not complete:
+            raise StorageError(f"the staged snapshot is not {meta.index}/{meta.term}, complete")
+        active = 1 - self._active
+        txn.put(b"kv_active", b"%d" % active, db=self._meta)
+        txn.drop(self._kvs[self._active], delete=False)
+        txn.drop(self._log, delete=False)
+        txn.put(b"snapshot", _encode_snapshot(meta), db=self._meta)
+        txn.put(b"applied", _index_key(meta.index), db=self._meta)
+        txn.delete(b"incoming", db=self._meta)
+        return active
+
+    def _stage_begin(self, meta: SnapshotMeta) -> int:
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(b"incoming", db=self._meta)
+            if raw is not None:
+                index, term, next_seq, _crc, complete = _INCOMING.unpack_from(raw)
+                if (index, term) == (meta.index, meta.term) and not complete:
+                    return next_seq
+            txn.drop(self._staging, delete=False)
+            txn.put(b"incoming", _INCOMING.pack(meta.index, meta.term, 0, 0, 0), db=self._meta)
+            return 0
+
+    def _stage_chunk(self, seq: int, records: list[tuple[bytes, bytes]], crc: int, last: bool) -> None:
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(b"incoming", db=self._meta)
+            if raw is None:
+                raise StorageError("no snapshot is being received")
+            index, term, next_seq, running, complete = _INCOMING.unpack_from(raw)
+            if complete or seq != next_seq:
+                raise StorageError(f"snapshot chunk {seq} arrived, expected {next_seq}")
+            running = record_crc(records, running)
+            if running != crc:
+                raise StorageError(f"snapshot chunk {seq} is corrupt (CRC mismatch)")
+            if records:
+                # Records arrive in key order, so appending is both fast and a check.
+                txn.cursor(db=self._staging).putmulti(records, append=True)
+            txn.put(
+                b"incoming", _INCOMING.pack(index, term, seq + 1, running, 1 if last else 0), db=self._meta
+            )

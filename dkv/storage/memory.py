@@ -3,13 +3,27 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
 from dkv.commands import RequestId
 from dkv.raft.membership import Membership
-from dkv.raft.messages import Entry, HardState
+from dkv.raft.messages import Entry, HardState, SnapshotMeta
 from dkv.statemachine import apply_entries
-from dkv.storage import PersistentState, WriteBatch, bootstrap_state
+from dkv.storage import PersistentState, StorageError, WriteBatch, bootstrap_state, record_crc
+
+
+class MemorySnapshotReader:
+    def __init__(self, records: list[tuple[bytes, bytes]], index: int, chunk_records: int) -> None:
+        self._records = records
+        self.index = index
+        self._n = max(1, chunk_records)
+
+    def read(self, seq: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        chunk = self._records[seq * self._n : (seq + 1) * self._n]
+        return chunk, (seq + 1) * self._n >= len(self._records)
+
+    def close(self) -> None:
+        pass
 
 
 class MemoryStore:
@@ -19,6 +33,10 @@ class MemoryStore:
         self.log: dict[int, Entry] = {}
         self.kv: dict[bytes, bytes] = {}
         self.applied = 0
+        self.snapshot = SnapshotMeta(0, 0)
+        self.staging: dict[bytes, bytes] = {}
+        #: (index, term, next chunk, crc, complete) of the snapshot being received.
+        self.incoming: tuple[int, int, int, int, bool] | None = None
         self.writes = 0
 
     def load(self) -> PersistentState | None:
@@ -29,17 +47,40 @@ class MemoryStore:
             hard_state=self.hard_state,
             entries=tuple(self.log[i] for i in sorted(self.log)),
             applied=self.applied,
+            snapshot_index=self.snapshot.index,
+            snapshot_term=self.snapshot.term,
+            snapshot_membership=self.snapshot.membership,
         )
 
+    def _check_empty(self) -> None:
+        if self.cluster_id:
+            raise StorageError("store is not empty")
+
     def bootstrap(self, cluster_id: str, membership: Membership) -> PersistentState:
+        self._check_empty()
         state = bootstrap_state(cluster_id, membership)
         self.cluster_id = cluster_id
         self.hard_state = state.hard_state
         self.log = {e.index: e for e in state.entries}
         return state
 
+    def initialize(self, cluster_id: str, membership: Membership) -> PersistentState:
+        self._check_empty()
+        self.cluster_id = cluster_id
+        self.snapshot = SnapshotMeta(0, 0, membership)
+        return self.load()  # type: ignore[return-value]
+
     def write(self, batch: WriteBatch) -> Deferred[list[RequestId]]:
         self.writes += 1
+        if batch.install is not None:
+            meta = batch.install
+            if self.incoming is None or self.incoming[:2] != (meta.index, meta.term) or not self.incoming[4]:
+                return fail(StorageError(f"no complete staged snapshot {meta.index}/{meta.term}"))
+            self.kv, self.staging = self.staging, {}
+            self.log = {}
+            self.snapshot = meta
+            self.applied = meta.index
+            self.incoming = None
         if batch.hard_state is not None:
             self.hard_state = batch.hard_state
         if batch.entries:
@@ -50,6 +91,10 @@ class MemoryStore:
         ids = apply_entries(self, batch.apply)
         if batch.apply:
             self.applied = batch.apply[-1].index
+        if batch.compact is not None and batch.compact.index > self.snapshot.index:
+            for i in [i for i in self.log if i <= batch.compact.index]:
+                del self.log[i]
+            self.snapshot = batch.compact
         return succeed(ids)
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -60,6 +105,29 @@ class MemoryStore:
 
     def get(self, key: bytes) -> bytes | None:
         return self.kv.get(key)
+
+    def snapshot_reader(self, chunk_bytes: int) -> MemorySnapshotReader:
+        return MemorySnapshotReader(sorted(self.kv.items()), self.applied, chunk_bytes // 64)
+
+    def stage_begin(self, meta: SnapshotMeta) -> Deferred[int]:
+        if self.incoming is not None and self.incoming[:2] == (meta.index, meta.term) and not self.incoming[4]:
+            return succeed(self.incoming[2])
+        self.staging = {}
+        self.incoming = (meta.index, meta.term, 0, 0, False)
+        return succeed(0)
+
+    def stage_chunk(
+        self, seq: int, records: list[tuple[bytes, bytes]], crc: int, last: bool
+    ) -> Deferred[None]:
+        if self.incoming is None or self.incoming[4] or seq != self.incoming[2]:
+            expected = None if self.incoming is None else self.incoming[2]
+            return fail(StorageError(f"snapshot chunk {seq} arrived, expected {expected}"))
+        running = record_crc(records, self.incoming[3])
+        if running != crc:
+            return fail(StorageError(f"snapshot chunk {seq} is corrupt (CRC mismatch)"))
+        self.staging.update(records)
+        self.incoming = (self.incoming[0], self.incoming[1], seq + 1, running, last)
+        return succeed(None)
 
     def close(self) -> Deferred[None]:
         return succeed(None)
