@@ -112,6 +112,13 @@ class NodeConfig:
     tick_seconds: float
     raft: RaftConfig
     limits: Limits
+    snapshot_entries: int = 10_000
+    snapshot_keep: int = 5_000
+    #: HOST:PORT of a member to join through, for an empty db.
+    join: str | None = None
+    #: HOST:PORT peers reach our RPC port at.
+    advertise: str = ""
+    auto_promote: bool = False
 
 
 def check_db_path(path: str) -> None:

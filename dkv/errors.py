@@ -34,6 +34,12 @@ class KeyNotFound(DkvError):
     default_message = "key not found"
 
 
+class MemberNotFound(DkvError):
+    http_status = 404
+    grpc_code = 5
+    default_message = "no such member"
+
+
 class RouteNotFound(DkvError):
     http_status = 404
     grpc_code = 5
@@ -72,3 +78,14 @@ class OutcomeUnknown(DkvError):
     http_status = 504
     grpc_code = 4
     default_message = "outcome unknown"
+
+
+#: gRPC code number -> the error class a forwarded call's failure becomes.
+BY_GRPC_CODE: dict[int, type[DkvError]] = {
+    3: InvalidArgument,
+    4: OutcomeUnknown,
+    5: MemberNotFound,
+    8: TooLarge,
+    9: FailedPrecondition,
+    14: NoLeader,
+}

@@ -8,15 +8,22 @@ replication service for writes and linearizable read barriers.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
 from dkv.commands import encode_delete, encode_put
-from dkv.errors import InvalidArgument, KeyNotFound, TooLarge
+from dkv.errors import DkvError, InvalidArgument, KeyNotFound, NoLeader, TooLarge
+from dkv.pb import kv_pb2
+from dkv.raft import NotLeader
+from dkv.raft.membership import NODE_ID, Member, Membership
 from dkv.replication import ReplicationService
 from dkv.storage import NodeStore
+
+if TYPE_CHECKING:
+    from dkv.transport.cluster_client import ClusterClient
 
 
 @attrs.frozen
@@ -31,6 +38,10 @@ class Node:
     replication: ReplicationService
     store: NodeStore
     limits: Limits = Limits()
+    #: Calls other nodes' Cluster service (forwarding to the leader).
+    cluster: ClusterClient | None = None
+    #: Where to dial a member (its configured address, or a route).
+    address_of: Callable[[str], str | None] = lambda node_id: None
 
     def check_key(self, key: bytes) -> None:
         if not key:
@@ -76,6 +87,81 @@ class Node:
             return fail(KeyNotFound())
         return succeed(value)
 
+    # -- membership ------------------------------------------------------------
+
+    def members(self) -> dict[str, Any]:
+        """This node's view of the latest configuration."""
+        st = self.replication.status()
+        return _members_view(st.membership, st.leader or "", self.replication.cluster_id)
+
+    def add_member(self, node_id: str, address: str, learner: bool, forward: bool = True) -> Deferred[dict[str, Any]]:
+        from dkv.config import ConfigError, parse_address
+
+        try:
+            if not NODE_ID.match(node_id):
+                raise InvalidArgument(f"member id {node_id!r}: use letters, digits, '_', '.', '-' (max 64)")
+            try:
+                host, port = parse_address(address, "address")
+            except ConfigError as e:
+                raise InvalidArgument(str(e)) from None
+        except InvalidArgument as e:
+            return fail(e)
+        member = Member(node_id, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", not learner)
+        return self._on_leader(
+            lambda r: r.add_member(member),
+            "AddMember",
+            kv_pb2.AddMemberRequest(id=node_id, address=member.address, learner=learner),
+            forward,
+        )
+
+    def promote_member(self, node_id: str, forward: bool = True) -> Deferred[dict[str, Any]]:
+        return self._on_leader(
+            lambda r: r.promote_member(node_id), "PromoteMember", kv_pb2.PromoteMemberRequest(id=node_id), forward
+        )
+
+    def remove_member(self, node_id: str, forward: bool = True) -> Deferred[dict[str, Any]]:
+        return self._on_leader(
+            lambda r: r.remove_member(node_id), "RemoveMember", kv_pb2.RemoveMemberRequest(id=node_id), forward
+        )
+
+    def transfer_leader(self, to: str | None, forward: bool = True) -> Deferred[dict[str, Any]]:
+        def local(r: ReplicationService) -> Deferred[dict[str, Any]]:
+            return r.transfer_leadership(to).addCallback(lambda leader: {"leader_id": leader})
+
+        def remote(response: Any) -> dict[str, Any]:
+            return {"leader_id": response.leader_id}
+
+        return self._on_leader(
+            local, "TransferLeader", kv_pb2.TransferLeaderRequest(to=to or ""), forward, remote
+        )
+
+    def _on_leader(
+        self,
+        local: Callable[[ReplicationService], Deferred[Any]],
+        method: str,
+        request: Any,
+        forward: bool,
+        from_response: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        """Run local on the leader; from a follower, forward the request to
+        the leader's Cluster service (once: a forwarded request is never
+        forwarded again)."""
+        try:
+            d = local(self.replication)
+        except NotLeader as e:
+            address = self.address_of(e.leader) if e.leader else None
+            if not forward or address is None or self.cluster is None:
+                return fail(NoLeader())
+            d = self.cluster.call(address, method, request)
+            return d.addCallback(from_response or _members_from_pb)
+        except DkvError as e:
+            return fail(e)
+        if from_response is None:
+            d.addCallback(
+                lambda m: _members_view(m, self.replication.status().leader or "", self.replication.cluster_id)
+            )
+        return d
+
     def status(self) -> dict[str, Any]:
         st = self.replication.status()
         return {
@@ -98,3 +184,19 @@ class Node:
                 for m in st.membership.members
             ],
         }
+
+
+def _members_view(membership: Membership, leader: str, cluster_id: str) -> dict[str, Any]:
+    return {
+        "members": [{"id": m.id, "address": m.address, "voter": m.voter} for m in membership.members],
+        "leader_id": leader,
+        "cluster_id": cluster_id,
+    }
+
+
+def _members_from_pb(response: Any) -> dict[str, Any]:
+    return {
+        "members": [{"id": m.id, "address": m.address, "voter": m.voter} for m in response.members],
+        "leader_id": response.leader_id,
+        "cluster_id": response.cluster_id,
+    }

@@ -38,12 +38,20 @@ from twisted.python.failure import Failure
 
 from dkv.logs import logger
 from dkv.commands import RequestId
-from dkv.errors import NoLeader, OutcomeUnknown
-from dkv.raft import Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
-from dkv.raft.membership import Membership
+from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader, OutcomeUnknown
+from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
+from dkv.raft.membership import Member, Membership, MembershipError
 from dkv.raft.messages import Message
+from dkv.raft.messages import SnapshotMeta
 from dkv.storage import NodeStore, PersistentState, WriteBatch
 from dkv.transport import Transport
+from dkv.transport.snapshots import CHUNK_BYTES, OutgoingSnapshot
+
+#: Sends a snapshot to a peer: (peer, snapshot, leader term) -> fires when the
+#: peer staged all of it.
+SnapshotSender = Callable[[str, OutgoingSnapshot, int], Deferred]
+#: How long a view stays open for a transfer to resume after a failure.
+KEEP_SNAPSHOT_SECONDS = 60.0
 
 log = logger("dkv.replication")
 
@@ -71,6 +79,11 @@ class ReplicationService(Service):
         rng: random.Random,
         first_election_ticks: int | None = None,
         on_fatal: Callable[[Failure], None] = lambda f: None,
+        snapshot_entries: int = 10_000,
+        snapshot_keep: int = 5_000,
+        snapshot_sender: SnapshotSender | None = None,
+        on_removed: Callable[[], None] = lambda: None,
+        promote_lag: int = 1000,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = state.cluster_id
@@ -104,6 +117,23 @@ class ReplicationService(Service):
         self._apply_waiters: list[tuple[int, int, list[_Request]]] = []
         self._membership: Membership | None = None
         self._soft: tuple[Role, int, str | None] | None = None
+        # Compaction: every snapshot_entries applied entries, forget the log
+        # up to snapshot_keep entries behind the applied index.
+        self._snapshot_entries = snapshot_entries
+        self._snapshot_keep = snapshot_keep
+        self._compacted_at = state.applied
+        self._pending_compact: SnapshotMeta | None = None
+        # Snapshots being sent (peer -> transfer) and kept for a retry.
+        self._snapshot_sender = snapshot_sender
+        self._sending: set[str] = set()
+        self._outgoing: dict[str, tuple[OutgoingSnapshot, float]] = {}
+        # Membership: learners may be promoted once within promote_lag
+        # entries of the commit index; removal from the cluster stops us.
+        self._on_removed = on_removed
+        self._promote_lag = promote_lag
+        self._was_member = False
+        self._removed = False
+        self._transfers: list[_Request] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -123,6 +153,7 @@ class ReplicationService(Service):
             first_election_ticks=self._first_election_ticks,
         )
         self._sync_membership()
+        self._check_removed()
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self._clock
         self._ticker.start(self._tick_seconds, now=False)
@@ -144,8 +175,17 @@ class ReplicationService(Service):
             self._finish(req, failure=NoLeader("node is shutting down"))
         for _, _, reqs in self._apply_waiters:
             for req in reqs:
-                self._finish(req, failure=NoLeader("node is shutting down"))
+                self._finish(
+                    req,
+                    failure=OutcomeUnknown("node shut down before the change was applied")
+                    if req.proposed
+                    else NoLeader("node is shutting down"),
+                )
+        for req in self._transfers:
+            self._finish(req, failure=NoLeader("node is shutting down"))
+        self._transfers = []
         self._new_writes, self._new_reads, self._reads, self._apply_waiters = [], [], {}, []
+        self._drop_outgoing_snapshots()
         if self._persisting is not None:
             d: Deferred[None] = Deferred()
             self._persisting.addBoth(lambda r: (d.callback(None), r)[1])
@@ -191,6 +231,95 @@ class ReplicationService(Service):
         assert self.raft is not None
         return self.raft.status()
 
+    # -- membership and leadership (leader only; callers forward otherwise) -------
+
+    def _require_leader(self) -> Raft:
+        raft = self.raft
+        if raft is None or not self.running:
+            raise NoLeader("node is not running")
+        if raft.role is not Role.LEADER:
+            raise NotLeader(raft.leader)
+        return raft
+
+    def add_member(self, member: Member) -> Deferred[Membership]:
+        """Add member (a learner or a voter); fires once the change is
+        committed and applied here. Adding an identical member again succeeds
+        at once (a node retrying its join)."""
+        raft = self._require_leader()
+        current = raft.membership
+        existing = current.get(member.id)
+        if existing == member:
+            return succeed(current)
+        if existing is not None:
+            raise FailedPrecondition(f"{member.id} is already a member (at {existing.address})")
+        if any(m.address == member.address for m in current.members):
+            raise FailedPrecondition(f"address {member.address} is already used by another member")
+        return self._change(raft, current.add(member))
+
+    def promote_member(self, node_id: str) -> Deferred[Membership]:
+        raft = self._require_leader()
+        current = raft.membership
+        member = current.get(node_id)
+        if member is None:
+            raise MemberNotFound(f"no member {node_id}")
+        if member.voter:
+            return succeed(current)
+        match = raft.status().match.get(node_id, 0)
+        if match + self._promote_lag < raft.log.committed:
+            raise FailedPrecondition(
+                f"learner {node_id} has not caught up: it holds the log up to {match}, "
+                f"the commit index is {raft.log.committed}"
+            )
+        return self._change(raft, current.promote(node_id))
+
+    def remove_member(self, node_id: str) -> Deferred[Membership]:
+        raft = self._require_leader()
+        current = raft.membership
+        if current.get(node_id) is None:
+            raise MemberNotFound(f"no member {node_id}")
+        return self._change(raft, current.remove(node_id))
+
+    def _change(self, raft: Raft, new: Membership) -> Deferred[Membership]:
+        try:
+            index = raft.propose_membership(new)
+        except MembershipError as e:
+            raise FailedPrecondition(str(e)) from None
+        except ProposalDropped as e:
+            raise NoLeader(f"no leader ({e})") from None
+        term = raft.term
+        req = self._new_request()
+        req.proposed = True
+        req.timer = self._clock.callLater(self._timeout, self._finish, req, None, OutcomeUnknown())
+        heapq.heappush(self._apply_waiters, (index, next(self._ctx), [req]))
+        self._schedule()
+
+        def check(_: object) -> Membership:
+            # Applied up to index: was it our entry that got there?
+            assert self.raft is not None
+            held = self.raft.log.term(index)
+            if held is not None and held != term:
+                raise NoLeader("leadership changed before the membership change committed")
+            return self.raft.membership_at(index)
+
+        return req.deferred.addCallback(check)
+
+    def transfer_leadership(self, to: str | None) -> Deferred[str]:
+        """Hand leadership over; fires with the new leader's id."""
+        raft = self._require_leader()
+        try:
+            target = raft.transfer_leadership(to)
+        except MembershipError as e:
+            raise FailedPrecondition(str(e)) from None
+        if target == self.node_id:
+            return succeed(target)
+        req = self._new_request()
+        req.timer = self._clock.callLater(
+            self._timeout, self._finish, req, None, NoLeader(f"leadership transfer to {target} did not complete in time")
+        )
+        self._transfers.append(req)
+        self._schedule()
+        return req.deferred
+
     def receive(self, messages: Sequence[Message]) -> None:
         """Messages from peers (called by the transport)."""
         if self.raft is None or not self.running:
@@ -227,7 +356,10 @@ class ReplicationService(Service):
         self._log_role_change(raft)
         if self._persisting is None and raft.has_ready():
             rd = raft.ready()
-            batch = WriteBatch(rd.hard_state, rd.entries, rd.committed)
+            batch = WriteBatch(
+                rd.hard_state, rd.entries, rd.committed, install=rd.snapshot, compact=self._pending_compact
+            )
+            self._pending_compact = None
             d = self._store.write(batch)
             self._persisting = d
             d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd,))
@@ -238,6 +370,10 @@ class ReplicationService(Service):
             return
         # Persist -> send -> apply -> advance.
         self._transport.send(rd.messages)
+        if rd.snapshot is not None:
+            log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
+            self.applied = self._compacted_at = rd.snapshot.index
+            self._release_apply_waiters()
         if rd.committed:
             self.applied = rd.committed[-1].index
             for rid in applied_ids:
@@ -247,7 +383,30 @@ class ReplicationService(Service):
                         self._finish(req, result=None)
             self._release_apply_waiters()
         self._guard(lambda: self.raft.advance(rd))  # type: ignore[union-attr]
+        self._check_removed()
+        self._maybe_compact()
         self._schedule()
+
+    def _maybe_compact(self) -> None:
+        """Every snapshot_entries applied entries the applied state (which is
+        always durable in the store) becomes the snapshot, and the log up to
+        snapshot_keep entries behind it is forgotten; the store forgets it in
+        the next write."""
+        raft = self.raft
+        if raft is None or not self._snapshot_entries:
+            return
+        if self.applied - self._compacted_at < self._snapshot_entries:
+            return
+        self._compacted_at = self.applied
+        point = self.applied - self._snapshot_keep
+        if point > raft.log.snapshot_index:
+            self._pending_compact = raft.compact(point)
+            log.info(
+                "compacted the log up to index {index} (applied {applied})",
+                index=point,
+                applied=self.applied,
+            )
+            self._schedule()
 
     def _persist_failed(self, failure: Failure) -> None:
         self._persisting = None
@@ -320,6 +479,65 @@ class ReplicationService(Service):
             _, rids = self._forwarded.pop(ctx, (0.0, []))
             for rid in rids:
                 self._fail_write(rid, NoLeader("the leader refused the forwarded write"))
+        for peer in out.snapshots_needed:
+            self._send_snapshot(peer)
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def _send_snapshot(self, peer: str) -> None:
+        """Stream our applied state to peer, then report to the core. A view
+        is kept a while after a failure so the transfer can resume."""
+        raft = self.raft
+        if raft is None or peer in self._sending:
+            return
+        if self._snapshot_sender is None:
+            raft.report_snapshot(peer, False)
+            return
+        now = self._clock.seconds()
+        kept = self._outgoing.pop(peer, None)
+        if kept is not None and kept[1] >= now:
+            snap = kept[0]
+        else:
+            if kept is not None:
+                kept[0].reader.close()
+            reader = self._store.snapshot_reader(CHUNK_BYTES)
+            # The view is at the store's applied index, which the core's log
+            # still covers (compaction stays snapshot_keep entries behind).
+            term = raft.log.term(reader.index)
+            if term is None:
+                reader.close()
+                raft.report_snapshot(peer, False)
+                return
+            snap = OutgoingSnapshot(reader, SnapshotMeta(reader.index, term, raft.membership_at(reader.index)))
+        self._sending.add(peer)
+        log.info("sending a snapshot at index {index} to {peer}", index=snap.meta.index, peer=peer)
+        d = self._snapshot_sender(peer, snap, raft.term)
+
+        def done(result: object) -> None:
+            self._sending.discard(peer)
+            ok = not isinstance(result, Failure)
+            if ok:
+                snap.reader.close()
+                log.info("snapshot at index {index} sent to {peer}", index=snap.meta.index, peer=peer)
+            else:
+                self._outgoing[peer] = (snap, self._clock.seconds() + KEEP_SNAPSHOT_SECONDS)
+                log.info(
+                    "sending a snapshot to {peer} failed: {error}",
+                    peer=peer,
+                    error=result.getErrorMessage(),  # type: ignore[union-attr]
+                )
+            if self.raft is not None and self.running:
+                self._guard(lambda: self.raft.report_snapshot(peer, ok))  # type: ignore[union-attr]
+                self._schedule()
+            else:
+                snap.reader.close()
+
+        d.addBoth(done)
+
+    def _drop_outgoing_snapshots(self) -> None:
+        for snap, _ in self._outgoing.values():
+            snap.reader.close()
+        self._outgoing.clear()
 
     def _release_apply_waiters(self) -> None:
         while self._apply_waiters and self._apply_waiters[0][0] <= self.applied:
@@ -368,6 +586,20 @@ class ReplicationService(Service):
             self._membership = membership
             self._transport.set_peers({m.id: m.address for m in membership.members})
 
+    def _check_removed(self) -> None:
+        """Once the applied configuration no longer lists us, we were removed:
+        say so once and let the node stop (thesis §4.2.2)."""
+        raft = self.raft
+        if raft is None or self._removed:
+            return
+        applied_membership = raft.membership_at(self.applied)
+        if self.node_id in applied_membership.ids:
+            self._was_member = True
+        elif self._was_member and applied_membership.members:
+            self._removed = True
+            log.warn("this node was removed from the cluster; stopping")
+            self._on_removed()
+
     def _log_role_change(self, raft: Raft) -> None:
         soft = (raft.role, raft.term, raft.leader)
         if soft == self._soft:
@@ -375,6 +607,12 @@ class ReplicationService(Service):
         old, self._soft = self._soft, soft
         if old is not None and old[0] is soft[0] and old[2] == soft[2]:
             return  # only the term moved (e.g. a failed election)
+        if raft.role is not Role.LEADER:
+            self._drop_outgoing_snapshots()
+            if raft.leader is not None and self._transfers:
+                transfers, self._transfers = self._transfers, []
+                for req in transfers:
+                    self._finish(req, result=raft.leader)
         if raft.role is Role.LEADER:
             log.info("became leader in term {term}", term=raft.term)
         elif raft.leader is not None:

@@ -11,6 +11,7 @@ may have forked; any failure there is one line and a non-zero exit.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -29,6 +30,7 @@ from dkv.config import (
     ConfigError,
     NodeConfig,
     check_db_path,
+    parse_address,
     parse_cluster,
     parse_routes,
     parse_port,
@@ -87,6 +89,8 @@ class Options(usage.Options):
         ["db-path", None, None, "LMDB file for this node's data, e.g. a.db."],
         ["listen-host", None, "127.0.0.1", "Address the RPC and REST ports listen on."],
         ["log-level", None, "info", "debug, info, warn, error or critical."],
+        ["join", None, "", "HOST:RPC_PORT of any member: join that cluster as a learner (only read when the db is empty)."],
+        ["advertise-host", None, "", "Host other nodes reach this node's RPC port at (default: --listen-host)."],
         ["peer-route", None, "", "ID=HOST:PORT,... reach these peers at these addresses instead of the ones in the cluster configuration (NAT, tunnels, fault-injection tests)."],
         ["request-timeout", None, 5.0, "Seconds a client request may wait for the cluster.", _positive_float],
         ["max-key-size", None, 4096, "Largest key in bytes.", _positive_int],
@@ -94,11 +98,25 @@ class Options(usage.Options):
         ["tick-ms", None, 100, "Raft tick in milliseconds.", _positive_int],
         ["election-ticks", None, 10, "Ticks without a leader before an election.", _positive_int],
         ["heartbeat-ticks", None, 1, "Ticks between leader heartbeats.", _positive_int],
+        ["snapshot-entries", None, 10_000, "Compact the log every this many applied entries.", _positive_int],
+        ["snapshot-keep-entries", None, 5_000, "Log entries kept behind the applied index when compacting, for slow followers.", _positive_int],
+    ]
+
+    optFlags: list[list[Any]] = [
+        ["auto-promote", None, "After joining, become a voter on our own once caught up."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self._env_errors: list[str] = []
+        for long, _short, _doc in self.optFlags:
+            var = "DKV_" + long.upper().replace("-", "_")
+            if var in os.environ:
+                raw = os.environ[var].strip().lower()
+                if raw in ("1", "true", "yes", "on"):
+                    self[long] = 1
+                elif raw not in ("0", "false", "no", "off", ""):
+                    self._env_errors.append(f"{var}={os.environ[var]!r}: expected true or false")
         for long, _short, _default, _doc, *coerce in self.optParameters:
             var = "DKV_" + long.upper().replace("-", "_")
             if var in os.environ:
@@ -135,6 +153,17 @@ class Options(usage.Options):
             if all(m.id != node_id for m in cluster.members):
                 raise ConfigError(f"node id {node_id!r} is not in the cluster {str(cluster)!r}")
         routes = parse_routes(self["peer-route"]) if self["peer-route"].strip() else {}
+        join = None
+        if self["join"].strip():
+            host, port = parse_address(self["join"].strip(), "join")
+            join = host_port(host, port)
+        advertise = self["advertise-host"].strip() or self["listen-host"]
+        if advertise in ("0.0.0.0", "::", ""):
+            raise ConfigError("listening on all addresses: set --advertise-host to the address peers should use")
+        if cluster is None and join is None:
+            pass  # fine if the db already holds a node; checked at start-up
+        if cluster is not None and join is not None:
+            raise ConfigError("give either --cluster (a new cluster) or --join (an existing one), not both")
         if self["rpc-port"] == self["rest-port"]:
             raise ConfigError(f"rpc port and rest port are both {self['rpc-port']}")
         if self["heartbeat-ticks"] >= self["election-ticks"]:
@@ -154,6 +183,11 @@ class Options(usage.Options):
                 election_ticks=self["election-ticks"], heartbeat_ticks=self["heartbeat-ticks"]
             ),
             limits=Limits(max_key_bytes=self["max-key-size"], max_body_bytes=self["max-body-size"]),
+            snapshot_entries=self["snapshot-entries"],
+            snapshot_keep=self["snapshot-keep-entries"],
+            join=join,
+            advertise=host_port(advertise, self["rpc-port"]),
+            auto_promote=bool(self["auto-promote"]),
         )
 
 
@@ -251,7 +285,9 @@ class DkvService(MultiService):
     def _build(self) -> None:
         from twisted.internet import reactor as global_reactor
 
-        from dkv.api import grpc_kv
+        from dkv.api import grpc_cluster, grpc_kv
+        from dkv.raft.membership import Member, Membership
+        from dkv.transport.cluster_client import ClusterClient, join_cluster
         from dkv.api.rest import RestApi
         from dkv.grpc_server import GrpcServerService
         from dkv.node import Node
@@ -259,6 +295,7 @@ class DkvService(MultiService):
         from dkv.storage import StorageError
         from dkv.storage.lmdb_store import LmdbStore
         from dkv.transport.grpc_peer import GrpcTransport
+        from dkv.transport.snapshots import SnapshotReceiver, send_snapshot
 
         reactor = self._reactor or global_reactor
         c = self.config
@@ -271,14 +308,23 @@ class DkvService(MultiService):
             raise StartupError(str(e)) from None
         try:
             state = store.load()
-            if state is None:
-                if c.cluster is None:
-                    raise StartupError(
-                        f"db path {c.db_path} holds no data and no cluster is given: "
-                        "set --cluster (DKV_CLUSTER) to bootstrap a new cluster"
-                    )
+            if state is None and c.cluster is not None:
                 state = store.bootstrap(c.cluster.cluster_id(), c.cluster.membership)
                 self._cluster_text = str(c.cluster)
+            elif state is None and c.join is not None:
+                try:
+                    cluster_id, members = join_cluster(
+                        c.join, c.node_id, c.advertise, timeout=max(30.0, 6 * c.request_timeout)
+                    )
+                except RuntimeError as e:
+                    raise StartupError(f"cannot join the cluster via {c.join}: {e}") from None
+                state = store.initialize(cluster_id, Membership(tuple(Member(*m) for m in members)))
+                self._cluster_text = f"joined via {c.join} (cluster id {cluster_id}) as a learner"
+            elif state is None:
+                raise StartupError(
+                    f"db path {c.db_path} holds no data and no cluster is given: set --cluster "
+                    "(DKV_CLUSTER) to bootstrap a new cluster, or --join to join one"
+                )
             else:
                 self._cluster_text = f"(from the db; cluster id {state.cluster_id})"
         except StartupError:
@@ -310,19 +356,75 @@ class DkvService(MultiService):
             rng=random.Random(),
             first_election_ticks=first_election_ticks,
             on_fatal=lambda failure: _fatal(reactor, failure),
+            on_removed=lambda: reactor.callLater(0, reactor.stop),
+            snapshot_entries=c.snapshot_entries,
+            snapshot_keep=c.snapshot_keep,
+            snapshot_sender=lambda peer, snap, term: Deferred.fromFuture(
+                asyncio.ensure_future(
+                    send_snapshot(transport.address_of(peer) or "", state.cluster_id, c.node_id, term, snap)
+                )
+            ),
+        )
+        transport.snapshot_receiver = SnapshotReceiver(
+            c.node_id, lambda: state.cluster_id, lambda: store, replication.receive
         )
         replication.setServiceParent(self)
-        self.node = node = Node(replication, store, c.limits)
+        cluster_client = ClusterClient(c.request_timeout)
+        self.node = node = Node(replication, store, c.limits, cluster_client, transport.address_of)
         GrpcServerService(
             c.listen_host,
             c.rpc_port,
-            registrations=[transport.register, lambda server: grpc_kv.register(server, node)],
+            registrations=[
+                transport.register,
+                lambda server: grpc_kv.register(server, node),
+                lambda server: grpc_cluster.register(server, node),
+            ],
             max_message_bytes=c.limits.max_body_bytes + 64 * 1024,
             on_start=transport.start,
-            on_stop=transport.stop,
+            on_stop=lambda: asyncio.gather(transport.stop(), cluster_client.close()),
         ).setServiceParent(self)
+        if c.auto_promote:
+            _AutoPromote(node, c.node_id, reactor).setServiceParent(self)
         rest = internet.TCPServer(c.rest_port, RestApi(node).site(), interface=c.listen_host)
         rest.setServiceParent(self)
+
+
+class _AutoPromote(Service):
+    """A node that joined as a learner asks to become a voter every second
+    until it is one (the leader refuses until it has caught up)."""
+
+    def __init__(self, node: Any, node_id: str, clock: Any) -> None:
+        self._node = node
+        self._id = node_id
+        self._clock = clock
+        self._loop: Any = None
+
+    def startService(self) -> None:
+        from twisted.internet.task import LoopingCall
+
+        super().startService()
+        self._loop = LoopingCall(self._try)
+        self._loop.clock = self._clock
+        self._loop.start(1.0, now=False).addErrback(lambda f: log.failure("auto-promote", f))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def _try(self) -> Deferred[None] | None:
+        me = next((m for m in self._node.members()["members"] if m["id"] == self._id), None)
+        if me is None:
+            return None
+        if me["voter"]:
+            self._loop.stop()
+            return None
+        d = self._node.promote_member(self._id)
+        d.addCallbacks(
+            lambda _: log.info("promoted {id} to voter", id=self._id),
+            lambda f: log.debug("not promoted yet: {why}", why=f.getErrorMessage()),
+        )
+        return d
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:

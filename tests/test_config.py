@@ -43,13 +43,14 @@ def test_environment_variables(tmp_path, monkeypatch) -> None:
     env = {
         "DKV_NODE_ID": "b", "DKV_RPC_PORT": "8080", "DKV_REST_PORT": "8081",
         "DKV_DB_PATH": str(tmp_path / "b.db"), "DKV_CLUSTER": CLUSTER, "DKV_LOG_LEVEL": "warn",
-        "DKV_REQUEST_TIMEOUT": "2.5", "DKV_LISTEN_HOST": "0.0.0.0",
+        "DKV_REQUEST_TIMEOUT": "2.5", "DKV_LISTEN_HOST": "0.0.0.0", "DKV_ADVERTISE_HOST": "10.0.0.2",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     c = parse([])["config"]
     assert (c.node_id, c.rpc_port, c.rest_port, c.log_level) == ("b", 8080, 8081, "warn")
     assert c.request_timeout == 2.5 and c.listen_host == "0.0.0.0"
+    assert c.advertise == "10.0.0.2:8080"
 
 
 def test_flags_win_over_variables(tmp_path, monkeypatch) -> None:
@@ -68,14 +69,19 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "db-path": str(tmp_path / "a.db"), "listen-host": "127.0.0.2", "log-level": "error",
         "peer-route": "b=127.0.0.1:9999", "request-timeout": "3", "max-key-size": "100",
         "max-body-size": "1000", "tick-ms": "20", "election-ticks": "7", "heartbeat-ticks": "2",
+        "snapshot-entries": "50", "snapshot-keep-entries": "10", "advertise-host": "127.0.0.3",
+        "join": "",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
+    assert {f[0] for f in Options.optFlags} == {"auto-promote"}
+    monkeypatch.setenv("DKV_AUTO_PROMOTE", "true")
     for flag, value in values.items():
         monkeypatch.setenv("DKV_" + flag.upper().replace("-", "_"), value)
     o = parse([])
     for flag, value in values.items():
         assert str(o[flag]) == value or o[flag] == type(o[flag])(value), flag
+    assert o["config"].auto_promote is True
 
 
 @pytest.mark.parametrize(
@@ -91,6 +97,9 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         (["--node-id", "a", "--cluster", CLUSTER, "--log-level", "loud"], "log level"),
         (["--node-id", "a b", "--cluster", CLUSTER], "node id"),
         (["--node-id", "a", "--cluster", CLUSTER, "--rpc-port", "7071", "--rest-port", "7071"], "both 7071"),
+        (["--node-id", "a", "--cluster", CLUSTER, "--join", "127.0.0.1:7070"], "not both"),
+        (["--node-id", "d", "--join", "127.0.0.1"], "expected HOST:PORT"),
+        (["--node-id", "d", "--join", "127.0.0.1:7070", "--listen-host", "0.0.0.0"], "advertise-host"),
     ],
 )
 def test_bad_configuration_is_one_clear_error(tmp_path, args, message) -> None:
@@ -136,3 +145,10 @@ def test_routes() -> None:
     assert parse_routes("b=127.0.0.1:1,c=localhost:2") == {"b": "127.0.0.1:1", "c": "localhost:2"}
     with pytest.raises(ConfigError):
         parse_routes("b:127.0.0.1:1")
+
+
+def test_join_and_advertise(tmp_path) -> None:
+    c = parse(["--node-id", "d", "--join", "127.0.0.1:7070", "--rpc-port", "10100", "--rest-port", "10101",
+               "--db-path", str(tmp_path / "d.db"), "--auto-promote"])["config"]
+    assert c.cluster is None and c.join == "127.0.0.1:7070"
+    assert c.advertise == "127.0.0.1:10100" and c.auto_promote

@@ -19,6 +19,7 @@ from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import MethodNotAllowed as _WMethodNotAllowed
@@ -58,6 +59,55 @@ class BoundedRequest(Request):
             return
         super().handleContentChunk(data)
 
+    def _handleStar(self) -> None:  # noqa: N802 - Twisted name
+        """The target ``*``: Twisted answers ``OPTIONS *`` (200, empty, as
+        RFC 9110 intends) and any other method with a bare 405; ours is JSON."""
+        if self.method == b"OPTIONS":
+            super()._handleStar()
+            return
+        self.setHeader(b"allow", b"OPTIONS")
+        self.write(_error(self, MethodNotAllowed(f"method {self.method.decode('latin-1')} not allowed")))
+        self.finish()
+
+
+class _JsonHTTPChannel(HTTPChannel):
+    """Twisted answers a request it cannot parse (request line, header,
+    Content-Length, chunked framing, multipart body; a line or the headers
+    over 16 KiB) with a bare 400 and closes, or for an over-long line just
+    closes. We answer the same 400 with a JSON body, logged once."""
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - Twisted name
+        if getattr(self, "_receivedHeaderSize", 0) > self.totalHeadersSize:
+            self._reject(f"request line and headers exceed {self.totalHeadersSize} bytes")
+        else:
+            self._reject("malformed HTTP request")
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 - Twisted name
+        self._reject(f"request line or header exceeds {self.MAX_LENGTH} bytes")
+
+    _rejected = False
+
+    def _reject(self, message: str) -> None:
+        if self._rejected:  # answered already; the connection is closing
+            return
+        self._rejected = True
+        error = InvalidArgument(message)
+        peer = self.transport.getPeer() if self.transport is not None else None
+        log.info(
+            "rejected HTTP request from {peer}: {status} {error}",
+            peer=getattr(peer, "host", "?"),
+            status=error.http_status,
+            error=error.message,
+        )
+        body = json.dumps({"error": error.message, "code": error.grpc_code}, separators=(",", ":")).encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        if getattr(self, "_command", None) != b"HEAD":  # set once the request line parsed
+            self.transport.write(body)
+        self.loseConnection()
+
 
 class _JsonKleinResource(KleinResource):
     """Klein answers a path that is not UTF-8 with plain text; we answer JSON."""
@@ -67,7 +117,10 @@ class _JsonKleinResource(KleinResource):
             for segment in request.postpath:
                 segment.decode("utf-8")
         except UnicodeDecodeError:
-            return _error(request, InvalidArgument("path is not valid UTF-8"))
+            body = _error(request, InvalidArgument("path is not valid UTF-8"))
+            # HEAD: headers only (Content-Length is already set), else Twisted
+            # logs a warning for the body it drops.
+            return b"" if request.method == b"HEAD" else body
         return super().render(request)
 
 
@@ -124,6 +177,7 @@ class RestApi:
 
     def site(self) -> Site:
         site = _QuietSite(self.resource())
+        site.protocol = _JsonHTTPChannel  # plain HTTP/1.1: no TLS, so no HTTP/2 to negotiate
         site.requestFactory = type(
             "Request", (BoundedRequest,), {"max_body": self.node.limits.max_body_bytes}
         )
@@ -165,6 +219,38 @@ class RestApi:
     def status(self, request: IRequest) -> bytes:
         return _json(request, 200, self.node.status())
 
+    # -- membership and leadership -------------------------------------------------
+
+    @app.route("/v0/members", methods=["GET"])
+    def members(self, request: IRequest) -> bytes:
+        return _json(request, 200, self.node.members())
+
+    @app.route("/v0/members", methods=["POST"])
+    async def add_member(self, request: IRequest) -> bytes:
+        body = self._json_body(request)
+        learner = body.get("learner", False)
+        if not isinstance(learner, bool):
+            raise InvalidArgument("field 'learner' must be true or false")
+        view = await self.node.add_member(self._text(body, "id"), self._text(body, "address"), learner)
+        return _json(request, 200, view)
+
+    @app.route("/v0/members/<node_id>/promote", methods=["POST"])
+    async def promote_member(self, request: IRequest, node_id: str) -> bytes:
+        return _json(request, 200, await self.node.promote_member(node_id))
+
+    @app.route("/v0/members/<node_id>", methods=["DELETE"])
+    async def remove_member(self, request: IRequest, node_id: str) -> bytes:
+        return _json(request, 200, await self.node.remove_member(node_id))
+
+    @app.route("/v0/leader/transfer", methods=["POST"])
+    async def transfer_leader(self, request: IRequest) -> bytes:
+        """Body optional: ``{"to": "b"}``; without a target the most
+        up-to-date voter takes over."""
+        raw = self._raw_body(request)
+        body = self._parse_object(raw) if raw.strip() else {}
+        to = self._text(body, "to") if "to" in body else None
+        return _json(request, 200, await self.node.transfer_leader(to))
+
     # -- errors ------------------------------------------------------------------
 
     @app.handle_errors(DkvError)
@@ -194,11 +280,18 @@ class RestApi:
     # -- parsing -----------------------------------------------------------------
 
     def _json_body(self, request: IRequest) -> dict[str, Any]:
+        return self._parse_object(self._raw_body(request))
+
+    def _raw_body(self, request: IRequest) -> bytes:
         if getattr(request, "body_too_large", False):
             raise TooLarge(f"body exceeds {self.node.limits.max_body_bytes} bytes")
         raw = request.content.read() if request.content is not None else b""
         if len(raw) > self.node.limits.max_body_bytes:
             raise TooLarge(f"body exceeds {self.node.limits.max_body_bytes} bytes")
+        return raw
+
+    @staticmethod
+    def _parse_object(raw: bytes) -> dict[str, Any]:
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError) as e:
@@ -206,6 +299,15 @@ class RestApi:
         if not isinstance(body, dict):
             raise InvalidArgument("body must be a JSON object")
         return body
+
+    @staticmethod
+    def _text(body: dict[str, Any], name: str) -> str:
+        if name not in body:
+            raise InvalidArgument(f"missing field {name!r}")
+        value = body[name]
+        if not isinstance(value, str) or not value:
+            raise InvalidArgument(f"field {name!r} must be a non-empty string")
+        return value
 
     @staticmethod
     def _field(body: dict[str, Any], name: str) -> str:

@@ -40,12 +40,14 @@ from dkv.raft.messages import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     Propose,
     ProposeRejected,
     ReadIndexRequest,
     ReadIndexResponse,
     RequestVote,
+    SnapshotMeta,
     TimeoutNow,
     VoteResponse,
     depends_on_disk,
@@ -107,10 +109,17 @@ class Outbox:
     failed_reads: tuple[int, ...] = ()
     #: Forwarded proposal contexts that the receiver certainly did not append.
     failed_proposals: tuple[int, ...] = ()
+    #: Followers that need entries we compacted: send each the state (a
+    #: snapshot), then ``report_snapshot(peer, ok)``.
+    snapshots_needed: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
-            self.messages or self.read_states or self.failed_reads or self.failed_proposals
+            self.messages
+            or self.read_states
+            or self.failed_reads
+            or self.failed_proposals
+            or self.snapshots_needed
         )
 
 
@@ -124,6 +133,9 @@ class Ready:
     entries: tuple[Entry, ...]
     committed: tuple[Entry, ...]
     messages: tuple[Message, ...]
+    #: Make the staged snapshot with this meta the state and the log's base,
+    #: dropping the whole log; persisted before hard_state and entries.
+    snapshot: SnapshotMeta | None = None
 
 
 @attrs.frozen
@@ -195,6 +207,8 @@ class Raft:
         self._read_states: list[ReadState] = []
         self._failed_reads: list[int] = []
         self._failed_proposals: list[int] = []
+        self._snapshots_needed: list[str] = []
+        self._pending_snapshot: SnapshotMeta | None = None
         # Leader: appends to send at the next take_outbox (batching per turn).
         self._dirty: set[str] = set()
         # Leader: followers to send an append even when there is nothing new
@@ -332,6 +346,30 @@ class Raft:
             self._dirty.add(to)
         return to
 
+    def report_snapshot(self, peer: str, ok: bool) -> None:
+        """The driver finished sending peer a snapshot (ok) or gave up. Either
+        way we probe next; after a failure only once a heartbeat answers, so
+        a dead follower does not get snapshot after snapshot."""
+        pr = self._progress.get(peer)
+        if self.role is not Role.LEADER or pr is None or pr.state is not ProgressState.SNAPSHOT:
+            return
+        if not ok:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        pr.paused = not ok
+
+    def compact(self, index: int) -> SnapshotMeta:
+        """Forget entries up to index (<= applied): the applied state is the
+        snapshot. Returns the new log base for the driver to persist."""
+        term = self.log.term(index)
+        if term is None:
+            raise ValueError(f"cannot compact at {index}: no such entry")
+        meta = SnapshotMeta(index, term, self.membership_at(index))
+        if index > self.log.snapshot_index:
+            self._snapshot_membership = meta.membership
+            self.log.compact(index, term)
+        return meta
+
     def report_unreachable(self, peer: str) -> None:
         """The transport lost messages to peer: stop streaming, probe again."""
         pr = self._progress.get(peer)
@@ -356,7 +394,7 @@ class Raft:
             elif isinstance(m, VoteResponse) and m.pre_vote and m.granted:
                 pass  # granted PreVotes carry the term we would campaign in
             else:
-                leader = m.frm if isinstance(m, (AppendEntries, Heartbeat)) else None
+                leader = m.frm if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)) else None
                 self._become_follower(m.term, leader)
         elif m.term < self.term:
             self._step_stale(m)
@@ -377,15 +415,23 @@ class Raft:
         """Messages that may leave now, and finished or failed requests."""
         if self.role is Role.LEADER:
             self._flush_leader()
-        if not (self._msgs or self._read_states or self._failed_reads or self._failed_proposals):
+        if not (
+            self._msgs
+            or self._read_states
+            or self._failed_reads
+            or self._failed_proposals
+            or self._snapshots_needed
+        ):
             return Outbox()
         out = Outbox(
             tuple(self._msgs),
             tuple(self._read_states),
             tuple(self._failed_reads),
             tuple(self._failed_proposals),
+            tuple(self._snapshots_needed),
         )
         self._msgs, self._read_states, self._failed_reads, self._failed_proposals = [], [], [], []
+        self._snapshots_needed = []
         return out
 
     def _hard_state(self) -> HardState:
@@ -394,6 +440,7 @@ class Raft:
     def has_ready(self) -> bool:
         return bool(
             self._durable_msgs
+            or self._pending_snapshot is not None
             or self.log.stable < self.log.last_index()
             or self.log.applying < self.log.committed
             or self._hard_state() != self._last_hard_state
@@ -411,8 +458,10 @@ class Raft:
             entries=tuple(self.log.unstable_entries()),
             committed=tuple(committed),
             messages=tuple(self._durable_msgs),
+            snapshot=self._pending_snapshot,
         )
         self._durable_msgs = []
+        self._pending_snapshot = None
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -572,7 +621,7 @@ class Raft:
         if isinstance(m, VoteResponse):
             if m.pre_vote == (self.role is Role.PRE_CANDIDATE):
                 self._poll(m.frm, m.granted)
-        elif isinstance(m, (AppendEntries, Heartbeat)):
+        elif isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
             # Someone won this term (§5.2).
             self._become_follower(m.term, m.frm)
             self._step_follower(m)
@@ -604,6 +653,10 @@ class Raft:
             self.election_elapsed = 0
             self.leader = m.frm
             self._handle_append(m)
+        elif isinstance(m, InstallSnapshot):
+            self.election_elapsed = 0
+            self.leader = m.frm
+            self._handle_snapshot(m)
         elif isinstance(m, Heartbeat):
             self.election_elapsed = 0
             self.leader = m.frm
@@ -620,6 +673,25 @@ class Raft:
             self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
         elif isinstance(m, ReadIndexResponse):
             self._on_read_response(m)
+
+    def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        """A snapshot from our leader is staged (Raft §7). Make it our state
+        unless we already hold what it covers."""
+        meta = m.meta
+        if meta.index <= self.log.committed:
+            # Stale (e.g. we caught up from the log meanwhile): just say where we are.
+            self._send(
+                AppendResponse(frm=self.id, to=m.frm, term=self.term, success=True, index=self.log.committed)
+            )
+            return
+        if self.log.matches(meta.index, meta.term):
+            # Our log holds the snapshot's last entry: keep the log, learn the commit.
+            self.log.commit_to(meta.index)
+        else:
+            self.log.restore(meta.index, meta.term)
+            self._snapshot_membership = meta.membership
+            self._pending_snapshot = meta
+        self._send(AppendResponse(frm=self.id, to=m.frm, term=self.term, success=True, index=meta.index))
 
     def _on_read_response(self, m: ReadIndexResponse) -> None:
         if m.ok:
@@ -676,6 +748,8 @@ class Raft:
                 self._become_follower(self.term, None)
                 return
             self._transferee = None  # a transfer that did not finish in time
+            if not self._config_pending():
+                self._sync_progress(force=True)  # removed members that never answered
         if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._heartbeat_due = True
@@ -698,14 +772,22 @@ class Raft:
         self._dirty.update(self._progress)
         self._dirty.discard(self.id)
 
-    def _sync_progress(self) -> None:
-        """Track exactly the members of the latest configuration (and us)."""
+    def _sync_progress(self, force: bool = False) -> None:
+        """Track the members of the latest configuration (and us). A member
+        it removes is still replicated to until the change is committed and
+        it was told the commit index: that is how it learns it was removed
+        (it then stops). ``force`` drops such members regardless (they may
+        be down)."""
         ids = self.membership.ids | {self.id}
         last = self.log.last_index()
         for node_id in ids - self._progress.keys():
             self._progress[node_id] = Progress(last + 1)
+        config_index = self.log.config_indexes[-1] if self.log.config_indexes else 0
         for node_id in self._progress.keys() - ids:
-            del self._progress[node_id]
+            pr = self._progress[node_id]
+            told = self.log.committed >= config_index and pr.sent_commit >= config_index
+            if force or told:
+                del self._progress[node_id]
 
     def _match(self, node_id: str) -> int:
         if node_id == self.id:
@@ -863,6 +945,8 @@ class Raft:
                     self._send_appends(node_id, probe=node_id in self._probe_tail)
             self._dirty.clear()
             self._probe_tail.clear()
+            if len(self._progress) > len(self.membership.ids | {self.id}):
+                self._sync_progress()  # removed members that now know it
 
     def _send_appends(self, to: str, probe: bool = False) -> None:
         """Send to ``to`` what flow control allows. With nothing new to send,
@@ -873,7 +957,9 @@ class Raft:
         sent_any = False
         while not pr.is_paused(self.cfg.max_inflight) and pr.next <= last:
             if pr.next <= self.log.snapshot_index:
-                # Needed entries are compacted; snapshots come with compaction.
+                # The entries it needs are compacted: it needs our state.
+                pr.become_snapshot(self.log.applied)
+                self._snapshots_needed.append(to)
                 return
             prev = pr.next - 1
             entries = self.log.slice(pr.next, last + 1, self.cfg.max_append_bytes)

@@ -139,6 +139,21 @@ class TimeoutNow(Message):
     """Leadership transfer: campaign now, without waiting for a timeout."""
 
 
+@attrs.frozen(slots=True, kw_only=True)
+class InstallSnapshot(Message):
+    """The leader's state at ``meta`` arrived and is staged on this node.
+
+    Never on the wire: the snapshot itself travels over its own stream
+    (dkv.transport.snapshots); the receiving driver steps this into its own
+    core, which decides whether to make the staged state the log's base."""
+
+    meta: SnapshotMeta
+
+
+#: Messages a driver steps into its own core; never sent between nodes.
+LOCAL_MESSAGE_TYPES = (InstallSnapshot,)
+
+
 def depends_on_disk(message: Message) -> bool:
     """A vote, a vote request with a new term, or an append acknowledgement
     promises something about this node's disk (Raft §5.2, §5.3)."""

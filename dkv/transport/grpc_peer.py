@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -154,6 +155,14 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
             self._transport._receive(batch)
         return raft_pb2.StreamClosed()
 
+    async def InstallSnapshot(self, request_iterator, context):  # noqa: N802
+        receiver = self._transport.snapshot_receiver
+        if receiver is None:
+            yield raft_pb2.SnapshotAck(error="this node does not take snapshots")
+            return
+        async for ack in receiver.receive(request_iterator):
+            yield ack
+
 
 class GrpcTransport:
     """Sends the core's messages to peers and hands received ones to on_receive.
@@ -178,6 +187,8 @@ class GrpcTransport:
         self._links: dict[str, _PeerLink] = {}
         self._foreign_logged: set[str] = set()
         self.servicer = RaftServicer(self)
+        #: Takes InstallSnapshot streams (dkv.transport.snapshots.SnapshotReceiver).
+        self.snapshot_receiver: Any = None
         self._running = False
 
     def register(self, server: aio.Server) -> None:
@@ -206,6 +217,11 @@ class GrpcTransport:
                 self._links[peer_id] = link
                 if self._running:
                     link.start()
+
+    def address_of(self, peer_id: str) -> str | None:
+        """Where we dial peer_id (its route if one is set)."""
+        link = self._links.get(peer_id)
+        return link.address if link is not None else self.routes.get(peer_id)
 
     def send(self, messages: Sequence[Message]) -> None:
         by_peer: dict[str, list[Message]] = {}

@@ -1,0 +1,68 @@
+# test-case-name: tests.test_membership
+"""The gRPC ``dkv.v0.Cluster`` service: membership and leadership, mirroring
+the REST routes under /v0/members and /v0/leader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+from dkv.api.grpc_kv import _abort, _await
+from dkv.errors import DkvError
+from dkv.node import Node
+from dkv.pb import kv_pb2, kv_pb2_grpc
+
+
+def _forwarded(context: aio.ServicerContext) -> bool:
+    return any(k == "dkv-forwarded" for k, _ in (context.invocation_metadata() or ()))
+
+
+def _members(view: dict[str, Any]) -> kv_pb2.MembersResponse:
+    return kv_pb2.MembersResponse(
+        members=[kv_pb2.Member(**m) for m in view["members"]],
+        leader_id=view["leader_id"],
+        cluster_id=view["cluster_id"],
+    )
+
+
+class ClusterServicer(kv_pb2_grpc.ClusterServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Members(self, request, context):  # noqa: N802 - gRPC names
+        return _members(self.node.members())
+
+    async def AddMember(self, request, context):  # noqa: N802
+        try:
+            view = await _await(
+                self.node.add_member(request.id, request.address, request.learner, forward=not _forwarded(context))
+            )
+        except DkvError as e:
+            await _abort(context, e, "AddMember")
+        return _members(view)
+
+    async def PromoteMember(self, request, context):  # noqa: N802
+        try:
+            view = await _await(self.node.promote_member(request.id, forward=not _forwarded(context)))
+        except DkvError as e:
+            await _abort(context, e, "PromoteMember")
+        return _members(view)
+
+    async def RemoveMember(self, request, context):  # noqa: N802
+        try:
+            view = await _await(self.node.remove_member(request.id, forward=not _forwarded(context)))
+        except DkvError as e:
+            await _abort(context, e, "RemoveMember")
+        return _members(view)
+
+    async def TransferLeader(self, request, context):  # noqa: N802
+        try:
+            view = await _await(self.node.transfer_leader(request.to or None, forward=not _forwarded(context)))
+        except DkvError as e:
+            await _abort(context, e, "TransferLeader")
+        return kv_pb2.TransferLeaderResponse(leader_id=view["leader_id"])
+
+
+def register(server: aio.Server, node: Node) -> None:
+    kv_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)

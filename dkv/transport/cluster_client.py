@@ -1,0 +1,95 @@
+# test-case-name: tests.test_membership
+"""Calling another node's ``dkv.v0.Cluster`` service: a follower forwarding a
+membership change or a leadership transfer to its leader.
+
+A forwarded call carries ``dkv-forwarded`` metadata and is never forwarded
+again, so two nodes with stale views of the leader cannot bounce a request
+between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from grpc import aio
+from twisted.internet.defer import Deferred
+
+from dkv.errors import BY_GRPC_CODE, DkvError, NoLeader, OutcomeUnknown
+from dkv.pb import kv_pb2_grpc
+from dkv.transport.grpc_peer import CHANNEL_OPTIONS
+
+FORWARDED = (("dkv-forwarded", "1"),)
+
+
+class ClusterClient:
+    """One channel per address, reused."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._channels: dict[str, aio.Channel] = {}
+
+    def call(self, address: str, method: str, request: Any) -> Deferred[Any]:
+        """Call method on the node at address; fails with the DkvError its
+        status maps to (NoLeader when it cannot be reached)."""
+        return Deferred.fromFuture(asyncio.ensure_future(self._call(address, method, request)))
+
+    async def _call(self, address: str, method: str, request: Any) -> Any:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        stub = kv_pb2_grpc.ClusterStub(channel)
+        try:
+            return await getattr(stub, method)(request, timeout=self._timeout, metadata=FORWARDED)
+        except aio.AioRpcError as e:
+            raise to_dkv_error(e) from None
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        await asyncio.gather(*(c.close() for c in channels.values()))
+
+
+def to_dkv_error(error: aio.AioRpcError) -> DkvError:
+    """The error a failed forwarded call becomes. UNAVAILABLE is NoLeader
+    (certainly not applied) when the leader said so or we never connected;
+    a call lost after it was sent is OutcomeUnknown."""
+    details = error.details() or ""
+    if error.code() is grpc.StatusCode.UNAVAILABLE:
+        if details.startswith("no leader") or "failed to connect" in details:
+            return NoLeader(details if details.startswith("no leader") else None)
+        return OutcomeUnknown(f"lost contact with the leader ({details or 'unavailable'})")
+    if error.code() is grpc.StatusCode.CANCELLED:
+        return OutcomeUnknown("the forwarded request was cancelled")
+    return BY_GRPC_CODE.get(error.code().value[0], DkvError)(details or None)
+
+
+def join_cluster(
+    address: str, node_id: str, advertise: str, timeout: float
+) -> tuple[str, list[tuple[str, str, bool]]]:
+    """Ask the member at address to add us as a learner; returns the cluster
+    id and the configuration (id, address, voter) that includes us.
+
+    Blocking (it runs at start-up, before the reactor): retries while the
+    cluster has no leader, up to timeout seconds; raises RuntimeError with a
+    readable reason otherwise."""
+    import time
+
+    from dkv.pb import kv_pb2
+
+    deadline = time.monotonic() + timeout
+    request = kv_pb2.AddMemberRequest(id=node_id, address=advertise, learner=True)
+    last = "no answer"
+    with grpc.insecure_channel(address) as channel:
+        stub = kv_pb2_grpc.ClusterStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                response = stub.AddMember(request, timeout=max(1.0, deadline - time.monotonic()))
+            except grpc.RpcError as e:
+                last = f"{e.code().name}: {e.details()}"
+                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    time.sleep(0.5)  # the cluster may be electing a leader; try again
+                    continue
+                raise RuntimeError(last) from None
+            return response.cluster_id, [(m.id, m.address, m.voter) for m in response.members]
+    raise RuntimeError(f"gave up after {timeout:.0f}s ({last})")
