@@ -534,6 +534,9 @@ class Chaos:
     read_weight: float = 0.5
     transfer_weight: float = 0.04
     membership_weight: float = 0.2
+    #: Probability that a membership change is followed at once by a
+    #: partition that leaves its leader in a minority.
+    cut_after_change: float = 0.25
 
 
 @attrs.frozen
@@ -871,8 +874,10 @@ class Cluster:
         """Try the next change of the plan on the leader: ``add:ID`` (as a
         learner), ``promote:ID``, ``remove-follower`` or ``remove-leader``.
 
-        Only the plan changes the configuration, so a step is done once the
-        committed configuration differs from the one it started from. While a
+        ``random`` makes random single-server changes (``_random_change``)
+        for the rest of the run. Only the plan changes the configuration, so
+        a step is done once the committed configuration differs from the one
+        it started from. While a
         change is uncommitted nothing is proposed; a proposal lost with its
         leader is simply proposed again (the victim of a removal may differ)."""
         leader = self.leader()
@@ -885,7 +890,8 @@ class Cluster:
             self._plan_base = committed
         elif committed != self._plan_base:
             self._log(f"membership step {self.membership_plan[0]} done: {sorted(committed.voters)}")
-            self.membership_plan.pop(0)
+            if self.membership_plan[0] != "random" or len(self.membership_plan) > 1:
+                self.membership_plan.pop(0)
             self._plan_base = None
             self._count("membership-done")
             return
@@ -900,6 +906,8 @@ class Cluster:
             new = committed.remove(self.rng.choice(sorted(committed.voters - {leader.id})))
         elif kind == "remove-leader":
             new = committed.remove(leader.id)
+        elif kind == "random":
+            new = self._random_change(committed)
         else:
             raise ValueError(f"unknown membership step {self.membership_plan[0]!r}")
         self._log(
@@ -911,7 +919,39 @@ class Cluster:
         except (NotLeader, MembershipError, ProposalDropped):
             return
         self._count("membership-proposed")
+        if self.faults_on and self.rng.random() < self.chaos.cut_after_change:
+            # The hard case: the change reaches a minority only, and the
+            # majority moves on with a leader of its own.
+            others = [i for i in self.ids if i != leader.id]
+            self.rng.shuffle(others)
+            minority = [leader.id] + others[: (len(self.ids) - 1) // 2 - 1]
+            self._log(f"cut {minority} from the rest")
+            for a in minority:
+                for b in self.ids:
+                    if b not in minority:
+                        self.cuts.add((a, b))
+                        self.cuts.add((b, a))
+            longest = self.chaos.max_partition_elections * self.config.election_ticks
+            self._heal_at = max(self._heal_at, self.now + self.rng.randint(1, longest))
         self.drive(leader)
+
+    def _random_change(self, committed: Membership) -> Membership:
+        """One random single-server change: add a node (as voter or learner;
+        removed nodes come back with whatever log they kept), promote a
+        learner, or remove any member, the leader included (keeping two
+        voters at least)."""
+        options: list[Callable[[], Membership]] = []
+        outside = sorted(set(self.ids) - committed.ids)
+        if outside:
+            nid = self.rng.choice(outside)
+            voter = self.rng.random() < 0.5
+            options.append(lambda: committed.add(Member(nid, f"{nid}.test:7000", voter=voter)))
+        if committed.learners:
+            options.append(lambda: committed.promote(self.rng.choice(sorted(committed.learners))))
+        if len(committed.voters) > 2 or committed.learners:
+            removable = sorted(committed.learners if len(committed.voters) <= 2 else committed.ids)
+            options.append(lambda: committed.remove(self.rng.choice(removable)))
+        return self.rng.choice(options)()
 
     # -- the schedule --------------------------------------------------------------
 

@@ -7,7 +7,18 @@ simulation's schedule drifts.
 
 from __future__ import annotations
 
-from dkv.raft import Entry, EntryKind, HardState, Member, Membership, RaftConfig, Role
+import pytest
+
+from dkv.raft import (
+    Entry,
+    EntryKind,
+    HardState,
+    Member,
+    Membership,
+    ProposalDropped,
+    RaftConfig,
+    Role,
+)
 from dkv.raft.messages import AppendEntries, AppendResponse, Heartbeat
 from tests.raft.sim import Disk, Net, bootstrap_entry, bootstrap_membership
 
@@ -76,53 +87,37 @@ def test_nodes_removed_by_uncommitted_changes_still_campaign() -> None:
     healing): the only nodes with logs up to date enough to win an election
     had each appended, as leader, a change removing itself, and lost
     leadership before it committed. Using its latest configuration (thesis
-    §4.1), each thought it was no voter and never campaigned; the remaining
-    voter could not win against their logs. The committed configuration
-    {n1, n2, n3} was all up and connected, yet no leader ever came.
+    §4.1), each thought it was no voter and never campaigned, and the other
+    voters could not win against their logs, although the committed
+    configuration was all up and connected.
 
     The Raft paper (§6) has removed servers keep timing out and starting
     elections; the core lets a node campaign while an uncommitted change
-    removes it (it counts votes in its latest configuration, as always)."""
-    # No leader leases here, so that votes need no waiting (not what the bug is about).
-    net = Net(("n1", "n2", "n3"), RaftConfig(election_ticks=10, check_quorum=False))
+    removes it (counting votes in its latest configuration, as always).
+
+    The smallest case: two voters. n1 appends "remove n1", which n2 never
+    gets, and CheckQuorum makes n1 step down. n2 cannot win (n1's log is
+    longer) and, before the fix, n1 never tried."""
+    net = Net(("n1", "n2"))
     n1 = net.elect("n1")
-    net.isolate("n2")
-    net.propose("n1", b"a")
-    net.deliver_all()
-    assert n1.log.committed == 3  # on n1 and n3; n2 stops at 2
-    net.isolate("n1")
-    n1.propose_membership(n1.membership.remove("n1"))  # index 4, term 2: only n1 has it
-    net.deliver_all()
-
-    # n3 wins term 3 with n2's vote (n1's log beats n3's), but its appends
-    # never reach n2; it then appends a change removing itself.
-    net.recover()
-    net.isolate("n1")
-    net.ignore(AppendEntries)
-    net.ignore(Heartbeat)
-    n3 = net.elect("n3")
-    n3.propose_membership(n3.membership.remove("n3"))  # index 5, term 3: only n3 has it
-    net.deliver_all()
-    assert net.log_terms("n1") == [1, 2, 2, 2]
-    assert net.log_terms("n2") == [1, 2]
-    assert net.log_terms("n3") == [1, 2, 2, 3, 3]
-    # Both lose leadership (a restart is the shortest way to say so).
-    for nid in ("n1", "n3"):
-        net.crash(nid)
-        assert net.restart(nid).role is Role.FOLLOWER
+    net.cut("n1", "n2")
+    n1.propose_membership(n1.membership.remove("n1"))
+    net.tick_all(2 * net.config.election_ticks)
+    assert n1.role is Role.FOLLOWER  # CheckQuorum: it cannot hear n2
+    assert n1.membership.voters == {"n2"}  # its latest configuration, uncommitted
 
     net.recover()
-    for _ in range(30 * net.config.election_ticks):
+    for _ in range(20 * net.config.election_ticks):
         net.tick_all()
-        leader = next((r for r in map(net.raft, ("n1", "n2")) if r.role is Role.LEADER), None)
-        if leader is not None and leader.membership_at(leader.log.committed).voters == {"n1", "n2"}:
+        n2 = net.raft("n2")
+        if n2.role is Role.LEADER and n2.membership_at(n2.log.committed).voters == {"n2"}:
             break
     else:
         states = {i: (net.raft(i).role.value, net.raft(i).term) for i in net.nodes}
-        raise AssertionError(f"no leader of the committed configuration {{n1, n2}}: {states}")
-    net.propose(leader.id, b"x")
+        raise AssertionError(f"the removal never completed: {states}")
+    net.propose("n2", b"x")
     net.deliver_all()
-    assert net.applied_data("n1")[-1] == net.applied_data("n2")[-1] == b"x"
+    assert net.applied_data("n2") == [b"x"]
 
 
 def test_membership_follows_a_truncation_that_replaces_a_config_entry() -> None:
@@ -156,3 +151,69 @@ def test_membership_follows_a_truncation_that_replaces_a_config_entry() -> None:
     assert n3.log.entry(2).term == 3
     assert n3.membership == adds_n4
     assert n3.membership.voters == {"n1", "n2", "n3"}
+
+
+def test_no_membership_change_before_the_leader_commits_in_its_term() -> None:
+    """Seen while reading the core, then found by the simulation as well
+    (test_random_membership_changes seed 263, Leader Completeness): the
+    single-server change bug that Diego Ongaro described on raft-dev in 2015.
+
+    From C = {n1..n4}: n1 (term 2) appends C1 = C + n5 and only n5 gets it.
+    n2 wins term 3 with n3 and n4, and at once appends C2 = C - n4, which n3
+    stores: under C2, {n2, n3} is a majority, so C2 and n2's no-op commit.
+    n1 then wins term 4 under C1 with n4 and n5 (a majority of C1 that misses
+    both n2 and n3) and overwrites the committed entries.
+
+    The fix: a leader proposes no change until an entry of its own term is
+    committed (that entry needs a majority of C, which blocks n1's path)."""
+    quorum_of_four = ("n1", "n2", "n3", "n4")
+    net = Net(
+        quorum_of_four + ("n5",),
+        disks={**{i: Disk.bootstrapped(quorum_of_four) for i in quorum_of_four}, "n5": Disk()},
+    )
+    n1 = net.elect("n1")
+    for other in ("n2", "n3", "n4"):
+        net.cut("n1", other)
+    n1.propose_membership(n1.membership.add(Member("n5", "n5.test:7000")))
+    net.tick("n1", 2)
+    net.deliver_all()
+    assert net.log_terms("n5") == [1, 2, 2] and n1.log.committed == 2  # C1: n1 and n5 only
+    net.crash("n1")
+
+    net.recover()
+    net.isolate("n1")
+    net.isolate("n5")
+    for voter in ("n3", "n4"):
+        net.tick(voter, net.config.election_ticks)  # past n1's lease
+    net.ignore(AppendEntries)
+    net.ignore(Heartbeat)
+    n2 = net.elect("n2")  # term 3, with n3 and n4
+    net.recover()
+    net.isolate("n1")
+    net.isolate("n5")
+    net.cut("n2", "n4")
+    with pytest.raises(ProposalDropped):  # its no-op needs n4 as well
+        n2.propose_membership(n2.membership.remove("n4"))
+    net.tick("n2")
+    net.deliver_all()
+    assert n2.log.committed == 2
+
+    # n1 comes back beside n4 and n5 and wins term 4 under C1 -- harmless
+    # now: nothing of term 3 was committed. (Before the fix, the invariants
+    # stopped here: n1 led term 4 without n2's committed entries.)
+    net.recover()
+    net.isolate("n2")
+    net.cut("n1", "n3")
+    net.cut("n3", "n4")
+    net.cut("n3", "n5")
+    n1 = net.restart("n1")
+    for _ in range(4):
+        net.tick("n4", net.config.election_ticks)
+        net.tick("n5", net.config.election_ticks)
+        net.campaign("n1")
+        if n1.role is Role.LEADER:
+            break
+    assert n1.role is Role.LEADER
+    net.tick("n1")
+    net.deliver_all()
+    assert n1.log.committed == n1.log.last_index()

@@ -116,6 +116,47 @@ def test_membership_changes(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
+def test_membership_changes_from_four_voters(seed: int) -> None:
+    """The same plan from four voters (where a change can move the quorum
+    size either way) with a fifth node joining."""
+    cluster = _run(
+        "test_membership_changes_from_four_voters",
+        seed,
+        lambda: Cluster(
+            seed,
+            ("n1", "n2", "n3", "n4"),
+            spares=("n5",),
+            config=_config(seed),
+            chaos=Chaos(membership_weight=0.3),
+            membership_plan=("add:n5", "promote:n5", "remove-follower", "remove-leader"),
+        ),
+        steps=5000,
+    )
+    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
+def test_random_membership_changes(seed: int) -> None:
+    """Random single-server changes all run long, on five nodes of which four
+    start as voters: removals (of the leader too), re-additions of removed
+    nodes with their old logs, learners and promotions."""
+    cluster = _run(
+        "test_random_membership_changes",
+        seed,
+        lambda: Cluster(
+            seed,
+            ("n1", "n2", "n3", "n4"),
+            spares=("n5",),
+            config=_config(seed),
+            chaos=Chaos(membership_weight=0.5),
+            membership_plan=("random",),
+        ),
+        steps=5000,
+    )
+    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
 def test_harsh_network(seed: int) -> None:
     """Much loss, duplication and delay, frequent partitions and crashes."""
     _run(
