@@ -115,7 +115,7 @@ class ReplicationService(Service):
         self._forwarded: OrderedDict[int, tuple[float, list[RequestId]]] = OrderedDict()
         self._reads: dict[int, list[_Request]] = {}
         self._apply_waiters: list[tuple[int, int, list[_Request]]] = []
-        self._membership: Membership | None = None
+        self._membership: tuple[Membership, Membership] | None = None
         self._soft: tuple[Role, int, str | None] | None = None
         # Compaction: every snapshot_entries applied entries, forget the log
         # up to snapshot_keep entries behind the applied index.
@@ -580,11 +580,18 @@ class ReplicationService(Service):
     # -- bookkeeping -------------------------------------------------------------
 
     def _sync_membership(self) -> None:
-        assert self.raft is not None
-        membership = self.raft.membership
-        if membership is not self._membership:
-            self._membership = membership
-            self._transport.set_peers({m.id: m.address for m in membership.members})
+        """Keep links to the members of the latest configuration and of the
+        committed one: until a change commits, a member it removes may still
+        be (or talk to) the leader that replicates it."""
+        raft = self.raft
+        assert raft is not None
+        latest = raft.membership
+        committed = raft.membership_at(raft.log.committed)
+        if (latest, committed) != self._membership:
+            self._membership = (latest, committed)
+            addresses = {m.id: m.address for m in committed.members}
+            addresses.update((m.id, m.address) for m in latest.members)
+            self._transport.set_peers(addresses)
 
     def _check_removed(self) -> None:
         """Once the applied configuration no longer lists us, we were removed:

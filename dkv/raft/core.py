@@ -1,4 +1,4 @@
-# test-case-name: tests.raft.test_core
+# test-case-name: tests.raft.test_paper,tests.raft.test_simulation
 """The pure Raft core: a deterministic state machine with no I/O.
 
 Inputs are ``tick()``, ``step(message)``, ``propose()``, ``read_index()``,
@@ -23,6 +23,7 @@ schedule replays exactly from its seed.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import random
 from collections import deque
@@ -220,32 +221,32 @@ class Raft:
         self._heartbeat_due = False
         self._reads: deque[_PendingRead] = deque()
         self._reads_before_commit: list[tuple[str, int]] = []
-        # (index, term) of the decoded CONFIG entry, and what it says. The
-        # term is part of the key: a truncation can put another
-        # configuration at the same index.
-        self._membership_cache: tuple[tuple[int, int], Membership] | None = None
+        # Decoded CONFIG entries by (index, term).
+        self._membership_cache: dict[tuple[int, int], Membership] = {}
 
     # -- membership --------------------------------------------------------------
 
     @property
     def membership(self) -> Membership:
         """The latest configuration in the log, committed or not (thesis §4.1)."""
-        index = self.log.config_indexes[-1] if self.log.config_indexes else 0
-        if index == 0:
-            return self._snapshot_membership
-        entry = self.log.entry(index)
-        cached = self._membership_cache
-        if cached is None or cached[0] != (index, entry.term):
-            cached = ((index, entry.term), Membership.decode(entry.data))
-            self._membership_cache = cached
-        return cached[1]
+        return self.membership_at(self.log.last_index())
 
     def membership_at(self, index: int) -> Membership:
-        """The configuration in force at index (for a snapshot taken there)."""
-        for i in reversed(self.log.config_indexes):
-            if i <= index:
-                return Membership.decode(self.log.entry(i).data)
-        return self._snapshot_membership
+        """The configuration in force at index: the last CONFIG entry at or
+        before it, else the snapshot's."""
+        at = bisect.bisect_right(self.log.config_indexes, index)
+        if at == 0:
+            return self._snapshot_membership
+        entry = self.log.entry(self.log.config_indexes[at - 1])
+        # Keyed by (index, term): a truncation can put another configuration
+        # at the same index. Few configurations exist, so keep them all.
+        key = (entry.index, entry.term)
+        membership = self._membership_cache.get(key)
+        if membership is None:
+            if len(self._membership_cache) > 64:
+                self._membership_cache.clear()
+            membership = self._membership_cache[key] = Membership.decode(entry.data)
+        return membership
 
     def _config_pending(self) -> bool:
         return bool(self.log.config_indexes) and self.log.config_indexes[-1] > self.log.committed

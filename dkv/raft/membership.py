@@ -1,4 +1,4 @@
-# test-case-name: tests.raft.test_membership
+# test-case-name: tests.raft.test_simulation
 """The cluster configuration: which nodes exist, their addresses, who votes.
 
 A configuration lives in the log as the data of a CONFIG entry (and, later, in

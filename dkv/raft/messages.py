@@ -1,4 +1,4 @@
-# test-case-name: tests.raft.test_core
+# test-case-name: tests.raft.test_paper,tests.raft.test_simulation
 """Frozen values exchanged between Raft nodes and between the core and its driver.
 
 Every message carries ``frm``, ``to`` and ``term``. The core never sends them

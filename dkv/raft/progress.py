@@ -1,4 +1,4 @@
-# test-case-name: tests.raft.test_core
+# test-case-name: tests.raft.test_paper,tests.raft.test_simulation
 """The leader's view of one follower: how far its log matches, what is in flight.
 
 A follower is in one of three states (as in etcd-io/raft):
