@@ -265,7 +265,10 @@ class ReplicationService(Service):
         if member.voter:
             return succeed(current)
         match = raft.status().match.get(node_id, 0)
-        if match + self._promote_lag < raft.log.committed:
+        # Caught up: it holds the configuration that made it a learner (so it
+        # answers us) and is within promote_lag entries of the commit index.
+        added_at = raft.log.config_indexes[-1] if raft.log.config_indexes else 0
+        if match < added_at or match + self._promote_lag < raft.log.committed:
             raise FailedPrecondition(
                 f"learner {node_id} has not caught up: it holds the log up to {match}, "
                 f"the commit index is {raft.log.committed}"
