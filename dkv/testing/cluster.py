@@ -510,6 +510,15 @@ class Cluster:
         """SIGKILL (kill -9) the node's process group."""
         self.nodes[node_id].kill()
 
+    def kill_all(self, ids: Iterable[str] | None = None) -> None:
+        """SIGKILL these nodes (all by default) at nearly one instant: every
+        signal is sent before any process is reaped."""
+        chosen = list(self.ids if ids is None else ids)
+        for i in chosen:
+            self.nodes[i]._signal(signal.SIGKILL)
+        for i in chosen:
+            self.nodes[i].kill()
+
     def stop(self, node_id: str, timeout: float = 10.0) -> int | None:
         """SIGTERM and wait; the exit status."""
         return self.nodes[node_id].stop(timeout)

@@ -1,0 +1,329 @@
+# test-case-name: tests.test_faults
+"""The checks made once a fault run is over and the cluster is healed.
+
+``final_checks`` runs them all and returns one ``CheckResult`` per check:
+
+``leader``          one leader is agreed on again (poll with a deadline).
+``applied``         every node's applied index becomes the same (poll).
+``converged``       a serializable (local) read of every key gives the same
+                    answer on every node.
+``acknowledged``    every acknowledged (``ok``) write is in the final state,
+                    or was overwritten: the final value was written by a
+                    write that did not fail and that may have taken effect
+                    after it (it completed after the ``ok`` write began, or
+                    never completed).
+``no-phantoms``     every value read anywhere (an ``ok`` read, serializable
+                    or linearizable, a final read) was written by some write
+                    invoked before the read completed.
+``failed-invisible`` no value of a write that ``fail``ed (certainly not
+                    applied: 503, 4xx, nothing sent) is ever read.
+``linearizable``    ``dkv.testing.linearizability.check`` of the history;
+                    inconclusive (the search ran out of steps) is reported
+                    as such, never as a pass.
+``node-logs``       no node logged that its Raft core failed an internal
+                    check, that it could not write its store, or a
+                    traceback; and no node exited by itself.
+
+Final reads use each node's REST port directly with a fresh connection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from dkv.testing.cluster import Cluster, Timeout, unb64, wait_until
+from dkv.testing.history import Op
+from dkv.testing.linearizability import Verdict, check
+
+__all__ = [
+    "CheckResult",
+    "FinalState",
+    "check_acknowledged",
+    "check_convergence",
+    "check_failed_invisible",
+    "check_linearizable",
+    "check_no_phantoms",
+    "final_checks",
+    "read_final_state",
+    "scan_logs",
+    "wait_applied_equal",
+]
+
+#: node -> key -> value (None: absent).
+FinalState = dict[str, dict[bytes, bytes | None]]
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """One check: ``ok`` True (passed), False (violated) or None
+    (inconclusive), with what a person needs to see in ``detail``."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.ok is True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+def _show(value: bytes | None) -> str:
+    return "absent" if value is None else repr(value)[2:-1]
+
+
+def _upper(op: Op) -> float:
+    """The latest instant op may have taken effect."""
+    if op.outcome == "unknown" or op.complete is None:
+        return math.inf
+    return op.complete
+
+
+# -- waiting for the healed cluster ---------------------------------------------
+
+
+def wait_leader(cluster: Cluster, timeout: float = 30.0) -> CheckResult:
+    try:
+        leader = cluster.leader(timeout=timeout)
+    except Timeout as e:
+        return CheckResult(name="leader", ok=False, detail=f"no agreed leader after healing: {e}")
+    return CheckResult(name="leader", ok=True, detail=f"{leader} leads")
+
+
+def wait_applied_equal(cluster: Cluster, timeout: float = 30.0) -> CheckResult:
+    """Poll until every node answers and all applied indexes are equal (and
+    equal to the commit indexes)."""
+    last: dict[str, Any] = {}
+
+    def same() -> dict[str, int] | None:
+        sts = cluster.statuses(cluster.ids)
+        last.clear()
+        last.update(
+            {i: None if st is None else (st["applied_index"], st["commit_index"]) for i, st in sts.items()}
+        )
+        if any(st is None for st in sts.values()):
+            return None
+        indexes = {i: st["applied_index"] for i, st in sts.items() if st is not None}
+        commits = {st["commit_index"] for st in sts.values() if st is not None}
+        if len(set(indexes.values())) == 1 and commits == set(indexes.values()):
+            return indexes
+        return None
+
+    try:
+        indexes = wait_until(same, timeout, "equal applied indexes")
+    except Timeout:
+        return CheckResult(
+            name="applied", ok=False, detail=f"applied/commit indexes still differ after {timeout}s: {last}"
+        )
+    return CheckResult(name="applied", ok=True, detail=f"every node applied {next(iter(indexes.values()))}")
+
+
+def read_final_state(cluster: Cluster, keys: Iterable[bytes]) -> FinalState:
+    """Serializable read of every key on every node (raises on an error answer)."""
+    state: FinalState = {}
+    for i in cluster.ids:
+        state[i] = {}
+        for key in keys:
+            code, body = cluster.get(i, key, "serializable")
+            if code == 200:
+                state[i][key] = unb64(body["value"])
+            elif code == 404 and body.get("code") == 5:
+                state[i][key] = None
+            else:
+                raise AssertionError(f"serializable read of {key!r} on {i}: {code} {body}")
+    return state
+
+
+# -- checks on the history and the final state ----------------------------------------
+
+
+def check_convergence(state: FinalState) -> CheckResult:
+    nodes = sorted(state)
+    keys = sorted({k for per in state.values() for k in per})
+    diffs = []
+    for key in keys:
+        answers = {i: state[i].get(key) for i in nodes}
+        if len(set(answers.values())) > 1:
+            diffs.append(f"{_show(key)}: " + ", ".join(f"{i}={_show(v)}" for i, v in answers.items()))
+    if diffs:
+        return CheckResult(name="converged", ok=False, detail="nodes disagree: " + "; ".join(diffs))
+    return CheckResult(name="converged", ok=True, detail=f"{len(nodes)} nodes agree on {len(keys)} keys")
+
+
+def check_acknowledged(ops: Sequence[Op], final: Mapping[bytes, bytes | None]) -> CheckResult:
+    """Every ok write w of key k: final[k] is w's value, or final[k] was
+    written by a non-failed write that may have taken effect after w began."""
+    writes: dict[bytes, list[Op]] = {}
+    for op in ops:
+        if op.kind == "write" and op.outcome != "fail":
+            writes.setdefault(op.key, []).append(op)
+    lost = []
+    acked = 0
+    for key, ws in writes.items():
+        value = final.get(key)
+        # The latest possible effect of a write that leaves `value` behind.
+        sources = [w for w in ws if w.value == value]
+        latest = max((_upper(w) for w in sources), default=-math.inf)
+        for w in ws:
+            if w.outcome != "ok":
+                continue
+            acked += 1
+            if w.value == value:
+                continue
+            if latest > w.invoke:
+                continue
+            lost.append(
+                f"ok write {_show(w.value)} to {_show(key)} (process {w.process}, "
+                f"{w.invoke:.3f}-{w.complete:.3f}) is lost: the final value is {_show(value)}, "
+                + (
+                    "which no write that did not fail wrote"
+                    if not sources
+                    else f"whose writers all completed by {latest:.3f}, before it began"
+                )
+            )
+    if lost:
+        return CheckResult(
+            name="acknowledged", ok=False, detail=f"{len(lost)} of {acked} acknowledged writes lost: " + "; ".join(lost[:10])
+        )
+    return CheckResult(name="acknowledged", ok=True, detail=f"{acked} acknowledged writes present or overwritten")
+
+
+#: Serializable reads: (node, op), kept out of the linearizable history.
+StaleReads = Sequence[tuple[str, Op]]
+
+
+def _observed(
+    ops: Sequence[Op], state: FinalState | None, stale: StaleReads = ()
+) -> list[tuple[bytes, bytes, str, float]]:
+    """(key, value, where, when it was known) of every present value read:
+    ok reads, serializable reads, final reads (known at +infinity)."""
+    seen = [
+        (op.key, op.result, f"ok read by process {op.process} at {op.invoke:.3f}-{op.complete:.3f}", op.complete)
+        for op in ops
+        if op.kind == "read" and op.outcome == "ok" and op.result is not None
+    ]
+    seen += [
+        (op.key, op.result, f"serializable read on {node} at {op.invoke:.3f}-{op.complete:.3f}", op.complete)
+        for node, op in stale
+        if op.kind == "read" and op.outcome == "ok" and op.result is not None
+    ]
+    for node, per in (state or {}).items():
+        seen += [(k, v, f"final read on {node}", math.inf) for k, v in per.items() if v is not None]
+    return seen  # type: ignore[return-value]
+
+
+def check_no_phantoms(ops: Sequence[Op], state: FinalState | None = None, stale: StaleReads = ()) -> CheckResult:
+    """Every value read was written by a write invoked before the read completed."""
+    first: dict[tuple[bytes, bytes], float] = {}
+    for op in ops:
+        if op.kind in ("write", "cas") and op.value is not None:
+            first[(op.key, op.value)] = min(op.invoke, first.get((op.key, op.value), math.inf))
+    bad = []
+    for k, v, where, known in _observed(ops, state, stale):
+        invoked = first.get((k, v))
+        if invoked is None:
+            bad.append(f"{_show(v)} in {_show(k)} ({where}): never written")
+        elif invoked > known:
+            bad.append(f"{_show(v)} in {_show(k)} ({where}): its write began later, at {invoked:.3f}")
+    if bad:
+        return CheckResult(name="no-phantoms", ok=False, detail="values nobody had written were read: " + "; ".join(bad[:10]))
+    return CheckResult(
+        name="no-phantoms", ok=True, detail="every value read was written by a write invoked before the read ended"
+    )
+
+
+def check_failed_invisible(ops: Sequence[Op], state: FinalState | None = None, stale: StaleReads = ()) -> CheckResult:
+    failed = {
+        (op.key, op.value): op
+        for op in ops
+        if op.kind in ("write", "cas") and op.outcome == "fail" and op.value is not None
+    }
+    bad = []
+    for k, v, where, _ in _observed(ops, state, stale):
+        op = failed.get((k, v))
+        if op is not None:
+            bad.append(
+                f"{_show(v)} in {_show(k)} ({where}) was written by a write that failed "
+                f"(process {op.process}, {op.invoke:.3f}-{op.complete:.3f})"
+            )
+    if bad:
+        return CheckResult(
+            name="failed-invisible", ok=False, detail="writes answered as certainly not applied were seen: " + "; ".join(bad[:10])
+        )
+    return CheckResult(name="failed-invisible", ok=True, detail=f"none of {len(failed)} failed writes was ever seen")
+
+
+def check_linearizable(ops: Sequence[Op], max_steps: int | None = None) -> tuple[CheckResult, Verdict]:
+    verdict = check(ops) if max_steps is None else check(ops, max_steps=max_steps)
+    if verdict.ok:
+        return CheckResult(name="linearizable", ok=True, detail=verdict.explanation), verdict
+    if verdict.timed_out:
+        return CheckResult(name="linearizable", ok=None, detail="inconclusive: " + verdict.explanation), verdict
+    return CheckResult(name="linearizable", ok=False, detail=verdict.explanation), verdict
+
+
+#: Lines in a node's log that mean something went wrong inside the node.
+_BAD_LINE = re.compile(r"Traceback|failed an internal check|cannot write to the store|Unhandled")
+
+
+def scan_logs(cluster: Cluster, unexpected_exits: Sequence[tuple[str, int | None]] = ()) -> CheckResult:
+    problems = [f"{node} exited by itself with status {status}" for node, status in unexpected_exits]
+    for i in cluster.ids:
+        lines = cluster.node(i).log_text().splitlines()
+        hits = [n for n, line in enumerate(lines) if _BAD_LINE.search(line)]
+        for n in hits[:3]:
+            excerpt = " | ".join(line.strip() for line in lines[max(0, n - 1) : n + 4])
+            problems.append(f"{i}.log line {n + 1}: {excerpt[:600]}")
+        if len(hits) > 3:
+            problems.append(f"{i}.log: {len(hits) - 3} more such lines")
+    if problems:
+        return CheckResult(name="node-logs", ok=False, detail="; ".join(problems))
+    return CheckResult(name="node-logs", ok=True, detail="no crash, failed check or traceback in any node's log")
+
+
+def final_checks(
+    cluster: Cluster,
+    ops: Sequence[Op],
+    keys: Iterable[bytes],
+    *,
+    timeout: float = 30.0,
+    unexpected_exits: Sequence[tuple[str, int | None]] = (),
+    max_steps: int | None = None,
+    stale: StaleReads = (),
+) -> tuple[list[CheckResult], Verdict | None, FinalState | None]:
+    """Run every check on a healed cluster whose workload has stopped.
+
+    ``ops`` is the history; ``stale`` the serializable reads, which only
+    the no-phantoms and failed-invisible checks use. Returns the results,
+    the linearizability verdict and the final state
+    (None if the nodes never converged enough to be read)."""
+    results = [wait_leader(cluster, timeout), wait_applied_equal(cluster, timeout)]
+    state: FinalState | None = None
+    try:
+        state = read_final_state(cluster, sorted(set(keys)))
+    except (AssertionError, OSError, http.client.HTTPException) as e:
+        results.append(CheckResult(name="converged", ok=False, detail=f"final reads failed: {e!r}"))
+    if state is not None:
+        conv = check_convergence(state)
+        results.append(conv)
+        reference = state[cluster.ids[0]]
+        results.append(check_acknowledged(ops, reference))
+        if not conv.passed:
+            for node in cluster.ids[1:]:
+                other = check_acknowledged(ops, state[node])
+                if not other.passed:
+                    results.append(attrs.evolve(other, detail=f"on {node}: {other.detail}"))
+    results.append(check_no_phantoms(ops, state, stale))
+    results.append(check_failed_invisible(ops, state, stale))
+    lin, verdict = check_linearizable(ops, max_steps)
+    results.append(lin)
+    results.append(scan_logs(cluster, unexpected_exits))
+    return results, verdict, state
