@@ -13,11 +13,12 @@ import asyncio
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 from twisted.internet.defer import Deferred
 
 from dkv.logs import logger
-from dkv.errors import DkvError
+from dkv.errors import DkvError, InvalidArgument, KeyNotFound
 from dkv.node import Node
 from dkv.pb import kv_pb2, kv_pb2_grpc
 
@@ -31,7 +32,9 @@ async def _await(d: Deferred[Any]) -> Any:
 
 
 async def _abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
-    log.info("rejected gRPC {method}: {code} {error}", method=method, code=_CODES[error.grpc_code].name, error=error.message)
+    if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake (as in REST)
+        name = _CODES[error.grpc_code].name
+        log.info("rejected gRPC {method}: {code} {error}", method=method, code=name, error=error.message)
     await context.abort(_CODES[error.grpc_code], error.message)
 
 
@@ -69,5 +72,31 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         )
 
 
+def _parsing(handler: Any, request_type: Any, method: str) -> Any:
+    """handler, taking the raw request bytes: a message that does not parse is
+    INVALID_ARGUMENT (gRPC's own deserializer would answer UNKNOWN, unlogged)."""
+
+    async def parse_then_handle(raw: bytes, context: aio.ServicerContext) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError:
+            await _abort(context, InvalidArgument(f"malformed {request_type.DESCRIPTOR.name} message"), method)
+        return await handler(request, context)
+
+    return parse_then_handle
+
+
 def register(server: aio.Server, node: Node) -> None:
-    kv_pb2_grpc.add_KVServicer_to_server(KVServicer(node), server)
+    """``dkv.v0.KV`` as ``kv_pb2_grpc.add_KVServicer_to_server`` registers it,
+    but with requests parsed by ``_parsing``."""
+    servicer = KVServicer(node)
+    service = kv_pb2.DESCRIPTOR.services_by_name["KV"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            _parsing(getattr(servicer, m.name), getattr(kv_pb2, m.input_type.name), m.name),
+            response_serializer=getattr(kv_pb2, m.output_type.name).SerializeToString,
+        )
+        for m in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
