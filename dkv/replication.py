@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -58,10 +58,20 @@ log = logger("dkv.replication")
 
 @attrs.define(eq=False)
 class _Request:
+    """A client request waiting for the cluster, until ``deadline``."""
+
     deferred: Deferred
-    timer: IDelayedCall | None = None
+    deadline: float
+    #: What the client is told at the deadline.
+    expired: Callable[[_Request], Exception]
     #: Handed to the core (appended or forwarded): its fate may be unknown.
     proposed: bool = False
+    #: A write's request id (to forget it in ``_writes`` when it expires).
+    rid: RequestId | None = None
+
+
+def _write_expired(req: _Request) -> Exception:
+    return OutcomeUnknown() if req.proposed else NoLeader()
 
 
 class ReplicationService(Service):
@@ -134,6 +144,8 @@ class ReplicationService(Service):
         self._was_member = False
         self._removed = False
         self._transfers: list[_Request] = []
+        #: Every waiting request, oldest (earliest deadline) first.
+        self._expiring: deque[_Request] = deque()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -185,6 +197,7 @@ class ReplicationService(Service):
             self._finish(req, failure=NoLeader("node is shutting down"))
         self._transfers = []
         self._new_writes, self._new_reads, self._reads, self._apply_waiters = [], [], {}, []
+        self._expiring.clear()
         self._drop_outgoing_snapshots()
         if self._persisting is not None:
             d: Deferred[None] = Deferred()
@@ -202,12 +215,12 @@ class ReplicationService(Service):
 
         Fails with NoLeader when it was certainly not appended anywhere, and
         OutcomeUnknown when it was proposed but not seen applied in time."""
-        req = self._new_request()
+        req = self._new_request(_write_expired)
         if not self.running or self.raft is None:
             self._finish(req, failure=NoLeader("node is not running"))
             return req.deferred
+        req.rid = rid
         self._writes[rid] = req
-        req.timer = self._clock.callLater(self._timeout, self._expire_write, rid)
         self._new_writes.append((rid, payload))
         self._schedule()
         return req.deferred
@@ -216,13 +229,10 @@ class ReplicationService(Service):
         """Fires when a linearizable read may be served from the local state:
         leadership was confirmed by a quorum after this call (ReadIndex) and
         the read index is applied here. Fails with NoLeader otherwise."""
-        req = self._new_request()
+        req = self._new_request(lambda _: NoLeader("no leader confirmed the read in time"))
         if not self.running or self.raft is None:
             self._finish(req, failure=NoLeader("node is not running"))
             return req.deferred
-        req.timer = self._clock.callLater(
-            self._timeout, self._finish, req, None, NoLeader("no leader confirmed the read in time")
-        )
         self._new_reads.append(req)
         self._schedule()
         return req.deferred
@@ -290,9 +300,8 @@ class ReplicationService(Service):
         except ProposalDropped as e:
             raise NoLeader(f"no leader ({e})") from None
         term = raft.term
-        req = self._new_request()
+        req = self._new_request(lambda _: OutcomeUnknown())
         req.proposed = True
-        req.timer = self._clock.callLater(self._timeout, self._finish, req, None, OutcomeUnknown())
         heapq.heappush(self._apply_waiters, (index, next(self._ctx), [req]))
         self._schedule()
 
@@ -315,10 +324,7 @@ class ReplicationService(Service):
             raise FailedPrecondition(str(e)) from None
         if target == self.node_id:
             return succeed(target)
-        req = self._new_request()
-        req.timer = self._clock.callLater(
-            self._timeout, self._finish, req, None, NoLeader(f"leadership transfer to {target} did not complete in time")
-        )
+        req = self._new_request(lambda _: NoLeader(f"leadership transfer to {target} did not complete in time"))
         self._transfers.append(req)
         self._schedule()
         return req.deferred
@@ -338,6 +344,7 @@ class ReplicationService(Service):
 
     def _tick(self) -> None:
         assert self.raft is not None
+        self._expire_requests()
         self._guard(self.raft.tick)
         self._process()
 
@@ -550,14 +557,28 @@ class ReplicationService(Service):
 
     # -- requests ----------------------------------------------------------------
 
-    def _new_request(self) -> _Request:
-        return _Request(Deferred())
+    def _new_request(self, expired: Callable[[_Request], Exception]) -> _Request:
+        """A request that fails with expired(req) unless finished within the
+        request timeout. Deadlines are checked on every tick (no timer per
+        request): a request ends between timeout - tick and timeout."""
+        req = _Request(Deferred(), self._clock.seconds() + self._timeout - self._tick_seconds, expired)
+        self._expiring.append(req)
+        return req
+
+    def _expire_requests(self) -> None:
+        now = self._clock.seconds()
+        expiring = self._expiring
+        while expiring and expiring[0].deadline <= now:
+            req = expiring.popleft()
+            if req.deferred.called:
+                continue
+            if req.rid is not None:
+                self._writes.pop(req.rid, None)
+            self._finish(req, failure=req.expired(req))
 
     def _finish(
         self, req: _Request, result: object = None, failure: Exception | None = None
     ) -> None:
-        if req.timer is not None and req.timer.active():
-            req.timer.cancel()
         if req.deferred.called:  # e.g. cancelled because the client went away
             return
         if failure is not None:
@@ -569,16 +590,6 @@ class ReplicationService(Service):
         req = self._writes.pop(rid, None)
         if req is not None:
             self._finish(req, failure=error)
-
-    def _expire_write(self, rid: RequestId) -> None:
-        req = self._writes.pop(rid, None)
-        if req is None:
-            return
-        req.timer = None
-        if req.proposed:
-            self._finish(req, failure=OutcomeUnknown())
-        else:
-            self._finish(req, failure=NoLeader())
 
     # -- bookkeeping -------------------------------------------------------------
 

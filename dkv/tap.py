@@ -98,6 +98,7 @@ class Options(usage.Options):
         ["tick-ms", None, 100, "Raft tick in milliseconds.", _positive_int],
         ["election-ticks", None, 10, "Ticks without a leader before an election.", _positive_int],
         ["heartbeat-ticks", None, 1, "Ticks between leader heartbeats.", _positive_int],
+        ["max-inflight", None, 64, "Unacknowledged appends to one follower (pipelining depth); lower means fewer, larger batches.", _positive_int],
         ["snapshot-entries", None, 10_000, "Compact the log every this many applied entries.", _positive_int],
         ["snapshot-keep-entries", None, 5_000, "Log entries kept behind the applied index when compacting, for slow followers.", _positive_int],
     ]
@@ -180,7 +181,9 @@ class Options(usage.Options):
             request_timeout=self["request-timeout"],
             tick_seconds=self["tick-ms"] / 1000.0,
             raft=RaftConfig(
-                election_ticks=self["election-ticks"], heartbeat_ticks=self["heartbeat-ticks"]
+                election_ticks=self["election-ticks"],
+                heartbeat_ticks=self["heartbeat-ticks"],
+                max_inflight=self["max-inflight"],
             ),
             limits=Limits(max_key_bytes=self["max-key-size"], max_body_bytes=self["max-body-size"]),
             snapshot_entries=self["snapshot-entries"],
@@ -385,7 +388,7 @@ class DkvService(MultiService):
         ).setServiceParent(self)
         if c.auto_promote:
             _AutoPromote(node, c.node_id, reactor).setServiceParent(self)
-        rest = internet.TCPServer(c.rest_port, RestApi(node).site(), interface=c.listen_host)
+        rest = internet.TCPServer(c.rest_port, RestApi(node).factory(), interface=c.listen_host)
         rest.setServiceParent(self)
 
 

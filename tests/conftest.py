@@ -74,7 +74,7 @@ async def start_stack(tmp_path, limits: Limits = Limits(), request_timeout: floa
     )
     replication.startService()
     node = Node(replication, store, limits)
-    port = reactor.listenTCP(0, RestApi(node).site(), interface="127.0.0.1")
+    port = reactor.listenTCP(0, RestApi(node).factory(), interface="127.0.0.1")
     grpc_service = GrpcServerService(
         "127.0.0.1", 0, [lambda s: grpc_kv.register(s, node)], max_message_bytes=limits.max_body_bytes
     )

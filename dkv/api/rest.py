@@ -148,19 +148,42 @@ class _QuietSite(Site):
         pass
 
 
-def _error(request: IRequest, error: DkvError) -> bytes:
+def log_rejection(method: str, path: str, error: DkvError) -> None:
+    """Log a rejected request once (shared by the Klein and the fast path)."""
     if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake
         # Client mistakes are logged once at info; 5xx (no leader, unknown
         # outcome) are the cluster's state, logged by replication, so debug.
         emit = log.debug if error.http_status >= 500 else log.info
         emit(
             "rejected {method} {path}: {status} {error}",
-            method=request.method.decode("latin-1"),
-            path=request.uri.decode("latin-1")[:200],
+            method=method,
+            path=path[:200],
             status=error.http_status,
             error=error.message,
         )
-    return _json(request, error.http_status, {"error": error.message, "code": error.grpc_code})
+
+
+def error_body(error: DkvError) -> dict[str, Any]:
+    return {"error": error.message, "code": error.grpc_code}
+
+
+def _error(request: IRequest, error: DkvError) -> bytes:
+    log_rejection(request.method.decode("latin-1"), request.uri.decode("latin-1"), error)
+    return _json(request, error.http_status, error_body(error))
+
+
+def parse_put(raw: bytes) -> tuple[bytes, bytes]:
+    """The key and value of a ``POST /v0/kv`` body (raises InvalidArgument)."""
+    body = RestApi._parse_object(raw)
+    return b64.decode(RestApi._field(body, "key"), "key"), b64.decode(RestApi._field(body, "value"), "value")
+
+
+def linearizable(values: list[bytes] | None) -> bool:
+    """The ``consistency`` query parameter (last value wins; default linearizable)."""
+    mode = values[-1].decode("utf-8", "replace").lower() if values else "linearizable"
+    if mode not in _CONSISTENCY:
+        raise InvalidArgument("consistency must be linearizable or serializable")
+    return _CONSISTENCY[mode]
 
 
 class RestApi:
@@ -174,6 +197,13 @@ class RestApi:
 
     def resource(self) -> KleinResource:
         return _JsonKleinResource(self.app)
+
+    def factory(self) -> Any:
+        """What the REST port serves: the fast path for the key-value routes,
+        handing any other request to ``site()`` (dkv.api.fast_http)."""
+        from dkv.api.fast_http import FastHTTPFactory
+
+        return FastHTTPFactory(self.node, self.site())
 
     def site(self) -> Site:
         site = _QuietSite(self.resource())
@@ -189,20 +219,14 @@ class RestApi:
 
     @app.route("/v0/kv", methods=["POST"])
     async def put(self, request: IRequest) -> bytes:
-        body = self._json_body(request)
-        key = b64.decode(self._field(body, "key"), "key")
-        value = b64.decode(self._field(body, "value"), "value")
+        key, value = parse_put(self._raw_body(request))
         await self.node.put(key, value)
         return _json(request, 200, {})
 
     @app.route("/v0/kv/key/<key:b64key>", methods=["GET"])
     async def get(self, request: IRequest, b64key: str) -> bytes:
         key = b64.decode(b64key, "key")
-        args = request.args.get(b"consistency", [b"linearizable"])
-        mode = args[-1].decode("utf-8", "replace").lower()
-        if mode not in _CONSISTENCY:
-            raise InvalidArgument("consistency must be linearizable or serializable")
-        value = await self.node.get(key, linearizable=_CONSISTENCY[mode])
+        value = await self.node.get(key, linearizable=linearizable(request.args.get(b"consistency")))
         return _json(request, 200, {"key": b64.encode(key), "value": b64.encode(value)})
 
     @app.route("/v0/kv/key/<key:b64key>", methods=["DELETE"])

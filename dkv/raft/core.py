@@ -218,6 +218,10 @@ class Raft:
         # ReadIndex (thesis §6.4): reads wait for a quorum to ack round `seq`.
         self._read_seq = 0
         self._seq_sent = True
+        #: The highest read round carried by a message we sent.
+        self._sent_seq = 0
+        #: Reads wait for a round that was not sent yet.
+        self._read_round_wanted = False
         self._heartbeat_due = False
         self._reads: deque[_PendingRead] = deque()
         self._reads_before_commit: list[tuple[str, int]] = []
@@ -511,6 +515,7 @@ class Raft:
         self._dirty.clear()
         self._probe_tail.clear()
         self._heartbeat_due = False
+        self._read_round_wanted = False
         self._fail_pending_reads()
 
     def _become_follower(self, term: int, leader: str | None) -> None:
@@ -832,9 +837,15 @@ class Raft:
             # prove nothing about now. Reads until the next send share it.
             self._read_seq += 1
             self._seq_sent = False
-        self._heartbeat_due = True
+        self._read_round_wanted = True
         self._reads.append(_PendingRead(self._read_seq, self.log.committed, frm, ctx))
         self._release_reads()
+
+    def _read_round_outstanding(self) -> bool:
+        """A round was sent for the oldest waiting read and is not confirmed
+        yet. New reads then wait for it and share the next round: at most one
+        round is in flight, however many reads arrive."""
+        return bool(self._reads) and self._reads[0].seq <= self._sent_seq
 
     def _release_reads(self) -> None:
         if not self._reads:
@@ -923,10 +934,14 @@ class Raft:
 
     def _flush_leader(self) -> None:
         """Turn the turn's accumulated work into messages: one heartbeat round
-        if one is due, and for each follower as many appends as flow control
+        if one is due (by the clock, or for reads when no read round is in
+        flight), and for each follower as many appends as flow control
         allows, so proposals of one turn share one append."""
+        if self._read_round_wanted and not self._read_round_outstanding():
+            self._heartbeat_due = True
         if self._heartbeat_due:
             self._heartbeat_due = False
+            self._read_round_wanted = False
             for node_id, pr in sorted(self._progress.items()):
                 if node_id != self.id:
                     self._send(
@@ -939,6 +954,7 @@ class Raft:
                         )
                     )
             self._seq_sent = True
+            self._sent_seq = self._read_seq
             self._release_reads()  # a single voter confirms its own reads
         if self._dirty:
             for node_id in sorted(self._dirty):
@@ -990,6 +1006,7 @@ class Raft:
             )
         )
         self._seq_sent = True
+        self._sent_seq = self._read_seq
         pr.sent_commit = commit
         pr.sent(prev + len(entries), len(entries))
 
