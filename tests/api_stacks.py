@@ -98,6 +98,9 @@ async def start_leaderless_stack(
         tmp_path, NullTransport(), RaftConfig(election_ticks=10, heartbeat_ticks=1), limits, request_timeout
     )
     await wait_for(lambda: stack.replication.raft.role is Role.PRE_CANDIDATE, what="a pre-candidate")
+    # The bootstrap entry is committed: wait until it is applied, so that the
+    # tests' before/after index comparisons see only their own effects.
+    await wait_for(lambda: stack.replication.applied >= 1, what="the bootstrap entry applied")
     return stack, stoppers
 
 

@@ -197,6 +197,18 @@ def test_garbage_request_messages(node: Node, channel: grpc.Channel, method: str
     assert len(api_lines(logged)) == (1 if code not in (Code.OK, Code.NOT_FOUND) else 0), logged
 
 
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [("AddMember", kv_pb2.AddMemberRequest), ("PromoteMember", kv_pb2.PromoteMemberRequest),
+     ("RemoveMember", kv_pb2.RemoveMemberRequest), ("TransferLeader", kv_pb2.TransferLeaderRequest)],
+)  # fmt: skip
+def test_garbage_cluster_messages(node: Node, channel: grpc.Channel, method: str, message: type) -> None:
+    """The Cluster service parses its requests the same way: garbage is
+    INVALID_ARGUMENT, logged once, and changes no membership."""
+    fn = channel.unary_unary(f"/dkv.v0.Cluster/{method}", identity, identity)
+    expect_rejected(node, fn, b"\xff\xff\xff", Code.INVALID_ARGUMENT, f"malformed {message.__name__} message")
+
+
 def test_node_survived(node: Node, stub: kv_pb2_grpc.KVStub) -> None:
     """After everything above: alive, serving REST and gRPC, no traceback."""
     node.assert_healthy()

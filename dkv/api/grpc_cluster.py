@@ -8,7 +8,7 @@ from typing import Any
 
 from grpc import aio
 
-from dkv.api.grpc_kv import _abort, _await
+from dkv.api.grpc_kv import _abort, _await, register_parsed
 from dkv.errors import DkvError
 from dkv.node import Node
 from dkv.pb import kv_pb2, kv_pb2_grpc
@@ -65,4 +65,4 @@ class ClusterServicer(kv_pb2_grpc.ClusterServicer):
 
 
 def register(server: aio.Server, node: Node) -> None:
-    kv_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
+    register_parsed(server, ClusterServicer(node), kv_pb2, "Cluster")

@@ -86,17 +86,21 @@ def _parsing(handler: Any, request_type: Any, method: str) -> Any:
     return parse_then_handle
 
 
-def register(server: aio.Server, node: Node) -> None:
-    """``dkv.v0.KV`` as ``kv_pb2_grpc.add_KVServicer_to_server`` registers it,
-    but with requests parsed by ``_parsing``."""
-    servicer = KVServicer(node)
-    service = kv_pb2.DESCRIPTOR.services_by_name["KV"]
+def register_parsed(server: aio.Server, servicer: Any, module: Any, service_name: str) -> None:
+    """Register servicer for service_name of module (a generated ``*_pb2``)
+    as the generated ``add_*Servicer_to_server`` would, but with requests
+    parsed by ``_parsing``."""
+    service = module.DESCRIPTOR.services_by_name[service_name]
     handlers = {
         m.name: grpc.unary_unary_rpc_method_handler(
-            _parsing(getattr(servicer, m.name), getattr(kv_pb2, m.input_type.name), m.name),
-            response_serializer=getattr(kv_pb2, m.output_type.name).SerializeToString,
+            _parsing(getattr(servicer, m.name), getattr(module, m.input_type.name), m.name),
+            response_serializer=getattr(module, m.output_type.name).SerializeToString,
         )
         for m in service.methods
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)
+
+
+def register(server: aio.Server, node: Node) -> None:
+    register_parsed(server, KVServicer(node), kv_pb2, "KV")

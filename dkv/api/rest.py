@@ -213,6 +213,7 @@ class RestApi:
         )
         site.displayTracebacks = False
         site.noisy = False
+        site.timeOut = 60  # idle connections (Twisted's default is 12 hours)
         return site
 
     # -- routes ------------------------------------------------------------------
