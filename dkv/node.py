@@ -82,7 +82,7 @@ class Node:
         return d
 
     def _read(self, key: bytes) -> Deferred[bytes]:
-        value = self.store.get(key)
+        value = self.replication.read(key)
         if value is None:
             return fail(KeyNotFound())
         return succeed(value)

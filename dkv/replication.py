@@ -43,6 +43,7 @@ from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftS
 from dkv.raft.membership import Member, Membership, MembershipError
 from dkv.raft.messages import Message
 from dkv.raft.messages import SnapshotMeta
+from dkv.statemachine import Applied, Overlay, decode_entries
 from dkv.storage import NodeStore, PersistentState, WriteBatch
 from dkv.transport import Transport
 from dkv.transport.snapshots import CHUNK_BYTES, OutgoingSnapshot
@@ -146,6 +147,8 @@ class ReplicationService(Service):
         self._transfers: list[_Request] = []
         #: Every waiting request, oldest (earliest deadline) first.
         self._expiring: deque[_Request] = deque()
+        #: Committed operations answered but not yet in the store.
+        self._overlay = Overlay()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -366,32 +369,49 @@ class ReplicationService(Service):
         self._log_role_change(raft)
         if self._persisting is None and raft.has_ready():
             rd = raft.ready()
+            applied = None
+            if rd.committed:
+                # Committed entries are on a majority's disk already: apply
+                # them to the overlay and answer now; the store gets the same
+                # operations in this batch's transaction.
+                applied, ids = decode_entries(rd.committed)
+                self._overlay.add(applied)
+                self.applied = applied.index
+                self._answer_writes(ids)
+                self._release_apply_waiters()
             batch = WriteBatch(
-                rd.hard_state, rd.entries, rd.committed, install=rd.snapshot, compact=self._pending_compact
+                rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact
             )
             self._pending_compact = None
             d = self._store.write(batch)
             self._persisting = d
-            d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd,))
+            d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied))
 
-    def _persisted(self, applied_ids: list[RequestId], rd: Ready) -> None:
+    def _answer_writes(self, ids: list[RequestId]) -> None:
+        for rid in ids:
+            if rid.origin == self.origin:
+                req = self._writes.pop(rid, None)
+                if req is not None:
+                    self._finish(req, result=None)
+
+    def read(self, key: bytes) -> bytes | None:
+        """The applied value of key: the overlay, else the store."""
+        hit, value = self._overlay.get(key)
+        return value if hit else self._store.get(key)
+
+    def _persisted(self, _: None, rd: Ready, applied: Applied | None) -> None:
         self._persisting = None
         if not self.running or self.raft is None:
             return
-        # Persist -> send -> apply -> advance.
+        # Persist -> send -> apply (the store now holds what the overlay had) -> advance.
         self._transport.send(rd.messages)
         if rd.snapshot is not None:
             log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
+            self._overlay.clear()
             self.applied = self._compacted_at = rd.snapshot.index
             self._release_apply_waiters()
-        if rd.committed:
-            self.applied = rd.committed[-1].index
-            for rid in applied_ids:
-                if rid.origin == self.origin:
-                    req = self._writes.pop(rid, None)
-                    if req is not None:
-                        self._finish(req, result=None)
-            self._release_apply_waiters()
+        if applied is not None:
+            self._overlay.stored(applied.index)
         self._guard(lambda: self.raft.advance(rd))  # type: ignore[union-attr]
         self._check_removed()
         self._maybe_compact()
@@ -408,7 +428,9 @@ class ReplicationService(Service):
         if self.applied - self._compacted_at < self._snapshot_entries:
             return
         self._compacted_at = self.applied
-        point = self.applied - self._snapshot_keep
+        # The store's applied index (the core's): the snapshot is the state
+        # the store holds, not the overlay.
+        point = raft.log.applied - self._snapshot_keep
         if point > raft.log.snapshot_index:
             self._pending_compact = raft.compact(point)
             log.info(

@@ -335,8 +335,9 @@ class DkvService(MultiService):
             raise
         self._store = store
         first_election_ticks = None
-        if c.cluster is not None and c.cluster.first == c.node_id and state.entries and state.entries[-1].index <= 1:
-            # A fresh cluster: the first listed node gets the first chance.
+        if c.cluster is not None and c.cluster.first == c.node_id:
+            # The first listed node gets the first chance to lead a new
+            # cluster (the core uses this only until a leader has written).
             first_election_ticks = max(2, c.raft.election_ticks // 3)
 
         _StoreService(store).setServiceParent(self)

@@ -164,14 +164,14 @@ async def test_put_get_delete(client: Client) -> None:
     after = indexes(stack)
     assert after[0] == before[0] + 1
     assert after[1] == after[2] == after[0]  # durable and applied when acknowledged
-    assert stack.store.get(b"k") == b"v"
+    assert stack.replication.read(b"k") == b"v"
 
     for consistency in (kv_pb2.LINEARIZABLE, kv_pb2.SERIALIZABLE):
         reply = await client.get(b"k", consistency)
         assert (reply.key, reply.value) == (b"k", b"v")
 
     assert await client.delete(b"k") == kv_pb2.DeleteResponse()
-    assert stack.store.get(b"k") is None
+    assert stack.replication.read(b"k") is None
     assert indexes(stack)[0] == after[0] + 1
     assert_status(await rpc_error(client.get(b"k")), grpc.StatusCode.NOT_FOUND, "key not found")
 
@@ -286,7 +286,7 @@ async def test_value_over_the_limit(client: Client) -> None:
         error, grpc.StatusCode.RESOURCE_EXHAUSTED, f"value is {MAX_BODY + 1} bytes; the limit is {MAX_BODY}"
     )
     assert indexes(client.stack) == before
-    assert client.stack.store.get(b"big") is None
+    assert client.stack.replication.read(b"big") is None
 
 
 @pytest_twisted.ensureDeferred
@@ -349,7 +349,7 @@ async def test_no_leader(leaderless: Client, grpc_log: list[dict]) -> None:
         assert_status(await rpc_error(call), grpc.StatusCode.UNAVAILABLE, "no leader")
     assert reactor.seconds() - start < 5
     assert indexes(client.stack) == before
-    assert client.stack.store.get(b"k") is None
+    assert client.stack.replication.read(b"k") is None
     assert [e["code"] for e in grpc_log] == ["UNAVAILABLE"] * 3
     # An unknown consistency value is served as linearizable, never as a stale read.
     assert_status(await rpc_error(client.get(b"k", 7)), grpc.StatusCode.UNAVAILABLE, "no leader")
@@ -374,6 +374,6 @@ async def test_outcome_unknown(stuck_leader: Client) -> None:
     st = await client.status()
     assert st.role == "leader"
     assert st.commit_index < st.last_index
-    assert client.stack.store.get(b"k") is None
+    assert client.stack.replication.read(b"k") is None
     # Reads cannot be confirmed by a quorum either: UNAVAILABLE, not a stale answer.
     assert_status(await rpc_error(client.get(b"k")), grpc.StatusCode.UNAVAILABLE)

@@ -167,7 +167,7 @@ async def test_put_get_delete_round_trip(stack: Stack) -> None:
     assert after[0] == before[0] + 1
     # Acknowledged only once durable and applied: the store has it already.
     assert after[1] == after[2] == after[0]
-    assert stack.store.get(key) == value
+    assert stack.replication.read(key) == value
 
     for query in ("", "?consistency=linearizable", "?consistency=serializable"):
         reply = await get(stack, std(key), query)
@@ -179,7 +179,7 @@ async def test_put_get_delete_round_trip(stack: Stack) -> None:
 
     reply = await delete(stack, std(key))
     assert (reply.status, reply.content_type, reply.body) == (200, JSON, {})
-    assert stack.store.get(key) is None
+    assert stack.replication.read(key) is None
     assert indexes(stack)[0] == after[0] + 1
 
     reply = await get(stack, std(key))
@@ -274,7 +274,7 @@ async def test_path_key_forms(stack: Stack, key: bytes, form: str) -> None:
 
     reply = await delete(stack, path_key)
     assert (reply.status, reply.body) == (200, {}), path_key
-    assert stack.store.get(key) is None
+    assert stack.replication.read(key) is None
     assert_error(await get(stack, std(key)), 404, 5, "key not found")
 
 
@@ -286,7 +286,7 @@ async def test_json_body_accepts_both_alphabets(stack: Stack, key: bytes, encode
     value = b"\xff\xfe\xfd" + key
     reply = await post_json(stack, {"key": encode(key), "value": encode(value)})
     assert (reply.status, reply.body) == (200, {}), reply
-    assert stack.store.get(key) == value
+    assert stack.replication.read(key) == value
     # Responses always use standard base64 with padding.
     reply = await get(stack, urlsafe(key))
     assert (reply.status, reply.body) == (200, {"key": std(key), "value": std(value)})
@@ -403,7 +403,7 @@ async def test_post_bad_body(stack: Stack, case: str, rest_log: list[dict]) -> N
     if error is not None:
         assert reply.body["error"].startswith(error), reply
     assert indexes(stack) == before
-    assert stack.store.get(b"A") is None
+    assert stack.replication.read(b"A") is None
     logged = rejections(rest_log)
     assert len(logged) == 1
     assert logged[0]["log_level"].name == "info"
@@ -474,7 +474,7 @@ async def test_put_key_over_the_limit(stack: Stack, rest_log: list[dict]) -> Non
     reply = await post_json(stack, {"key": std(b"k" * (MAX_KEY + 1)), "value": std(b"v")})
     assert_error(reply, 413, 8, f"key is {MAX_KEY + 1} bytes; the limit is {MAX_KEY}")
     assert indexes(stack) == before
-    assert stack.store.get(b"k" * (MAX_KEY + 1)) is None
+    assert stack.replication.read(b"k" * (MAX_KEY + 1)) is None
     assert [e["status"] for e in rejections(rest_log)] == [413]
 
 
@@ -505,7 +505,7 @@ async def test_body_over_the_limit(stack: Stack, extra: int, rest_log: list[dict
     reply = await post_json(stack, body)
     assert_error(reply, 413, 8, f"body exceeds {MAX_BODY} bytes")
     assert indexes(stack) == before
-    assert stack.store.get(b"big") is None
+    assert stack.replication.read(b"big") is None
     assert [e["status"] for e in rejections(rest_log)] == [413]
 
 
@@ -537,7 +537,7 @@ async def test_configured_limits(small_stack: Stack) -> None:
     assert indexes(stack) == before
     reply = await post_json(stack, _body_of_size(b"k", b"v" * 100, 256))
     assert (reply.status, reply.body) == (200, {})
-    assert stack.store.get(b"k") == b"v" * 100
+    assert stack.replication.read(b"k") == b"v" * 100
 
 
 # -- routes and methods --------------------------------------------------------
@@ -593,7 +593,7 @@ async def test_wrong_method(stack: Stack, method: str, path: str, allowed: set[s
     allow = {m.strip() for m in reply.headers.getRawHeaders(b"allow", [b""])[0].decode().split(",")}
     assert allowed <= allow, allow  # werkzeug adds HEAD/OPTIONS where it serves them
     assert indexes(stack) == before
-    assert stack.store.get(b"A") is None
+    assert stack.replication.read(b"A") is None
     assert [e["status"] for e in rejections(rest_log)] == [405]
 
 
@@ -636,7 +636,7 @@ async def test_concurrent_mixed_requests(stack: Stack) -> None:
         assert (r.status, r.body) == (200, {"key": std(b"present"), "value": std(b"yes")})
         assert_error(a, 404, 5, "key not found")
         assert_error(bad, 400, 3)
-        assert stack.store.get(b"c-%d" % i) == b"%d" % i
+        assert stack.replication.read(b"c-%d" % i) == b"%d" % i
 
 
 # -- no leader, unknown outcome ------------------------------------------------
@@ -656,7 +656,7 @@ async def test_no_leader(leaderless: Stack, rest_log: list[dict]) -> None:
     assert_error(await get(stack, std(b"k"), "?consistency=linearizable"), 503, 14, "no leader")
     assert reactor.seconds() - start < 5  # bounded; in fact immediate: no leader is known
     assert indexes(stack) == before
-    assert stack.store.get(b"k") is None
+    assert stack.replication.read(b"k") is None
     # 5xx are the cluster's state: not logged as client mistakes at info.
     assert all(e["log_level"].name == "debug" for e in rejections(rest_log))
 
@@ -697,7 +697,7 @@ async def test_outcome_unknown(stuck_leader: Stack) -> None:
     assert st["role"] == "leader"
     # Appended, not committed: exactly what "outcome unknown" means.
     assert st["commit_index"] < st["last_index"]
-    assert stack.store.get(b"k") is None
+    assert stack.replication.read(b"k") is None
 
 
 @pytest_twisted.ensureDeferred

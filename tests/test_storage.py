@@ -15,7 +15,13 @@ from dkv.commands import RequestId, encode_delete, encode_put
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import Entry, EntryKind, HardState
 from dkv.storage import StorageError, WriteBatch
+from dkv.statemachine import decode_entries
 from dkv.storage.memory import MemoryStore
+
+def applied(entries):
+    """The store-level effect of committed entries."""
+    return decode_entries(entries)[0]
+
 
 MEMBERS = Membership((Member("a", "127.0.0.1:7070"), Member("b", "127.0.0.1:8080")))
 
@@ -61,8 +67,8 @@ def test_bootstrap_writes_committed_config(store) -> None:
 async def test_put_get_delete_through_apply(store) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = (put_entry(2, b"k", b"v1"), put_entry(3, b"k2", b"v2"), delete_entry(4, b"k2"))
-    ids = await store.write(WriteBatch(HardState(2, "a", 4), entries, entries))
-    assert ids == [RequestId(7, 2), RequestId(7, 3), RequestId(7, 4)]
+    await store.write(WriteBatch(HardState(2, "a", 4), entries, applied(entries)))
+    assert decode_entries(entries)[1] == [RequestId(7, 2), RequestId(7, 3), RequestId(7, 4)]
     assert store.get(b"k") == b"v1"
     assert store.get(b"k2") is None
     loaded = store.load()
@@ -84,7 +90,8 @@ async def test_entries_replace_conflicting_suffix(store) -> None:
 async def test_config_entries_and_noops_change_no_key(store) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = (Entry(2, 2, EntryKind.NORMAL, b""), Entry(3, 2, EntryKind.CONFIG, MEMBERS.encode()))
-    assert await store.write(WriteBatch(None, entries, entries)) == []
+    assert applied(entries).ops == ()
+    await store.write(WriteBatch(None, entries, applied(entries)))
     assert store.load().applied == 3
 
 
@@ -92,8 +99,8 @@ async def test_config_entries_and_noops_change_no_key(store) -> None:
 async def test_many_writes_in_one_batch(store) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i, b"key-%d" % i, b"value-%d" % i) for i in range(2, 5002))
-    ids = await store.write(WriteBatch(HardState(2, "", 5001), entries, entries))
-    assert len(ids) == 5000
+    await store.write(WriteBatch(HardState(2, "", 5001), entries, applied(entries)))
+    assert len(applied(entries).ops) == 5000
     assert store.get(b"key-4999") == b"value-4999"
     assert store.load().applied == 5001
 
@@ -105,7 +112,7 @@ async def test_writes_complete_in_call_order(store) -> None:
     ds = []
     for i in range(2, 12):
         e = put_entry(i, b"k", b"%d" % i)
-        d = store.write(WriteBatch(None, (e,), (e,)))
+        d = store.write(WriteBatch(None, (e,), applied((e,))))
         d.addCallback(lambda _, i=i: order.append(i))
         ds.append(d)
     await defer.gatherResults(ds)
@@ -142,7 +149,7 @@ async def test_lmdb_reopen_finds_everything(tmp_path) -> None:
     s = open_lmdb(path)
     s.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i, b"k%d" % i, b"v%d" % i) for i in range(2, 102))
-    await s.write(WriteBatch(HardState(3, "b", 101), entries, entries[:50]))
+    await s.write(WriteBatch(HardState(3, "b", 101), entries, applied(entries[:50])))
     await s.close()
     s = open_lmdb(path)
     try:
@@ -169,12 +176,12 @@ async def test_lmdb_survives_kill_9(tmp_path) -> None:
         from dkv.storage import WriteBatch
         from dkv.raft.membership import Member, Membership
         sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_storage import put_entry, MEMBERS
+        from test_storage import put_entry, MEMBERS, applied
         s = LmdbStore.open({path!r}, reactor)
         s.bootstrap("cid", MEMBERS)
         for i in range(2, 100000):
             e = put_entry(i, b"k%d" % i, b"v%d" % i)
-            s._write_batch(WriteBatch(None, (e,), (e,)))
+            s._write_batch(WriteBatch(None, (e,), applied((e,))))
             print(i, flush=True)
         """
     )
@@ -223,12 +230,12 @@ async def test_keys_of_any_size(store, size) -> None:
     key = bytes(i % 251 for i in range(size))
     sibling = key[:-1] + b"\xff"  # same long prefix, different key
     entries = (put_entry(2, key, b"v"), put_entry(3, sibling, b"w"))
-    await store.write(WriteBatch(None, entries, entries))
+    await store.write(WriteBatch(None, entries, applied(entries)))
     assert store.get(key) == b"v"
     assert store.get(sibling) == b"w"
     assert store.get(key + b"x") is None
     entries = (delete_entry(4, key),)
-    await store.write(WriteBatch(None, entries, entries))
+    await store.write(WriteBatch(None, entries, applied(entries)))
     assert store.get(key) is None
     assert store.get(sibling) == b"w"
 
@@ -243,7 +250,7 @@ from dkv.storage import record_crc  # noqa: E402
 async def test_compaction_forgets_the_log_prefix_and_records_the_base(store) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i, b"k%d" % i, b"v") for i in range(2, 12))
-    await store.write(WriteBatch(HardState(2, "", 11), entries, entries))
+    await store.write(WriteBatch(HardState(2, "", 11), entries, applied(entries)))
     await store.write(WriteBatch(compact=SnapshotMeta(7, 2, MEMBERS)))
     loaded = store.load()
     assert [e.index for e in loaded.entries] == [8, 9, 10, 11]
@@ -257,7 +264,7 @@ async def test_compaction_forgets_the_log_prefix_and_records_the_base(store) -> 
 async def _fill(store, n: int) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i + 2, b"key-%05d" % i, b"value-%d" % i) for i in range(n))
-    await store.write(WriteBatch(HardState(2, "", n + 1), entries, entries))
+    await store.write(WriteBatch(HardState(2, "", n + 1), entries, applied(entries)))
 
 
 def _read_all(reader) -> list[list[tuple[bytes, bytes]]]:
@@ -278,7 +285,7 @@ async def test_snapshot_reader_is_a_consistent_view(store) -> None:
         assert reader.index == 2001
         # Writes after the view was taken are not in it.
         e = put_entry(2002, b"zzz-late", b"x")
-        await store.write(WriteBatch(None, (e,), (e,)))
+        await store.write(WriteBatch(None, (e,), applied((e,))))
         chunks = _read_all(reader)
         assert len(chunks) > 3
         records = [r for c in chunks for r in c]
@@ -297,7 +304,7 @@ async def test_staged_snapshot_installs_in_one_write(tmp_path) -> None:
         await _fill(source, 500)
         target.bootstrap("cid", MEMBERS)
         old = (put_entry(2, b"old-key", b"old"),)
-        await target.write(WriteBatch(HardState(2, "", 2), old, old))
+        await target.write(WriteBatch(HardState(2, "", 2), old, applied(old)))
         meta = SnapshotMeta(501, 2, MEMBERS)
         reader = source.snapshot_reader(chunk_bytes=2048)
         from dkv.storage.lmdb_store import stored_key, stored_value

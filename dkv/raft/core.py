@@ -200,7 +200,12 @@ class Raft:
         self._progress: dict[str, Progress] = {}
         self.election_elapsed = 0
         self._heartbeat_elapsed = 0
-        self._timeout = first_election_ticks or self._random_timeout()
+        # The node listed first in a new cluster's configuration gets "the
+        # first chance" to lead: until any leader has appended to the log
+        # (the log holds only the bootstrap entry, of term 1), its election
+        # timeout is this short one, every time.
+        self._first_election_ticks = first_election_ticks
+        self._timeout = self._random_timeout()
         self._transferee: str | None = None
         # Outputs.
         self._msgs: list[Message] = []
@@ -500,6 +505,8 @@ class Raft:
     # -- role changes -------------------------------------------------------------
 
     def _random_timeout(self) -> int:
+        if self._first_election_ticks and self.log.last_term() <= 1:
+            return self._first_election_ticks
         return self.cfg.election_ticks + self._rng.randrange(self.cfg.election_ticks)
 
     def _reset(self, term: int) -> None:

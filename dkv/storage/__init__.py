@@ -4,8 +4,8 @@
 A store holds, atomically together: the Raft hard state (term, vote, commit),
 the log, the key-value state and the applied index. One ``write(batch)`` is one
 durable transaction: the driver puts a Ready's hard state and entries and the
-committed entries to apply into one batch, so applied state and applied index
-can never disagree, and one fsync serves them all.
+operations of committed entries into one batch, so applied state and applied
+index can never disagree, and one fsync serves them all.
 
 ``MemoryStore`` (tests) and ``LmdbStore`` (the product) implement it.
 """
@@ -17,9 +17,9 @@ from typing import Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
-from dkv.commands import RequestId
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Entry, HardState, SnapshotMeta
+from dkv.statemachine import Applied
 
 
 class StorageError(Exception):
@@ -47,14 +47,14 @@ class WriteBatch:
                  be complete), drop the whole log, applied = its index;
     ``hard_state``;
     ``entries``  replace the log from ``entries[0].index`` on;
-    ``apply``    committed entries, applied in order (they may be among
-                 ``entries``);
+    ``apply``    the operations of committed entries and the applied
+                 index they bring the state to;
     ``compact``  forget log entries up to its index; it becomes the log's base.
     """
 
     hard_state: HardState | None = None
     entries: tuple[Entry, ...] = ()
-    apply: tuple[Entry, ...] = ()
+    apply: Applied | None = None
     install: SnapshotMeta | None = None
     compact: SnapshotMeta | None = None
 
@@ -82,9 +82,8 @@ class NodeStore(Protocol):
         """Make an empty store the start of a new cluster: entry 1 is the
         configuration, committed. Called before serving."""
 
-    def write(self, batch: WriteBatch) -> Deferred[list[RequestId]]:
-        """Durably commit batch; fires with the request ids it applied.
-        Writes run one at a time, in call order."""
+    def write(self, batch: WriteBatch) -> Deferred[None]:
+        """Durably commit batch. Writes run one at a time, in call order."""
 
     def get(self, key: bytes) -> bytes | None:
         """The applied value of key (never blocks on a write)."""

@@ -38,10 +38,9 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from dkv.commands import RequestId
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Entry, EntryKind, HardState, SnapshotMeta
-from dkv.statemachine import apply_entries
+from dkv.statemachine import write_ops
 from dkv.storage import (
     PersistentState,
     StorageError,
@@ -282,7 +281,7 @@ class LmdbStore:
             snapshot_membership=membership,
         )
 
-    def write(self, batch: WriteBatch) -> Deferred[list[RequestId]]:
+    def write(self, batch: WriteBatch) -> Deferred[None]:
         return self._in_writer(lambda: self._write_batch(batch))
 
     def get(self, key: bytes) -> bytes | None:
@@ -338,20 +337,18 @@ class LmdbStore:
         if txn.get(b"cluster_id", db=self._meta) is not None:
             raise StorageError("store is not empty")
 
-    def _write_batch(self, batch: WriteBatch) -> list[RequestId]:
+    def _write_batch(self, batch: WriteBatch) -> None:
         active = self._active
         with self._env.begin(write=True) as txn:
             if batch.install is not None:
                 active = self._install(txn, batch.install)
             self._write_raft(txn, batch.hard_state, batch.entries)
-            ids: list[RequestId] = []
-            if batch.apply:
-                ids = apply_entries(_TxnWriter(txn, self._kvs[active]), batch.apply)
-                txn.put(b"applied", _index_key(batch.apply[-1].index), db=self._meta)
+            if batch.apply is not None:
+                write_ops(_TxnWriter(txn, self._kvs[active]), batch.apply.ops)
+                txn.put(b"applied", _index_key(batch.apply.index), db=self._meta)
             if batch.compact is not None:
                 self._compact(txn, batch.compact)
         self._active = active  # readers switch only once the install committed
-        return ids
 
     def _write_raft(
         self, txn: lmdb.Transaction, hard_state: HardState | None, entries: tuple[Entry, ...]

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from dkv.commands import RequestId
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Entry, HardState, SnapshotMeta
-from dkv.statemachine import apply_entries
+from dkv.statemachine import write_ops
 from dkv.storage import PersistentState, StorageError, WriteBatch, bootstrap_state, record_crc
 
 
@@ -70,7 +69,7 @@ class MemoryStore:
         self.snapshot = SnapshotMeta(0, 0, membership)
         return self.load()  # type: ignore[return-value]
 
-    def write(self, batch: WriteBatch) -> Deferred[list[RequestId]]:
+    def write(self, batch: WriteBatch) -> Deferred[None]:
         self.writes += 1
         if batch.install is not None:
             meta = batch.install
@@ -88,14 +87,14 @@ class MemoryStore:
             for i in [i for i in self.log if i >= first]:
                 del self.log[i]
             self.log.update((e.index, e) for e in batch.entries)
-        ids = apply_entries(self, batch.apply)
-        if batch.apply:
-            self.applied = batch.apply[-1].index
+        if batch.apply is not None:
+            write_ops(self, batch.apply.ops)
+            self.applied = batch.apply.index
         if batch.compact is not None and batch.compact.index > self.snapshot.index:
             for i in [i for i in self.log if i <= batch.compact.index]:
                 del self.log[i]
             self.snapshot = batch.compact
-        return succeed(ids)
+        return succeed(None)
 
     def put(self, key: bytes, value: bytes) -> None:
         self.kv[key] = value
