@@ -33,6 +33,7 @@ import argparse
 import json
 import random
 import shlex
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -126,6 +127,8 @@ class TortureResult:
     #: What the nodes said about snapshots: node -> snapshot index at the
     #: end, and how many snapshots were installed from a leader (logs).
     snapshots: dict[str, Any] = attrs.field(factory=dict)
+    #: ``code_version()`` when the run started.
+    code: str = "unknown"
 
     @property
     def ops(self) -> list[Op]:
@@ -174,6 +177,7 @@ class TortureResult:
             "ok": self.ok,
             "exit_status": self.exit_status,
             "command": cfg.command(),
+            "code": self.code,
             "config": {
                 "nemesis": cfg.nemesis, "time": cfg.time, "tail": cfg.tail, "seed": cfg.seed, "nodes": cfg.nodes,
                 "clients": cfg.clients, "keys": cfg.keys, "read_ratio": cfg.read_ratio,
@@ -235,7 +239,7 @@ class TortureResult:
             "timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
         )
         verdict = {0: "PASS", 1: "VIOLATION", 2: "INCONCLUSIVE"}[self.exit_status]
-        lines.append(f"result: {verdict}   output in {cfg.out}")
+        lines.append(f"result: {verdict}   output in {cfg.out}   (code {self.code})")
         if self.exit_status:
             lines.append(f"reproduce (timing differs): {cfg.command()}")
         return "\n".join(lines)
@@ -251,6 +255,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
     seconds: dict[str, float] = {}
     heal_time: float | None = None
     started = time.monotonic()
+    code = code_version()
     with Cluster(
         out / "cluster",
         ids,
@@ -312,6 +317,8 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
             stale=workload.serializable_reads,
         )
         checks.append(_recovered(requests, heal_time))
+        if cfg.nemesis in ("membership", "mix"):
+            checks.append(_removed_stop(nemesis))
         seconds["checks"] = time.monotonic() - t1
         events = nemesis.events
         snapshots = {
@@ -329,9 +336,28 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         heal_time=heal_time,
         seconds={k: round(v, 2) for k, v in seconds.items()},
         snapshots=snapshots,
+        code=code,
     )
     write_files(result)
     return result
+
+
+def code_version() -> str:
+    """The git commit of the dkv package being tested, with "+dirty" when
+    files under dkv/ differ from it (other people edit the tree meanwhile);
+    "unknown" outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "dkv"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def _snapshot_args(cfg: TortureConfig) -> list[str]:
@@ -341,6 +367,14 @@ def _snapshot_args(cfg: TortureConfig) -> list[str]:
     if cfg.snapshot_keep:
         args += ["--snapshot-keep-entries", str(cfg.snapshot_keep)]
     return args
+
+
+def _removed_stop(nemesis: Nemesis) -> CheckResult:
+    """A node removed from the cluster stops by itself (it learns its removal)."""
+    removals = sum(1 for e in nemesis.events if e.action == "rejoin")
+    if nemesis.anomalies:
+        return CheckResult(name="removed-stop", ok=False, detail="; ".join(nemesis.anomalies))
+    return CheckResult(name="removed-stop", ok=True, detail=f"every removed node stopped by itself ({removals} removals)")
 
 
 def _recovered(requests: Sequence[Request], heal_time: float | None) -> CheckResult:

@@ -11,6 +11,7 @@ from dkv.testing.checks import (
     check_convergence,
     check_failed_invisible,
     check_no_phantoms,
+    scan_logs,
 )
 from dkv.testing.history import Op
 from dkv.testing.nemesis import FAULTS, SCHEDULES, NemesisConfig
@@ -127,3 +128,42 @@ def test_schedules() -> None:
     assert set(SCHEDULES) == set(FAULTS) | {"mix"}
     with pytest.raises(ValueError):
         TortureConfig(out="x", nemesis="meteor")
+
+
+class _FakeNode:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def log_text(self) -> str:
+        return self.text
+
+
+class _FakeCluster:
+    def __init__(self, logs: dict[str, str]) -> None:
+        self.ids = list(logs)
+        self.logs = logs
+
+    def node(self, node_id: str) -> _FakeNode:
+        return _FakeNode(self.logs[node_id])
+
+
+def test_scan_logs() -> None:
+    clean = "2026 [dkv#info] dkv node a starting\n2026 [dkv.replication#info] became leader in term 2\n"
+    crash = (
+        "2026 [dkv.replication#critical] cannot write to the store; this node stops serving\n"
+        "\tTraceback (most recent call last):\n\t  File \"x.py\", line 1, in f\n\tValueError: boom\n"
+        "2026 [dkv#info] next\n"
+    )
+    known = (
+        "2026 [dkv.api.rest#critical] internal error answering /v0/kv/key/azI=\n"
+        "\tTraceback (most recent call last):\n"
+        "\tlmdb.Error: Attempt to operate on closed/deleted/dropped object.\n"
+    )
+    [ok] = scan_logs(_FakeCluster({"a": clean}))  # type: ignore[arg-type]
+    assert ok.passed
+    [bad] = scan_logs(_FakeCluster({"a": clean, "b": crash}))  # type: ignore[arg-type]
+    assert bad.ok is False and "b.log line 1" in bad.detail and "ValueError: boom" in bad.detail
+    results = scan_logs(_FakeCluster({"a": known}))  # type: ignore[arg-type]
+    assert [(r.name, r.ok) for r in results] == [("node-logs", True), ("closed-store-read", False)]
+    [exited] = scan_logs(_FakeCluster({"a": clean}), [("a", 1)])  # type: ignore[arg-type]
+    assert exited.ok is False and "a exited by itself with status 1" in exited.detail

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from dkv.testing.checks import final_checks
-from dkv.testing.cluster import Cluster
-from dkv.testing.history import read_history
+from dkv.testing.cluster import Cluster, Timeout, wait_until
+from dkv.testing.history import read_history, write_history
 from dkv.testing.nemesis import SCHEDULES
 from dkv.testing.workload import Workload, WorkloadConfig
 from dkv.torture import TortureConfig, TortureResult, run_torture
@@ -47,13 +51,53 @@ _NOT_OK_EXPECTED = {
     "isolate-leader": ("fail", "unknown"),
     "flaky": ("fail", "unknown"),
     "mix": ("fail", "unknown"),
+    # Proposals are refused while leadership moves: 503.
+    "transfer-leader": ("fail", "unknown"),
+    # A removed node stops: refused connections until it is back.
+    "membership": ("fail",),
 }
+
+
+#: Known node bugs, by the check that shows them: a run whose only failures
+#: are these is an expected failure, with this reason; any other failed check
+#: still fails the test.
+KNOWN_BUGS = {
+    "removed-stop": (
+        "node bug: a follower removed under load often never learns that its removal "
+        "committed (the leader stops replicating to it first), so it never stops; "
+        "reproduced by test_removed_follower_stops_under_load, see its docstring"
+    ),
+    "closed-store-read": (
+        "node bug: a node that stops (a removed one) closes its LMDB store while the HTTP path "
+        "still serves a read: lmdb.Error 'Attempt to operate on closed/deleted/dropped object', "
+        "answered 500 and logged critical"
+    ),
+}
+
+
+#: Where a run that did not pass is copied (history, faults, summary, node
+#: logs; not the dbs), since pytest keeps only its last few tmp dirs.
+ARTIFACTS = Path(os.environ.get("DKV_FAULT_ARTIFACTS", Path(tempfile.gettempdir()) / "dkv-fault-artifacts"))
+
+
+def keep_artifacts(result: TortureResult) -> str:
+    """Copy a run that did not pass out of pytest's tmp dirs; where to."""
+    dest = ARTIFACTS / f"{result.config.nemesis}-seed{result.config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.copytree(result.config.out, dest, ignore=shutil.ignore_patterns("*.db", "*.db-lock", "*.db.removed-*"))
+    return f"\nthe run's files are kept in {dest}"
 
 
 def assert_sensible(result: TortureResult) -> None:
     report = result.render()
+    if not result.ok:
+        report += keep_artifacts(result)
+    failed = {c.name for c in result.checks if not c.passed}
+    if failed and not result.errors and failed <= set(KNOWN_BUGS):
+        pytest.xfail("; ".join(KNOWN_BUGS[name] for name in sorted(failed)) + "\n" + report)
     assert result.ok, report
-    assert result.injected >= 3, f"only {result.injected} faults injected\n{report}"
+    # A removal takes longest: the node stops, restarts empty, catches up.
+    least = 2 if result.config.nemesis == "membership" else 3
+    assert result.injected >= least, f"only {result.injected} faults injected\n{report}"
     counts = result.counts()
     for kind in ("read", "write"):
         assert counts.get(kind, {}).get("ok", 0) >= 200, f"too few ok {kind}s\n{report}"
@@ -88,6 +132,8 @@ def test_schedule(tmp_path, nemesis: str) -> None:
         "isolate-leader": {"isolate", "heal"},
         "flaky": {"flaky", "heal"},
         "mix": {"heal"},
+        "transfer-leader": {"transfer"},
+        "membership": {"remove", "rejoin"},
     }[nemesis]
     assert expected <= actions, (expected, actions)
 
@@ -121,8 +167,51 @@ def test_crash_recovery_every_node_killed_during_write_burst(tmp_path) -> None:
         ops = workload.ops
         checks, verdict, state = final_checks(c, ops, workload.keys)
         report = "\n".join(f"{ch.name}: {ch.ok} {ch.detail}" for ch in checks)
+        if not all(ch.passed for ch in checks):
+            write_history(tmp_path / "history.jsonl", ops)
+            dest = ARTIFACTS / f"crash-recovery-{time.strftime('%Y%m%d-%H%M%S')}"
+            shutil.copytree(tmp_path, dest, ignore=shutil.ignore_patterns("*.db", "*.db-lock"))
+            report += f"\nlogs and history kept in {dest}"
         assert all(ch.passed for ch in checks), report
         counts = workload.counts()
         assert counts[("write", "ok")] >= 1000, counts
         assert counts[("write", "fail")] + counts[("write", "unknown")] >= 1, counts
         assert all(node.starts == 4 for node in c.nodes.values())
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "node bug (membership): a follower removed while clients write often has the removing "
+        "configuration entry in its log but never learns that it committed -- the leader drops it "
+        "from replication at once -- so it stays a pre-candidate in the old term and never stops; "
+        "5 of 10 attempts in the first reproduction"
+    ),
+)
+def test_removed_follower_stops_under_load() -> None:
+    """Remove a follower through the leader while ten clients write and read:
+    the removed node must learn that its removal committed and stop (as the
+    membership process tests expect), every time.
+
+    Found by the ``membership`` schedule: about half of the removals leave
+    the follower running, ``role: pre-candidate``, its commit index short of
+    its last index, whose last entry is the configuration without it."""
+    stuck = []
+    for attempt in range(3):
+        with Cluster() as c:
+            c.start()
+            leader = c.leader()
+            workload = Workload(c.rest_ports, WorkloadConfig(clients=10), seed=SEED_OFFSET + attempt)
+            workload.start()
+            try:
+                workload.wait_for_ok("write", 200, timeout=30)
+                victim = next(i for i in c.ids if i != leader)
+                code, body = c.request(leader, "DELETE", f"/v0/members/{victim}")
+                assert code == 200, body
+                try:
+                    wait_until(lambda v=victim: not c.node(v).alive, 10, f"{victim} to stop")
+                except Timeout:
+                    stuck.append((attempt, victim, c.node(victim).try_status()))
+            finally:
+                workload.stop()
+    assert not stuck, f"removed followers still running 10 s after their removal: {stuck}"

@@ -14,6 +14,14 @@ one fault away. Schedules:
 ``isolate-leader``  cut every link to and from the leader, then heal.
 ``flaky``           make a random set of directed peer links reset their
                     connections at random and deliver late, then heal.
+``transfer-leader`` ask the leader (``POST /v0/leader/transfer``) to hand
+                    leadership to a random other node; nothing to undo.
+``membership``      remove a random node, the leader too, from the cluster
+                    (``DELETE /v0/members/ID`` through another node); once it
+                    has stopped, move its db aside and start it again empty
+                    with ``--join --auto-promote``: it comes back as a
+                    learner, catches up (by snapshot if the log was
+                    compacted) and becomes a voter again.
 ``mix``             each fault drawn at random from all of the above.
 
 Every choice (which fault, which node or links, how long) comes from the
@@ -28,10 +36,12 @@ not waits for a state: the fault lasts that long whatever the cluster does.
 
 from __future__ import annotations
 
+import http.client
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -41,12 +51,24 @@ from dkv.testing.cluster import Cluster, Timeout, wait_until
 __all__ = ["FAULTS", "SCHEDULES", "FaultEvent", "Nemesis", "NemesisConfig"]
 
 #: The single faults; ``mix`` draws from all of them.
-FAULTS: tuple[str, ...] = ("kill-leader", "kill-random", "pause", "partition", "isolate-leader", "flaky")
+FAULTS: tuple[str, ...] = (
+    "kill-leader",
+    "kill-random",
+    "pause",
+    "partition",
+    "isolate-leader",
+    "flaky",
+    "transfer-leader",
+    "membership",
+)
 SCHEDULES: tuple[str, ...] = FAULTS + ("mix",)
+
+#: How long a removed node may take to notice and stop.
+REMOVED_STOP_SECONDS = 10.0
 
 #: Actions that inject a fault (counted in ``Nemesis.injected``); the rest
 #: undo one or leave notes.
-FAULT_ACTIONS = frozenset({"kill", "pause", "partition", "isolate", "flaky"})
+FAULT_ACTIONS = frozenset({"kill", "pause", "partition", "isolate", "flaky", "transfer", "remove"})
 
 
 @attrs.frozen(kw_only=True)
@@ -112,7 +134,11 @@ class Nemesis:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._down: set[str] = set()  # killed by us, not restarted yet
+        self._down: set[str] = set()  # killed or removed by us, not restarted yet
+        self.rejoins = 0
+        #: Things the nodes did wrong that are not in the history (a removed
+        #: node that does not stop), for a check of their own.
+        self.anomalies: list[str] = []
         #: (node, exit status) of every node found dead that we had not killed.
         self.unexpected_exits: list[tuple[str, int | None]] = []
 
@@ -214,7 +240,95 @@ class Nemesis:
                 parts.append(f"{a}->{b} reset p={drop:.3f} delay={delay * 1000:.0f}ms")
             self.log("flaky", sorted({n for link in links for n in link}), "; ".join(parts))
             return self._heal_links
+        if fault == "transfer-leader":
+            return self._transfer()
+        if fault == "membership":
+            return self._remove_rejoin()
         raise ValueError(f"unknown fault {fault!r}")
+
+    def _transfer(self) -> Callable[[], None]:
+        c = self.cluster
+        leader = self._leader_or_random("transfer from")
+        to = self.rng.choice([i for i in c.ids if i != leader] or [leader])
+        try:
+            code, body = c.request(leader, "POST", "/v0/leader/transfer", {"to": to})
+            answer = f"{code} {body}"
+        except (OSError, http.client.HTTPException) as e:
+            answer = f"no answer: {e!r}"
+        self.log("transfer", [leader, to], f"{leader} asked to hand leadership to {to}: {answer}")
+        return lambda: None
+
+    def _members(self, via: str) -> dict[str, bool] | None:
+        """id -> voter, as node via sees the configuration; None if it does not answer."""
+        try:
+            code, body = self.cluster.request(via, "GET", "/v0/members", timeout=5.0)
+        except (OSError, http.client.HTTPException):
+            return None
+        if code != 200:
+            return None
+        return {m["id"]: bool(m["voter"]) for m in body["members"]}
+
+    def _remove_rejoin(self) -> Callable[[], None]:
+        c = self.cluster
+        victim = self.rng.choice(c.ids)
+        via = self.rng.choice([i for i in c.ids if i != victim])
+        self._down.add(victim)  # it will stop by itself: expected
+        try:
+            code, body = c.request(via, "DELETE", f"/v0/members/{victim}", timeout=c.client_timeout)
+            answer = f"{code} {body}"
+        except (OSError, http.client.HTTPException) as e:
+            code, answer = None, f"no answer: {e!r}"
+        self.log("remove", [victim], f"DELETE /v0/members/{victim} via {via}: {answer}")
+        removed = code == 200
+
+        def undo() -> None:
+            if not removed:
+                self._down.discard(victim)
+                return
+            node = c.node(victim)
+            try:
+                wait_until(lambda: not node.alive, REMOVED_STOP_SECONDS, f"{victim} to stop once removed")
+                status = node.returncode
+            except Timeout:
+                st = node.try_status()
+                seen = "" if st is None else (
+                    f": role {st['role']}, term {st['term']}, commit {st['commit_index']}, "
+                    f"applied {st['applied_index']}, last {st['last_index']}, "
+                    f"members {[m['id'] for m in st['members']]}"
+                )
+                detail = f"{victim} still runs {REMOVED_STOP_SECONDS:g} s after its removal{seen}; killing it"
+                self.log("note", [victim], detail)
+                self.anomalies.append(detail)
+                node.kill()
+                status = None
+            self.rejoins += 1
+            db = c.dir / f"{victim}.db"
+            for suffix in ("", "-lock"):
+                path = Path(f"{db}{suffix}")
+                if path.exists():
+                    path.rename(f"{db}.removed-{self.rejoins}{suffix}")
+            contact = self.rng.choice([i for i in c.ids if i != victim])
+            argv = list(node.argv)
+            if "--cluster" in argv:
+                at = argv.index("--cluster")
+                del argv[at : at + 2]
+            if "--join" in argv:
+                at = argv.index("--join")
+                del argv[at : at + 2]
+            argv += ["--join", f"127.0.0.1:{c.rpc_ports[contact]}"]
+            if "--auto-promote" not in argv:
+                argv.append("--auto-promote")
+            node.argv = argv
+            c.start_node(victim)
+            self._down.discard(victim)
+            self.log("rejoin", [victim], f"{victim} stopped (status {status}); restarted empty, joining via {contact}")
+            try:
+                wait_until(lambda: (m := self._members(contact)) and m.get(victim), 30.0, f"{victim} to be a voter")
+                self.log("note", [victim], f"{victim} is a voter again")
+            except Timeout:
+                self.log("note", [victim], f"{victim} not a voter 30 s after rejoining")
+
+        return undo
 
     def _leader(self) -> tuple[str, int] | None:
         """(id, term) of the running node that says it leads, the highest term if several."""
