@@ -71,8 +71,9 @@ KNOWN_BUGS = {
     ),
     "closed-store-read": (
         "node bug: a node that stops (a removed one) closes its LMDB store while the HTTP path "
-        "still serves a read: lmdb.Error 'Attempt to operate on closed/deleted/dropped object', "
-        "answered 500 and logged critical"
+        "still serves reads on open keep-alive connections: lmdb.Error 'Attempt to operate on "
+        "closed/deleted/dropped object', answered 500 and logged critical; reproduced by "
+        "test_stopping_node_never_answers_500"
     ),
 }
 
