@@ -82,7 +82,10 @@ class Node:
         return d
 
     def _read(self, key: bytes) -> Deferred[bytes]:
-        value = self.replication.read(key)
+        try:
+            value = self.replication.read(key)
+        except NoLeader as e:
+            return fail(e)
         if value is None:
             return fail(KeyNotFound())
         return succeed(value)

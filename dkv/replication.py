@@ -53,6 +53,8 @@ from dkv.transport.snapshots import CHUNK_BYTES, OutgoingSnapshot
 SnapshotSender = Callable[[str, OutgoingSnapshot, int], Deferred]
 #: How long a view stays open for a transfer to resume after a failure.
 KEEP_SNAPSHOT_SECONDS = 60.0
+#: How long the link to a member that left the configuration stays open.
+DEPARTED_LINK_SECONDS = 10.0
 
 log = logger("dkv.replication")
 
@@ -127,6 +129,8 @@ class ReplicationService(Service):
         self._reads: dict[int, list[_Request]] = {}
         self._apply_waiters: list[tuple[int, int, list[_Request]]] = []
         self._membership: tuple[Membership, Membership] | None = None
+        #: Members that left the configuration: id -> (address, keep link until).
+        self._departed: dict[str, tuple[str, float]] = {}
         self._soft: tuple[Role, int, str | None] | None = None
         # Compaction: every snapshot_entries applied entries, forget the log
         # up to snapshot_keep entries behind the applied index.
@@ -366,6 +370,7 @@ class ReplicationService(Service):
             self._read_pending(raft)
         self._deliver(raft.take_outbox())
         self._sync_membership()
+        self._check_removed()
         self._log_role_change(raft)
         if self._persisting is None and raft.has_ready():
             rd = raft.ready()
@@ -395,7 +400,10 @@ class ReplicationService(Service):
                     self._finish(req, result=None)
 
     def read(self, key: bytes) -> bytes | None:
-        """The applied value of key: the overlay, else the store."""
+        """The applied value of key: the overlay, else the store. Raises
+        NoLeader once the node is stopping (the store may be closed)."""
+        if not self.running:
+            raise NoLeader("node is shutting down")
         hit, value = self._overlay.get(key)
         return value if hit else self._store.get(key)
 
@@ -623,14 +631,27 @@ class ReplicationService(Service):
         assert raft is not None
         latest = raft.membership
         committed = raft.membership_at(raft.log.committed)
-        if (latest, committed) != self._membership:
-            self._membership = (latest, committed)
+        now = self._clock.seconds()
+        expired = [i for i, (_, until) in self._departed.items() if until <= now]
+        if (latest, committed) != self._membership or expired:
             addresses = {m.id: m.address for m in committed.members}
             addresses.update((m.id, m.address) for m in latest.members)
+            if self._membership is not None:
+                # A member that just left keeps its link a while: the messages
+                # that tell it it was removed must still reach it.
+                for m in self._membership[0].members + self._membership[1].members:
+                    if m.id not in addresses and m.id not in self._departed:
+                        self._departed[m.id] = (m.address, now + DEPARTED_LINK_SECONDS)
+            for i in expired:
+                del self._departed[i]
+            for i, (address, _) in self._departed.items():
+                addresses.setdefault(i, address)
+            self._membership = (latest, committed)
             self._transport.set_peers(addresses)
 
     def _check_removed(self) -> None:
-        """Once the applied configuration no longer lists us, we were removed:
+        """Once the applied configuration no longer lists us, or a member
+        with a newer committed configuration told us so, we were removed:
         say so once and let the node stop (thesis §4.2.2)."""
         raft = self.raft
         if raft is None or self._removed:
@@ -638,7 +659,9 @@ class ReplicationService(Service):
         applied_membership = raft.membership_at(self.applied)
         if self.node_id in applied_membership.ids:
             self._was_member = True
-        elif self._was_member and applied_membership.members:
+        if raft.removed or (
+            self._was_member and applied_membership.members and self.node_id not in applied_membership.ids
+        ):
             self._removed = True
             log.warn("this node was removed from the cluster; stopping")
             self._on_removed()

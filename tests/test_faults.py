@@ -63,19 +63,10 @@ _NOT_OK_EXPECTED = {
 #: Known node bugs, by the check that shows them: a run whose only failures
 #: are these is an expected failure, with this reason; any other failed check
 #: still fails the test.
-KNOWN_BUGS = {
-    "removed-stop": (
-        "node bug: a follower removed under load often never learns that its removal "
-        "committed (the leader stops replicating to it first), so it never stops; "
-        "reproduced by test_removed_follower_stops_under_load, see its docstring"
-    ),
-    "closed-store-read": (
-        "node bug: a node that stops (a removed one) closes its LMDB store while the HTTP path "
-        "still serves reads on open keep-alive connections: lmdb.Error 'Attempt to operate on "
-        "closed/deleted/dropped object', answered 500 and logged critical; reproduced by "
-        "test_stopping_node_never_answers_500"
-    ),
-}
+#: Node bugs the suite found, by check name, while they are open (none now:
+#: "removed-stop" and "closed-store-read" were fixed; their reproductions
+#: below run as plain tests).
+KNOWN_BUGS: dict[str, str] = {}
 
 
 #: Where a run that did not pass is copied (history, faults, summary, node
@@ -182,15 +173,6 @@ def test_crash_recovery_every_node_killed_during_write_burst(tmp_path) -> None:
         assert all(node.starts == 4 for node in c.nodes.values())
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "node bug (membership): a follower removed while clients write often has the removing "
-        "configuration entry in its log but never learns that it committed -- the leader drops it "
-        "from replication at once -- so it stays a pre-candidate in the old term and never stops; "
-        "5 of 10 attempts in the first reproduction"
-    ),
-)
 def test_removed_follower_stops_under_load() -> None:
     """Remove a follower through the leader while ten clients write and read:
     the removed node must learn that its removal committed and stop (as the
@@ -220,18 +202,10 @@ def test_removed_follower_stops_under_load() -> None:
     assert not stuck, f"removed followers still running 10 s after their removal: {stuck}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "node bug (shutdown): a stopping node (SIGTERM, or removed from the cluster) closes its LMDB "
-        "store while it still serves requests on open keep-alive connections: lmdb.Error 'Attempt to "
-        "operate on closed/deleted/dropped object', answered 500 and logged critical, thousands of "
-        "times per stop in the first reproduction"
-    ),
-)
 def test_stopping_node_never_answers_500() -> None:
     """SIGTERM a follower while clients on keep-alive connections read from
-    it: each request gets an answer or a closed connection, never a 500
+    it: each request gets an answer (at worst a retryable 503) or a closed
+    connection, never a 500
     (found by the ``membership`` schedule, where removed nodes stop)."""
     with Cluster() as c:
         c.start()
@@ -264,7 +238,8 @@ def test_stopping_node_never_answers_500() -> None:
         stop.set()
         for t in threads:
             t.join(10)
-        errors = [s for s in statuses if s >= 500]
+        # 503 ("node is shutting down") is a retryable answer; 500 never is.
+        errors = [s for s in statuses if s >= 500 and s != 503]
         log = c.node(victim).log_text()
         assert not errors and "closed/deleted/dropped" not in log, (
             f"{len(errors)} answers >= 500 of {len(statuses)} while {victim} stopped; log:\n{c.log_tail(victim, 30)}"

@@ -28,6 +28,7 @@ SAMPLES = [
     m.ReadIndexRequest(frm="b", to="a", term=4, ctx=5),
     m.ReadIndexResponse(frm="a", to="b", term=4, ctx=5, index=8, ok=False),
     m.TimeoutNow(frm="a", to="b", term=4),
+    m.NotMember(frm="a", to="b", term=4, config_index=17),
 ]
 
 

@@ -63,9 +63,10 @@ class FastHTTPProtocol(Protocol, TimeoutMixin):
     #: Idle keep-alive connections are closed after this long, as twisted.web does.
     idle_timeout = 60
 
-    def __init__(self, node: Node, site: Any) -> None:
+    def __init__(self, node: Node, site: Any, factory: FastHTTPFactory | None = None) -> None:
         self._node = node
         self._site = site
+        self._factory = factory
         self._buf = b""
         self._slots: deque[_Slot] = deque()
         self._close_after: _Slot | None = None
@@ -76,6 +77,17 @@ class FastHTTPProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted name
         self.setTimeout(self.idle_timeout)
+        if self._factory is not None:
+            self._factory.connections.add(self)
+
+    def close_when_idle(self) -> None:
+        """Close now if no answer is pending, else right after it."""
+        if self._handing_over:
+            return
+        if self._slots:
+            self._close_after = self._slots[-1]
+        else:
+            self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:  # noqa: N802 - Twisted name
         if self._slots:
@@ -265,6 +277,8 @@ class FastHTTPProtocol(Protocol, TimeoutMixin):
 
     def _switch(self) -> None:
         self.setTimeout(None)
+        if self._factory is not None:
+            self._factory.connections.discard(self)
         channel = self._site.buildProtocol(self.transport.getPeer())
         transport = self.transport
         transport.protocol = channel
@@ -277,6 +291,8 @@ class FastHTTPProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted name
         self._closed = True
         self.setTimeout(None)
+        if self._factory is not None:
+            self._factory.connections.discard(self)
         for slot in list(self._slots):
             if slot.deferred is not None:
                 slot.deferred.cancel()
@@ -289,14 +305,20 @@ class FastHTTPFactory(Factory):
     def __init__(self, node: Node, site: Any) -> None:
         self.node = node
         self.site = site
+        self.connections: set[FastHTTPProtocol] = set()
 
     def buildProtocol(self, addr: Any) -> FastHTTPProtocol:  # noqa: N802 - Twisted name
-        return FastHTTPProtocol(self.node, self.site)
+        return FastHTTPProtocol(self.node, self.site, self)
 
     def doStart(self) -> None:  # noqa: N802 - the site's own start/stop bookkeeping
         super().doStart()
         self.site.doStart()
 
     def doStop(self) -> None:  # noqa: N802
+        """The port closed (the node is stopping): close keep-alive
+        connections too, each after the answer it owes, so clients go to
+        another node instead of being told this one is shutting down."""
         super().doStop()
         self.site.doStop()
+        for protocol in list(self.connections):
+            protocol.close_when_idle()

@@ -224,8 +224,14 @@ class TimeoutNow(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class NotMember(_message.Message):
+    __slots__ = ("config_index",)
+    CONFIG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    config_index: int
+    def __init__(self, config_index: _Optional[int] = ...) -> None: ...
+
 class Message(_message.Message):
-    __slots__ = ("to", "term", "request_vote", "vote_response", "append_entries", "append_response", "heartbeat", "heartbeat_response", "propose", "propose_rejected", "read_index_request", "read_index_response", "timeout_now")
+    __slots__ = ("to", "term", "request_vote", "vote_response", "append_entries", "append_response", "heartbeat", "heartbeat_response", "propose", "propose_rejected", "read_index_request", "read_index_response", "timeout_now", "not_member")
     FROM_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +246,7 @@ class Message(_message.Message):
     READ_INDEX_REQUEST_FIELD_NUMBER: _ClassVar[int]
     READ_INDEX_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_NOW_FIELD_NUMBER: _ClassVar[int]
+    NOT_MEMBER_FIELD_NUMBER: _ClassVar[int]
     to: str
     term: int
     request_vote: RequestVote
@@ -253,4 +260,5 @@ class Message(_message.Message):
     read_index_request: ReadIndexRequest
     read_index_response: ReadIndexResponse
     timeout_now: TimeoutNow
-    def __init__(self, to: _Optional[str] = ..., term: _Optional[int] = ..., request_vote: _Optional[_Union[RequestVote, _Mapping]] = ..., vote_response: _Optional[_Union[VoteResponse, _Mapping]] = ..., append_entries: _Optional[_Union[AppendEntries, _Mapping]] = ..., append_response: _Optional[_Union[AppendResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_response: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., propose: _Optional[_Union[Propose, _Mapping]] = ..., propose_rejected: _Optional[_Union[ProposeRejected, _Mapping]] = ..., read_index_request: _Optional[_Union[ReadIndexRequest, _Mapping]] = ..., read_index_response: _Optional[_Union[ReadIndexResponse, _Mapping]] = ..., timeout_now: _Optional[_Union[TimeoutNow, _Mapping]] = ..., **kwargs) -> None: ...
+    not_member: NotMember
+    def __init__(self, to: _Optional[str] = ..., term: _Optional[int] = ..., request_vote: _Optional[_Union[RequestVote, _Mapping]] = ..., vote_response: _Optional[_Union[VoteResponse, _Mapping]] = ..., append_entries: _Optional[_Union[AppendEntries, _Mapping]] = ..., append_response: _Optional[_Union[AppendResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_response: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., propose: _Optional[_Union[Propose, _Mapping]] = ..., propose_rejected: _Optional[_Union[ProposeRejected, _Mapping]] = ..., read_index_request: _Optional[_Union[ReadIndexRequest, _Mapping]] = ..., read_index_response: _Optional[_Union[ReadIndexResponse, _Mapping]] = ..., timeout_now: _Optional[_Union[TimeoutNow, _Mapping]] = ..., not_member: _Optional[_Union[NotMember, _Mapping]] = ..., **kwargs) -> None: ...

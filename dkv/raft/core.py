@@ -43,6 +43,7 @@ from dkv.raft.messages import (
     HeartbeatResponse,
     InstallSnapshot,
     Message,
+    NotMember,
     Propose,
     ProposeRejected,
     ReadIndexRequest,
@@ -207,6 +208,9 @@ class Raft:
         self._first_election_ticks = first_election_ticks
         self._timeout = self._random_timeout()
         self._transferee: str | None = None
+        #: Told by a member with a newer committed configuration that we are
+        #: not in it (NotMember): we were removed.
+        self.removed = False
         # Outputs.
         self._msgs: list[Message] = []
         self._durable_msgs: list[Message] = []
@@ -265,7 +269,10 @@ class Raft:
         voters of the committed one that an uncommitted change removes:
         until the change commits they may be the only nodes whose logs are
         up to date enough to win, e.g. two leaders in turn that each appended
-        a change removing itself and lost leadership before committing it."""
+        a change removing itself and lost leadership before committing it.
+        A node told it was removed (NotMember) may not."""
+        if self.removed:
+            return False
         if self.membership.is_voter(self.id):
             return True
         return self._config_pending() and self.membership_at(self.log.committed).is_voter(self.id)
@@ -387,6 +394,11 @@ class Raft:
             pr.become_probe()
 
     def step(self, m: Message) -> None:
+        if isinstance(m, NotMember):
+            self._on_not_member(m)
+            return
+        if isinstance(m, RequestVote) and not self.removed:
+            self._tell_if_not_member(m)
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (
@@ -610,6 +622,33 @@ class Raft:
             self._become_follower(self.term, None)
             return True
         return False
+
+    def _config_index(self, index: int) -> int:
+        """The index of the configuration in force at index: its entry, or
+        the snapshot base if it came with the snapshot (a lower bound)."""
+        at = bisect.bisect_right(self.log.config_indexes, index)
+        return self.log.config_indexes[at - 1] if at else self.log.snapshot_index
+
+    def _tell_if_not_member(self, m: RequestVote) -> None:
+        """A campaigning node that our committed configuration does not list
+        (nor a pending one) may have been removed without learning it (it was
+        down, or the news was lost): tell it (thesis §4.2.2)."""
+        committed = self.log.committed
+        if m.frm in self.membership.ids or m.frm in self.membership_at(committed).ids:
+            return
+        if not self.membership_at(committed).members:
+            return  # we know no configuration yet (a node still joining)
+        self._send(NotMember(frm=self.id, to=m.frm, term=self.term, config_index=self._config_index(committed)))
+
+    def _on_not_member(self, m: NotMember) -> None:
+        """A committed configuration at least as recent as our latest one
+        leaves us out: we were removed. Stop campaigning; the driver stops."""
+        if self.removed or self.id not in self.membership.ids | self.membership_at(self.log.committed).ids:
+            return
+        if m.config_index >= self._config_index(self.log.last_index()):
+            self.removed = True
+            if self.role is not Role.FOLLOWER:
+                self._become_follower(self.term, None)
 
     def _handle_vote_request(self, m: RequestVote) -> None:
         can_vote = (

@@ -140,6 +140,16 @@ class TimeoutNow(Message):
 
 
 @attrs.frozen(slots=True, kw_only=True)
+class NotMember(Message):
+    """An answer to a vote request: the sender's committed configuration,
+    which holds the changes up to ``config_index``, does not list the
+    candidate. A candidate whose own latest configuration is not newer was
+    removed, and stops."""
+
+    config_index: int
+
+
+@attrs.frozen(slots=True, kw_only=True)
 class InstallSnapshot(Message):
     """The leader's state at ``meta`` arrived and is staged on this node.
 

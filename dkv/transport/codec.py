@@ -36,6 +36,7 @@ _SIMPLE: dict[type[m.Message], tuple[str, tuple[str, ...]]] = {
     m.ReadIndexRequest: ("read_index_request", ("ctx",)),
     m.ReadIndexResponse: ("read_index_response", ("ctx", "index", "ok")),
     m.TimeoutNow: ("timeout_now", ()),
+    m.NotMember: ("not_member", ("config_index",)),
 }
 _BY_FIELD = {field: (cls, names) for cls, (field, names) in _SIMPLE.items()}
 

@@ -1,0 +1,64 @@
+"""A node removed while it could not hear about it learns it when it
+campaigns: members whose committed configuration leaves it out say so."""
+
+from __future__ import annotations
+
+import random
+
+from dkv.raft import RaftConfig, Role
+from dkv.raft.membership import Member, Membership
+from dkv.raft.messages import Entry, EntryKind, HardState, NotMember, RequestVote
+
+ABC = Membership(tuple(Member(i, f"{i}:1") for i in "abc"))
+AB = Membership(tuple(Member(i, f"{i}:1") for i in "ab"))
+
+
+def node(node_id: str, entries: list[Entry], commit: int):
+    from dkv.raft import Raft
+
+    return Raft(node_id, RaftConfig(), random.Random(1), hard_state=HardState(2, "", commit), entries=entries, applied=commit)
+
+
+LOG_WITH_REMOVAL = [Entry(1, 1, EntryKind.CONFIG, ABC.encode()), Entry(2, 2), Entry(3, 2, EntryKind.CONFIG, AB.encode())]
+
+
+def vote_request(frm: str, to: str) -> RequestVote:
+    return RequestVote(frm=frm, to=to, term=3, last_index=2, last_term=2, pre_vote=True)
+
+
+def test_member_tells_a_removed_candidate() -> None:
+    a = node("a", LOG_WITH_REMOVAL, commit=3)
+    a.step(vote_request("c", "a"))
+    notices = [m for m in a.take_outbox().messages if isinstance(m, NotMember)]
+    assert notices == [NotMember(frm="a", to="c", term=2, config_index=3)]
+
+
+def test_no_notice_while_the_change_is_uncommitted_or_for_members() -> None:
+    a = node("a", LOG_WITH_REMOVAL, commit=2)  # removal of c not committed: c still counts
+    a.step(vote_request("c", "a"))
+    assert not [m for m in a.take_outbox().messages if isinstance(m, NotMember)]
+    b = node("b", LOG_WITH_REMOVAL, commit=3)
+    b.step(vote_request("a", "b"))
+    assert not [m for m in b.take_outbox().messages if isinstance(m, NotMember)]
+
+
+def test_removed_node_stops_campaigning() -> None:
+    c = node("c", LOG_WITH_REMOVAL[:2], commit=2)  # never got the removal
+    for _ in range(40):
+        c.tick()
+    assert c.role is Role.PRE_CANDIDATE
+    c.step(NotMember(frm="a", to="c", term=2, config_index=3))
+    assert c.removed and c.role is Role.FOLLOWER
+    c.take_outbox()
+    for _ in range(60):
+        c.tick()
+    assert c.role is Role.FOLLOWER and not c.take_outbox().messages
+
+
+def test_a_stale_notice_is_ignored() -> None:
+    """c was re-added (config at 5) after a removal at 3: a member that only
+    knows the removal must not stop it."""
+    readded = Membership(tuple(Member(i, f"{i}:1") for i in "abc"))
+    c = node("c", LOG_WITH_REMOVAL + [Entry(4, 2), Entry(5, 2, EntryKind.CONFIG, readded.encode())], commit=5)
+    c.step(NotMember(frm="a", to="c", term=2, config_index=3))
+    assert not c.removed
