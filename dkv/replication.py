@@ -153,6 +153,7 @@ class ReplicationService(Service):
         self._expiring: deque[_Request] = deque()
         #: Committed operations answered but not yet in the store.
         self._overlay = Overlay()
+        self._installing: SnapshotMeta | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -384,6 +385,7 @@ class ReplicationService(Service):
                 self.applied = applied.index
                 self._answer_writes(ids)
                 self._release_apply_waiters()
+            self._installing = rd.snapshot
             batch = WriteBatch(
                 rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact
             )
@@ -407,8 +409,15 @@ class ReplicationService(Service):
         hit, value = self._overlay.get(key)
         return value if hit else self._store.get(key)
 
+    @property
+    def installing_snapshot(self) -> bool:
+        """The core accepted a staged snapshot that is not installed yet:
+        the staging area must not be reused until it is."""
+        return self._installing is not None or (self.raft is not None and self.raft.snapshot_pending)
+
     def _persisted(self, _: None, rd: Ready, applied: Applied | None) -> None:
         self._persisting = None
+        self._installing = None
         if not self.running or self.raft is None:
             return
         # Persist -> send -> apply (the store now holds what the overlay had) -> advance.

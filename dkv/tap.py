@@ -370,7 +370,11 @@ class DkvService(MultiService):
             ),
         )
         transport.snapshot_receiver = SnapshotReceiver(
-            c.node_id, lambda: state.cluster_id, lambda: store, replication.receive
+            c.node_id,
+            lambda: state.cluster_id,
+            lambda: store,
+            replication.receive,
+            busy=lambda: replication.installing_snapshot,
         )
         replication.setServiceParent(self)
         cluster_client = ClusterClient(c.request_timeout)

@@ -375,6 +375,11 @@ class Raft:
         pr.become_probe()
         pr.paused = not ok
 
+    @property
+    def snapshot_pending(self) -> bool:
+        """A snapshot was accepted and waits for the next Ready."""
+        return self._pending_snapshot is not None
+
     def compact(self, index: int) -> SnapshotMeta:
         """Forget entries up to index (<= applied): the applied state is the
         snapshot. Returns the new log base for the driver to persist."""

@@ -128,11 +128,14 @@ class SnapshotReceiver:
         cluster_id: Callable[[], str],
         store: Callable[[], NodeStore],
         deliver: Callable[[list[Message]], None],
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._node_id = node_id
         self._cluster_id = cluster_id
         self._store = store
         self._deliver = deliver
+        #: True while a staged snapshot awaits its install: do not restage.
+        self._busy = busy
         self._generation = 0
 
     async def receive(self, requests: AsyncIterator[raft_pb2.SnapshotChunk]) -> AsyncIterator[raft_pb2.SnapshotAck]:
@@ -149,6 +152,9 @@ class SnapshotReceiver:
             yield raft_pb2.SnapshotAck(error="no snapshot meta in the first message")
             return
         meta = meta_from_pb(header.meta)
+        if self._busy():
+            yield raft_pb2.SnapshotAck(error="installing an earlier snapshot; try again")
+            return
         store = self._store()
         try:
             next_seq = await _wait(store.stage_begin(meta))
