@@ -55,6 +55,8 @@ SnapshotSender = Callable[[str, OutgoingSnapshot, int], Deferred]
 KEEP_SNAPSHOT_SECONDS = 60.0
 #: How long the link to a member that left the configuration stays open.
 DEPARTED_LINK_SECONDS = 10.0
+#: How long a commit index may wait for an append to carry it (defer_commit).
+COMMIT_FLUSH_SECONDS = 0.002
 
 log = logger("dkv.replication")
 
@@ -154,6 +156,7 @@ class ReplicationService(Service):
         #: Committed operations answered but not yet in the store.
         self._overlay = Overlay()
         self._installing: SnapshotMeta | None = None
+        self._commit_flush: IDelayedCall | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -183,9 +186,10 @@ class ReplicationService(Service):
         super().stopService()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        if self._scheduled is not None and self._scheduled.active():
-            self._scheduled.cancel()
-        self._scheduled = None
+        for call in (self._scheduled, self._commit_flush):
+            if call is not None and call.active():
+                call.cancel()
+        self._scheduled = self._commit_flush = None
         for rid, _ in self._new_writes:
             self._fail_write(rid, NoLeader("node is shutting down"))
         for req in list(self._writes.values()):
@@ -370,6 +374,8 @@ class ReplicationService(Service):
         if self._new_reads:
             self._read_pending(raft)
         self._deliver(raft.take_outbox())
+        if raft.commit_waiting and self._commit_flush is None:
+            self._commit_flush = self._clock.callLater(COMMIT_FLUSH_SECONDS, self._flush_commit)
         self._sync_membership()
         self._check_removed()
         self._log_role_change(raft)
@@ -393,6 +399,13 @@ class ReplicationService(Service):
             d = self._store.write(batch)
             self._persisting = d
             d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied))
+
+    def _flush_commit(self) -> None:
+        """The commit index held back for the next append: send it now."""
+        self._commit_flush = None
+        if self.raft is not None and self.running:
+            self._guard(self.raft.flush_commit)
+            self._process()
 
     def _answer_writes(self, ids: list[RequestId]) -> None:
         for rid in ids:

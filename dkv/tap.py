@@ -184,6 +184,7 @@ class Options(usage.Options):
                 election_ticks=self["election-ticks"],
                 heartbeat_ticks=self["heartbeat-ticks"],
                 max_inflight=self["max-inflight"],
+                defer_commit=True,
             ),
             limits=Limits(max_key_bytes=self["max-key-size"], max_body_bytes=self["max-body-size"]),
             snapshot_entries=self["snapshot-entries"],

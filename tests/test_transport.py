@@ -20,6 +20,7 @@ SAMPLES = [
     m.RequestVote(frm="a", to="b", term=4, last_index=9, last_term=3, pre_vote=True, transfer=True),
     m.VoteResponse(frm="b", to="a", term=4, granted=True, pre_vote=True),
     m.AppendEntries(frm="a", to="b", term=4, prev_index=6, prev_term=3, entries=(ENTRY, m.Entry(8, 4)), commit=5, seq=11),
+    m.AppendEntries(frm="a", to="b", term=4, prev_index=8, prev_term=4, commit=8, seq=11, commit_only=True),
     m.AppendResponse(frm="b", to="a", term=4, success=False, index=6, hint_index=3, hint_term=2, seq=11),
     m.Heartbeat(frm="a", to="b", term=4, commit=5, seq=12),
     m.HeartbeatResponse(frm="b", to="a", term=4, seq=12),

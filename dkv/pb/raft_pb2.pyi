@@ -149,18 +149,20 @@ class VoteResponse(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., pre_vote: _Optional[bool] = ...) -> None: ...
 
 class AppendEntries(_message.Message):
-    __slots__ = ("prev_index", "prev_term", "entries", "commit", "seq")
+    __slots__ = ("prev_index", "prev_term", "entries", "commit", "seq", "commit_only")
     PREV_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREV_TERM_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_ONLY_FIELD_NUMBER: _ClassVar[int]
     prev_index: int
     prev_term: int
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
     commit: int
     seq: int
-    def __init__(self, prev_index: _Optional[int] = ..., prev_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+    commit_only: bool
+    def __init__(self, prev_index: _Optional[int] = ..., prev_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., seq: _Optional[int] = ..., commit_only: _Optional[bool] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
     __slots__ = ("success", "index", "hint_index", "hint_term", "seq")

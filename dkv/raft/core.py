@@ -89,6 +89,10 @@ class RaftConfig:
     max_append_bytes: int = 1 << 20
     check_quorum: bool = True
     pre_vote: bool = True
+    #: Hold back appends that would only carry a new commit index until
+    #: ``flush_commit()``: under load the next append carries it anyway, one
+    #: message per follower instead of two (the driver flushes soon after).
+    defer_commit: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
@@ -224,6 +228,8 @@ class Raft:
         # Leader: followers to send an append even when there is nothing new
         # (their match lags although every entry went out: some were lost).
         self._probe_tail: set[str] = set()
+        # Leader: followers owed a commit index held back (defer_commit).
+        self._commit_waiting: set[str] = set()
         # ReadIndex (thesis §6.4): reads wait for a quorum to ack round `seq`.
         self._read_seq = 0
         self._seq_sent = True
@@ -538,6 +544,7 @@ class Raft:
         self._transferee = None
         self._dirty.clear()
         self._probe_tail.clear()
+        self._commit_waiting.clear()
         self._heartbeat_due = False
         self._read_round_wanted = False
         self._fail_pending_reads()
@@ -635,9 +642,13 @@ class Raft:
         return self.log.config_indexes[at - 1] if at else self.log.snapshot_index
 
     def _tell_if_not_member(self, m: RequestVote) -> None:
-        """A campaigning node that our committed configuration does not list
-        (nor a pending one) may have been removed without learning it (it was
-        down, or the news was lost): tell it (thesis §4.2.2)."""
+        """A campaigning node that the leader's configurations (committed and
+        latest) do not list may have been removed without learning it (it was
+        down, or the news was lost): tell it (thesis §4.2.2). Only the leader
+        tells: it holds every committed change, so a node it tells was not
+        re-added since."""
+        if self.role is not Role.LEADER:
+            return
         committed = self.log.committed
         if m.frm in self.membership.ids or m.frm in self.membership_at(committed).ids:
             return
@@ -650,7 +661,7 @@ class Raft:
         leaves us out: we were removed. Stop campaigning; the driver stops."""
         if self.removed or self.id not in self.membership.ids | self.membership_at(self.log.committed).ids:
             return
-        if m.config_index >= self._config_index(self.log.last_index()):
+        if m.term >= self.term and m.config_index >= self._config_index(self.log.last_index()):
             self.removed = True
             if self.role is not Role.FOLLOWER:
                 self._become_follower(self.term, None)
@@ -764,6 +775,8 @@ class Raft:
             # (Leader Completeness, §5.4): skip it.
             skip = committed - prev_index
             if skip >= len(entries):
+                if m.commit_only:
+                    return
                 self._send(
                     AppendResponse(
                         frm=self.id, to=m.frm, term=self.term, success=True, index=committed, seq=m.seq
@@ -773,6 +786,8 @@ class Raft:
             entries = entries[skip:]
             prev_index, prev_term = committed, self.log.term(committed) or 0
         last_new = self.log.maybe_append(prev_index, prev_term, m.commit, entries)
+        if m.commit_only and not entries:
+            return  # just the commit index; a mismatch shows in heartbeat answers
         if last_new is not None:
             self._send(
                 AppendResponse(frm=self.id, to=m.frm, term=self.term, success=True, index=last_new, seq=m.seq)
@@ -1033,16 +1048,39 @@ class Raft:
             entries = self.log.slice(pr.next, last + 1, self.cfg.max_append_bytes)
             self._send_append(to, pr, prev, entries)
             sent_any = True
-        if (
-            not sent_any
-            and (probe or pr.sent_commit < self.log.committed)
-            and not pr.is_paused(self.cfg.max_inflight)
-        ):
-            # Nothing new to send, but the follower should learn the commit,
-            # or we must learn whether it got what we sent.
+        if sent_any or pr.is_paused(self.cfg.max_inflight):
+            return
+        if probe:
+            # We must learn whether it got what we sent.
             self._send_append(to, pr, pr.next - 1, [])
+        elif pr.sent_commit < self.log.committed:
+            # Nothing new to send, but the follower should learn the commit.
+            if self.cfg.defer_commit:
+                self._commit_waiting.add(to)
+            else:
+                self._send_append(to, pr, pr.next - 1, [], commit_only=True)
 
-    def _send_append(self, to: str, pr: Progress, prev: int, entries: list[Entry]) -> None:
+    @property
+    def commit_waiting(self) -> bool:
+        """Some follower waits for a commit index held back (defer_commit)."""
+        return bool(self._commit_waiting)
+
+    def flush_commit(self) -> None:
+        """Send the held-back commit index to followers that did not get it
+        with an append since."""
+        waiting, self._commit_waiting = self._commit_waiting, set()
+        if self.role is not Role.LEADER:
+            return
+        for to in sorted(waiting):
+            pr = self._progress.get(to)
+            if pr is not None and pr.sent_commit < self.log.committed and not pr.is_paused(self.cfg.max_inflight):
+                self._send_append(to, pr, pr.next - 1, [], commit_only=True)
+
+    def _send_append(
+        self, to: str, pr: Progress, prev: int, entries: list[Entry], commit_only: bool = False
+    ) -> None:
+        """commit_only: an append that only tells the commit index; it is not
+        answered, so it must not be what flow control waits for."""
         commit = self.log.committed
         self._send(
             AppendEntries(
@@ -1053,12 +1091,15 @@ class Raft:
                 prev_term=self.log.term(prev) or 0,
                 entries=tuple(entries),
                 commit=commit,
-                seq=self._read_seq,
+                seq=0 if commit_only else self._read_seq,
+                commit_only=commit_only,
             )
         )
+        pr.sent_commit = commit
+        if commit_only:
+            return  # no answer will come: neither a read round nor flow control
         self._seq_sent = True
         self._sent_seq = self._read_seq
-        pr.sent_commit = commit
         pr.sent(prev + len(entries), len(entries))
 
     # -- plumbing ----------------------------------------------------------------

@@ -81,6 +81,8 @@ class AppendEntries(Message):
     commit: int = 0
     #: The leader's read round when sent; echoed so reads can be confirmed.
     seq: int = 0
+    #: No entries, only a new commit index: the follower need not answer.
+    commit_only: bool = False
 
 
 @attrs.frozen(slots=True, kw_only=True)

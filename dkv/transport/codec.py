@@ -50,6 +50,7 @@ def message_to_pb(msg: m.Message) -> pb.Message:
         body.prev_term = msg.prev_term
         body.commit = msg.commit
         body.seq = msg.seq
+        body.commit_only = msg.commit_only
         body.entries.extend(entry_to_pb(e) for e in msg.entries)
     elif isinstance(msg, m.Propose):
         out.propose.ctx = msg.ctx
@@ -80,6 +81,7 @@ def message_from_pb(p: pb.Message) -> m.Message:
             entries=tuple(entry_from_pb(e) for e in a.entries),
             commit=a.commit,
             seq=a.seq,
+            commit_only=a.commit_only,
         )
     if kind == "propose":
         return m.Propose(**common, ctx=p.propose.ctx, payloads=tuple(p.propose.payloads))

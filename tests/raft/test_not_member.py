@@ -26,18 +26,29 @@ def vote_request(frm: str, to: str) -> RequestVote:
     return RequestVote(frm=frm, to=to, term=3, last_index=2, last_term=2, pre_vote=True)
 
 
-def test_member_tells_a_removed_candidate() -> None:
-    a = node("a", LOG_WITH_REMOVAL, commit=3)
+def leader(node_id: str, entries: list[Entry], commit: int):
+    raft = node(node_id, entries, commit)
+    raft._become_leader()
+    raft.take_outbox()
+    return raft
+
+
+def test_leader_tells_a_removed_candidate() -> None:
+    a = leader("a", LOG_WITH_REMOVAL, commit=3)
     a.step(vote_request("c", "a"))
     notices = [m for m in a.take_outbox().messages if isinstance(m, NotMember)]
-    assert notices == [NotMember(frm="a", to="c", term=2, config_index=3)]
+    assert notices == [NotMember(frm="a", to="c", term=a.term, config_index=3)]
+    # A follower does not tell: it may not know of a later change re-adding c.
+    b = node("b", LOG_WITH_REMOVAL, commit=3)
+    b.step(vote_request("c", "b"))
+    assert not [m for m in b.take_outbox().messages if isinstance(m, NotMember)]
 
 
 def test_no_notice_while_the_change_is_uncommitted_or_for_members() -> None:
-    a = node("a", LOG_WITH_REMOVAL, commit=2)  # removal of c not committed: c still counts
+    a = leader("a", LOG_WITH_REMOVAL, commit=2)  # removal of c not committed: c still counts
     a.step(vote_request("c", "a"))
     assert not [m for m in a.take_outbox().messages if isinstance(m, NotMember)]
-    b = node("b", LOG_WITH_REMOVAL, commit=3)
+    b = leader("b", LOG_WITH_REMOVAL, commit=3)
     b.step(vote_request("a", "b"))
     assert not [m for m in b.take_outbox().messages if isinstance(m, NotMember)]
 
@@ -47,7 +58,7 @@ def test_removed_node_stops_campaigning() -> None:
     for _ in range(40):
         c.tick()
     assert c.role is Role.PRE_CANDIDATE
-    c.step(NotMember(frm="a", to="c", term=2, config_index=3))
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3))
     assert c.removed and c.role is Role.FOLLOWER
     c.take_outbox()
     for _ in range(60):
@@ -60,5 +71,10 @@ def test_a_stale_notice_is_ignored() -> None:
     knows the removal must not stop it."""
     readded = Membership(tuple(Member(i, f"{i}:1") for i in "abc"))
     c = node("c", LOG_WITH_REMOVAL + [Entry(4, 2), Entry(5, 2, EntryKind.CONFIG, readded.encode())], commit=5)
-    c.step(NotMember(frm="a", to="c", term=2, config_index=3))
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3))
     assert not c.removed
+    # Nor one from a leader of an older term.
+    c2 = node("c", LOG_WITH_REMOVAL[:2], commit=2)
+    c2.term = 4
+    c2.step(NotMember(frm="a", to="c", term=3, config_index=3))
+    assert not c2.removed
