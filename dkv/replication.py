@@ -150,6 +150,7 @@ class ReplicationService(Service):
         self._promote_lag = promote_lag
         self._was_member = False
         self._removed = False
+        self._told_removed_at: float | None = None
         self._transfers: list[_Request] = []
         #: Every waiting request, oldest (earliest deadline) first.
         self._expiring: deque[_Request] = deque()
@@ -359,6 +360,7 @@ class ReplicationService(Service):
         self._expire_requests()
         self._guard(self.raft.tick)
         self._process()
+        self._check_removed()
 
     def _schedule(self) -> None:
         if self._scheduled is None and self.running:
@@ -672,16 +674,27 @@ class ReplicationService(Service):
             self._transport.set_peers(addresses)
 
     def _check_removed(self) -> None:
-        """Once the applied configuration no longer lists us, or a member
-        with a newer committed configuration told us so, we were removed:
-        say so once and let the node stop (thesis §4.2.2)."""
+        """Once the applied configuration no longer lists us, we were
+        removed: say so once and let the node stop (thesis §4.2.2). So too
+        when the leader told us we are no member (NotMember) and no leader
+        contacted us for two election timeouts since (a notice can be
+        overtaken by a change that added us back)."""
         raft = self.raft
         if raft is None or self._removed:
             return
         applied_membership = raft.membership_at(self.applied)
         if self.node_id in applied_membership.ids:
             self._was_member = True
-        if raft.removed or (
+        if not raft.removed:
+            self._told_removed_at = None
+        elif self._told_removed_at is None:
+            self._told_removed_at = self._clock.seconds()
+            log.info("the leader says this node is no member; stopping unless a leader contacts it")
+        told = self._told_removed_at is not None and (
+            self._clock.seconds() - self._told_removed_at
+            >= 2 * self._raft_config.election_ticks * self._tick_seconds
+        )
+        if told or (
             self._was_member and applied_membership.members and self.node_id not in applied_membership.ids
         ):
             self._removed = True

@@ -218,3 +218,24 @@ def test_restart_keeps_membership_and_snapshot_base(world) -> None:
     assert svcs["b"].status().snapshot_index == stores["b"].snapshot.index > 0
     pump(clock, 0.3)
     assert svcs["b"].applied == svcs["a"].applied
+
+
+def test_notice_stops_a_node_only_if_no_leader_contacts_it(world) -> None:
+    """NotMember makes a node passive; the driver stops it only if no leader
+    contacts it for two election timeouts."""
+    from dkv.raft.messages import Heartbeat, NotMember
+
+    clock, net, stores, svcs, _ = world
+    c = svcs["c"]
+    removed: list[str] = []
+    c._on_removed = lambda: removed.append("c")
+    net.down = {"c"}  # nobody hears from it, it hears from nobody
+    c.receive([NotMember(frm="a", to="c", term=c.raft.term, config_index=c.raft.log.last_index())])
+    pump(clock, 0.1)
+    assert c.raft.removed and removed == []
+    c.receive([Heartbeat(frm="a", to="c", term=c.raft.term, commit=0)])  # a leader wants it after all
+    pump(clock, 0.5)
+    assert not c.raft.removed and removed == []
+    c.receive([NotMember(frm="a", to="c", term=c.raft.term, config_index=c.raft.log.last_index())])
+    pump(clock, 0.3)
+    assert removed == ["c"]

@@ -212,8 +212,10 @@ class Raft:
         self._first_election_ticks = first_election_ticks
         self._timeout = self._random_timeout()
         self._transferee: str | None = None
-        #: Told by a member with a newer committed configuration that we are
-        #: not in it (NotMember): we were removed.
+        #: Told by the leader that its configurations leave us out
+        #: (NotMember): we stay passive (no campaigning). A later message
+        #: from a leader clears it: the notice may have been overtaken by a
+        #: change that added us back.
         self.removed = False
         # Outputs.
         self._msgs: list[Message] = []
@@ -410,6 +412,8 @@ class Raft:
             return
         if isinstance(m, RequestVote) and not self.removed:
             self._tell_if_not_member(m)
+        if self.removed and isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)) and m.term >= self.term:
+            self.removed = False  # a leader replicates to us: we are (again) wanted
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (
@@ -658,7 +662,8 @@ class Raft:
 
     def _on_not_member(self, m: NotMember) -> None:
         """A committed configuration at least as recent as our latest one
-        leaves us out: we were removed. Stop campaigning; the driver stops."""
+        leaves us out: we were removed. Stop campaigning; the driver stops
+        the node unless a leader contacts us soon (see ``removed``)."""
         if self.removed or self.id not in self.membership.ids | self.membership_at(self.log.committed).ids:
             return
         if m.term >= self.term and m.config_index >= self._config_index(self.log.last_index()):

@@ -78,3 +78,15 @@ def test_a_stale_notice_is_ignored() -> None:
     c2.term = 4
     c2.step(NotMember(frm="a", to="c", term=3, config_index=3))
     assert not c2.removed
+
+
+def test_contact_from_a_leader_clears_a_notice() -> None:
+    """A notice can be overtaken by a change that added the node back: a
+    leader replicating to it means it is wanted (again)."""
+    from dkv.raft.messages import Heartbeat
+
+    c = node("c", LOG_WITH_REMOVAL[:2], commit=2)
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3))
+    assert c.removed
+    c.step(Heartbeat(frm="a", to="c", term=3, commit=2))
+    assert not c.removed
