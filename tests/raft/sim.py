@@ -1,22 +1,32 @@
 """Deterministic simulation of a dkv Raft cluster, for tests of the pure core.
 
-Two drivers live here, both following the core's contract exactly (persist
-hard state and entries, then send the Ready's messages, then apply the
-committed entries, then ``advance``; at most one Ready outstanding):
+Two drivers live here, both following the core's contract exactly (persist a
+Ready's snapshot, hard state and entries, then send its messages, then apply
+its committed entries, then ``advance``; at most one Ready outstanding):
 
 ``Cluster``
     a chaotic cluster run from one seed: a lossy network (drop, delay,
     duplicate, reorder), partitions and one-way cuts, crashes and restarts
     from a simulated disk, asynchronous fsync (a Ready stays outstanding for
     a while), client proposals and reads, leadership transfers and membership
-    changes. ``Invariants`` checks Raft's safety properties after every step;
-    ``Cluster.check_liveness`` checks that a healed cluster makes progress.
+    changes; with a ``SnapshotPolicy``, also log compaction and snapshots
+    sent out of band (delayed, lost, failed, duplicated, stale by the time
+    they arrive) and nodes that join with an empty log. ``Invariants`` checks
+    Raft's safety properties after every step; ``Cluster.check_liveness``
+    checks that a healed cluster makes progress.
 
 ``Net``
     a small, fully deterministic network for readable scenario tests (like
     etcd-io/raft's ``network``): messages queue in order and ``deliver_all``
     steps them into their recipients until none are left; ``isolate``,
-    ``cut``, ``ignore`` and ``recover`` shape what gets through.
+    ``cut``, ``ignore`` and ``recover`` shape what gets through. A snapshot
+    transfer is queued as the ``InstallSnapshot`` its recipient's driver will
+    step once the state is staged.
+
+Every node has a state machine whose state is the list of the entries it
+applied, in order (``Disk.applied``; its length is the applied index). A
+snapshot carries that list whole, so State Machine Safety compares states
+exactly, across snapshots too.
 
 Nothing here reads the clock or the global random functions: every choice
 comes from a ``random.Random`` derived from the seed, so a run replays exactly.
@@ -24,6 +34,7 @@ comes from a ``random.Random`` derived from the seed, so a run replays exactly.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -50,7 +61,9 @@ from dkv.raft import (
 from dkv.raft.messages import (
     AppendEntries,
     AppendResponse,
+    InstallSnapshot,
     RequestVote,
+    SnapshotMeta,
     VoteResponse,
     depends_on_disk,
 )
@@ -66,16 +79,26 @@ def bootstrap_entry(ids: Sequence[str]) -> Entry:
     return Entry(1, 1, EntryKind.CONFIG, bootstrap_membership(ids).encode())
 
 
+#: A state machine's state: every entry applied, in order (entry i at i - 1).
+State = tuple[Entry, ...]
+
+
 @attrs.define
 class Disk:
-    """What survives a crash: hard state, log and the entries applied so far.
+    """What survives a crash: hard state, the log's base (``snapshot``), the
+    log entries after it, and the state machine (the entries applied so far).
 
     Applying is durable together with the Ready that carried the entries (as
-    in the product, where both go into one storage transaction)."""
+    in the product, where both go into one storage transaction); so are
+    installing a snapshot and forgetting a compacted prefix of the log."""
 
     hard_state: HardState = HardState()
+    #: The entries after ``snapshot.index``: log[k] is entry snapshot.index + 1 + k.
     log: list[Entry] = attrs.Factory(list)
     applied: list[Entry] = attrs.Factory(list)
+    #: The log's base: index and term of the last entry the log forgot (0 if
+    #: none) and the configuration in force there.
+    snapshot: SnapshotMeta = SnapshotMeta(0, 0)
 
     @classmethod
     def bootstrapped(cls, ids: Sequence[str]) -> Disk:
@@ -83,12 +106,50 @@ class Disk:
         committed, nothing is applied yet."""
         return cls(HardState(term=1, vote="", commit=1), [bootstrap_entry(ids)], [])
 
+    @classmethod
+    def joining(cls, membership: Membership) -> Disk:
+        """A node that joins an existing cluster (``--join``): no log, and the
+        configuration that added it (as a learner) as the log's base."""
+        return cls(snapshot=SnapshotMeta(0, 0, membership))
+
+    @property
+    def base(self) -> int:
+        return self.snapshot.index
+
+    def last_index(self) -> int:
+        return self.snapshot.index + len(self.log)
+
+    def entry(self, index: int) -> Entry | None:
+        """The entry at index, or None when it is compacted or absent."""
+        if self.snapshot.index < index <= self.last_index():
+            return self.log[index - self.snapshot.index - 1]
+        return None
+
+    def term(self, index: int) -> int | None:
+        if index == self.snapshot.index:
+            return self.snapshot.term
+        e = self.entry(index)
+        return e.term if e is not None else None
+
+
+@attrs.frozen
+class DiskBefore:
+    """What a node's disk held before a write (for the invariants)."""
+
+    hard_state: HardState
+    snapshot: SnapshotMeta
+    log: list[Entry]
+    applied: int
+
 
 class SimNode:
     """One node: a Raft core, its disk, and the driver loop of the contract.
 
     ``raft`` is None while the node is down. ``ready`` is the outstanding
-    Ready, handed out by the core but not yet persisted."""
+    Ready, handed out by the core but not yet persisted. ``staged`` holds
+    snapshots received but not installed (by (index, term)), ``install_pending``
+    the one the core restored to in memory and still has to make durable, and
+    ``pending_compact`` a compaction the next write makes durable."""
 
     def __init__(self, node_id: str, config: RaftConfig, disk: Disk, rng: random.Random) -> None:
         self.id = node_id
@@ -97,25 +158,41 @@ class SimNode:
         self._rng = rng
         self.raft: Raft | None = None
         self.ready: Ready | None = None
+        self.staged: dict[tuple[int, int], State] = {}
+        self.install_pending: SnapshotMeta | None = None
+        self.pending_compact: SnapshotMeta | None = None
+        #: The applied index at the last compaction (the driver compacts every
+        #: so many applied entries).
+        self.compacted_at = 0
 
     def start(self, first_election_ticks: int | None = None) -> Raft:
-        """Boot from the disk (first start or restart after a crash)."""
+        """Boot from the disk (first start or restart after a crash), as the
+        product does: log base, entries after it, hard state, applied index."""
         assert self.raft is None, f"{self.id} is already running"
+        disk = self.disk
         self.raft = Raft(
             self.id,
             self.config,
             random.Random(self._rng.getrandbits(64)),
-            hard_state=self.disk.hard_state,
-            entries=list(self.disk.log),
-            applied=len(self.disk.applied),
+            hard_state=disk.hard_state,
+            entries=list(disk.log),
+            snapshot_index=disk.snapshot.index,
+            snapshot_term=disk.snapshot.term,
+            snapshot_membership=disk.snapshot.membership,
+            applied=len(disk.applied),
             first_election_ticks=first_election_ticks,
         )
+        self.compacted_at = len(disk.applied)
         return self.raft
 
     def crash(self) -> None:
-        """Lose everything not on disk: the core's memory and the outstanding Ready."""
+        """Lose everything not on disk: the core's memory, the outstanding
+        Ready, staged snapshots and a compaction not yet written."""
         self.raft = None
         self.ready = None
+        self.staged.clear()
+        self.install_pending = None
+        self.pending_compact = None
 
     def take_ready(self) -> Ready | None:
         """Hand out a new Ready if none is outstanding and the core has one."""
@@ -126,23 +203,70 @@ class SimNode:
             return self.ready
         return None
 
-    def persist(self) -> tuple[Ready, list[Entry], HardState]:
-        """Write the outstanding Ready to disk. Returns (ready, the entries the
-        disk held before, the hard state before) so callers can check what
+    def install(self, m: InstallSnapshot, state: State) -> str:
+        """The receiving driver: stage the state, then step m into the core.
+        Returns what the core made of it: "restore" (the next Ready installs
+        it), "stale" (it already committed that far), "stale-term" (from an
+        old leader) or "fast-forward" (its log holds the snapshot's last
+        entry: it keeps the log and learns the commit)."""
+        raft = self.raft
+        assert raft is not None and m.to == self.id
+        assert len(state) == m.meta.index, "the driver staged a state that does not match its meta"
+        self.staged[(m.meta.index, m.meta.term)] = state
+        base, commit, term = raft.log.snapshot_index, raft.log.committed, raft.term
+        raft.step(m)
+        if raft.log.snapshot_index != base:
+            self.install_pending = m.meta
+            return "restore"
+        if m.term < term:
+            return "stale-term"
+        if m.meta.index <= commit:
+            return "stale"
+        return "fast-forward"
+
+    def persist(self) -> tuple[Ready, DiskBefore]:
+        """Write the outstanding Ready to disk, in the product's order: install
+        its snapshot, hard state, entries, then a pending compaction. Returns
+        the Ready and what the disk held before, so callers can check what
         changed. The caller then sends rd.messages, then calls ``apply`` and
         ``advance``."""
         rd = self.ready
         assert rd is not None, f"{self.id} has no outstanding Ready"
-        old_log, old_hs = self.disk.log, self.disk.hard_state
+        disk = self.disk
+        before = DiskBefore(disk.hard_state, disk.snapshot, disk.log, len(disk.applied))
+        if rd.snapshot is not None:
+            meta = rd.snapshot
+            state = self.staged.get((meta.index, meta.term))
+            assert state is not None, (
+                f"{self.id}: the Ready installs snapshot ({meta.index}, t{meta.term}), which was never staged"
+            )
+            disk.applied = list(state)
+            disk.snapshot = meta
+            disk.log = []
+            self.staged = {k: v for k, v in self.staged.items() if k[0] > meta.index}
+            if self.install_pending == meta:
+                self.install_pending = None
         if rd.entries:
             first = rd.entries[0].index
-            assert first <= len(old_log) + 1, (
-                f"{self.id}: Ready entries start at {first}, leaving a gap after {len(old_log)}"
+            base = disk.snapshot.index
+            assert base < first <= disk.last_index() + 1, (
+                f"{self.id}: Ready entries start at {first}, but the disk holds ({base}, {disk.last_index()}]"
             )
-            self.disk.log = old_log[: first - 1] + list(rd.entries)
+            disk.log = disk.log[: first - base - 1] + list(rd.entries)
         if rd.hard_state is not None:
-            self.disk.hard_state = rd.hard_state
-        return rd, old_log, old_hs
+            disk.hard_state = rd.hard_state
+        self.write_compaction()
+        return rd, before
+
+    def write_compaction(self) -> None:
+        """Make a pending compaction durable: forget the log up to its index
+        (skipped when the log's base already passed it, say by an install)."""
+        compact, self.pending_compact = self.pending_compact, None
+        disk = self.disk
+        if compact is not None and compact.index > disk.snapshot.index:
+            assert compact.index <= disk.last_index(), f"{self.id}: compacting beyond the durable log"
+            disk.log = disk.log[compact.index - disk.snapshot.index :]
+            disk.snapshot = compact
 
     def apply(self, rd: Ready) -> None:
         """Apply the Ready's committed entries (durably, with the Ready)."""
@@ -166,7 +290,14 @@ class Invariants:
     history (leaders per term, every committed entry, read points), so a
     property is checked against the whole run, not only the current state.
     Only nodes touched by a step can have changed, so ``check_node`` is called
-    for those; together that is a check of every node after every step."""
+    for those; together that is a check of every node after every step.
+
+    Snapshots: a log's base (compaction point or installed snapshot) must be
+    a committed entry, the configuration recorded with it the committed one
+    in force there, and an installed state exactly the state every node had
+    after applying that index. A log's base never moves back (in memory
+    within one life, and on disk), nothing below it is ever applied, and the
+    durable base never passes the durable state."""
 
     def __init__(self, nodes: dict[str, SimNode]) -> None:
         self.nodes = nodes
@@ -182,13 +313,15 @@ class Invariants:
         #: committed in that term or earlier, so every leader of a term >= it
         #: must hold the entry (Leader Completeness).
         self.committed_seen_in: list[int] = []
+        #: Indexes of the CONFIG entries among ``committed``, ascending.
+        self._committed_configs: list[int] = []
         #: Per read ctx: (node that asked, highest commit index any node had
         #: when it asked) -- the least index a linearizable read may use.
         self.read_points: dict[int, tuple[str, int]] = {}
         #: Every client payload ever proposed.
         self.payloads: set[bytes] = set()
         # Per node, per life.
-        self._mem_log: dict[str, list[Entry]] = {}
+        self._mem_log: dict[str, tuple[int, list[Entry]]] = {}
         self._mem_log_commit: dict[str, int] = {}
         self._mem_config: dict[str, int] = {}
         self._decoded: dict[Entry, Membership] = {}
@@ -196,6 +329,62 @@ class Invariants:
         self._seen_applied: dict[str, int] = {}
         self._seen_term: dict[str, int] = {}
         self._was_leader_in: dict[str, int] = {}
+        #: Snapshot requests for a removed member that the leader stopped
+        #: tracking in the same take_outbox (wasted transfers).
+        self.untracked_snapshot_requests = 0
+        #: The configuration a node's log had as its base at index 0 (a
+        #: joining node's; empty for the others).
+        self._base0_config: dict[str, Membership] = {}
+
+    # -- committed history -----------------------------------------------------
+
+    def _decode(self, e: Entry) -> Membership:
+        m = self._decoded.get(e)
+        if m is None:
+            m = self._decoded[e] = Membership.decode(e.data)
+        return m
+
+    def committed_config_at(self, index: int) -> Membership:
+        """The configuration in force at committed index (its last CONFIG
+        entry at or before index)."""
+        at = bisect.bisect_right(self._committed_configs, index)
+        if at == 0:
+            return Membership()
+        return self._decode(self.committed[self._committed_configs[at - 1] - 1])
+
+    def _config_at_base(self, nid: str, base: int) -> Membership:
+        if base == 0:
+            return self._base0_config.get(nid, Membership())
+        return self.committed_config_at(base)
+
+    def check_snapshot_point(self, what: str, index: int, term: int) -> None:
+        """A log's base (a compaction point, or a snapshot sent or installed)
+        must be a committed entry: the state it stands for is the state after
+        applying the committed prefix up to index."""
+        if index == 0:
+            if term != 0:
+                raise AssertionError(f"{what}: log base at index 0 with term {term}")
+            return
+        if index > len(self.committed):
+            raise AssertionError(
+                f"{what}: snapshot at ({index}, t{term}), but only {len(self.committed)} entries are "
+                f"committed"
+            )
+        if self.committed[index - 1].term != term:
+            raise AssertionError(
+                f"{what}: snapshot at ({index}, t{term}), but {_short(self.committed[index - 1])} is "
+                f"committed there"
+            )
+
+    def _check_base_config(self, what: str, nid: str, base: int, config: Membership) -> None:
+        expected = self._config_at_base(nid, base)
+        if config != expected:
+            raise AssertionError(
+                f"{what}: the configuration recorded at the log's base {base} has "
+                f"voters={sorted(config.voters)} learners={sorted(config.learners)}, but the one "
+                f"in force there has voters={sorted(expected.voters)} "
+                f"learners={sorted(expected.learners)}"
+            )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -203,16 +392,33 @@ class Invariants:
         """A node (re)started from its disk: check what it recovered."""
         raft = node.raft
         assert raft is not None
-        self._mem_log[node.id] = []
-        self._mem_log_commit[node.id] = 0
-        self._mem_config[node.id] = 0
-        self._seen_commit[node.id] = 0
-        self._seen_applied[node.id] = raft.log.applied
-        self._seen_term[node.id] = raft.term
-        self._was_leader_in[node.id] = 0
-        assert raft.log.applied == len(node.disk.applied), (
-            f"{node.id} restarted with applied={raft.log.applied} but applied "
-            f"{len(node.disk.applied)} entries before the crash"
+        nid = node.id
+        disk = node.disk
+        if disk.snapshot.index == 0:
+            self._base0_config[nid] = disk.snapshot.membership
+        base = raft.log.snapshot_index
+        if (base, raft.log.snapshot_term) != (disk.snapshot.index, disk.snapshot.term):
+            raise AssertionError(
+                f"{nid} restarted with log base ({base}, t{raft.log.snapshot_term}), but its disk's "
+                f"is ({disk.snapshot.index}, t{disk.snapshot.term})"
+            )
+        self.check_snapshot_point(f"{nid} (restart)", base, raft.log.snapshot_term)
+        self._check_base_config(f"{nid} (restart)", nid, base, raft.membership_at(base))
+        if not base <= len(disk.applied) <= max(disk.hard_state.commit, base):
+            raise AssertionError(
+                f"{nid}: its disk has log base {base}, applied index {len(disk.applied)} and commit "
+                f"{disk.hard_state.commit}: need base <= applied <= commit"
+            )
+        self._mem_log[nid] = (base, [])
+        self._mem_log_commit[nid] = 0
+        self._mem_config[nid] = 0
+        self._seen_commit[nid] = 0
+        self._seen_applied[nid] = raft.log.applied
+        self._seen_term[nid] = raft.term
+        self._was_leader_in[nid] = 0
+        assert raft.log.applied == len(disk.applied), (
+            f"{nid} restarted with applied={raft.log.applied} but applied "
+            f"{len(disk.applied)} entries before the crash"
         )
         self.check_node(node)
 
@@ -231,15 +437,7 @@ class Invariants:
                 f"{node.disk.hard_state.term}"
             )
         self._seen_term[nid] = raft.term
-        stable = raft.log.stable
-        if stable > len(node.disk.log) or (
-            stable >= 1 and node.disk.log[stable - 1] != raft.log.entry(stable)
-        ):
-            raise AssertionError(
-                f"{nid}: the core counts its log stable up to {stable}, but its disk holds "
-                f"{len(node.disk.log)} entries"
-                + (f" ending {_short(node.disk.log[stable - 1])}" if stable <= len(node.disk.log) else "")
-            )
+        self._check_stable(node, raft)
         self._check_mem_log(node, raft)
         self._observe_commit(node, raft)
         if raft.role is Role.LEADER and self._was_leader_in[nid] != raft.term:
@@ -251,90 +449,143 @@ class Invariants:
             )
         self._seen_applied[nid] = raft.log.applied
 
+    def _check_stable(self, node: SimNode, raft: Raft) -> None:
+        """What the core counts as durable is on the disk."""
+        stable = raft.log.stable
+        disk = node.disk
+        base = raft.log.snapshot_index
+        if stable < base:
+            raise AssertionError(f"{node.id}: stable index {stable} below its log base {base}")
+        if stable > base:
+            ok = disk.entry(stable) == raft.log.entry(stable)
+        else:
+            # A snapshot the core restored to counts as stable once the Ready
+            # that installs it is written (nothing may leave before that).
+            ok = node.install_pending is not None or disk.term(stable) == raft.log.snapshot_term
+        if not ok:
+            raise AssertionError(
+                f"{node.id}: the core counts its log stable up to {stable}, but its disk holds "
+                f"({disk.base}, {disk.last_index()}]"
+                + (f" with {_short(e)} at {stable}" if (e := disk.entry(stable)) is not None else "")
+            )
+
     def _on_leader(self, nid: str, raft: Raft) -> None:
         term = raft.term
         other = self.leaders.setdefault(term, nid)
         if other != nid:
             raise AssertionError(f"Election Safety: both {other} and {nid} led term {term}")
-        for i, (e, seen_in) in enumerate(zip(self.committed, self.committed_seen_in), start=1):
+        start = raft.log.snapshot_index  # the base itself is checked by _holds
+        for i in range(max(start, 1), len(self.committed) + 1):
+            e, seen_in = self.committed[i - 1], self.committed_seen_in[i - 1]
             if seen_in <= term and not self._holds(raft, e):
+                held = raft.log.entry(i) if i > start and raft.log.term(i) is not None else None
                 raise AssertionError(
                     f"Leader Completeness: {nid} leads term {term} without committed entry "
                     f"{_short(e)} (seen committed in term {seen_in}); it has "
-                    f"{_short(raft.log.entry(i)) if raft.log.term(i) is not None else 'nothing'} at {i}"
+                    f"{_short(held) if held is not None else 'nothing'} at {i}"
                 )
 
     @staticmethod
     def _holds(raft: Raft, e: Entry) -> bool:
+        """Does raft's log hold e? Entries below its base are in its state
+        (a base is always a committed entry, checked separately)."""
+        base = raft.log.snapshot_index
+        if e.index < base:
+            return True
+        if e.index == base:
+            return raft.log.snapshot_term == e.term
         return raft.log.term(e.index) == e.term and raft.log.entry(e.index) == e
 
     def _check_mem_log(self, node: SimNode, raft: Raft) -> None:
-        last = raft.log.last_index()
-        cur = raft.log.slice(1, last + 1) if last >= 1 else []
-        shadow = self._mem_log[node.id]
-        n = len(shadow)
-        if len(cur) >= n and cur[:n] == shadow:
-            first_changed = n + 1
+        nid = node.id
+        log = raft.log
+        base, last = log.snapshot_index, log.last_index()
+        cur = log.slice(base + 1, last + 1) if last > base else []
+        sbase, shadow = self._mem_log[nid]
+        slast = sbase + len(shadow)
+        base_moved = base != sbase
+        if base_moved:
+            if base < sbase:
+                raise AssertionError(f"{nid}: first index went back from {sbase + 1} to {base + 1}")
+            self.check_snapshot_point(f"{nid} (memory)", base, log.snapshot_term)
+            self._check_base_config(f"{nid} (memory)", nid, base, raft.membership_at(base))
+        # The first index whose entry differs from what the log held at the
+        # previous check (entries at or below the base are gone, not changed).
+        if base <= slast and (base == sbase or shadow[base - sbase - 1].term == log.snapshot_term):
+            # Same base, or a compaction of entries we saw: compare the rest.
+            old = shadow[base - sbase :] if base_moved else shadow
+            n = len(old)
+            if len(cur) >= n and cur[:n] == old:
+                first_changed = base + n + 1
+            else:
+                first_changed = base + 1
+                for a, b in zip(cur, old):
+                    if a != b:
+                        break
+                    first_changed += 1
+                # The commit index as of the previous check: the entries up to
+                # it were committed before whatever changed the log in this step.
+                if first_changed <= self._mem_log_commit[nid]:
+                    raise AssertionError(
+                        f"{nid}: in-memory log changed at {first_changed}, at or below its "
+                        f"commit index {self._mem_log_commit[nid]}"
+                    )
         else:
-            first_changed = 1
-            for a, b in zip(cur, shadow):
-                if a != b:
-                    break
-                first_changed += 1
-            # The commit index as of the previous check: the entries up to it
-            # were committed before whatever changed the log in this step.
-            if first_changed <= self._mem_log_commit[node.id]:
-                raise AssertionError(
-                    f"{node.id}: in-memory log changed at {first_changed}, at or below its "
-                    f"commit index {self._mem_log_commit[node.id]}"
-                )
-        if first_changed <= len(cur):
-            self.check_log(f"{node.id} (memory)", cur, first_changed)
-        if first_changed <= max(len(cur), n):
-            self._check_membership(node, raft, cur, first_changed)
-        self._mem_log[node.id] = cur
-        self._mem_log_commit[node.id] = raft.log.committed
+            # A snapshot replaced the log (its base is committed, checked above),
+            # or entries appended, applied and compacted within one step.
+            first_changed = base + 1
+        if first_changed <= last:
+            self.check_log(f"{nid} (memory)", cur, first_changed, base, log.snapshot_term)
+        if base_moved or first_changed <= max(last, slast):
+            self._check_membership(node, raft, cur, base, first_changed)
+        self._mem_log[nid] = (base, cur)
+        self._mem_log_commit[nid] = log.committed
 
-    def _check_membership(self, node: SimNode, raft: Raft, log: list[Entry], first_changed: int) -> None:
+    def _check_membership(
+        self, node: SimNode, raft: Raft, log: list[Entry], base: int, first_changed: int
+    ) -> None:
         """Thesis §4.1: "a server always uses the latest configuration in its
         log, regardless of whether the entry is committed" -- checked against
-        the log itself whenever it changed."""
+        the log itself whenever it changed; with no configuration in the log,
+        the one in force at the log's base."""
+        last = base + len(log)
         latest = 0
-        for i in range(len(log), first_changed - 1, -1):
-            if log[i - 1].kind is EntryKind.CONFIG:
+        for i in range(last, max(first_changed, base + 1) - 1, -1):
+            if log[i - base - 1].kind is EntryKind.CONFIG:
                 latest = i
                 break
         else:
             previous = self._mem_config[node.id]
-            if previous and previous < first_changed:
+            if previous and base < previous < first_changed:
                 latest = previous
             else:
-                for i in range(min(first_changed - 1, len(log)), 0, -1):
-                    if log[i - 1].kind is EntryKind.CONFIG:
+                for i in range(min(first_changed - 1, last), base, -1):
+                    if log[i - base - 1].kind is EntryKind.CONFIG:
                         latest = i
                         break
         self._mem_config[node.id] = latest
         if latest == 0:
-            expected = Membership()
+            expected = self._config_at_base(node.id, base)
         else:
-            e = log[latest - 1]
-            expected = self._decoded.get(e)
-            if expected is None:
-                expected = self._decoded[e] = Membership.decode(e.data)
+            expected = self._decode(log[latest - base - 1])
         if raft.membership != expected:
             raise AssertionError(
                 f"{node.id} uses configuration voters={sorted(raft.membership.voters)} "
                 f"learners={sorted(raft.membership.learners)}, but the latest one in its log "
-                f"(index {latest}) has voters={sorted(expected.voters)} "
+                f"(index {latest or f'{base}, its base'}) has voters={sorted(expected.voters)} "
                 f"learners={sorted(expected.learners)}"
             )
 
-    def check_log(self, what: str, log: Sequence[Entry], first: int) -> None:
-        """Log Matching for log[first-1:] (the part that changed)."""
+    def check_log(
+        self, what: str, log: Sequence[Entry], first: int, base: int = 0, base_term: int = 0
+    ) -> None:
+        """Log Matching for the entries from index first on (the part that
+        changed); log[k] is the entry at base + 1 + k, after an entry of
+        base_term at base."""
         chain = self.chain
-        prev_term = log[first - 2].term if first >= 2 else 0
-        for i in range(first, len(log) + 1):
-            e = log[i - 1]
+        prev_term = log[first - base - 2].term if first - 1 > base else base_term
+        for i in range(first, base + len(log) + 1):
+            e = log[i - base - 1]
             if e.index != i:
                 raise AssertionError(f"{what}: entry at position {i} has index {e.index}")
             if e.term < prev_term:
@@ -350,17 +601,17 @@ class Invariants:
                 )
             prev_term = e.term
 
+    @staticmethod
+    def _disk_holds(disk: Disk, e: Entry) -> bool:
+        return e.index <= disk.snapshot.index or disk.entry(e.index) == e
+
     def _check_durable_quorum(self, node: SimNode, raft: Raft, e: Entry) -> None:
         """The first node to see e committed is the leader that committed it
         (followers learn commits from it later), and it counted a quorum of
         its latest configuration holding e on disk (§5.3, thesis §4.1)."""
         config = raft.membership
         holders = sorted(
-            v
-            for v in config.voters
-            if v in self.nodes
-            and len(self.nodes[v].disk.log) >= e.index
-            and self.nodes[v].disk.log[e.index - 1] == e
+            v for v in config.voters if v in self.nodes and self._disk_holds(self.nodes[v].disk, e)
         )
         if len(holders) < config.quorum():
             raise AssertionError(
@@ -375,7 +626,15 @@ class Invariants:
             raise AssertionError(f"{node.id}: commit index went back from {seen} to {commit}")
         if commit == seen:
             return
-        for i in range(seen + 1, commit + 1):
+        base = raft.log.snapshot_index
+        if seen < base:
+            # Known committed through a snapshot (restart, install): its base
+            # must be committed already.
+            self.check_snapshot_point(f"{node.id} (commit)", base, raft.log.snapshot_term)
+            for i in range(seen + 1, min(base, commit) + 1):
+                if raft.term < self.committed_seen_in[i - 1]:
+                    self.committed_seen_in[i - 1] = raft.term
+        for i in range(max(seen, base) + 1, commit + 1):
             e = raft.log.entry(i)
             if i <= len(self.committed):
                 if self.committed[i - 1] != e:
@@ -390,6 +649,8 @@ class Invariants:
                 self._check_durable_quorum(node, raft, e)
                 self.committed.append(e)
                 self.committed_seen_in.append(raft.term)
+                if e.kind is EntryKind.CONFIG:
+                    self._committed_configs.append(i)
                 # Every current leader of this term or later must hold it.
                 for other in self.nodes.values():
                     r = other.raft
@@ -410,6 +671,68 @@ class Invariants:
             self.on_send(node, m)
         for rs in out.read_states:
             self.check_read_state(node.id, rs)
+        for peer in out.snapshots_needed:
+            self.on_snapshot_request(node, peer)
+
+    def on_snapshot_request(self, node: SimNode, peer: str) -> None:
+        """The leader asks for a snapshot of peer only when the entry peer
+        needs next is compacted: if it knows peer's log matches up to its
+        log's base, appends could serve peer."""
+        raft = node.raft
+        assert raft is not None
+        if raft.role is not Role.LEADER:
+            raise AssertionError(f"{node.id} ({raft.role.value}) asked for a snapshot of {peer}")
+        base = raft.log.snapshot_index
+        match = raft.status().match.get(peer)
+        if match is None:
+            # No longer tracked: the same flush dropped it as a removed member
+            # that was told of its removal (a wasted transfer, not unsafe).
+            if peer in raft.membership.ids:
+                raise AssertionError(f"{node.id} asked for a snapshot of {peer}, a member it does not track")
+            self.untracked_snapshot_requests += 1
+            return
+        if match >= base:
+            raise AssertionError(
+                f"{node.id} asked for a snapshot of {peer}, whose log it knows to match up to "
+                f"{match}, while its own log starts after {base}: appends could serve it"
+            )
+        progress = getattr(raft, "_progress", {}).get(peer)
+        if progress is not None and progress.next > base:
+            raise AssertionError(
+                f"{node.id} asked for a snapshot of {peer}, which needs entry {progress.next} "
+                f"next, while its log holds everything after {base}"
+            )
+
+    def on_ready(self, node: SimNode, rd: Ready) -> None:
+        """A Ready was handed out: nothing to apply at or below the log's base,
+        and a snapshot to install only at a committed index."""
+        raft = node.raft
+        assert raft is not None
+        if rd.committed and rd.committed[0].index <= raft.log.snapshot_index:
+            raise AssertionError(
+                f"{node.id}: a Ready applies {_short(rd.committed[0])}, at or below its log base "
+                f"{raft.log.snapshot_index}"
+            )
+        if rd.snapshot is not None:
+            self.check_snapshot_point(f"{node.id} (Ready)", rd.snapshot.index, rd.snapshot.term)
+            self._check_base_config(f"{node.id} (Ready)", node.id, rd.snapshot.index, rd.snapshot.membership)
+        for m in rd.messages:
+            if isinstance(m, InstallSnapshot):
+                raise AssertionError(f"{node.id}: the core sends the local-only {m}")
+
+    def on_compact(self, node: SimNode, meta: SnapshotMeta) -> None:
+        """raft.compact(index) returned meta: the driver will make it the log's
+        base, so it must describe the applied state."""
+        raft = node.raft
+        assert raft is not None
+        if meta.index > len(node.disk.applied):
+            raise AssertionError(
+                f"{node.id}: compacted up to {meta.index}, beyond its applied index {len(node.disk.applied)}"
+            )
+        self.check_snapshot_point(f"{node.id} (compact)", meta.index, meta.term)
+        self._check_base_config(f"{node.id} (compact)", node.id, meta.index, meta.membership)
+        if raft.log.snapshot_index < meta.index:
+            raise AssertionError(f"{node.id}: compact({meta.index}) left the log's base at {raft.log.snapshot_index}")
 
     def check_read_state(self, nid: str, rs: ReadState) -> None:
         asked = self.read_points.get(rs.ctx)
@@ -434,6 +757,8 @@ class Invariants:
         itself, whichever way the core classified the message."""
         if m.frm != node.id or m.to == node.id:
             raise AssertionError(f"{node.id} sent a message {m.frm}->{m.to}")
+        if isinstance(m, InstallSnapshot):
+            raise AssertionError(f"{node.id}: the core sends the local-only {m}")
         hs = node.disk.hard_state
         if isinstance(m, VoteResponse) and m.granted and not m.pre_vote:
             if hs.term < m.term or (hs.term == m.term and hs.vote != m.to):
@@ -447,50 +772,87 @@ class Invariants:
             raft = node.raft
             if hs.term == m.term and raft is not None and raft.term == m.term:
                 # Still in the term of the ack: the disk must hold what the
-                # in-memory log (which matches the leader) holds at index.
-                if len(node.disk.log) < m.index or (
-                    m.index >= 1 and node.disk.log[m.index - 1] != raft.log.entry(m.index)
+                # in-memory log (which matches the leader) holds at index --
+                # as an entry, or as the base of its log (an installed snapshot).
+                disk = node.disk
+                expected = raft.log.term(m.index)
+                if m.index > disk.last_index() or (
+                    m.index >= disk.base and expected is not None and disk.term(m.index) != expected
                 ):
                     raise AssertionError(
                         f"{node.id}: acknowledged index {m.index} in term {m.term}, but its disk "
-                        f"holds {len(node.disk.log)} entries that do not end as its log does"
+                        f"holds ({disk.base}, {disk.last_index()}], which does not end as its log does"
                     )
 
-    def on_persist(self, node: SimNode, rd: Ready, old_log: list[Entry], old_hs: HardState) -> None:
+    def on_persist(self, node: SimNode, rd: Ready, before: DiskBefore) -> None:
         """The driver wrote rd to node's disk (before sending or applying)."""
+        nid = node.id
         disk = node.disk
-        hs = disk.hard_state
+        hs, old_hs = disk.hard_state, before.hard_state
         if hs.term < old_hs.term:
-            raise AssertionError(f"{node.id}: durable term went back from {old_hs.term} to {hs.term}")
+            raise AssertionError(f"{nid}: durable term went back from {old_hs.term} to {hs.term}")
         if hs.term == old_hs.term and old_hs.vote and hs.vote != old_hs.vote:
             raise AssertionError(
-                f"{node.id}: changed its durable vote in term {hs.term} from {old_hs.vote} to {hs.vote}"
+                f"{nid}: changed its durable vote in term {hs.term} from {old_hs.vote} to {hs.vote}"
             )
         if hs.commit < old_hs.commit:
-            raise AssertionError(f"{node.id}: durable commit went back from {old_hs.commit} to {hs.commit}")
-        if hs.commit > len(disk.log):
-            raise AssertionError(f"{node.id}: durable commit {hs.commit} beyond its durable log {len(disk.log)}")
-        if rd.entries:
-            first = rd.entries[0].index
+            raise AssertionError(f"{nid}: durable commit went back from {old_hs.commit} to {hs.commit}")
+        if hs.commit > disk.last_index():
+            raise AssertionError(f"{nid}: durable commit {hs.commit} beyond its durable log {disk.last_index()}")
+        applied_after = rd.committed[-1].index if rd.committed else len(disk.applied)
+        if applied_after > hs.commit:
+            raise AssertionError(f"{nid}: applies up to {applied_after} with a durable commit of {hs.commit}")
+        base, old_base = disk.snapshot.index, before.snapshot.index
+        if base < old_base:
+            raise AssertionError(f"{nid}: the durable log's base went back from {old_base} to {base}")
+        if base > len(disk.applied):
+            raise AssertionError(
+                f"{nid}: the durable log forgot entries up to {base}, but its durable state has "
+                f"only {len(disk.applied)} applied"
+            )
+        if base != old_base:
+            self.check_snapshot_point(f"{nid} (disk)", base, disk.snapshot.term)
+            self._check_base_config(f"{nid} (disk)", nid, base, disk.snapshot.membership)
+        first = rd.entries[0].index if rd.entries else None
+        if rd.snapshot is not None:
+            meta = rd.snapshot
+            if disk.snapshot != meta:
+                raise AssertionError(f"{nid}: installed {meta} but its disk's log base is {disk.snapshot}")
+            if meta.index <= before.applied:
+                raise AssertionError(
+                    f"{nid}: installed a snapshot at {meta.index}, not after its applied index {before.applied}"
+                )
+            if disk.applied != self.committed[: meta.index]:
+                raise AssertionError(
+                    f"State Machine Safety: {nid} installed a snapshot at {meta.index} whose state "
+                    f"differs from the state after applying the committed entries up to {meta.index}"
+                )
+            first = old_base + 1
+        if first is not None:
             committed = self.committed
-            for i in range(first, min(len(old_log), len(committed)) + 1):
-                old = old_log[i - 1]
-                new = disk.log[i - 1] if i <= len(disk.log) else None
+            old_log = before.log
+            for i in range(max(first, base + 1), min(old_base + len(old_log), len(committed)) + 1):
+                old = old_log[i - old_base - 1]
+                new = disk.entry(i)
                 if old == committed[i - 1] and new != old:
                     raise AssertionError(
-                        f"{node.id}: committed entry {_short(old)} disappeared from its disk "
+                        f"{nid}: committed entry {_short(old)} disappeared from its disk "
                         f"(now {_short(new) if new else 'nothing'})"
                     )
-            self.check_log(f"{node.id} (disk)", disk.log, first)
+        if rd.entries:
+            self.check_log(f"{nid} (disk)", disk.log, rd.entries[0].index, base, disk.snapshot.term)
 
     def on_apply(self, node: SimNode, entries: Sequence[Entry], applied_before: int) -> None:
         raft = node.raft
         assert raft is not None
         self._observe_commit(node, raft)
+        base = node.disk.snapshot.index
         for offset, e in enumerate(entries):
             i = applied_before + 1 + offset
             if e.index != i:
                 raise AssertionError(f"{node.id}: applied {_short(e)} when {i} was next")
+            if i <= base:
+                raise AssertionError(f"{node.id}: applied {_short(e)}, at or below its log base {base}")
             if i > len(self.committed):
                 raise AssertionError(f"{node.id}: applied {_short(e)}, which is not committed")
             if self.committed[i - 1] != e:
@@ -540,18 +902,92 @@ class Chaos:
 
 
 @attrs.frozen
+class SnapshotPolicy:
+    """How the simulated drivers compact their logs and send snapshots.
+
+    Like the product, a node compacts after every ``every`` applied entries,
+    up to ``keep`` entries behind its applied index (both drawn anew from
+    their ranges at each compaction), and writes the compaction with its next
+    Ready. A snapshot requested by a leader is its applied state at that
+    moment; the transfer takes up to ``max_delay_ticks`` and may fail (the
+    leader hears ``report_snapshot(peer, False)``), arrive while the leader
+    hears of a failure anyway, or arrive a second time much later."""
+
+    every: tuple[int, int] = (5, 30)
+    keep: tuple[int, int] = (0, 5)
+    #: Probability that a transfer fails before the follower staged it.
+    fail: float = 0.1
+    #: Probability that the follower staged it but the leader hears "failed".
+    ack_lost: float = 0.05
+    #: Probability that the snapshot arrives once more, later (stale by then).
+    duplicate: float = 0.1
+    max_delay_ticks: int = 10
+    #: As the product's driver, after a failed transfer keep that snapshot
+    #: for this many ticks and send it again (not a newer one) if asked.
+    keep_failed_ticks: int = 20
+
+    @classmethod
+    def for_seed(cls, seed: int) -> SnapshotPolicy:
+        """A per-seed variation: aggressive (compact every few entries, keep
+        almost nothing), moderate, or with a long tail for slow followers."""
+        r = random.Random(f"snapshots-{seed}")
+        style = r.random()
+        if style < 0.4:
+            every, keep = (1, r.randint(2, 6)), (0, r.randint(0, 2))
+        elif style < 0.8:
+            lo = r.randint(3, 15)
+            every, keep = (lo, lo + r.randint(0, 20)), (0, r.randint(0, 5))
+        else:
+            lo = r.randint(10, 40)
+            every, keep = (lo, lo + 10), (r.randint(0, 10), r.randint(10, 40))
+        return cls(
+            every=every,
+            keep=keep,
+            fail=r.choice((0.0, 0.1, 0.3)),
+            ack_lost=r.choice((0.0, 0.05, 0.2)),
+            duplicate=r.choice((0.0, 0.1, 0.3)),
+            max_delay_ticks=r.choice((0, 3, 10, 30)),
+            keep_failed_ticks=r.choice((0, 20, 100)),
+        )
+
+
+@attrs.frozen
 class _InFlight:
     msg: Message
     due: int  # tick from which it may be delivered
+
+
+@attrs.frozen
+class _Transfer:
+    """A snapshot on its way (``deliver``: the transfer ends, then the leader
+    hears how; ``replay``: the same snapshot arrives again) or the leader's
+    driver learning how a transfer ended (``report``)."""
+
+    due: int
+    kind: str
+    leader: str
+    #: The leader's life (a restart ends its transfers).
+    life: int
+    msg: InstallSnapshot
+    state: State
+    ok: bool = True
 
 
 class Cluster:
     """A simulated cluster driven entirely by one seed.
 
     ``ids`` bootstrap the cluster; ``spares`` start with an empty disk and
-    join only when a membership change adds them. ``run(steps)`` is the
-    chaotic phase; ``check_liveness()`` then heals everything and requires
-    progress. ``Invariants`` are checked after every step."""
+    take part only once a membership change adds them; ``joiners`` are not
+    running until a committed configuration includes them, then start like
+    a node that joins with ``--join``: an empty log whose base records that
+    configuration. ``snapshots`` turns on compaction and snapshot transfers.
+    As the product's driver, a node whose core learns it was removed
+    (``raft.removed``, from a NotMember) stops; it starts again from its disk
+    once the newest committed configuration lists it (an operator re-added it),
+    and stopping a member of the newest committed configuration is an error.
+    ``run(steps)`` is the chaotic phase; ``check_liveness()`` then heals
+    everything and requires progress. ``Invariants`` are checked after every
+    step."""
 
     def __init__(
         self,
@@ -559,18 +995,23 @@ class Cluster:
         ids: Sequence[str] = ("n1", "n2", "n3"),
         *,
         spares: Sequence[str] = (),
+        joiners: Sequence[str] = (),
         config: RaftConfig | None = None,
         chaos: Chaos = Chaos(),
+        snapshots: SnapshotPolicy | None = None,
         membership_plan: Sequence[str] = (),
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.config = config or RaftConfig(election_ticks=10, heartbeat_ticks=1)
         self.chaos = chaos
+        self.snapshots = snapshots
         self.nodes: dict[str, SimNode] = {}
         for nid in ids:
             self.nodes[nid] = SimNode(nid, self.config, Disk.bootstrapped(ids), self._child_rng())
         for nid in spares:
+            self.nodes[nid] = SimNode(nid, self.config, Disk(), self._child_rng())
+        for nid in joiners:
             self.nodes[nid] = SimNode(nid, self.config, Disk(), self._child_rng())
         self.ids = list(self.nodes)
         self.inv = Invariants(self.nodes)
@@ -589,12 +1030,28 @@ class Cluster:
         #: Remaining membership changes, in order (see ``_membership_step``).
         self.membership_plan = list(membership_plan)
         self._plan_base: Membership | None = None
+        #: Joiners not started yet.
+        self._joiners = list(joiners)
+        #: Nodes stopped by their driver because the core said it was removed
+        #: (NotMember), until the newest committed configuration lists them.
+        self._stopped: set[str] = set()
+        #: Snapshot transfers and reports on their way.
+        self._transfers: list[_Transfer] = []
+        #: (leader, peer) pairs with a transfer under way (as the product's
+        #: driver, a leader sends one snapshot at a time to a peer).
+        self._sending: set[tuple[str, str]] = set()
+        #: (leader, peer) -> (meta, state, until tick): a failed snapshot kept
+        #: for a retry.
+        self._kept: dict[tuple[str, str], tuple[SnapshotMeta, State, int]] = {}
+        self._life: dict[str, int] = {}
+        #: Per node: applied entries between compactions (drawn per compaction).
+        self._compact_every: dict[str, int] = {}
         #: A short history of what happened, for failure messages.
         self.trace: deque[tuple[int, int, str | Message]] = deque(maxlen=40)
         self.stats: dict[str, int] = {}
-        for node in self.nodes.values():
-            node.start()
-            self.inv.on_start(node)
+        for nid in self.ids:
+            if nid not in self._joiners:
+                self._boot(nid, drive=False)
 
     def _child_rng(self) -> random.Random:
         return random.Random(self.rng.getrandbits(64))
@@ -616,10 +1073,11 @@ class Cluster:
     # -- the driver ---------------------------------------------------------------
 
     def drive(self, node: SimNode) -> None:
-        """Run node's driver until it waits: send take_outbox messages at once,
-        hand out a Ready when none is outstanding, and persist it now (by
-        chance, or always once faults are off) or leave it outstanding for a
-        later ``persist_one`` event (asynchronous fsync)."""
+        """Run node's driver until it waits: send take_outbox messages at once
+        (and start the snapshot transfers it asks for), hand out a Ready when
+        none is outstanding, and persist it now (by chance, or always once
+        faults are off) or leave it outstanding for a later ``persist_one``
+        event (asynchronous fsync)."""
         raft = node.raft
         if raft is None:
             return
@@ -632,9 +1090,12 @@ class Cluster:
                     self._count("read-served")
                 for m in out.messages:
                     self._send(m)
+                for peer in out.snapshots_needed:
+                    self._start_transfer(node, peer)
             rd = node.take_ready()
             if rd is None:
                 return
+            self.inv.on_ready(node, rd)
             stalled = self._stalled_until.get(node.id, 0) > self.now
             if not self.faults_on or (not stalled and self.rng.random() >= self.chaos.async_persist):
                 self._persist(node)
@@ -642,8 +1103,12 @@ class Cluster:
                 return
 
     def _persist(self, node: SimNode) -> None:
-        rd, old_log, old_hs = node.persist()
-        self.inv.on_persist(node, rd, old_log, old_hs)
+        rd, before = node.persist()
+        self.inv.on_persist(node, rd, before)
+        if rd.snapshot is not None:
+            self._count("snapshot-installed")
+            self._count(f"snapshot-installed-on-{node.id}")
+            self._log(f"{node.id} installed the snapshot at ({rd.snapshot.index}, t{rd.snapshot.term})")
         for m in rd.messages:
             self.inv.on_send(node, m)
             self._send(m)
@@ -653,6 +1118,32 @@ class Cluster:
         node.apply(rd)
         node.advance(rd)
         self._count("persist")
+        self._maybe_compact(node, rd)
+
+    def _maybe_compact(self, node: SimNode, rd: Ready) -> None:
+        """As the product's driver: every so many applied entries, compact up
+        to a few entries behind the applied index (written with the next
+        Ready)."""
+        policy = self.snapshots
+        raft = node.raft
+        if policy is None or raft is None:
+            return
+        applied = len(node.disk.applied)
+        if rd.snapshot is not None:
+            node.compacted_at = rd.snapshot.index
+        every = self._compact_every.get(node.id)
+        if every is None:
+            every = self._compact_every[node.id] = self.rng.randint(*policy.every)
+        if applied - node.compacted_at < every:
+            return
+        node.compacted_at = applied
+        self._compact_every[node.id] = self.rng.randint(*policy.every)
+        point = applied - self.rng.randint(*policy.keep)
+        if point > raft.log.snapshot_index:
+            meta = raft.compact(point)
+            self.inv.on_compact(node, meta)
+            node.pending_compact = meta
+            self._count("compact")
 
     def _send(self, m: Message) -> None:
         chaos = self.chaos
@@ -678,6 +1169,100 @@ class Cluster:
             # The transport noticed (say, a broken stream). No drive here: we
             # may be inside the sender's driver loop; its next turn sends.
             sender.report_unreachable(m.to)
+
+    # -- snapshot transfers ----------------------------------------------------------
+
+    def _start_transfer(self, node: SimNode, peer: str) -> None:
+        """The leader's driver sends peer its applied state, as the product
+        does: at the applied index A, with term log.term(A) and the
+        configuration in force at A; then it reports how it went."""
+        raft = node.raft
+        assert raft is not None
+        self._count("snapshot-requested")
+        if (node.id, peer) in self._sending:
+            self._count("snapshot-already-sending")
+            return
+        kept = self._kept.pop((node.id, peer), None)
+        if kept is not None and kept[2] >= self.now:
+            meta, state, _ = kept  # resume the failed transfer: an older snapshot
+            self._count("snapshot-resent")
+        else:
+            applied = len(node.disk.applied)
+            term = raft.log.term(applied)
+            if self.snapshots is None or term is None:
+                raft.report_snapshot(peer, False)  # no sender; or (never here) the log passed A
+                return
+            meta = SnapshotMeta(applied, term, raft.membership_at(applied))
+            state = tuple(node.disk.applied)
+        self.inv.check_snapshot_point(f"{node.id} (snapshot for {peer})", meta.index, meta.term)
+        msg = InstallSnapshot(frm=node.id, to=peer, term=raft.term, meta=meta)
+        self._sending.add((node.id, peer))
+        life = self._life[node.id]
+        self._log(f"{node.id} starts sending {peer} a snapshot at ({meta.index}, t{meta.term})")
+        if not self.faults_on:
+            self._transfers.append(_Transfer(self.now, "deliver", node.id, life, msg, state))
+            return
+        policy = self.snapshots
+        if self.rng.random() < policy.fail:
+            due = self.now + self.rng.randint(0, policy.max_delay_ticks)
+            self._transfers.append(_Transfer(due, "report", node.id, life, msg, state, ok=False))
+            return
+        due = self.now + self.rng.randint(0, policy.max_delay_ticks)
+        ok = self.rng.random() >= policy.ack_lost
+        self._transfers.append(_Transfer(due, "deliver", node.id, life, msg, state, ok=ok))
+        if self.rng.random() < policy.duplicate:
+            later = due + self.rng.randint(1, 3 * policy.max_delay_ticks + 10)
+            self._transfers.append(_Transfer(later, "replay", node.id, life, msg, state))
+
+    def _due_transfers(self) -> list[int]:
+        return [i for i, t in enumerate(self._transfers) if t.due <= self.now]
+
+    def transfer_one(self) -> None:
+        """Finish one snapshot transfer (or report) that is due."""
+        due = self._due_transfers()
+        t = self._transfers.pop(self.rng.choice(due))
+        self._run_transfer(t)
+
+    def _run_transfer(self, t: _Transfer) -> None:
+        msg = t.msg
+        if t.kind == "report":
+            leader = self.nodes[t.leader]
+            if leader.raft is None or self._life[t.leader] != t.life:
+                return  # that driver is gone, and its transfers with it
+            self._sending.discard((t.leader, msg.to))
+            self._log(f"{t.leader} hears its snapshot for {msg.to} {'arrived' if t.ok else 'failed'}")
+            if not t.ok and self.faults_on and self.snapshots is not None:
+                until = self.now + self.snapshots.keep_failed_ticks
+                self._kept[(t.leader, msg.to)] = (msg.meta, t.state, until)
+            leader.raft.report_snapshot(msg.to, t.ok)
+            self._count("snapshot-report-ok" if t.ok else "snapshot-report-failed")
+            self.drive(leader)
+            return
+        target = self.nodes[msg.to]
+        lost = target.raft is None or (t.leader, msg.to) in self.cuts
+        if lost:
+            self._count("snapshot-lost")
+        else:
+            self._log(f"{msg.to} staged the snapshot at ({msg.meta.index}, t{msg.meta.term}) from {t.leader}")
+            self._install(target, msg, t.state)
+        if t.kind == "deliver":
+            delay = self.rng.randint(0, 2) if self.faults_on else 0
+            self._transfers.append(
+                _Transfer(self.now + delay, "report", t.leader, t.life, msg, t.state, ok=t.ok and not lost)
+            )
+
+    def _install(self, node: SimNode, msg: InstallSnapshot, state: State) -> None:
+        """The follower's driver: stage, then step InstallSnapshot."""
+        pending = node.install_pending
+        if pending is not None and (node.ready is None or node.ready.snapshot != pending):
+            # The core restored to a snapshot whose install is not handed to
+            # the store yet. The product's store has one staging area, and
+            # staging a snapshot (even the same one again) starts it afresh:
+            # there, this transfer would destroy the state the install needs.
+            self._count("staging-while-install-pending")
+        outcome = node.install(msg, state)
+        self._count(f"snapshot-{outcome}")
+        self.drive(node)
 
     # -- events --------------------------------------------------------------------
 
@@ -795,20 +1380,85 @@ class Cluster:
         else:
             node = self.rng.choice(live)
         self._log(f"crash {node.id}")
-        node.crash()
-        # Messages on their way to it are lost with it.
-        self._deliverable = [f for f in self._deliverable if f.msg.to != node.id]
-        self._delayed = [f for f in self._delayed if f.msg.to != node.id]
+        self._take_down(node)
         self._down_until[node.id] = self.now + self.rng.randint(1, 4 * self.config.election_ticks)
         self._count("crash")
 
+    def _take_down(self, node: SimNode) -> None:
+        node.crash()
+        # Messages on their way to it are lost with it; so are its transfers.
+        self._deliverable = [f for f in self._deliverable if f.msg.to != node.id]
+        self._delayed = [f for f in self._delayed if f.msg.to != node.id]
+        self._sending = {s for s in self._sending if s[0] != node.id}
+        self._kept = {k: v for k, v in self._kept.items() if k[0] != node.id}
+
+    def _stop_removed(self) -> None:
+        """As the product's driver: a node whose core was told it is no
+        longer a member (``raft.removed``) stops. It must really be out:
+        a member of the newest committed configuration that stops is a voter
+        (or learner) lost for good."""
+        for nid in sorted(self._touched):
+            node = self.nodes[nid]
+            if node.raft is not None and node.raft.removed:
+                newest = self.inv.committed_config_at(len(self.inv.committed))
+                if nid in newest.ids:
+                    raise AssertionError(
+                        f"NotMember stopped a member: {nid} was told it is no member and stops, but the newest committed "
+                        f"configuration (voters={sorted(newest.voters)} learners={sorted(newest.learners)}) "
+                        f"lists it; its own log ends at {node.raft.log.last_index()} with configuration "
+                        f"voters={sorted(node.raft.membership.voters)}"
+                    )
+                self._log(f"{nid} was told it is no member: its driver stops it")
+                self._take_down(node)
+                self._stopped.add(nid)
+                self._count("stopped-removed")
+
+    def _restart_readded(self) -> None:
+        """A node stopped as removed that the newest committed configuration
+        lists again is started from its disk (the operator re-added it)."""
+        newest = self.inv.committed_config_at(len(self.inv.committed))
+        for nid in sorted(self._stopped & newest.ids):
+            self._stopped.discard(nid)
+            self.restart(nid)
+
+    def _after_event(self) -> None:
+        if self._joiners:
+            self._start_joiners()
+        self._stop_removed()
+        if self._stopped:
+            self._restart_readded()
+
     def restart(self, nid: str) -> None:
-        node = self.nodes[nid]
         self._down_until.pop(nid, None)
         self._log(f"restart {nid}")
+        self._boot(nid)
+
+    def _boot(self, nid: str, drive: bool = True) -> None:
+        node = self.nodes[nid]
+        self._life[nid] = self._life.get(nid, 0) + 1
         node.start()
         self.inv.on_start(node)
-        self.drive(node)
+        if drive:
+            self.drive(node)
+
+    def _start_joiners(self) -> None:
+        """Start each joiner once some node's committed configuration has it:
+        empty log, that configuration as the log's base (as ``--join`` does
+        after the cluster added the node)."""
+        for nid in list(self._joiners):
+            for other in self.nodes.values():
+                r = other.raft
+                if r is None or other.id == nid:
+                    continue
+                committed = r.membership_at(r.log.committed)
+                if nid in committed.ids:
+                    self._joiners.remove(nid)
+                    self.nodes[nid].disk = Disk.joining(committed)
+                    self._log(f"{nid} joins with voters={sorted(committed.voters)} learners={sorted(committed.learners)}")
+                    self._touched.add(nid)
+                    self._boot(nid)
+                    self._count("joined")
+                    break
 
     def partition(self) -> None:
         """Cut links until a random tick: isolate the leader (a stale leader
@@ -872,7 +1522,9 @@ class Cluster:
 
     def _membership_step(self) -> None:
         """Try the next change of the plan on the leader: ``add:ID`` (as a
-        learner), ``promote:ID``, ``remove-follower`` or ``remove-leader``.
+        learner), ``join:ID`` (the same, but only once the leader compacted
+        its log past entry 1, so the newcomer needs a snapshot),
+        ``promote:ID``, ``remove-follower`` or ``remove-leader``.
 
         ``random`` makes random single-server changes (``_random_change``)
         for the rest of the run. Only the plan changes the configuration, so
@@ -898,7 +1550,9 @@ class Cluster:
         if raft.membership != committed:
             return  # our change is under way
         kind, _, arg = self.membership_plan[0].partition(":")
-        if kind == "add":
+        if kind in ("add", "join"):
+            if kind == "join" and raft.log.snapshot_index <= 1:
+                return  # wait until a newcomer cannot be served from the log
             new = committed.add(Member(arg, f"{arg}.test:7000", voter=False))
         elif kind == "promote":
             new = committed.promote(arg)
@@ -969,6 +1623,10 @@ class Cluster:
             events.append((3.0 * len(self._deliverable), self.deliver_one))
         if n_waiting:
             events.append((6.0 * n_waiting, self.persist_one))
+        if self._transfers:
+            n_due = len(self._due_transfers())
+            if n_due:
+                events.append((3.0 * n_due, self.transfer_one))
         if self.faults_on:
             events.append((c.crash_weight, self.crash))
             events.append((c.partition_weight, self.partition))
@@ -979,6 +1637,7 @@ class Cluster:
         self._touched.clear()
         self.steps += 1
         action()
+        self._after_event()
         for nid in sorted(self._touched):
             self.inv.check_node(self.nodes[nid])
 
@@ -987,31 +1646,46 @@ class Cluster:
             self.step()
 
     def quiesce_faults(self) -> None:
-        """Stop injecting faults: heal every link, restart every crashed node."""
+        """Stop injecting faults: heal every link, restart every crashed node,
+        let every snapshot transfer and report under way finish now."""
         self.faults_on = False
         self.heal()
         self._stalled_until.clear()
         self._deliverable.extend(self._delayed)
         self._delayed = []
+        self._transfers = [attrs.evolve(t, due=self.now) for t in self._transfers]
         for nid in sorted(self._down_until):
             self._touched.clear()
             self.restart(nid)
+            self._after_event()
             for t in sorted(self._touched):
                 self.inv.check_node(self.nodes[t])
 
     def settle(self) -> None:
-        """Deliver every message and persist every Ready until all is quiet,
-        in random order, checking invariants after every step."""
+        """Deliver every message, persist every Ready and finish every due
+        snapshot transfer until all is quiet, in random order, checking
+        invariants after every step."""
         for _ in range(100_000):
             waiting = [n for n in self.nodes.values() if n.ready is not None]
-            if not self._deliverable and not waiting:
+            due = bool(self._transfers) and bool(self._due_transfers())
+            if not self._deliverable and not waiting and not due:
                 return
             self._touched.clear()
             self.steps += 1
-            if self._deliverable and (not waiting or self.rng.random() < 0.7):
-                self.deliver_one()
+            if not due:
+                if self._deliverable and (not waiting or self.rng.random() < 0.7):
+                    self.deliver_one()
+                else:
+                    self.persist_one()
             else:
-                self.persist_one()
+                r = self.rng.random()
+                if self._deliverable and r < 0.5:
+                    self.deliver_one()
+                elif not waiting or r < 0.8:
+                    self.transfer_one()
+                else:
+                    self.persist_one()
+            self._after_event()
             for nid in sorted(self._touched):
                 self.inv.check_node(self.nodes[nid])
         raise AssertionError("the cluster never went quiet (a message storm?)")
@@ -1044,16 +1718,17 @@ class Cluster:
             self._touched.clear()
             self.steps += 1
             self.tick()
+            self._after_event()
             for nid in sorted(self._touched):
                 self.inv.check_node(self.nodes[nid])
         states = {
-            n.id: (n.raft.role.value, n.raft.term, n.raft.leader, n.raft.log.committed)
+            n.id: (n.raft.role.value, n.raft.term, n.raft.leader, n.raft.log.committed, n.raft.log.first_index())
             for n in self.nodes.values()
             if n.raft is not None
         }
         raise AssertionError(
             f"Liveness: no leader committed and applied a new proposal everywhere within "
-            f"{limit} ticks after healing; nodes (role, term, leader, commit): {states}"
+            f"{limit} ticks after healing; nodes (role, term, leader, commit, first index): {states}"
         )
 
     def _all_applied(self, members: Iterable[str], probes: list[bytes]) -> bool:
@@ -1083,6 +1758,8 @@ def _describe(m: Message) -> str:
         extra = f" pre={m.pre_vote} last=({m.last_index},{m.last_term})"
     elif isinstance(m, VoteResponse):
         extra = f" pre={m.pre_vote} granted={m.granted}"
+    elif isinstance(m, InstallSnapshot):
+        extra = f" meta=({m.meta.index},t{m.meta.term})"
     return f"{name} {m.frm}->{m.to} t{m.term}{extra}"
 
 
@@ -1101,7 +1778,14 @@ class Net:
     links; ``hold_disk`` keeps a node's Ready outstanding (a slow fsync).
     For finer control, ``take`` removes queued messages and ``step``
     delivers one. Invariants are checked after every delivery, as in
-    ``Cluster``."""
+    ``Cluster``.
+
+    Snapshots: ``compact`` compacts a node's log (durably, at once). When a
+    leader asks for a snapshot, its driver queues the ``InstallSnapshot``
+    that the follower's driver steps once it staged the leader's applied
+    state; delivering it stages the state, steps the message and reports
+    the outcome to the leader (``report_snapshot``). A lost one reports a
+    failure. ``snapshot_message`` makes one by hand."""
 
     def __init__(
         self,
@@ -1131,6 +1815,10 @@ class Net:
         #: Read states and failed reads per node, in arrival order.
         self.read_states: dict[str, list[ReadState]] = {i: [] for i in ids}
         self.failed_reads: dict[str, list[int]] = {i: [] for i in ids}
+        #: The state each queued InstallSnapshot carries.
+        self.snapshot_states: dict[InstallSnapshot, State] = {}
+        #: What each delivered InstallSnapshot came to (see SimNode.install).
+        self.snapshot_outcomes: list[tuple[InstallSnapshot, str]] = []
         self._next_ctx = 1
         for node in self.nodes.values():
             node.start()
@@ -1156,11 +1844,14 @@ class Net:
                 self.queue.extend(out.messages)
                 self.read_states[nid].extend(out.read_states)
                 self.failed_reads[nid].extend(out.failed_reads)
-            node.take_ready()  # hands one out unless one is outstanding
+                for peer in out.snapshots_needed:
+                    self.queue.append(self.snapshot_message(nid, peer))
+            if node.take_ready() is not None:
+                self.inv.on_ready(node, node.ready)  # type: ignore[arg-type]
             if node.ready is None or nid in self.held_disks:
                 break
-            rd, old_log, old_hs = node.persist()
-            self.inv.on_persist(node, rd, old_log, old_hs)
+            rd, before = node.persist()
+            self.inv.on_persist(node, rd, before)
             for m in rd.messages:
                 self.inv.on_send(node, m)
             self.queue.extend(rd.messages)
@@ -1169,6 +1860,10 @@ class Net:
             node.apply(rd)
             node.advance(rd)
         self.inv.check_node(node)
+
+    def _lost(self, m: Message) -> bool:
+        node = self.nodes.get(m.to)
+        return node is None or node.raft is None or (m.frm, m.to) in self.cuts or type(m) in self.ignored
 
     def deliver_all(self, limit: int = 100_000) -> list[Message]:
         """Deliver queued messages in order until none are left; returns the
@@ -1180,10 +1875,13 @@ class Net:
             if not self.queue:
                 return arrived
             m = self.queue.popleft()
-            node = self.nodes[m.to]
-            if node.raft is None or (m.frm, m.to) in self.cuts or type(m) in self.ignored:
+            if isinstance(m, InstallSnapshot):
+                if self._transfer(m):
+                    arrived.append(m)
                 continue
-            node.raft.step(m)
+            if self._lost(m):
+                continue
+            self.raft(m.to).step(m)
             arrived.append(m)
             self.delivered.append(m)
             self.drive(m.to)
@@ -1199,10 +1897,10 @@ class Net:
             if not self.queue:
                 raise AssertionError("no message left, and the awaited state never came")
             m = self.queue.popleft()
-            node = self.nodes[m.to]
-            if node.raft is None or (m.frm, m.to) in self.cuts or type(m) in self.ignored:
-                continue
-            self.step(m)
+            if isinstance(m, InstallSnapshot):
+                self._transfer(m)
+            elif not self._lost(m):
+                self.step(m)
         raise AssertionError(f"not done after {limit} deliveries")
 
     def take(self, pred: Callable[[Message], bool]) -> list[Message]:
@@ -1212,11 +1910,60 @@ class Net:
         self.queue = deque(m for m in self.queue if not pred(m))
         return taken
 
-    def step(self, m: Message) -> None:
-        """Deliver one message now (whatever the links say)."""
+    def step(self, m: Message, report: bool = True) -> None:
+        """Deliver one message now (whatever the links say). An
+        InstallSnapshot is staged and stepped, then (if report) its sender
+        hears that it arrived."""
+        if isinstance(m, InstallSnapshot):
+            self._transfer(m, force=True, report=report)
+            return
         self.raft(m.to).step(m)
         self.delivered.append(m)
         self.drive(m.to)
+
+    def _transfer(self, m: InstallSnapshot, force: bool = False, report: bool = True) -> bool:
+        """A snapshot transfer ends: the follower's driver stages the state and
+        steps m (unless the transfer is lost), then the leader's driver
+        reports how it went. Returns whether it arrived."""
+        node = self.nodes.get(m.to)
+        arrived = node is not None and node.raft is not None and (force or not self._lost(m))
+        if arrived:
+            assert node is not None
+            outcome = node.install(m, self.snapshot_states[m])
+            self.snapshot_outcomes.append((m, outcome))
+            self.delivered.append(m)
+            self.drive(m.to)
+        sender = self.nodes[m.frm].raft
+        if report and sender is not None:
+            sender.report_snapshot(m.to, arrived)
+            self.drive(m.frm)
+        return arrived
+
+    def snapshot_message(self, frm: str, to: str) -> InstallSnapshot:
+        """The snapshot frm's driver would send to now: its applied state, at
+        its applied index A, with term log.term(A) and the configuration in
+        force at A (as the product's driver)."""
+        node = self.nodes[frm]
+        raft = self.raft(frm)
+        applied = len(node.disk.applied)
+        term = raft.log.term(applied)
+        assert term is not None, f"{frm}'s log no longer covers its applied index {applied}"
+        meta = SnapshotMeta(applied, term, raft.membership_at(applied))
+        m = InstallSnapshot(frm=frm, to=to, term=raft.term, meta=meta)
+        self.snapshot_states[m] = tuple(node.disk.applied)
+        return m
+
+    def compact(self, nid: str, index: int | None = None) -> SnapshotMeta:
+        """Compact nid's log up to index (default: its applied index) and
+        write that to its disk at once."""
+        node = self.nodes[nid]
+        raft = self.raft(nid)
+        meta = raft.compact(raft.log.applied if index is None else index)
+        self.inv.on_compact(node, meta)
+        node.pending_compact = meta
+        node.write_compaction()
+        self.inv.check_node(node)
+        return meta
 
     def tick(self, nid: str, n: int = 1) -> None:
         """Tick one node n times (its messages stay queued)."""
@@ -1296,8 +2043,14 @@ class Net:
         self.ignored.clear()
 
     def crash(self, nid: str) -> None:
+        """nid loses its memory; messages on their way to it are lost, and
+        so are snapshot transfers to it (their senders hear so)."""
         self.nodes[nid].crash()
+        lost = [m for m in self.queue if m.to == nid]
         self.queue = deque(m for m in self.queue if m.to != nid)
+        for m in lost:
+            if isinstance(m, InstallSnapshot):
+                self._transfer(m)
 
     def restart(self, nid: str) -> Raft:
         node = self.nodes[nid]
@@ -1305,6 +2058,16 @@ class Net:
         self.inv.on_start(node)
         self.drive(nid)
         return raft
+
+    def join(self, nid: str, membership: Membership) -> Raft:
+        """Start a new node nid as ``--join`` does once the cluster added it:
+        an empty log whose base records membership (the configuration that
+        added it). Until now messages to nid were lost."""
+        assert nid not in self.nodes, f"{nid} already exists"
+        self.nodes[nid] = SimNode(nid, self.config, Disk.joining(membership), random.Random(nid))
+        self.read_states[nid] = []
+        self.failed_reads[nid] = []
+        return self.restart(nid)
 
     # -- queries -----------------------------------------------------------------------
 
@@ -1315,5 +2078,6 @@ class Net:
         ]
 
     def log_terms(self, nid: str) -> list[int]:
+        """The terms of nid's log entries (from its first index on)."""
         r = self.raft(nid)
-        return [r.log.term(i) or 0 for i in range(1, r.log.last_index() + 1)]
+        return [r.log.term(i) or 0 for i in range(r.log.first_index(), r.log.last_index() + 1)]

@@ -18,6 +18,7 @@ from dkv.raft import (
     Member,
     MembershipError,
     ProposalDropped,
+    Raft,
     RaftConfig,
     Role,
 )
@@ -25,6 +26,7 @@ from dkv.raft.messages import (
     AppendEntries,
     AppendResponse,
     Heartbeat,
+    InstallSnapshot,
     RequestVote,
     TimeoutNow,
     VoteResponse,
@@ -530,6 +532,241 @@ def test_thesis_3_10_a_transfer_that_does_not_finish_is_abandoned() -> None:
     net.propose("n1", b"accepted")
     net.deliver_all()
     assert net.applied_data("n1") == [b"accepted"]
+
+
+# -- §7 Log compaction ----------------------------------------------------------------
+
+
+def _lagging_follower(payloads: int = 10) -> tuple[Net, Raft]:
+    """n1 leads; n3 was cut off while n1 committed and applied payloads
+    entries with n2, then n1 compacted its log up to its applied index."""
+    net = Net(IDS)
+    n1 = net.elect("n1")
+    net.isolate("n3")
+    for i in range(payloads):
+        net.propose("n1", b"e%d" % i)
+    net.deliver_all()
+    net.tick("n1")
+    net.deliver_all()
+    meta = net.compact("n1")
+    assert meta.index == n1.log.applied == n1.log.last_index() == payloads + 2
+    assert n1.log.first_index() == meta.index + 1  # the log holds nothing now
+    assert net.raft("n3").log.last_index() == 2
+    return net, n1
+
+
+def _committed(commit: int, term: int, entries: list[tuple[int, bytes]]) -> Disk:
+    """A disk like ``disk(term, *entries)`` on which entries up to commit
+    are known committed (by n1, which led term ``term``)."""
+    d = disk(term, *entries)
+    d.hard_state = HardState(term, "n1", commit)
+    return d
+
+
+def _snapshots(net: Net) -> list[InstallSnapshot]:
+    return [m for m in net.delivered if isinstance(m, InstallSnapshot)]
+
+
+def test_7_a_follower_far_behind_gets_a_snapshot_then_entries() -> None:
+    """§7: "the leader must occasionally send snapshots to followers that lag
+    behind. This happens when the leader has already discarded the next log
+    entry that it needs to send to a follower." Then the follower's log
+    starts after the snapshot, and it gets later entries by AppendEntries.
+    The snapshot survives a restart (the log's base and the state are on
+    disk)."""
+    net, n1 = _lagging_follower()
+    net.recover()
+    net.tick_all(3)
+    [snap] = _snapshots(net)
+    assert (snap.frm, snap.to, snap.meta.index, snap.meta.term) == ("n1", "n3", 12, n1.term)
+    assert net.snapshot_outcomes == [(snap, "restore")]
+    n3 = net.raft("n3")
+    assert (n3.log.first_index(), n3.log.last_index(), n3.log.applied) == (13, 12, 12)
+    assert net.nodes["n3"].disk.snapshot == snap.meta
+    assert net.applied_data("n3") == net.applied_data("n1") == [b"e%d" % i for i in range(10)]
+    assert n1.status().match["n3"] == 12  # the follower acknowledged the snapshot's index
+
+    before = len(net.delivered)
+    net.propose("n1", b"after")
+    net.deliver_all()
+    net.tick_all(2)
+    appends = [m for m in net.delivered[before:] if isinstance(m, AppendEntries) and m.to == "n3"]
+    assert appends[0].prev_index == 12 and appends[0].entries  # entries after the snapshot
+    assert _snapshots(net) == [snap]
+    assert net.applied_data("n3")[-1] == b"after"
+    assert n3.log.first_index() == 13 and n3.log.entry(13).data == b"after"
+
+    net.crash("n3")
+    n3 = net.restart("n3")
+    assert (n3.log.snapshot_index, n3.log.snapshot_term) == (12, snap.meta.term)
+    assert n3.log.applied == 13 and n3.membership == n1.membership
+    net.tick_all(2)
+    assert net.applied_data("n3") == net.applied_data("n1")
+
+
+def test_7_a_stale_snapshot_is_ignored() -> None:
+    """A snapshot that arrives after the follower already committed past it
+    (a retransmission, a slow transfer) changes nothing: the follower keeps
+    its log and state and tells the leader where it stands."""
+    net, n1 = _lagging_follower()
+    net.recover()
+    net.tick("n1")
+    net.deliver_until(lambda: any(isinstance(m, InstallSnapshot) for m in net.queue))
+    [snap] = net.take(lambda m: isinstance(m, InstallSnapshot))
+    net.step(snap)
+    net.deliver_all()
+    net.propose("n1", b"after")
+    net.deliver_all()
+    net.tick_all(2)
+    n3 = net.raft("n3")
+    assert n3.log.committed == 13 > snap.meta.index
+    state = list(net.nodes["n3"].disk.applied)
+    log = (n3.log.first_index(), n3.log.last_index())
+
+    net.step(snap, report=False)  # the same snapshot once more, late
+    assert net.snapshot_outcomes[-1] == (snap, "stale")
+    [answer] = net.take(lambda m: isinstance(m, AppendResponse) and m.frm == "n3")
+    assert (answer.success, answer.index) == (True, 13)
+    assert net.nodes["n3"].disk.applied == state
+    assert (n3.log.first_index(), n3.log.last_index()) == log
+
+
+def test_7_a_snapshot_from_a_deposed_leader_is_ignored() -> None:
+    """Figure 13, InstallSnapshot RPC: "Reply immediately if term <
+    currentTerm." A snapshot n1 sent while it led arrives after n2 won a
+    later term: n3 ignores it (and does not answer)."""
+    net, n1 = _lagging_follower(3)
+    net.recover()
+    net.tick("n1")
+    net.deliver_until(lambda: any(isinstance(m, InstallSnapshot) for m in net.queue))
+    [snap] = net.take(lambda m: isinstance(m, InstallSnapshot))
+    net.isolate("n1")
+    net.tick("n3", net.config.election_ticks)  # past n1's lease
+    net.deliver_all()
+    n2 = net.elect("n2")
+    net.tick_all(2)
+    n3 = net.raft("n3")
+    assert n2.term > snap.term and n3.term == n2.term
+    assert net.applied_data("n3") == [b"e0", b"e1", b"e2"]  # from n2's log
+    state, log = list(net.nodes["n3"].disk.applied), net.log_terms("n3")
+    net.step(snap, report=False)
+    assert net.snapshot_outcomes[-1] == (snap, "stale-term")
+    assert not [m for m in net.queue if m.frm == "n3"]
+    assert net.nodes["n3"].disk.applied == state and net.log_terms("n3") == log
+    assert n3.leader == "n2"
+
+
+def test_7_a_snapshot_of_a_prefix_of_the_follower_log_keeps_later_entries() -> None:
+    """§7: "If instead the follower receives a snapshot that describes a
+    prefix of its log (due to retransmission or by mistake), then log entries
+    covered by the snapshot are deleted but entries following the snapshot
+    are still valid and must be retained." n3 holds entries 2..9 of term 2
+    but knows only entry 1 committed; n1, which led term 2, applied up to 6.
+    The snapshot at (6, t2) matches n3's log: n3 keeps every entry (applying
+    its own up to 6; the core does not delete the covered ones, the driver's
+    next compaction will) and learns the commit index."""
+    history = [(2, b"a%d" % i) for i in range(8)]
+    net = Net(
+        IDS,
+        disks={"n1": _committed(6, 2, history), "n2": _committed(6, 2, history), "n3": disk(2, *history)},
+    )
+    net.drive("n1")
+    assert net.applied_data("n1") == [b"a0", b"a1", b"a2", b"a3", b"a4"]
+    snap = net.snapshot_message("n1", "n3")
+    assert (snap.meta.index, snap.meta.term) == (6, 2)
+    net.step(snap, report=False)
+    assert net.snapshot_outcomes == [(snap, "fast-forward")]
+    n3 = net.raft("n3")
+    assert (n3.log.first_index(), n3.log.last_index(), n3.log.committed) == (1, 9, 6)
+    assert net.nodes["n3"].disk.snapshot.index == 0  # nothing installed
+    assert net.applied_data("n3") == net.applied_data("n1")
+    [answer] = net.take(lambda m: isinstance(m, AppendResponse) and m.frm == "n3")
+    assert (answer.success, answer.index) == (True, 6)
+
+
+def test_7_a_snapshot_with_new_information_replaces_the_whole_log() -> None:
+    """§7: "If the snapshot contains new information not already in the
+    recipient's log, the follower discards its entire log; it is all
+    superseded by the snapshot and may possibly have uncommitted entries
+    that conflict with the snapshot." n3's entries 2..9 are of term 2; n1
+    committed and applied entries of term 3 up to 6."""
+    real = [(3, b"r%d" % i) for i in range(8)]
+    stale = [(2, b"s%d" % i) for i in range(8)]
+    net = Net(
+        IDS, disks={"n1": _committed(6, 3, real), "n2": _committed(6, 3, real), "n3": disk(2, *stale)}
+    )
+    net.drive("n1")
+    snap = net.snapshot_message("n1", "n3")
+    assert (snap.meta.index, snap.meta.term) == (6, 3)
+    net.step(snap, report=False)
+    assert net.snapshot_outcomes == [(snap, "restore")]
+    n3 = net.raft("n3")
+    assert (n3.log.first_index(), n3.log.last_index(), n3.log.committed, n3.term) == (7, 6, 6, 3)
+    assert net.nodes["n3"].disk.snapshot == snap.meta  # installed with the Ready
+    assert net.nodes["n3"].disk.log == []
+    assert net.applied_data("n3") == net.applied_data("n1") == [b"r%d" % i for i in range(5)]
+    assert n3.membership == snap.meta.membership  # Figure 13: "load snapshot's cluster configuration"
+
+
+def test_7_an_install_is_durable_only_with_its_ready() -> None:
+    """The contract: a restored snapshot becomes the node's state when the
+    Ready that carries it is written. Until then nothing that depends on it
+    leaves the node, and a crash forgets it (the snapshot is sent again)."""
+    net, n1 = _lagging_follower(4)
+    net.recover()
+    net.tick("n1")
+    net.deliver_until(lambda: any(isinstance(m, InstallSnapshot) for m in net.queue))
+    [snap] = net.take(lambda m: isinstance(m, InstallSnapshot))
+    net.hold_disk("n3")
+    net.step(snap)
+    n3 = net.raft("n3")
+    assert n3.log.snapshot_index == 6  # restored in memory...
+    assert net.nodes["n3"].disk.snapshot.index == 0  # ...not on disk
+    assert not [m for m in net.queue if isinstance(m, AppendResponse) and m.frm == "n3"]
+    net.crash("n3")
+    n3 = net.restart("n3")
+    assert n3.log.snapshot_index == 0 and n3.log.last_index() == 2
+    net.release_disk("n3")
+    net.tick_all(3)
+    assert [m.meta.index for m in _snapshots(net)] == [6, 6]  # sent again after n1 probed
+    assert net.nodes["n3"].disk.snapshot.index == 6
+    assert net.applied_data("n3") == net.applied_data("n1")
+
+
+def test_7_a_new_server_gets_the_state_and_configuration_by_snapshot() -> None:
+    """Thesis §4.2.1 with §7: a server added after the leader compacted its
+    log cannot be caught up from the log; it joins with an empty log (and the
+    configuration that added it), gets a snapshot, then entries, and can be
+    promoted."""
+    net = Net(IDS)
+    n1 = net.elect("n1")
+    net.propose("n1", b"before")
+    net.deliver_all()
+    net.compact("n1")
+    added = n1.membership.add(Member("n4", "n4.test:7000", voter=False))
+    n1.propose_membership(added)
+    net.deliver_all()
+    assert n1.membership_at(n1.log.committed) == added
+    n4 = net.join("n4", added)
+    assert (n4.log.last_index(), n4.membership) == (0, added)
+    net.tick_all(3)
+    [snap] = _snapshots(net)
+    assert snap.to == "n4" and snap.meta.membership == added
+    assert n4.log.snapshot_index == snap.meta.index
+    assert net.applied_data("n4") == [b"before"]
+
+    n1.propose_membership(added.promote("n4"))
+    net.deliver_all()
+    net.tick_all(2)
+    assert n4.membership.voters == {"n1", "n2", "n3", "n4"}
+    net.isolate("n2")
+    net.isolate("n3")  # n1 and n4 alone are no majority of four
+    net.propose("n1", b"needs-three")
+    net.deliver_all()
+    assert b"needs-three" not in net.applied_data("n1")
+    net.recover()
+    net.tick_all(2)
+    assert net.applied_data("n4") == [b"before", b"needs-three"]
 
 
 # -- thesis §4.1-4.2 membership changes --------------------------------------------------

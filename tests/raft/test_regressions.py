@@ -19,8 +19,10 @@ from dkv.raft import (
     RaftConfig,
     Role,
 )
-from dkv.raft.messages import AppendEntries, AppendResponse, Heartbeat
+from dkv.raft.messages import AppendEntries, AppendResponse, Heartbeat, NotMember, RequestVote
 from tests.raft.sim import Disk, Net, bootstrap_entry, bootstrap_membership
+
+IDS = ("n1", "n2", "n3")
 
 
 def test_lost_append_is_retransmitted_without_new_proposals() -> None:
@@ -217,3 +219,86 @@ def test_no_membership_change_before_the_leader_commits_in_its_term() -> None:
     net.tick("n1")
     net.deliver_all()
     assert n1.log.committed == n1.log.last_index()
+
+
+def test_a_lagging_member_does_not_stop_a_readded_voter() -> None:
+    """Found by the simulation (test_random_membership_changes seeds 13, 16,
+    24, 35, 49 and test_snapshots_with_random_membership_changes seeds 2, 5,
+    23, 25, 26 at 132e256: a member of the newest committed configuration
+    was told NotMember and stopped; before the simulation stopped removed
+    nodes as the product's driver does, this showed as the liveness failures
+    of test_random_membership_changes seeds 38 and 41). Fixed by 93204c1
+    (only the leader tells, and only a notice of the current term counts).
+
+    n5 is down while n1 removes it (C1, committed; n4 learns that) and adds
+    it back as a voter (C2, committed by n1, n2, n3 while n4 is cut off).
+    n5 restarts with its old log (latest configuration C0 at index 1) and
+    campaigns; n4, whose committed configuration C1 leaves n5 out, hears it
+    first. n4 knows nothing of C2, so what it says must not stop n5."""
+    net = Net(("n1", "n2", "n3", "n4", "n5"))
+    n1 = net.elect("n1")
+    net.crash("n5")  # down through both changes
+    c1 = n1.membership.remove("n5")
+    n1.propose_membership(c1)
+    net.deliver_all()
+    net.tick_all(1)
+    n4 = net.raft("n4")
+    assert n4.membership_at(n4.log.committed) == c1
+    net.isolate("n4")  # n4 misses the re-add
+    c2 = c1.add(Member("n5", "n5.test:7000"))
+    n1.propose_membership(c2)
+    net.deliver_all()
+    net.tick_all(1)
+    assert n1.membership_at(n1.log.committed) == c2 and n4.membership == c1
+
+    net.recover()
+    for other in ("n1", "n2", "n3"):
+        net.cut("n5", other)  # its vote requests reach n4 first
+    n5 = net.restart("n5")
+    assert n5.membership.is_voter("n5") and n5.log.last_index() == 2
+    net.tick("n5", 2 * net.config.election_ticks)
+    net.deliver_all()
+    assert not n5.removed, "n5, a voter of the committed configuration C2, concluded it was removed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known core bug (NotMember, still at 93204c1): a notice delayed past a re-add stops a member; "
+    "see the docstring. Remove this marker (and KNOWN_CORE_BUGS in test_simulation.py) once fixed.",
+)
+def test_a_notice_delayed_past_a_readd_does_not_stop_the_member() -> None:
+    """Found by test_snapshots_with_random_membership_changes seed 23 at
+    93204c1 (a member of the newest committed configuration stops). NOT
+    FIXED here: reported instead.
+
+    n3 never hears that n1 removed it (C1) and campaigns; the leader n1
+    answers NotMember, true when sent. The notice is delayed in the network
+    while n1 adds n3 back as a learner (C2, committed). When it arrives, n3
+    (whose log still ends with C0) believes it -- same term, and C1's index
+    is above its own latest configuration's -- and concludes it was removed
+    (``raft.removed``; the product driver then stops the process), although
+    it is a member of the committed C2. A notice says what the sender's
+    configuration was when it was sent, not what it is when it arrives."""
+    net = Net(IDS)
+    n1 = net.elect("n1")
+    net.isolate("n3")  # n3 never hears of its removal
+    c1 = n1.membership.remove("n3")
+    n1.propose_membership(c1)
+    net.deliver_all()
+    net.tick_all(net.config.election_ticks)
+    assert n1.membership_at(n1.log.committed) == c1
+    net.recover()
+    n3 = net.raft("n3")
+    net.tick("n3", 2 * net.config.election_ticks)  # it campaigns
+    net.step(net.take(lambda m: isinstance(m, RequestVote) and m.to == "n1")[-1])
+    [notice] = net.take(lambda m: isinstance(m, NotMember))  # delayed in the network
+    net.cut("n1", "n3")
+    c2 = c1.add(Member("n3", "n3.test:7000", voter=False))
+    n1.propose_membership(c2)
+    net.deliver_all()
+    net.tick("n1")
+    net.deliver_all()
+    assert n1.membership_at(n1.log.committed) == c2
+    assert notice.term == n3.term
+    net.step(notice)
+    assert not n3.removed, "n3, a learner of the committed configuration C2, concluded it was removed"

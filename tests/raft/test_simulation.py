@@ -6,10 +6,18 @@ client traffic; leadership transfers; membership changes in some scenarios)
 while ``Invariants`` checks Raft's safety properties after every step, then
 heals everything and requires that the cluster makes progress again.
 
+The ``test_snapshots_*`` scenarios add log compaction on every node (at
+per-seed intervals, some keeping almost no log) and snapshots sent out of band
+when a leader has compacted what a follower needs (delayed, failed, lost,
+duplicated, stale on arrival), and nodes that join with an empty log once the
+leader has compacted past entry 1.
+
 Environment:
 
 ``DKV_SIM_SEEDS=N``
-    run N three-node seeds (default 300) and N/6 seeds of each other scenario;
+    run N three-node seeds (default 300); N/6 seeds of each other scenario
+    without snapshots and of ``test_snapshots_with_a_node_joining``; N/3 of
+    ``test_snapshots_three_nodes``; N/10 of the other snapshot scenarios;
 ``DKV_SIM_SEED=S``
     run only seed S of each scenario (replay a failure; the failure message
     prints the exact command).
@@ -24,10 +32,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import pytest
 
 from dkv.raft import RaftConfig
-from tests.raft.sim import Chaos, Cluster
+from tests.raft.sim import Chaos, Cluster, SnapshotPolicy
 
 SEEDS = int(os.environ.get("DKV_SIM_SEEDS", "300"))
 ONE_SEED = os.environ.get("DKV_SIM_SEED")
@@ -54,6 +63,16 @@ def _config(seed: int) -> RaftConfig:
     )
 
 
+#: Core bugs that are known and reported but not fixed yet, by the start of
+#: the simulation's failure message: a seed that hits one is marked xfail
+#: (its reason has the replay command) instead of failing, and the bug has a
+#: strict xfail reproduction in test_regressions.py. Remove an entry as soon
+#: as its bug is fixed.
+KNOWN_CORE_BUGS = {
+    "NotMember stopped a member": "test_regressions.py::test_a_notice_delayed_past_a_readd_does_not_stop_the_member",
+}
+
+
 def _run(test: str, seed: int, build: Callable[[], Cluster], steps: int) -> Cluster:
     """Run one seed; on any failure, raise an AssertionError that tells how
     to replay exactly this seed."""
@@ -65,11 +84,16 @@ def _run(test: str, seed: int, build: Callable[[], Cluster], steps: int) -> Clus
     except Exception as e:
         trace = cluster.format_trace() if cluster is not None else ""
         where = f"step {cluster.steps}, tick {cluster.now}" if cluster is not None else "setup"
-        raise AssertionError(
-            f"{test} seed {seed} failed at {where}: {type(e).__name__}: {e}\n"
-            f"last events:\n{trace}\n"
+        replay = (
             f"replay: cd {shlex.quote(str(ROOT))} && DKV_SIM_SEED={seed} "
             f"{shlex.quote(sys.executable)} -m pytest tests/raft/test_simulation.py -q -k {test}"
+        )
+        for known, reproduction in KNOWN_CORE_BUGS.items():
+            if isinstance(e, AssertionError) and str(e).startswith(known):
+                pytest.xfail(f"known core bug ({reproduction}) at {where}: {e}; {replay}")
+        raise AssertionError(
+            f"{test} seed {seed} failed at {where}: {type(e).__name__}: {e}\n"
+            f"last events:\n{trace}\n{replay}"
         ) from e
     return cluster
 
@@ -179,11 +203,126 @@ def test_harsh_network(seed: int) -> None:
     )
 
 
-def test_a_seed_replays_exactly() -> None:
+# -- snapshots (Raft §7) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 3))
+def test_snapshots_three_nodes(seed: int) -> None:
+    """Compaction everywhere, snapshots to whoever falls behind the leader's
+    log, under the usual faults."""
+    cluster = _run(
+        "test_snapshots_three_nodes",
+        seed,
+        lambda: Cluster(
+            seed, ("n1", "n2", "n3"), config=_config(seed), snapshots=SnapshotPolicy.for_seed(seed)
+        ),
+        steps=5000,
+    )
+    assert cluster.stats.get("compact", 0) >= 1, cluster.stats
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 10))
+def test_snapshots_five_nodes(seed: int) -> None:
+    cluster = _run(
+        "test_snapshots_five_nodes",
+        seed,
+        lambda: Cluster(
+            seed,
+            ("n1", "n2", "n3", "n4", "n5"),
+            config=_config(seed),
+            snapshots=SnapshotPolicy.for_seed(seed),
+        ),
+        steps=5000,
+    )
+    assert cluster.stats.get("compact", 0) >= 1, cluster.stats
+
+
+def _compacting_early(policy: SnapshotPolicy) -> SnapshotPolicy:
+    """The seed's policy, but compacting within the first few dozen applied
+    entries, so the join (which waits for that) happens early in the run."""
+    lo, hi = policy.every
+    return attrs.evolve(policy, every=(min(lo, 10), min(hi, 20)))
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
+def test_snapshots_with_a_node_joining(seed: int) -> None:
+    """Once the leader has compacted past entry 1, n4 is added as a learner
+    and starts with an empty log (as with --join), so it can only get the
+    state by a snapshot; then it is promoted and the leader is removed, all
+    under traffic, faults and compaction."""
+    cluster = _run(
+        "test_snapshots_with_a_node_joining",
+        seed,
+        lambda: Cluster(
+            seed,
+            ("n1", "n2", "n3"),
+            joiners=("n4",),
+            config=_config(seed),
+            chaos=Chaos(membership_weight=0.3),
+            snapshots=_compacting_early(SnapshotPolicy.for_seed(seed)),
+            membership_plan=("join:n4", "promote:n4", "remove-leader"),
+        ),
+        steps=5000,
+    )
+    assert cluster.stats.get("joined", 0) == 1, cluster.stats
+    assert cluster.stats.get("snapshot-installed-on-n4", 0) >= 1, cluster.stats
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 10))
+def test_snapshots_with_random_membership_changes(seed: int) -> None:
+    """Random single-server changes with compaction: removed nodes come back
+    with old logs that the leader may have compacted past."""
+    cluster = _run(
+        "test_snapshots_with_random_membership_changes",
+        seed,
+        lambda: Cluster(
+            seed,
+            ("n1", "n2", "n3", "n4"),
+            spares=("n5",),
+            config=_config(seed),
+            chaos=Chaos(membership_weight=0.5),
+            snapshots=SnapshotPolicy.for_seed(seed),
+            membership_plan=("random",),
+        ),
+        steps=5000,
+    )
+    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
+
+
+def test_snapshot_scenarios_exercise_every_path() -> None:
+    """The simulation itself: a few seeds together reach every way a
+    snapshot can end (installed, stale, from an old term, on a log that
+    already holds its last entry; failed, lost, reported) and restarts."""
+    totals: dict[str, int] = {}
+    for seed in range(6):
+        cluster = Cluster(
+            seed, ("n1", "n2", "n3"), config=_config(seed), snapshots=SnapshotPolicy.for_seed(seed)
+        )
+        cluster.run(4000)
+        for k, v in cluster.stats.items():
+            totals[k] = totals.get(k, 0) + v
+    for what in (
+        "compact",
+        "snapshot-restore",
+        "snapshot-installed",
+        "snapshot-stale",
+        "snapshot-stale-term",
+        "snapshot-fast-forward",
+        "snapshot-report-ok",
+        "snapshot-report-failed",
+        "snapshot-lost",
+        "crash",
+    ):
+        assert totals.get(what, 0) > 0, (what, totals)
+
+
+@pytest.mark.parametrize("snapshots", [False, True])
+def test_a_seed_replays_exactly(snapshots: bool) -> None:
     """Everything derives from the seed: two runs are the same run."""
 
     def fingerprint() -> tuple[object, ...]:
-        c = Cluster(7, ("n1", "n2", "n3"), config=_config(7))
+        policy = SnapshotPolicy.for_seed(7) if snapshots else None
+        c = Cluster(7, ("n1", "n2", "n3"), config=_config(7), snapshots=policy)
         c.run(1500)
         return (c.now, sorted(c.stats.items()), c.inv.committed, c.format_trace())
 
@@ -215,3 +354,30 @@ def test_the_checker_sees_a_stale_read() -> None:
     inv.check_read_state("n1", ReadState(5, 2))
     with pytest.raises(AssertionError, match="Linearizable"):
         inv.check_read_state("n1", ReadState(5, 1))
+
+
+def test_the_checker_sees_a_wrong_snapshot() -> None:
+    """The checker itself: a snapshot must end at a committed entry, and an
+    installed state must be exactly the state after applying the committed
+    entries up to its index."""
+    from dkv.raft import Entry, HardState, Ready
+    from dkv.raft.messages import SnapshotMeta
+    from tests.raft.sim import Disk, DiskBefore, Invariants, SimNode
+
+    inv = Invariants({})
+    inv.committed = [Entry(1, 1), Entry(2, 1, data=b"x"), Entry(3, 2, data=b"y")]
+    inv.check_snapshot_point("a", 3, 2)
+    with pytest.raises(AssertionError, match="only 3 entries are committed"):
+        inv.check_snapshot_point("b", 4, 2)
+    with pytest.raises(AssertionError, match="is committed there"):
+        inv.check_snapshot_point("c", 3, 1)
+
+    meta = SnapshotMeta(2, 1)
+    node = SimNode("n1", RaftConfig(), Disk(), random.Random(0))
+    before = DiskBefore(HardState(2, "", 0), SnapshotMeta(0, 0), [], 0)
+    rd = Ready(hard_state=HardState(2, "", 2), entries=(), committed=(), messages=(), snapshot=meta)
+    node.disk = Disk(HardState(2, "", 2), [], [Entry(1, 1), Entry(2, 1, data=b"x")], meta)
+    inv.on_persist(node, rd, before)
+    node.disk = Disk(HardState(2, "", 2), [], [Entry(1, 1), Entry(2, 1, data=b"z")], meta)
+    with pytest.raises(AssertionError, match="State Machine Safety"):
+        inv.on_persist(node, rd, before)
