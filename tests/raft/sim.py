@@ -982,7 +982,8 @@ class Cluster:
     a node that joins with ``--join``: an empty log whose base records that
     configuration. ``snapshots`` turns on compaction and snapshot transfers.
     As the product's driver, a node whose core learns it was removed
-    (``raft.removed``, from a NotMember) stops; it starts again from its disk
+    (``raft.removed``, from the leader's NotMember) and hears from no leader
+    for two election timeouts stops; it starts again from its disk
     once the newest committed configuration lists it (an operator re-added it),
     and stopping a member of the newest committed configuration is an error.
     ``run(steps)`` is the chaotic phase; ``check_liveness()`` then heals
@@ -1035,6 +1036,8 @@ class Cluster:
         #: Nodes stopped by their driver because the core said it was removed
         #: (NotMember), until the newest committed configuration lists them.
         self._stopped: set[str] = set()
+        #: Since when (tick) each node's core says it was removed.
+        self._told_removed_at: dict[str, int] = {}
         #: Snapshot transfers and reports on their way.
         self._transfers: list[_Transfer] = []
         #: (leader, peer) pairs with a transfer under way (as the product's
@@ -1393,13 +1396,19 @@ class Cluster:
         self._kept = {k: v for k, v in self._kept.items() if k[0] != node.id}
 
     def _stop_removed(self) -> None:
-        """As the product's driver: a node whose core was told it is no
-        longer a member (``raft.removed``) stops. It must really be out:
-        a member of the newest committed configuration that stops is a voter
-        (or learner) lost for good."""
-        for nid in sorted(self._touched):
-            node = self.nodes[nid]
-            if node.raft is not None and node.raft.removed:
+        """As the product's driver: a node whose core was told by the leader
+        that it is no member (``raft.removed``) and that no leader contacted
+        since (which clears it) for two election timeouts stops. It must
+        really be out: a member of the newest committed configuration that
+        stops is a voter (or learner) lost for good."""
+        for nid, node in self.nodes.items():
+            raft = node.raft
+            if raft is None or not raft.removed:
+                self._told_removed_at.pop(nid, None)
+                continue
+            since = self._told_removed_at.setdefault(nid, self.now)
+            if self.now - since >= 2 * self.config.election_ticks:
+                self._told_removed_at.pop(nid)
                 newest = self.inv.committed_config_at(len(self.inv.committed))
                 if nid in newest.ids:
                     raise AssertionError(
