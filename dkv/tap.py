@@ -267,6 +267,7 @@ class DkvService(MultiService):
 
     def startService(self) -> None:
         c = self.config
+        _tune_gc()
         log.info(
             "dkv node {id} starting: rpc {rpc}, rest {rest}, db {db}, cluster {cluster}",
             id=c.node_id,
@@ -434,6 +435,19 @@ class _AutoPromote(Service):
             lambda f: log.debug("not promoted yet: {why}", why=f.getErrorMessage()),
         )
         return d
+
+
+def _tune_gc() -> None:
+    """Python's cyclic collector paused the reactor for tens of ms under load
+    (p99 at 64 connections: writes 52 ms, reads 152 ms; 20 and 10 ms with
+    this). Everything alive after start-up (modules, services) moves to the
+    permanent generation, and young collections run every 100k allocations
+    instead of 700. A node is the only tenant of its process."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:
