@@ -73,6 +73,7 @@ class _Request:
     proposed: bool = False
     #: A write's request id (to forget it in ``_writes`` when it expires).
     rid: RequestId | None = None
+    key: int = 0
 
 
 def _write_expired(req: _Request) -> Exception:
@@ -153,7 +154,9 @@ class ReplicationService(Service):
         self._told_removed_at: float | None = None
         self._transfers: list[_Request] = []
         #: Every waiting request, oldest (earliest deadline) first.
-        self._expiring: deque[_Request] = deque()
+        self._expiring: deque[tuple[float, int]] = deque()
+        self._pending: dict[int, _Request] = {}
+        self._request_keys = itertools.count()
         #: Committed operations answered but not yet in the store.
         self._overlay = Overlay()
         self._installing: SnapshotMeta | None = None
@@ -211,6 +214,7 @@ class ReplicationService(Service):
         self._transfers = []
         self._new_writes, self._new_reads, self._reads, self._apply_waiters = [], [], {}, []
         self._expiring.clear()
+        self._pending.clear()
         self._drop_outgoing_snapshots()
         if self._persisting is not None:
             d: Deferred[None] = Deferred()
@@ -614,17 +618,26 @@ class ReplicationService(Service):
     def _new_request(self, expired: Callable[[_Request], Exception]) -> _Request:
         """A request that fails with expired(req) unless finished within the
         request timeout. Deadlines are checked on every tick (no timer per
-        request): a request ends between timeout - tick and timeout."""
-        req = _Request(Deferred(), self._clock.seconds() + self._timeout - self._tick_seconds, expired)
-        self._expiring.append(req)
+        request): a request ends between timeout - tick and timeout.
+
+        Only unfinished requests stay referenced (in ``_pending``); the
+        deadline queue holds plain (deadline, key) tuples, which the garbage
+        collector does not track. (It held the requests themselves: at 6k
+        writes/s, 30k finished requests and their Deferreds, which made
+        young-generation collections take up to 100 ms.)"""
+        key = next(self._request_keys)
+        deadline = self._clock.seconds() + self._timeout - self._tick_seconds
+        req = _Request(Deferred(), deadline, expired, key=key)
+        self._pending[key] = req
+        self._expiring.append((deadline, key))
         return req
 
     def _expire_requests(self) -> None:
         now = self._clock.seconds()
         expiring = self._expiring
-        while expiring and expiring[0].deadline <= now:
-            req = expiring.popleft()
-            if req.deferred.called:
+        while expiring and expiring[0][0] <= now:
+            req = self._pending.pop(expiring.popleft()[1], None)
+            if req is None or req.deferred.called:
                 continue
             if req.rid is not None:
                 self._writes.pop(req.rid, None)
@@ -633,6 +646,7 @@ class ReplicationService(Service):
     def _finish(
         self, req: _Request, result: object = None, failure: Exception | None = None
     ) -> None:
+        self._pending.pop(req.key, None)
         if req.deferred.called:  # e.g. cancelled because the client went away
             return
         if failure is not None:

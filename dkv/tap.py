@@ -438,16 +438,19 @@ class _AutoPromote(Service):
 
 
 def _tune_gc() -> None:
-    """Python's cyclic collector paused the reactor for tens of ms under load
-    (p99 at 64 connections: writes 52 ms, reads 152 ms; 20 and 10 ms with
-    this). Everything alive after start-up (modules, services) moves to the
-    permanent generation, and young collections run every 100k allocations
-    instead of 700. A node is the only tenant of its process."""
+    """Python's cyclic collector paused the reactor for tens of ms under load.
+    Everything alive after start-up (modules, services) moves to the
+    permanent generation, never scanned again, and collections run less
+    often (young every 10k net allocations, the oldest every 100 middle
+    ones). With requests no longer kept alive past their answer
+    (``ReplicationService._new_request``), p99 at 64 connections is ~17 ms
+    for writes and ~6 ms for linearizable reads. A node is the only tenant
+    of its process."""
     import gc
 
     gc.collect()
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(10_000, 20, 100)
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:
