@@ -8,8 +8,7 @@ from typing import Any
 
 from grpc import aio
 
-from dkv.api.grpc_kv import _abort, _await, register_parsed
-from dkv.errors import DkvError
+from dkv.api.grpc_kv import outcome, register_parsed
 from dkv.node import Node
 from dkv.pb import kv_pb2, kv_pb2_grpc
 
@@ -34,33 +33,21 @@ class ClusterServicer(kv_pb2_grpc.ClusterServicer):
         return _members(self.node.members())
 
     async def AddMember(self, request, context):  # noqa: N802
-        try:
-            view = await _await(
-                self.node.add_member(request.id, request.address, request.learner, forward=not _forwarded(context))
-            )
-        except DkvError as e:
-            await _abort(context, e, "AddMember")
-        return _members(view)
+        forward = not _forwarded(context)
+        d = self.node.add_member(request.id, request.address, request.learner, forward=forward)
+        return _members(await outcome(context, "AddMember", d))
 
     async def PromoteMember(self, request, context):  # noqa: N802
-        try:
-            view = await _await(self.node.promote_member(request.id, forward=not _forwarded(context)))
-        except DkvError as e:
-            await _abort(context, e, "PromoteMember")
-        return _members(view)
+        d = self.node.promote_member(request.id, forward=not _forwarded(context))
+        return _members(await outcome(context, "PromoteMember", d))
 
     async def RemoveMember(self, request, context):  # noqa: N802
-        try:
-            view = await _await(self.node.remove_member(request.id, forward=not _forwarded(context)))
-        except DkvError as e:
-            await _abort(context, e, "RemoveMember")
-        return _members(view)
+        d = self.node.remove_member(request.id, forward=not _forwarded(context))
+        return _members(await outcome(context, "RemoveMember", d))
 
     async def TransferLeader(self, request, context):  # noqa: N802
-        try:
-            view = await _await(self.node.transfer_leader(request.to or None, forward=not _forwarded(context)))
-        except DkvError as e:
-            await _abort(context, e, "TransferLeader")
+        d = self.node.transfer_leader(request.to or None, forward=not _forwarded(context))
+        view = await outcome(context, "TransferLeader", d)
         return kv_pb2.TransferLeaderResponse(leader_id=view["leader_id"])
 
 

@@ -31,6 +31,14 @@ async def _await(d: Deferred[Any]) -> Any:
     return await d.asFuture(asyncio.get_running_loop())
 
 
+async def outcome(context: aio.ServicerContext, method: str, d: Deferred[Any]) -> Any:
+    """The result of d, or the call aborted with its DkvError's status."""
+    try:
+        return await _await(d)
+    except DkvError as e:
+        await _abort(context, e, method)
+
+
 async def _abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
     if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake (as in REST)
         name = _CODES[error.grpc_code].name
@@ -43,25 +51,16 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         self.node = node
 
     async def Put(self, request, context):  # noqa: N802 - gRPC names
-        try:
-            await _await(self.node.put(request.key, request.value))
-        except DkvError as e:
-            await _abort(context, e, "Put")
+        await outcome(context, "Put", self.node.put(request.key, request.value))
         return kv_pb2.PutResponse()
 
     async def Get(self, request, context):  # noqa: N802
         linearizable = request.consistency != kv_pb2.SERIALIZABLE
-        try:
-            value = await _await(self.node.get(request.key, linearizable=linearizable))
-        except DkvError as e:
-            await _abort(context, e, "Get")
+        value = await outcome(context, "Get", self.node.get(request.key, linearizable=linearizable))
         return kv_pb2.GetResponse(key=request.key, value=value)
 
     async def Delete(self, request, context):  # noqa: N802
-        try:
-            await _await(self.node.delete(request.key))
-        except DkvError as e:
-            await _abort(context, e, "Delete")
+        await outcome(context, "Delete", self.node.delete(request.key))
         return kv_pb2.DeleteResponse()
 
     async def Status(self, request, context):  # noqa: N802

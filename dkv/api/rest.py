@@ -327,18 +327,20 @@ class RestApi:
 
     @staticmethod
     def _text(body: dict[str, Any], name: str) -> str:
-        if name not in body:
-            raise InvalidArgument(f"missing field {name!r}")
-        value = body[name]
-        if not isinstance(value, str) or not value:
+        value = RestApi._string(body, name, "a non-empty string")
+        if not value:
             raise InvalidArgument(f"field {name!r} must be a non-empty string")
         return value
 
     @staticmethod
     def _field(body: dict[str, Any], name: str) -> str:
+        return RestApi._string(body, name, "a base64 string")
+
+    @staticmethod
+    def _string(body: dict[str, Any], name: str, what: str) -> str:
         if name not in body:
             raise InvalidArgument(f"missing field {name!r}")
         value = body[name]
         if not isinstance(value, str):
-            raise InvalidArgument(f"field {name!r} must be a base64 string")
+            raise InvalidArgument(f"field {name!r} must be {what}")
         return value
