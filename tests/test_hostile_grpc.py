@@ -1,8 +1,9 @@
-"""Hostile input against the gRPC KV API of a real ``dkv`` process: arbitrary
-bytes as keys and values round-trip exactly; empty keys, oversize keys and
-values, unknown methods and request messages that are not protobuf at all
-get their status (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED), are
-logged once and change nothing; the node stays alive.
+"""Hostile input against the gRPC API of a real ``dkv`` process, and the Raft
+peer service on the same port: arbitrary bytes as keys and values round-trip
+exactly; empty keys, oversize keys and values, unknown methods and request
+messages that are not protobuf at all get their status (INVALID_ARGUMENT,
+RESOURCE_EXHAUSTED, UNIMPLEMENTED), are logged once and change nothing; the
+node stays alive.
 """
 
 from __future__ import annotations
@@ -207,6 +208,28 @@ def test_garbage_cluster_messages(node: Node, channel: grpc.Channel, method: str
     INVALID_ARGUMENT, logged once, and changes no membership."""
     fn = channel.unary_unary(f"/dkv.v0.Cluster/{method}", identity, identity)
     expect_rejected(node, fn, b"\xff\xff\xff", Code.INVALID_ARGUMENT, f"malformed {message.__name__} message")
+
+
+@pytest.mark.parametrize(
+    ("method", "kind", "message"),
+    [("Stream", "stream_unary", "Batch"), ("InstallSnapshot", "stream_stream", "SnapshotChunk")],
+)
+def test_garbage_raft_messages(node: Node, channel: grpc.Channel, method: str, kind: str, message: str) -> None:
+    """The peer service on the same port parses its streams the same way:
+    garbage ends the call with INVALID_ARGUMENT (it used to be UNKNOWN,
+    unlogged), logged once, and moves nothing."""
+    fn = getattr(channel, kind)(f"/dkv.raft.v0.Raft/{method}", identity, identity)
+    before = node.indexes()
+    with pytest.raises(grpc.RpcError) as caught:
+        reply = fn(iter([b"\xff\xff\xff"]), timeout=15)
+        if kind == "stream_stream":
+            list(reply)  # the error surfaces while reading the answers
+    logged = node.log.new()
+    assert (caught.value.code(), caught.value.details()) == (Code.INVALID_ARGUMENT, f"malformed {message} message")
+    assert node.indexes() == before
+    rejected = [line for line in logged.splitlines() if "rejected Raft" in line]
+    assert len(rejected) == 1 and f"rejected Raft {method} from" in rejected[0], logged
+    assert rejected[0].endswith(f"malformed {message} message"), logged
 
 
 def test_node_survived(node: Node, stub: kv_pb2_grpc.KVStub) -> None:

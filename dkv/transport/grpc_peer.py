@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from dkv.logs import logger
@@ -146,12 +147,33 @@ async def _reason(error: Exception, call: aio.StreamUnaryCall | None) -> str:
     return type(error).__name__
 
 
+async def _parsed(raw: Any, message_type: Any, method: str, context: aio.ServicerContext) -> Any:
+    """The messages of a request stream of raw bytes, parsed as message_type.
+
+    A message that does not parse ends the call with INVALID_ARGUMENT, logged
+    once (gRPC's own deserializer would answer UNKNOWN, unlogged); the
+    messages before it have been handed on already, as they would have been
+    on a stream that broke there."""
+    async for data in raw:
+        try:
+            yield message_type.FromString(data)
+        except DecodeError:
+            name = message_type.DESCRIPTOR.name
+            log.warn(
+                "rejected Raft {method} from {peer}: malformed {name} message",
+                method=method,
+                peer=context.peer(),
+                name=name,
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name} message")
+
+
 class RaftServicer(raft_pb2_grpc.RaftServicer):
     def __init__(self, transport: GrpcTransport) -> None:
         self._transport = transport
 
     async def Stream(self, request_iterator, context):  # noqa: N802 - gRPC name
-        async for batch in request_iterator:
+        async for batch in _parsed(request_iterator, raft_pb2.Batch, "Stream", context):
             self._transport._receive(batch)
         return raft_pb2.StreamClosed()
 
@@ -160,7 +182,7 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         if receiver is None:
             yield raft_pb2.SnapshotAck(error="this node does not take snapshots")
             return
-        async for ack in receiver.receive(request_iterator):
+        async for ack in receiver.receive(_parsed(request_iterator, raft_pb2.SnapshotChunk, "InstallSnapshot", context)):
             yield ack
 
 
@@ -192,7 +214,20 @@ class GrpcTransport:
         self._running = False
 
     def register(self, server: aio.Server) -> None:
-        raft_pb2_grpc.add_RaftServicer_to_server(self.servicer, server)
+        """Serve ``dkv.raft.v0.Raft`` on server; requests arrive as raw bytes
+        and are parsed by the servicer (see ``_parsed``)."""
+        service = raft_pb2.DESCRIPTOR.services_by_name["Raft"]
+        handlers = {
+            "Stream": grpc.stream_unary_rpc_method_handler(
+                self.servicer.Stream, response_serializer=raft_pb2.StreamClosed.SerializeToString
+            ),
+            "InstallSnapshot": grpc.stream_stream_rpc_method_handler(
+                self.servicer.InstallSnapshot, response_serializer=raft_pb2.SnapshotAck.SerializeToString
+            ),
+        }
+        assert set(handlers) == set(service.methods_by_name), "a Raft method has no handler"
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+        server.add_registered_method_handlers(service.full_name, handlers)
 
     def start(self) -> None:
         self._running = True
