@@ -863,15 +863,28 @@ def _filesystem(path: Path) -> str:
 # -- scale -------------------------------------------------------------------------
 
 
-def vm_rss_mb(pid: int) -> float | None:
-    """VmRSS of pid in MiB, from /proc/PID/status."""
+def memory_mb(pid: int) -> dict[str, float]:
+    """Resident memory of pid in MiB from /proc/PID/status: ``rss_mb`` (VmRSS)
+    and its parts ``rss_anon_mb`` (heap and stacks) and ``rss_file_mb``
+    (file pages mapped in: mostly LMDB's read-only memory map of the db, page
+    cache the kernel can reclaim). Empty if the process is gone."""
+    fields = {"VmRSS:": "rss_mb", "RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}
+    out: dict[str, float] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            words = line.split()
+            if words and words[0] in fields:
+                out[fields[words[0]]] = int(words[1]) / 1024
     except (OSError, ValueError, IndexError):
-        pass
-    return None
+        return {}
+    return out
+
+
+def _memory_text(info: dict[str, Any]) -> str:
+    text = f"RSS {info['rss_mb']:.0f} MiB" if info.get("rss_mb") is not None else "RSS n/a"
+    if info.get("rss_anon_mb") is not None and info.get("rss_file_mb") is not None:
+        text += f" ({info['rss_anon_mb']:.0f} anon, {info['rss_file_mb']:.0f} file-mapped)"
+    return text
 
 
 def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
@@ -936,7 +949,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
         out["nodes"] = {
             x: {
                 "role": (statuses[x] or {}).get("role"),
-                "rss_mb": vm_rss_mb(c.procs[x].pid),
+                **memory_mb(c.procs[x].pid),
                 "db_file_mb": _file_mb(c.dir / f"{x}.db"),
                 "applied_index": (statuses[x] or {}).get("applied_index"),
                 "snapshot_index": (statuses[x] or {}).get("snapshot_index"),
@@ -944,7 +957,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             for x in c.voters
         }
         for x, info in out["nodes"].items():
-            print(f"  node {x} ({info['role']}): RSS {info['rss_mb']:.0f} MiB, db file {info['db_file_mb']:.0f} MiB", flush=True)
+            print(f"  node {x} ({info['role']}): {_memory_text(info)}, db file {info['db_file_mb']:.0f} MiB", flush=True)
 
         follower = next(x for x in c.voters if x != c.leader())
         c.kill(follower, signal.SIGKILL)
@@ -956,7 +969,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
         total = time.monotonic() - start
         out["follower_restart"] = {
             "node": follower, "signal": "SIGKILL", "status_answers_s": answers, "caught_up_s": total,
-            "rss_mb_after": vm_rss_mb(c.procs[follower].pid),
+            "rss_mb_after": memory_mb(c.procs[follower].pid).get("rss_mb"),
         }
         print(f"  follower {follower} killed (-9) and restarted: status answers after {answers:.2f}s, "
               f"caught up after {total:.2f}s", flush=True)
@@ -974,7 +987,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             "node": "d", "joined_via": leader, "leader_first_index": leader_first_index,
             "status_answers_s": answers, "caught_up_s": total,
             "snapshot_index": sd.get("snapshot_index"), "applied_index": sd.get("applied_index"),
-            "rss_mb": vm_rss_mb(c.procs["d"].pid), "db_file_mb": _file_mb(c.dir / "d.db"),
+            **memory_mb(c.procs["d"].pid), "db_file_mb": _file_mb(c.dir / "d.db"),
         }
         print(f"  new node d joined via {leader}: status answers after {answers:.2f}s, caught up by snapshot "
               f"(snapshot_index {sd.get('snapshot_index')}) after {total:.2f}s", flush=True)
@@ -996,7 +1009,7 @@ def format_scale(scale: dict[str, Any]) -> str:
     lines = [f"scale: {scale['load']['keys_written']:,} keys loaded in {scale['load']['seconds']:.1f}s "
              f"({scale['load']['keys_per_s']:,.0f} keys/s, {scale['connections']} connections)"]
     for x, info in scale["nodes"].items():
-        lines.append(f"  RSS node {x} ({info['role']}): {info['rss_mb']:.0f} MiB (db file {info['db_file_mb']:.0f} MiB)")
+        lines.append(f"  node {x} ({info['role']}): {_memory_text(info)}, db file {info['db_file_mb']:.0f} MiB")
     fr = scale.get("follower_restart")
     if fr:
         lines.append(f"  follower restart ({fr['signal']}): answers after {fr['status_answers_s']:.2f}s, "

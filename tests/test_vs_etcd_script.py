@@ -9,6 +9,7 @@ import base64
 import http.server
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -128,12 +129,25 @@ def test_format_scale(vs: ModuleType) -> None:
     scale = {
         "connections": 64,
         "load": {"keys_written": 200_010, "seconds": 80.0, "keys_per_s": 2500.1},
-        "nodes": {"a": {"role": "leader", "rss_mb": 300.4, "db_file_mb": 120.0}},
+        "nodes": {
+            "a": {"role": "leader", "rss_mb": 300.4, "rss_anon_mb": 90.2, "rss_file_mb": 210.2, "db_file_mb": 120.0},
+            "b": {"role": "follower", "rss_mb": 280.0, "db_file_mb": 120.0},
+        },
         "follower_restart": {"signal": "SIGKILL", "status_answers_s": 1.5, "caught_up_s": 1.6},
         "new_node": {"caught_up_s": 9.25, "status_answers_s": 1.2, "snapshot_index": 200_050},
     }
     text = vs.format_scale(scale)
-    assert "200,010 keys loaded" in text and "300 MiB" in text and "9.25s" in text
+    assert "200,010 keys loaded" in text and "9.25s" in text
+    assert "node a (leader): RSS 300 MiB (90 anon, 210 file-mapped), db file 120 MiB" in text
+    assert "node b (follower): RSS 280 MiB, db file 120 MiB" in text
+
+
+def test_memory_mb_reads_proc(vs: ModuleType) -> None:
+    """RSS and its parts for a live process (this one); nothing for a gone one."""
+    mem = vs.memory_mb(os.getpid())
+    assert set(mem) >= {"rss_mb", "rss_anon_mb", "rss_file_mb"} and mem["rss_mb"] > 1
+    assert mem["rss_anon_mb"] + mem["rss_file_mb"] <= mem["rss_mb"] + 1
+    assert vs.memory_mb(2**22 + 12345) == {}
 
 
 def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
