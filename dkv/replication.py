@@ -80,6 +80,10 @@ def _write_expired(req: _Request) -> Exception:
     return OutcomeUnknown() if req.proposed else NoLeader()
 
 
+def _read_expired(req: _Request) -> Exception:
+    return NoLeader("no leader confirmed the read in time") if req.proposed else NoLeader()
+
+
 class ReplicationService(Service):
     def __init__(
         self,
@@ -126,9 +130,15 @@ class ReplicationService(Service):
         # Requests waiting for this turn's single propose / read_index.
         self._new_writes: list[tuple[RequestId, bytes]] = []
         self._new_reads: list[_Request] = []
+        # Requests refused on the way (a forward the leader turned down, a read
+        # a deposed leader dropped): retried at the next tick, not at once, so
+        # that a node and a peer it wrongly takes for the leader do not bounce
+        # them back and forth until it learns better.
+        self._retry_writes: list[tuple[RequestId, bytes]] = []
+        self._retry_reads: list[_Request] = []
         # Requests in flight.
         self._writes: dict[RequestId, _Request] = {}
-        self._forwarded: OrderedDict[int, tuple[float, list[RequestId]]] = OrderedDict()
+        self._forwarded: OrderedDict[int, tuple[float, list[tuple[RequestId, bytes]]]] = OrderedDict()
         self._reads: dict[int, list[_Request]] = {}
         self._apply_waiters: list[tuple[int, int, list[_Request]]] = []
         self._membership: tuple[Membership, Membership] | None = None
@@ -194,12 +204,12 @@ class ReplicationService(Service):
             if call is not None and call.active():
                 call.cancel()
         self._scheduled = self._commit_flush = None
-        for rid, _ in self._new_writes:
+        for rid, _ in self._new_writes + self._retry_writes:
             self._fail_write(rid, NoLeader("node is shutting down"))
         for req in list(self._writes.values()):
             self._finish(req, failure=OutcomeUnknown("node shut down before the write was applied"))
         self._writes.clear()
-        for req in self._new_reads + [r for rs in self._reads.values() for r in rs]:
+        for req in self._new_reads + self._retry_reads + [r for rs in self._reads.values() for r in rs]:
             self._finish(req, failure=NoLeader("node is shutting down"))
         for _, _, reqs in self._apply_waiters:
             for req in reqs:
@@ -213,6 +223,7 @@ class ReplicationService(Service):
             self._finish(req, failure=NoLeader("node is shutting down"))
         self._transfers = []
         self._new_writes, self._new_reads, self._reads, self._apply_waiters = [], [], {}, []
+        self._retry_writes, self._retry_reads = [], []
         self._expiring.clear()
         self._pending.clear()
         self._drop_outgoing_snapshots()
@@ -230,7 +241,9 @@ class ReplicationService(Service):
     def propose(self, rid: RequestId, payload: bytes) -> Deferred[None]:
         """Fires when the entry carrying rid is committed and applied here.
 
-        Fails with NoLeader when it was certainly not appended anywhere, and
+        While no leader is known (an election, a transfer) the write waits for
+        one. Fails with NoLeader when it was certainly not appended anywhere
+        (no leader took it by the deadline, or the leader refused it), and
         OutcomeUnknown when it was proposed but not seen applied in time."""
         req = self._new_request(_write_expired)
         if not self.running or self.raft is None:
@@ -245,8 +258,10 @@ class ReplicationService(Service):
     def read_barrier(self) -> Deferred[None]:
         """Fires when a linearizable read may be served from the local state:
         leadership was confirmed by a quorum after this call (ReadIndex) and
-        the read index is applied here. Fails with NoLeader otherwise."""
-        req = self._new_request(lambda _: NoLeader("no leader confirmed the read in time"))
+        the read index is applied here. Waits for a leader as ``propose``
+        does; fails with NoLeader when none confirms the read in time or the
+        leader lost its leadership meanwhile."""
+        req = self._new_request(_read_expired)
         if not self.running or self.raft is None:
             self._finish(req, failure=NoLeader("node is not running"))
             return req.deferred
@@ -362,6 +377,10 @@ class ReplicationService(Service):
     def _tick(self) -> None:
         assert self.raft is not None
         self._expire_requests()
+        if self._retry_writes:
+            self._new_writes[:0], self._retry_writes = self._retry_writes, []
+        if self._retry_reads:
+            self._new_reads[:0], self._retry_reads = self._retry_reads, []
         self._guard(self.raft.tick)
         self._process()
         self._check_removed()
@@ -499,15 +518,18 @@ class ReplicationService(Service):
         ctx = next(self._ctx)
         try:
             raft.propose([p for _, p in live], ctx)
-        except ProposalDropped as e:
-            for rid, _ in live:
-                self._fail_write(rid, NoLeader(f"no leader ({e})" if str(e) != "no leader" else None))
+        except ProposalDropped:
+            # No leader known, or a leadership transfer under way: both pass
+            # within an election or so. Hold the writes, ahead of newer ones,
+            # and try again next turn; a write no leader took by its deadline
+            # fails with NoLeader (it was never proposed).
+            self._new_writes[:0] = live
             return
         for rid, _ in live:
             self._writes[rid].proposed = True
         if raft.role is not Role.LEADER:
             now = self._clock.seconds()
-            self._forwarded[ctx] = (now, [rid for rid, _ in live])
+            self._forwarded[ctx] = (now, live)
             while self._forwarded:
                 first_ctx, (t, _) = next(iter(self._forwarded.items()))
                 if now - t <= self._timeout:
@@ -522,9 +544,11 @@ class ReplicationService(Service):
         try:
             raft.read_index(ctx)
         except ProposalDropped:
-            for req in reqs:
-                self._finish(req, failure=NoLeader())
+            # No leader known: hold the reads as writes are held.
+            self._new_reads[:0] = reqs
             return
+        for req in reqs:
+            req.proposed = True
         self._reads[ctx] = reqs
 
     def _deliver(self, out: Outbox) -> None:
@@ -541,12 +565,15 @@ class ReplicationService(Service):
                 else:
                     heapq.heappush(self._apply_waiters, (rs.index, rs.ctx, reqs))
         for ctx in out.failed_reads:
-            for req in self._reads.pop(ctx, []):
-                self._finish(req, failure=NoLeader())
+            self._retry_reads.extend(self._reads.pop(ctx, []))
         for ctx in out.failed_proposals:
-            _, rids = self._forwarded.pop(ctx, (0.0, []))
-            for rid in rids:
-                self._fail_write(rid, NoLeader("the leader refused the forwarded write"))
+            # Refused, so certainly not appended: no longer "proposed".
+            _, refused = self._forwarded.pop(ctx, (0.0, []))
+            for rid, payload in refused:
+                req = self._writes.get(rid)
+                if req is not None:
+                    req.proposed = False
+                    self._retry_writes.append((rid, payload))
         for peer in out.snapshots_needed:
             self._send_snapshot(peer)
 

@@ -201,19 +201,62 @@ def test_linearizable_read_barrier_on_follower() -> None:
     assert services["c"]._store.get(b"k") == b"v"
 
 
-def test_no_leader_fails_fast_with_no_leader() -> None:
+def test_without_a_leader_requests_wait_then_fail_with_no_leader() -> None:
+    """No leader is ever known: writes and linearizable reads wait for one
+    until their deadline, then fail with NoLeader; nothing was appended."""
     clock = Clock()
     net = Network(clock)
     net.down = {"a", "b", "c"}
-    services = make(["a", "b", "c"], clock, net)
+    services = make(["a", "b", "c"], clock, net, timeout=1.0)
     pump(clock, 0.05)
-    result = outcome(put(services["b"], b"k", b"v"))
-    clock.advance(0)
-    assert len(result) == 1 and isinstance(result[0], Failure)
-    assert result[0].check(NoLeader)
-    read = outcome(services["b"].read_barrier())
-    clock.advance(0)
-    assert read[0].check(NoLeader)
+    b = services["b"]
+    last = b.raft.log.last_index()
+    result = outcome(put(b, b"k", b"v"))
+    read = outcome(b.read_barrier())
+    pump(clock, 0.9)
+    assert result == [] and read == []
+    pump(clock, 0.2)
+    assert len(result) == 1 and result[0].check(NoLeader) and result[0].value.message == "no leader"
+    assert len(read) == 1 and read[0].check(NoLeader) and read[0].value.message == "no leader"
+    assert b.raft.log.last_index() == last
+    assert b._writes == {} and b._new_writes == [] and b._new_reads == []
+
+
+def test_requests_during_an_election_wait_for_the_new_leader() -> None:
+    """The leader vanishes; what a follower is asked while no leader is known
+    is served once the next one is elected, not refused."""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, timeout=5.0)
+    pump(clock, 0.3)
+    assert leader_of(services).node_id == "a"
+    net.down = {"a", "c"}  # c only for a while: b must find itself without a leader
+    b = services["b"]
+    pump(clock, 0.5)
+    assert b.raft.leader is None and b.raft.role is Role.PRE_CANDIDATE
+    result = outcome(put(b, b"k", b"v"))
+    read = outcome(b.read_barrier())
+    pump(clock, 0.1)
+    assert result == [] and read == []
+    net.down = {"a"}
+    pump(clock, 1.0)
+    assert b.raft.leader in ("b", "c")
+    assert result == [None] and read == [None]
+    assert b._store.get(b"k") == b"v"
+
+
+def test_writes_during_a_leadership_transfer_wait_for_the_new_leader() -> None:
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, timeout=5.0)
+    pump(clock, 0.3)
+    a = services["a"]
+    assert leader_of(services) is a
+    transfer = outcome(a.transfer_leadership("c"))
+    result = outcome(put(a, b"k", b"v"))  # a refuses new entries until c leads
+    pump(clock, 0.5)
+    assert transfer == ["c"] and result == [None]
+    assert services["c"]._store.get(b"k") == b"v"
 
 
 def test_forwarded_write_without_answer_is_outcome_unknown() -> None:
@@ -242,12 +285,12 @@ def test_minority_leader_answers_outcome_unknown_and_steps_down() -> None:
     assert result[0].check(OutcomeUnknown)
     pump(clock, 0.3)
     assert a.raft.role is not Role.LEADER  # CheckQuorum
-    later = outcome(put(a, b"k2", b"v"))
-    clock.advance(0)
+    later = outcome(put(a, b"k2", b"v"))  # waits for a leader, in vain
+    pump(clock, 0.6)
     assert later and later[0].check(NoLeader)
 
 
-def test_leader_refusing_a_forward_is_no_leader() -> None:
+def test_a_refused_forward_is_retried_each_tick_until_a_leader_takes_it() -> None:
     clock = Clock()
     net = Network(clock)
     services = make(["a", "b", "c"], clock, net)
@@ -255,11 +298,32 @@ def test_leader_refusing_a_forward_is_no_leader() -> None:
     b = services["b"]
     # b believes a leads, but a has just stepped down: it refuses the forward.
     services["a"].raft._become_follower(services["a"].raft.term, None)
+    sent_before = len(net.sent)
     result = outcome(put(b, b"k", b"v"))
-    clock.advance(0)
-    clock.advance(0)
-    clock.advance(0)
-    assert result and result[0].check(NoLeader)
+    for _ in range(3):
+        clock.advance(0)
+    refusals = [m for m in net.sent[sent_before:] if type(m).__name__ == "ProposeRejected"]
+    assert len(refusals) == 1 and result == []  # held for the next tick, not bounced back at once
+    pump(clock, 1.0)
+    assert result == [None]
+    assert all(svc._store.get(b"k") == b"v" for svc in services.values())
+    forwards = [m for m in net.sent[sent_before:] if type(m).__name__ == "Propose" and m.frm == "b"]
+    assert len(forwards) <= 1 + 1.0 / TICK  # at most one retry per tick
+
+
+def test_a_read_a_deposed_leader_dropped_is_retried() -> None:
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, timeout=5.0)
+    pump(clock, 0.3)
+    a = leader_of(services)
+    net.down = {"b", "c"}  # a cannot confirm the read, then loses leadership (CheckQuorum)
+    read = outcome(a.read_barrier())
+    pump(clock, 0.3)
+    assert a.raft.role is not Role.LEADER and read == []
+    net.down = set()
+    pump(clock, 1.0)
+    assert read == [None]
 
 
 def test_stop_fails_waiting_requests() -> None:
