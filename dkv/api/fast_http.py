@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import parse_qs
 
 from dkv.api import b64
-from dkv.api.rest import error_body, linearizable, log, log_rejection, parse_put
+from dkv.api.rest import encode_json, error_body, linearizable, log, log_rejection, parse_put
 from dkv.errors import DkvError, InvalidArgument
 from dkv.node import Node
 
@@ -41,12 +41,6 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 413: b"Content T
             500: b"Internal Server Error", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
 _EMPTY_OK = b"{}"
 _KEY_PREFIX = b"/v0/kv/key/"
-
-
-def _encode(body: Any) -> bytes:
-    import json
-
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 class _Slot:
@@ -200,7 +194,7 @@ class FastHTTPProtocol(Protocol, TimeoutMixin):
                     lin = linearizable(parse_qs(query, 1).get(b"consistency")) if query else True
                     d = self._node.get(key, linearizable=lin)
                     d.addCallback(
-                        lambda value, key=key: (200, _encode({"key": b64.encode(key), "value": b64.encode(value)}))
+                        lambda value, key=key: (200, encode_json({"key": b64.encode(key), "value": b64.encode(value)}))
                     )
                 else:
                     d = self._node.delete(key)
@@ -229,11 +223,11 @@ class FastHTTPProtocol(Protocol, TimeoutMixin):
 
     def _error(self, method: bytes, target: bytes, error: DkvError) -> tuple[int, bytes]:
         log_rejection(method.decode("latin-1"), target.decode("latin-1"), error)
-        return error.http_status, _encode(error_body(error))
+        return error.http_status, encode_json(error_body(error))
 
     def _internal(self, method: bytes, target: bytes, failure: Failure) -> tuple[int, bytes]:
         log.failure("internal error answering {uri}", failure, uri=target.decode("latin-1")[:200])
-        return 500, _encode({"error": "internal error", "code": 13})
+        return 500, encode_json(error_body(DkvError()))
 
     # -- output ------------------------------------------------------------------
 

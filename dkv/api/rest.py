@@ -99,7 +99,7 @@ class _JsonHTTPChannel(HTTPChannel):
             status=error.http_status,
             error=error.message,
         )
-        body = json.dumps({"error": error.message, "code": error.grpc_code}, separators=(",", ":")).encode()
+        body = encode_json(error_body(error))
         self.transport.write(
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
@@ -132,8 +132,13 @@ class _KeyConverter(PathConverter):
     part_isolating = False
 
 
+def encode_json(body: Any) -> bytes:
+    """body as compact JSON (shared by the Klein and the fast path)."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def _json(request: IRequest, status: int, body: Any) -> bytes:
-    data = json.dumps(body, separators=(",", ":")).encode()
+    data = encode_json(body)
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"content-length", b"%d" % len(data))  # no chunked encoding
@@ -300,7 +305,7 @@ class RestApi:
         if failure.check(CancelledError):
             return None  # the client went away
         log.failure("internal error answering {uri}", failure, uri=request.uri.decode("latin-1")[:200])
-        return _json(request, 500, {"error": "internal error", "code": 13})
+        return _json(request, 500, error_body(DkvError()))
 
     # -- parsing -----------------------------------------------------------------
 
