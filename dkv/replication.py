@@ -383,7 +383,6 @@ class ReplicationService(Service):
             self._new_reads[:0], self._retry_reads = self._retry_reads, []
         self._guard(self.raft.tick)
         self._process()
-        self._check_removed()
 
     def _schedule(self) -> None:
         if self._scheduled is None and self.running:
@@ -468,7 +467,6 @@ class ReplicationService(Service):
         if applied is not None:
             self._overlay.stored(applied.index)
         self._guard(lambda: self.raft.advance(rd))  # type: ignore[union-attr]
-        self._check_removed()
         self._maybe_compact()
         self._schedule()
 
