@@ -86,9 +86,12 @@ def _run(test: str, seed: int, build: Callable[[], Cluster], steps: int) -> Clus
     except Exception as e:
         trace = cluster.format_trace() if cluster is not None else ""
         where = f"step {cluster.steps}, tick {cluster.now}" if cluster is not None else "setup"
+        # The node id, not -k: "-k test_membership_changes" also selects
+        # test_membership_changes_from_four_voters.
+        node_id = shlex.quote(f"tests/raft/test_simulation.py::{test}[{seed}]")
         replay = (
             f"replay: cd {shlex.quote(str(ROOT))} && DKV_SIM_SEED={seed} "
-            f"{shlex.quote(sys.executable)} -m pytest tests/raft/test_simulation.py -q -k {test}"
+            f"{shlex.quote(sys.executable)} -m pytest {node_id} -q"
         )
         for known, why in KNOWN_ISSUES.items():
             if isinstance(e, AssertionError) and str(e).startswith(known):
@@ -120,45 +123,61 @@ def test_five_nodes(seed: int) -> None:
     )
 
 
+def _run_membership_changes(
+    test: str,
+    seed: int,
+    voters: tuple[str, ...],
+    spare: str,
+    plan: tuple[str, ...],
+    weight: float,
+    snapshots: SnapshotPolicy | None = None,
+) -> None:
+    """A run with ``spare`` outside the configuration at first and membership
+    changes by ``plan`` under traffic and faults; at least one must finish."""
+    cluster = _run(
+        test,
+        seed,
+        lambda: Cluster(
+            seed,
+            voters,
+            spares=(spare,),
+            config=_config(seed),
+            chaos=Chaos(membership_weight=weight),
+            snapshots=snapshots,
+            membership_plan=plan,
+        ),
+        steps=5000,
+    )
+    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
+
+
 @pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
 def test_membership_changes(seed: int) -> None:
     """Add a learner, promote it, remove a follower, then remove the leader,
     all through propose_membership on whichever node leads, under traffic
     and faults."""
-    cluster = _run(
+    _run_membership_changes(
         "test_membership_changes",
         seed,
-        lambda: Cluster(
-            seed,
-            ("n1", "n2", "n3"),
-            spares=("n4",),
-            config=_config(seed),
-            chaos=Chaos(membership_weight=0.3),
-            membership_plan=("add:n4", "promote:n4", "remove-follower", "remove-leader"),
-        ),
-        steps=5000,
+        ("n1", "n2", "n3"),
+        "n4",
+        ("add:n4", "promote:n4", "remove-follower", "remove-leader"),
+        weight=0.3,
     )
-    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
 
 
 @pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
 def test_membership_changes_from_four_voters(seed: int) -> None:
     """The same plan from four voters (where a change can move the quorum
     size either way) with a fifth node joining."""
-    cluster = _run(
+    _run_membership_changes(
         "test_membership_changes_from_four_voters",
         seed,
-        lambda: Cluster(
-            seed,
-            ("n1", "n2", "n3", "n4"),
-            spares=("n5",),
-            config=_config(seed),
-            chaos=Chaos(membership_weight=0.3),
-            membership_plan=("add:n5", "promote:n5", "remove-follower", "remove-leader"),
-        ),
-        steps=5000,
+        ("n1", "n2", "n3", "n4"),
+        "n5",
+        ("add:n5", "promote:n5", "remove-follower", "remove-leader"),
+        weight=0.3,
     )
-    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
 
 
 @pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
@@ -166,20 +185,9 @@ def test_random_membership_changes(seed: int) -> None:
     """Random single-server changes all run long, on five nodes of which four
     start as voters: removals (of the leader too), re-additions of removed
     nodes with their old logs, learners and promotions."""
-    cluster = _run(
-        "test_random_membership_changes",
-        seed,
-        lambda: Cluster(
-            seed,
-            ("n1", "n2", "n3", "n4"),
-            spares=("n5",),
-            config=_config(seed),
-            chaos=Chaos(membership_weight=0.5),
-            membership_plan=("random",),
-        ),
-        steps=5000,
+    _run_membership_changes(
+        "test_random_membership_changes", seed, ("n1", "n2", "n3", "n4"), "n5", ("random",), weight=0.5
     )
-    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
 
 
 @pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
@@ -274,21 +282,15 @@ def test_snapshots_with_a_node_joining(seed: int) -> None:
 def test_snapshots_with_random_membership_changes(seed: int) -> None:
     """Random single-server changes with compaction: removed nodes come back
     with old logs that the leader may have compacted past."""
-    cluster = _run(
+    _run_membership_changes(
         "test_snapshots_with_random_membership_changes",
         seed,
-        lambda: Cluster(
-            seed,
-            ("n1", "n2", "n3", "n4"),
-            spares=("n5",),
-            config=_config(seed),
-            chaos=Chaos(membership_weight=0.5),
-            snapshots=SnapshotPolicy.for_seed(seed),
-            membership_plan=("random",),
-        ),
-        steps=5000,
+        ("n1", "n2", "n3", "n4"),
+        "n5",
+        ("random",),
+        weight=0.5,
+        snapshots=SnapshotPolicy.for_seed(seed),
     )
-    assert cluster.stats.get("membership-done", 0) >= 1, cluster.stats
 
 
 def test_snapshot_scenarios_exercise_every_path() -> None:
