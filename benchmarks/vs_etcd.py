@@ -880,11 +880,12 @@ def memory_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def _memory_text(info: dict[str, Any]) -> str:
+def _node_line(node: str, info: dict[str, Any]) -> str:
+    """A node's scale figures: role, memory, db file."""
     text = f"RSS {info['rss_mb']:.0f} MiB" if info.get("rss_mb") is not None else "RSS n/a"
     if info.get("rss_anon_mb") is not None and info.get("rss_file_mb") is not None:
         text += f" ({info['rss_anon_mb']:.0f} anon, {info['rss_file_mb']:.0f} file-mapped)"
-    return text
+    return f"node {node} ({info['role']}): {text}, db file {info['db_file_mb']:.0f} MiB"
 
 
 def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
@@ -933,17 +934,17 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             out["error"] = f"load incomplete or with errors: {res['non2xx']} non-2xx, {res['socket_errors']} socket errors"
             return out
 
-        def commit() -> int:
+        def caught_up(*nodes: str, need_snapshot: bool = False) -> bool:
+            """Every node has applied the leader's commit index (asked once)."""
             s = c.status(c.leader())
-            return int(s["commit_index"]) if s else 1 << 62
+            commit = int(s["commit_index"]) if s else 1 << 62
+            for node in nodes:
+                s = c.status(node)
+                if not s or s["applied_index"] < commit or (need_snapshot and not s.get("snapshot_index", 0)):
+                    return False
+            return True
 
-        def caught_up(node: str, need_snapshot: bool = False) -> bool:
-            s = c.status(node)
-            if not s:
-                return False
-            return s["applied_index"] >= commit() and (not need_snapshot or s.get("snapshot_index", 0) > 0)
-
-        wait_until("the followers to catch up", lambda: all(caught_up(x) for x in c.voters), 600, 0.2)
+        wait_until("the followers to catch up", lambda: caught_up(*c.voters), 600, 0.2)
         time.sleep(1.0)  # let the last compaction settle before looking at memory
         statuses = {x: c.status(x) for x in c.voters}
         out["nodes"] = {
@@ -957,7 +958,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             for x in c.voters
         }
         for x, info in out["nodes"].items():
-            print(f"  node {x} ({info['role']}): {_memory_text(info)}, db file {info['db_file_mb']:.0f} MiB", flush=True)
+            print(f"  {_node_line(x, info)}", flush=True)
 
         follower = next(x for x in c.voters if x != c.leader())
         c.kill(follower, signal.SIGKILL)
@@ -1009,7 +1010,7 @@ def format_scale(scale: dict[str, Any]) -> str:
     lines = [f"scale: {scale['load']['keys_written']:,} keys loaded in {scale['load']['seconds']:.1f}s "
              f"({scale['load']['keys_per_s']:,.0f} keys/s, {scale['connections']} connections)"]
     for x, info in scale["nodes"].items():
-        lines.append(f"  node {x} ({info['role']}): {_memory_text(info)}, db file {info['db_file_mb']:.0f} MiB")
+        lines.append(f"  {_node_line(x, info)}")
     fr = scale.get("follower_restart")
     if fr:
         lines.append(f"  follower restart ({fr['signal']}): answers after {fr['status_answers_s']:.2f}s, "
