@@ -709,7 +709,13 @@ class Raft:
 
     def _step_stale(self, m: Message) -> None:
         """A message from an older term. Mostly ignored, but a stale leader or
-        pre-candidate is told our term so it stops (etcd does the same)."""
+        pre-candidate is told our term so it stops (etcd does the same).
+
+        Answers to what we forwarded count in any later term: a refused
+        proposal was certainly not appended, and a read index was confirmed
+        by a quorum of its leader's term after our request reached it, which
+        makes it safe to serve (thesis §6.4). Dropped, they left the request
+        waiting for its deadline whenever leadership moved meanwhile."""
         if isinstance(m, (AppendEntries, Heartbeat)):
             self._send(AppendResponse(frm=self.id, to=m.frm, term=self.term, success=False, index=0))
         elif isinstance(m, RequestVote) and m.pre_vote:
@@ -718,6 +724,10 @@ class Raft:
             self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
         elif isinstance(m, ReadIndexRequest):
             self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
+        elif isinstance(m, ReadIndexResponse):
+            self._on_read_response(m)
+        elif isinstance(m, ProposeRejected):
+            self._failed_proposals.append(m.ctx)
 
     # -- follower ----------------------------------------------------------------
 

@@ -19,7 +19,16 @@ from dkv.raft import (
     RaftConfig,
     Role,
 )
-from dkv.raft.messages import AppendEntries, AppendResponse, Heartbeat, NotMember, RequestVote
+from dkv.raft.messages import (
+    AppendEntries,
+    AppendResponse,
+    Heartbeat,
+    NotMember,
+    Propose,
+    ProposeRejected,
+    ReadIndexResponse,
+    RequestVote,
+)
 from tests.raft.sim import Disk, Net, bootstrap_entry, bootstrap_membership
 
 IDS = ("n1", "n2", "n3")
@@ -302,3 +311,54 @@ def test_a_notice_delayed_past_a_readd_does_not_stop_the_member() -> None:
     net.deliver_all()
     assert not n3.removed, "n3, a learner of the committed configuration C2, still thinks it was removed"
     assert n3.membership == c2
+
+
+def _move_to_next_term(net: Net, nid: str, candidate: str) -> None:
+    """nid hears a (transfer) vote request of the next term from candidate."""
+    raft = net.raft(nid)
+    raft.step(
+        RequestVote(
+            frm=candidate,
+            to=nid,
+            term=raft.term + 1,
+            last_index=raft.log.last_index(),
+            last_term=raft.log.last_term(),
+            transfer=True,
+        )
+    )
+
+
+def test_read_confirmed_by_the_old_leader_counts_after_a_term_change() -> None:
+    """Found by the transfer-leader fault schedule (reads that waited for
+    their deadline at every transfer): n3 forwards a read, n1 confirms it,
+    but before the answer arrives n3 hears of the next term. The answer is
+    still a valid read index (confirmed by a quorum after the request), so it
+    must be used, not dropped as stale."""
+    net = Net(IDS, RaftConfig(election_ticks=10, heartbeat_ticks=1))
+    leader = net.elect("n1")
+    ctx = net.read_index("n3")
+    net.deliver_until(lambda: any(isinstance(m, ReadIndexResponse) and m.to == "n3" for m in net.queue))
+    [answer] = net.take(lambda m: isinstance(m, ReadIndexResponse) and m.to == "n3")
+    assert answer.ok and answer.term == leader.term
+    _move_to_next_term(net, "n3", "n2")
+    assert net.raft("n3").term == answer.term + 1
+    net.step(answer)
+    assert [rs.ctx for rs in net.read_states["n3"]] == [ctx]
+
+
+def test_refused_forward_counts_after_a_term_change() -> None:
+    """Same schedule, writes: n1, handing leadership over, refuses n3's
+    forwarded proposal, and n3 hears of the next term before the refusal.
+    The refusal must still reach the driver (it retries), not be dropped."""
+    net = Net(IDS, RaftConfig(election_ticks=10, heartbeat_ticks=1))
+    leader = net.elect("n1")
+    n3 = net.raft("n3")
+    n3.propose([b"x"], ctx=41)
+    net.drive("n3")
+    [forward] = net.take(lambda m: isinstance(m, Propose) and m.to == "n1")
+    leader.transfer_leadership("n2")
+    leader.step(forward)
+    [refusal] = [m for m in leader.take_outbox().messages if isinstance(m, ProposeRejected)]
+    _move_to_next_term(net, "n3", "n2")
+    n3.step(refusal)
+    assert n3.take_outbox().failed_proposals == (41,)
