@@ -25,6 +25,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, TextIO
 
+from dkv.api.b64 import encode as b64_encode
+
 
 class CtlError(Exception):
     def __init__(self, message: str, exit_code: int) -> None:
@@ -75,7 +77,7 @@ def _members_table(view: dict[str, Any], out: TextIO) -> None:
 def _encode(text: str, is_b64: bool) -> str:
     if is_b64:
         return text
-    return base64.b64encode(text.encode()).decode()
+    return b64_encode(text.encode())
 
 
 def _decode(b64: str, is_b64: bool) -> str:

@@ -48,7 +48,7 @@ from dkv.testing.cluster import Cluster
 from dkv.testing.history import Op, op_to_json, write_history
 from dkv.testing.linearizability import Verdict
 from dkv.testing.nemesis import FAULT_ACTIONS, SCHEDULES, FaultEvent, Nemesis, NemesisConfig
-from dkv.testing.workload import Request, Workload, WorkloadConfig
+from dkv.testing.workload import Request, Workload, WorkloadConfig, history_ops
 
 __all__ = ["TortureConfig", "TortureResult", "main", "run_torture"]
 
@@ -89,18 +89,17 @@ class TortureConfig:
             "--nemesis", self.nemesis, "--seed", str(self.seed), "--nodes", str(self.nodes),
             "--clients", str(self.clients), "--keys", str(self.keys), "--out", str(self.out),
         ]  # fmt: skip
-        if self.read_ratio != 0.5:
-            args += ["--read-ratio", f"{self.read_ratio:g}"]
-        if self.delete_ratio:
-            args += ["--delete-ratio", f"{self.delete_ratio:g}"]
-        if self.snapshot_entries != 1000:
-            args += ["--snapshot-entries", str(self.snapshot_entries or 0)]
-        if self.snapshot_keep != 200:
-            args += ["--snapshot-keep-entries", str(self.snapshot_keep or 0)]
-        if self.serializable_ratio != 0.1:
-            args += ["--serializable-ratio", f"{self.serializable_ratio:g}"]
-        if self.request_timeout != 2.0:
-            args += ["--request-timeout", f"{self.request_timeout:g}"]
+        for flag, name in (
+            ("--read-ratio", "read_ratio"),
+            ("--delete-ratio", "delete_ratio"),
+            ("--snapshot-entries", "snapshot_entries"),
+            ("--snapshot-keep-entries", "snapshot_keep"),
+            ("--serializable-ratio", "serializable_ratio"),
+            ("--request-timeout", "request_timeout"),
+        ):
+            value = getattr(self, name)
+            if value != _default(name):
+                args += [flag, f"{value or 0:g}"]
         default = NemesisConfig()
         for flag, value, usual in (
             ("--fault-seconds", self.nemesis_config.fault_seconds, default.fault_seconds),
@@ -109,6 +108,12 @@ class TortureConfig:
             if value != usual:
                 args += [flag, f"{value[0]:g},{value[1]:g}"]
         return shlex.join(args)
+
+
+def _default(name: str) -> Any:
+    """TortureConfig's default for the field name: the one place the command
+    line (``command()``, ``parse_args``) takes it from."""
+    return attrs.fields_dict(TortureConfig)[name].default
 
 
 @attrs.frozen(kw_only=True)
@@ -132,8 +137,7 @@ class TortureResult:
 
     @property
     def ops(self) -> list[Op]:
-        """The history: every operation but serializable reads."""
-        return [r.op for r in self.requests if r.consistency == "linearizable"]
+        return history_ops(self.requests)
 
     @property
     def serializable_reads(self) -> list[Op]:
@@ -310,7 +314,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         t1 = time.monotonic()
         checks, verdict, _ = final_checks(
             cluster,
-            [r.op for r in requests if r.consistency == "linearizable"],
+            history_ops(requests),
             workload.keys,
             timeout=cfg.check_timeout,
             unexpected_exits=nemesis.unexpected_exits,
@@ -413,25 +417,27 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         prog="python -m dkv.torture",
         description="Run a workload against a real dkv cluster while injecting faults; check the history.",
     )
-    p.add_argument("--time", type=float, default=60.0, help="seconds of workload, healed tail included")
-    p.add_argument("--tail", type=float, default=6.0, help="seconds of workload after everything is healed")
-    p.add_argument("--nemesis", choices=SCHEDULES, default="mix")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--clients", type=int, default=10)
-    p.add_argument("--keys", type=int, default=5)
-    p.add_argument("--read-ratio", type=float, default=0.5)
-    p.add_argument("--delete-ratio", type=float, default=0.0, help="share of writes that are deletes")
-    p.add_argument("--serializable-ratio", type=float, default=0.1,
+    p.add_argument("--time", type=float, default=_default("time"), help="seconds of workload, healed tail included")
+    p.add_argument("--tail", type=float, default=_default("tail"), help="seconds of workload after everything is healed")
+    p.add_argument("--nemesis", choices=SCHEDULES, default=_default("nemesis"))
+    p.add_argument("--seed", type=int, default=_default("seed"))
+    p.add_argument("--nodes", type=int, default=_default("nodes"))
+    p.add_argument("--clients", type=int, default=_default("clients"))
+    p.add_argument("--keys", type=int, default=_default("keys"))
+    p.add_argument("--read-ratio", type=float, default=_default("read_ratio"))
+    p.add_argument("--delete-ratio", type=float, default=_default("delete_ratio"), help="share of writes that are deletes")
+    p.add_argument("--serializable-ratio", type=float, default=_default("serializable_ratio"),
                    help="share of reads that are serializable (checked for phantoms only)")
-    p.add_argument("--request-timeout", type=float, default=2.0, help="the nodes' --request-timeout")
+    p.add_argument("--request-timeout", type=float, default=_default("request_timeout"),
+                   help="the nodes' --request-timeout")
     p.add_argument("--fault-seconds", type=_range, default=NemesisConfig().fault_seconds, metavar="LOW,HIGH",
                    help="how long each fault lasts (uniform); default 2,4")
     p.add_argument("--quiet-seconds", type=_range, default=NemesisConfig().quiet_seconds, metavar="LOW,HIGH",
                    help="pause between faults (uniform); default 1,2.5")
-    p.add_argument("--snapshot-entries", type=int, default=1000,
+    p.add_argument("--snapshot-entries", type=int, default=_default("snapshot_entries"),
                    help="the nodes' --snapshot-entries (0: their default); small, so snapshots get installed")
-    p.add_argument("--snapshot-keep-entries", type=int, default=200, help="the nodes' --snapshot-keep-entries")
+    p.add_argument("--snapshot-keep-entries", type=int, default=_default("snapshot_keep"),
+                   help="the nodes' --snapshot-keep-entries")
     p.add_argument("--out", required=True, help="directory for the history, fault log, summary and node logs")
     a = p.parse_args(argv)
     if a.time <= a.tail:

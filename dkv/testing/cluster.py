@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dkv
+from dkv.api.b64 import encode as b64_encode
 from dkv.testing.proxy import Proxy, ProxyHub
 
 T = TypeVar("T")
@@ -102,9 +103,8 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def b64(data: bytes | str) -> str:
-    if isinstance(data, str):
-        data = data.encode()
-    return base64.b64encode(data).decode()
+    """data (text as UTF-8) as the API writes base64."""
+    return b64_encode(data.encode() if isinstance(data, str) else data)
 
 
 def unb64(text: str) -> bytes:
@@ -664,9 +664,6 @@ class Cluster:
         """Poll until one leader is agreed on (see current_leader); its id."""
         ids = None if among is None else list(among)
         return wait_until(lambda: self.current_leader(ids), timeout, f"one agreed leader among {ids or 'running nodes'}")
-
-    def wait_for(self, predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
-        return wait_until(predicate, timeout, what)
 
     def wait_applied(self, node_id: str, index: int, timeout: float = 15.0) -> dict[str, Any]:
         """Poll until the node has applied at least index."""

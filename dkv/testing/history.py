@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 import attrs
 
+from dkv.api.b64 import encode as b64_encode
+
 __all__ = [
     "Kind",
     "Op",
@@ -103,7 +105,7 @@ class Op:
 
 
 def _b64(value: bytes | None) -> str | None:
-    return None if value is None else base64.b64encode(value).decode("ascii")
+    return None if value is None else b64_encode(value)
 
 
 def _unb64(value: Any, field: str) -> bytes | None:

@@ -196,7 +196,6 @@ class Proxy:
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
         self._open: asyncio.Event | None = None  # set while forwarding is allowed
-        self.accepted = 0  # connections accepted so far (for tests of the proxy)
 
     def __repr__(self) -> str:
         return f"<Proxy {self.name} :{self.port} -> :{self.target_port} {self.mode}>"
@@ -229,9 +228,6 @@ class Proxy:
             raise ValueError("drop_probability must be within [0, 1]")
         self.hub._call(self._set, PASS, self._delay, self._jitter, drop_probability)
 
-    def connection_count(self) -> int:
-        return self.hub._call(lambda: len(self._connections))
-
     # -- on the loop -------------------------------------------------------------
 
     async def _start(self) -> None:
@@ -262,7 +258,6 @@ class Proxy:
         return max(0.0, self._delay + self._rng.uniform(-self._jitter, self._jitter))
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
         if self.mode == REFUSE:
             _rst(writer)
             return

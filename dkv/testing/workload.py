@@ -51,9 +51,10 @@ from typing import Any
 
 import attrs
 
+from dkv.api.b64 import encode as b64_encode
 from dkv.testing.history import Op, Outcome
 
-__all__ = ["Request", "Workload", "WorkloadConfig", "key_name"]
+__all__ = ["Request", "Workload", "WorkloadConfig", "history_ops", "key_name"]
 
 
 def key_name(n: int) -> bytes:
@@ -103,6 +104,11 @@ class Request:
         if self.consistency != "linearizable":
             out["consistency"] = self.consistency
         return out
+
+
+def history_ops(requests: Sequence[Request]) -> list[Op]:
+    """The history the checker reads: every operation but serializable reads."""
+    return [r.op for r in requests if r.consistency == "linearizable"]
 
 
 # What one exchange ended as, before it becomes an outcome.
@@ -185,7 +191,7 @@ class _Client:
         cfg = wl.config
         node = self.rng.choice(wl.nodes)
         key = key_name(self.rng.randrange(cfg.keys))
-        b64key = base64.b64encode(key).decode()
+        b64key = b64_encode(key)
         roll = self.rng.random()
         consistency = "linearizable"
         if roll < cfg.read_ratio:
@@ -203,7 +209,7 @@ class _Client:
                 method, path, body = "DELETE", f"/v0/kv/key/{b64key}", None
             else:
                 value = f"c{self.index}-{self.seq}".encode()
-                method, path, body = "POST", "/v0/kv", {"key": b64key, "value": base64.b64encode(value).decode()}
+                method, path, body = "POST", "/v0/kv", {"key": b64key, "value": b64_encode(value)}
         invoke = wl.clock()
         status, data = self.exchange(node, method, path, body)
         complete = wl.clock()
@@ -319,8 +325,7 @@ class Workload:
 
     @property
     def ops(self) -> list[Op]:
-        """The history: every operation but serializable reads."""
-        return [r.op for r in self.requests if r.consistency == "linearizable"]
+        return history_ops(self.requests)
 
     @property
     def serializable_reads(self) -> list[tuple[str, Op]]:
