@@ -11,6 +11,18 @@ and runs the cycle the core's contract asks for::
                    -> then answer the clients whose entries were applied
                    -> then advance()
 
+Committed entries are applied to an in-memory overlay over the store and their
+writes answered as soon as the Ready is taken (they are on a majority's disk);
+the store gets the same operations in that Ready's transaction. A Ready that
+installs a snapshot is the exception: nothing of it is applied, answered or
+released until the snapshot is in the store, since the overlay would sit on the
+state from before the snapshot. The applied index never moves backwards (a
+violation stops the node).
+
+Forwarded requests are named by a ctx whose high half is a random incarnation
+of this process, so an answer meant for an earlier run of the node never
+matches a request of this one.
+
 At most one Ready is being persisted at a time. Everything that arrives in the
 meantime (client proposals, peer messages) piles up in the core and goes into
 the next Ready: that is the group commit. Client proposals and reads of one
@@ -74,6 +86,8 @@ class _Request:
     #: A write's request id (to forget it in ``_writes`` when it expires).
     rid: RequestId | None = None
     key: int = 0
+    #: What the client is told if the node stops first.
+    stopped: Callable[[_Request], Exception] = lambda _: NoLeader("node is shutting down")
 
 
 def _write_expired(req: _Request) -> Exception:
@@ -121,7 +135,11 @@ class ReplicationService(Service):
         #: Random per process start; with a counter it names our requests.
         self.origin = rng.getrandbits(63) | 1
         self._seq = itertools.count(1)
-        self._ctx = itertools.count(1)
+        #: Random per process start: the high half of every ctx we hand the
+        #: core (forwarded proposals and reads), so an answer meant for an
+        #: earlier run of this node (same id, restarted) matches nothing here.
+        self._incarnation = rng.getrandbits(31) | 1
+        self._ctx_seq = itertools.count(1)
         self.applied = state.applied
         self._ticker: LoopingCall | None = None
         self._scheduled: IDelayedCall | None = None
@@ -213,12 +231,7 @@ class ReplicationService(Service):
             self._finish(req, failure=NoLeader("node is shutting down"))
         for _, _, reqs in self._apply_waiters:
             for req in reqs:
-                self._finish(
-                    req,
-                    failure=OutcomeUnknown("node shut down before the change was applied")
-                    if req.proposed
-                    else NoLeader("node is shutting down"),
-                )
+                self._finish(req, failure=req.stopped(req))
         for req in self._transfers:
             self._finish(req, failure=NoLeader("node is shutting down"))
         self._transfers = []
@@ -334,7 +347,8 @@ class ReplicationService(Service):
         term = raft.term
         req = self._new_request(lambda _: OutcomeUnknown())
         req.proposed = True
-        heapq.heappush(self._apply_waiters, (index, next(self._ctx), [req]))
+        req.stopped = lambda _: OutcomeUnknown("node shut down before the change was applied")
+        heapq.heappush(self._apply_waiters, (index, self._next_ctx(), [req]))
         self._schedule()
 
         def check(_: object) -> Membership:
@@ -406,15 +420,20 @@ class ReplicationService(Service):
         if self._persisting is None and raft.has_ready():
             rd = raft.ready()
             applied = None
+            ids: list[RequestId] = []
             if rd.committed:
-                # Committed entries are on a majority's disk already: apply
-                # them to the overlay and answer now; the store gets the same
-                # operations in this batch's transaction.
                 applied, ids = decode_entries(rd.committed)
-                self._overlay.add(applied)
-                self.applied = applied.index
-                self._answer_writes(ids)
-                self._release_apply_waiters()
+                if rd.snapshot is None:
+                    # Committed entries are on a majority's disk already:
+                    # apply them to the overlay and answer now; the store gets
+                    # the same operations in this batch's transaction.
+                    # (Not over a snapshot still to install: the overlay
+                    # would sit on the state from before it.)
+                    self._overlay.add(applied)
+                    self._set_applied(applied.index)
+                    self._answer_writes(ids)
+                    self._release_apply_waiters()
+                    ids = []
             self._installing = rd.snapshot
             batch = WriteBatch(
                 rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact
@@ -422,7 +441,7 @@ class ReplicationService(Service):
             self._pending_compact = None
             d = self._store.write(batch)
             self._persisting = d
-            d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied))
+            d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied, ids))
 
     def _flush_commit(self) -> None:
         """The commit index held back for the next append: send it now."""
@@ -452,23 +471,47 @@ class ReplicationService(Service):
         the staging area must not be reused until it is."""
         return self._installing is not None or (self.raft is not None and self.raft.snapshot_pending)
 
-    def _persisted(self, _: None, rd: Ready, applied: Applied | None) -> None:
+    def _persisted(self, _: None, rd: Ready, applied: Applied | None, unanswered: list[RequestId]) -> None:
+        """rd is durable. Persist -> send -> apply -> advance: the store now
+        holds what the overlay had; with a snapshot, it holds the snapshot and
+        the entries applied after it, and only now are those answered and
+        the reads waiting for them released (``unanswered``)."""
         self._persisting = None
         self._installing = None
         if not self.running or self.raft is None:
             return
-        # Persist -> send -> apply (the store now holds what the overlay had) -> advance.
         self._transport.send(rd.messages)
         if rd.snapshot is not None:
             log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
             self._overlay.clear()
-            self.applied = self._compacted_at = rd.snapshot.index
+            self._compacted_at = rd.snapshot.index
+            self._set_applied(applied.index if applied is not None else rd.snapshot.index)
+            self._answer_writes(unanswered)
             self._release_apply_waiters()
-        if applied is not None:
+        elif applied is not None:
             self._overlay.stored(applied.index)
         self._guard(lambda: self.raft.advance(rd))  # type: ignore[union-attr]
         self._maybe_compact()
         self._schedule()
+
+    def _next_ctx(self) -> int:
+        return (self._incarnation << 32) | (next(self._ctx_seq) & 0xFFFFFFFF)
+
+    def _ours(self, ctx: int) -> bool:
+        """Does ctx come from this run of the node (see ``_incarnation``)?"""
+        return ctx >> 32 == self._incarnation
+
+    def _set_applied(self, index: int) -> None:
+        """The state reads see (overlay over store) now reflects every entry
+        up to index. It never moves backwards: a read released at index i
+        must never see the state of an index below i afterwards."""
+        if index < self.applied:
+            try:
+                raise AssertionError(f"applied index would move back from {self.applied} to {index}")
+            except AssertionError:
+                self._internal_error(Failure())
+            return
+        self.applied = index
 
     def _maybe_compact(self) -> None:
         """Every snapshot_entries applied entries the applied state (which is
@@ -503,17 +546,21 @@ class ReplicationService(Service):
         try:
             fn()
         except Exception:  # noqa: BLE001
-            failure = Failure()
-            self._failed = failure
-            log.failure("the Raft core failed an internal check; this node stops", failure)
-            self._on_fatal(failure)
+            self._internal_error(Failure())
+
+    def _internal_error(self, failure: Failure) -> None:
+        """An internal check failed: stop serving at once (nothing more is
+        persisted, sent or answered) and let the node stop."""
+        self._failed = failure
+        log.failure("an internal check failed; this node stops", failure)
+        self._on_fatal(failure)
 
     def _propose_pending(self, raft: Raft) -> None:
         batch, self._new_writes = self._new_writes, []
         live = [(rid, p) for rid, p in batch if rid in self._writes]
         if not live:
             return
-        ctx = next(self._ctx)
+        ctx = self._next_ctx()
         try:
             raft.propose([p for _, p in live], ctx)
         except ProposalDropped:
@@ -538,7 +585,7 @@ class ReplicationService(Service):
         reqs, self._new_reads = [r for r in self._new_reads if not r.deferred.called], []
         if not reqs:
             return
-        ctx = next(self._ctx)
+        ctx = self._next_ctx()
         try:
             raft.read_index(ctx)
         except ProposalDropped:
@@ -555,6 +602,9 @@ class ReplicationService(Service):
         if out.messages:
             self._transport.send(out.messages)
         for rs in out.read_states:
+            if not self._ours(rs.ctx):
+                log.debug("ignored a read index for an earlier run of this node (ctx {ctx})", ctx=rs.ctx)
+                continue
             reqs = self._reads.pop(rs.ctx, None)
             if reqs:
                 if rs.index <= self.applied:
@@ -563,8 +613,12 @@ class ReplicationService(Service):
                 else:
                     heapq.heappush(self._apply_waiters, (rs.index, rs.ctx, reqs))
         for ctx in out.failed_reads:
-            self._retry_reads.extend(self._reads.pop(ctx, []))
+            if self._ours(ctx):
+                self._retry_reads.extend(self._reads.pop(ctx, []))
         for ctx in out.failed_proposals:
+            if not self._ours(ctx):
+                log.debug("ignored a refusal for an earlier run of this node (ctx {ctx})", ctx=ctx)
+                continue
             # Refused, so certainly not appended: no longer "proposed".
             _, refused = self._forwarded.pop(ctx, (0.0, []))
             for rid, payload in refused:

@@ -31,6 +31,9 @@ class Network:
         self.nodes: dict[str, ReplicationService] = {}
         self.sent: list[Message] = []
         self.down: set[str] = set()
+        #: Nodes whose incoming messages wait (in order) until ``release``.
+        self.held: set[str] = set()
+        self._held_messages: list[Message] = []
 
     def transport(self, node_id: str) -> "NetTransport":
         return NetTransport(self, node_id)
@@ -39,7 +42,17 @@ class Network:
         for m in messages:
             self.sent.append(m)
             if m.to in self.nodes and m.to not in self.down and m.frm not in self.down:
-                self.clock.callLater(0, self.nodes[m.to].receive, [m])
+                if m.to in self.held:
+                    self._held_messages.append(m)
+                else:
+                    self.clock.callLater(0, self.nodes[m.to].receive, [m])
+
+    def release(self, node_id: str) -> None:
+        """Deliver what waited for node_id, in order, and stop holding it."""
+        self.held.discard(node_id)
+        waiting = [m for m in self._held_messages if m.to == node_id]
+        self._held_messages = [m for m in self._held_messages if m.to != node_id]
+        self.deliver(waiting)
 
 
 class NetTransport:
@@ -408,3 +421,122 @@ def test_leader_crash_and_restart_keeps_acknowledged_writes(seed: int) -> None:
     for i in acked:
         for svc in services.values():
             assert svc._store.get(b"k%d" % i) == b"v%d" % i
+
+
+# -- found by a review of the driver against the core's contract (issue 10) --------
+
+
+def _follower_alone(store: MemoryStore, clock: Clock, net: Network, rng_seed: int = 1) -> ReplicationService:
+    """Node b of {a, b, c}, with no a and c: the test speaks for the leader."""
+    members = Membership(tuple(Member(i, f"127.0.0.1:{7000 + n}") for n, i in enumerate("abc")))
+    state = store.load() or store.bootstrap("cid", members)
+    svc = ReplicationService(
+        node_id="b",
+        state=state,
+        store=store,
+        transport=net.transport("b"),
+        clock=clock,
+        raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1),
+        tick_seconds=TICK,
+        request_timeout=1.0,
+        rng=random.Random(rng_seed),
+    )
+    net.nodes["b"] = svc
+    svc.startService()
+    return svc
+
+
+def test_a_read_after_a_snapshot_install_never_sees_the_state_before_it() -> None:
+    """Issue 10, bug 2 (a stale linearizable read). One Ready both installs a
+    snapshot (index 10, where K = new) and applies entry 11 after it. The
+    driver put entry 11 in the overlay, set applied = 11 and released reads
+    before the store held the snapshot: a read at index 10 saw K = old from
+    the store as it was. Then applied went back to 10. Rule now: nothing
+    from a Ready that carries a snapshot is applied, answered or released
+    until the snapshot is in the store; applied never moves backwards."""
+    from dkv.raft.messages import AppendEntries, Entry, InstallSnapshot, ReadIndexRequest, ReadIndexResponse, SnapshotMeta
+    from dkv.storage import record_crc
+
+    clock = Clock()
+    net = Network(clock)
+    store = GatedStore()
+    b = _follower_alone(store, clock, net)
+    members = b.raft.membership
+    rid = b.next_request_id()
+    b.receive([AppendEntries(frm="a", to="b", term=2, prev_index=1, prev_term=1, commit=3,
+                             entries=(Entry(2, 2), Entry(3, 2, data=encode_put(rid, b"K", b"old"))))])
+    clock.advance(0)
+    assert b.applied == 3 and store.get(b"K") == b"old"
+    # The leader's state at index 10 (K = new) is staged on b...
+    meta = SnapshotMeta(10, 2, members)
+    store.stage_begin(meta)
+    store.stage_chunk(0, [(b"K", b"new")], record_crc([(b"K", b"new")]), True)
+    # ...and its install is slow, while the next append arrives at once.
+    store.gated = True
+    rid2 = b.next_request_id()
+    b.receive([
+        InstallSnapshot(frm="a", to="b", term=2, meta=meta),
+        AppendEntries(frm="a", to="b", term=2, prev_index=10, prev_term=2, commit=11,
+                      entries=(Entry(11, 2, data=encode_put(rid2, b"K2", b"x")),)),
+    ])
+    seen: list = []
+    applied_seen = [b.applied]
+    read = b.read_barrier().addCallback(lambda _: seen.append(b.read(b"K")))
+    clock.advance(0)
+    applied_seen.append(b.applied)
+    [request] = [m for m in net.sent if isinstance(m, ReadIndexRequest)]
+    b.receive([ReadIndexResponse(frm="a", to="b", term=2, ctx=request.ctx, index=10)])
+    clock.advance(0)
+    applied_seen.append(b.applied)
+    assert seen == [], "the read was served before the snapshot was installed"
+    store.gated = False
+    store.release()
+    clock.advance(0)
+    applied_seen.append(b.applied)
+    assert seen == [b"new"]
+    assert b.read(b"K2") == b"x"
+    assert applied_seen == sorted(applied_seen) and applied_seen[-1] == 11
+    assert outcome(read) == [None]
+
+
+def test_an_answer_meant_for_an_earlier_run_matches_no_request_of_this_one() -> None:
+    """Issue 10, bug 4. Forwarded requests were numbered from 1 in every
+    process, so a leader's late refusal of the previous run's forward could
+    match the new run's: its write would be retried although the leader had
+    appended it (applied twice). Now every ctx carries a random incarnation
+    of the process, checked on every answer."""
+    from dkv.raft.messages import Propose, ProposeRejected
+
+    clock = Clock()
+    net = Network(clock)
+    stores = {i: MemoryStore() for i in "abc"}
+    services = make(["a", "b", "c"], clock, net, stores=stores)
+    pump(clock, 0.3)
+    a = leader_of(services)
+    assert a.node_id == "a"
+    net.down = {"b"}  # b's forward is lost with b's crash
+    outcome(put(services["b"], b"old", b"1"))
+    clock.advance(0)
+    [old_forward] = [m for m in net.sent if isinstance(m, Propose) and m.frm == "b"]
+    services["b"].stopService()
+    net.down = set()
+    b = ReplicationService(  # the same node, a new process (a new random generator)
+        node_id="b", state=stores["b"].load(), store=stores["b"], transport=net.transport("b"), clock=clock,
+        raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1), tick_seconds=TICK, request_timeout=1.0,
+        rng=random.Random(99),
+    )
+    net.nodes["b"] = b
+    b.startService()
+    pump(clock, 0.1)
+    assert b.raft.leader == "a"
+    net.held = {"a"}  # what b sends a is slow to arrive
+    result = outcome(put(b, b"new", b"2"))
+    clock.advance(0)  # b forwards the write to a...
+    # ...and the leader's refusal of the previous run's forward arrives late.
+    b.receive([ProposeRejected(frm="a", to="b", term=a.raft.term, ctx=old_forward.ctx)])
+    pump(clock, 0.05)
+    net.release("a")
+    pump(clock, 0.2)
+    assert result == [None]
+    payloads = [e.data for e in a.raft.log.slice(a.raft.log.first_index(), a.raft.log.last_index() + 1)]
+    assert sum(b"new" in p for p in payloads) == 1, "the write was appended twice"

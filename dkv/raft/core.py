@@ -17,6 +17,17 @@ never acted on:
     persists, then sends, then applies, then calls ``advance(ready)``; it holds
     at most one Ready at a time.
 
+The durability rule (etcd's): **no message leaves before the term it carries
+is on disk**, and a vote (or a vote request, which votes for its sender) not
+before the vote is. ``take_outbox()`` holds back every message of a term newer
+than the hard state of the last Ready passed to ``advance()`` (PreVote
+messages excepted: they carry a prospective term and promise nothing); they
+leave from a later ``take_outbox()``, once the Ready that carries the term is
+advanced. Without it a lone voter, which wins its election without anyone's
+help, could send appends of a term that a crash then forgets, win that same
+term again and write other entries at the same (index, term) (Log Matching
+broken). Votes and append acknowledgements travel in ``Ready.messages``.
+
 Time is a tick count and randomness an injected ``random.Random``, so a
 schedule replays exactly from its seed.
 """
@@ -199,6 +210,9 @@ class Raft:
         self.term = hard_state.term
         self.vote = hard_state.vote
         self._last_hard_state = HardState(self.term, self.vote, self.log.committed)
+        #: The term of the last hard state the driver made durable (advance):
+        #: messages of a newer term are held back (see the module docstring).
+        self._durable_term = hard_state.term
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self._votes: dict[str, bool] = {}
@@ -434,11 +448,14 @@ class Raft:
                 leader = m.frm if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)) else None
                 self._become_follower(m.term, leader)
         elif m.term < self.term:
-            self._step_stale(m)
+            if not self._step_request(m):
+                self._step_stale(m)
             return
 
         if isinstance(m, RequestVote):
             self._handle_vote_request(m)
+        elif self._step_request(m):
+            pass
         elif self.role is Role.LEADER:
             self._step_leader(m)
         elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
@@ -449,8 +466,12 @@ class Raft:
     # -- outputs -----------------------------------------------------------------
 
     def take_outbox(self) -> Outbox:
-        """Messages that may leave now, and finished or failed requests."""
-        if self.role is Role.LEADER:
+        """Messages that may leave now, and finished or failed requests.
+
+        Messages of a term not yet durable stay queued until it is (a leader
+        of such a term does not even build its appends and heartbeats)."""
+        term_durable = self.term <= self._durable_term
+        if self.role is Role.LEADER and term_durable:
             self._flush_leader()
         if not (
             self._msgs
@@ -460,21 +481,39 @@ class Raft:
             or self._snapshots_needed
         ):
             return Outbox()
+        if term_durable:
+            msgs, self._msgs = self._msgs, []
+        else:
+            msgs = [m for m in self._msgs if self._may_leave(m)]
+            self._msgs = [m for m in self._msgs if not self._may_leave(m)]
         out = Outbox(
-            tuple(self._msgs),
+            tuple(msgs),
             tuple(self._read_states),
             tuple(self._failed_reads),
             tuple(self._failed_proposals),
             tuple(self._snapshots_needed),
         )
-        self._msgs, self._read_states, self._failed_reads, self._failed_proposals = [], [], [], []
+        self._read_states, self._failed_reads, self._failed_proposals = [], [], []
         self._snapshots_needed = []
         return out
+
+    def _may_leave(self, m: Message) -> bool:
+        """Is the term m carries durable (or is m a PreVote message, whose
+        term is a prospective one that promises nothing)?"""
+        return m.term <= self._durable_term or (isinstance(m, (RequestVote, VoteResponse)) and m.pre_vote)
+
+    @property
+    def durable_term(self) -> int:
+        """The term of the last hard state made durable (see ``advance``)."""
+        return self._durable_term
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
 
     def has_ready(self) -> bool:
+        """Is there work for a Ready? (Messages held back by take_outbox for
+        a term that is not durable yet imply a changed hard state, or a
+        Ready that carries it outstanding.)"""
         return bool(
             self._durable_msgs
             or self._pending_snapshot is not None
@@ -502,7 +541,10 @@ class Raft:
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """The driver persisted rd, sent its messages and applied its entries."""
+        """The driver persisted rd, sent its messages and applied its entries.
+        Messages held back for rd's term may leave from the next take_outbox."""
+        if rd.hard_state is not None:
+            self._durable_term = max(self._durable_term, rd.hard_state.term)
         if rd.entries:
             self.log.stable_to(rd.entries)
         if rd.committed:
@@ -698,36 +740,51 @@ class Raft:
             # Someone won this term (§5.2).
             self._become_follower(m.term, m.frm)
             self._step_follower(m)
-        elif isinstance(m, Propose):
+
+    def _step_request(self, m: Message) -> bool:
+        """Forwarded client requests and the answers to ours, handled alike in
+        every role and term; False when m is not one of them.
+
+        The leader of m's term serves a forwarded proposal or read; anyone
+        else (a follower, a candidate, a leader of a later term: the sender
+        took an older leader for ours) refuses it, and the sender retries.
+        Answers to what we forwarded count in any role and term: a refused
+        proposal was certainly not appended, and a read index was confirmed
+        by a quorum of its leader's term after our request reached it, which
+        makes it safe to serve (thesis §6.4). Dropped (in any role, a leader
+        included: a forwarder may have become leader meanwhile), they left
+        the request waiting for its deadline."""
+        if isinstance(m, Propose):
+            if self.role is Role.LEADER and m.term == self.term:
+                try:
+                    self.propose(m.payloads)
+                    return True
+                except ProposalDropped:
+                    pass
             self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
         elif isinstance(m, ReadIndexRequest):
-            self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
+            if self.role is Role.LEADER and m.term == self.term:
+                self._register_read(m.frm, m.ctx)
+            else:
+                self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
         elif isinstance(m, ReadIndexResponse):
-            self._on_read_response(m)
+            if m.ok:
+                self._read_states.append(ReadState(m.ctx, m.index))
+            else:
+                self._failed_reads.append(m.ctx)
         elif isinstance(m, ProposeRejected):
             self._failed_proposals.append(m.ctx)
+        else:
+            return False
+        return True
 
     def _step_stale(self, m: Message) -> None:
         """A message from an older term. Mostly ignored, but a stale leader or
-        pre-candidate is told our term so it stops (etcd does the same).
-
-        Answers to what we forwarded count in any later term: a refused
-        proposal was certainly not appended, and a read index was confirmed
-        by a quorum of its leader's term after our request reached it, which
-        makes it safe to serve (thesis §6.4). Dropped, they left the request
-        waiting for its deadline whenever leadership moved meanwhile."""
+        pre-candidate is told our term so it stops (etcd does the same)."""
         if isinstance(m, (AppendEntries, Heartbeat)):
             self._send(AppendResponse(frm=self.id, to=m.frm, term=self.term, success=False, index=0))
         elif isinstance(m, RequestVote) and m.pre_vote:
             self._send(VoteResponse(frm=self.id, to=m.frm, term=self.term, granted=False, pre_vote=True))
-        elif isinstance(m, Propose):
-            self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
-        elif isinstance(m, ReadIndexRequest):
-            self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
-        elif isinstance(m, ReadIndexResponse):
-            self._on_read_response(m)
-        elif isinstance(m, ProposeRejected):
-            self._failed_proposals.append(m.ctx)
 
     # -- follower ----------------------------------------------------------------
 
@@ -748,14 +805,6 @@ class Raft:
         elif isinstance(m, TimeoutNow):
             if self._promotable():
                 self._campaign("transfer")
-        elif isinstance(m, Propose):
-            self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
-        elif isinstance(m, ProposeRejected):
-            self._failed_proposals.append(m.ctx)
-        elif isinstance(m, ReadIndexRequest):
-            self._send(ReadIndexResponse(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx, ok=False))
-        elif isinstance(m, ReadIndexResponse):
-            self._on_read_response(m)
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
         """A snapshot from our leader is staged (Raft §7). Make it our state
@@ -775,12 +824,6 @@ class Raft:
             self._snapshot_membership = meta.membership
             self._pending_snapshot = meta
         self._send(AppendResponse(frm=self.id, to=m.frm, term=self.term, success=True, index=meta.index))
-
-    def _on_read_response(self, m: ReadIndexResponse) -> None:
-        if m.ok:
-            self._read_states.append(ReadState(m.ctx, m.index))
-        else:
-            self._failed_reads.append(m.ctx)
 
     def _handle_append(self, m: AppendEntries) -> None:
         prev_index, prev_term, entries = m.prev_index, m.prev_term, m.entries
@@ -973,13 +1016,6 @@ class Raft:
                 self._dirty.add(m.frm)
                 self._probe_tail.add(m.frm)
             self._release_reads()
-        elif isinstance(m, Propose):
-            try:
-                self.propose(m.payloads)
-            except ProposalDropped:
-                self._send(ProposeRejected(frm=self.id, to=m.frm, term=self.term, ctx=m.ctx))
-        elif isinstance(m, ReadIndexRequest):
-            self._register_read(m.frm, m.ctx)
         # Other messages at our term (votes, appends from ourselves) are stale.
 
     def _on_append_response(self, m: AppendResponse) -> None:

@@ -14,7 +14,10 @@ from dkv.raft.messages import Message
 
 class Transport(Protocol):
     def send(self, messages: Sequence[Message]) -> None:
-        """Queue messages for their recipients; never blocks, may drop."""
+        """Queue messages for their recipients; never blocks, may drop, never
+        delivers a message twice (a forwarded client proposal delivered twice
+        would be appended twice: Raft tolerates duplicates of its own
+        messages, not of client payloads)."""
 
     def set_peers(self, addresses: Mapping[str, str]) -> None:
         """The peers (id -> address) of the latest configuration."""

@@ -69,14 +69,15 @@ from dkv.raft.messages import (
 )
 
 
-def bootstrap_membership(ids: Sequence[str]) -> Membership:
-    """The configuration every bootstrapping node writes as its first entry."""
-    return Membership(tuple(Member(i, f"{i}.test:7000") for i in ids))
+def bootstrap_membership(ids: Sequence[str], learners: Sequence[str] = ()) -> Membership:
+    """The configuration every bootstrapping node writes as its first entry:
+    ids are voters, except those also in learners."""
+    return Membership(tuple(Member(i, f"{i}.test:7000", voter=i not in learners) for i in ids))
 
 
-def bootstrap_entry(ids: Sequence[str]) -> Entry:
+def bootstrap_entry(ids: Sequence[str], learners: Sequence[str] = ()) -> Entry:
     """Entry 1 of every node of a fresh cluster (identical bytes everywhere)."""
-    return Entry(1, 1, EntryKind.CONFIG, bootstrap_membership(ids).encode())
+    return Entry(1, 1, EntryKind.CONFIG, bootstrap_membership(ids, learners).encode())
 
 
 #: A state machine's state: every entry applied, in order (entry i at i - 1).
@@ -101,10 +102,10 @@ class Disk:
     snapshot: SnapshotMeta = SnapshotMeta(0, 0)
 
     @classmethod
-    def bootstrapped(cls, ids: Sequence[str]) -> Disk:
+    def bootstrapped(cls, ids: Sequence[str], learners: Sequence[str] = ()) -> Disk:
         """A member of a new cluster: entry 1 holds the configuration and is
         committed, nothing is applied yet."""
-        return cls(HardState(term=1, vote="", commit=1), [bootstrap_entry(ids)], [])
+        return cls(HardState(term=1, vote="", commit=1), [bootstrap_entry(ids, learners)], [])
 
     @classmethod
     def joining(cls, membership: Membership) -> Disk:
@@ -307,6 +308,13 @@ class Invariants:
         #: entry, kind, data). Two logs agreeing on every entry's content and
         #: predecessor term agree, by induction, on the whole prefix.
         self.chain: dict[tuple[int, int], tuple[int, EntryKind, bytes]] = {}
+        #: Chain links seen only in one node's memory, in one life, so far:
+        #: key -> (node, life). Such an entry never left the node (it is on no
+        #: disk, in no other log); a crash forgets it, and a lone voter that
+        #: never made the term durable may win that term again and write
+        #: another entry there. Everything else stays in the chain for good.
+        self._chain_owner: dict[tuple[int, int], tuple[str, int]] = {}
+        self._life: dict[str, int] = {}
         #: committed[i - 1] is the entry committed at index i.
         self.committed: list[Entry] = []
         #: The term of the node that first saw entry i committed: the entry was
@@ -394,6 +402,7 @@ class Invariants:
         assert raft is not None
         nid = node.id
         disk = node.disk
+        self._life[nid] = self._life.get(nid, 0) + 1
         if disk.snapshot.index == 0:
             self._base0_config[nid] = disk.snapshot.membership
         base = raft.log.snapshot_index
@@ -535,7 +544,9 @@ class Invariants:
             # or entries appended, applied and compacted within one step.
             first_changed = base + 1
         if first_changed <= last:
-            self.check_log(f"{nid} (memory)", cur, first_changed, base, log.snapshot_term)
+            self.check_log(
+                f"{nid} (memory)", cur, first_changed, base, log.snapshot_term, owner=(nid, self._life[nid])
+            )
         if base_moved or first_changed <= max(last, slast):
             self._check_membership(node, raft, cur, base, first_changed)
         self._mem_log[nid] = (base, cur)
@@ -576,13 +587,28 @@ class Invariants:
                 f"learners={sorted(expected.learners)}"
             )
 
+    def on_crash(self, node: SimNode) -> None:
+        """node lost its memory: entries that only its memory held are gone."""
+        life = (node.id, self._life.get(node.id, 0))
+        for key in [k for k, owner in self._chain_owner.items() if owner == life]:
+            del self._chain_owner[key]
+            del self.chain[key]
+
     def check_log(
-        self, what: str, log: Sequence[Entry], first: int, base: int = 0, base_term: int = 0
+        self,
+        what: str,
+        log: Sequence[Entry],
+        first: int,
+        base: int = 0,
+        base_term: int = 0,
+        owner: tuple[str, int] | None = None,
     ) -> None:
         """Log Matching for the entries from index first on (the part that
         changed); log[k] is the entry at base + 1 + k, after an entry of
-        base_term at base."""
+        base_term at base. owner: the (node, life) whose memory holds log
+        (None for a disk)."""
         chain = self.chain
+        owners = self._chain_owner
         prev_term = log[first - base - 2].term if first - 1 > base else base_term
         for i in range(first, base + len(log) + 1):
             e = log[i - base - 1]
@@ -592,7 +618,13 @@ class Invariants:
                 raise AssertionError(f"{what}: term goes back at {i}: {prev_term} then {e.term}")
             key = (i, e.term)
             val = (prev_term, e.kind, e.data)
-            known = chain.setdefault(key, val)
+            known = chain.get(key)
+            if known is None:
+                chain[key] = known = val
+                if owner is not None:
+                    owners[key] = owner
+            elif owners and owners.get(key, owner) != owner:
+                del owners[key]  # another log holds it too: it left the node
             if known != val:
                 raise AssertionError(
                     f"Log Matching: {what} has {_short(e)} after an entry of term {prev_term}, "
@@ -751,15 +783,25 @@ class Invariants:
         self.read_points[ctx] = (nid, len(self.committed))
 
     def on_send(self, node: SimNode, m: Message) -> None:
-        """m leaves node now: what it promises must already be on node's disk
-        (Raft §5.2, §5.3: a vote, a vote request and an append acknowledgement
-        are answers "after updating stable storage"). Checked against the disk
-        itself, whichever way the core classified the message."""
+        """m leaves node now (from take_outbox or from a Ready): what it
+        promises must already be on node's disk. Every message carries a term
+        that is on the sender's disk (PreVote messages excepted: their term is
+        a prospective one), so a crash cannot make the node forget a term it
+        spoke in and then speak in it again with another log (the core's
+        durability rule); a vote, a vote request and an append
+        acknowledgement are answers "after updating stable storage" (Raft
+        §5.2, §5.3). Checked against the disk itself, whichever way the core
+        classified the message."""
         if m.frm != node.id or m.to == node.id:
             raise AssertionError(f"{node.id} sent a message {m.frm}->{m.to}")
         if isinstance(m, InstallSnapshot):
             raise AssertionError(f"{node.id}: the core sends the local-only {m}")
         hs = node.disk.hard_state
+        pre_vote = isinstance(m, (RequestVote, VoteResponse)) and m.pre_vote
+        if not pre_vote and m.term > hs.term:
+            raise AssertionError(
+                f"Durable term: {node.id} sent {_describe(m)} but its disk holds term {hs.term} only"
+            )
         if isinstance(m, VoteResponse) and m.granted and not m.pre_vote:
             if hs.term < m.term or (hs.term == m.term and hs.vote != m.to):
                 raise AssertionError(f"{node.id}: sent {_describe(m)} but its disk says {hs}")
@@ -995,21 +1037,27 @@ class Cluster:
         seed: int,
         ids: Sequence[str] = ("n1", "n2", "n3"),
         *,
+        learners: Sequence[str] = (),
         spares: Sequence[str] = (),
         joiners: Sequence[str] = (),
         config: RaftConfig | None = None,
         chaos: Chaos = Chaos(),
         snapshots: SnapshotPolicy | None = None,
         membership_plan: Sequence[str] = (),
+        min_voters: int = 2,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.config = config or RaftConfig(election_ticks=10, heartbeat_ticks=1)
         self.chaos = chaos
         self.snapshots = snapshots
+        #: Random membership changes keep at least this many voters (1: a
+        #: lone voter that wins its elections alone, with learners).
+        self.min_voters = min_voters
         self.nodes: dict[str, SimNode] = {}
         for nid in ids:
-            self.nodes[nid] = SimNode(nid, self.config, Disk.bootstrapped(ids), self._child_rng())
+            disk = Disk.bootstrapped(ids, learners)
+            self.nodes[nid] = SimNode(nid, self.config, disk, self._child_rng())
         for nid in spares:
             self.nodes[nid] = SimNode(nid, self.config, Disk(), self._child_rng())
         for nid in joiners:
@@ -1389,6 +1437,7 @@ class Cluster:
 
     def _take_down(self, node: SimNode) -> None:
         node.crash()
+        self.inv.on_crash(node)
         # Messages on their way to it are lost with it; so are its transfers.
         self._deliverable = [f for f in self._deliverable if f.msg.to != node.id]
         self._delayed = [f for f in self._delayed if f.msg.to != node.id]
@@ -1423,10 +1472,16 @@ class Cluster:
                 self._count("stopped-removed")
 
     def _restart_readded(self) -> None:
-        """A node stopped as removed that the newest committed configuration
-        lists again is started from its disk (the operator re-added it)."""
-        newest = self.inv.committed_config_at(len(self.inv.committed))
-        for nid in sorted(self._stopped & newest.ids):
+        """A node stopped as removed that the newest committed configuration,
+        or the latest one of a live node, lists again is started from its
+        disk: the operator re-added it and starts it. (Waiting for the change
+        to commit could wait forever: adding a voter to a single voter needs
+        the new voter's vote to commit.)"""
+        listed = set(self.inv.committed_config_at(len(self.inv.committed)).ids)
+        for node in self.nodes.values():
+            if node.raft is not None:
+                listed |= node.raft.membership.ids
+        for nid in sorted(self._stopped & listed):
             self._stopped.discard(nid)
             self.restart(nid)
 
@@ -1601,8 +1656,8 @@ class Cluster:
     def _random_change(self, committed: Membership) -> Membership:
         """One random single-server change: add a node (as voter or learner;
         removed nodes come back with whatever log they kept), promote a
-        learner, or remove any member, the leader included (keeping two
-        voters at least)."""
+        learner, or remove any member, the leader included (keeping
+        ``min_voters`` voters at least)."""
         options: list[Callable[[], Membership]] = []
         outside = sorted(set(self.ids) - committed.ids)
         if outside:
@@ -1611,8 +1666,9 @@ class Cluster:
             options.append(lambda: committed.add(Member(nid, f"{nid}.test:7000", voter=voter)))
         if committed.learners:
             options.append(lambda: committed.promote(self.rng.choice(sorted(committed.learners))))
-        if len(committed.voters) > 2 or committed.learners:
-            removable = sorted(committed.learners if len(committed.voters) <= 2 else committed.ids)
+        at_least = self.min_voters
+        if len(committed.voters) > at_least or committed.learners:
+            removable = sorted(committed.learners if len(committed.voters) <= at_least else committed.ids)
             options.append(lambda: committed.remove(self.rng.choice(removable)))
         return self.rng.choice(options)()
 
@@ -1824,6 +1880,8 @@ class Net:
         #: Read states and failed reads per node, in arrival order.
         self.read_states: dict[str, list[ReadState]] = {i: [] for i in ids}
         self.failed_reads: dict[str, list[int]] = {i: [] for i in ids}
+        #: Forwarded proposal contexts refused, per node, in arrival order.
+        self.failed_proposals: dict[str, list[int]] = {i: [] for i in ids}
         #: The state each queued InstallSnapshot carries.
         self.snapshot_states: dict[InstallSnapshot, State] = {}
         #: What each delivered InstallSnapshot came to (see SimNode.install).
@@ -1853,6 +1911,7 @@ class Net:
                 self.queue.extend(out.messages)
                 self.read_states[nid].extend(out.read_states)
                 self.failed_reads[nid].extend(out.failed_reads)
+                self.failed_proposals[nid].extend(out.failed_proposals)
                 for peer in out.snapshots_needed:
                     self.queue.append(self.snapshot_message(nid, peer))
             if node.take_ready() is not None:
@@ -2055,6 +2114,7 @@ class Net:
         """nid loses its memory; messages on their way to it are lost, and
         so are snapshot transfers to it (their senders hear so)."""
         self.nodes[nid].crash()
+        self.inv.on_crash(self.nodes[nid])
         lost = [m for m in self.queue if m.to == nid]
         self.queue = deque(m for m in self.queue if m.to != nid)
         for m in lost:
@@ -2076,6 +2136,7 @@ class Net:
         self.nodes[nid] = SimNode(nid, self.config, Disk.joining(membership), random.Random(nid))
         self.read_states[nid] = []
         self.failed_reads[nid] = []
+        self.failed_proposals[nid] = []
         return self.restart(nid)
 
     # -- queries -----------------------------------------------------------------------

@@ -362,3 +362,92 @@ def test_refused_forward_counts_after_a_term_change() -> None:
     _move_to_next_term(net, "n3", "n2")
     n3.step(refusal)
     assert n3.take_outbox().failed_proposals == (41,)
+
+
+# -- found by a review of the core against the paper (issue 10) -------------------
+
+
+def _lone_voter_with_a_learner() -> Net:
+    """Voter a (its durable term is 2) and learner l, both holding entry 1."""
+    members = Membership((Member("a", "a.test:7000"), Member("l", "l.test:7000", voter=False)))
+    config = Entry(1, 1, EntryKind.CONFIG, members.encode())
+    disks = {
+        "a": Disk(HardState(term=2, vote="a", commit=1), [config], []),
+        "l": Disk(HardState(term=2, vote="", commit=1), [config], []),
+    }
+    return Net(("a", "l"), RaftConfig(election_ticks=10, heartbeat_ticks=1), disks=disks)
+
+
+def _win_alone(net: Net, nid: str) -> None:
+    raft = net.raft(nid)
+    for _ in range(2 * net.config.election_ticks):
+        if raft.role is Role.LEADER:
+            return
+        net.tick(nid)
+    assert raft.role is Role.LEADER
+
+
+def test_a_lone_voter_sends_nothing_of_its_term_before_the_term_is_durable() -> None:
+    """Issue 10, bug 1 (Log Matching). A lone voter wins by its own vote at
+    once, before its new term and vote are on disk. Its no-op and X (term 3)
+    reached learner l while the write was still under way; a crashed before
+    it finished, came back in term 2, won term 3 again and wrote Y at the
+    same (index, term): l kept X, a applied Y. Rule now (etcd's, in the
+    core's contract): no message of a term leaves before the term is on disk.
+    The sim's invariants check it on every send ("Durable term")."""
+    net = _lone_voter_with_a_learner()
+    net.hold_disk("a")  # a slow fsync: the Ready with term 3 stays outstanding
+    _win_alone(net, "a")
+    a = net.raft("a")
+    assert a.term == 3
+    net.propose("a", b"X")
+    net.deliver_all()
+    assert not [m for m in net.delivered if m.frm == "a" and m.term == 3], "term 3 left a before its disk held it"
+    assert net.raft("l").log.last_index() == 1
+    net.crash("a")  # before the write: term 3, the no-op and X are lost
+    net.held_disks.discard("a")
+    assert net.restart("a").term == 2
+    _win_alone(net, "a")
+    assert net.raft("a").term == 3
+    net.propose("a", b"Y")
+    net.deliver_all()
+    net.tick_all(3)
+    assert net.applied_data("a") == net.applied_data("l") == [b"Y"]
+
+
+def test_a_leader_counts_the_refusal_of_a_read_it_forwarded_as_a_follower() -> None:
+    """Issue 10, bug 3 (liveness). n2 forwards a read to n1; n1 hands its
+    leadership to n2, and on hearing of term 3 fails the read it still held
+    with ReadIndexResponse(term 3, ok=False). n2, now leader in term 3, used
+    to drop answers of its own term: the read waited for its deadline."""
+    net = Net(IDS, RaftConfig(election_ticks=10, heartbeat_ticks=1))
+    n1 = net.elect("n1")
+    ctx = net.read_index("n2")
+    [request] = net.take(lambda m: m.to == "n1")
+    net.step(request)  # n1 registers it and starts a read round...
+    net.take(lambda m: m.frm == "n1")  # ...whose messages are lost
+    n1.transfer_leadership("n2")
+    net.drive("n1")
+    net.deliver_all()
+    assert net.raft("n2").role is Role.LEADER and net.raft("n2").term == 3
+    assert net.failed_reads["n2"] == [ctx]  # the driver retries it on n2 itself
+
+
+def test_a_leader_counts_the_refusal_of_a_proposal_it_forwarded_as_a_follower() -> None:
+    """Issue 10, bug 3, for writes: n2 forwarded a proposal to n1 and then
+    became leader of term 3; n1 (by then a follower in term 3) refuses the
+    forward with ProposeRejected(term 3). n2 used to drop it (a 504 at the
+    deadline for a write that certainly was not appended)."""
+    net = Net(IDS, RaftConfig(election_ticks=10, heartbeat_ticks=1))
+    n1 = net.elect("n1")
+    n2 = net.raft("n2")
+    n2.propose([b"x"], ctx=41)
+    net.drive("n2")
+    [forward] = net.take(lambda m: isinstance(m, Propose))
+    n1.transfer_leadership("n2")
+    net.drive("n1")
+    net.deliver_all()
+    assert n2.role is Role.LEADER and n2.term == 3
+    net.step(forward)  # the stale forward reaches n1, a follower of term 3 now
+    net.deliver_all()
+    assert net.failed_proposals["n2"] == [41]

@@ -131,6 +131,7 @@ def _run_membership_changes(
     plan: tuple[str, ...],
     weight: float,
     snapshots: SnapshotPolicy | None = None,
+    min_voters: int = 2,
 ) -> None:
     """A run with ``spare`` outside the configuration at first and membership
     changes by ``plan`` under traffic and faults; at least one must finish."""
@@ -145,6 +146,7 @@ def _run_membership_changes(
             chaos=Chaos(membership_weight=weight),
             snapshots=snapshots,
             membership_plan=plan,
+            min_voters=min_voters,
         ),
         steps=5000,
     )
@@ -187,6 +189,43 @@ def test_random_membership_changes(seed: int) -> None:
     nodes with their old logs, learners and promotions."""
     _run_membership_changes(
         "test_random_membership_changes", seed, ("n1", "n2", "n3", "n4"), "n5", ("random",), weight=0.5
+    )
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
+def test_one_voter_with_learners(seed: int) -> None:
+    """A lone voter wins every election by its own vote, at once: nothing of
+    its new term may leave before the term is on its disk (the core's
+    durability rule), or a crash lets it speak twice in one term with
+    different logs. Learners replicate from it under the usual faults, and
+    crashes often hit the voter while its disk is slow."""
+    _run(
+        "test_one_voter_with_learners",
+        seed,
+        lambda: Cluster(
+            seed,
+            ("n1", "n2", "n3"),
+            learners=("n2", "n3"),
+            config=_config(seed),
+            chaos=Chaos(crash_weight=0.08, crash_leader=0.8, stall_weight=0.15),
+        ),
+        steps=4000,
+    )
+
+
+@pytest.mark.parametrize("seed", _seeds(SEEDS // 6))
+def test_random_membership_changes_down_to_one_voter(seed: int) -> None:
+    """Random single-server changes that may leave a single voter (with
+    learners), then grow again: removing voters down to one is how a
+    production cluster gets a lone voter with learners."""
+    _run_membership_changes(
+        "test_random_membership_changes_down_to_one_voter",
+        seed,
+        ("n1", "n2", "n3"),
+        "n4",
+        ("random",),
+        weight=0.6,
+        min_voters=1,
     )
 
 
@@ -275,7 +314,9 @@ def test_snapshots_with_a_node_joining(seed: int) -> None:
         steps=5000,
     )
     assert cluster.stats.get("joined", 0) == 1, cluster.stats
-    assert cluster.stats.get("snapshot-installed-on-n4", 0) >= 1, cluster.stats
+    # n4 usually needs a snapshot; not always: a later leader that had not
+    # compacted as far can serve it from its log (seed 151).
+    assert cluster.stats.get("snapshot-installed", 0) >= 1, cluster.stats
 
 
 @pytest.mark.parametrize("seed", _seeds(SEEDS // 10))
@@ -298,7 +339,7 @@ def test_snapshot_scenarios_exercise_every_path() -> None:
     snapshot can end (installed, stale, from an old term, on a log that
     already holds its last entry; failed, lost, reported) and restarts."""
     totals: dict[str, int] = {}
-    for seed in range(6):
+    for seed in range(10):
         cluster = Cluster(
             seed, ("n1", "n2", "n3"), config=_config(seed), snapshots=SnapshotPolicy.for_seed(seed)
         )
