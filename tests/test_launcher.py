@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,15 +39,6 @@ PARENT = (
 
 def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Process]]:
-    """Processes made by a test, all closed at the end whatever happens."""
-    made: list[Process] = []
-    yield made
-    for p in made:
-        p.close()
 
 
 def started(procs: list[Process], p: Process) -> Process:

@@ -19,7 +19,7 @@ import pytest
 
 from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, dkv_command, free_ports, twistd_command
 from dkv.testing.poll import wait_until
-from dkv.testing.process import pid_gone, run_to_exit
+from dkv.testing.process import Process, pid_gone, run_to_exit
 from dkv.testing.rest_client import b64, unb64
 
 pytestmark = pytest.mark.process
@@ -50,17 +50,8 @@ def round_trip(node: NodeProcess) -> None:
     assert (code, body) == (404, {"error": "key not found", "code": 5})
 
 
-@pytest.fixture
-def node_procs():
-    """NodeProcesses made by a test, all killed at the end whatever happens."""
-    made: list[NodeProcess] = []
-    yield made
-    for p in made:
-        p.close()
-
-
 @contextlib.contextmanager
-def _show_logs_on_failure(procs: list[NodeProcess]) -> Iterator[None]:
+def _show_logs_on_failure(procs: list[Process]) -> Iterator[None]:
     try:
         yield
     except BaseException:
@@ -78,13 +69,13 @@ def one_node(db_path: str | Path, **settings: Any) -> NodeConfig:
     )  # fmt: skip
 
 
-def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, node_procs) -> None:
+def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, procs) -> None:
     # DKV_* variables only; the db path is relative to the working directory, as in the README.
     config = one_node("a.db", log_level="info")
     node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command(), cwd=tmp_path)
     assert node.argv == dkv_command() and node.env["DKV_DB_PATH"] == "a.db"
-    node_procs.append(node)
-    with _show_logs_on_failure(node_procs):
+    procs.append(node)
+    with _show_logs_on_failure(procs):
         node.start()
         node.wait_ready()
         round_trip(node)
@@ -106,15 +97,15 @@ def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, node_procs) -> 
         assert "starting" in node.log_text()
 
 
-def test_twistd_with_flags_round_trip(tmp_path, node_procs) -> None:
+def test_twistd_with_flags_round_trip(tmp_path, procs) -> None:
     # A variable loses against its flag.
     node = NodeProcess.from_config(
         one_node(tmp_path / "a.db"), tmp_path / "a.log", style="twistd", env={"DKV_REST_PORT": "1"},
         cwd=tmp_path,
     )  # fmt: skip
     assert node.argv[: len(twistd_command()) + 4] == [*twistd_command(), "-n", "--pidfile=", "dkv", "--node-id"]
-    node_procs.append(node)
-    with _show_logs_on_failure(node_procs):
+    procs.append(node)
+    with _show_logs_on_failure(procs):
         node.start()
         node.wait_ready()
         round_trip(node)
@@ -249,14 +240,14 @@ def test_twistd_empty_db_without_cluster(tmp_path) -> None:
     assert elapsed < 8.0
 
 
-def test_db_in_use_by_another_node(tmp_path, node_procs) -> None:
+def test_db_in_use_by_another_node(tmp_path, procs) -> None:
     """Two nodes on one db file would corrupt it: the second refuses at once."""
     env = base_env(tmp_path)
     env["DKV_CLUSTER"] = f"a@127.0.0.1:{env['DKV_RPC_PORT']}"  # a one-node cluster
     first = NodeProcess(dkv_command(), tmp_path / "a.log", env=env, cwd=tmp_path,
                         rest_port=int(env["DKV_REST_PORT"]), name="a")  # fmt: skip
-    node_procs.append(first)
-    with _show_logs_on_failure(node_procs):
+    procs.append(first)
+    with _show_logs_on_failure(procs):
         first.start()
         first.wait_ready()
         rpc2, rest2 = free_ports(2)
