@@ -18,28 +18,17 @@ import asyncio
 import base64
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's dkv
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from dkv.testing.cluster import Cluster  # noqa: E402 - after the path is set
+from dkv.testing.poll import Timeout  # noqa: E402
 
 
 def status(rest: str) -> dict | None:
@@ -51,56 +40,16 @@ def status(rest: str) -> dict | None:
 
 
 @contextmanager
-def local_cluster(size: int = 3):
-    """Start ``size`` nodes; yield {id: rest address}, with the leader known."""
-    tmp = Path(tempfile.mkdtemp(prefix="dkv-bench-"))
-    ports = free_ports(2 * size)
-    ids = "abcdefg"[:size]
-    cluster = ",".join(f"{i}@127.0.0.1:{ports[2 * n]}" for n, i in enumerate(ids))
-    procs = []
-    try:
-        for n, node in enumerate(ids):
-            env = dict(
-                os.environ,
-                DKV_NODE_ID=node,
-                DKV_RPC_PORT=str(ports[2 * n]),
-                DKV_REST_PORT=str(ports[2 * n + 1]),
-                DKV_DB_PATH=str(tmp / f"{node}.db"),
-                DKV_CLUSTER=cluster,
-                DKV_LOG_LEVEL="warn",
-            )
-            log = open(tmp / f"{node}.log", "wb")  # noqa: SIM115 - closed with the process
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "dkv.cli"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        rests = {node: f"127.0.0.1:{ports[2 * n + 1]}" for n, node in enumerate(ids)}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            sts = [status(r) for r in rests.values()]
-            if all(sts) and all(s["leader_id"] and s["applied_index"] >= 2 for s in sts):
-                yield rests, procs
-                return
-            time.sleep(0.1)
-        raise SystemExit(f"cluster did not come up; logs in {tmp}")
-    finally:
-        for p in procs:
-            with_suppress(lambda p=p: os.killpg(p.pid, signal.SIGTERM))
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                with_suppress(lambda p=p: os.killpg(p.pid, signal.SIGKILL))
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def with_suppress(fn) -> None:
-    try:
-        fn()
-    except OSError:
-        pass
+def local_cluster(size: int = 3) -> Iterator[dict[str, str]]:
+    """Start ``size`` nodes (``dkv.testing.cluster``, as a user runs them);
+    yield {id: rest address} once they have settled under one leader."""
+    with Cluster.for_benchmark(ids="abcdefg"[:size]) as cluster:
+        cluster.start()
+        try:
+            cluster.wait_settled(timeout=30)
+        except Timeout:
+            raise SystemExit(f"cluster did not come up:\n{cluster.logs_report(10)}") from None
+        yield {node: f"127.0.0.1:{port}" for node, port in cluster.rest_ports.items()}
 
 
 async def client(address: str, requests: list[bytes], latencies: list[float], errors: list[str]) -> None:
@@ -180,7 +129,7 @@ def main() -> int:
         rests = {str(n): e for n, e in enumerate(args.endpoints.split(","))}
         by_id = {status(e)["id"]: e for e in rests.values()}  # type: ignore[index]
         return bench(by_id)
-    with local_cluster() as (rests, _):
+    with local_cluster() as rests:
         return bench(rests)
 
 

@@ -2,14 +2,16 @@
 level: pytest-twisted installs the asyncio reactor after conftest is imported).
 
 Shared fixtures: a real single-node stack (LMDB store, replication, REST
-site and gRPC server on free ports) running on the test's asyncio reactor."""
+site and gRPC server on free ports) running on the test's asyncio reactor;
+and ``procs``, the child processes a test starts, closed whatever happens."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import attrs
+import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 
@@ -20,6 +22,7 @@ from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
 from dkv.replication import ReplicationService
 from dkv.storage.lmdb_store import LmdbStore
+from dkv.testing.process import Process
 
 
 class NullTransport:
@@ -94,3 +97,13 @@ async def stack(tmp_path) -> AsyncIterator[Stack]:
     finally:
         for stop in stoppers:
             await defer.maybeDeferred(stop)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Process]]:
+    """Processes (``Process``, ``NodeProcess``) a test appends here: each is
+    closed -- killed if it still runs -- at the end, whatever happened."""
+    made: list[Process] = []
+    yield made
+    for p in made:
+        p.close()

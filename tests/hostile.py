@@ -23,7 +23,9 @@ from typing import Any
 import attrs
 from hypothesis import HealthCheck, settings
 
-from dkv.testing.cluster import NodeProcess, b64, free_ports, wait_until
+from dkv.testing.launcher import NodeConfig, NodeProcess, free_ports
+from dkv.testing.poll import wait_until
+from dkv.testing.rest_client import b64
 
 #: Small configured limits, so that sizes around them are cheap to explore.
 #: 1024-byte keys straddle LMDB's 511-byte key limit (long keys are stored
@@ -277,19 +279,11 @@ def start_node(directory: Path) -> Iterator[Node]:
     leading and holding the sentinel keys; killed when the generator closes."""
     rpc, rest = free_ports(2)
     log_path = directory / "node.log"
-    argv = [
-        sys.executable, "-m", "dkv.cli",
-        "--node-id", "a",
-        "--cluster", f"a@127.0.0.1:{rpc}",
-        "--rpc-port", str(rpc),
-        "--rest-port", str(rest),
-        "--db-path", str(directory / "node.db"),
-        "--log-level", "info",
-        "--tick-ms", "20",
-        "--max-key-size", str(MAX_KEY),
-        "--max-body-size", str(MAX_BODY),
-    ]  # fmt: skip
-    proc = NodeProcess(argv, log_path, cwd=directory, rest_port=rest, name="hostile")
+    config = NodeConfig(
+        node_id="a", cluster=f"a@127.0.0.1:{rpc}", rpc_port=rpc, rest_port=rest, db_path=directory / "node.db",
+        log_level="info", tick_ms=20, extra_args=("--max-key-size", str(MAX_KEY), "--max-body-size", str(MAX_BODY)),
+    )  # fmt: skip
+    proc = NodeProcess.from_config(config, log_path, cwd=directory, name="hostile")
     try:
         try:
             proc.start()

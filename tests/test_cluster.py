@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from dkv.testing.cluster import Cluster, b64, unb64, wait_until
+from dkv.testing.cluster import Cluster
+from dkv.testing.poll import wait_until
+from dkv.testing.rest_client import b64, unb64
 
 pytestmark = pytest.mark.process
 

@@ -15,8 +15,8 @@ from dkv.testing.checks import (
 )
 from dkv.testing.history import Op
 from dkv.testing.nemesis import FAULTS, SCHEDULES, NemesisConfig
+from dkv.testing.torture import TortureConfig, parse_args
 from dkv.testing.workload import classify
-from dkv.torture import TortureConfig, parse_args
 
 K = b"k0"
 

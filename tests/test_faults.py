@@ -1,6 +1,6 @@
 """The fault suite in CI: a short run of every nemesis schedule, and crash recovery.
 
-Each schedule runs ``dkv.torture.run_torture`` (three real nodes, ten
+Each schedule runs ``dkv.testing.torture.run_torture`` (three real nodes, ten
 clients on five keys, faults every few seconds, then a healed tail) and
 asserts that every check passed -- convergence, acknowledged writes,
 nothing phantom, failed writes invisible, linearizability, clean node logs,
@@ -28,11 +28,13 @@ from pathlib import Path
 import pytest
 
 from dkv.testing.checks import final_checks
-from dkv.testing.cluster import Cluster, Timeout, b64, wait_until
+from dkv.testing.cluster import Cluster
 from dkv.testing.history import read_history, write_history
 from dkv.testing.nemesis import SCHEDULES
+from dkv.testing.poll import Timeout, wait_until
+from dkv.testing.rest_client import b64
+from dkv.testing.torture import TortureConfig, TortureResult, run_torture
 from dkv.testing.workload import Workload, WorkloadConfig
-from dkv.torture import TortureConfig, TortureResult, run_torture
 
 pytestmark = pytest.mark.process
 

@@ -5,35 +5,17 @@ new configuration, and nothing acknowledged lost."""
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import threading
 
 import pytest
 
-from dkv.testing.cluster import Cluster, NodeProcess, b64, free_ports, http_request, wait_until
+from dkv.testing.cluster import Cluster
+from dkv.testing.poll import wait_until
+from dkv.testing.rest_client import b64, http_request
 
 pytestmark = pytest.mark.process
 
 SNAPSHOT_ARGS = ["--snapshot-entries", "2000", "--snapshot-keep-entries", "300"]
-
-
-def joiner(cluster: Cluster, node_id: str, via: str, *extra: str) -> NodeProcess:
-    """A new node started with --join (empty db, no --cluster); it dials its
-    peers directly (the cluster's proxies only cover the first nodes)."""
-    rpc, rest = free_ports(2)
-    argv = [
-        sys.executable, "-m", "dkv.cli", "--node-id", node_id, "--join", f"127.0.0.1:{cluster.rpc_ports[via]}",
-        "--rpc-port", str(rpc), "--rest-port", str(rest), "--db-path", str(cluster.dir / f"{node_id}.db"),
-        "--tick-ms", str(cluster.tick_ms), "--election-ticks", str(cluster.election_ticks),
-        "--request-timeout", str(cluster.request_timeout), *SNAPSHOT_ARGS, *extra,
-    ]
-    proc = NodeProcess(argv, cluster.dir / f"{node_id}.log", cwd=cluster.dir, rest_port=rest, name=node_id)
-    cluster.nodes[node_id] = proc
-    cluster.rpc_ports[node_id] = rpc
-    cluster.rest_ports[node_id] = rest
-    proc.start()
-    proc.wait_ready(30)
-    return proc
 
 
 def put_many(cluster: Cluster, ids: list[str], keys: range, threads: int = 16) -> set[int]:
@@ -82,7 +64,7 @@ def test_grow_shrink_and_lose_the_leader() -> None:
             assert status["first_index"] > 20_000, f"{node}: log not compacted: {status}"
 
         # A fourth node joins as a learner and catches up by snapshot.
-        joiner(cluster, "d", via="b")
+        cluster.add_node("d", "b")  # --join via b, empty db; dials its peers directly
         commit = cluster.status(cluster.leader())[1]["commit_index"]
         d_status = cluster.wait_applied("d", commit, timeout=60)
         assert d_status["snapshot_index"] > 20_000, d_status
@@ -101,7 +83,7 @@ def test_grow_shrink_and_lose_the_leader() -> None:
         assert {m["id"] for m in body["members"] if m["voter"]} == {"a", "b", "c", "d"}
 
         # A fifth joins and promotes itself once it has caught up.
-        joiner(cluster, "e", "a", "--auto-promote")
+        cluster.add_node("e", "a", auto_promote=True)
         wait_until(
             lambda: all(m["voter"] for m in members(cluster, "a")["members"]), timeout=60, what="e to become a voter"
         )

@@ -11,28 +11,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dkv.testing.cluster import NodeProcess, b64, child_env, free_ports, unb64, wait_until
+from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, dkv_command, free_ports, twistd_command
+from dkv.testing.poll import wait_until
+from dkv.testing.process import Process, pid_gone, run_to_exit
+from dkv.testing.rest_client import b64, unb64
 
 pytestmark = pytest.mark.process
-
-BIN = Path(sys.executable).parent
-
-
-def dkv_command() -> list[str]:
-    """The installed ``dkv`` script next to this interpreter, else the module."""
-    script = BIN / "dkv"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "dkv.cli"]
-
-
-def twistd_command() -> list[str]:
-    script = BIN / "twistd"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "twisted.scripts.twistd"]
 
 
 def wait_leader(node: NodeProcess, timeout: float = 15.0) -> dict:
@@ -60,17 +50,8 @@ def round_trip(node: NodeProcess) -> None:
     assert (code, body) == (404, {"error": "key not found", "code": 5})
 
 
-@pytest.fixture
-def node_procs():
-    """NodeProcesses made by a test, all killed at the end whatever happens."""
-    made: list[NodeProcess] = []
-    yield made
-    for p in made:
-        p.close()
-
-
 @contextlib.contextmanager
-def _show_logs_on_failure(procs: list[NodeProcess]) -> Iterator[None]:
+def _show_logs_on_failure(procs: list[Process]) -> Iterator[None]:
     try:
         yield
     except BaseException:
@@ -79,20 +60,22 @@ def _show_logs_on_failure(procs: list[NodeProcess]) -> Iterator[None]:
         raise
 
 
-def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, node_procs) -> None:
+def one_node(db_path: str | Path, **settings: Any) -> NodeConfig:
+    """Node a of a one-node cluster on free ports, with fast ticks."""
     rpc, rest = free_ports(2)
-    env = {
-        "DKV_LOG_LEVEL": "info",
-        "DKV_RPC_PORT": str(rpc),
-        "DKV_REST_PORT": str(rest),
-        "DKV_DB_PATH": "a.db",  # relative to the working directory, as in the README
-        "DKV_NODE_ID": "a",
-        "DKV_CLUSTER": f"a@127.0.0.1:{rpc}",
-        "DKV_TICK_MS": "50",
-    }
-    node = NodeProcess(dkv_command(), tmp_path / "a.log", env=env, cwd=tmp_path, rest_port=rest, name="a")
-    node_procs.append(node)
-    with _show_logs_on_failure(node_procs):
+    return NodeConfig(
+        node_id="a", rpc_port=rpc, rest_port=rest, db_path=db_path, cluster=f"a@127.0.0.1:{rpc}", tick_ms=50,
+        **settings,
+    )  # fmt: skip
+
+
+def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, procs) -> None:
+    # DKV_* variables only; the db path is relative to the working directory, as in the README.
+    config = one_node("a.db", log_level="info")
+    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command(), cwd=tmp_path)
+    assert node.argv == dkv_command() and node.env["DKV_DB_PATH"] == "a.db"
+    procs.append(node)
+    with _show_logs_on_failure(procs):
         node.start()
         node.wait_ready()
         round_trip(node)
@@ -114,20 +97,15 @@ def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, node_procs) -> 
         assert "starting" in node.log_text()
 
 
-def test_twistd_with_flags_round_trip(tmp_path, node_procs) -> None:
-    rpc, rest = free_ports(2)
-    argv = [
-        *twistd_command(), "-n", "--pidfile=", "dkv",
-        "--node-id", "a", "--rpc-port", str(rpc), "--rest-port", str(rest),
-        "--db-path", str(tmp_path / "a.db"), "--cluster", f"a@127.0.0.1:{rpc}",
-        "--tick-ms", "50",
-    ]  # fmt: skip
+def test_twistd_with_flags_round_trip(tmp_path, procs) -> None:
     # A variable loses against its flag.
-    node = NodeProcess(
-        argv, tmp_path / "a.log", env={"DKV_REST_PORT": "1"}, cwd=tmp_path, rest_port=rest, name="twistd-a"
-    )
-    node_procs.append(node)
-    with _show_logs_on_failure(node_procs):
+    node = NodeProcess.from_config(
+        one_node(tmp_path / "a.db"), tmp_path / "a.log", style="twistd", env={"DKV_REST_PORT": "1"},
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert node.argv[: len(twistd_command()) + 4] == [*twistd_command(), "-n", "--pidfile=", "dkv", "--node-id"]
+    procs.append(node)
+    with _show_logs_on_failure(procs):
         node.start()
         node.wait_ready()
         round_trip(node)
@@ -146,18 +124,10 @@ def test_twistd_with_flags_round_trip(tmp_path, node_procs) -> None:
 
 
 def run_failing(argv: list[str], env: dict[str, str], cwd: Path, limit: float = 10.0) -> tuple[int, str, str, float]:
-    """Run a command that must fail; (exit status, stderr, stdout, seconds)."""
-    full_env = child_env(env)
-    start = time.monotonic()
-    try:
-        p = subprocess.run(
-            argv, env=full_env, cwd=cwd, capture_output=True, timeout=limit, start_new_session=True
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(
-            f"{argv} did not exit within {limit}s; stderr: {e.stderr!r}, stdout tail: {(e.stdout or b'')[-500:]!r}"
-        )
-    return p.returncode, p.stderr.decode(), p.stdout.decode(), time.monotonic() - start
+    """Run a command that must fail, with exactly these ``DKV_*`` variables;
+    (exit status, stderr, stdout, seconds). Fails the test if it runs on."""
+    p = run_to_exit(argv, child_env(env), cwd, timeout=limit)
+    return p.returncode, p.stderr, p.stdout, p.seconds
 
 
 def assert_one_line_error(code: int, stderr: str, elapsed: float, *needles: str) -> None:
@@ -171,16 +141,14 @@ def assert_one_line_error(code: int, stderr: str, elapsed: float, *needles: str)
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A two-node cluster's node a as ``DKV_*`` variables, then ``extra``
+    (any text: the tests below break them on purpose)."""
     rpc, rest = free_ports(2)
-    env = {
-        "DKV_NODE_ID": "a",
-        "DKV_RPC_PORT": str(rpc),
-        "DKV_REST_PORT": str(rest),
-        "DKV_DB_PATH": str(tmp_path / "a.db"),
-        "DKV_CLUSTER": f"a@127.0.0.1:{rpc},b@127.0.0.1:{rpc + 1}",
-    }
-    env.update(extra)
-    return env
+    config = NodeConfig(
+        node_id="a", rpc_port=rpc, rest_port=rest, db_path=tmp_path / "a.db",
+        cluster=f"a@127.0.0.1:{rpc},b@127.0.0.1:{rpc + 1}",
+    )  # fmt: skip
+    return {**config.variables(), **extra}
 
 
 @pytest.mark.parametrize(
@@ -272,14 +240,14 @@ def test_twistd_empty_db_without_cluster(tmp_path) -> None:
     assert elapsed < 8.0
 
 
-def test_db_in_use_by_another_node(tmp_path, node_procs) -> None:
+def test_db_in_use_by_another_node(tmp_path, procs) -> None:
     """Two nodes on one db file would corrupt it: the second refuses at once."""
     env = base_env(tmp_path)
     env["DKV_CLUSTER"] = f"a@127.0.0.1:{env['DKV_RPC_PORT']}"  # a one-node cluster
     first = NodeProcess(dkv_command(), tmp_path / "a.log", env=env, cwd=tmp_path,
                         rest_port=int(env["DKV_REST_PORT"]), name="a")  # fmt: skip
-    node_procs.append(first)
-    with _show_logs_on_failure(node_procs):
+    procs.append(first)
+    with _show_logs_on_failure(procs):
         first.start()
         first.wait_ready()
         rpc2, rest2 = free_ports(2)
@@ -308,19 +276,6 @@ else:
 """
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie (killed, not yet reaped by init) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 @pytest.mark.parametrize(
     "style, sig", [("with", signal.SIGINT), ("atexit", signal.SIGINT), ("atexit", signal.SIGTERM)]
 )
@@ -337,10 +292,10 @@ def test_harness_kills_its_nodes_when_interrupted(tmp_path, style, sig) -> None:
         line = child.stdout.readline()  # the child's cluster is up
         assert line, child.stderr.read().decode()[-2000:]
         pids = json.loads(line)
-        assert all(not _gone(p) for p in pids)
+        assert all(not pid_gone(p) for p in pids)
         child.send_signal(sig)
         child.wait(20)
-        wait_until(lambda: all(_gone(p) for p in pids), 10, f"nodes {pids} to be gone")
+        wait_until(lambda: all(pid_gone(p) for p in pids), 10, f"nodes {pids} to be gone")
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)

@@ -1,13 +1,12 @@
-"""benchmarks/vs_etcd.py without etcd or a dkv cluster: parsing wrk's Lua
-output, combining parallel results, the summary and table, the command
-line, and (when wrk is installed) the Lua script against a stub server for
-about a second."""
+"""benchmarks/vs_etcd.py and its package, etcdbench, without etcd or a dkv
+cluster: parsing wrk's Lua output, combining parallel results, the summary
+and table, the command line, and (when wrk is installed) the Lua script
+against a stub server for about a second."""
 
 from __future__ import annotations
 
 import base64
 import http.server
-import importlib.util
 import json
 import os
 import shutil
@@ -16,23 +15,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "vs_etcd.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPT = BENCHMARKS / "vs_etcd.py"
+sys.path.insert(0, str(BENCHMARKS))  # the script's package, etcdbench
 
-
-@pytest.fixture(scope="module")
-def vs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("vs_etcd", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vs_etcd"] = module  # dataclasses look the module up by name
-    spec.loader.exec_module(module)
-    return module
-
+from etcdbench import load, report, scale  # noqa: E402
+from etcdbench.runs import RunSpec  # noqa: E402
 
 SAMPLE = """Running 10s test @ http://127.0.0.1:4001
   2 threads and 64 connections
@@ -48,85 +40,85 @@ VS_ETCD_RESULT {"requests":16000,"ok":15990,"non2xx":10,"misses":0,"duration_us"
 """
 
 
-def result(vs: ModuleType, **over: Any) -> dict[str, Any]:
+def result(**over: Any) -> dict[str, Any]:
     line = json.dumps({
         "requests": 1000, "ok": 1000, "non2xx": 0, "misses": 0, "duration_us": 10_000_000,
         "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
         "latency_us": {"p50": 10_000, "p90": 20_000, "p99": 40_000, "p999": 50_000, "mean": 12_000.0, "max": 60_000},
         "threads": 2, "error_sample": "",
     } | over)
-    return vs.parse_wrk_output(vs.RESULT_MARK + line)
+    return load.parse_wrk_output(load.RESULT_MARK + line)
 
 
-def test_parse_wrk_output(vs: ModuleType) -> None:
-    r = vs.parse_wrk_output(SAMPLE)
+def test_parse_wrk_output() -> None:
+    r = load.parse_wrk_output(SAMPLE)
     assert r["requests"] == 16000 and r["ok"] == 15990 and r["non2xx"] == 10
     assert r["socket_errors"] == 3  # read + timeout; status errors are counted as non-2xx
     assert r["duration_s"] == 10.0
     assert r["throughput"] == pytest.approx(1599.0)  # 2xx answers per second
     assert r["p50_ms"] == 28.5 and r["p99_ms"] == 97.25
     assert r["error_sample"] == '503 {"error": "no leader", "code": 14}'
-    assert vs.run_has_errors(r)
+    assert load.run_has_errors(r)
 
 
-def test_parse_wrk_output_without_result(vs: ModuleType) -> None:
+def test_parse_wrk_output_without_result() -> None:
     with pytest.raises(ValueError, match="VS_ETCD_RESULT"):
-        vs.parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+        load.parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused\n")
 
 
-def test_combine_sums_counts_and_takes_worst_latency(vs: ModuleType) -> None:
+def test_combine_sums_counts_and_takes_worst_latency() -> None:
     parts = [
-        result(vs, requests=1000, ok=1000, latency_us={"p50": 10_000, "p90": 0, "p99": 30_000, "p999": 0, "mean": 0, "max": 0}),
-        result(vs, requests=3000, ok=3000, latency_us={"p50": 20_000, "p90": 0, "p99": 50_000, "p999": 0, "mean": 0, "max": 0}),
+        result(requests=1000, ok=1000, latency_us={"p50": 10_000, "p90": 0, "p99": 30_000, "p999": 0, "mean": 0, "max": 0}),
+        result(requests=3000, ok=3000, latency_us={"p50": 20_000, "p90": 0, "p99": 50_000, "p999": 0, "mean": 0, "max": 0}),
     ]
-    c = vs.combine(parts)
+    c = load.combine(parts)
     assert c["requests"] == 4000 and c["throughput"] == pytest.approx(400.0)
     assert c["p50_ms"] == 20.0 and c["p99_ms"] == 50.0
     assert c["p50_ms_weighted"] == pytest.approx(17.5) and c["p99_ms_weighted"] == pytest.approx(45.0)
-    assert not vs.run_has_errors(c)
+    assert not load.run_has_errors(c)
 
 
-def test_split_connections(vs: ModuleType) -> None:
-    assert vs.split_connections(64, 3) == [22, 21, 21]
-    assert vs.split_connections(64, 1) == [64]
+def test_split_connections() -> None:
+    assert load.split_connections(64, 3) == [22, 21, 21]
+    assert load.split_connections(64, 1) == [64]
 
 
-def test_key_layout(vs: ModuleType) -> None:
-    assert vs.key_bytes(0, 0, 999, 8) == b"\x00\x00\x00\x00\x00\x00\x03\xe7"
-    assert len(vs.key_bytes(5, 1, 2**32, 8)) == 8
+def test_key_layout() -> None:
+    assert load.key_bytes(0, 0, 999, 8) == b"\x00\x00\x00\x00\x00\x00\x03\xe7"
+    assert len(load.key_bytes(5, 1, 2**32, 8)) == 8
 
 
-def test_ratio_formatting(vs: ModuleType) -> None:
-    assert vs.ratio(50, 100) == 0.5 and vs.ratio(1, 0) is None and vs.ratio(None, 3) is None
-    assert vs.fmt_ratio(0.5) == "0.50x" and vs.fmt_ratio(0.042) == "0.042x" and vs.fmt_ratio(None) == "n/a"
-    assert vs.fmt_ms(1.234) == "1.23" and vs.fmt_ms(12.34) == "12.3" and vs.fmt_ms(123.4) == "123"
+def test_ratio_formatting() -> None:
+    assert report.ratio(50, 100) == 0.5 and report.ratio(1, 0) is None and report.ratio(None, 3) is None
+    assert report.fmt_ratio(0.5) == "0.50x" and report.fmt_ratio(0.042) == "0.042x" and report.fmt_ratio(None) == "n/a"
+    assert report.fmt_ms(1.234) == "1.23" and report.fmt_ms(12.34) == "12.3" and report.fmt_ms(123.4) == "123"
 
 
-def test_summary_and_table(vs: ModuleType) -> None:
-    runs = [vs.RunSpec("write-1", "write", 1, "leader"), vs.RunSpec("read-64", "read", 64, "leader")]
+def test_summary_and_table() -> None:
+    runs = [RunSpec("write-1", "write", 1, "leader"), RunSpec("read-64", "read", 64, "leader")]
     results = []
     for rnd, (d_ok, e_ok) in enumerate(((1000, 4000), (1200, 4000)), 1):
         for system, ok in (("dkv", d_ok), ("etcd", e_ok)):
-            r = vs.combine([result(vs, requests=ok, ok=ok)])
+            r = load.combine([result(requests=ok, ok=ok)])
             results.append(r | {"run": "write-1", "system": system, "round": rnd})
-    bad = vs.combine([result(vs, non2xx=3)])
+    bad = load.combine([result(non2xx=3)])
     results.append(bad | {"run": "read-64", "system": "dkv", "round": 1})
-    rows = vs.summarize(results, runs)
+    rows = report.summarize(results, runs)
     w = rows[0]
     assert w["dkv"]["throughput"] == pytest.approx(110.0)  # median of 100 and 120
     assert w["dkv"]["throughput_spread"] == pytest.approx(20 / 110)
     assert w["throughput_ratio"] == pytest.approx(110 / 400)
     assert w["p99_ratio"] == pytest.approx(1.0)
     assert rows[1]["etcd"] is None and rows[1]["dkv"]["errors"] == 1
-    table = vs.format_table(rows)
+    table = report.format_table(rows)
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["run", "dkv", "req/s"]
     assert "110 ±9%" in lines[2] and "400" in lines[2] and "0.28x" in lines[2] and "1.00x" in lines[2]
     assert "ERRORS" in lines[3] and "n/a" in lines[3]
 
 
-def test_format_scale(vs: ModuleType) -> None:
-    scale = {
+def test_format_scale() -> None:
+    figures = {
         "connections": 64,
         "load": {"keys_written": 200_010, "seconds": 80.0, "keys_per_s": 2500.1},
         "nodes": {
@@ -136,18 +128,18 @@ def test_format_scale(vs: ModuleType) -> None:
         "follower_restart": {"signal": "SIGKILL", "status_answers_s": 1.5, "caught_up_s": 1.6},
         "new_node": {"caught_up_s": 9.25, "status_answers_s": 1.2, "snapshot_index": 200_050},
     }
-    text = vs.format_scale(scale)
+    text = scale.format_scale(figures)
     assert "200,010 keys loaded" in text and "9.25s" in text
     assert "node a (leader): RSS 300 MiB (90 anon, 210 file-mapped), db file 120 MiB" in text
     assert "node b (follower): RSS 280 MiB, db file 120 MiB" in text
 
 
-def test_memory_mb_reads_proc(vs: ModuleType) -> None:
+def test_memory_mb_reads_proc() -> None:
     """RSS and its parts for a live process (this one); nothing for a gone one."""
-    mem = vs.memory_mb(os.getpid())
+    mem = scale.memory_mb(os.getpid())
     assert set(mem) >= {"rss_mb", "rss_anon_mb", "rss_file_mb"} and mem["rss_mb"] > 1
     assert mem["rss_anon_mb"] + mem["rss_file_mb"] <= mem["rss_mb"] + 1
-    assert vs.memory_mb(2**22 + 12345) == {}
+    assert scale.memory_mb(2**22 + 12345) == {}
 
 
 def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -215,13 +207,13 @@ def _b64(text: str) -> bytes:
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 @pytest.mark.parametrize("system", ["dkv", "etcd"])
-def test_lua_script_against_stub(vs: ModuleType, stub: str, system: str) -> None:
+def test_lua_script_against_stub(stub: str, system: str) -> None:
     """One second of writes then of reads: the requests have the documented
     shape and done() prints a result the driver parses."""
     common = dict(url=stub, system=system, connections=2, threads=2, duration=1, timeout=2,
                   key_size=8, value_size=256, nkeys=50)
-    [w] = vs.run_wrk("wrk", [vs.WrkJob(op="write", tag=7, **common)])
-    assert w["requests"] > 0 and w["ok"] == w["requests"] and not vs.run_has_errors(w)
+    [w] = load.run_wrk("wrk", [load.WrkJob(op="write", tag=7, **common)])
+    assert w["requests"] > 0 and w["ok"] == w["requests"] and not load.run_has_errors(w)
     puts = [s for s in _Stub.seen if s[0] == "POST"]
     assert puts and all(s[1] == ("/v0/kv" if system == "dkv" else "/v3/kv/put") for s in puts)
     keys = set()
@@ -233,8 +225,8 @@ def test_lua_script_against_stub(vs: ModuleType, stub: str, system: str) -> None
     assert len(keys) == len(puts)  # unique keys per write
 
     _Stub.seen.clear()
-    [r] = vs.run_wrk("wrk", [vs.WrkJob(op="read", tag=8, **common)])
-    assert r["requests"] > 0 and r["misses"] == 0 and not vs.run_has_errors(r)
+    [r] = load.run_wrk("wrk", [load.WrkJob(op="read", tag=8, **common)])
+    assert r["requests"] > 0 and r["misses"] == 0 and not load.run_has_errors(r)
     for method, path, body in _Stub.seen:
         if system == "dkv":
             assert method == "GET" and path.startswith("/v0/kv/key/")
@@ -246,7 +238,7 @@ def test_lua_script_against_stub(vs: ModuleType, stub: str, system: str) -> None
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
-def test_lua_script_reports_non_2xx_and_empty_reads(vs: ModuleType) -> None:
+def test_lua_script_reports_non_2xx_and_empty_reads() -> None:
     """A server that answers 503 to dkv and no kvs to etcd's range."""
 
     class Failing(_Stub):
@@ -264,11 +256,11 @@ def test_lua_script_reports_non_2xx_and_empty_reads(vs: ModuleType) -> None:
     try:
         common = dict(url=url, op="read", connections=1, threads=1, duration=1, timeout=2,
                       key_size=8, value_size=16, nkeys=10, tag=1)
-        [d] = vs.run_wrk("wrk", [vs.WrkJob(system="dkv", **common)])
-        [e] = vs.run_wrk("wrk", [vs.WrkJob(system="etcd", **common)])
+        [d] = load.run_wrk("wrk", [load.WrkJob(system="dkv", **common)])
+        [e] = load.run_wrk("wrk", [load.WrkJob(system="etcd", **common)])
     finally:
         server.shutdown()
         server.server_close()
     assert d["non2xx"] == d["requests"] > 0 and d["ok"] == 0 and "no leader" in d["error_sample"]
     assert e["misses"] == e["requests"] > 0 and e["non2xx"] == 0
-    assert vs.run_has_errors(d) and vs.run_has_errors(e)
+    assert load.run_has_errors(d) and load.run_has_errors(e)

@@ -5,21 +5,27 @@
     python tools/local_cluster.py stop
 
 Data and logs live in ./.cluster/ (a.db, a.log, a.pid, ...). ``start`` runs
-each node in the background with the ``dkv`` command next to this Python,
-waits until the cluster has a leader, and prints curl examples. Starting an
-already running cluster is a no-op; ``stop`` sends SIGTERM and waits.
+each node in the background with the ``dkv`` command next to this Python and
+the README's ``DKV_*`` variables, waits until the cluster has a leader, and
+prints curl examples. Starting an already running cluster is a no-op;
+``stop`` sends SIGTERM and waits. The nodes are launched by
+``dkv.testing.launcher``, which ships with the package.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+from typing import Any
+
+from dkv.testing.cluster import agreed_leader
+from dkv.testing.launcher import NodeConfig, NodeProcess, dkv_command
+from dkv.testing.poll import Timeout, wait_until
+from dkv.testing.process import terminate
+from dkv.testing.rest_client import http_request
 
 NODES = [("a", 7070, 7071), ("b", 8080, 8081), ("c", 9090, 9091)]
 CLUSTER = ",".join(f"{n}@127.0.0.1:{rpc}" for n, rpc, _ in NODES)
@@ -35,47 +41,47 @@ def _pid(node: str) -> int | None:
         return None
 
 
-def _status(rest: int) -> dict | None:
+def _status(rest: int) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{rest}/v0/status", timeout=1) as r:
-            return json.load(r)
-    except OSError:
+        code, body = http_request(rest, "GET", "/v0/status", timeout=1)
+    except (OSError, http.client.HTTPException):
         return None
+    return body if code == 200 else None
 
 
 def start() -> int:
     DATA.mkdir(exist_ok=True)
-    dkv = Path(sys.executable).with_name("dkv")
+    started: list[NodeProcess] = []
     for node, rpc, rest in NODES:
         if _pid(node):
             continue
-        env = dict(
-            os.environ,
-            DKV_NODE_ID=node,
-            DKV_RPC_PORT=str(rpc),
-            DKV_REST_PORT=str(rest),
-            DKV_DB_PATH=str(DATA / f"{node}.db"),
-            DKV_CLUSTER=CLUSTER,
-            DKV_LOG_LEVEL="info",
+        config = NodeConfig(
+            node_id=node, rpc_port=rpc, rest_port=rest, db_path=DATA / f"{node}.db", cluster=CLUSTER, log_level="info"
         )
-        with open(DATA / f"{node}.log", "ab") as log:
-            proc = subprocess.Popen(
-                [str(dkv)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        (DATA / f"{node}.pid").write_text(str(proc.pid))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        statuses = [_status(rest) for _, _, rest in NODES]
-        leaders = {s["leader_id"] for s in statuses if s}
-        if all(statuses) and len(leaders) == 1 and "" not in leaders:
-            print(f"dkv cluster is up; leader: {leaders.pop()}; data and logs in {DATA}")
-            print("  curl -X POST localhost:7071/v0/kv -d '{\"key\":\"aGVsbG8=\",\"value\":\"d29ybGQ=\"}'")
-            print("  curl localhost:9091/v0/kv/key/aGVsbG8=")
-            print(f"  {sys.executable} {__file__} stop")
-            return 0
-        time.sleep(0.2)
-    print(f"the cluster did not elect a leader within 30 s; see the logs in {DATA}", file=sys.stderr)
-    return 1
+        proc = NodeProcess.from_config(config, DATA / f"{node}.log", style="env", program=dkv_command())
+        proc.start()
+        started.append(proc)
+
+    def leader() -> str | None:
+        for proc in started:
+            if not proc.alive:
+                raise RuntimeError(f"node {proc.name} exited with status {proc.returncode}; see {proc.log_path}")
+        return agreed_leader({node: _status(rest) for node, _, rest in NODES})
+
+    try:
+        lid = wait_until(leader, 30, "a leader", interval=0.2)
+    except (Timeout, RuntimeError) as e:
+        print(f"the cluster did not elect a leader within 30 s ({e}); see the logs in {DATA}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in started:  # they outlive this command; ``stop`` ends them
+            if proc.alive:
+                (DATA / f"{proc.name}.pid").write_text(str(proc.detach()))
+    print(f"dkv cluster is up; leader: {lid}; data and logs in {DATA}")
+    print("  curl -X POST localhost:7071/v0/kv -d '{\"key\":\"aGVsbG8=\",\"value\":\"d29ybGQ=\"}'")
+    print("  curl localhost:9091/v0/kv/key/aGVsbG8=")
+    print(f"  {sys.executable} {__file__} stop")
+    return 0
 
 
 def status() -> int:
@@ -86,14 +92,8 @@ def status() -> int:
 
 def stop() -> int:
     pids = {node: _pid(node) for node, _, _ in NODES}
-    for pid in filter(None, pids.values()):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while any(_pid(n) for n in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for node, pid in pids.items():
-        if _pid(node):
-            os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
+    terminate(pid for pid in pids.values() if pid)
+    for node in pids:
         (DATA / f"{node}.pid").unlink(missing_ok=True)
     print("stopped")
     return 0

@@ -39,9 +39,11 @@ from typing import Any
 
 import attrs
 
-from dkv.testing.cluster import Cluster, Timeout, unb64, wait_until
+from dkv.testing.cluster import Cluster
 from dkv.testing.history import Op
 from dkv.testing.linearizability import Verdict, check
+from dkv.testing.poll import Timeout, wait_until
+from dkv.testing.rest_client import unb64
 
 __all__ = [
     "CheckResult",

@@ -1,4 +1,5 @@
-"""Real ``dkv`` processes on loopback for process tests, with a proxy on every peer link.
+"""Real ``dkv`` processes on loopback: a cluster for process tests, the fault
+suite and the benchmarks, with a proxy on every peer link.
 
 Synchronous on purpose: tests drive the processes with plain calls and poll
 with deadlines; nothing here needs a reactor in the test process.
@@ -10,366 +11,68 @@ with deadlines; nothing here needs a reactor in the test process.
         c.partition([leader], [x for x in c.ids if x != leader])
         ...
 
-Every node runs ``sys.executable -m dkv.cli`` (the same interpreter and the
-same ``dkv`` package as the test), in its own session (process group), with
-free ports chosen at run time, its db and log in the cluster's directory.
-Node ``a`` reaches peer ``b`` through the proxy of the directed link a->b
-(``--peer-route``), so links can be partitioned, cut one way, delayed or made
-flaky without touching the nodes. Clients talk to each node's REST port
-directly.
+Every node is a ``dkv.testing.launcher.NodeProcess``: ``sys.executable -m
+dkv.cli`` (the same interpreter and the same ``dkv`` package as the caller),
+in its own session (process group), with free ports chosen at run time, its
+db and log in the cluster's directory. Node ``a`` reaches peer ``b`` through
+the proxy of the directed link a->b (``--peer-route``), so links can be
+partitioned, cut one way, delayed or made flaky without touching the nodes;
+``proxy_links=False`` (the benchmarks) lets nodes dial each other directly.
+Clients talk to each node's REST port directly.
 
 Every process started is killed (its whole process group) when the cluster
 closes: on leaving the ``with`` block (also on an exception or Ctrl-C), at
 interpreter exit (``atexit``), and on SIGTERM to the test process while a
-cluster is open. When the block is left with an exception, the tail of every
-node's log is printed to stderr, so a failing test shows what the nodes did.
+cluster is open (see ``dkv.testing.process``). When the block is left with
+an exception, the tail of every node's log is printed to stderr, so a
+failing test shows what the nodes did.
+
+The harness's smaller parts are importable from here too (``NodeProcess``,
+``free_ports``, ``wait_until``, ``http_request``, ``b64`` ...); they live in
+``launcher``, ``process``, ``poll`` and ``rest_client``.
 """
 
 from __future__ import annotations
 
-import atexit
-import base64
 import contextlib
 import http.client
-import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import dkv
-from dkv.api.b64 import encode as b64_encode
+from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, dkv_command, free_ports, twistd_command
+from dkv.testing.poll import Timeout, wait_until
+from dkv.testing.process import Process, tail, track, untrack
 from dkv.testing.proxy import Proxy, ProxyHub
+from dkv.testing.rest_client import b64, http_request, unb64
 
-T = TypeVar("T")
+__all__ = [
+    "Cluster", "NodeConfig", "NodeProcess", "Process", "Timeout", "agreed_leader", "b64", "child_env",
+    "dkv_command", "free_ports", "http_request", "tail", "twistd_command", "unb64", "wait_until",
+]  # fmt: skip
 
-#: The directory holding the ``dkv`` package the test imported; children get
-#: it on PYTHONPATH so they run the same code.
-_PACKAGE_ROOT = str(Path(dkv.__file__).resolve().parent.parent)
-
-
-# -- small helpers -----------------------------------------------------------------
-
-
-class Timeout(AssertionError):
-    """A poll ran out of time."""
+#: The node's own default request timeout (README), for clients' socket timeouts.
+_NODE_REQUEST_TIMEOUT = 5.0
 
 
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float = 10.0,
-    what: str = "condition",
-    interval: float = 0.05,
-) -> T:
-    """Call predicate until it returns something truthy (returned), or raise
-    Timeout after ``timeout`` seconds. Exceptions from predicate count as
-    "not yet"; the last one is named in the Timeout."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            last_error = e
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise Timeout(f"timed out after {timeout}s waiting for {what}{detail}")
-        time.sleep(interval)  # poll
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n distinct ports that were free a moment ago (held together while
-    chosen, so they differ from each other)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def b64(data: bytes | str) -> str:
-    """data (text as UTF-8) as the API writes base64."""
-    return b64_encode(data.encode() if isinstance(data, str) else data)
-
-
-def unb64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def http_request(
-    port: int,
-    method: str,
-    path: str,
-    body: Any = None,
-    timeout: float = 10.0,
-    host: str = "127.0.0.1",
-) -> tuple[int, Any]:
-    """One HTTP request on a fresh connection: (status, decoded JSON body).
-
-    A body that is not JSON comes back as ``{"raw": text}``. Connection
-    errors and timeouts raise (OSError / http.client.HTTPException)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"content-type": "application/json"} if payload is not None else {}
-        conn.request(method, path, body=payload, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            data = json.loads(raw) if raw else {}
-        except ValueError:
-            data = {"raw": raw.decode("utf-8", "replace")}
-        return resp.status, data
-    finally:
-        conn.close()
-
-
-def tail(path: str | Path, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            text = f.read().decode("utf-8", "replace")
-    except OSError as e:
-        return f"(no log: {e})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-# -- cleanup of everything started -----------------------------------------------
-
-_live: weakref.WeakSet[Any] = weakref.WeakSet()
-_live_lock = threading.Lock()
-_previous_sigterm: Any = None
-
-
-def _close_all() -> None:
-    for owner in list(_live):
-        with contextlib.suppress(Exception):
-            owner.close()
-
-
-atexit.register(_close_all)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    _close_all()
-    raise SystemExit(128 + signum)
-
-
-def _track(owner: Any) -> None:
-    global _previous_sigterm
-    with _live_lock:
-        _live.add(owner)
-        if (
-            _previous_sigterm is None
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
-        ):
-            _previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _untrack(owner: Any) -> None:
-    global _previous_sigterm
-    with _live_lock:
-        _live.discard(owner)
-        if (
-            not _live
-            and _previous_sigterm is not None
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is _on_sigterm
-        ):
-            signal.signal(signal.SIGTERM, _previous_sigterm)
-            _previous_sigterm = None
-
-
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a dkv child process: the test's, without any
-    ``DKV_*`` variable, unbuffered, with this ``dkv`` package first on the
-    path; then ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DKV_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
-    env.update(extra or {})
-    return env
-
-
-# -- one process --------------------------------------------------------------------
-
-
-class NodeProcess:
-    """A process in its own session, its output appended to ``log_path``.
-
-    ``argv`` and ``env`` are used for every (re)start. ``env`` is added to a
-    copy of the test's environment from which every ``DKV_*`` variable was
-    removed, with PYTHONUNBUFFERED=1 so a SIGKILL loses no log line."""
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        log_path: str | Path,
-        env: Mapping[str, str] | None = None,
-        cwd: str | Path | None = None,
-        rest_port: int | None = None,
-        name: str = "node",
-    ) -> None:
-        self.argv = list(argv)
-        self.log_path = Path(log_path)
-        self.env = dict(env or {})
-        self.cwd = str(cwd) if cwd is not None else None
-        self.rest_port = rest_port
-        self.name = name
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.paused = False
-        self.starts = 0
-
-    def __repr__(self) -> str:
-        return f"<NodeProcess {self.name} pid={self.pid} rest={self.rest_port}>"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def full_env(self) -> dict[str, str]:
-        return child_env(self.env)
-
-    def start(self) -> None:
-        if self.alive:
-            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
-        _track(self)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"=== harness: start #{self.starts}: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.full_env(),
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-        self.paused = False
-
-    def _signal(self, sig: int) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group and reap it."""
-        if self.proc is None:
-            return
-        self._signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        self.paused = False
-        self._note(f"killed (exit {self.proc.returncode})")
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM; SIGKILL if still running after timeout. The exit status."""
-        if self.proc is None:
+def agreed_leader(statuses: Mapping[str, Mapping[str, Any] | None]) -> str | None:
+    """The leader if, in these ``/v0/status`` answers (None: no answer),
+    exactly one node says it leads and every other one follows it in the
+    same term; else None (also when any node did not answer)."""
+    if not statuses or any(st is None for st in statuses.values()):
+        return None
+    leaders = [i for i, st in statuses.items() if st and st["role"] == "leader"]
+    if len(leaders) != 1:
+        return None
+    lid = leaders[0]
+    term = statuses[lid]["term"]  # type: ignore[index]
+    for i, st in statuses.items():
+        if i != lid and (st is None or st["leader_id"] != lid or st["term"] != term):
             return None
-        if self.paused:
-            self.resume()
-        self._signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._note(f"did not stop within {timeout}s of SIGTERM; killing")
-            self.kill()
-        self._note(f"stopped (exit {self.proc.returncode})")
-        return self.proc.returncode
-
-    def pause(self) -> None:
-        self._signal(signal.SIGSTOP)
-        self.paused = True
-        self._note("paused (SIGSTOP)")
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-        self.paused = False
-        self._note("resumed (SIGCONT)")
-
-    def close(self) -> None:
-        if self.alive:
-            self.kill()
-        _untrack(self)
-
-    def _note(self, text: str) -> None:
-        with contextlib.suppress(OSError), open(self.log_path, "ab") as log:
-            log.write(f"=== harness: {self.name} {text}\n".encode())
-
-    def log_tail(self, lines: int = 40) -> str:
-        return tail(self.log_path, lines)
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text("utf-8", "replace")
-        except OSError:
-            return ""
-
-    # -- HTTP ---------------------------------------------------------------------
-
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-        if self.rest_port is None:
-            raise RuntimeError(f"{self.name} has no REST port")
-        return http_request(self.rest_port, method, path, body, timeout)
-
-    def try_status(self, timeout: float = 2.0) -> dict[str, Any] | None:
-        """The node's /v0/status, or None if it does not answer (down, paused)."""
-        if not self.alive or self.paused:
-            return None
-        try:
-            code, body = self.request("GET", "/v0/status", timeout=timeout)
-        except (OSError, http.client.HTTPException):
-            return None
-        return body if code == 200 else None
-
-    def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
-        """Poll until the REST API answers /v0/status; fail at once if the
-        process exits."""
-
-        def ready() -> dict[str, Any] | None:
-            if not self.alive:
-                raise Timeout(
-                    f"{self.name} exited with status {self.returncode} while starting; log:\n{self.log_tail()}"
-                )
-            return self.try_status(timeout=1.0)
-
-        try:
-            return wait_until(ready, timeout, f"{self.name} to answer on REST port {self.rest_port}")
-        except Timeout as e:
-            raise Timeout(f"{e}\nlog of {self.name}:\n{self.log_tail()}") from None
+    return lid
 
 
 # -- a cluster ------------------------------------------------------------------------
@@ -379,27 +82,33 @@ class Cluster:
     """N real nodes on loopback, a proxy on each directed peer link.
 
     ``start()`` starts every node (or ``start_node(id)`` one at a time, in any
-    order). Timings default to fast ones for tests (``tick_ms=50``,
-    ``election_ticks=10``: an election timeout of 0.5-1 s) and a request
-    timeout of 2 s. Nodes are configured with flags, or with ``DKV_*``
-    variables when ``configure_with="env"``; ``env`` adds variables (e.g.
-    GRPC_TRACE) and ``extra_args`` flags to every node."""
+    order); ``ids`` are the bootstrap voters, ``nodes`` every node started,
+    those ``add_node`` joined too. Timings default to fast ones for tests
+    (``tick_ms=50``, ``election_ticks=10``: an election timeout of 0.5-1 s)
+    and a request timeout of 2 s; None leaves a setting to the node's
+    default. Nodes are configured with flags, or with ``DKV_*`` variables
+    when ``configure_with="env"``; ``env`` adds variables (e.g. GRPC_TRACE)
+    and ``extra_args`` flags to every node. ``proxy_links=False``: no
+    proxies, peers dial each other directly (no link faults)."""
 
     def __init__(
         self,
         directory: str | Path | None = None,
         ids: Sequence[str] = ("a", "b", "c"),
         *,
-        tick_ms: int = 50,
-        election_ticks: int = 10,
-        heartbeat_ticks: int = 1,
-        request_timeout: float = 2.0,
-        log_level: str = "info",
+        tick_ms: int | None = 50,
+        election_ticks: int | None = 10,
+        heartbeat_ticks: int | None = 1,
+        request_timeout: float | None = 2.0,
+        log_level: str | None = "info",
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         configure_with: str = "flags",
         seed: int = 0,
+        proxy_links: bool = True,
     ) -> None:
+        if configure_with not in ("flags", "env"):
+            raise ValueError(f"configure_with must be 'flags' or 'env', not {configure_with!r}")
         if directory is None:
             self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="dkv-cluster-")
             directory = self._tmp.name
@@ -411,57 +120,62 @@ class Cluster:
         self.request_timeout = request_timeout
         self.tick_ms = tick_ms
         self.election_ticks = election_ticks
+        self.configure_with = configure_with
+        self.env = dict(env or {})
+        #: What every node is told besides its identity, ports and peers (NodeConfig fields).
+        self.node_settings: dict[str, Any] = dict(
+            log_level=log_level, tick_ms=tick_ms, election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks,
+            request_timeout=request_timeout, extra_args=tuple(extra_args),
+        )  # fmt: skip
         self._closed = False
-        _track(self)
-        self.hub = ProxyHub(seed)
+        track(self)
+        self.hub = ProxyHub(seed) if proxy_links else None
         ports = free_ports(2 * len(self.ids))
         self.rpc_ports = {i: ports[2 * n] for n, i in enumerate(self.ids)}
         self.rest_ports = {i: ports[2 * n + 1] for n, i in enumerate(self.ids)}
         self.cluster_spec = ",".join(f"{i}@127.0.0.1:{self.rpc_ports[i]}" for i in self.ids)
-        #: links[(a, b)]: the proxy a dials to reach b.
+        #: links[(a, b)]: the proxy a dials to reach b (none without proxy_links).
         self.links: dict[tuple[str, str], Proxy] = {}
-        taken = set(ports)
+        if self.hub is not None:
+            self._make_links(self.hub, set(ports))
+        self.nodes: dict[str, NodeProcess] = {}
+        for i in self.ids:
+            routes = ",".join(f"{b}=127.0.0.1:{self.links[(i, b)].port}" for b in self.ids if (i, b) in self.links)
+            self._add(i, self.rpc_ports[i], self.rest_ports[i], cluster=self.cluster_spec, peer_route=routes or None)
+
+    @classmethod
+    def for_benchmark(cls, directory: str | Path | None = None, ids: Sequence[str] = ("a", "b", "c")) -> Cluster:
+        """A cluster as a user runs one: the node's default timings, peers
+        dialling each other directly (no proxies), warn-level logs."""
+        return cls(
+            directory, ids, tick_ms=None, election_ticks=None, heartbeat_ticks=None, request_timeout=None,
+            log_level="warn", proxy_links=False,
+        )  # fmt: skip
+
+    def _make_links(self, hub: ProxyHub, taken: set[int]) -> None:
         for a in self.ids:
             for b in self.ids:
                 if a != b:
-                    proxy = self.hub.proxy(self.rpc_ports[b], name=f"{a}->{b}")
+                    proxy = hub.proxy(self.rpc_ports[b], name=f"{a}->{b}")
                     while proxy.port in taken:  # the kernel reused a node's port: take another
                         spare = proxy
-                        proxy = self.hub.proxy(self.rpc_ports[b], name=f"{a}->{b}")
-                        self.hub._call(spare._close)
+                        proxy = hub.proxy(self.rpc_ports[b], name=f"{a}->{b}")
+                        hub._call(spare._close)
                     taken.add(proxy.port)
                     self.links[(a, b)] = proxy
-        self.nodes: dict[str, NodeProcess] = {}
-        for i in self.ids:
-            routes = ",".join(f"{b}=127.0.0.1:{self.links[(i, b)].port}" for b in self.ids if b != i)
-            settings = {
-                "node-id": i,
-                "cluster": self.cluster_spec,
-                "rpc-port": str(self.rpc_ports[i]),
-                "rest-port": str(self.rest_ports[i]),
-                "db-path": str(self.dir / f"{i}.db"),
-                "log-level": log_level,
-                "tick-ms": str(tick_ms),
-                "election-ticks": str(election_ticks),
-                "heartbeat-ticks": str(heartbeat_ticks),
-                "request-timeout": str(request_timeout),
-            }
-            if routes:
-                settings["peer-route"] = routes
-            argv = [sys.executable, "-m", "dkv.cli"]
-            node_env = dict(env or {})
-            if configure_with == "flags":
-                for name, value in settings.items():
-                    argv += [f"--{name}", value]
-            elif configure_with == "env":
-                for name, value in settings.items():
-                    node_env["DKV_" + name.upper().replace("-", "_")] = value
-            else:
-                raise ValueError(f"configure_with must be 'flags' or 'env', not {configure_with!r}")
-            argv += list(extra_args)
-            self.nodes[i] = NodeProcess(
-                argv, self.dir / f"{i}.log", env=node_env, cwd=self.dir, rest_port=self.rest_ports[i], name=i
-            )
+
+    def _add(self, node_id: str, rpc_port: int, rest_port: int, **settings: Any) -> NodeProcess:
+        config = NodeConfig(
+            node_id=node_id, rpc_port=rpc_port, rest_port=rest_port, db_path=self.dir / f"{node_id}.db",
+            **{**self.node_settings, **settings},
+        )  # fmt: skip
+        node = NodeProcess.from_config(
+            config, self.dir / f"{node_id}.log", style=self.configure_with, env=self.env, cwd=self.dir
+        )
+        self.nodes[node_id] = node
+        self.rpc_ports[node_id] = rpc_port
+        self.rest_ports[node_id] = rest_port
+        return node
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -483,9 +197,10 @@ class Cluster:
         for node in self.nodes.values():
             with contextlib.suppress(Exception):
                 node.close()
-        with contextlib.suppress(Exception):
-            self.hub.close()
-        _untrack(self)
+        if self.hub is not None:
+            with contextlib.suppress(Exception):
+                self.hub.close()
+        untrack(self)
         if self._tmp is not None:
             with contextlib.suppress(Exception):
                 self._tmp.cleanup()
@@ -499,9 +214,40 @@ class Cluster:
             self.nodes[i].wait_ready(timeout)
 
     def start_node(self, node_id: str, wait: bool = True, timeout: float = 30.0) -> None:
+        """Start one node; unless ``wait`` is false, wait until it answers REST."""
         self.nodes[node_id].start()
         if wait:
             self.nodes[node_id].wait_ready(timeout)
+
+    def add_node(
+        self,
+        node_id: str,
+        join_via: str,
+        *extra_args: str,
+        auto_promote: bool = False,
+        wait: bool = True,
+        timeout: float = 30.0,
+    ) -> NodeProcess:
+        """Start a new node with an empty db that joins through member
+        ``join_via`` (``--join`` its RPC port), on free ports, with the
+        cluster's settings and ``extra_args``. It dials its peers directly
+        (the proxies cover only the bootstrap nodes) and is not one of
+        ``ids``."""
+        rpc, rest = free_ports(2)
+        node = self._add(
+            node_id, rpc, rest, join=f"127.0.0.1:{self.rpc_ports[join_via]}", auto_promote=auto_promote,
+            extra_args=(*self.node_settings["extra_args"], *extra_args),
+        )  # fmt: skip
+        self.start_node(node_id, wait, timeout)
+        return node
+
+    def rejoin_empty(self, node_id: str, join_via: str) -> None:
+        """Make the next start of this (stopped) node join through member
+        ``join_via`` and promote itself, instead of bootstrapping: for a
+        removed node whose db was moved away."""
+        self.nodes[node_id].reconfigure(
+            cluster=None, join=f"127.0.0.1:{self.rpc_ports[join_via]}", auto_promote=True
+        )
 
     def node(self, node_id: str) -> NodeProcess:
         return self.nodes[node_id]
@@ -515,7 +261,7 @@ class Cluster:
         signal is sent before any process is reaped."""
         chosen = list(self.ids if ids is None else ids)
         for i in chosen:
-            self.nodes[i]._signal(signal.SIGKILL)
+            self.nodes[i].signal(signal.SIGKILL)
         for i in chosen:
             self.nodes[i].kill()
 
@@ -544,9 +290,14 @@ class Cluster:
 
     # -- network faults --------------------------------------------------------------
 
+    def _proxied(self) -> dict[tuple[str, str], Proxy]:
+        if self.hub is None:
+            raise RuntimeError("this cluster has no proxies on its peer links (proxy_links=False)")
+        return self.links
+
     def link(self, a: str, b: str) -> Proxy:
         """The proxy a dials to reach b."""
-        return self.links[(a, b)]
+        return self._proxied()[(a, b)]
 
     def partition(self, *groups: Iterable[str], mode: str = "blackhole") -> None:
         """Split the nodes into groups: links within a group pass, links
@@ -564,7 +315,7 @@ class Cluster:
         if rest:
             sets.append(rest)
         group_of = {i: n for n, g in enumerate(sets) for i in g}
-        for (a, b), proxy in self.links.items():
+        for (a, b), proxy in self._proxied().items():
             if group_of[a] == group_of[b]:
                 proxy.pass_through()
             else:
@@ -572,7 +323,7 @@ class Cluster:
 
     def cut(self, a: str, b: str, mode: str = "blackhole") -> None:
         """Break only the direction a->b (what a sends to b)."""
-        self._fault(self.links[(a, b)], mode)
+        self._fault(self.link(a, b), mode)
 
     def isolate(self, node_id: str, mode: str = "blackhole") -> None:
         """Cut every link to and from node_id."""
@@ -580,18 +331,18 @@ class Cluster:
 
     def heal(self) -> None:
         """Every link passes again (no delay, no flakiness)."""
-        for proxy in self.links.values():
+        for proxy in self._proxied().values():
             proxy.pass_through()
 
     def delay_link(self, a: str, b: str, seconds: float, jitter: float = 0.0, both: bool = False) -> None:
-        self.links[(a, b)].delay(seconds, jitter)
+        self.link(a, b).delay(seconds, jitter)
         if both:
-            self.links[(b, a)].delay(seconds, jitter)
+            self.link(b, a).delay(seconds, jitter)
 
     def flaky_link(self, a: str, b: str, drop_probability: float, both: bool = False) -> None:
-        self.links[(a, b)].flaky(drop_probability)
+        self.link(a, b).flaky(drop_probability)
         if both:
-            self.links[(b, a)].flaky(drop_probability)
+            self.link(b, a).flaky(drop_probability)
 
     @staticmethod
     def _fault(proxy: Proxy, mode: str) -> None:
@@ -607,7 +358,7 @@ class Cluster:
     @property
     def client_timeout(self) -> float:
         """Socket timeout for client calls: the request timeout plus a margin."""
-        return self.request_timeout + 5.0
+        return (self.request_timeout or _NODE_REQUEST_TIMEOUT) + 5.0
 
     def request(self, node_id: str, method: str, path: str, body: Any = None, timeout: float | None = None) -> tuple[int, Any]:
         return self.nodes[node_id].request(method, path, body, timeout or self.client_timeout)
@@ -647,23 +398,25 @@ class Cluster:
         running ones) says it leads and every other one of them follows it in
         the same term; else None."""
         ids = list(self.running() if among is None else among)
-        sts = self.statuses(ids)
-        if not ids or any(st is None for st in sts.values()):
-            return None
-        leaders = [i for i, st in sts.items() if st and st["role"] == "leader"]
-        if len(leaders) != 1:
-            return None
-        lid = leaders[0]
-        term = sts[lid]["term"]  # type: ignore[index]
-        for i, st in sts.items():
-            if i != lid and (st is None or st["leader_id"] != lid or st["term"] != term):
-                return None
-        return lid
+        return agreed_leader(self.statuses(ids))
 
     def leader(self, timeout: float = 15.0, among: Iterable[str] | None = None) -> str:
         """Poll until one leader is agreed on (see current_leader); its id."""
         ids = None if among is None else list(among)
         return wait_until(lambda: self.current_leader(ids), timeout, f"one agreed leader among {ids or 'running nodes'}")
+
+    def wait_settled(self, timeout: float = 30.0) -> str:
+        """Poll until the running nodes agree on one leader and each has
+        applied index 2 or more (in a new cluster: the bootstrap
+        configuration and the first leader's entry), so that writes go
+        straight through; the leader's id."""
+
+        def settled() -> str | None:
+            sts = self.statuses()
+            lid = agreed_leader(sts)
+            return lid if lid and all(st and st["applied_index"] >= 2 for st in sts.values()) else None
+
+        return wait_until(settled, timeout, "the cluster to settle under one leader")
 
     def wait_applied(self, node_id: str, index: int, timeout: float = 15.0) -> dict[str, Any]:
         """Poll until the node has applied at least index."""
@@ -699,9 +452,9 @@ class Cluster:
         return self.nodes[node_id].log_tail(lines)
 
     def logs_report(self, lines: int = 40) -> str:
+        """The tail of every node's log, with its state, for a failure report."""
         parts = [f"\n===== dkv cluster in {self.dir} ====="]
-        for i in self.ids:
-            node = self.nodes[i]
+        for i, node in self.nodes.items():
             state = "running" if node.alive else f"exited {node.returncode}"
             if node.paused:
                 state = "paused"

@@ -46,7 +46,8 @@ from typing import Any
 
 import attrs
 
-from dkv.testing.cluster import Cluster, Timeout, wait_until
+from dkv.testing.cluster import Cluster
+from dkv.testing.poll import Timeout, wait_until
 
 __all__ = ["FAULTS", "SCHEDULES", "FaultEvent", "Nemesis", "NemesisConfig"]
 
@@ -308,17 +309,7 @@ class Nemesis:
                 if path.exists():
                     path.rename(f"{db}.removed-{self.rejoins}{suffix}")
             contact = self.rng.choice([i for i in c.ids if i != victim])
-            argv = list(node.argv)
-            if "--cluster" in argv:
-                at = argv.index("--cluster")
-                del argv[at : at + 2]
-            if "--join" in argv:
-                at = argv.index("--join")
-                del argv[at : at + 2]
-            argv += ["--join", f"127.0.0.1:{c.rpc_ports[contact]}"]
-            if "--auto-promote" not in argv:
-                argv.append("--auto-promote")
-            node.argv = argv
+            c.rejoin_empty(victim, contact)
             c.start_node(victim)
             self._down.discard(victim)
             self.log("rejoin", [victim], f"{victim} stopped (status {status}); restarted empty, joining via {contact}")

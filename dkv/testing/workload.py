@@ -53,6 +53,7 @@ import attrs
 
 from dkv.api.b64 import encode as b64_encode
 from dkv.testing.history import Op, Outcome
+from dkv.testing.poll import wait_until
 
 __all__ = ["Request", "Workload", "WorkloadConfig", "history_ops", "key_name"]
 
@@ -338,6 +339,4 @@ class Workload:
 
     def wait_for_ok(self, kind: str, n: int, timeout: float) -> None:
         """Poll until at least n operations of kind were ``ok``."""
-        from dkv.testing.cluster import wait_until
-
         wait_until(lambda: self.counts()[(kind, "ok")] >= n, timeout, f"{n} ok {kind}s")

@@ -1,6 +1,6 @@
--- wrk script used by benchmarks/vs_etcd.py to load dkv and etcd in the same way.
+-- wrk script of benchmarks/etcdbench/load.py (benchmarks/vs_etcd.py): loads dkv and etcd in the same way.
 --
---   wrk -t2 -c64 -d10 -s vs_etcd.lua http://127.0.0.1:PORT -- SYSTEM OP KEY_SIZE VALUE_SIZE TAG NKEYS QUOTA DONE_DIR
+--   wrk -t2 -c64 -d10 -s load.lua http://127.0.0.1:PORT -- SYSTEM OP KEY_SIZE VALUE_SIZE TAG NKEYS QUOTA DONE_DIR
 --
 -- SYSTEM   dkv | etcd
 -- OP       write: put a new unique key per request

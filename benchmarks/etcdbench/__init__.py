@@ -1,0 +1,12 @@
+"""dkv against etcd on the same machine, with the same load generator
+(``python benchmarks/vs_etcd.py``; its help is ``cli``'s docstring).
+
+``runs``        what is measured: the runs, the two systems, what a cluster offers
+``etcd``        three etcd members on free ports (a ``dkv.testing.process.Process`` each)
+``dkv_cluster`` three dkv nodes, launched by ``dkv.testing.cluster``
+``load``        the wrk driver (``load.lua``): jobs, their results, one measured run
+``report``      the summary over rounds, the table and the chart
+``machine``     what the numbers were measured on
+``scale``       the scale figures: memory, restart and catch-up at N keys
+``cli``         the command line and the comparison loop
+"""

@@ -1,0 +1,217 @@
+# test-case-name: tests.test_vs_etcd_script
+"""dkv against etcd on the same machine, with the same load generator.
+
+    python benchmarks/vs_etcd.py                       # all runs, 2 rounds, scale figures at 1M keys
+    python benchmarks/vs_etcd.py --duration 10 --rounds 2 --skip-scale
+    python benchmarks/vs_etcd.py --skip-compare --scale 200000
+
+Needs the etcd and wrk binaries (``apt-get install etcd-server wrk``) and,
+for the chart only, matplotlib (``pip install '.[bench]'``).
+
+Comparison. For each round and each system in turn (dkv, etcd, dkv, etcd,
+...: machine drift hits both), a fresh 3-member cluster is started on free
+loopback ports in a temporary directory, 1000 keys are written for the
+read runs, then every run is measured with wrk (2 threads, the Lua script
+``etcdbench/load.lua`` beside this file) after a short warm-up that is not
+counted; then the cluster is stopped and its data removed. The two systems
+never run at the same time. Runs:
+
+    write-1, write-16, write-64   puts of new unique keys to the leader, 1/16/64 connections
+    read-1, read-64               linearizable reads of prepopulated keys from the leader
+    write-64-all                  puts over 64 connections split across all 3 members
+                                  (3 wrk processes at once; throughputs add up, latency
+                                  is the worst p50/p99 of the three)
+
+dkv is driven through ``POST /v0/kv`` and ``GET /v0/kv/key/{b64}``, etcd
+through its JSON gateway ``POST /v3/kv/put`` and ``POST /v3/kv/range``
+(linearizable by default). Keys are 8 bytes, values 256 bytes (options).
+Each figure is the median over rounds; the spread is (max - min) / median.
+Any non-2xx answer, socket error or read that found nothing makes the run
+fail: the table is printed, then the script exits 1.
+
+Scale (``--scale N``, ``--skip-scale``). N unique keys are written into a
+fresh 3-node dkv cluster with wrk (64 connections to the leader), then it
+reports the resident memory of every node, how long a killed follower takes
+to be back and caught up, and how long a new (4th) node joining with an
+empty db takes to catch up by snapshot.
+
+Results go to ``--out`` (default ``benchmarks/results/``): ``vs_etcd.json``
+(every raw wrk result, the summary, the scale figures and machine
+information) and ``vs_etcd.png`` (throughput and p99 per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dkv.testing.poll import Timeout
+from dkv.testing.process import close_all
+from etcdbench.dkv_cluster import DkvCluster
+from etcdbench.etcd import EtcdCluster
+from etcdbench.load import Tags, measure, prepopulate, run_has_errors
+from etcdbench.machine import machine_info
+from etcdbench.report import CHART_HINT, fmt_ms, format_table, have_matplotlib, summarize, write_chart
+from etcdbench.runs import RUNS, SYSTEMS, BenchCluster
+from etcdbench.scale import format_scale, scale_phase
+
+#: benchmarks/, where results go by default.
+BENCHMARKS = Path(__file__).resolve().parents[1]
+TOOLS_HINT = "apt-get install etcd-server wrk"
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP: stop like on Ctrl-C."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds measured per run (default 10)")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run, not counted (default 2; 0: none)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds; each runs dkv then etcd on fresh clusters (default 2)")
+    ap.add_argument("--runs", default=",".join(r.name for r in RUNS), help="comma-separated runs (default: all)")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads per wrk process (default 2)")
+    ap.add_argument("--key-size", type=int, default=8, help="key bytes (default 8, at least 6)")
+    ap.add_argument("--value-size", type=int, default=256, help="value bytes (default 256)")
+    ap.add_argument("--read-keys", type=int, default=1000, help="keys written before the read runs (default 1000)")
+    ap.add_argument("--wrk-timeout", type=int, default=10, help="wrk's per-request timeout in seconds (default 10)")
+    ap.add_argument("--scale", type=int, default=1_000_000, help="keys for the scale figures (default 1,000,000)")
+    ap.add_argument("--scale-connections", type=int, default=64, help="connections loading the scale keys (default 64)")
+    ap.add_argument("--scale-timeout", type=int, default=3600, help="seconds allowed for loading the scale keys (default 3600)")
+    ap.add_argument("--scale-wait", type=int, default=900, help="seconds allowed for a restart or a catch-up (default 900)")
+    ap.add_argument("--skip-scale", action="store_true", help="no scale figures")
+    ap.add_argument("--skip-compare", action="store_true", help="only the scale figures")
+    ap.add_argument("--out", type=Path, default=BENCHMARKS / "results", help="output directory (default benchmarks/results/)")
+    ap.add_argument("--tmp-dir", type=Path, default=None, help="where the clusters' data go (default: the system temp dir)")
+    ap.add_argument("--etcd", default=shutil.which("etcd") or "etcd", help="etcd binary")
+    ap.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="wrk binary")
+    args = ap.parse_args(argv)
+    known = {r.name for r in RUNS}
+    args.run_specs = [r for r in RUNS if r.name in set(filter(None, args.runs.split(",")))]
+    unknown = set(filter(None, args.runs.split(","))) - known
+    if unknown:
+        ap.error(f"unknown runs {sorted(unknown)}; choose from {sorted(known)}")
+    if args.key_size < 6:
+        ap.error("--key-size must be at least 6 (tag, thread and a 4-byte counter)")
+    if min(args.duration, args.rounds, args.threads, args.value_size, args.read_keys, args.scale) < 1:
+        ap.error("--duration, --rounds, --threads, --value-size, --read-keys and --scale must be positive")
+    if args.skip_scale and args.skip_compare:
+        ap.error("--skip-scale and --skip-compare leave nothing to do")
+    return args
+
+
+def missing_tools(args: argparse.Namespace) -> list[str]:
+    """The binaries that are not there."""
+    return [name for name, path in (("etcd", args.etcd), ("wrk", args.wrk)) if shutil.which(path) is None]
+
+
+def compare(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """Every round: each system on a fresh cluster, every run; appends to
+    results as it goes (so an interrupted run keeps what it measured)."""
+    for rnd in range(1, args.rounds + 1):
+        for system in SYSTEMS:
+            cluster: BenchCluster = (
+                EtcdCluster(args.etcd, args.tmp_dir) if system == "etcd" else DkvCluster(args.tmp_dir)
+            )
+            with cluster:
+                cluster.start()
+                prep = prepopulate(cluster, args.read_keys, args.key_size, args.value_size)
+                tags = Tags()
+                for spec in args.run_specs:
+                    r = measure(cluster, spec, args, tags)
+                    r["round"] = rnd
+                    r["prepopulate_s"] = prep
+                    results.append(r)
+                    bad = ""
+                    if run_has_errors(r):
+                        bad = (f"  ERRORS: {r['non2xx']} non-2xx, {r['socket_errors']} socket, "
+                               f"{r['misses']} empty reads {r['error_sample'][:120]}")
+                    print(f"round {rnd} {system:4} {spec.name:13} {r['throughput']:>9,.0f} req/s  "
+                          f"p50 {fmt_ms(r['p50_ms']):>6} ms  p99 {fmt_ms(r['p99_ms']):>6} ms{bad}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 when every run was clean, 1 when one had errors,
+    2 when a tool is missing, 130 on Ctrl-C."""
+    args = parse_args(argv)
+    missing = missing_tools(args)
+    if missing:
+        print(f"vs_etcd: {' and '.join(missing)} not found. Install them with:\n    {TOOLS_HINT}\n"
+              "(or give their paths with --etcd / --wrk)", file=sys.stderr)
+        return 2
+    if not have_matplotlib():
+        print(f"note: matplotlib is not installed, so no chart; for it: {CHART_HINT}", flush=True)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "machine": machine_info(args.etcd, args.wrk, args.tmp_dir),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run_specs"},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    results: list[dict[str, Any]] = []
+    status = 0
+    try:
+        if not args.skip_compare:
+            compare(args, results)
+        if not args.skip_scale:
+            report["scale"] = scale_phase(args)
+    except (KeyboardInterrupt, Interrupted):
+        print("\ninterrupted; stopping everything", file=sys.stderr)
+        report["interrupted"] = True
+        status = 130
+    except (RuntimeError, ValueError, OSError, Timeout) as e:
+        print(f"vs_etcd: {e}", file=sys.stderr)
+        report["failure"] = str(e)
+        status = 1
+    finally:
+        close_all()  # nothing should be left; whatever is goes now
+
+    report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    report["results"] = results
+    rows = summarize(results, args.run_specs) if results else []
+    report["summary"] = rows
+    bad = [f"{r['system']} {r['run']} round {r['round']}" for r in results if run_has_errors(r)]
+    report["runs_with_errors"] = bad
+    if rows:
+        print()
+        print(format_table(rows))
+    if "scale" in report:
+        print()
+        print(format_scale(report["scale"]))
+        if "error" in report["scale"]:
+            status = status or 1
+    json_path = args.out / "vs_etcd.json"
+    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(f"\nwrote {json_path}")
+    if rows:
+        png = args.out / "vs_etcd.png"
+        if write_chart(rows, png):
+            print(f"wrote {png}")
+        else:
+            print(f"no chart: matplotlib is not installed ({CHART_HINT})")
+    if bad:
+        print(f"FAILED: runs with errors (non-2xx, socket errors or empty reads): {', '.join(bad)}", file=sys.stderr)
+        status = status or 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

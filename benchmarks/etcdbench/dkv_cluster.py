@@ -1,0 +1,89 @@
+"""Three dkv nodes as a user runs them (the node's default timings, peers
+dialling each other directly, warn-level logs), launched by
+``dkv.testing.cluster``; more may join."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dkv.testing.cluster import Cluster
+from dkv.testing.poll import Timeout
+
+
+class DkvCluster:
+    """Nodes a, b, c (``ids``) on free ports in a temporary directory."""
+
+    system = "dkv"
+
+    def __init__(self, base_dir: Path | None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="vs-etcd-dkv-", dir=base_dir))
+        self.nodes = Cluster.for_benchmark(self.dir)
+        self.voters = list(self.nodes.ids)
+        #: Each node's RPC and REST port, joined nodes too.
+        self.rpc = self.nodes.rpc_ports
+        self.rest = self.nodes.rest_ports
+
+    def __enter__(self) -> DkvCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the voters and wait until they agree on a leader and have
+        applied its first entry."""
+        try:
+            self.nodes.start(timeout=timeout)
+            self.nodes.wait_settled(timeout)
+        except Timeout as e:
+            raise RuntimeError(f"dkv did not come up: {e}\n{self.nodes.logs_report(5)}") from None
+
+    def status(self, node: str) -> dict[str, Any] | None:
+        """GET /v0/status of node, or None if it does not answer."""
+        return self.nodes.node(node).try_status(timeout=1.0)
+
+    def leader(self) -> str:
+        """The leader's node id, as the first node that names one sees it."""
+        for n in self.nodes.nodes:
+            s = self.status(n)
+            if s and s.get("leader_id") in self.rest:
+                return str(s["leader_id"])
+        raise RuntimeError("dkv has no leader")
+
+    def pid(self, node: str) -> int:
+        """The process id of a started node."""
+        pid = self.nodes.node(node).pid
+        if pid is None:
+            raise RuntimeError(f"dkv node {node} was never started")
+        return pid
+
+    def kill(self, node: str) -> None:
+        """kill -9 the node and reap it."""
+        self.nodes.kill(node)
+
+    def restart(self, node: str) -> None:
+        """Start a stopped node again on its db and ports; does not wait."""
+        self.nodes.start_node(node, wait=False)
+
+    def join(self, node: str, via: str) -> None:
+        """Start a new node with an empty db that joins through member via;
+        does not wait."""
+        self.nodes.add_node(node, via, wait=False)
+
+    def client_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.rest[n]}" for n in self.voters]
+
+    def leader_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest[self.leader()]}"
+
+    def put_request(self, key_b64: str, value_b64: str) -> tuple[str, str, bytes]:
+        return "POST", "/v0/kv", json.dumps({"key": key_b64, "value": value_b64}).encode()
+
+    def close(self) -> None:
+        """Kill every node and remove the data."""
+        self.nodes.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

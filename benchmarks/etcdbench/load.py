@@ -1,0 +1,220 @@
+# test-case-name: tests.test_vs_etcd_script
+"""The load driver: wrk with ``load.lua`` (beside this file) against a
+system's HTTP API, the jobs it is given, its parsed results, and one
+measured run (warm-up, then the counted part)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dkv.testing.process import Process
+from etcdbench.runs import BenchCluster, RunSpec
+
+LUA_SCRIPT = Path(__file__).resolve().parent / "load.lua"
+#: What the Lua done() prints before its result's JSON.
+RESULT_MARK = "VS_ETCD_RESULT "
+
+
+def key_bytes(tag: int, thread: int, counter: int, key_size: int) -> bytes:
+    """The key layout of load.lua: tag, thread index, big-endian counter."""
+    return bytes([tag, thread]) + counter.to_bytes(key_size - 2, "big")
+
+
+def prepopulate(cluster: BenchCluster, nkeys: int, key_size: int, value_size: int, workers: int = 8) -> float:
+    """Write keys 0..nkeys-1 of the read runs (tag 0, thread 0) to the leader
+    over a few keep-alive connections; returns the seconds it took. Raises
+    RuntimeError on any non-2xx answer."""
+    url = urllib.parse.urlsplit(cluster.leader_url())
+    value = base64.b64encode(os.urandom(value_size)).decode()
+    errors: list[str] = []
+
+    def worker(w: int) -> None:
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+        try:
+            for i in range(w, nkeys, workers):
+                key = base64.b64encode(key_bytes(0, 0, i, key_size)).decode()
+                method, path, body = cluster.put_request(key, value)
+                conn.request(method, path, body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                payload = resp.read()
+                if not 200 <= resp.status < 300:
+                    errors.append(f"{resp.status} {payload[:200]!r}")
+                    return
+        except OSError as e:
+            errors.append(repr(e))
+        finally:
+            conn.close()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(min(workers, nkeys))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"prepopulating {cluster.system} failed: {errors[0]}")
+    return time.monotonic() - start
+
+
+@attrs.frozen(kw_only=True)
+class WrkJob:
+    """What one wrk process is asked to do."""
+
+    url: str
+    system: str
+    op: str  # write, read or load
+    connections: int
+    threads: int
+    duration: int  # seconds
+    timeout: int  # seconds, wrk's per-request timeout
+    key_size: int
+    value_size: int
+    tag: int
+    nkeys: int = 0
+    quota: int = 0
+    done_dir: str = "-"
+
+    def argv(self, wrk: str) -> list[str]:
+        """The wrk command line."""
+        return [
+            wrk, "-t", str(self.threads), "-c", str(self.connections), "-d", f"{self.duration}s",
+            "--timeout", f"{self.timeout}s", "-s", str(LUA_SCRIPT), self.url, "--",
+            self.system, self.op, str(self.key_size), str(self.value_size), str(self.tag),
+            str(self.nkeys), str(self.quota), self.done_dir,
+        ]  # fmt: skip
+
+    def process(self, wrk: str) -> Process:
+        """wrk for this job, its output captured (not started)."""
+        return Process(self.argv(wrk), capture=True, name=f"wrk {self.system} {self.op}")
+
+
+def parse_wrk_output(text: str) -> dict[str, Any]:
+    """The result line the Lua done() printed, as a dict with derived
+    fields: duration_s, socket_errors, throughput (2xx answers per second),
+    p50_ms, p99_ms. Raises ValueError when there is none."""
+    for line in reversed(text.splitlines()):
+        if line.startswith(RESULT_MARK):
+            raw: dict[str, Any] = json.loads(line[len(RESULT_MARK):])
+            break
+    else:
+        raise ValueError(f"no {RESULT_MARK.strip()} line in wrk output:\n{text[-2000:]}")
+    errors = raw["errors"]
+    duration = raw["duration_us"] / 1e6
+    raw["duration_s"] = duration
+    raw["socket_errors"] = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
+    raw["throughput"] = raw["ok"] / duration if duration > 0 else 0.0
+    raw["p50_ms"] = raw["latency_us"]["p50"] / 1000
+    raw["p99_ms"] = raw["latency_us"]["p99"] / 1000
+    return raw
+
+
+def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Sum parallel wrk results: counts and throughputs add up; p50/p99 are
+    the worst of the parts (also kept: the request-weighted mean of the
+    parts' percentiles, an estimate, in p50_ms_weighted/p99_ms_weighted)."""
+    total = sum(p["requests"] for p in parts)
+
+    def weighted(field: str) -> float:
+        if total == 0:
+            return 0.0
+        return float(sum(p[field] * p["requests"] for p in parts) / total)
+
+    return {
+        "requests": total,
+        "ok": sum(p["ok"] for p in parts),
+        "non2xx": sum(p["non2xx"] for p in parts),
+        "misses": sum(p["misses"] for p in parts),
+        "socket_errors": sum(p["socket_errors"] for p in parts),
+        "throughput": sum(p["throughput"] for p in parts),
+        "p50_ms": max(p["p50_ms"] for p in parts),
+        "p99_ms": max(p["p99_ms"] for p in parts),
+        "p50_ms_weighted": weighted("p50_ms"),
+        "p99_ms_weighted": weighted("p99_ms"),
+        "error_sample": next((p["error_sample"] for p in parts if p.get("error_sample")), ""),
+    }
+
+
+def split_connections(total: int, ways: int) -> list[int]:
+    """total connections over ways processes, as even as possible."""
+    return [total // ways + (1 if i < total % ways else 0) for i in range(ways)]
+
+
+def run_wrk(wrk: str, jobs: Sequence[WrkJob]) -> list[dict[str, Any]]:
+    """Run the jobs' wrk processes at the same time; their parsed results."""
+    procs = [job.process(wrk) for job in jobs]
+    results = []
+    try:
+        for proc in procs:
+            proc.start()
+        for job, proc in zip(jobs, procs):
+            text = proc.output(timeout=job.duration + job.timeout + 60)
+            if proc.returncode != 0:
+                raise RuntimeError(f"wrk exited with {proc.returncode}:\n{text[-2000:]}")
+            results.append(parse_wrk_output(text))
+    finally:
+        for proc in procs:
+            proc.close()
+    return results
+
+
+class Tags:
+    """Hands out the first key byte, unique per wrk process against one
+    cluster (0 is the prepopulated keys)."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        self.last += 1
+        if self.last > 255:
+            raise RuntimeError("more than 255 wrk processes against one cluster")
+        return self.last
+
+
+def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags: Tags) -> dict[str, Any]:
+    """Warm up, then measure one run against cluster; the raw and combined
+    results."""
+    urls = [cluster.leader_url()] if spec.target == "leader" else cluster.client_urls()
+    leader_before = cluster.leader_url()
+
+    def jobs(duration: int) -> list[WrkJob]:
+        return [
+            WrkJob(
+                url=url, system=cluster.system, op=spec.op, connections=conns,
+                threads=min(args.threads, conns), duration=duration, timeout=args.wrk_timeout,
+                key_size=args.key_size, value_size=args.value_size, tag=tags.next(), nkeys=args.read_keys,
+            )
+            for url, conns in zip(urls, split_connections(spec.connections, len(urls)))
+        ]  # fmt: skip
+
+    warmup = combine(run_wrk(args.wrk, jobs(args.warmup))) if args.warmup > 0 else None
+    load_before = os.getloadavg()
+    parts = run_wrk(args.wrk, jobs(args.duration))
+    result = combine(parts)
+    leader_after = cluster.leader_url()
+    result.update(
+        run=spec.name,
+        system=cluster.system,
+        parts=parts,
+        warmup=warmup,
+        loadavg_before=load_before,
+        leader_changed=leader_before != leader_after,
+    )
+    return result
+
+
+def run_has_errors(result: dict[str, Any]) -> bool:
+    """Any non-2xx answer, socket error or empty read."""
+    return bool(result["non2xx"] or result["socket_errors"] or result["misses"])

@@ -1,0 +1,154 @@
+# test-case-name: tests.test_vs_etcd_script
+"""The comparison's results: per run and system the median over rounds, the
+dkv/etcd ratios, an aligned text table and a chart (matplotlib, optional)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from etcdbench.load import run_has_errors
+from etcdbench.runs import SYSTEMS, RunSpec
+
+CHART_HINT = "pip install '.[bench]'"
+
+
+def summarize(results: Sequence[dict[str, Any]], runs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    """Per run and system: the median over rounds of throughput, p50, p99,
+    their min and max, and the spread (max - min) / median of throughput;
+    plus the dkv/etcd ratios of the medians."""
+    rows = []
+    for spec in runs:
+        row: dict[str, Any] = {"run": spec.name, "describe": spec.describe()}
+        for system in SYSTEMS:
+            mine = [r for r in results if r["run"] == spec.name and r["system"] == system]
+            if not mine:
+                row[system] = None
+                continue
+            agg: dict[str, Any] = {"rounds": len(mine), "errors": sum(run_has_errors(r) for r in mine)}
+            for field in ("throughput", "p50_ms", "p99_ms"):
+                values = [r[field] for r in mine]
+                med = statistics.median(values)
+                agg[field] = med
+                agg[f"{field}_min"] = min(values)
+                agg[f"{field}_max"] = max(values)
+                agg[f"{field}_spread"] = (max(values) - min(values)) / med if med else 0.0
+            row[system] = agg
+        d, e = row["dkv"], row["etcd"]
+        row["throughput_ratio"] = ratio(d and d["throughput"], e and e["throughput"])
+        row["p99_ratio"] = ratio(d and d["p99_ms"], e and e["p99_ms"])
+        rows.append(row)
+    return rows
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing or b is zero."""
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r: float | None) -> str:
+    """A ratio as '0.12x' (two significant figures for small ones)."""
+    if r is None:
+        return "n/a"
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.3f}x"
+
+
+def fmt_rate(agg: dict[str, Any] | None) -> str:
+    """Median throughput with its spread over rounds, e.g. '1,234 ±3%'."""
+    if agg is None:
+        return "-"
+    text = f"{agg['throughput']:,.0f}"
+    if agg["rounds"] > 1:
+        text += f" ±{agg['throughput_spread'] * 50:.0f}%"
+    return text
+
+
+def fmt_ms(value: float | None) -> str:
+    """Milliseconds with a precision that suits the size."""
+    if value is None:
+        return "-"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:.0f}"
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The comparison as an aligned text table."""
+    header = ["run", "", "dkv req/s", "etcd req/s", "dkv/etcd", "dkv p50", "etcd p50", "dkv p99", "etcd p99", "p99 dkv/etcd"]
+    lines = [header]
+    for row in rows:
+        d, e = row["dkv"], row["etcd"]
+        flag = "ERRORS" if (d and d["errors"]) or (e and e["errors"]) else ""
+        lines.append([
+            row["run"], row["describe"], fmt_rate(d), fmt_rate(e), fmt_ratio(row["throughput_ratio"]),
+            fmt_ms(d and d["p50_ms"]), fmt_ms(e and e["p50_ms"]), fmt_ms(d and d["p99_ms"]), fmt_ms(e and e["p99_ms"]),
+            fmt_ratio(row["p99_ratio"]) + (f"  {flag}" if flag else ""),
+        ])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for n, line in enumerate(lines):
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        out.append("  ".join(cells).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    out.append("req/s: median over rounds, ± half the range; latencies in ms (median over rounds of wrk's p50/p99);")
+    out.append("write-64-all: 3 wrk processes, throughputs summed, latency = worst of the three.")
+    return "\n".join(out)
+
+
+def write_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Grouped bars of throughput and p99 per run (whiskers: min..max over
+    rounds). False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        return False
+    names = [r["run"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    width = 0.38
+    for ax, field, title in ((axes[0], "throughput", "throughput (req/s, higher is better)"),
+                             (axes[1], "p99_ms", "p99 latency (ms, lower is better)")):
+        for k, (system, color) in enumerate((("dkv", "#3b7dd8"), ("etcd", "#e0892b"))):
+            xs, ys, lo, hi = [], [], [], []
+            for i, row in enumerate(rows):
+                agg = row[system]
+                if agg is None:
+                    continue
+                xs.append(i + (k - 0.5) * width)
+                ys.append(agg[field])
+                lo.append(agg[field] - agg[f"{field}_min"])
+                hi.append(agg[f"{field}_max"] - agg[field])
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=system, color=color)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    axes[1].set_yscale("log")
+    axes[1].yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes[1].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axes[1].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig.suptitle("dkv vs etcd, 3 nodes on one machine (median over rounds, whiskers min..max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def have_matplotlib() -> bool:
+    """Whether the chart can be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

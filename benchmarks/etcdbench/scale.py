@@ -1,0 +1,178 @@
+# test-case-name: tests.test_vs_etcd_script
+"""The scale figures: load N unique keys into a fresh dkv cluster, then each
+node's resident memory, how long a follower killed with kill -9 takes to
+answer and catch up, and how long a new node takes to catch up by snapshot."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from dkv.testing.poll import wait_until
+from etcdbench.dkv_cluster import DkvCluster
+from etcdbench.load import WrkJob, parse_wrk_output, run_has_errors
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """Resident memory of pid in MiB from /proc/PID/status: ``rss_mb`` (VmRSS)
+    and its parts ``rss_anon_mb`` (heap and stacks) and ``rss_file_mb``
+    (file pages mapped in: mostly LMDB's read-only memory map of the db, page
+    cache the kernel can reclaim). Empty if the process is gone."""
+    fields = {"VmRSS:": "rss_mb", "RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}
+    out: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            words = line.split()
+            if words and words[0] in fields:
+                out[fields[words[0]]] = int(words[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def _node_line(node: str, info: dict[str, Any]) -> str:
+    """A node's scale figures: role, memory, db file."""
+    text = f"RSS {info['rss_mb']:.0f} MiB" if info.get("rss_mb") is not None else "RSS n/a"
+    if info.get("rss_anon_mb") is not None and info.get("rss_file_mb") is not None:
+        text += f" ({info['rss_anon_mb']:.0f} anon, {info['rss_file_mb']:.0f} file-mapped)"
+    return f"node {node} ({info['role']}): {text}, db file {info['db_file_mb']:.0f} MiB"
+
+
+def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
+    """Load args.scale keys into a fresh dkv cluster, then measure memory,
+    follower restart and catch-up by snapshot of a new node."""
+    n = args.scale
+    out: dict[str, Any] = {"keys_requested": n, "connections": args.scale_connections}
+    with DkvCluster(args.tmp_dir) as c:
+        c.start()
+        leader = c.leader()
+        out["leader"] = leader
+        base = c.status(leader)["commit_index"]  # type: ignore[index]
+        done_dir = c.dir / "load-done"
+        done_dir.mkdir()
+        threads = min(args.threads, args.scale_connections)
+        quota = math.ceil(n / threads)
+        cap = args.scale_timeout
+        job = WrkJob(
+            url=f"http://127.0.0.1:{c.rest[leader]}", system="dkv", op="load",
+            connections=args.scale_connections, threads=threads, duration=cap, timeout=args.wrk_timeout,
+            key_size=args.key_size, value_size=args.value_size, tag=1, quota=quota, done_dir=str(done_dir),
+        )
+        print(f"scale: loading {n:,} keys into dkv ({args.scale_connections} connections to the leader) ...", flush=True)
+        start = time.monotonic()
+        wrk = job.process(args.wrk)
+        wrk.start()
+        last_report = start
+        while len(list(done_dir.iterdir())) < threads and wrk.alive and time.monotonic() - start < cap:
+            time.sleep(0.1)
+            if time.monotonic() - last_report >= 15:
+                last_report = time.monotonic()
+                s = c.status(leader)
+                if s:
+                    print(f"  ... {s['commit_index'] - base:,} entries committed after {last_report - start:.0f}s", flush=True)
+        load_s = time.monotonic() - start
+        wrk.signal(signal.SIGINT)  # wrk prints its results (done()) on SIGINT
+        try:
+            text = wrk.output(timeout=60)
+        finally:
+            wrk.close()
+        res = parse_wrk_output(text)
+        out["load"] = {
+            "seconds": load_s, "keys_written": res["ok"], "keys_per_s": res["ok"] / load_s, "wrk": res,
+            "all_threads_done": len(list(done_dir.iterdir())) >= threads,
+        }
+        print(f"  loaded {res['ok']:,} keys in {load_s:.1f}s ({res['ok'] / load_s:,.0f} keys/s)", flush=True)
+        if run_has_errors(res) or not out["load"]["all_threads_done"]:
+            out["error"] = f"load incomplete or with errors: {res['non2xx']} non-2xx, {res['socket_errors']} socket errors"
+            return out
+
+        def caught_up(*nodes: str, need_snapshot: bool = False) -> bool:
+            """Every node has applied the leader's commit index (asked once)."""
+            s = c.status(c.leader())
+            commit = int(s["commit_index"]) if s else 1 << 62
+            for node in nodes:
+                s = c.status(node)
+                if not s or s["applied_index"] < commit or (need_snapshot and not s.get("snapshot_index", 0)):
+                    return False
+            return True
+
+        wait_until(lambda: caught_up(*c.voters), 600, "the followers to catch up", 0.2)
+        time.sleep(1.0)  # let the last compaction settle before looking at memory
+        statuses = {x: c.status(x) for x in c.voters}
+        out["nodes"] = {
+            x: {
+                "role": (statuses[x] or {}).get("role"),
+                **memory_mb(c.pid(x)),
+                "db_file_mb": _file_mb(c.dir / f"{x}.db"),
+                "applied_index": (statuses[x] or {}).get("applied_index"),
+                "snapshot_index": (statuses[x] or {}).get("snapshot_index"),
+            }
+            for x in c.voters
+        }
+        for x, info in out["nodes"].items():
+            print(f"  {_node_line(x, info)}", flush=True)
+
+        follower = next(x for x in c.voters if x != c.leader())
+        c.kill(follower)
+        start = time.monotonic()
+        c.restart(follower)
+        wait_until(lambda: c.status(follower) is not None, args.scale_wait, f"{follower} to answer", 0.02)
+        answers = time.monotonic() - start
+        wait_until(lambda: caught_up(follower), args.scale_wait, f"{follower} to catch up", 0.02)
+        total = time.monotonic() - start
+        out["follower_restart"] = {
+            "node": follower, "signal": "SIGKILL", "status_answers_s": answers, "caught_up_s": total,
+            "rss_mb_after": memory_mb(c.pid(follower)).get("rss_mb"),
+        }
+        print(f"  follower {follower} killed (-9) and restarted: status answers after {answers:.2f}s, "
+              f"caught up after {total:.2f}s", flush=True)
+
+        leader = c.leader()
+        leader_first_index = (c.status(leader) or {}).get("first_index")
+        start = time.monotonic()
+        c.join("d", via=leader)
+        wait_until(lambda: c.status("d") is not None, args.scale_wait, "the new node to answer", 0.02)
+        answers = time.monotonic() - start
+        wait_until(lambda: caught_up("d", need_snapshot=True), args.scale_wait, "the new node to catch up by snapshot", 0.02)
+        total = time.monotonic() - start
+        sd = c.status("d") or {}
+        out["new_node"] = {
+            "node": "d", "joined_via": leader, "leader_first_index": leader_first_index,
+            "status_answers_s": answers, "caught_up_s": total,
+            "snapshot_index": sd.get("snapshot_index"), "applied_index": sd.get("applied_index"),
+            **memory_mb(c.pid("d")), "db_file_mb": _file_mb(c.dir / "d.db"),
+        }
+        print(f"  new node d joined via {leader}: status answers after {answers:.2f}s, caught up by snapshot "
+              f"(snapshot_index {sd.get('snapshot_index')}) after {total:.2f}s", flush=True)
+    return out
+
+
+def _file_mb(path: Path) -> float | None:
+    """Allocated size on disk of path in MiB (LMDB files are sparse)."""
+    try:
+        return path.stat().st_blocks * 512 / (1024 * 1024)
+    except OSError:
+        return None
+
+
+def format_scale(scale: dict[str, Any]) -> str:
+    """The scale figures as a few lines."""
+    if "error" in scale and "nodes" not in scale:
+        return f"scale: {scale['error']}"
+    lines = [f"scale: {scale['load']['keys_written']:,} keys loaded in {scale['load']['seconds']:.1f}s "
+             f"({scale['load']['keys_per_s']:,.0f} keys/s, {scale['connections']} connections)"]
+    for x, info in scale["nodes"].items():
+        lines.append(f"  {_node_line(x, info)}")
+    fr = scale.get("follower_restart")
+    if fr:
+        lines.append(f"  follower restart ({fr['signal']}): answers after {fr['status_answers_s']:.2f}s, "
+                     f"caught up after {fr['caught_up_s']:.2f}s")
+    nn = scale.get("new_node")
+    if nn:
+        lines.append(f"  new node catch-up by snapshot: {nn['caught_up_s']:.2f}s "
+                     f"(answers after {nn['status_answers_s']:.2f}s, snapshot_index {nn['snapshot_index']})")
+    return "\n".join(lines)

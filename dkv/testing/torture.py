@@ -1,0 +1,475 @@
+# test-case-name: tests.test_faults
+"""Jepsen-style fault runs against a real dkv cluster.
+
+    python -m dkv.torture --time 60 --nemesis mix --seed 7 --nodes 3 --clients 10 --out DIR
+
+Starts ``--nodes`` real ``dkv`` processes on loopback (free ports, a fault
+proxy on every peer link, everything under ``DIR/cluster``), runs the
+workload of ``dkv.testing.workload`` for ``--time`` seconds while the
+nemesis of ``dkv.testing.nemesis`` injects faults, heals everything for the
+last ``--tail`` seconds (the workload goes on), stops the clients, and runs
+the checks of ``dkv.testing.checks``. Writes into DIR:
+
+``history.jsonl``   every operation (``dkv.testing.history`` format: re-check
+                    it with ``dkv.testing.linearizability.check``)
+``requests.jsonl``  every request (serializable reads too): its operation,
+                    the node asked, the HTTP status and the error, for
+                    reading a failing history
+``faults.jsonl``    what the nemesis did, with monotonic timestamps (the
+                    history's clock)
+``summary.json``    configuration, operations by kind and outcome, faults,
+                    every check and the linearizability verdict
+
+prints a summary and exits 0 if every check passed, 1 on any violation
+(with the checker's explanation), 2 if nothing was violated but the
+linearizability search was inconclusive (out of steps). The node logs stay in
+``DIR/cluster/*.log``. Every choice comes from ``--seed``; timing is real, so
+a seed does not replay a run exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dkv.testing.checks import CheckResult, final_checks
+from dkv.testing.cluster import Cluster
+from dkv.testing.history import Op, op_to_json, write_history
+from dkv.testing.linearizability import Verdict
+from dkv.testing.nemesis import FAULT_ACTIONS, SCHEDULES, FaultEvent, Nemesis, NemesisConfig
+from dkv.testing.workload import Request, Workload, WorkloadConfig, history_ops
+
+__all__ = ["TortureConfig", "TortureResult", "main", "run_torture"]
+
+
+@attrs.frozen(kw_only=True)
+class TortureConfig:
+    """One run. ``time`` is the workload's whole duration in seconds, of which
+    the last ``tail`` are healed; faults start after ``warmup``. Node timings
+    are the test harness's fast ones (``tick_ms``, ``election_ticks``,
+    ``request_timeout`` seconds)."""
+
+    out: Path = attrs.field(converter=Path)
+    nemesis: str = attrs.field(default="mix", validator=attrs.validators.in_(SCHEDULES))
+    time: float = 60.0
+    tail: float = 6.0
+    warmup: float = 1.0
+    seed: int = 0
+    nodes: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    clients: int = 10
+    keys: int = 5
+    read_ratio: float = 0.5
+    delete_ratio: float = 0.0
+    serializable_ratio: float = 0.1
+    request_timeout: float = 2.0
+    tick_ms: int = 50
+    election_ticks: int = 10
+    check_timeout: float = 30.0
+    #: Passed to the nodes: compact often, so restarted or cut-off nodes
+    #: catch up by snapshot (None: the node's default).
+    snapshot_entries: int | None = 1000
+    snapshot_keep: int | None = 200
+    nemesis_config: NemesisConfig = NemesisConfig()
+
+    def command(self) -> str:
+        """The command line that repeats this run (as far as timing allows)."""
+        args = [
+            "python", "-m", "dkv.torture", "--time", f"{self.time:g}", "--tail", f"{self.tail:g}",
+            "--nemesis", self.nemesis, "--seed", str(self.seed), "--nodes", str(self.nodes),
+            "--clients", str(self.clients), "--keys", str(self.keys), "--out", str(self.out),
+        ]  # fmt: skip
+        for flag, name in (
+            ("--read-ratio", "read_ratio"),
+            ("--delete-ratio", "delete_ratio"),
+            ("--snapshot-entries", "snapshot_entries"),
+            ("--snapshot-keep-entries", "snapshot_keep"),
+            ("--serializable-ratio", "serializable_ratio"),
+            ("--request-timeout", "request_timeout"),
+        ):
+            value = getattr(self, name)
+            if value != _default(name):
+                args += [flag, f"{value or 0:g}"]
+        default = NemesisConfig()
+        for flag, value, usual in (
+            ("--fault-seconds", self.nemesis_config.fault_seconds, default.fault_seconds),
+            ("--quiet-seconds", self.nemesis_config.quiet_seconds, default.quiet_seconds),
+        ):
+            if value != usual:
+                args += [flag, f"{value[0]:g},{value[1]:g}"]
+        return shlex.join(args)
+
+
+def _default(name: str) -> Any:
+    """TortureConfig's default for the field name: the one place the command
+    line (``command()``, ``parse_args``) takes it from."""
+    return attrs.fields_dict(TortureConfig)[name].default
+
+
+@attrs.frozen(kw_only=True)
+class TortureResult:
+    """What a run did and found. ``ok`` is True when every check passed;
+    ``violation`` when any check was violated (or the run itself broke)."""
+
+    config: TortureConfig
+    requests: list[Request]
+    events: list[FaultEvent]
+    checks: list[CheckResult]
+    verdict: Verdict | None
+    errors: list[str]
+    heal_time: float | None
+    seconds: dict[str, float]
+    #: What the nodes said about snapshots: node -> snapshot index at the
+    #: end, and how many snapshots were installed from a leader (logs).
+    snapshots: dict[str, Any] = attrs.field(factory=dict)
+    #: ``code_version()`` when the run started.
+    code: str = "unknown"
+
+    @property
+    def ops(self) -> list[Op]:
+        return history_ops(self.requests)
+
+    @property
+    def serializable_reads(self) -> list[Op]:
+        return [r.op for r in self.requests if r.consistency != "linearizable"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(c.passed for c in self.checks)
+
+    @property
+    def violation(self) -> bool:
+        return bool(self.errors) or any(c.ok is False for c in self.checks)
+
+    @property
+    def exit_status(self) -> int:
+        return 0 if self.ok else 1 if self.violation else 2
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """kind -> outcome -> number of operations."""
+        out: dict[str, dict[str, int]] = {}
+        for (kind, outcome), n in sorted(Counter((op.kind, op.outcome) for op in self.ops).items()):
+            out.setdefault(kind, {})[outcome] = n
+        for outcome, n in sorted(Counter(op.outcome for op in self.serializable_reads).items()):
+            out.setdefault("read (serializable, not in the history)", {})[outcome] = n
+        return out
+
+    def faults(self) -> dict[str, int]:
+        """action -> number of times, for the actions that inject a fault."""
+        return dict(sorted(Counter(e.action for e in self.events if e.action in FAULT_ACTIONS).items()))
+
+    @property
+    def injected(self) -> int:
+        return sum(self.faults().values())
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def summary(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "ok": self.ok,
+            "exit_status": self.exit_status,
+            "command": cfg.command(),
+            "code": self.code,
+            "config": {
+                "nemesis": cfg.nemesis, "time": cfg.time, "tail": cfg.tail, "seed": cfg.seed, "nodes": cfg.nodes,
+                "clients": cfg.clients, "keys": cfg.keys, "read_ratio": cfg.read_ratio,
+                "delete_ratio": cfg.delete_ratio, "serializable_ratio": cfg.serializable_ratio,
+                "request_timeout": cfg.request_timeout, "tick_ms": cfg.tick_ms,
+                "fault_seconds": list(cfg.nemesis_config.fault_seconds),
+                "quiet_seconds": list(cfg.nemesis_config.quiet_seconds),
+            },  # fmt: skip
+            "operations": self.counts(),
+            "operations_total": len(self.requests),
+            "operations_checked": self.verdict.ops_checked if self.verdict is not None else None,
+            "faults": self.faults(),
+            "faults_injected": self.injected,
+            "snapshots": self.snapshots,
+            "checks": [c.to_json() for c in self.checks],
+            "linearizability": None
+            if self.verdict is None
+            else {
+                "ok": self.verdict.ok,
+                "timed_out": self.verdict.timed_out,
+                "key": None if self.verdict.key is None else self.verdict.key.decode("latin-1"),
+                "ops_checked": self.verdict.ops_checked,
+                "explanation": self.verdict.explanation,
+            },
+            "errors": self.errors,
+            "seconds": self.seconds,
+        }
+
+    def render(self) -> str:
+        """A readable summary for a terminal."""
+        cfg = self.config
+        lines = [
+            f"dkv torture: nemesis={cfg.nemesis} seed={cfg.seed} nodes={cfg.nodes} clients={cfg.clients} "
+            f"keys={cfg.keys} time={cfg.time:g}s (healed tail {cfg.tail:g}s)",
+            f"operations: {len(self.requests)}"
+            + "".join(
+                f"\n  {kind:<6} " + ", ".join(f"{o} {n}" for o, n in by.items())
+                for kind, by in self.counts().items()
+            ),
+            f"faults injected: {self.injected} "
+            + (", ".join(f"{a} {n}" for a, n in self.faults().items()) or "(none)"),
+        ]
+        if self.snapshots:
+            lines.append(
+                "snapshots: index at the end "
+                + ", ".join(f"{i} {n}" for i, n in self.snapshots.get("index", {}).items())
+                + f"; {self.snapshots.get('installed', 0)} installed from a leader"
+            )
+        lines.append("checks:")
+        mark = {True: "PASS", False: "FAIL", None: "????"}
+        for c in self.checks:
+            detail = c.detail if c.ok is not False else c.detail.replace("\n", "\n        ")
+            if c.ok is True and len(detail) > 120:
+                detail = detail[:117] + "..."
+            lines.append(f"  {mark[c.ok]} {c.name}: {detail}")
+        for e in self.errors:
+            lines.append(f"  FAIL run: {e}")
+        lines.append(
+            "timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        )
+        verdict = {0: "PASS", 1: "VIOLATION", 2: "INCONCLUSIVE"}[self.exit_status]
+        lines.append(f"result: {verdict}   output in {cfg.out}   (code {self.code})")
+        if self.exit_status:
+            lines.append(f"reproduce (timing differs): {cfg.command()}")
+        return "\n".join(lines)
+
+
+def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: None) -> TortureResult:
+    """Run one fault test (see the module docstring) and write its files into
+    ``cfg.out``. Every process started is gone when this returns or raises."""
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [chr(ord("a") + n) for n in range(cfg.nodes)]
+    errors: list[str] = []
+    seconds: dict[str, float] = {}
+    heal_time: float | None = None
+    started = time.monotonic()
+    code = code_version()
+    with Cluster(
+        out / "cluster",
+        ids,
+        tick_ms=cfg.tick_ms,
+        election_ticks=cfg.election_ticks,
+        request_timeout=cfg.request_timeout,
+        seed=cfg.seed,
+        extra_args=_snapshot_args(cfg),
+    ) as cluster:
+        cluster.start()
+        cluster.leader(timeout=30)
+        seconds["start"] = time.monotonic() - started
+        progress(f"cluster of {cfg.nodes} up in {cluster.dir}; running {cfg.nemesis} for {cfg.time:g}s")
+        workload = Workload(
+            cluster.rest_ports,
+            WorkloadConfig(
+                clients=cfg.clients,
+                keys=cfg.keys,
+                read_ratio=cfg.read_ratio,
+                delete_ratio=cfg.delete_ratio,
+                serializable_ratio=cfg.serializable_ratio,
+                timeout=cluster.client_timeout,
+            ),
+            seed=cfg.seed,
+        )
+        nemesis = Nemesis(cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config)
+        t0 = time.monotonic()
+        workload.start()
+        try:
+            time.sleep(cfg.warmup)  # schedule
+            nemesis.start()
+            time.sleep(max(0.0, t0 + cfg.time - cfg.tail - time.monotonic()))  # schedule
+            try:
+                nemesis.stop()
+            except RuntimeError as e:
+                errors.append(str(e))
+            try:
+                nemesis.heal_all()
+            except Exception as e:  # noqa: BLE001 - a node that will not come back is a finding
+                errors.append(f"final heal failed: {e}")
+            heal_time = time.monotonic()
+            progress(f"healed after {nemesis.injected} faults; healed tail of {cfg.tail:g}s")
+            time.sleep(cfg.tail)  # schedule
+        finally:
+            try:
+                workload.stop()
+            except RuntimeError as e:
+                errors.append(str(e))
+        seconds["workload"] = time.monotonic() - t0
+        requests = workload.requests
+        progress(f"{len(requests)} operations; checking")
+        t1 = time.monotonic()
+        checks, verdict, _ = final_checks(
+            cluster,
+            history_ops(requests),
+            workload.keys,
+            timeout=cfg.check_timeout,
+            unexpected_exits=nemesis.unexpected_exits,
+            stale=workload.serializable_reads,
+        )
+        checks.append(_recovered(requests, heal_time))
+        if cfg.nemesis in ("membership", "mix"):
+            checks.append(_removed_stop(nemesis))
+        seconds["checks"] = time.monotonic() - t1
+        events = nemesis.events
+        snapshots = {
+            "index": {i: (st or {}).get("snapshot_index") for i, st in cluster.statuses(cluster.ids).items()},
+            "installed": sum(cluster.node(i).log_text().count("installed a snapshot at index") for i in ids),
+        }
+    seconds["total"] = time.monotonic() - started
+    result = TortureResult(
+        config=cfg,
+        requests=requests,
+        events=events,
+        checks=checks,
+        verdict=verdict,
+        errors=errors,
+        heal_time=heal_time,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+        snapshots=snapshots,
+        code=code,
+    )
+    write_files(result)
+    return result
+
+
+def code_version() -> str:
+    """The git commit of the dkv package being tested, with "+dirty" when
+    files under dkv/ differ from it (other people edit the tree meanwhile);
+    "unknown" outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "dkv"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _snapshot_args(cfg: TortureConfig) -> list[str]:
+    args = []
+    if cfg.snapshot_entries:
+        args += ["--snapshot-entries", str(cfg.snapshot_entries)]
+    if cfg.snapshot_keep:
+        args += ["--snapshot-keep-entries", str(cfg.snapshot_keep)]
+    return args
+
+
+def _removed_stop(nemesis: Nemesis) -> CheckResult:
+    """A node removed from the cluster stops by itself (it learns its removal)."""
+    removals = sum(1 for e in nemesis.events if e.action == "rejoin")
+    if nemesis.anomalies:
+        return CheckResult(name="removed-stop", ok=False, detail="; ".join(nemesis.anomalies))
+    return CheckResult(name="removed-stop", ok=True, detail=f"every removed node stopped by itself ({removals} removals)")
+
+
+def _recovered(requests: Sequence[Request], heal_time: float | None) -> CheckResult:
+    """After the final heal, the cluster serves writes and reads again."""
+    if heal_time is None:
+        return CheckResult(name="recovered", ok=False, detail="the run never reached the final heal")
+    after = Counter(r.op.kind for r in requests if r.op.outcome == "ok" and r.op.invoke >= heal_time)
+    if after["write"] and after["read"]:
+        return CheckResult(
+            name="recovered", ok=True, detail=f"{after['write']} ok writes, {after['read']} ok reads after healing"
+        )
+    return CheckResult(
+        name="recovered",
+        ok=False,
+        detail=f"only {after['write']} ok writes and {after['read']} ok reads began after the final heal",
+    )
+
+
+def write_files(result: TortureResult) -> None:
+    out = result.config.out
+    write_history(out / "history.jsonl", result.ops)
+    with open(out / "requests.jsonl", "w", encoding="utf-8") as f:
+        for r in result.requests:
+            line = {"op": json.loads(op_to_json(r.op)), **r.to_json()}
+            f.write(json.dumps(line, separators=(",", ":")) + "\n")
+    with open(out / "faults.jsonl", "w", encoding="utf-8") as f:
+        for e in result.events:
+            f.write(json.dumps(e.to_json(), separators=(",", ":")) + "\n")
+    with open(out / "summary.json", "w", encoding="utf-8") as f:
+        json.dump(result.summary(), f, indent=2)
+        f.write("\n")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
+    p = argparse.ArgumentParser(
+        prog="python -m dkv.torture",
+        description="Run a workload against a real dkv cluster while injecting faults; check the history.",
+    )
+    p.add_argument("--time", type=float, default=_default("time"), help="seconds of workload, healed tail included")
+    p.add_argument("--tail", type=float, default=_default("tail"), help="seconds of workload after everything is healed")
+    p.add_argument("--nemesis", choices=SCHEDULES, default=_default("nemesis"))
+    p.add_argument("--seed", type=int, default=_default("seed"))
+    p.add_argument("--nodes", type=int, default=_default("nodes"))
+    p.add_argument("--clients", type=int, default=_default("clients"))
+    p.add_argument("--keys", type=int, default=_default("keys"))
+    p.add_argument("--read-ratio", type=float, default=_default("read_ratio"))
+    p.add_argument("--delete-ratio", type=float, default=_default("delete_ratio"), help="share of writes that are deletes")
+    p.add_argument("--serializable-ratio", type=float, default=_default("serializable_ratio"),
+                   help="share of reads that are serializable (checked for phantoms only)")
+    p.add_argument("--request-timeout", type=float, default=_default("request_timeout"),
+                   help="the nodes' --request-timeout")
+    p.add_argument("--fault-seconds", type=_range, default=NemesisConfig().fault_seconds, metavar="LOW,HIGH",
+                   help="how long each fault lasts (uniform); default 2,4")
+    p.add_argument("--quiet-seconds", type=_range, default=NemesisConfig().quiet_seconds, metavar="LOW,HIGH",
+                   help="pause between faults (uniform); default 1,2.5")
+    p.add_argument("--snapshot-entries", type=int, default=_default("snapshot_entries"),
+                   help="the nodes' --snapshot-entries (0: their default); small, so snapshots get installed")
+    p.add_argument("--snapshot-keep-entries", type=int, default=_default("snapshot_keep"),
+                   help="the nodes' --snapshot-keep-entries")
+    p.add_argument("--out", required=True, help="directory for the history, fault log, summary and node logs")
+    a = p.parse_args(argv)
+    if a.time <= a.tail:
+        p.error("--time must exceed --tail")
+    return TortureConfig(
+        out=a.out, nemesis=a.nemesis, time=a.time, tail=a.tail, seed=a.seed, nodes=a.nodes, clients=a.clients,
+        keys=a.keys, read_ratio=a.read_ratio, delete_ratio=a.delete_ratio, request_timeout=a.request_timeout,
+        serializable_ratio=a.serializable_ratio, snapshot_entries=a.snapshot_entries or None,
+        snapshot_keep=a.snapshot_keep_entries or None, nemesis_config=NemesisConfig(fault_seconds=a.fault_seconds, quiet_seconds=a.quiet_seconds),
+    )  # fmt: skip
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH seconds, not {text!r}") from None
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected 0 <= LOW <= HIGH, not {text!r}")
+    return (low, high)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        result = run_torture(cfg, progress=lambda s: print(f"[torture] {s}", file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print("[torture] interrupted; every node was stopped", file=sys.stderr)
+        return 130
+    print(result.render())
+    return result.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
