@@ -227,10 +227,12 @@ class TimeoutNow(_message.Message):
     def __init__(self) -> None: ...
 
 class NotMember(_message.Message):
-    __slots__ = ("config_index",)
+    __slots__ = ("config_index", "membership")
     CONFIG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     config_index: int
-    def __init__(self, config_index: _Optional[int] = ...) -> None: ...
+    membership: ClusterConfig
+    def __init__(self, config_index: _Optional[int] = ..., membership: _Optional[_Union[ClusterConfig, _Mapping]] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("to", "term", "request_vote", "vote_response", "append_entries", "append_response", "heartbeat", "heartbeat_response", "propose", "propose_rejected", "read_index_request", "read_index_response", "timeout_now", "not_member")

@@ -37,7 +37,6 @@ from __future__ import annotations
 import bisect
 import enum
 import random
-from collections import deque
 from collections.abc import Sequence
 
 import attrs
@@ -66,6 +65,7 @@ from dkv.raft.messages import (
     depends_on_disk,
 )
 from dkv.raft.progress import Progress, ProgressState
+from dkv.raft.read_only import ReadIndexTracker
 
 
 class Role(enum.Enum):
@@ -171,14 +171,6 @@ class RaftStatus:
     match: dict[str, int]
 
 
-@attrs.define
-class _PendingRead:
-    seq: int
-    index: int
-    frm: str
-    ctx: int
-
-
 class Raft:
     """One node's Raft state. Not thread-safe; one caller at a time."""
 
@@ -231,6 +223,9 @@ class Raft:
         #: from a leader clears it: the notice may have been overtaken by a
         #: change that added us back.
         self.removed = False
+        #: With ``removed``: the committed configuration (index, members) the
+        #: leader sent, which leaves us out.
+        self.removed_by: tuple[int, Membership] | None = None
         # Outputs.
         self._msgs: list[Message] = []
         self._durable_msgs: list[Message] = []
@@ -246,16 +241,9 @@ class Raft:
         self._probe_tail: set[str] = set()
         # Leader: followers owed a commit index held back (defer_commit).
         self._commit_waiting: set[str] = set()
-        # ReadIndex (thesis §6.4): reads wait for a quorum to ack round `seq`.
-        self._read_seq = 0
-        self._seq_sent = True
-        #: The highest read round carried by a message we sent.
-        self._sent_seq = 0
-        #: Reads wait for a round that was not sent yet.
-        self._read_round_wanted = False
+        # ReadIndex (thesis §6.4): reads wait for a quorum to ack a round.
+        self._reads = ReadIndexTracker()
         self._heartbeat_due = False
-        self._reads: deque[_PendingRead] = deque()
-        self._reads_before_commit: list[tuple[str, int]] = []
         # Decoded CONFIG entries by (index, term).
         self._membership_cache: dict[tuple[int, int], Membership] = {}
 
@@ -592,7 +580,6 @@ class Raft:
         self._probe_tail.clear()
         self._commit_waiting.clear()
         self._heartbeat_due = False
-        self._read_round_wanted = False
         self._fail_pending_reads()
 
     def _become_follower(self, term: int, leader: str | None) -> None:
@@ -628,10 +615,7 @@ class Raft:
         self._append_local([Entry(last + 1, self.term, EntryKind.NORMAL, b"")])
 
     def _fail_pending_reads(self) -> None:
-        pending = [(r.frm, r.ctx) for r in self._reads] + self._reads_before_commit
-        self._reads.clear()
-        self._reads_before_commit = []
-        for frm, ctx in pending:
+        for frm, ctx in self._reads.take_all():
             if frm == self.id:
                 self._failed_reads.append(ctx)
             else:
@@ -700,18 +684,41 @@ class Raft:
             return
         if not self.membership_at(committed).members:
             return  # we know no configuration yet (a node still joining)
-        self._send(NotMember(frm=self.id, to=m.frm, term=self.term, config_index=self._config_index(committed)))
+        self._send(
+            NotMember(
+                frm=self.id,
+                to=m.frm,
+                term=self.term,
+                config_index=self._config_index(committed),
+                membership=self.membership_at(committed),
+            )
+        )
 
     def _on_not_member(self, m: NotMember) -> None:
-        """A committed configuration at least as recent as our latest one
-        leaves us out: we were removed. Stop campaigning; the driver stops
-        the node unless a leader contacts us soon (see ``removed``)."""
+        """The leader's committed configuration, at least as recent as the
+        latest one in our log, leaves us out: we were removed. We check it
+        ourselves (it is in the message), so we are certain that the latest
+        configuration we know of leaves us out. Stop campaigning; the driver
+        stops the node unless a leader contacts us soon (see ``removed``)."""
         if self.removed or self.id not in self.membership.ids | self.membership_at(self.log.committed).ids:
             return
-        if m.term >= self.term and m.config_index >= self._config_index(self.log.last_index()):
-            self.removed = True
-            if self.role is not Role.FOLLOWER:
-                self._become_follower(self.term, None)
+        if m.term < self.term or m.config_index < self._config_index(self.log.last_index()):
+            return  # older news than our own log
+        if self.id in m.membership.ids or not m.membership.members:
+            return  # the configuration it sent does list us: not removed
+        self.removed = True
+        self.removed_by = (m.config_index, m.membership)
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, None)
+
+    def latest_known_membership(self) -> tuple[int, Membership]:
+        """The latest configuration this node knows of, with its index: the
+        latest in its log, or the committed one a leader sent with NotMember
+        if that is newer."""
+        own = (self._config_index(self.log.last_index()), self.membership)
+        if self.removed and self.removed_by is not None and self.removed_by[0] >= own[0]:
+            return self.removed_by
+        return own
 
     def _handle_vote_request(self, m: RequestVote) -> None:
         can_vote = (
@@ -936,10 +943,8 @@ class Raft:
             return False
         self.log.commit_to(n)
         self._dirty.update(p for p in self._progress if p != self.id)
-        if self._reads_before_commit:
-            waiting, self._reads_before_commit = self._reads_before_commit, []
-            for frm, ctx in waiting:
-                self._register_read(frm, ctx)
+        for frm, ctx in self._reads.take_held():
+            self._register_read(frm, ctx)
         if not self._promotable() and not self._config_pending():
             # We were removed and the change is committed: hand over and stop
             # leading (thesis §4.2.2).
@@ -954,41 +959,20 @@ class Raft:
         if self.log.term(self.log.committed) != self.term:
             # Until an entry of our term commits we do not know the commit
             # index of the previous leaders (thesis §6.4).
-            self._reads_before_commit.append((frm, ctx))
+            self._reads.hold(frm, ctx)
             return
-        if self._seq_sent:
-            # A fresh round: acks of a round sent before this read arrived
-            # prove nothing about now. Reads until the next send share it.
-            self._read_seq += 1
-            self._seq_sent = False
-        self._read_round_wanted = True
-        self._reads.append(_PendingRead(self._read_seq, self.log.committed, frm, ctx))
+        self._reads.register(frm, ctx, self.log.committed)
         self._release_reads()
-
-    def _read_round_outstanding(self) -> bool:
-        """A round was sent for the oldest waiting read and is not confirmed
-        yet. New reads then wait for it and share the next round: at most one
-        round is in flight, however many reads arrive."""
-        return bool(self._reads) and self._reads[0].seq <= self._sent_seq
 
     def _release_reads(self) -> None:
         if not self._reads:
             return
-        voters = self.membership.voters
-        acked = sorted(
-            (
-                self._read_seq if v == self.id else self._progress[v].acked_seq
-                for v in voters
-                if v in self._progress
-            ),
-            reverse=True,
+        acked = (
+            self._reads.seq if v == self.id else self._progress[v].acked_seq
+            for v in self.membership.voters
+            if v in self._progress
         )
-        quorum = self.membership.quorum()
-        if len(acked) < quorum:
-            return
-        confirmed = acked[quorum - 1]
-        while self._reads and self._reads[0].seq <= confirmed:
-            r = self._reads.popleft()
+        for r in self._reads.confirm(acked, self.membership.quorum()):
             if r.frm == self.id:
                 self._read_states.append(ReadState(r.ctx, r.index))
             else:
@@ -1054,11 +1038,11 @@ class Raft:
         if one is due (by the clock, or for reads when no read round is in
         flight), and for each follower as many appends as flow control
         allows, so proposals of one turn share one append."""
-        if self._read_round_wanted and not self._read_round_outstanding():
+        if self._reads.round_wanted and not self._reads.round_outstanding():
             self._heartbeat_due = True
         if self._heartbeat_due:
             self._heartbeat_due = False
-            self._read_round_wanted = False
+            self._reads.round_wanted = False
             for node_id, pr in sorted(self._progress.items()):
                 if node_id != self.id:
                     self._send(
@@ -1067,11 +1051,10 @@ class Raft:
                             to=node_id,
                             term=self.term,
                             commit=min(pr.match, self.log.committed),
-                            seq=self._read_seq,
+                            seq=self._reads.seq,
                         )
                     )
-            self._seq_sent = True
-            self._sent_seq = self._read_seq
+            self._reads.round_sent()
             self._release_reads()  # a single voter confirms its own reads
         if self._dirty:
             for node_id in sorted(self._dirty):
@@ -1142,15 +1125,14 @@ class Raft:
                 prev_term=self.log.term(prev) or 0,
                 entries=tuple(entries),
                 commit=commit,
-                seq=0 if commit_only else self._read_seq,
+                seq=0 if commit_only else self._reads.seq,
                 commit_only=commit_only,
             )
         )
         pr.sent_commit = commit
         if commit_only:
             return  # no answer will come: neither a read round nor flow control
-        self._seq_sent = True
-        self._sent_seq = self._read_seq
+        self._reads.round_sent()
         pr.sent(prev + len(entries), len(entries))
 
     # -- plumbing ----------------------------------------------------------------

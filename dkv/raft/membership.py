@@ -12,7 +12,7 @@ import re
 
 import attrs
 
-from dkv.pb import raft_pb2
+from dkv.raft.protowire import LEN, VARINT, WireError, fields, length_delimited, tag, varint
 
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -90,16 +90,44 @@ class Membership:
         )
 
     def encode(self) -> bytes:
-        return raft_pb2.ClusterConfig(
-            members=[
-                raft_pb2.Member(id=m.id, address=m.address, voter=m.voter) for m in self.members
-            ]
-        ).SerializeToString(deterministic=True)
+        """The ``dkv.raft.v0.ClusterConfig`` protobuf bytes (deterministic:
+        every node writes the same bytes for the same configuration)."""
+        out = []
+        for m in self.members:
+            body = b""
+            if m.id:
+                body += length_delimited(1, m.id.encode())
+            if m.address:
+                body += length_delimited(2, m.address.encode())
+            if m.voter:
+                body += tag(3, VARINT) + varint(1)
+            out.append(length_delimited(1, body))
+        return b"".join(out)
 
     @classmethod
     def decode(cls, data: bytes) -> Membership:
-        pb = raft_pb2.ClusterConfig.FromString(data)
-        return cls(tuple(Member(m.id, m.address, m.voter) for m in pb.members))
+        """Read ``ClusterConfig`` bytes; raises MembershipError if they are
+        not one (unknown fields are skipped, as protobuf does)."""
+        try:
+            members = []
+            for field, wire_type, value in fields(data):
+                if field == 1 and wire_type == LEN:
+                    members.append(_decode_member(value))  # type: ignore[arg-type]
+            return cls(tuple(members))
+        except (WireError, UnicodeDecodeError) as e:
+            raise MembershipError(f"not a cluster configuration: {e}") from None
+
+
+def _decode_member(data: bytes) -> Member:
+    node_id, address, voter = "", "", False
+    for field, wire_type, value in fields(data):
+        if field == 1 and wire_type == LEN:
+            node_id = value.decode()  # type: ignore[union-attr]
+        elif field == 2 and wire_type == LEN:
+            address = value.decode()  # type: ignore[union-attr]
+        elif field == 3 and wire_type == VARINT:
+            voter = bool(value)
+    return Member(node_id, address, voter)
 
 
 def check_single_change(old: Membership, new: Membership) -> None:

@@ -144,11 +144,12 @@ class TimeoutNow(Message):
 @attrs.frozen(slots=True, kw_only=True)
 class NotMember(Message):
     """An answer to a vote request: the sender's committed configuration,
-    which holds the changes up to ``config_index``, does not list the
-    candidate. A candidate whose own latest configuration is not newer was
-    removed, and stops."""
+    ``membership``, which holds the changes up to ``config_index``, does not
+    list the candidate. A candidate whose own latest configuration is not
+    newer (and that ``membership`` really leaves out) was removed, and stops."""
 
     config_index: int
+    membership: Membership = Membership()
 
 
 @attrs.frozen(slots=True, kw_only=True)

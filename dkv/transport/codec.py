@@ -8,6 +8,7 @@ from typing import Any
 
 from dkv.pb import raft_pb2 as pb
 from dkv.raft import messages as m
+from dkv.raft.membership import Membership, MembershipError
 
 
 def entry_to_pb(e: m.Entry) -> pb.Entry:
@@ -36,7 +37,6 @@ _SIMPLE: dict[type[m.Message], tuple[str, tuple[str, ...]]] = {
     m.ReadIndexRequest: ("read_index_request", ("ctx",)),
     m.ReadIndexResponse: ("read_index_response", ("ctx", "index", "ok")),
     m.TimeoutNow: ("timeout_now", ()),
-    m.NotMember: ("not_member", ("config_index",)),
 }
 _BY_FIELD = {field: (cls, names) for cls, (field, names) in _SIMPLE.items()}
 
@@ -55,6 +55,9 @@ def message_to_pb(msg: m.Message) -> pb.Message:
     elif isinstance(msg, m.Propose):
         out.propose.ctx = msg.ctx
         out.propose.payloads.extend(msg.payloads)
+    elif isinstance(msg, m.NotMember):
+        out.not_member.config_index = msg.config_index
+        out.not_member.membership.MergeFromString(msg.membership.encode())
     else:
         field, names = _SIMPLE[type(msg)]
         getattr(out, field).CopyFrom(getattr(pb, _pb_name(field))(**_fields(msg, names)))
@@ -85,6 +88,9 @@ def message_from_pb(p: pb.Message) -> m.Message:
         )
     if kind == "propose":
         return m.Propose(**common, ctx=p.propose.ctx, payloads=tuple(p.propose.payloads))
+    if kind == "not_member":
+        membership = Membership.decode(p.not_member.membership.SerializeToString())
+        return m.NotMember(**common, config_index=p.not_member.config_index, membership=membership)
     if kind is None or kind not in _BY_FIELD:
         raise DecodeError(f"unknown message body {kind!r}")
     cls, names = _BY_FIELD[kind]
@@ -103,6 +109,6 @@ def messages_from_batch(batch: pb.Batch, on_error: Callable[[Exception], None]) 
     for p in batch.messages:
         try:
             out.append(message_from_pb(p))
-        except (DecodeError, ValueError) as e:
+        except (DecodeError, MembershipError, ValueError) as e:
             on_error(e)
     return out

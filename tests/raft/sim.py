@@ -1447,9 +1447,11 @@ class Cluster:
     def _stop_removed(self) -> None:
         """As the product's driver: a node whose core was told by the leader
         that it is no member (``raft.removed``) and that no leader contacted
-        since (which clears it) for two election timeouts stops. It must
-        really be out: a member of the newest committed configuration that
-        stops is a voter (or learner) lost for good."""
+        since (which clears it) for two election timeouts stops. It must be
+        certain: the latest configuration it knows of (its log's, or the
+        committed one the leader sent, if newer) must leave it out. (It may
+        have been re-added since, unknown to it; then the operator who
+        re-added it starts it again: ``_restart_readded``.)"""
         for nid, node in self.nodes.items():
             raft = node.raft
             if raft is None or not raft.removed:
@@ -1458,13 +1460,12 @@ class Cluster:
             since = self._told_removed_at.setdefault(nid, self.now)
             if self.now - since >= 2 * self.config.election_ticks:
                 self._told_removed_at.pop(nid)
-                newest = self.inv.committed_config_at(len(self.inv.committed))
-                if nid in newest.ids:
+                index, known = raft.latest_known_membership()
+                if nid in known.ids:
                     raise AssertionError(
-                        f"NotMember stopped a member: {nid} was told it is no member and stops, but the newest committed "
-                        f"configuration (voters={sorted(newest.voters)} learners={sorted(newest.learners)}) "
-                        f"lists it; its own log ends at {node.raft.log.last_index()} with configuration "
-                        f"voters={sorted(node.raft.membership.voters)}"
+                        f"NotMember stopped a member: {nid} stops as removed, but the latest configuration it "
+                        f"knows of (index {index}: voters={sorted(known.voters)} learners={sorted(known.learners)}) "
+                        f"lists it"
                     )
                 self._log(f"{nid} was told it is no member: its driver stops it")
                 self._take_down(node)

@@ -37,7 +37,7 @@ def test_leader_tells_a_removed_candidate() -> None:
     a = leader("a", LOG_WITH_REMOVAL, commit=3)
     a.step(vote_request("c", "a"))
     notices = [m for m in a.take_outbox().messages if isinstance(m, NotMember)]
-    assert notices == [NotMember(frm="a", to="c", term=a.term, config_index=3)]
+    assert notices == [NotMember(frm="a", to="c", term=a.term, config_index=3, membership=AB)]
     # A follower does not tell: it may not know of a later change re-adding c.
     b = node("b", LOG_WITH_REMOVAL, commit=3)
     b.step(vote_request("c", "b"))
@@ -58,7 +58,7 @@ def test_removed_node_stops_campaigning() -> None:
     for _ in range(40):
         c.tick()
     assert c.role is Role.PRE_CANDIDATE
-    c.step(NotMember(frm="a", to="c", term=3, config_index=3))
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3, membership=AB))
     assert c.removed and c.role is Role.FOLLOWER
     c.take_outbox()
     for _ in range(60):
@@ -71,12 +71,12 @@ def test_a_stale_notice_is_ignored() -> None:
     knows the removal must not stop it."""
     readded = Membership(tuple(Member(i, f"{i}:1") for i in "abc"))
     c = node("c", LOG_WITH_REMOVAL + [Entry(4, 2), Entry(5, 2, EntryKind.CONFIG, readded.encode())], commit=5)
-    c.step(NotMember(frm="a", to="c", term=3, config_index=3))
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3, membership=AB))
     assert not c.removed
     # Nor one from a leader of an older term.
     c2 = node("c", LOG_WITH_REMOVAL[:2], commit=2)
     c2.term = 4
-    c2.step(NotMember(frm="a", to="c", term=3, config_index=3))
+    c2.step(NotMember(frm="a", to="c", term=3, config_index=3, membership=AB))
     assert not c2.removed
 
 
@@ -86,7 +86,19 @@ def test_contact_from_a_leader_clears_a_notice() -> None:
     from dkv.raft.messages import Heartbeat
 
     c = node("c", LOG_WITH_REMOVAL[:2], commit=2)
-    c.step(NotMember(frm="a", to="c", term=3, config_index=3))
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3, membership=AB))
     assert c.removed
     c.step(Heartbeat(frm="a", to="c", term=3, commit=2))
     assert not c.removed
+
+
+def test_a_notice_whose_configuration_lists_the_node_is_ignored() -> None:
+    """The node stops only when it is certain the latest configuration it
+    knows of leaves it out: it checks the configuration the leader sent."""
+    c = node("c", LOG_WITH_REMOVAL[:2], commit=2)
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3, membership=ABC))
+    assert not c.removed
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3))  # no configuration: proves nothing
+    assert not c.removed
+    c.step(NotMember(frm="a", to="c", term=3, config_index=3, membership=AB))
+    assert c.removed and c.latest_known_membership() == (3, AB)

@@ -66,13 +66,7 @@ def _config(seed: int) -> RaftConfig:
 #: Known issues, reported but not fixed, by the start of the simulation's
 #: failure message: a seed that hits one is marked xfail (its reason has the
 #: replay command) instead of failing. Remove an entry as soon as it is fixed.
-KNOWN_ISSUES = {
-    "NotMember stopped a member": (
-        "driver contract since 3ea4241: a node that the leader told NotMember and that no leader "
-        "reaches for two election timeouts stops, even if a change that added it back committed "
-        "meanwhile (the notice was overtaken by the re-add, then a partition cut the node off)"
-    ),
-}
+KNOWN_ISSUES: dict[str, str] = {}
 
 
 def _run(test: str, seed: int, build: Callable[[], Cluster], steps: int) -> Cluster:
