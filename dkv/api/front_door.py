@@ -9,7 +9,8 @@ of exchanges, and answers leave in that order:
   key-value routes) is answered by calling that route's handler here;
 - any other request is rendered in-process by the Klein app of
   ``dkv.api.rest`` — the home of the full API — through a twisted.web
-  ``Request`` whose channel writes into the exchange's answer. So every
+  ``Request`` whose channel writes into the exchange's answer
+  (``dkv.api.klein_channel``). So every
   route answers exactly as the Klein stack does (``RestApi.site()``), byte
   for byte apart from ``Date``.
 
@@ -51,21 +52,20 @@ interim answer, closing the connection.
 from __future__ import annotations
 
 from collections import deque
-from io import BytesIO
 from typing import Any
 
 import attrs
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ISSLTransport, ITCPTransport
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, datetimeToString, parse_qs
-from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 from twisted.web.server import version as server_version
 from zope.interface import implementer
 
+from dkv.api import klein_channel
 from dkv.api.http_common import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
@@ -521,19 +521,18 @@ class FrontDoor(Protocol):
 
     def _render(self, ex: _Exchange) -> None:
         """Have the Klein app answer ex, as twisted.web's channel would."""
-        channel = _KleinChannel(self, ex)
-        request = self._factory.site.requestFactory(channel)
-        ex.request = request
-        headers = request.requestHeaders
-        for name, value in ex.headers:
-            headers.addRawHeader(name, value.strip(b" \t"))
-        request.parseCookies()
-        if ex.close_header:
-            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
-        content = BytesIO()
-        content.write(ex.body)
-        request.content = content
-        request.requestReceived(ex.method, ex.url, ex.version)
+        ex.request = klein_channel.render(
+            self._factory.site,
+            self.transport,
+            ex.method,
+            ex.url,
+            ex.version,
+            ex.headers,
+            ex.body,
+            ex.close_header,
+            on_answer=lambda answer: self._rendered(ex, answer),
+            on_refused=lambda: self._render_refused(ex),
+        )
 
     def _rendered(self, ex: _Exchange, answer: bytes) -> None:
         ex.request = None
@@ -642,59 +641,6 @@ class FrontDoor(Protocol):
             return
         self._refuse(RequestTimeout(f"request not received within {self._settings.read_timeout:g} s"))
         self._pump()
-
-
-class _KleinChannel:
-    """The twisted.web channel as one request rendered by the Klein app sees
-    it: what the request writes becomes its exchange's answer."""
-
-    #: Request.finish logs through channel.factory: no access log.
-    factory = None
-
-    def __init__(self, door: FrontDoor, ex: _Exchange) -> None:
-        self._door = door
-        self._ex = ex
-        self._out: list[bytes] = []
-        self.site = door._factory.site
-        self.transport = door.transport
-
-    def getPeer(self) -> Any:  # noqa: N802 - Twisted name
-        return self.transport.getPeer()
-
-    def getHost(self) -> Any:  # noqa: N802 - Twisted name
-        return self.transport.getHost()
-
-    def isSecure(self) -> bool:  # noqa: N802 - Twisted name
-        return ISSLTransport(self.transport, None) is not None
-
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:  # noqa: N802
-        out = self._out
-        out += (version, b" ", code, b" ", reason, b"\r\n")
-        for name, values in headers.getAllRawHeaders():
-            for value in values:
-                out += (name, b": ", value, b"\r\n")
-        out.append(b"\r\n")
-
-    def write(self, data: bytes) -> None:
-        self._out.append(data)
-
-    def writeSequence(self, data: list[bytes]) -> None:  # noqa: N802 - Twisted name
-        self._out.extend(data)
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802 - Twisted name
-        raise NotImplementedError("REST answers are written whole, never by a producer")
-
-    def unregisterProducer(self) -> None:  # noqa: N802 - Twisted name
-        pass
-
-    def requestDone(self, request: Any) -> None:  # noqa: N802 - Twisted name
-        self._door._rendered(self._ex, b"".join(self._out))
-
-    def loseConnection(self) -> None:  # noqa: N802 - Twisted name
-        self._ex.close = True
-
-    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - Twisted name
-        self._door._render_refused(self._ex)
 
 
 _FAST_ROUTES = FastRoutes(ROUTES)
