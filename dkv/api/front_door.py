@@ -1,4 +1,4 @@
-# test-case-name: tests.test_front_door,tests.test_rest
+# test-case-name: tests.test_front_door,tests.test_front_door_process,tests.test_rest
 """The front door: the protocol that serves the REST port.
 
 Requests are parsed by llhttp (through ``httptools``); nothing here reads
