@@ -83,6 +83,9 @@ from dkv.errors import DkvError, HeadersTooLarge, InvalidArgument, RequestTimeou
 from dkv.node import Node
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Lengths of the header names the front door reads (content-length,
+#: connection, expect, content-type); others are only passed on.
+_NOTED_LENGTHS = frozenset({14, 10, 6, 12})
 _EMPTY = b"{}"
 #: Answers are handed to the transport in pieces of about this size, so that
 #: its producer callback can stop further requests from starting.
@@ -120,35 +123,32 @@ class _Ignore(Exception):
 
 
 class _Exchange:
-    """One request and, once known, its answer: a place in the queue."""
+    """One request and, once known, its answer: a place in the queue.
+    (Class attributes are the defaults; an instance sets what changes.)"""
 
-    __slots__ = (
-        "method", "url", "version", "headers", "head_bytes", "body", "body_bytes", "complete", "close",
-        "close_header", "klein_only", "expect_continue", "discard", "started", "answer", "deferred", "request",
-    )  # fmt: skip
+    method = b""
+    url = b""
+    version = b"HTTP/1.1"
+    head_bytes = 0
+    body_bytes = 0
+    #: All of it arrived.
+    complete = False
+    #: The connection closes after this answer; the answer says so if close_header.
+    close = False
+    close_header = False
+    #: Rendered by Klein even when its route is fast (multipart bodies: twisted.web parses them).
+    klein_only = False
+    expect_continue = False
+    #: Answered before its body arrived (too large): the rest of the body is dropped.
+    discard = False
+    started = False
+    answer: bytes | None = None
+    deferred: Deferred[Any] | None = None
+    request: Any = None
 
     def __init__(self) -> None:
-        self.method = b""
-        self.url = b""
-        self.version = b"HTTP/1.1"
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
         self.body: Any = []  # chunks while arriving, then bytes
-        self.body_bytes = 0
-        #: All of it arrived.
-        self.complete = False
-        #: The connection closes after this answer; the answer says so if close_header.
-        self.close = False
-        self.close_header = False
-        #: Rendered by Klein even when its route is fast (multipart bodies: twisted.web parses them).
-        self.klein_only = False
-        self.expect_continue = False
-        #: Answered before its body arrived (too large): the rest of the body is dropped.
-        self.discard = False
-        self.started = False
-        self.answer: bytes | None = None
-        self.deferred: Deferred[Any] | None = None
-        self.request: Any = None
 
 
 @implementer(IPushProducer)
@@ -234,7 +234,6 @@ class FrontDoor(Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted name
         if self._input_closed and self._current is None:
             return  # after the last request: dropped
-        self._last_activity = self._clock.seconds()
         head_before = self._current if self._in_head else None
         try:
             self._parser.feed_data(data)
@@ -309,7 +308,6 @@ class FrontDoor(Protocol):
             ex.version = b"HTTP/1.0"
         else:
             raise _Refuse(InvalidArgument("malformed HTTP request"))
-        ex.method = parser.get_method()
         ex.head_bytes += len(ex.method) + 10  # the request line's method, spaces and version
         if ex.head_bytes > self._max_head:
             raise _Refuse(HeadersTooLarge(f"request line and headers exceed {self._max_head} bytes"))
@@ -317,6 +315,8 @@ class FrontDoor(Protocol):
         connection: list[bytes] = []
         expect = None
         for name, value in ex.headers:
+            if len(name) not in _NOTED_LENGTHS:
+                continue
             lower = name.lower()
             if lower == b"content-length":
                 length = int(value)  # llhttp checked it: digits, one value
@@ -328,8 +328,8 @@ class FrontDoor(Protocol):
             elif lower == b"content-type":
                 if b"multipart" in value.lower():
                     ex.klein_only = True
-        ex.close = wants_close(ex.version, connection)
-        if ex.close:
+        if ex.version != b"HTTP/1.1" or (connection and wants_close(ex.version, connection)):
+            ex.close = True
             ex.close_header = ex.version == b"HTTP/1.1"
             self._input_closed = True
         ex.expect_continue = (
@@ -418,7 +418,7 @@ class FrontDoor(Protocol):
         exchanges = self._exchanges
         out: list[bytes] = []
         size = 0
-        close = False
+        close = wrote = False
         while exchanges and not self._lost:
             ex = exchanges[0]
             if ex.expect_continue:
@@ -448,10 +448,11 @@ class FrontDoor(Protocol):
                 break
             if size >= _WRITE_CHUNK:
                 self.transport.write(b"".join(out))
-                out, size = [], 0
-                self._last_activity = self._clock.seconds()
+                out, size, wrote = [], 0, True
         if out and not self._lost:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            wrote = True
+        if wrote:
             self._last_activity = self._clock.seconds()
         if close and not self._closing:
             self._close()
@@ -473,6 +474,11 @@ class FrontDoor(Protocol):
             self._answer_internal(ex, Failure())
             return
         if isinstance(result, Deferred):
+            if result.called and not result.paused and not isinstance(result.result, Failure):
+                # Settled already (a serializable read, or an answer of the
+                # handler's own): its value is the answer, without a callback.
+                self._answer_ok(ex, result.result)
+                return
             ex.deferred = result
             result.addBoth(self._finish, ex)
         else:
@@ -508,16 +514,8 @@ class FrontDoor(Protocol):
     def _json_answer(self, ex: _Exchange, status: int, body: bytes) -> bytes:
         """The answer twisted.web writes for a Klein route's JSON (same
         headers in the same order)."""
-        return b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
-            ex.version,
-            status,
-            RESPONSES.get(status, b"Unknown Status"),
-            b"Connection: close\r\n" if ex.close_header else b"",
-            server_version,
-            self._factory.date(),
-            len(body),
-            b"" if ex.method == b"HEAD" else body,
-        )
+        head = self._factory.answer_head(ex.version, status, ex.close_header)
+        return b"%s%d\r\n\r\n%s" % (head, len(body), b"" if ex.method == b"HEAD" else body)
 
     def _render(self, ex: _Exchange) -> None:
         """Have the Klein app answer ex, as twisted.web's channel would."""
@@ -661,7 +659,7 @@ class FrontDoorFactory(Factory):
         self.connections: set[FrontDoor] = set()
         self._refused = 0
         self._date_second = -1
-        self._date = b""
+        self._heads: dict[tuple[bytes, int, bool], bytes] = {}
 
     def buildProtocol(self, addr: Any) -> FrontDoor | None:  # noqa: N802 - Twisted name
         limit = self.settings.max_connections
@@ -679,13 +677,29 @@ class FrontDoorFactory(Factory):
             self._refused = 0
         return FrontDoor(self)
 
-    def date(self) -> bytes:
-        """The ``Date`` header's value now (formatted once a second)."""
+    def answer_head(self, version: bytes, status: int, close: bool) -> bytes:
+        """A JSON answer's status line and headers as twisted.web writes
+        them, up to the value of Content-Length (made once a second: the
+        Date changes)."""
         now = int(self.clock.seconds())
         if now != self._date_second:
             self._date_second = now
-            self._date = datetimeToString(now)
-        return self._date
+            self._heads.clear()
+        key = (version, status, close)
+        head = self._heads.get(key)
+        if head is None:
+            head = self._heads[key] = (
+                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\nContent-Type: application/json\r\nContent-Length: "
+                % (
+                    version,
+                    status,
+                    RESPONSES.get(status, b"Unknown Status"),
+                    b"Connection: close\r\n" if close else b"",
+                    server_version,
+                    datetimeToString(now),
+                )
+            )
+        return head
 
     def doStop(self) -> None:  # noqa: N802 - Twisted name
         """The port closed (the node is stopping): close keep-alive
