@@ -179,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dkv-http-cpu-") as tmp:
         node = start_node(Path(tmp), args.tree)
         try:
-            assert node.pid is not None
-            drive(node.rest_port or 0, [post(b"warm-%d" % i, value) for i in range(2000)], args.connections, args.window)
+            assert node.pid is not None and node.rest_port is not None
+            warm_up = [post(b"warm-%d" % i, value) for i in range(2000)]
+            drive(node.rest_port, warm_up, args.connections, args.window)
             for run in range(args.repeat):
                 for name, make in phases.items():
-                    results[name].append(measure(node.pid, node.rest_port or 0, make(run), args.connections, args.window))
+                    results[name].append(measure(node.pid, node.rest_port, make(run), args.connections, args.window))
         finally:
             node.close()
     print(f"{n} requests per phase, {args.connections} connections x {args.window} in flight, {args.repeat} run(s)")

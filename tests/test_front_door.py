@@ -139,7 +139,9 @@ def connect(
     return Conn(door, transport, clock, factory, node)
 
 
-def request(method: bytes, target: bytes, body: bytes | None = None, headers: tuple = (), version: bytes = b"HTTP/1.1") -> bytes:
+def request(
+    method: bytes, target: bytes, body: bytes | None = None, headers: tuple = (), version: bytes = b"HTTP/1.1"
+) -> bytes:
     lines = [b"%s %s %s" % (method, target, version), b"Host: test"]
     lines += [name + b": " + value for name, value in headers]
     if body is not None:
@@ -667,7 +669,7 @@ def test_fast_routes_match_as_klein_does() -> None:
 
 
 def test_a_fast_route_must_be_literal_or_end_in_the_rest_of_the_path() -> None:
-    from dkv.api.routes import Route, FastRoutes, status
+    from dkv.api.routes import FastRoutes, Route, status
 
     with pytest.raises(ValueError, match="fast route"):
         FastRoutes([Route("x", ("GET",), "/v0/members/<node_id>/promote", status, fast=True)])
@@ -717,9 +719,8 @@ async def test_serves_pipelined_requests_behind_tls() -> None:
 
     client = Client()
     try:
-        reactor.connectSSL(
-            "127.0.0.1", port.getHost().port, protocol.ClientFactory.forProtocol(lambda: client), ssl.CertificateOptions()
-        )
+        factory = protocol.ClientFactory.forProtocol(lambda: client)
+        reactor.connectSSL("127.0.0.1", port.getHost().port, factory, ssl.CertificateOptions())
         received = await client.done.addTimeout(10, reactor)
     finally:
         await defer.maybeDeferred(port.stopListening)

@@ -248,7 +248,7 @@ def test_a_client_sending_a_byte_at_a_time_gets_408_at_the_read_timeout(start_no
             try:
                 s.send(request[i : i + 1])
                 received += s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except (ConnectionResetError, BrokenPipeError):
                 break

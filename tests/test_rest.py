@@ -832,15 +832,18 @@ def _agreement_corpus() -> dict[str, bytes]:
         + _raw(b"POST", b"/v0/kv", b"{", ctype, close=False)
         + _raw(b"GET", b"/v0/kv/key/cA==")
     )
-    corpus["connection: keep-alive, close"] = _raw(b"GET", b"/v0/status", headers=((b"Connection", b"keep-alive, close"),), close=False)
-    corpus["expect 100-continue"] = _raw(b"POST", b"/v0/kv", put_body(b"e", b"c"), (*ctype, (b"Expect", b"100-continue")))
-    corpus["expect on HTTP/1.0"] = _raw(b"POST", b"/v0/kv", put_body(b"e", b"c"), ((b"Expect", b"100-continue"),), version=b"HTTP/1.0")
+    both = ((b"Connection", b"keep-alive, close"),)
+    corpus["connection: keep-alive, close"] = _raw(b"GET", b"/v0/status", headers=both, close=False)
+    expect = ((b"Expect", b"100-continue"),)
+    corpus["expect 100-continue"] = _raw(b"POST", b"/v0/kv", put_body(b"e", b"c"), (*ctype, *expect))
+    corpus["expect on HTTP/1.0"] = _raw(b"POST", b"/v0/kv", put_body(b"e", b"c"), expect, version=b"HTTP/1.0")
     body = put_body(b"chunked", b"body")
     corpus["chunked put"] = _raw(
         b"POST", b"/v0/kv", b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:]),
         ((b"Transfer-Encoding", b"chunked"),),
     )  # fmt: skip
-    corpus["form-encoded put"] = _raw(b"POST", b"/v0/kv", body, ((b"Content-Type", b"application/x-www-form-urlencoded"),))
+    form = ((b"Content-Type", b"application/x-www-form-urlencoded"),)
+    corpus["form-encoded put"] = _raw(b"POST", b"/v0/kv", body, form)
     corpus["multipart put"] = _raw(b"POST", b"/v0/kv", body, ((b"Content-Type", b"multipart/form-data; boundary=x"),))
     corpus["cookie"] = _raw(b"GET", b"/v0/status", headers=((b"Cookie", b"a=b; c"),))
     corpus["body over the limit"] = _raw(b"POST", b"/v0/kv", b" " * 2000, ctype)

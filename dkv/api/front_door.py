@@ -108,7 +108,7 @@ class FrontDoorSettings:
     max_headers: int = MAX_HEADERS
 
 
-class _Refuse(Exception):
+class _RefuseError(Exception):
     """Raised in a parser callback: the request is refused with ``error``
     and the connection reads no more."""
 
@@ -117,7 +117,7 @@ class _Refuse(Exception):
         self.error = error
 
 
-class _Ignore(Exception):
+class _IgnoreError(Exception):
     """Raised in a parser callback: bytes after the last request the
     connection reads; dropped."""
 
@@ -248,12 +248,12 @@ class FrontDoor(Protocol):
                 last.close_header = last.version == b"HTTP/1.1"
         except HttpParserError as e:
             cause = e.__context__
-            if isinstance(cause, _Refuse):
+            if isinstance(cause, _RefuseError):
                 self._refuse(cause.error)
-            elif isinstance(cause, _Ignore) or (self._input_closed and self._current is None):
+            elif isinstance(cause, _IgnoreError) or (self._input_closed and self._current is None):
                 pass
             elif cause is not None:
-                raise cause  # a bug in a callback: let Twisted log it and drop the connection
+                raise cause from None  # a bug in a callback: Twisted logs it and drops the connection
             else:
                 self._refuse(InvalidArgument("malformed HTTP request"))
         else:
@@ -268,7 +268,7 @@ class FrontDoor(Protocol):
 
     def on_message_begin(self) -> None:
         if self._input_closed:
-            raise _Ignore()
+            raise _IgnoreError()
         ex = _Exchange()
         self._current = ex
         self._exchanges.append(ex)
@@ -284,7 +284,7 @@ class FrontDoor(Protocol):
         ex.url += url
         ex.head_bytes += len(url)
         if ex.head_bytes > self._max_head:
-            raise _Refuse(HeadersTooLarge(f"request line and headers exceed {self._max_head} bytes"))
+            raise _RefuseError(HeadersTooLarge(f"request line and headers exceed {self._max_head} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self._current
@@ -292,9 +292,9 @@ class FrontDoor(Protocol):
         ex.headers.append((name, value))
         ex.head_bytes += len(name) + len(value) + 2
         if ex.head_bytes > self._max_head:
-            raise _Refuse(HeadersTooLarge(f"request line and headers exceed {self._max_head} bytes"))
+            raise _RefuseError(HeadersTooLarge(f"request line and headers exceed {self._max_head} bytes"))
         if len(ex.headers) > self._settings.max_headers:
-            raise _Refuse(HeadersTooLarge(f"more than {self._settings.max_headers} header fields"))
+            raise _RefuseError(HeadersTooLarge(f"more than {self._settings.max_headers} header fields"))
 
     def on_headers_complete(self) -> None:
         ex = self._current
@@ -307,10 +307,10 @@ class FrontDoor(Protocol):
         elif version == "1.0":
             ex.version = b"HTTP/1.0"
         else:
-            raise _Refuse(InvalidArgument("malformed HTTP request"))
+            raise _RefuseError(InvalidArgument("malformed HTTP request"))
         ex.head_bytes += len(ex.method) + 10  # the request line's method, spaces and version
         if ex.head_bytes > self._max_head:
-            raise _Refuse(HeadersTooLarge(f"request line and headers exceed {self._max_head} bytes"))
+            raise _RefuseError(HeadersTooLarge(f"request line and headers exceed {self._max_head} bytes"))
         length = 0
         connection: list[bytes] = []
         expect = None
@@ -377,7 +377,7 @@ class FrontDoor(Protocol):
             self._current = None
         self._answer_error(ex, TooLarge(f"body exceeds {self._max_body} bytes"))
         if abandon:
-            raise _Ignore()
+            raise _IgnoreError()
 
     def _refuse(self, error: DkvError) -> None:
         """The request arriving (or, if none is, a new one) is answered with
@@ -631,7 +631,8 @@ class FrontDoor(Protocol):
             self._current = None
             self._input_closed = True
             ex.complete = ex.close = True
-            log_refused_request(self._peer(), RequestTimeout(f"body not received within {self._settings.read_timeout:g} s"))
+            error = RequestTimeout(f"body not received within {self._settings.read_timeout:g} s")
+            log_refused_request(self._peer(), error)
             if ex in self._exchanges:
                 self._pump()
             else:

@@ -69,7 +69,9 @@ def log_rejection(method: str, path: str, error: DkvError) -> None:
 def log_refused_request(peer: str, error: DkvError) -> None:
     """Log, once, a request refused before it reached the API (it could not
     be parsed, was too large, or too slow); the connection closes."""
-    log.info("rejected HTTP request from {peer}: {status} {error}", peer=peer, status=error.http_status, error=error.message)
+    log.info(
+        "rejected HTTP request from {peer}: {status} {error}", peer=peer, status=error.http_status, error=error.message
+    )
 
 
 def closing_answer(error: DkvError, head: bool = False) -> bytes:
