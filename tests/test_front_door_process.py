@@ -4,6 +4,8 @@ connection limit.
 
 - 10,000 pipelined GET/POST/DELETE on one connection are all answered, in
   order;
+- a client that pipelines GETs of a large value and reads none of the
+  answers makes the node stop answering it, not buffer the answers;
 - a client streaming an endless body gets its 413 (or endless headers their
   431) and the node's RSS stays within 50 MiB of where it started;
 - a client sending one byte at a time gets a 408 at the read timeout;
@@ -197,6 +199,42 @@ def stream_until_closed(node: NodeProcess, first: bytes, chunk: bytes, seconds: 
         finally:
             sel.close()
     raise AssertionError(f"the node kept the connection open for {seconds} s ({sent} bytes sent)")
+
+
+def test_a_client_that_reads_no_answers_cannot_make_the_node_buffer_them(
+    start_node: Callable[..., NodeProcess],
+) -> None:
+    """2,000 pipelined GETs of a 100 KiB value (270 MB of answers), and the
+    client reads nothing for a while: the node stops answering (and
+    reading) once its write buffer is full, serves others meanwhile, and
+    its RSS stays within 50 MiB; then the client reads all 2,000, in order."""
+    node = start_node()
+    value = bytes(range(256)) * 400
+    assert node.request("POST", "/v0/kv", {"key": b64(b"big"), "value": b64(value)}) == (200, {})
+    answer = json.dumps({"key": b64(b"big"), "value": b64(value)}, separators=(",", ":")).encode()
+    before = peak = rss(node)
+    n = 2000
+    with connect(node, timeout=60) as s:
+        s.sendall(b"GET /v0/kv/key/Ymln HTTP/1.1\r\nHost: t\r\n\r\n" * n)
+        for i in range(50):  # other clients, while this one reads nothing
+            key = b"other-%d" % i
+            assert node.request("POST", "/v0/kv", {"key": b64(key), "value": b64(b"x")}) == (200, {})
+            peak = max(peak, rss(node))
+        assert peak - before < RSS_SLACK, (before, peak)
+        received, count = bytearray(), 0
+        while count < n:
+            chunk = s.recv(1 << 20)
+            assert chunk, f"closed after {count} answers"
+            received += chunk
+            while (end := received.find(b"\r\n\r\n")) >= 0:
+                length = int(re.search(rb"Content-Length: (\d+)", bytes(received[:end]))[1])  # type: ignore[index]
+                if len(received) < end + 4 + length:
+                    break
+                assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+                assert received[end + 4 : end + 4 + length] == answer
+                del received[: end + 4 + length]
+                count += 1
+    assert_healthy(node)
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
