@@ -10,9 +10,10 @@ of exchanges, and answers leave in that order:
 - any other request is rendered in-process by the Klein app of
   ``dkv.api.rest`` — the home of the full API — through a twisted.web
   ``Request`` whose channel writes into the exchange's answer
-  (``dkv.api.klein_channel``). So every
-  route answers exactly as the Klein stack does (``RestApi.site()``), byte
-  for byte apart from ``Date``.
+  (``dkv.api.klein_channel``).
+
+So every route answers as the Klein stack does (``RestApi.site()``), byte
+for byte apart from ``Date``.
 
 Requests on one connection are executed one after the other, as twisted.web
 does (a pipelined GET after a POST sees the POST's effect, RFC 9112 §9.3.2),
