@@ -119,6 +119,10 @@ class NodeConfig:
     #: HOST:PORT peers reach our RPC port at.
     advertise: str = ""
     auto_promote: bool = False
+    #: The REST port's bounds (dkv.api.front_door.FrontDoorSettings).
+    max_connections: int = 10_000
+    idle_timeout: float = 60.0
+    read_timeout: float = 30.0
 
 
 def check_db_path(path: str) -> None:

@@ -58,6 +58,23 @@ class TooLarge(DkvError):
     default_message = "request too large"
 
 
+class HeadersTooLarge(DkvError):
+    """The request line and headers exceed the front door's bound (HTTP 431)."""
+
+    http_status = 431
+    grpc_code = 8  # RESOURCE_EXHAUSTED
+    default_message = "request header fields too large"
+
+
+class RequestTimeout(DkvError):
+    """A request did not arrive in full within the read timeout (HTTP 408);
+    nothing of it was done."""
+
+    http_status = 408
+    grpc_code = 4  # DEADLINE_EXCEEDED
+    default_message = "request not received in time"
+
+
 class FailedPrecondition(DkvError):
     http_status = 409
     grpc_code = 9

@@ -95,6 +95,9 @@ class Options(usage.Options):
         ["request-timeout", None, 5.0, "Seconds a client request may wait for the cluster.", _positive_float],
         ["max-key-size", None, 4096, "Largest key in bytes.", _positive_int],
         ["max-body-size", None, 1536 * 1024, "Largest REST body / gRPC message in bytes.", _positive_int],
+        ["max-connections", None, 10_000, "REST connections open at once; newer ones are refused.", _positive_int],
+        ["idle-timeout", None, 60.0, "Seconds a REST connection may stay open with nothing to do.", _positive_float],
+        ["read-timeout", None, 30.0, "Seconds a REST request may take to arrive, headers and body.", _positive_float],
         ["tick-ms", None, 100, "Raft tick in milliseconds.", _positive_int],
         ["election-ticks", None, 10, "Ticks without a leader before an election.", _positive_int],
         ["heartbeat-ticks", None, 1, "Ticks between leader heartbeats.", _positive_int],
@@ -192,6 +195,9 @@ class Options(usage.Options):
             join=join,
             advertise=host_port(advertise, self["rpc-port"]),
             auto_promote=bool(self["auto-promote"]),
+            max_connections=self["max-connections"],
+            idle_timeout=self["idle-timeout"],
+            read_timeout=self["read-timeout"],
         )
 
 
@@ -293,7 +299,7 @@ class DkvService(MultiService):
         from dkv.api import grpc_cluster, grpc_kv
         from dkv.raft.membership import Member, Membership
         from dkv.transport.cluster_client import ClusterClient, join_cluster
-        from dkv.api.rest import RestApi
+        from dkv.api.front_door import FrontDoorSettings, front_door
         from dkv.grpc_server import GrpcServerService
         from dkv.node import Node
         from dkv.replication import ReplicationService
@@ -395,7 +401,10 @@ class DkvService(MultiService):
         ).setServiceParent(self)
         if c.auto_promote:
             _AutoPromote(node, c.node_id, reactor).setServiceParent(self)
-        rest = internet.TCPServer(c.rest_port, RestApi(node).factory(), interface=c.listen_host)
+        settings = FrontDoorSettings(
+            max_connections=c.max_connections, idle_timeout=c.idle_timeout, read_timeout=c.read_timeout
+        )
+        rest = internet.TCPServer(c.rest_port, front_door(node, reactor, settings), interface=c.listen_host)
         rest.setServiceParent(self)
 
 

@@ -18,7 +18,7 @@ from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import Message, RequestVote, VoteResponse
 from dkv.replication import ReplicationService
 from dkv.storage.lmdb_store import LmdbStore
-from tests.conftest import NullTransport, Stack, wait_for
+from tests.conftest import NullTransport, Stack, rest_factory, wait_for
 
 THREE_VOTERS = Membership(
     (Member("a", "127.0.0.1:1"), Member("b", "127.0.0.1:2"), Member("c", "127.0.0.1:3"))
@@ -54,11 +54,11 @@ async def _start(
     raft_config: RaftConfig,
     limits: Limits,
     request_timeout: float,
+    rest: str,
 ) -> tuple[Stack, list[Callable[[], object]]]:
-    """Start store, replication (node "a" of THREE_VOTERS), REST and gRPC."""
+    """Start store, replication (node "a" of THREE_VOTERS), REST (stack rest,
+    one of conftest.REST_STACKS) and gRPC."""
     from twisted.internet import reactor
-
-    from dkv.api.rest import RestApi
 
     store = LmdbStore.open(str(tmp_path / "node.db"), reactor)
     state = store.load() or store.bootstrap("test-cluster", THREE_VOTERS)
@@ -78,7 +78,7 @@ async def _start(
         transport.replication = replication
     replication.startService()
     node = Node(replication, store, limits)
-    port = reactor.listenTCP(0, RestApi(node).site(), interface="127.0.0.1")
+    port = reactor.listenTCP(0, rest_factory(node, rest), interface="127.0.0.1")
     grpc_service = GrpcServerService(
         "127.0.0.1", 0, [lambda s: grpc_kv.register(s, node)], max_message_bytes=limits.max_body_bytes
     )
@@ -90,12 +90,12 @@ async def _start(
 
 
 async def start_leaderless_stack(
-    tmp_path, limits: Limits = Limits(), request_timeout: float = 0.3
+    tmp_path, limits: Limits = Limits(), request_timeout: float = 0.3, rest: str = "front-door"
 ) -> tuple[Stack, list[Callable[[], object]]]:
     """Node a of three voters that do not exist: it PreVotes forever (never
     changing term) and no leader is ever known."""
     stack, stoppers = await _start(
-        tmp_path, NullTransport(), RaftConfig(election_ticks=10, heartbeat_ticks=1), limits, request_timeout
+        tmp_path, NullTransport(), RaftConfig(election_ticks=10, heartbeat_ticks=1), limits, request_timeout, rest
     )
     await wait_for(lambda: stack.replication.raft.role is Role.PRE_CANDIDATE, what="a pre-candidate")
     # The bootstrap entry is committed: wait until it is applied, so that the
@@ -105,7 +105,7 @@ async def start_leaderless_stack(
 
 
 async def start_stuck_leader_stack(
-    tmp_path, limits: Limits = Limits(), request_timeout: float = 0.3
+    tmp_path, limits: Limits = Limits(), request_timeout: float = 0.3, rest: str = "front-door"
 ) -> tuple[Stack, list[Callable[[], object]]]:
     """Node a of three voters, elected by fake votes, whose appends nobody
     acknowledges: every write is proposed and its outcome stays unknown.
@@ -116,6 +116,7 @@ async def start_stuck_leader_stack(
         RaftConfig(election_ticks=10, heartbeat_ticks=1, check_quorum=False),
         limits,
         request_timeout,
+        rest,
     )
     await wait_for(lambda: stack.replication.raft.role is Role.LEADER, what="a fake-elected leader")
     return stack, stoppers

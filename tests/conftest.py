@@ -55,10 +55,28 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
         await task.deferLater(reactor, 0.01, lambda: None)  # poll
 
 
-async def start_stack(tmp_path, limits: Limits = Limits(), request_timeout: float = 5.0) -> tuple[Stack, list]:
+#: The two ways the REST API is served: the front door (the REST port of a
+#: node) and the Klein site behind twisted.web's own HTTP channel.
+REST_STACKS = ("front-door", "klein")
+
+
+def rest_factory(node: object, rest: str = "front-door") -> object:
+    """The factory to listen with for REST stack rest (one of REST_STACKS)."""
     from twisted.internet import reactor  # installed by pytest-twisted, never at import
 
-    from dkv.api.rest import RestApi  # klein imports the reactor
+    from dkv.api.front_door import front_door  # klein imports the reactor
+    from dkv.api.rest import RestApi
+
+    if rest == "klein":
+        return RestApi(node).site()  # type: ignore[arg-type]
+    assert rest == "front-door", rest
+    return front_door(node, reactor)  # type: ignore[arg-type]
+
+
+async def start_stack(
+    tmp_path, limits: Limits = Limits(), request_timeout: float = 5.0, rest: str = "front-door"
+) -> tuple[Stack, list]:
+    from twisted.internet import reactor  # installed by pytest-twisted, never at import
 
     store = LmdbStore.open(str(tmp_path / "node.db"), reactor)
     membership = Membership((Member("a", "127.0.0.1:1"),))
@@ -77,7 +95,7 @@ async def start_stack(tmp_path, limits: Limits = Limits(), request_timeout: floa
     )
     replication.startService()
     node = Node(replication, store, limits)
-    port = reactor.listenTCP(0, RestApi(node).factory(), interface="127.0.0.1")
+    port = reactor.listenTCP(0, rest_factory(node, rest), interface="127.0.0.1")
     grpc_service = GrpcServerService(
         "127.0.0.1", 0, [lambda s: grpc_kv.register(s, node)], max_message_bytes=limits.max_body_bytes
     )

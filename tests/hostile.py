@@ -35,7 +35,7 @@ MAX_BODY = 32 * 1024
 
 #: status -> gRPC code of an error answer (README's error table; 409 is the
 #: membership API's refusal, e.g. removing the last voter).
-ERROR_CODES = {400: 3, 404: 5, 405: 12, 409: 9, 413: 8, 503: 14, 504: 4}
+ERROR_CODES = {400: 3, 404: 5, 405: 12, 408: 4, 409: 9, 413: 8, 431: 8, 503: 14, 504: 4}
 
 
 def fuzz_settings(max_examples: int) -> settings:

@@ -70,7 +70,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "peer-route": "b=127.0.0.1:9999", "request-timeout": "3", "max-key-size": "100",
         "max-body-size": "1000", "tick-ms": "20", "election-ticks": "7", "heartbeat-ticks": "2",
         "snapshot-entries": "50", "snapshot-keep-entries": "10", "advertise-host": "127.0.0.3",
-        "join": "", "max-inflight": "8",
+        "join": "", "max-inflight": "8", "max-connections": "50", "idle-timeout": "2.5", "read-timeout": "1.5",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -82,6 +82,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     for flag, value in values.items():
         assert str(o[flag]) == value or o[flag] == type(o[flag])(value), flag
     assert o["config"].auto_promote is True
+    assert (o["config"].max_connections, o["config"].idle_timeout, o["config"].read_timeout) == (50, 2.5, 1.5)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ from tests.hostile import (
     expected_put,
     fuzz_settings,
     http_request,
+    parse_replies,
     read_until_closed,
     rejections,
     start_node,
@@ -47,7 +48,7 @@ from tests.hostile import (
 
 pytestmark = pytest.mark.process
 
-MAX_LINE = 16384  # Twisted's limit on the request line and on each header line
+MAX_LINE = 16384  # the limit on the request line and headers
 
 
 @pytest.fixture(scope="module")
@@ -437,14 +438,16 @@ MALFORMED_HTTP = {
         b"POST /v0/kv HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 29\r\n\r\n"
         b'{"key":"QQ==","value":"QQ=="}'
     ),
-    "too many headers": b"GET /v0/status HTTP/1.1\r\n" + b"X: a\r\n" * 1000 + b"\r\n",
+    "header name with a space": b"GET /v0/status HTTP/1.1\r\nBad Name: x\r\n\r\n",
+    "bare LF line ends": b"GET /v0/status HTTP/1.1\nHost: x\n\n",
+    "HTTP/2.0 request line": b"GET /v0/status HTTP/2.0\r\n\r\n",
 }
 
 
 @pytest.mark.parametrize("case", list(MALFORMED_HTTP))
 def test_malformed_http_gets_a_json_400(node: Node, case: str) -> None:
-    """What Twisted cannot parse used to get a bare "400 Bad Request" with no
-    body (and no log line); now the same 400 carries the JSON error."""
+    """What the parser rejects gets a 400 with the JSON error, logged once,
+    and the connection closes."""
     reply, _ = send_and_check(node, MALFORMED_HTTP[case], b"?")
     assert reply.status == 400
     assert reply.json() == {"error": "malformed HTTP request", "code": 3}
@@ -454,18 +457,21 @@ def test_malformed_http_gets_a_json_400(node: Node, case: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
-        (b"GET /" + b"a" * (2 * MAX_LINE) + b" HTTP/1.1\r\n\r\n", f"request line or header exceeds {MAX_LINE} bytes"),
+        (b"GET /" + b"a" * (2 * MAX_LINE) + b" HTTP/1.1\r\n\r\n", f"request line and headers exceed {MAX_LINE} bytes"),
         (b"GET /v0/status HTTP/1.1\r\nX: " + b"a" * (2 * MAX_LINE) + b"\r\n\r\n",
-         f"request line or header exceeds {MAX_LINE} bytes"),
+         f"request line and headers exceed {MAX_LINE} bytes"),
         (b"GET /v0/status HTTP/1.1\r\n" + b"X: %s\r\n" % (b"a" * 9000) * 2 + b"\r\n",
          f"request line and headers exceed {MAX_LINE} bytes"),
+        (b"GET /v0/status HTTP/1.1\r\n" + b"X: a\r\n" * 1000 + b"\r\n", "more than 500 header fields"),
     ],
-    ids=["request line", "one header", "all headers"],
+    ids=["request line", "one header", "all headers", "too many headers"],
 )  # fmt: skip
-def test_oversize_request_head_gets_a_json_400(node: Node, raw: bytes, error: str) -> None:
-    """An over-long line used to drop the connection without any answer."""
+def test_oversize_request_head_gets_a_json_431(node: Node, raw: bytes, error: str) -> None:
+    """Request line and headers over 16 KiB, or over 500 header fields: 431
+    (RESOURCE_EXHAUSTED), logged once, and the connection closes."""
     reply, _ = send_and_check(node, raw, b"GET")
-    assert reply.json() == {"error": error, "code": 3}
+    assert (reply.status, reply.json()) == (431, {"error": error, "code": 8})
+    assert reply.header("connection") == "close"
 
 
 def test_head_with_undecodable_path_is_logged_once(node: Node) -> None:
@@ -484,7 +490,7 @@ def test_expect_100_continue(node: Node) -> None:
     check_put(node, send_and_check(node, raw, b"POST"), Expected(200, b"expect", b"continue"))
 
 
-@pytest.mark.parametrize("missing", [1, 100, MAX_BODY])
+@pytest.mark.parametrize("missing", [1, 100, MAX_BODY - 100])
 def test_body_shorter_than_content_length(node: Node, missing: int) -> None:
     """A body that never arrives in full: no answer while it is awaited,
     other clients are served meanwhile, and when the client gives up
@@ -501,6 +507,37 @@ def test_body_shorter_than_content_length(node: Node, missing: int) -> None:
     assert node.indexes() == before
     assert node.read(b"short") is None
     assert api_lines(node.log.new()) == []
+
+
+@pytest.mark.parametrize("expect_continue", [False, True])
+def test_declared_body_over_the_limit_is_refused_before_it_is_sent(node: Node, expect_continue: bool) -> None:
+    """A Content-Length over the limit is answered 413 as soon as the
+    headers arrive, logged once; the body the client then sends is read and
+    dropped (or, with Expect: 100-continue, never asked for: the connection
+    closes). Nothing is written."""
+    before = node.indexes()
+    head = (
+        b"POST /v0/kv HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
+        % (100 * MAX_BODY, b"Expect: 100-continue\r\n" if expect_continue else b"")
+    )
+    with socket.create_connection(("127.0.0.1", node.rest_port), timeout=10) as s:
+        s.sendall(head)
+        received = b""
+        while b'"code":8}' not in received:
+            chunk = s.recv(65536)
+            assert chunk, received
+            received += chunk
+        if not expect_continue:
+            s.sendall(b'{"key": "' + b"A" * MAX_BODY)  # dropped as it arrives
+            node.put(b"meanwhile", b"served")
+            s.shutdown(socket.SHUT_WR)
+        received += read_until_closed(s)
+    replies = parse_replies(received)
+    assert [(r.status, r.json()) for r in replies] == [(413, {"error": f"body exceeds {MAX_BODY} bytes", "code": 8})]
+    assert replies[0].header("connection") == ("close" if expect_continue else None)
+    logged = node.log.new()
+    assert rejections(logged) == 1 and len(api_lines(logged)) == 1, logged
+    assert node.indexes()[0] == before[0] + (0 if expect_continue else 1)  # the put of "meanwhile" only
 
 
 def test_node_survived(node: Node) -> None:

@@ -1,4 +1,7 @@
-"""The REST API (dkv.api.rest) against a real single-node stack over HTTP.
+"""The REST API against a real single-node stack over HTTP, served by each
+of the two REST stacks (every test runs against both): the front door
+(dkv.api.front_door, the REST port of a node) and the Klein app of
+dkv.api.rest behind twisted.web's own HTTP channel.
 
 Every request goes through treq to the stack's real port. After each
 rejected request the test checks that nothing was written (the log indexes
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -23,7 +27,7 @@ from twisted.logger import globalLogPublisher
 
 from dkv.node import Limits
 from tests.api_stacks import start_leaderless_stack, start_stuck_leader_stack
-from tests.conftest import Stack, start_stack
+from tests.conftest import REST_STACKS, Stack, rest_factory, start_stack
 
 JSON = "application/json"
 MAX_KEY = Limits().max_key_bytes
@@ -124,10 +128,26 @@ def rejections(events: list[dict]) -> list[dict]:
     return [e for e in events if str(e.get("log_format", "")).startswith("rejected")]
 
 
+@pytest.fixture(params=REST_STACKS)
+def rest(request: pytest.FixtureRequest) -> str:
+    """The REST stack under test: every test here runs against each."""
+    return request.param
+
+
 @pytest_twisted.async_yield_fixture
-async def small_stack(tmp_path) -> AsyncIterator[Stack]:
+async def stack(tmp_path, rest: str) -> AsyncIterator[Stack]:
+    s, stoppers = await start_stack(tmp_path, rest=rest)
+    try:
+        yield s
+    finally:
+        for stop in stoppers:
+            await defer.maybeDeferred(stop)
+
+
+@pytest_twisted.async_yield_fixture
+async def small_stack(tmp_path, rest: str) -> AsyncIterator[Stack]:
     """A stack with small, configured limits: 16-byte keys, 256-byte bodies."""
-    s, stoppers = await start_stack(tmp_path, limits=Limits(max_key_bytes=16, max_body_bytes=256))
+    s, stoppers = await start_stack(tmp_path, limits=Limits(max_key_bytes=16, max_body_bytes=256), rest=rest)
     try:
         yield s
     finally:
@@ -136,8 +156,8 @@ async def small_stack(tmp_path) -> AsyncIterator[Stack]:
 
 
 @pytest_twisted.async_yield_fixture
-async def leaderless(tmp_path) -> AsyncIterator[Stack]:
-    s, stoppers = await start_leaderless_stack(tmp_path, request_timeout=0.3)
+async def leaderless(tmp_path, rest: str) -> AsyncIterator[Stack]:
+    s, stoppers = await start_leaderless_stack(tmp_path, request_timeout=0.3, rest=rest)
     try:
         yield s
     finally:
@@ -146,8 +166,8 @@ async def leaderless(tmp_path) -> AsyncIterator[Stack]:
 
 
 @pytest_twisted.async_yield_fixture
-async def stuck_leader(tmp_path) -> AsyncIterator[Stack]:
-    s, stoppers = await start_stuck_leader_stack(tmp_path, request_timeout=0.3)
+async def stuck_leader(tmp_path, rest: str) -> AsyncIterator[Stack]:
+    s, stoppers = await start_stuck_leader_stack(tmp_path, request_timeout=0.3, rest=rest)
     try:
         yield s
     finally:
@@ -450,10 +470,10 @@ async def test_bad_path_key(
 
 @pytest.mark.parametrize("size", [1, 511, 512, MAX_KEY])
 @pytest_twisted.ensureDeferred
-async def test_long_keys_up_to_the_limit(tmp_path, size: int) -> None:
+async def test_long_keys_up_to_the_limit(tmp_path, size: int, rest: str) -> None:
     """Every key up to max_key_bytes (4 KiB) can be written, read, deleted,
     and the node goes on serving."""
-    stack, stoppers = await start_stack(tmp_path, request_timeout=1.0)
+    stack, stoppers = await start_stack(tmp_path, request_timeout=1.0, rest=rest)
     try:
         key = b"\xfe" * size
         reply = await post_json(stack, {"key": std(key), "value": std(b"v")})
@@ -728,12 +748,10 @@ class FailingNode:
 
 
 @pytest_twisted.ensureDeferred
-async def test_internal_error_is_json_500(rest_log: list[dict]) -> None:
+async def test_internal_error_is_json_500(rest_log: list[dict], rest: str) -> None:
     from twisted.internet import reactor
 
-    from dkv.api.rest import RestApi
-
-    port = reactor.listenTCP(0, RestApi(FailingNode()).site(), interface="127.0.0.1")  # type: ignore[arg-type]
+    port = reactor.listenTCP(0, rest_factory(FailingNode(), rest), interface="127.0.0.1")
     try:
         url = f"http://127.0.0.1:{port.getHost().port}"
         reply = await request("POST", f"{url}/v0/kv", json.dumps({"key": "QQ==", "value": ""}).encode())
@@ -745,3 +763,169 @@ async def test_internal_error_is_json_500(rest_log: list[dict]) -> None:
     failures = [e for e in rest_log if "log_failure" in e]
     assert len(failures) == 2
     assert all(e["log_failure"].check(RuntimeError) for e in failures)
+
+
+# -- the two stacks agree, byte for byte ------------------------------------------------
+
+
+def _raw(
+    method: bytes,
+    target: bytes,
+    body: bytes | None = None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    version: bytes = b"HTTP/1.1",
+    close: bool = True,
+) -> bytes:
+    """One request as bytes; with close, it asks the server to close after it."""
+    lines = [b"%s %s %s" % (method, target, version), b"Host: 127.0.0.1"]
+    lines += [name + b": " + value for name, value in headers]
+    if body is not None and not any(name.lower() == b"transfer-encoding" for name, _ in headers):
+        lines.append(b"Content-Length: %d" % len(body))
+    if close and version == b"HTTP/1.1":
+        lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+
+
+def _agreement_corpus() -> dict[str, bytes]:
+    """Requests covering every route, error and HTTP feature the tests
+    above use, each ending with one that closes the connection."""
+    ctype = ((b"Content-Type", b"application/json"),)
+    put_body = lambda k, v: json.dumps({"key": std(k), "value": std(v)}).encode()  # noqa: E731
+    corpus: dict[str, bytes] = {}
+    for key in PATH_KEYS:
+        corpus[f"put {std(key)}"] = _raw(b"POST", b"/v0/kv", put_body(key, b"v" + key), ctype)
+        for form, encode in PATH_FORMS.items():
+            target = b"/v0/kv/key/" + encode(key).encode()
+            for query in (b"", b"?consistency=serializable", b"?consistency=Linearizable", b"?consistency=x"):
+                corpus[f"get {std(key)} {form} {query!r}"] = _raw(b"GET", target + query)
+            corpus[f"head {std(key)} {form}"] = _raw(b"HEAD", target)
+        corpus[f"delete {std(key)}"] = _raw(b"DELETE", b"/v0/kv/key/" + quote(std(key), safe="").encode())
+        corpus[f"get deleted {std(key)}"] = _raw(b"GET", b"/v0/kv/key/" + urlsafe(key).encode())
+    for case, (body, _) in BAD_BODIES.items():
+        corpus[f"bad body: {case}"] = _raw(b"POST", b"/v0/kv", body, ctype)
+    for path_key in ["Q", "QQ%3D%3D%3D", "Q!", "QQ==/QQ==", "%C3%A9", "%FF", "QQ%FF", "", "%3D%3D", std(b"k" * 65)]:
+        for method in (b"GET", b"DELETE", b"HEAD", b"PUT"):
+            corpus[f"{method.decode()} path key {path_key!r}"] = _raw(method, b"/v0/kv/key/" + path_key.encode())
+    for method, path in [
+        ("GET", "/"), ("GET", "/v0/kv/key"), ("GET", "/v0/kvx"), ("GET", "/v0/status/extra"), ("POST", "/v0/kv/"),
+        ("DELETE", "/v0/kv/keys/QQ=="), ("GET", "/v0/status/"), ("GET", "/v0/kv"), ("PUT", "/v0/kv"),
+        ("PATCH", "/v0/kv"), ("POST", "/v0/kv/key/QQ=="), ("POST", "/v0/status"), ("DELETE", "/v0/status"),
+        ("OPTIONS", "/v0/kv"), ("OPTIONS", "*"), ("TRACE", "*"), ("GET", "*"), ("HEAD", "/v0/status"),
+        ("GET", "/v0/status?x=1"), ("GET", "/v0/members"), ("POST", "/v0/members/zz/promote"),
+        ("DELETE", "/v0/members/zz"), ("POST", "/v0/leader/transfer"), ("GET", "/v0/%FF/x"), ("HEAD", "/nowhere"),
+        ("GET", "http://127.0.0.1/v0/status"),
+    ]:  # fmt: skip
+        corpus[f"{method} {path}"] = _raw(method.encode(), path.encode(), put_body(b"A", b"v"), ctype)
+    for body in [b'{"id": "d"}', b'{"id": "d", "address": "x"}', b'{"id": "d", "address": "h:1", "learner": 1}', b"["]:
+        corpus[f"add member {body!r}"] = _raw(b"POST", b"/v0/members", body, ctype)
+    for body in [b"", b"{}", b'{"to": ""}', b'{"to": 1}', b'{"to": "zz"}']:
+        corpus[f"transfer {body!r}"] = _raw(b"POST", b"/v0/leader/transfer", body, ctype)
+    corpus["HTTP/1.0 put"] = _raw(b"POST", b"/v0/kv", put_body(b"old", b"1.0"), ctype, version=b"HTTP/1.0")
+    corpus["HTTP/1.0 get"] = _raw(b"GET", b"/v0/kv/key/" + std(b"old").encode(), version=b"HTTP/1.0")
+    corpus["HTTP/1.0 status"] = _raw(b"GET", b"/v0/status", version=b"HTTP/1.0")
+    corpus["keep-alive pipeline"] = (
+        _raw(b"POST", b"/v0/kv", put_body(b"p", b"1"), ctype, close=False)
+        + _raw(b"GET", b"/v0/kv/key/cA==", close=False)
+        + _raw(b"DELETE", b"/v0/kv/key/cA==", close=False)
+        + _raw(b"GET", b"/v0/kv/key/cA==?consistency=serializable", close=False)
+        + _raw(b"GET", b"/v0/members", close=False)
+        + _raw(b"POST", b"/v0/kv", b"{", ctype, close=False)
+        + _raw(b"GET", b"/v0/kv/key/cA==")
+    )
+    both = ((b"Connection", b"keep-alive, close"),)
+    corpus["connection: keep-alive, close"] = _raw(b"GET", b"/v0/status", headers=both, close=False)
+    expect = ((b"Expect", b"100-continue"),)
+    corpus["expect 100-continue"] = _raw(b"POST", b"/v0/kv", put_body(b"e", b"c"), (*ctype, *expect))
+    corpus["expect on HTTP/1.0"] = _raw(b"POST", b"/v0/kv", put_body(b"e", b"c"), expect, version=b"HTTP/1.0")
+    body = put_body(b"chunked", b"body")
+    corpus["chunked put"] = _raw(
+        b"POST", b"/v0/kv", b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:]),
+        ((b"Transfer-Encoding", b"chunked"),),
+    )  # fmt: skip
+    form = ((b"Content-Type", b"application/x-www-form-urlencoded"),)
+    corpus["form-encoded put"] = _raw(b"POST", b"/v0/kv", body, form)
+    corpus["multipart put"] = _raw(b"POST", b"/v0/kv", body, ((b"Content-Type", b"multipart/form-data; boundary=x"),))
+    corpus["cookie"] = _raw(b"GET", b"/v0/status", headers=((b"Cookie", b"a=b; c"),))
+    corpus["body over the limit"] = _raw(b"POST", b"/v0/kv", b" " * 2000, ctype)
+    corpus["status with a body over the limit"] = _raw(b"GET", b"/v0/status", b" " * 2000)
+    corpus["head with a body over the limit"] = _raw(b"HEAD", b"/v0/status", b" " * 2000)
+    corpus["header name with a space"] = _raw(b"GET", b"/v0/status", headers=((b"Bad Name", b"x"),))
+    corpus["header without colon"] = b"GET /v0/status HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n"
+    corpus["two content-lengths"] = b"POST /v0/kv HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    corpus["content-length not a number"] = b"POST /v0/kv HTTP/1.1\r\nContent-Length: ten\r\n\r\n{}"
+    corpus["chunk size not hex"] = b"POST /v0/kv HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+    corpus["unknown transfer-encoding"] = b"POST /v0/kv HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n{}"
+    corpus["HTTP/9.9"] = b"GET /v0/status HTTP/9.9\r\n\r\n"
+    corpus["no version"] = b"GET /v0/status\r\n\r\n"
+    corpus["raw byte in the path"] = b"GET /v0/kv/key/\xff HTTP/1.1\r\n\r\n"
+    corpus["binary garbage"] = b"\x00\x01\x02\xff\xfe\r\n\r\n"
+    corpus["garbage after a request"] = _raw(b"GET", b"/v0/status", close=False) + b"\x16\x03\x01\x02\x00\r\n\r\n"
+    corpus["too many headers"] = _raw(b"GET", b"/v0/status", headers=((b"X", b"a"),) * 501)
+    corpus["long request line"] = _raw(b"GET", b"/" + b"a" * 20_000)
+    corpus["long header"] = _raw(b"GET", b"/v0/status", headers=((b"X", b"a" * 20_000),))
+    corpus["long headers"] = _raw(b"GET", b"/v0/status", headers=((b"X", b"a" * 9000),) * 2)
+    return corpus
+
+
+AGREEMENT_CORPUS = _agreement_corpus()
+
+
+async def _exchange_raw(port: int, data: bytes) -> bytes:
+    """Send data on a fresh connection; all that comes back until the server
+    closes it."""
+    from twisted.internet import protocol, reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    class Collect(protocol.Protocol):
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+            self.done: defer.Deferred[bytes] = defer.Deferred()
+
+        def connectionMade(self) -> None:  # noqa: N802
+            self.transport.write(data)
+
+        def dataReceived(self, chunk: bytes) -> None:  # noqa: N802
+            self.chunks.append(chunk)
+
+        def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+            self.done.callback(b"".join(self.chunks))
+
+    client = Collect()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    return await client.done.addTimeout(10, reactor)
+
+
+def _without_date_and_server(data: bytes) -> bytes:
+    return re.sub(rb"\r\n(?:Date|Server): [^\r\n]*", b"", data)
+
+
+@pytest_twisted.async_yield_fixture
+async def both_stacks(tmp_path) -> AsyncIterator[tuple[Stack, int, int]]:
+    """One node behind both stacks: (stack, front door port, Klein site port)."""
+    from twisted.internet import reactor
+
+    s, stoppers = await start_stack(tmp_path, limits=Limits(max_key_bytes=64, max_body_bytes=1024))
+    klein = reactor.listenTCP(0, rest_factory(s.node, "klein"), interface="127.0.0.1")
+    try:
+        yield s, int(s.rest_url.rsplit(":", 1)[1]), klein.getHost().port
+    finally:
+        await defer.maybeDeferred(klein.stopListening)
+        for stop in stoppers:
+            await defer.maybeDeferred(stop)
+
+
+@pytest_twisted.ensureDeferred
+async def test_both_stacks_answer_byte_for_byte_alike(both_stacks: tuple[Stack, int, int]) -> None:
+    """Each request of the corpus goes to the Klein site, then the same bytes
+    to the front door, on the same node (writes are repeated with the same
+    value, so the state both see is the same): the answers are the same
+    bytes, Date and Server apart, and so is whether the connection closed."""
+    _, front_door_port, klein_port = both_stacks
+    differ = {}
+    for case, data in AGREEMENT_CORPUS.items():
+        klein = _without_date_and_server(await _exchange_raw(klein_port, data))
+        front = _without_date_and_server(await _exchange_raw(front_door_port, data))
+        assert klein, case
+        if klein != front:
+            differ[case] = (klein, front)
+    assert not differ, "\n\n".join(f"{case}:\n klein: {k!r}\n front: {f!r}" for case, (k, f) in differ.items())

@@ -1,0 +1,236 @@
+# test-case-name: tests.test_rest,tests.test_front_door
+"""The REST API's one route table: every route is declared here once, with
+its handler.
+
+    POST   /v0/kv                         {"key": b64, "value": b64} -> {}
+    GET    /v0/kv/key/{b64key}            [?consistency=serializable] -> {"key", "value"}
+    DELETE /v0/kv/key/{b64key}                                       -> {}
+    GET    /v0/status                                                -> {...}
+    GET    /v0/members                                               -> {"members", "leader_id", "cluster_id"}
+    POST   /v0/members                    {"id", "address", "learner"}
+    POST   /v0/members/{id}/promote
+    DELETE /v0/members/{id}
+    POST   /v0/leader/transfer            [{"to": id}]               -> {"leader_id"}
+
+The Klein app (``dkv.api.rest``) is generated from ``ROUTES``; the front
+door (``dkv.api.front_door``) calls the handlers of the routes marked
+``fast`` itself, through ``FastRoutes``, and has Klein render every other
+request. A handler takes the node and a ``Call`` and returns the JSON body
+of a 200 answer (or a Deferred of it); it raises (or fails with) a
+``dkv.errors.DkvError`` for any other answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import attrs
+
+from dkv.api import b64
+from dkv.errors import InvalidArgument
+from dkv.node import Node
+
+#: The path converter meaning "the rest of the path": one character or more,
+#: "/" included (a standard base64 key may contain "/" and start with it).
+#: ``dkv.api.rest`` registers it with werkzeug under this name.
+REST_OF_PATH = "rest"
+
+_CONSISTENCY = {"linearizable": True, "serializable": False}
+
+
+class Call:
+    """What a handler may read of a request: its body, its query arguments
+    (``parse_qs`` of the query, blank values kept) and the path parameters."""
+
+    __slots__ = ("body", "args", "params")
+
+    def __init__(self, body: bytes, args: dict[bytes, list[bytes]], params: dict[str, str]) -> None:
+        self.body = body
+        self.args = args
+        self.params = params
+
+
+#: node, call -> the JSON body of a 200 answer, or a Deferred of it.
+Handler = Callable[[Node, Call], Any]
+
+
+@attrs.frozen
+class Route:
+    name: str
+    methods: tuple[str, ...]
+    #: A werkzeug rule, as Klein takes it.
+    pattern: str
+    handler: Handler
+    #: The front door serves it without twisted.web. Only a literal path, or
+    #: a literal prefix followed by ``<rest:NAME>``, can be fast.
+    fast: bool = False
+
+
+# -- body and query parsing ------------------------------------------------------------
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object (raises InvalidArgument for anything else)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise InvalidArgument(f"malformed JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("body must be a JSON object")
+    return body
+
+
+def _string(body: dict[str, Any], name: str, what: str) -> str:
+    if name not in body:
+        raise InvalidArgument(f"missing field {name!r}")
+    value = body[name]
+    if not isinstance(value, str):
+        raise InvalidArgument(f"field {name!r} must be {what}")
+    return value
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = _string(body, name, "a non-empty string")
+    if not value:
+        raise InvalidArgument(f"field {name!r} must be a non-empty string")
+    return value
+
+
+def parse_put(raw: bytes) -> tuple[bytes, bytes]:
+    """The key and value of a ``POST /v0/kv`` body (raises InvalidArgument)."""
+    body = parse_object(raw)
+    key = b64.decode(_string(body, "key", "a base64 string"), "key")
+    return key, b64.decode(_string(body, "value", "a base64 string"), "value")
+
+
+def linearizable(values: list[bytes] | None) -> bool:
+    """The ``consistency`` query parameter (last value wins; default linearizable)."""
+    mode = values[-1].decode("utf-8", "replace").lower() if values else "linearizable"
+    if mode not in _CONSISTENCY:
+        raise InvalidArgument("consistency must be linearizable or serializable")
+    return _CONSISTENCY[mode]
+
+
+# -- handlers --------------------------------------------------------------------------
+
+
+def _empty(_: object) -> dict[str, Any]:
+    return {}
+
+
+def put(node: Node, call: Call) -> Any:
+    key, value = parse_put(call.body)
+    return node.put(key, value).addCallback(_empty)
+
+
+def get(node: Node, call: Call) -> Any:
+    key = b64.decode(call.params["b64key"], "key")
+    d = node.get(key, linearizable=linearizable(call.args.get(b"consistency")))
+    return d.addCallback(lambda value: {"key": b64.encode(key), "value": b64.encode(value)})
+
+
+def delete(node: Node, call: Call) -> Any:
+    key = b64.decode(call.params["b64key"], "key")
+    return node.delete(key).addCallback(_empty)
+
+
+def empty_key(node: Node, call: Call) -> Any:
+    raise InvalidArgument("key must not be empty")
+
+
+def status(node: Node, call: Call) -> Any:
+    return node.status()
+
+
+def members(node: Node, call: Call) -> Any:
+    return node.members()
+
+
+def add_member(node: Node, call: Call) -> Any:
+    body = parse_object(call.body)
+    learner = body.get("learner", False)
+    if not isinstance(learner, bool):
+        raise InvalidArgument("field 'learner' must be true or false")
+    return node.add_member(_text(body, "id"), _text(body, "address"), learner)
+
+
+def promote_member(node: Node, call: Call) -> Any:
+    return node.promote_member(call.params["node_id"])
+
+
+def remove_member(node: Node, call: Call) -> Any:
+    return node.remove_member(call.params["node_id"])
+
+
+def transfer_leader(node: Node, call: Call) -> Any:
+    """Body optional: ``{"to": "b"}``; without a target the most up-to-date
+    voter takes over."""
+    body = parse_object(call.body) if call.body.strip() else {}
+    to = _text(body, "to") if "to" in body else None
+    return node.transfer_leader(to)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("put", ("POST",), "/v0/kv", put, fast=True),
+    Route("get", ("GET",), f"/v0/kv/key/<{REST_OF_PATH}:b64key>", get, fast=True),
+    Route("delete", ("DELETE",), f"/v0/kv/key/<{REST_OF_PATH}:b64key>", delete, fast=True),
+    Route("empty_key", ("GET", "DELETE"), "/v0/kv/key/", empty_key),
+    Route("status", ("GET",), "/v0/status", status),
+    Route("members", ("GET",), "/v0/members", members),
+    Route("add_member", ("POST",), "/v0/members", add_member),
+    Route("promote_member", ("POST",), "/v0/members/<node_id>/promote", promote_member),
+    Route("remove_member", ("DELETE",), "/v0/members/<node_id>", remove_member),
+    Route("transfer_leader", ("POST",), "/v0/leader/transfer", transfer_leader),
+)
+
+
+class FastRoutes:
+    """The fast routes of a table, matched on a request's raw method and
+    path (no query) exactly as Klein matches them: a literal path must be
+    equal; ``<rest:NAME>`` takes the rest of the path, percent-decoded
+    (Twisted decodes each segment), as UTF-8 text."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self._exact: dict[tuple[bytes, bytes], Route] = {}
+        self._prefixes: list[tuple[bytes, dict[bytes, Route], str]] = []
+        for route in routes:
+            if not route.fast:
+                continue
+            literal, sep, param = route.pattern.partition("<")
+            methods = [m.encode("ascii") for m in route.methods]
+            if not sep:
+                for method in methods:
+                    self._exact[(method, literal.encode("ascii"))] = route
+                continue
+            converter, _, name = param.removesuffix(">").partition(":")
+            if converter != REST_OF_PATH or not param.endswith(">") or not name or ">" in param[:-1]:
+                raise ValueError(f"route {route.name}: a fast route is a literal path or ends in <{REST_OF_PATH}:NAME>")
+            prefix = literal.encode("ascii")
+            entry = next((e for e in self._prefixes if e[0] == prefix and e[2] == name), None)
+            if entry is None:
+                entry = (prefix, {}, name)
+                self._prefixes.append(entry)
+            for method in methods:
+                entry[1][method] = route
+
+    def match(self, method: bytes, path: bytes) -> tuple[Route, dict[str, str]] | None:
+        """The fast route for method and path and its path parameters; None
+        if no fast route matches (Klein decides then). Raises
+        InvalidArgument for a parameter that is not UTF-8, as Klein answers."""
+        route = self._exact.get((method, path))
+        if route is not None:
+            return route, {}
+        for prefix, by_method, name in self._prefixes:
+            if len(path) > len(prefix) and path.startswith(prefix):
+                route = by_method.get(method)
+                if route is None:
+                    continue
+                try:
+                    text = unquote_to_bytes(path[len(prefix) :]).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidArgument("path is not valid UTF-8") from None
+                return route, {name: text}
+        return None
