@@ -64,7 +64,7 @@ from dkv.raft.messages import (
     RequestVote,
     VoteResponse,
 )
-from dkv.replication import ReplicationService
+from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import StorageError, WriteBatch, record_crc
 from dkv.storage.memory import MemoryStore
 from dkv.transport.snapshots import OutgoingSnapshot
@@ -307,14 +307,16 @@ class DriverCluster:
             store=store,
             transport=_SimTransport(self, nid),
             clock=self.clock,
-            raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1),
-            tick_seconds=TICK,
-            request_timeout=1.0,
             rng=random.Random(self.rng.getrandbits(64)),
-            first_election_ticks=2 if nid == self.ids[0] else None,
+            config=DriverConfig(
+                raft=RaftConfig(election_ticks=10, heartbeat_ticks=1),
+                tick_seconds=TICK,
+                request_timeout=1.0,
+                first_election_ticks=2 if nid == self.ids[0] else None,
+                snapshot_entries=self.snapshot_entries,
+                snapshot_keep=self.snapshot_keep,
+            ),
             on_fatal=lambda f, nid=nid: self.inv.fatal.append(f"{nid}: {f.getErrorMessage()}"),
-            snapshot_entries=self.snapshot_entries,
-            snapshot_keep=self.snapshot_keep,
             snapshot_sender=lambda peer, snap, term, nid=nid: self._send_snapshot(nid, peer, snap, term),
         )
         svc.startService()
@@ -486,7 +488,9 @@ class DriverCluster:
             return
         leader = self.leader()
         if nid is None:
-            nid = leader if leader is not None and self.rng.random() < self.chaos.crash_leader else self.rng.choice(live)
+            nid = (
+                leader if leader is not None and self.rng.random() < self.chaos.crash_leader else self.rng.choice(live)
+            )
         svc = self.services[nid]
         assert svc is not None
         self._log(f"crash {nid}")

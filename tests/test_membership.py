@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -14,19 +15,29 @@ from dkv.errors import FailedPrecondition, MemberNotFound
 from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import InstallSnapshot
-from dkv.replication import ReplicationService
+from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import record_crc
 from dkv.storage.memory import MemoryStore
 from dkv.transport.snapshots import OutgoingSnapshot
-
 from tests.test_replication import TICK, Network, outcome, pump, put
 
+AB = Membership(tuple(Member(i, f"127.0.0.1:{7000 + n}") for n, i in enumerate("ab")))
 MEMBERS = Membership(tuple(Member(i, f"127.0.0.1:{7000 + n}") for n, i in enumerate("abc")))
+#: Each node's random seed (explicit: ``hash(str)`` changes per process).
+SEEDS = {node_id: n for n, node_id in enumerate("abcde", start=11)}
 
 
 def node(
-    node_id: str, clock: Clock, net: Network, store: MemoryStore, *, first: bool = False, **kw
+    node_id: str,
+    clock: Clock,
+    net: Network,
+    store: MemoryStore,
+    *,
+    first: bool = False,
+    snapshot_sender=None,
+    **config,
 ) -> ReplicationService:
+    """Node node_id; a removal is recorded in ``net.removed``."""
     state = store.load() or store.bootstrap("cid", MEMBERS)
     svc = ReplicationService(
         node_id=node_id,
@@ -34,12 +45,16 @@ def node(
         store=store,
         transport=net.transport(node_id),
         clock=clock,
-        raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1),
-        tick_seconds=TICK,
-        request_timeout=2.0,
-        rng=random.Random(hash(node_id) & 0xFFFF),
-        first_election_ticks=2 if first else None,
-        **kw,
+        rng=random.Random(SEEDS[node_id]),
+        config=DriverConfig(
+            raft=RaftConfig(election_ticks=10, heartbeat_ticks=1),
+            tick_seconds=TICK,
+            request_timeout=2.0,
+            first_election_ticks=2 if first else None,
+            **config,
+        ),
+        snapshot_sender=snapshot_sender,
+        on_removed=lambda: net.removed.append(node_id),
     )
     net.nodes[node_id] = svc
     svc.startService()
@@ -61,7 +76,9 @@ def direct_sender(net: Network, stores: dict[str, MemoryStore]):
             seq += 1
             if last:
                 break
-        net.nodes[peer].receive([InstallSnapshot(frm=net.nodes[peer].raft.leader or "a", to=peer, term=term, meta=snap.meta)])
+        net.nodes[peer].receive(
+            [InstallSnapshot(frm=net.nodes[peer].raft.leader or "a", to=peer, term=term, meta=snap.meta)]
+        )
         return succeed(None)
 
     return send
@@ -129,7 +146,7 @@ def test_promote_is_refused_until_the_learner_caught_up(world) -> None:
     outcome(svcs["a"].add_member(Member("d", "127.0.0.1:7003", voter=False)))
     pump(clock, 0.1)
     # d never starts: its match stays 0 while the log grows past the lag.
-    svcs["a"]._promote_lag = 5
+    svcs["a"].config = attrs.evolve(svcs["a"].config, promote_lag=5)
     for i in range(20):
         put(svcs["a"], b"k%d" % i, b"v")
         pump(clock, 0.02)
@@ -163,8 +180,7 @@ def test_membership_errors(world) -> None:
 
 def test_removing_the_leader_hands_over_and_stops_it(world) -> None:
     clock, net, stores, svcs, _ = world
-    removed: list[str] = []
-    svcs["a"]._on_removed = lambda: removed.append("a")
+    removed = net.removed
     result = outcome(svcs["a"].remove_member("a"))
     pump(clock, 0.5)
     assert not isinstance(result[0], Failure) and result[0].voters == {"b", "c"}
@@ -179,8 +195,7 @@ def test_removing_the_leader_hands_over_and_stops_it(world) -> None:
 
 def test_removed_follower_is_told_to_stop(world) -> None:
     clock, net, stores, svcs, _ = world
-    removed: list[str] = []
-    svcs["c"]._on_removed = lambda: removed.append("c")
+    removed = net.removed
     outcome(svcs["a"].remove_member("c"))
     pump(clock, 0.2)
     assert removed == ["c"]
@@ -227,15 +242,14 @@ def test_notice_stops_a_node_only_if_no_leader_contacts_it(world) -> None:
 
     clock, net, stores, svcs, _ = world
     c = svcs["c"]
-    removed: list[str] = []
-    c._on_removed = lambda: removed.append("c")
+    removed = net.removed
     net.down = {"c"}  # nobody hears from it, it hears from nobody
-    c.receive([NotMember(frm="a", to="c", term=c.raft.term, config_index=c.raft.log.last_index())])
+    c.receive([NotMember(frm="a", to="c", term=c.raft.term, config_index=c.raft.log.last_index(), membership=AB)])
     pump(clock, 0.1)
     assert c.raft.removed and removed == []
     c.receive([Heartbeat(frm="a", to="c", term=c.raft.term, commit=0)])  # a leader wants it after all
     pump(clock, 0.5)
     assert not c.raft.removed and removed == []
-    c.receive([NotMember(frm="a", to="c", term=c.raft.term, config_index=c.raft.log.last_index())])
+    c.receive([NotMember(frm="a", to="c", term=c.raft.term, config_index=c.raft.log.last_index(), membership=AB)])
     pump(clock, 0.3)
     assert removed == ["c"]

@@ -9,14 +9,13 @@ import random
 import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from dkv.commands import encode_put
 from dkv.errors import NoLeader, OutcomeUnknown
 from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import Message, RequestVote, VoteResponse
-from dkv.replication import ReplicationService
+from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import WriteBatch
 from dkv.storage.memory import MemoryStore
 
@@ -31,11 +30,13 @@ class Network:
         self.nodes: dict[str, ReplicationService] = {}
         self.sent: list[Message] = []
         self.down: set[str] = set()
+        #: Nodes that were told they were removed (see test_membership).
+        self.removed: list[str] = []
         #: Nodes whose incoming messages wait (in order) until ``release``.
         self.held: set[str] = set()
         self._held_messages: list[Message] = []
 
-    def transport(self, node_id: str) -> "NetTransport":
+    def transport(self, node_id: str) -> NetTransport:
         return NetTransport(self, node_id)
 
     def deliver(self, messages) -> None:
@@ -101,11 +102,13 @@ def make(node_ids, clock: Clock, net: Network, timeout: float = 1.0, stores=None
             store=store,
             transport=net.transport(node_id),
             clock=clock,
-            raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1),
-            tick_seconds=TICK,
-            request_timeout=timeout,
             rng=random.Random(n),
-            first_election_ticks=2 if n == 0 else None,
+            config=DriverConfig(
+                raft=RaftConfig(election_ticks=10, heartbeat_ticks=1),
+                tick_seconds=TICK,
+                request_timeout=timeout,
+                first_election_ticks=2 if n == 0 else None,
+            ),
         )
         net.nodes[node_id] = svc
         services[node_id] = svc
@@ -232,7 +235,7 @@ def test_without_a_leader_requests_wait_then_fail_with_no_leader() -> None:
     assert len(result) == 1 and result[0].check(NoLeader) and result[0].value.message == "no leader"
     assert len(read) == 1 and read[0].check(NoLeader) and read[0].value.message == "no leader"
     assert b.raft.log.last_index() == last
-    assert b._writes == {} and b._new_writes == [] and b._new_reads == []
+    assert not b.requests._pending and not b.requests.has_new_writes and not b.requests.has_new_reads
 
 
 def test_requests_during_an_election_wait_for_the_new_leader() -> None:
@@ -380,9 +383,14 @@ def test_persist_failure_is_fatal() -> None:
     members = Membership((Member("a", "x:1"),))
     state = store.bootstrap("cid", members)
     svc = ReplicationService(
-        node_id="a", state=state, store=store, transport=net.transport("a"), clock=clock,
-        raft_config=RaftConfig(), tick_seconds=TICK, request_timeout=1, rng=random.Random(1),
-        first_election_ticks=1, on_fatal=fatal.append,
+        node_id="a",
+        state=state,
+        store=store,
+        transport=net.transport("a"),
+        clock=clock,
+        rng=random.Random(1),
+        on_fatal=fatal.append,
+        config=DriverConfig(tick_seconds=TICK, request_timeout=1, first_election_ticks=1),
     )
     store.write = lambda batch: fail(OSError("disk full"))
     svc.startService()
@@ -436,10 +444,10 @@ def _follower_alone(store: MemoryStore, clock: Clock, net: Network, rng_seed: in
         store=store,
         transport=net.transport("b"),
         clock=clock,
-        raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1),
-        tick_seconds=TICK,
-        request_timeout=1.0,
         rng=random.Random(rng_seed),
+        config=DriverConfig(
+            raft=RaftConfig(election_ticks=10, heartbeat_ticks=1), tick_seconds=TICK, request_timeout=1.0
+        ),
     )
     net.nodes["b"] = svc
     svc.startService()
@@ -454,7 +462,14 @@ def test_a_read_after_a_snapshot_install_never_sees_the_state_before_it() -> Non
     the store as it was. Then applied went back to 10. Rule now: nothing
     from a Ready that carries a snapshot is applied, answered or released
     until the snapshot is in the store; applied never moves backwards."""
-    from dkv.raft.messages import AppendEntries, Entry, InstallSnapshot, ReadIndexRequest, ReadIndexResponse, SnapshotMeta
+    from dkv.raft.messages import (
+        AppendEntries,
+        Entry,
+        InstallSnapshot,
+        ReadIndexRequest,
+        ReadIndexResponse,
+        SnapshotMeta,
+    )
     from dkv.storage import record_crc
 
     clock = Clock()
@@ -463,8 +478,19 @@ def test_a_read_after_a_snapshot_install_never_sees_the_state_before_it() -> Non
     b = _follower_alone(store, clock, net)
     members = b.raft.membership
     rid = b.next_request_id()
-    b.receive([AppendEntries(frm="a", to="b", term=2, prev_index=1, prev_term=1, commit=3,
-                             entries=(Entry(2, 2), Entry(3, 2, data=encode_put(rid, b"K", b"old"))))])
+    b.receive(
+        [
+            AppendEntries(
+                frm="a",
+                to="b",
+                term=2,
+                prev_index=1,
+                prev_term=1,
+                commit=3,
+                entries=(Entry(2, 2), Entry(3, 2, data=encode_put(rid, b"K", b"old"))),
+            )
+        ]
+    )
     clock.advance(0)
     assert b.applied == 3 and store.get(b"K") == b"old"
     # The leader's state at index 10 (K = new) is staged on b...
@@ -474,11 +500,20 @@ def test_a_read_after_a_snapshot_install_never_sees_the_state_before_it() -> Non
     # ...and its install is slow, while the next append arrives at once.
     store.gated = True
     rid2 = b.next_request_id()
-    b.receive([
-        InstallSnapshot(frm="a", to="b", term=2, meta=meta),
-        AppendEntries(frm="a", to="b", term=2, prev_index=10, prev_term=2, commit=11,
-                      entries=(Entry(11, 2, data=encode_put(rid2, b"K2", b"x")),)),
-    ])
+    b.receive(
+        [
+            InstallSnapshot(frm="a", to="b", term=2, meta=meta),
+            AppendEntries(
+                frm="a",
+                to="b",
+                term=2,
+                prev_index=10,
+                prev_term=2,
+                commit=11,
+                entries=(Entry(11, 2, data=encode_put(rid2, b"K2", b"x")),),
+            ),
+        ]
+    )
     seen: list = []
     applied_seen = [b.applied]
     read = b.read_barrier().addCallback(lambda _: seen.append(b.read(b"K")))
@@ -521,9 +556,15 @@ def test_an_answer_meant_for_an_earlier_run_matches_no_request_of_this_one() -> 
     services["b"].stopService()
     net.down = set()
     b = ReplicationService(  # the same node, a new process (a new random generator)
-        node_id="b", state=stores["b"].load(), store=stores["b"], transport=net.transport("b"), clock=clock,
-        raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1), tick_seconds=TICK, request_timeout=1.0,
+        node_id="b",
+        state=stores["b"].load(),
+        store=stores["b"],
+        transport=net.transport("b"),
+        clock=clock,
         rng=random.Random(99),
+        config=DriverConfig(
+            raft=RaftConfig(election_ticks=10, heartbeat_ticks=1), tick_seconds=TICK, request_timeout=1.0
+        ),
     )
     net.nodes["b"] = b
     b.startService()

@@ -541,6 +541,42 @@ class Raft:
             self._progress[self.id].match = self.log.stable
             self._maybe_commit()
 
+    # -- facts for the driver ------------------------------------------------------
+
+    @property
+    def commit_index(self) -> int:
+        return self.log.committed
+
+    @property
+    def applied_index(self) -> int:
+        """The last index the driver applied and advanced."""
+        return self.log.applied
+
+    @property
+    def log_base(self) -> int:
+        """The index the log starts after (the last compacted or installed)."""
+        return self.log.snapshot_index
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at index; None when compacted or absent."""
+        return self.log.term(index)
+
+    def committed_membership(self) -> Membership:
+        """The configuration in force at the commit index."""
+        return self.membership_at(self.log.committed)
+
+    def caught_up(self, node_id: str, max_lag: int) -> bool:
+        """Leader only: does node_id hold the latest configuration change (the
+        one that made it a learner, say: it answers as a member) and a log
+        within max_lag entries of the commit index?"""
+        if self.role is not Role.LEADER:
+            return False
+        pr = self._progress.get(node_id)
+        if pr is None:
+            return False
+        added_at = self.log.config_indexes[-1] if self.log.config_indexes else 0
+        return pr.match >= added_at and pr.match + max_lag >= self.log.committed
+
     def status(self) -> RaftStatus:
         match = (
             {i: p.match for i, p in self._progress.items()} if self.role is Role.LEADER else {}

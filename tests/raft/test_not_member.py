@@ -16,10 +16,16 @@ AB = Membership(tuple(Member(i, f"{i}:1") for i in "ab"))
 def node(node_id: str, entries: list[Entry], commit: int):
     from dkv.raft import Raft
 
-    return Raft(node_id, RaftConfig(), random.Random(1), hard_state=HardState(2, "", commit), entries=entries, applied=commit)
+    return Raft(
+        node_id, RaftConfig(), random.Random(1), hard_state=HardState(2, "", commit), entries=entries, applied=commit
+    )
 
 
-LOG_WITH_REMOVAL = [Entry(1, 1, EntryKind.CONFIG, ABC.encode()), Entry(2, 2), Entry(3, 2, EntryKind.CONFIG, AB.encode())]
+LOG_WITH_REMOVAL = [
+    Entry(1, 1, EntryKind.CONFIG, ABC.encode()),
+    Entry(2, 2),
+    Entry(3, 2, EntryKind.CONFIG, AB.encode()),
+]
 
 
 def vote_request(frm: str, to: str) -> RequestVote:

@@ -1,0 +1,541 @@
+# test-case-name: tests.test_replication,tests.test_driver_simulation
+"""``ReplicationService``: the one place that turns the Raft core's decisions into I/O.
+
+It ticks the core from an injected clock, steps received messages into it,
+and runs the turn the core's contract asks for::
+
+    take_outbox()  -> send at once (leader appends, heartbeats, read answers)
+    ready()        -> persist hard state + entries and apply committed entries,
+                      all in ONE store transaction (one fsync)
+                   -> then send the Ready's messages (votes, append acks)
+                   -> then answer the clients whose entries were applied
+                   -> then advance()
+
+Committed entries are applied to an in-memory overlay over the store and their
+writes answered as soon as the Ready is taken (they are on a majority's disk);
+the store gets the same operations in that Ready's transaction. A Ready that
+installs a snapshot is the exception: nothing of it is applied, answered or
+released until the snapshot is in the store, since the overlay would sit on the
+state from before the snapshot. The applied index never moves backwards (a
+violation stops the node).
+
+At most one Ready is being persisted at a time. Everything that arrives in the
+meantime (client proposals, peer messages) piles up in the core and goes into
+the next Ready: that is the group commit. Client proposals and reads of one
+reactor turn also enter the core together (one ``propose``, one
+``read_index``), so they share one append and one ReadIndex round.
+
+The service does the turn and wires the parts that each hold one job: the
+request table (``requests``), snapshot shipping (``snapshot_shipping``), peer
+links and removal (``membership_watch``) and the compaction policy
+(``compaction``). Deferreds carry results to clients; they never change Raft
+state: replies, errors and timeouts from peers become messages stepped into
+the core.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from dkv.commands import RequestId
+from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
+from dkv.logs import logger
+from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
+from dkv.raft.membership import Member, Membership, MembershipError
+from dkv.raft.messages import Message, SnapshotMeta
+from dkv.replication.compaction import CompactionPolicy
+from dkv.replication.membership_watch import PeerLinks, RemovalWatch
+from dkv.replication.requests import RequestTable
+from dkv.replication.snapshot_shipping import SnapshotSender, SnapshotShipper
+from dkv.statemachine import Applied, Overlay, decode_entries
+from dkv.storage import NodeStore, PersistentState, WriteBatch
+from dkv.transport import Transport
+
+#: How long a commit index may wait for an append to carry it (defer_commit).
+COMMIT_FLUSH_SECONDS = 0.002
+
+log = logger("dkv.replication")
+
+
+@attrs.frozen
+class DriverConfig:
+    """How one node's driver behaves (see the README's configuration table)."""
+
+    raft: RaftConfig = RaftConfig()
+    tick_seconds: float = 0.1
+    #: How long a client request may wait for the cluster.
+    request_timeout: float = 5.0
+    #: The node listed first in a new cluster gets this short first timeout.
+    first_election_ticks: int | None = None
+    #: Compact every this many applied entries (0: never), keeping this many.
+    snapshot_entries: int = 10_000
+    snapshot_keep: int = 5_000
+    #: A learner may be promoted once within this many entries of the commit.
+    promote_lag: int = 1000
+
+
+class ReplicationService(Service):
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        store: NodeStore,
+        state: PersistentState | None = None,
+        transport: Transport,
+        clock: IReactorTime,
+        rng: random.Random,
+        config: DriverConfig = DriverConfig(),
+        snapshot_sender: SnapshotSender | None = None,
+        on_fatal: Callable[[Failure], None] = lambda f: None,
+        on_removed: Callable[[], None] = lambda: None,
+    ) -> None:
+        """state: what the store holds (default: ``store.load()`` when the
+        service starts, so the store may open later than this is built);
+        on_fatal: the store failed or an internal check did (the node must
+        stop); on_removed: this node was removed from the cluster."""
+        self.node_id = node_id
+        self.config = config
+        self._state = state
+        self._store = store
+        self._transport = transport
+        self._clock = clock
+        self._rng = rng
+        self._on_fatal = on_fatal
+        self.raft: Raft | None = None
+        self.requests = RequestTable(rng, config.request_timeout, config.tick_seconds)
+        self.applied = state.applied if state is not None else 0
+        self._overlay = Overlay()
+        self._compaction = CompactionPolicy(config.snapshot_entries, config.snapshot_keep, self.applied)
+        self._pending_compact: SnapshotMeta | None = None
+        self._shipper = SnapshotShipper(store, snapshot_sender, clock, self._snapshot_reported)
+        self._links = PeerLinks(transport, clock)
+        grace = 2 * config.raft.election_ticks * config.tick_seconds
+        self._removal = RemovalWatch(node_id, clock, grace, on_removed)
+        self._ticker: LoopingCall | None = None
+        self._scheduled: IDelayedCall | None = None
+        self._commit_flush: IDelayedCall | None = None
+        self._persisting: Deferred | None = None
+        self._installing: SnapshotMeta | None = None
+        self._failed: Failure | None = None
+        self._soft: tuple[Role, int, str | None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def cluster_id(self) -> str:
+        return self._state.cluster_id if self._state is not None else ""
+
+    def startService(self) -> None:
+        if self._state is None:
+            self._state = self._store.load()
+            if self._state is None:
+                raise RuntimeError("the store holds no node: bootstrap or initialize it first")
+            self.applied = self._state.applied
+            self._compaction.reset(self.applied)
+        super().startService()
+        st = self._state
+        self.raft = Raft(
+            self.node_id,
+            self.config.raft,
+            self._rng,
+            hard_state=st.hard_state,
+            entries=st.entries,
+            snapshot_index=st.snapshot_index,
+            snapshot_term=st.snapshot_term,
+            snapshot_membership=st.snapshot_membership,
+            applied=st.applied,
+            first_election_ticks=self.config.first_election_ticks,
+        )
+        self._watch_membership(self.raft)
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = self._clock
+        self._ticker.start(self.config.tick_seconds, now=False)
+        self._schedule()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        for call in (self._scheduled, self._commit_flush):
+            if call is not None and call.active():
+                call.cancel()
+        self._scheduled = self._commit_flush = None
+        self.requests.fail_all()
+        self._shipper.stop()
+        if self._persisting is not None:
+            d: Deferred[None] = Deferred()
+
+            def written(result: object) -> object:
+                d.callback(None)
+                return result
+
+            self._persisting.addBoth(written)
+            return d
+        return succeed(None)
+
+    # -- API for the node --------------------------------------------------------
+
+    def next_request_id(self) -> RequestId:
+        return self.requests.next_request_id()
+
+    def propose(self, rid: RequestId, payload: bytes) -> Deferred[None]:
+        """Fires when the entry carrying rid is committed and applied here.
+
+        While no leader is known (an election, a transfer) the write waits for
+        one. Fails with NoLeader when it was certainly not appended anywhere
+        (no leader took it by the deadline, or the leader refused it), and
+        OutcomeUnknown when it was proposed but not seen applied in time."""
+        if not self.running or self.raft is None:
+            return fail(NoLeader("node is not running"))
+        d = self.requests.add_write(self._clock.seconds(), rid, payload)
+        self._schedule()
+        return d
+
+    def read_barrier(self) -> Deferred[None]:
+        """Fires when a linearizable read may be served from the local state:
+        leadership was confirmed by a quorum after this call (ReadIndex) and
+        the read index is applied here. Waits for a leader as ``propose``
+        does; fails with NoLeader when none confirms the read in time or the
+        leader lost its leadership meanwhile."""
+        if not self.running or self.raft is None:
+            return fail(NoLeader("node is not running"))
+        d = self.requests.add_read(self._clock.seconds())
+        self._schedule()
+        return d
+
+    def read(self, key: bytes) -> bytes | None:
+        """The applied value of key: the overlay, else the store. Raises
+        NoLeader once the node is stopping (the store may be closed)."""
+        if not self.running:
+            raise NoLeader("node is shutting down")
+        hit, value = self._overlay.get(key)
+        return value if hit else self._store.get(key)
+
+    def status(self) -> RaftStatus:
+        assert self.raft is not None
+        return self.raft.status()
+
+    @property
+    def installing_snapshot(self) -> bool:
+        """The core accepted a staged snapshot that is not installed yet:
+        the staging area must not be reused until it is."""
+        return self._installing is not None or (self.raft is not None and self.raft.snapshot_pending)
+
+    # -- membership and leadership (leader only; callers forward otherwise) -------
+
+    def _require_leader(self) -> Raft:
+        raft = self.raft
+        if raft is None or not self.running:
+            raise NoLeader("node is not running")
+        if raft.role is not Role.LEADER:
+            raise NotLeader(raft.leader)
+        return raft
+
+    def add_member(self, member: Member) -> Deferred[Membership]:
+        """Add member (a learner or a voter); fires once the change is
+        committed and applied here. Adding an identical member again succeeds
+        at once (a node retrying its join)."""
+        raft = self._require_leader()
+        current = raft.membership
+        existing = current.get(member.id)
+        if existing == member:
+            return succeed(current)
+        if existing is not None:
+            raise FailedPrecondition(f"{member.id} is already a member (at {existing.address})")
+        if any(m.address == member.address for m in current.members):
+            raise FailedPrecondition(f"address {member.address} is already used by another member")
+        return self._change(raft, current.add(member))
+
+    def promote_member(self, node_id: str) -> Deferred[Membership]:
+        raft = self._require_leader()
+        current = raft.membership
+        member = current.get(node_id)
+        if member is None:
+            raise MemberNotFound(f"no member {node_id}")
+        if member.voter:
+            return succeed(current)
+        if not raft.caught_up(node_id, self.config.promote_lag):
+            match = raft.status().match.get(node_id, 0)
+            raise FailedPrecondition(
+                f"learner {node_id} has not caught up: it holds the log up to {match}, "
+                f"the commit index is {raft.commit_index}"
+            )
+        return self._change(raft, current.promote(node_id))
+
+    def remove_member(self, node_id: str) -> Deferred[Membership]:
+        raft = self._require_leader()
+        current = raft.membership
+        if current.get(node_id) is None:
+            raise MemberNotFound(f"no member {node_id}")
+        return self._change(raft, current.remove(node_id))
+
+    def _change(self, raft: Raft, new: Membership) -> Deferred[Membership]:
+        try:
+            index = raft.propose_membership(new)
+        except MembershipError as e:
+            raise FailedPrecondition(str(e)) from None
+        except ProposalDropped as e:
+            raise NoLeader(f"no leader ({e})") from None
+        term = raft.term
+        d = self.requests.add_change(self._clock.seconds(), index)
+        self._schedule()
+
+        def check(_: object) -> Membership:
+            # Applied up to index: was it our entry that got there?
+            held = raft.term_at(index)
+            if held is not None and held != term:
+                raise NoLeader("leadership changed before the membership change committed")
+            return raft.membership_at(index)
+
+        return d.addCallback(check)
+
+    def transfer_leadership(self, to: str | None) -> Deferred[str]:
+        """Hand leadership over; fires with the new leader's id."""
+        raft = self._require_leader()
+        try:
+            target = raft.transfer_leadership(to)
+        except MembershipError as e:
+            raise FailedPrecondition(str(e)) from None
+        if target == self.node_id:
+            return succeed(target)
+        d = self.requests.add_transfer(self._clock.seconds(), target)
+        self._schedule()
+        return d
+
+    # -- inputs from the transport -------------------------------------------------
+
+    def receive(self, messages: Sequence[Message]) -> None:
+        """Messages from peers (called by the transport)."""
+        raft = self.raft
+        if raft is None or not self.running:
+            return
+        def step_all() -> None:
+            for m in messages:
+                raft.step(m)
+
+        self._guard(step_all)
+        self._schedule()
+
+    def unreachable(self, peer: str) -> None:
+        raft = self.raft
+        if raft is not None and self.running:
+            self._guard(lambda: raft.report_unreachable(peer))
+
+    # -- the turn --------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        raft = self.raft
+        assert raft is not None
+        self.requests.on_tick(self._clock.seconds())
+        self._guard(raft.tick)
+        self._process()
+
+    def _schedule(self) -> None:
+        if self._scheduled is None and self.running:
+            self._scheduled = self._clock.callLater(0, self._process)
+
+    def _process(self) -> None:
+        self._scheduled = None
+        raft = self.raft
+        if raft is None or not self.running or self._failed is not None:
+            return
+        if self.requests.has_new_writes:
+            self._propose_new(raft)
+        if self.requests.has_new_reads:
+            self._read_new(raft)
+        self._deliver(raft, raft.take_outbox())
+        if raft.commit_waiting and self._commit_flush is None:
+            self._commit_flush = self._clock.callLater(COMMIT_FLUSH_SECONDS, self._flush_commit)
+        self._watch_membership(raft)
+        self._on_role_change(raft)
+        if self._persisting is None and raft.has_ready():
+            self._persist(raft, raft.ready())
+
+    def _persist(self, raft: Raft, rd: Ready) -> None:
+        """Hand rd to the store; apply and answer its entries now unless it
+        installs a snapshot (see the module docstring)."""
+        applied = None
+        unanswered: list[RequestId] = []
+        if rd.committed:
+            applied, ids = decode_entries(rd.committed)
+            if rd.snapshot is None:
+                # Committed entries are on a majority's disk already: apply
+                # them to the overlay and answer now; the store gets the same
+                # operations in this batch's transaction.
+                self._overlay.add(applied)
+                self._set_applied(applied.index)
+                self.requests.applied_writes(ids)
+                self.requests.release_applied(self.applied)
+            else:
+                unanswered = ids
+        self._installing = rd.snapshot
+        batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
+        self._pending_compact = None
+        d = self._store.write(batch)
+        self._persisting = d
+        d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied, unanswered))
+
+    def _persisted(self, _: None, rd: Ready, applied: Applied | None, unanswered: list[RequestId]) -> None:
+        """rd is durable. Persist -> send -> apply -> advance: the store now
+        holds what the overlay had; with a snapshot, it holds the snapshot and
+        the entries applied after it, and only now are those answered and
+        the reads waiting for them released."""
+        self._persisting = None
+        self._installing = None
+        raft = self.raft
+        if not self.running or raft is None:
+            return
+        self._transport.send(rd.messages)
+        if rd.snapshot is not None:
+            log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
+            self._overlay.clear()
+            self._compaction.reset(rd.snapshot.index)
+            self._set_applied(applied.index if applied is not None else rd.snapshot.index)
+            self.requests.applied_writes(unanswered)
+            self.requests.release_applied(self.applied)
+        elif applied is not None:
+            self._overlay.stored(applied.index)
+        self._guard(lambda: raft.advance(rd))
+        self._maybe_compact(raft)
+        self._schedule()
+
+    def _persist_failed(self, failure: Failure) -> None:
+        self._persisting = None
+        self._failed = failure
+        log.failure("cannot write to the store; this node stops serving", failure)
+        self._on_fatal(failure)
+
+    def _flush_commit(self) -> None:
+        """The commit index held back for the next append: send it now."""
+        self._commit_flush = None
+        raft = self.raft
+        if raft is not None and self.running:
+            self._guard(raft.flush_commit)
+            self._process()
+
+    def _propose_new(self, raft: Raft) -> None:
+        """This turn's writes as one proposal (one append, or one forward)."""
+        live = self.requests.take_new_writes()
+        if not live:
+            return
+        ctx = self.requests.next_ctx()
+        try:
+            raft.propose([p for _, p in live], ctx)
+        except ProposalDropped:
+            # No leader known, or a leadership transfer under way: both pass
+            # within an election or so. A write no leader took by its
+            # deadline fails with NoLeader (it was never proposed).
+            self.requests.hold_writes(live)
+            return
+        self.requests.proposed(live)
+        if raft.role is not Role.LEADER:
+            self.requests.forwarded(self._clock.seconds(), ctx, live)
+
+    def _read_new(self, raft: Raft) -> None:
+        """This turn's reads share one ReadIndex request."""
+        reqs = self.requests.take_new_reads()
+        if not reqs:
+            return
+        ctx = self.requests.next_ctx()
+        try:
+            raft.read_index(ctx)
+        except ProposalDropped:
+            self.requests.hold_reads(reqs)  # no leader known: as writes
+            return
+        self.requests.reads_asked(ctx, reqs)
+
+    def _deliver(self, raft: Raft, out: Outbox) -> None:
+        if not out:
+            return
+        if out.messages:
+            self._transport.send(out.messages)
+        requests = self.requests
+        for rs in out.read_states:
+            if requests.ours(rs.ctx):
+                requests.read_index(rs.ctx, rs.index, self.applied)
+            else:
+                log.debug("ignored a read index for an earlier run of this node (ctx {ctx})", ctx=rs.ctx)
+        for ctx in out.failed_reads:
+            if requests.ours(ctx):
+                requests.read_refused(ctx)
+        for ctx in out.failed_proposals:
+            if requests.ours(ctx):
+                requests.refused(ctx)
+            else:
+                log.debug("ignored a refusal for an earlier run of this node (ctx {ctx})", ctx=ctx)
+        for peer in out.snapshots_needed:
+            self._shipper.send(peer, raft.term, raft.term_at, raft.membership_at)
+
+    # -- the parts' hooks ------------------------------------------------------------
+
+    def _snapshot_reported(self, peer: str, ok: bool) -> None:
+        raft = self.raft
+        if raft is not None and self.running:
+            self._guard(lambda: raft.report_snapshot(peer, ok))
+            self._schedule()
+
+    def _maybe_compact(self, raft: Raft) -> None:
+        point = self._compaction.point(self.applied, raft.applied_index, raft.log_base)
+        if point is not None:
+            self._pending_compact = raft.compact(point)
+            log.info("compacted the log up to index {index} (applied {applied})", index=point, applied=self.applied)
+            self._schedule()
+
+    def _watch_membership(self, raft: Raft) -> None:
+        self._links.sync(raft.membership, raft.committed_membership())
+        self._removal.check(raft.membership_at(self.applied), raft.removed)
+
+    def _on_role_change(self, raft: Raft) -> None:
+        """Log leadership changes once; a node that stops leading drops the
+        snapshot views it kept, and pending transfers learn the new leader."""
+        soft = (raft.role, raft.term, raft.leader)
+        if soft == self._soft:
+            return
+        old, self._soft = self._soft, soft
+        if old is not None and old[0] is soft[0] and old[2] == soft[2]:
+            return  # only the term moved (e.g. a failed election)
+        if raft.role is not Role.LEADER:
+            self._shipper.drop_kept()
+            if raft.leader is not None and self.requests.has_transfers:
+                self.requests.transfers_done(raft.leader)
+        if raft.role is Role.LEADER:
+            log.info("became leader in term {term}", term=raft.term)
+        elif raft.leader is not None:
+            log.info("following {leader} in term {term}", leader=raft.leader, term=raft.term)
+        elif old is not None and old[2] is not None:
+            log.info("lost contact with leader {old} (term {term})", old=old[2], term=raft.term)
+
+    # -- invariants ------------------------------------------------------------------
+
+    def _set_applied(self, index: int) -> None:
+        """The state reads see (overlay over store) now reflects every entry
+        up to index. It never moves backwards: a read released at index i
+        must never see the state of an index below i afterwards."""
+        if index < self.applied:
+            try:
+                raise AssertionError(f"applied index would move back from {self.applied} to {index}")
+            except AssertionError:
+                self._internal_error(Failure())
+            return
+        self.applied = index
+
+    def _guard(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001
+            self._internal_error(Failure())
+
+    def _internal_error(self, failure: Failure) -> None:
+        """An internal check failed: stop serving at once (nothing more is
+        persisted, sent or answered) and let the node stop."""
+        self._failed = failure
+        log.failure("an internal check failed; this node stops", failure)
+        self._on_fatal(failure)
