@@ -1,7 +1,8 @@
 # test-case-name: tests.test_process
 """The ``dkv`` command: run one node in the foreground, configured like the
 Go project it succeeds (``DKV_*`` variables) or with the same flags as
-``twistd dkv``. Logs go to stdout; SIGINT/SIGTERM stop the node cleanly."""
+``twistd dkv``. Logs go to stdout; SIGINT/SIGTERM stop the node cleanly. A
+node that cannot start prints one line (``dkv: reason``) and exits 1."""
 
 from __future__ import annotations
 
@@ -10,23 +11,27 @@ import sys
 from twisted.logger import globalLogBeginner
 from twisted.python import usage
 
+from dkv import logs
+from dkv.errors import StartupError
+from dkv.tap import Options, build  # dkv.tap installs the asyncio reactor first
+
 
 def main(argv: list[str] | None = None) -> None:
-    from dkv import logs
-    from dkv.tap import Options, makeService
-
     options = Options()
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as e:
         sys.exit(f"dkv: {e}")
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor  # the asyncio reactor, installed by dkv.tap
 
     globalLogBeginner.beginLoggingTo([logs.stream_observer(sys.stdout)], redirectStandardIO=False)
-    service = makeService(options)
-    service.privilegedStartService()  # SystemExit with one line on failure
-    service.startService()
+    service = build(options["config"])
+    try:
+        service.privilegedStartService()
+        service.startService()
+    except StartupError as e:
+        sys.exit(f"dkv: {e}")
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
 

@@ -1,8 +1,10 @@
 # test-case-name: tests.test_config
-"""Parsing and checking a node's configuration (flags and ``DKV_*`` variables).
+"""A node's configuration: its values and the rules for parsing them.
 
-``Options`` (in ``dkv.tap``) turns flags and variables into a ``NodeConfig``;
-the functions here hold the rules so they can be tested without a reactor.
+``Options`` (``dkv.options``) turns flags and ``DKV_*`` variables into a
+``NodeConfig``; the functions here hold the rules so they can be tested
+without a reactor. A leaf: it imports nothing of dkv but the pure core's
+values, so anything may import it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import re
 
 import attrs
 
-from dkv.node import Limits
 from dkv.raft import RaftConfig
 from dkv.raft.membership import NODE_ID, Member, Membership
 
@@ -22,6 +23,20 @@ _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
 
 class ConfigError(ValueError):
     """Configuration that cannot work; the message says what is wrong."""
+
+
+@attrs.frozen
+class Limits:
+    """What every API refuses beyond (413 / RESOURCE_EXHAUSTED)."""
+
+    max_key_bytes: int = 4096
+    #: The largest REST body (and gRPC message) accepted.
+    max_body_bytes: int = 1536 * 1024
+
+
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT, with an IPv6 host in brackets (``[::1]:7070``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_port(text: str, what: str = "port") -> int:
@@ -78,7 +93,7 @@ def parse_cluster(text: str) -> ClusterSpec:
         host, port = parse_address(address, f"cluster entry {item!r}")
         if any(m.id == node_id for m in members):
             raise ConfigError(f"cluster lists node id {node_id!r} twice")
-        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        addr = host_port(host, port)
         if any(m.address == addr for m in members):
             raise ConfigError(f"cluster lists address {addr} twice")
         members.append(Member(node_id, addr, True))
@@ -94,7 +109,7 @@ def parse_routes(text: str) -> dict[str, str]:
         if not sep or not NODE_ID.match(node_id):
             raise ConfigError(f"peer route {item!r} is not ID=HOST:PORT")
         host, port = parse_address(address, f"peer route {item!r}")
-        routes[node_id] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        routes[node_id] = host_port(host, port)
     return routes
 
 

@@ -62,14 +62,19 @@ def request(endpoint: str, method: str, path: str, body: Any = None, timeout: fl
 def _table(rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
 def _members_table(view: dict[str, Any], out: TextIO) -> None:
     rows = [["ID", "ADDRESS", "ROLE", "LEADER"]]
     for m in view["members"]:
         rows.append(
-            [m["id"], m["address"], "voter" if m["voter"] else "learner", "*" if m["id"] == view.get("leader_id") else ""]
+            [
+                m["id"],
+                m["address"],
+                "voter" if m["voter"] else "learner",
+                "*" if m["id"] == view.get("leader_id") else "",
+            ]
         )
     _table(rows, out)
 
@@ -127,7 +132,17 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
         if args.json:
             out.write(json.dumps(st) + "\n")
             return
-        for field in ("id", "role", "term", "leader_id", "commit_index", "applied_index", "first_index", "last_index", "snapshot_index"):
+        for field in (
+            "id",
+            "role",
+            "term",
+            "leader_id",
+            "commit_index",
+            "applied_index",
+            "first_index",
+            "last_index",
+            "snapshot_index",
+        ):
             out.write(f"{field + ':':16}{st[field]}\n")
         rows = [["ID", "ADDRESS", "ROLE", "MATCH"]]
         for m in st["members"]:
@@ -156,7 +171,13 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
         return
     key = urllib.parse.quote(_encode(args.key, args.b64), safe="")
     if args.command == "put":
-        answer = request(ep, "POST", "/v0/kv", {"key": _encode(args.key, args.b64), "value": _encode(args.value, args.b64)}, timeout=t)
+        answer = request(
+            ep,
+            "POST",
+            "/v0/kv",
+            {"key": _encode(args.key, args.b64), "value": _encode(args.value, args.b64)},
+            timeout=t,
+        )
         out.write(json.dumps(answer) + "\n" if args.json else "OK\n")
     elif args.command == "get":
         query = "?consistency=serializable" if args.serializable else ""

@@ -8,6 +8,12 @@ The API layers map these and nothing else: REST answers ``{"error": message,
 from __future__ import annotations
 
 
+class StartupError(Exception):
+    """The node cannot start (a port in use, a db it cannot open, no
+    cluster to join); the message is the one line the operator sees. Not a
+    client error: ``dkv.cli`` prints it and exits non-zero."""
+
+
 class DkvError(Exception):
     http_status = 500
     #: gRPC status code number (grpc.StatusCode.X.value[0]).

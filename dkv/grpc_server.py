@@ -17,7 +17,11 @@ from grpc import aio
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 
+from dkv.aio import deferred_from
+from dkv.config import host_port
+from dkv.errors import StartupError
 from dkv.logs import logger
+from dkv.transport.grpc_peer import MAX_MESSAGE_BYTES
 
 log = logger("dkv.grpc")
 
@@ -41,9 +45,8 @@ class GrpcServerService(Service):
         self.server: aio.Server | None = None
 
     def startService(self) -> None:
-        """Binds synchronously: raises SystemExit with one line if it cannot."""
+        """Binds synchronously: raises StartupError if it cannot."""
         super().startService()
-        from dkv.transport.grpc_peer import MAX_MESSAGE_BYTES
 
         self.server = aio.server(
             options=[
@@ -57,13 +60,13 @@ class GrpcServerService(Service):
         )
         for register in self._registrations:
             register(self.server)
-        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        address = host_port(self.host, self.port)
         try:
             bound = self.server.add_insecure_port(address)
         except RuntimeError:
             bound = 0
         if not bound:
-            raise SystemExit(f"dkv: cannot listen on rpc port {address}: address in use or unavailable")
+            raise StartupError(f"cannot listen on rpc port {address}: address in use or unavailable")
         self.port = bound
         asyncio.ensure_future(self.server.start())
         self._on_start()
@@ -79,4 +82,4 @@ class GrpcServerService(Service):
                 await self._on_stop()
             await server.stop(grace=0.5)
 
-        return Deferred.fromFuture(asyncio.ensure_future(stop()))
+        return deferred_from(stop())

@@ -14,9 +14,9 @@ from typing import IO
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    Logger,
     globalLogPublisher,
     textFileLogObserver,
 )

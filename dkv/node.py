@@ -15,6 +15,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
 from dkv.commands import encode_delete, encode_put
+from dkv.config import ConfigError, Limits, host_port, parse_address
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound, NoLeader, TooLarge
 from dkv.pb import kv_pb2
 from dkv.raft import NotLeader
@@ -24,13 +25,6 @@ from dkv.storage import NodeStore
 
 if TYPE_CHECKING:
     from dkv.transport.cluster_client import ClusterClient
-
-
-@attrs.frozen
-class Limits:
-    max_key_bytes: int = 4096
-    #: The largest REST body (and gRPC message) accepted.
-    max_body_bytes: int = 1536 * 1024
 
 
 @attrs.define
@@ -77,9 +71,7 @@ class Node:
             return fail(e)
         if not linearizable:
             return self._read(key)
-        d = self.replication.read_barrier()
-        d.addCallback(lambda _: self._read(key))
-        return d
+        return self.replication.read_barrier().addCallback(lambda _: self._read(key))
 
     def _read(self, key: bytes) -> Deferred[bytes]:
         try:
@@ -98,8 +90,6 @@ class Node:
         return _members_view(st.membership, st.leader or "", self.replication.cluster_id)
 
     def add_member(self, node_id: str, address: str, learner: bool, forward: bool = True) -> Deferred[dict[str, Any]]:
-        from dkv.config import ConfigError, parse_address
-
         try:
             if not NODE_ID.match(node_id):
                 raise InvalidArgument(f"member id {node_id!r}: use letters, digits, '_', '.', '-' (max 64)")
@@ -109,7 +99,7 @@ class Node:
                 raise InvalidArgument(str(e)) from None
         except InvalidArgument as e:
             return fail(e)
-        member = Member(node_id, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", not learner)
+        member = Member(node_id, host_port(host, port), not learner)
         return self._on_leader(
             lambda r: r.add_member(member),
             "AddMember",

@@ -1,3 +1,4 @@
+# test-case-name: tests.test_faults
 """``python -m dkv.torture``: the fault runs of ``dkv.testing.torture``."""
 
 import sys

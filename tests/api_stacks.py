@@ -11,12 +11,13 @@ import random
 from collections.abc import Callable, Sequence
 
 from dkv.api import grpc_kv
+from dkv.config import Limits
 from dkv.grpc_server import GrpcServerService
-from dkv.node import Limits, Node
+from dkv.node import Node
 from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import Message, RequestVote, VoteResponse
-from dkv.replication import ReplicationService
+from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage.lmdb_store import LmdbStore
 from tests.conftest import NullTransport, Stack, rest_factory, wait_for
 
@@ -68,11 +69,10 @@ async def _start(
         store=store,
         transport=transport,
         clock=reactor,
-        raft_config=raft_config,
-        tick_seconds=0.01,
-        request_timeout=request_timeout,
         rng=random.Random(1),
-        first_election_ticks=1,
+        config=DriverConfig(
+            raft=raft_config, tick_seconds=0.01, request_timeout=request_timeout, first_election_ticks=1
+        ),
     )
     if isinstance(transport, VoteGrantingPeers):
         transport.replication = replication

@@ -16,11 +16,12 @@ import pytest_twisted
 from twisted.internet import defer, task
 
 from dkv.api import grpc_kv
+from dkv.config import Limits
 from dkv.grpc_server import GrpcServerService
-from dkv.node import Limits, Node
+from dkv.node import Node
 from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
-from dkv.replication import ReplicationService
+from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage.lmdb_store import LmdbStore
 from dkv.testing.process import Process
 
@@ -87,11 +88,13 @@ async def start_stack(
         store=store,
         transport=NullTransport(),
         clock=reactor,
-        raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=1),
-        tick_seconds=0.01,
-        request_timeout=request_timeout,
         rng=random.Random(1),
-        first_election_ticks=1,
+        config=DriverConfig(
+            raft=RaftConfig(election_ticks=10, heartbeat_ticks=1),
+            tick_seconds=0.01,
+            request_timeout=request_timeout,
+            first_election_ticks=1,
+        ),
     )
     replication.startService()
     node = Node(replication, store, limits)

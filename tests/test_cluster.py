@@ -332,7 +332,7 @@ def test_acknowledged_writes_survive_leader_crashes_under_load(tmp_path) -> None
             for _ in range(2):
                 old = c.leader()
                 count = len(acked)
-                wait_until(lambda: len(acked) >= count + 20, 15, "writes to get through")
+                wait_until(lambda count=count: len(acked) >= count + 20, 15, "writes to get through")
                 c.kill(old)
                 c.leader(among=[i for i in c.ids if i != old])
                 c.restart(old)

@@ -6,7 +6,7 @@ import pytest
 from twisted.python import usage
 
 from dkv.config import ConfigError, parse_cluster, parse_routes
-from dkv.tap import Options
+from dkv.options import Options
 
 CLUSTER = "a@127.0.0.1:7070,b@127.0.0.1:8080,c@127.0.0.1:9090"
 

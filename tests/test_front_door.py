@@ -27,8 +27,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
+from dkv.config import Limits
 from dkv.errors import InvalidArgument, KeyNotFound
-from dkv.node import Limits
 
 MAX_BODY = 1024
 MAX_KEY = 64

@@ -238,7 +238,7 @@ def test_garbage_over_raw_tcp(node: Node) -> None:
         conns += batch
 
     answered, rejected, head_404 = 0, 0, 0
-    for payload, c in zip(garbage, conns):
+    for payload, c in zip(garbage, conns, strict=True):
         head = payload.startswith(b"HEAD ")
         replies = parse_answers(bytes(c.received), head=head)
         # Two answers when a mangling ended the request early and the rest
@@ -284,10 +284,10 @@ def test_slowloris(node: Node) -> None:
         for i in range(100)
     ]
     cut = [len(r) // 2 + (i % 7) for i, r in enumerate(requests)]  # each stops in its headers or body
-    pieces = [[r[k * n // 8 : (k + 1) * n // 8] for k in range(8)] for r, n in zip(requests, cut)]
+    pieces = [[r[k * n // 8 : (k + 1) * n // 8] for k in range(8)] for r, n in zip(requests, cut, strict=True)]
     conns = open_in_batches(node, [p[0] for p in pieces])
     for step in range(1, 8):  # a few more bytes each, one send at a time
-        for p, c in zip(pieces, conns):
+        for p, c in zip(pieces, conns, strict=True):
             c.sock.send(p[step])
     node.put(b"meanwhile", b"served")
     assert node.read(b"meanwhile") == b"served"

@@ -19,7 +19,7 @@ from grpc import aio
 from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
-from dkv.node import Limits
+from dkv.config import Limits
 from dkv.pb import kv_pb2, kv_pb2_grpc
 from tests.api_stacks import start_leaderless_stack, start_stuck_leader_stack
 from tests.conftest import Stack, start_stack

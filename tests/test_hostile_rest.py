@@ -25,8 +25,8 @@ from urllib.parse import quote
 
 import pytest
 from hypothesis import event, given
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from tests.hostile import (
     MAX_BODY,
@@ -264,7 +264,7 @@ def odd_targets(draw: st.DrawFn) -> bytes:
         st.builds(
             lambda b, enc: ENCODINGS[enc](b), st.binary(min_size=1, max_size=30), st.sampled_from(sorted(ENCODINGS))
         ),
-        st.binary(min_size=1, max_size=12).map(lambda b: "".join("%%%02X" % c for c in b)),
+        st.binary(min_size=1, max_size=12).map(lambda b: "".join(f"%{c:02X}" for c in b)),
         st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#?"), max_size=12),
     )
     parts = draw(st.lists(segment, max_size=6))

@@ -30,7 +30,11 @@ def put_many(cluster: Cluster, ids: list[str], keys: range, threads: int = 16) -
                 node = ids[(i + attempt) % len(ids)]
                 try:
                     code, _ = http_request(
-                        cluster.rest_ports[node], "POST", "/v0/kv", {"key": b64(b"k%d" % i), "value": b64(b"v%d" % i)}, timeout=10
+                        cluster.rest_ports[node],
+                        "POST",
+                        "/v0/kv",
+                        {"key": b64(b"k%d" % i), "value": b64(b"v%d" % i)},
+                        timeout=10,
                     )
                 except OSError:
                     continue

@@ -22,7 +22,6 @@ PROTOS = sorted(p.stem for p in (ROOT / "proto").glob("*.proto"))
 
 
 def _descriptor(path: Path, name: str) -> bytes:
-    from google.protobuf import descriptor_pool
 
     # Load the module into a private pool so fresh and committed do not clash.
     source = path.read_text().replace(

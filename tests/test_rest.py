@@ -25,7 +25,7 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
-from dkv.node import Limits
+from dkv.config import Limits
 from tests.api_stacks import start_leaderless_stack, start_stuck_leader_stack
 from tests.conftest import REST_STACKS, Stack, rest_factory, start_stack
 

@@ -12,7 +12,6 @@ from twisted.internet.defer import Deferred
 from dkv.raft.messages import InstallSnapshot, SnapshotMeta
 from dkv.storage import WriteBatch
 from dkv.transport.snapshots import OutgoingSnapshot, SnapshotReceiver, send_snapshot
-
 from tests.test_storage import MEMBERS, applied, open_lmdb, put_entry
 
 

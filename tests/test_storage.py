@@ -14,9 +14,10 @@ from twisted.internet import defer
 from dkv.commands import RequestId, encode_delete, encode_put
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import Entry, EntryKind, HardState
-from dkv.storage import StorageError, WriteBatch
 from dkv.statemachine import decode_entries
+from dkv.storage import StorageError, WriteBatch
 from dkv.storage.memory import MemoryStore
+
 
 def applied(entries):
     """The store-level effect of committed entries."""
@@ -209,7 +210,10 @@ async def test_lmdb_refuses_second_process(tmp_path) -> None:
     path = str(tmp_path / "n.db")
     s = open_lmdb(path)
     try:
-        script = f"from twisted.internet import reactor\nfrom dkv.storage.lmdb_store import LmdbStore\nLmdbStore.open({path!r}, reactor)"
+        script = (
+            "from twisted.internet import reactor\n"
+            f"from dkv.storage.lmdb_store import LmdbStore\nLmdbStore.open({path!r}, reactor)"
+        )
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
         assert result.returncode != 0
         assert "in use by another process" in result.stderr

@@ -12,14 +12,15 @@ from twisted.internet.defer import Deferred
 from dkv.pb import raft_pb2 as pb
 from dkv.raft import messages as m
 from dkv.transport.codec import message_from_pb, message_to_pb
-
 from tests.conftest import wait_for
 
 ENTRY = m.Entry(7, 3, m.EntryKind.CONFIG, b"\x00cfg")
 SAMPLES = [
     m.RequestVote(frm="a", to="b", term=4, last_index=9, last_term=3, pre_vote=True, transfer=True),
     m.VoteResponse(frm="b", to="a", term=4, granted=True, pre_vote=True),
-    m.AppendEntries(frm="a", to="b", term=4, prev_index=6, prev_term=3, entries=(ENTRY, m.Entry(8, 4)), commit=5, seq=11),
+    m.AppendEntries(
+        frm="a", to="b", term=4, prev_index=6, prev_term=3, entries=(ENTRY, m.Entry(8, 4)), commit=5, seq=11
+    ),
     m.AppendEntries(frm="a", to="b", term=4, prev_index=8, prev_term=4, commit=8, seq=11, commit_only=True),
     m.AppendResponse(frm="b", to="a", term=4, success=False, index=6, hint_index=3, hint_term=2, seq=11),
     m.Heartbeat(frm="a", to="b", term=4, commit=5, seq=12),
@@ -56,7 +57,9 @@ def _endpoint(node_id: str, cluster: str, inbox: list):
     from dkv.transport.grpc_peer import GrpcTransport
 
     transport = GrpcTransport(node_id, lambda: cluster, inbox.extend, lambda peer: None)
-    server = GrpcServerService("127.0.0.1", 0, [transport.register], 1 << 20, on_start=transport.start, on_stop=transport.stop)
+    server = GrpcServerService(
+        "127.0.0.1", 0, [transport.register], 1 << 20, on_start=transport.start, on_stop=transport.stop
+    )
     return transport, server
 
 

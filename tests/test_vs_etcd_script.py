@@ -41,12 +41,27 @@ VS_ETCD_RESULT {"requests":16000,"ok":15990,"non2xx":10,"misses":0,"duration_us"
 
 
 def result(**over: Any) -> dict[str, Any]:
-    line = json.dumps({
-        "requests": 1000, "ok": 1000, "non2xx": 0, "misses": 0, "duration_us": 10_000_000,
-        "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
-        "latency_us": {"p50": 10_000, "p90": 20_000, "p99": 40_000, "p999": 50_000, "mean": 12_000.0, "max": 60_000},
-        "threads": 2, "error_sample": "",
-    } | over)
+    line = json.dumps(
+        {
+            "requests": 1000,
+            "ok": 1000,
+            "non2xx": 0,
+            "misses": 0,
+            "duration_us": 10_000_000,
+            "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
+            "latency_us": {
+                "p50": 10_000,
+                "p90": 20_000,
+                "p99": 40_000,
+                "p999": 50_000,
+                "mean": 12_000.0,
+                "max": 60_000,
+            },
+            "threads": 2,
+            "error_sample": "",
+        }
+        | over
+    )
     return load.parse_wrk_output(load.RESULT_MARK + line)
 
 
@@ -68,8 +83,12 @@ def test_parse_wrk_output_without_result() -> None:
 
 def test_combine_sums_counts_and_takes_worst_latency() -> None:
     parts = [
-        result(requests=1000, ok=1000, latency_us={"p50": 10_000, "p90": 0, "p99": 30_000, "p999": 0, "mean": 0, "max": 0}),
-        result(requests=3000, ok=3000, latency_us={"p50": 20_000, "p90": 0, "p99": 50_000, "p999": 0, "mean": 0, "max": 0}),
+        result(
+            requests=1000, ok=1000, latency_us={"p50": 10_000, "p90": 0, "p99": 30_000, "p999": 0, "mean": 0, "max": 0}
+        ),
+        result(
+            requests=3000, ok=3000, latency_us={"p50": 20_000, "p90": 0, "p99": 50_000, "p999": 0, "mean": 0, "max": 0}
+        ),
     ]
     c = load.combine(parts)
     assert c["requests"] == 4000 and c["throughput"] == pytest.approx(400.0)
@@ -143,9 +162,7 @@ def test_memory_mb_reads_proc() -> None:
 
 
 def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60, env=env
-    )
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_help_exits_0() -> None:
@@ -210,8 +227,9 @@ def _b64(text: str) -> bytes:
 def test_lua_script_against_stub(stub: str, system: str) -> None:
     """One second of writes then of reads: the requests have the documented
     shape and done() prints a result the driver parses."""
-    common = dict(url=stub, system=system, connections=2, threads=2, duration=1, timeout=2,
-                  key_size=8, value_size=256, nkeys=50)
+    common = dict(
+        url=stub, system=system, connections=2, threads=2, duration=1, timeout=2, key_size=8, value_size=256, nkeys=50
+    )
     [w] = load.run_wrk("wrk", [load.WrkJob(op="write", tag=7, **common)])
     assert w["requests"] > 0 and w["ok"] == w["requests"] and not load.run_has_errors(w)
     puts = [s for s in _Stub.seen if s[0] == "POST"]
@@ -254,8 +272,18 @@ def test_lua_script_reports_non_2xx_and_empty_reads() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        common = dict(url=url, op="read", connections=1, threads=1, duration=1, timeout=2,
-                      key_size=8, value_size=16, nkeys=10, tag=1)
+        common = dict(
+            url=url,
+            op="read",
+            connections=1,
+            threads=1,
+            duration=1,
+            timeout=2,
+            key_size=8,
+            value_size=16,
+            nkeys=10,
+            tag=1,
+        )
         [d] = load.run_wrk("wrk", [load.WrkJob(system="dkv", **common)])
         [e] = load.run_wrk("wrk", [load.WrkJob(system="etcd", **common)])
     finally:

@@ -156,6 +156,10 @@ class _Exchange:
 class FrontDoor(Protocol):
     """One REST connection. See the module's docstring for the contract."""
 
+    #: The connection while connected: a TCP transport, or TLS over one
+    #: (``write``, ``registerProducer``, ``pauseProducing``, ``abortConnection``...).
+    transport: Any
+
     def __init__(self, factory: FrontDoorFactory) -> None:
         self._factory = factory
         self._node = factory.node

@@ -9,7 +9,6 @@ DEADLINE_EXCEEDED).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -17,8 +16,9 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 from twisted.internet.defer import Deferred
 
-from dkv.logs import logger
+from dkv.aio import wait
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound
+from dkv.logs import logger
 from dkv.node import Node
 from dkv.pb import kv_pb2, kv_pb2_grpc
 
@@ -27,14 +27,10 @@ log = logger("dkv.api.grpc")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-async def _await(d: Deferred[Any]) -> Any:
-    return await d.asFuture(asyncio.get_running_loop())
-
-
 async def outcome(context: aio.ServicerContext, method: str, d: Deferred[Any]) -> Any:
     """The result of d, or the call aborted with its DkvError's status."""
     try:
-        return await _await(d)
+        return await wait(d)
     except DkvError as e:
         await _abort(context, e, method)
 

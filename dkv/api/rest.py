@@ -14,12 +14,13 @@ of ``dkv.errors``; a rejected request is logged once and changes nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
@@ -71,7 +72,7 @@ class BoundedRequest(Request):
         if not self.body_too_large:
             super().process()
             return
-        self.site = self.channel.site
+        self.site = self.channel.site  # type: ignore[attr-defined]  # set by the site on its channels
         self.setHeader(b"Server", server_version)
         self.setHeader(b"Date", datetimeToString())
         self.write(_error(self, TooLarge(f"body exceeds {self.max_body} bytes")))
@@ -118,6 +119,7 @@ class _JsonHTTPChannel(HTTPChannel):
         return False
 
     _rejected = False
+    transport: Any  # a TCP (or TLS) transport while connected
 
     def _reject(self, error: DkvError) -> None:
         if self._rejected:  # answered already; the connection is closing
@@ -171,7 +173,7 @@ class _QuietSite(Site):
     """No access log: at thousands of requests a second it would cost more
     than the requests. Rejected requests are logged by ``_error``."""
 
-    def log(self, request: IRequest) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
@@ -193,8 +195,10 @@ class RestApi:
         """The app behind twisted.web's HTTP/1.1 channel (no TLS, so no
         HTTP/2 to negotiate), with the node's body limit."""
         site = _QuietSite(self.resource())
-        site.protocol = _JsonHTTPChannel
-        site.requestFactory = type("Request", (BoundedRequest,), {"max_body": self.node.limits.max_body_bytes})
+        site.protocol = _JsonHTTPChannel  # type: ignore[method-assign,assignment]  # twisted.web's documented hook
+        site.requestFactory = cast(
+            "type[Request]", type("Request", (BoundedRequest,), {"max_body": self.node.limits.max_body_bytes})
+        )
         site.displayTracebacks = False
         site.noisy = False
         site.timeOut = 60  # idle connections (Twisted's default is 12 hours)
@@ -212,7 +216,9 @@ class RestApi:
 
     @app.handle_errors(DkvError)
     def dkv_error(self, request: IRequest, failure: Failure) -> bytes:
-        return _error(request, failure.value)
+        error = failure.value
+        assert isinstance(error, DkvError)
+        return _error(request, error)
 
     # RequestRedirect: werkzeug would redirect /v0/kv/key to /v0/kv/key/; it is
     # not a route, so answer 404 rather than fall through to a 500.
@@ -222,7 +228,7 @@ class RestApi:
 
     @app.handle_errors(_WMethodNotAllowed)
     def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        allowed = ", ".join(failure.value.valid_methods or ())
+        allowed = ", ".join(getattr(failure.value, "valid_methods", None) or ())
         if allowed:
             request.setHeader(b"allow", allowed.encode())
         return _error(request, MethodNotAllowed(f"method {request.method.decode('latin-1')} not allowed"))

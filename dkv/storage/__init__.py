@@ -12,13 +12,15 @@ index can never disagree, and one fsync serves them all.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 
 from dkv.raft.membership import Membership
-from dkv.raft.messages import Entry, HardState, SnapshotMeta
+from dkv.raft.messages import Entry, EntryKind, HardState, SnapshotMeta
 from dkv.statemachine import Applied
 
 
@@ -114,8 +116,6 @@ class NodeStore(Protocol):
 
 def bootstrap_state(cluster_id: str, membership: Membership) -> PersistentState:
     """The state every node of a new cluster starts from, identical on all."""
-    from dkv.raft.messages import EntryKind
-
     return PersistentState(
         cluster_id=cluster_id,
         hard_state=HardState(term=1, vote="", commit=1),
@@ -124,12 +124,12 @@ def bootstrap_state(cluster_id: str, membership: Membership) -> PersistentState:
     )
 
 
+_RECORD_FRAME = struct.Struct(">II")
+
+
 def record_crc(records: list[tuple[bytes, bytes]], crc: int = 0) -> int:
     """CRC-32 over snapshot records, each framed by its key and value lengths."""
-    import struct
-    import zlib
-
-    frame = struct.Struct(">II")
+    frame = _RECORD_FRAME
     for key, value in records:
         crc = zlib.crc32(value, zlib.crc32(key, zlib.crc32(frame.pack(len(key), len(value)), crc)))
     return crc

@@ -30,7 +30,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import lmdb
 from twisted.internet.defer import Deferred, succeed
@@ -159,12 +159,12 @@ class LmdbSnapshotReader:
         records: list[tuple[bytes, bytes]] = []
         size = 0
         while more and size < self._chunk_bytes:
-            key, value = self._cursor.item()
+            key, value = cast("tuple[bytes, bytes]", self._cursor.item())  # no buffers=True: bytes
             records.append((key, value))
             size += len(key) + len(value) + 16
             more = self._cursor.next()
         if more and seq + 1 == len(self._starts):
-            self._starts.append(self._cursor.key())
+            self._starts.append(cast(bytes, self._cursor.key()))
         return records, not more
 
     def close(self) -> None:
@@ -359,7 +359,7 @@ class LmdbStore:
             return
         first = _index_key(entries[0].index)
         cursor = txn.cursor(db=self._log)
-        if cursor.last() and cursor.key() >= first:
+        if cursor.last() and cast(bytes, cursor.key()) >= first:
             # A conflicting suffix: delete it before writing the new entries.
             cursor.set_range(first)
             while cursor.delete():
@@ -370,12 +370,12 @@ class LmdbStore:
 
     def _compact(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
         raw = txn.get(b"snapshot", db=self._meta)
-        if raw is not None and _decode_snapshot(raw).index >= meta.index:
+        if raw is not None and _decode_snapshot(cast(bytes, raw)).index >= meta.index:
             return
         cursor = txn.cursor(db=self._log)
         if cursor.first():
             limit = _index_key(meta.index)
-            while cursor.key() <= limit and cursor.delete():
+            while cast(bytes, cursor.key()) <= limit and cursor.delete():
                 pass
         txn.put(b"snapshot", _encode_snapshot(meta), db=self._meta)
 
@@ -403,7 +403,7 @@ class LmdbStore:
             if raw is not None:
                 index, term, next_seq, _crc, complete = _INCOMING.unpack_from(raw)
                 if (index, term) == (meta.index, meta.term) and not complete:
-                    return next_seq
+                    return int(next_seq)
             txn.drop(self._staging, delete=False)
             txn.put(b"incoming", _INCOMING.pack(meta.index, meta.term, 0, 0, 0), db=self._meta)
             return 0

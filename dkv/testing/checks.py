@@ -110,9 +110,7 @@ def wait_applied_equal(cluster: Cluster, timeout: float = 30.0) -> CheckResult:
     def same() -> dict[str, int] | None:
         sts = cluster.statuses(cluster.ids)
         last.clear()
-        last.update(
-            {i: None if st is None else (st["applied_index"], st["commit_index"]) for i, st in sts.items()}
-        )
+        last.update({i: None if st is None else (st["applied_index"], st["commit_index"]) for i, st in sts.items()})
         if any(st is None for st in sts.values()):
             return None
         indexes = {i: st["applied_index"] for i, st in sts.items() if st is not None}
@@ -195,7 +193,9 @@ def check_acknowledged(ops: Sequence[Op], final: Mapping[bytes, bytes | None]) -
             )
     if lost:
         return CheckResult(
-            name="acknowledged", ok=False, detail=f"{len(lost)} of {acked} acknowledged writes lost: " + "; ".join(lost[:10])
+            name="acknowledged",
+            ok=False,
+            detail=f"{len(lost)} of {acked} acknowledged writes lost: " + "; ".join(lost[:10]),
         )
     return CheckResult(name="acknowledged", ok=True, detail=f"{acked} acknowledged writes present or overwritten")
 
@@ -238,7 +238,9 @@ def check_no_phantoms(ops: Sequence[Op], state: FinalState | None = None, stale:
         elif invoked > known:
             bad.append(f"{_show(v)} in {_show(k)} ({where}): its write began later, at {invoked:.3f}")
     if bad:
-        return CheckResult(name="no-phantoms", ok=False, detail="values nobody had written were read: " + "; ".join(bad[:10]))
+        return CheckResult(
+            name="no-phantoms", ok=False, detail="values nobody had written were read: " + "; ".join(bad[:10])
+        )
     return CheckResult(
         name="no-phantoms", ok=True, detail="every value read was written by a write invoked before the read ended"
     )
@@ -260,7 +262,9 @@ def check_failed_invisible(ops: Sequence[Op], state: FinalState | None = None, s
             )
     if bad:
         return CheckResult(
-            name="failed-invisible", ok=False, detail="writes answered as certainly not applied were seen: " + "; ".join(bad[:10])
+            name="failed-invisible",
+            ok=False,
+            detail="writes answered as certainly not applied were seen: " + "; ".join(bad[:10]),
         )
     return CheckResult(name="failed-invisible", ok=True, detail=f"none of {len(failed)} failed writes was ever seen")
 

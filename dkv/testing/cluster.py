@@ -1,3 +1,4 @@
+# test-case-name: tests.test_launcher,tests.test_faults
 """Real ``dkv`` processes on loopback: a cluster for process tests, the fault
 suite and the benchmarks, with a proxy on every peer link.
 
@@ -245,9 +246,7 @@ class Cluster:
         """Make the next start of this (stopped) node join through member
         ``join_via`` and promote itself, instead of bootstrapping: for a
         removed node whose db was moved away."""
-        self.nodes[node_id].reconfigure(
-            cluster=None, join=f"127.0.0.1:{self.rpc_ports[join_via]}", auto_promote=True
-        )
+        self.nodes[node_id].reconfigure(cluster=None, join=f"127.0.0.1:{self.rpc_ports[join_via]}", auto_promote=True)
 
     def node(self, node_id: str) -> NodeProcess:
         return self.nodes[node_id]
@@ -305,7 +304,7 @@ class Cluster:
         mode="refuse"). Nodes not named form one more group.
         ``partition(["a"], ["b", "c"])`` or ``partition([["a"], ["b", "c"]])``."""
         if len(groups) == 1 and groups[0] and all(not isinstance(g, str) for g in groups[0]):
-            groups = tuple(groups[0])  # type: ignore[assignment]
+            groups = tuple(groups[0])
         sets = [set(g) for g in groups]
         named = set().union(*sets) if sets else set()
         unknown = named - set(self.ids)
@@ -360,7 +359,9 @@ class Cluster:
         """Socket timeout for client calls: the request timeout plus a margin."""
         return (self.request_timeout or _NODE_REQUEST_TIMEOUT) + 5.0
 
-    def request(self, node_id: str, method: str, path: str, body: Any = None, timeout: float | None = None) -> tuple[int, Any]:
+    def request(
+        self, node_id: str, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> tuple[int, Any]:
         return self.nodes[node_id].request(method, path, body, timeout or self.client_timeout)
 
     def put(self, node_id: str, key: bytes | str, value: bytes | str, timeout: float | None = None) -> tuple[int, Any]:
@@ -403,7 +404,9 @@ class Cluster:
     def leader(self, timeout: float = 15.0, among: Iterable[str] | None = None) -> str:
         """Poll until one leader is agreed on (see current_leader); its id."""
         ids = None if among is None else list(among)
-        return wait_until(lambda: self.current_leader(ids), timeout, f"one agreed leader among {ids or 'running nodes'}")
+        return wait_until(
+            lambda: self.current_leader(ids), timeout, f"one agreed leader among {ids or 'running nodes'}"
+        )
 
     def wait_settled(self, timeout: float = 30.0) -> str:
         """Poll until the running nodes agree on one leader and each has
@@ -426,7 +429,9 @@ class Cluster:
             f"{node_id} to apply index {index}",
         )
 
-    def put_retry(self, key: bytes | str, value: bytes | str, timeout: float = 15.0, via: Sequence[str] | None = None) -> str:
+    def put_retry(
+        self, key: bytes | str, value: bytes | str, timeout: float = 15.0, via: Sequence[str] | None = None
+    ) -> str:
         """Write until some node (the agreed leader first, else any in via)
         acknowledges with 200; returns the node that acknowledged. A 503/504
         or connection error is retried (the write may have applied: fine

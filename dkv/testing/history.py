@@ -158,7 +158,7 @@ def op_from_json(line: str) -> Op:
     missing = [f for f in _REQUIRED if f not in obj]
     if missing:
         raise ValueError(f"missing fields {missing}")
-    kwargs = {f: obj.get(f) for f in _FIELDS}
+    kwargs: dict[str, Any] = {f: obj.get(f) for f in _FIELDS}
     for f in _BYTES_FIELDS:
         kwargs[f] = _unb64(kwargs[f], f)
     try:

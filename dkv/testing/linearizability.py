@@ -231,7 +231,12 @@ class _KeySearch:
         self.needs = needs
         self.outs = outs
         self.inv = inv = [op.invoke for _, op in listed]
-        self.ret = ret = [op.complete if i < q else math.inf for i, (_, op) in enumerate(listed)]
+        # An ok operation always completed; one of unknown outcome may land
+        # any time after its invocation.
+        self.ret: list[float] = [
+            op.complete if i < q and op.complete is not None else math.inf for i, (_, op) in enumerate(listed)
+        ]
+        ret = self.ret
 
         # Unknown writes by value, earliest invocation first: (invoke, bit).
         by_value: dict[object, list[tuple[float, int]]] = {}
@@ -705,14 +710,14 @@ class _KeySearch:
             f"operations and leaves the value {_show(state)}.",
         ]
         if prefix:
-            shown = prefix[-_PREFIX_ROWS:]
+            last = prefix[-_PREFIX_ROWS:]
             lines.append(
-                f"Last {len(shown)} operations of that prefix, in linearization order:"
-                if len(shown) < len(prefix)
+                f"Last {len(last)} operations of that prefix, in linearization order:"
+                if len(last) < len(prefix)
                 else "That prefix, in linearization order:"
             )
             lines.append(_HEADER)
-            lines.extend(_row(*item) for item in shown)
+            lines.extend(_row(*item) for item in last)
         lines.append(f"Pending operations, none of which can come next (value {_show(state)}):")
         lines.append(_HEADER)
         for i in pending[:_PENDING_ROWS]:
@@ -812,7 +817,7 @@ def _forget_framed(
 _HEADER = f"  {'#':>6} {'proc':>5}  {'operation':<28} {'invoke':>14} {'complete':>14}  outcome"
 
 
-def _show(value: bytes | None, width: int = 24) -> str:
+def _show(value: object, width: int = 24) -> str:
     if value is None:
         return "absent"
     text = repr(value)

@@ -1,3 +1,4 @@
+# test-case-name: tests.test_proxy
 """A fault-injecting TCP proxy for one directed link, for process tests.
 
 A ``ProxyHub`` owns one asyncio loop on a background thread; every ``Proxy``

@@ -183,10 +183,18 @@ class TortureResult:
             "command": cfg.command(),
             "code": self.code,
             "config": {
-                "nemesis": cfg.nemesis, "time": cfg.time, "tail": cfg.tail, "seed": cfg.seed, "nodes": cfg.nodes,
-                "clients": cfg.clients, "keys": cfg.keys, "read_ratio": cfg.read_ratio,
-                "delete_ratio": cfg.delete_ratio, "serializable_ratio": cfg.serializable_ratio,
-                "request_timeout": cfg.request_timeout, "tick_ms": cfg.tick_ms,
+                "nemesis": cfg.nemesis,
+                "time": cfg.time,
+                "tail": cfg.tail,
+                "seed": cfg.seed,
+                "nodes": cfg.nodes,
+                "clients": cfg.clients,
+                "keys": cfg.keys,
+                "read_ratio": cfg.read_ratio,
+                "delete_ratio": cfg.delete_ratio,
+                "serializable_ratio": cfg.serializable_ratio,
+                "request_timeout": cfg.request_timeout,
+                "tick_ms": cfg.tick_ms,
                 "fault_seconds": list(cfg.nemesis_config.fault_seconds),
                 "quiet_seconds": list(cfg.nemesis_config.quiet_seconds),
             },  # fmt: skip
@@ -218,8 +226,7 @@ class TortureResult:
             f"keys={cfg.keys} time={cfg.time:g}s (healed tail {cfg.tail:g}s)",
             f"operations: {len(self.requests)}"
             + "".join(
-                f"\n  {kind:<6} " + ", ".join(f"{o} {n}" for o, n in by.items())
-                for kind, by in self.counts().items()
+                f"\n  {kind:<6} " + ", ".join(f"{o} {n}" for o, n in by.items()) for kind, by in self.counts().items()
             ),
             f"faults injected: {self.injected} "
             + (", ".join(f"{a} {n}" for a, n in self.faults().items()) or "(none)"),
@@ -239,9 +246,7 @@ class TortureResult:
             lines.append(f"  {mark[c.ok]} {c.name}: {detail}")
         for e in self.errors:
             lines.append(f"  FAIL run: {e}")
-        lines.append(
-            "timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
-        )
+        lines.append("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         verdict = {0: "PASS", 1: "VIOLATION", 2: "INCONCLUSIVE"}[self.exit_status]
         lines.append(f"result: {verdict}   output in {cfg.out}   (code {self.code})")
         if self.exit_status:
@@ -378,7 +383,9 @@ def _removed_stop(nemesis: Nemesis) -> CheckResult:
     removals = sum(1 for e in nemesis.events if e.action == "rejoin")
     if nemesis.anomalies:
         return CheckResult(name="removed-stop", ok=False, detail="; ".join(nemesis.anomalies))
-    return CheckResult(name="removed-stop", ok=True, detail=f"every removed node stopped by itself ({removals} removals)")
+    return CheckResult(
+        name="removed-stop", ok=True, detail=f"every removed node stopped by itself ({removals} removals)"
+    )
 
 
 def _recovered(requests: Sequence[Request], heal_time: float | None) -> CheckResult:
@@ -418,26 +425,53 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         description="Run a workload against a real dkv cluster while injecting faults; check the history.",
     )
     p.add_argument("--time", type=float, default=_default("time"), help="seconds of workload, healed tail included")
-    p.add_argument("--tail", type=float, default=_default("tail"), help="seconds of workload after everything is healed")
+    p.add_argument(
+        "--tail", type=float, default=_default("tail"), help="seconds of workload after everything is healed"
+    )
     p.add_argument("--nemesis", choices=SCHEDULES, default=_default("nemesis"))
     p.add_argument("--seed", type=int, default=_default("seed"))
     p.add_argument("--nodes", type=int, default=_default("nodes"))
     p.add_argument("--clients", type=int, default=_default("clients"))
     p.add_argument("--keys", type=int, default=_default("keys"))
     p.add_argument("--read-ratio", type=float, default=_default("read_ratio"))
-    p.add_argument("--delete-ratio", type=float, default=_default("delete_ratio"), help="share of writes that are deletes")
-    p.add_argument("--serializable-ratio", type=float, default=_default("serializable_ratio"),
-                   help="share of reads that are serializable (checked for phantoms only)")
-    p.add_argument("--request-timeout", type=float, default=_default("request_timeout"),
-                   help="the nodes' --request-timeout")
-    p.add_argument("--fault-seconds", type=_range, default=NemesisConfig().fault_seconds, metavar="LOW,HIGH",
-                   help="how long each fault lasts (uniform); default 2,4")
-    p.add_argument("--quiet-seconds", type=_range, default=NemesisConfig().quiet_seconds, metavar="LOW,HIGH",
-                   help="pause between faults (uniform); default 1,2.5")
-    p.add_argument("--snapshot-entries", type=int, default=_default("snapshot_entries"),
-                   help="the nodes' --snapshot-entries (0: their default); small, so snapshots get installed")
-    p.add_argument("--snapshot-keep-entries", type=int, default=_default("snapshot_keep"),
-                   help="the nodes' --snapshot-keep-entries")
+    p.add_argument(
+        "--delete-ratio", type=float, default=_default("delete_ratio"), help="share of writes that are deletes"
+    )
+    p.add_argument(
+        "--serializable-ratio",
+        type=float,
+        default=_default("serializable_ratio"),
+        help="share of reads that are serializable (checked for phantoms only)",
+    )
+    p.add_argument(
+        "--request-timeout", type=float, default=_default("request_timeout"), help="the nodes' --request-timeout"
+    )
+    p.add_argument(
+        "--fault-seconds",
+        type=_range,
+        default=NemesisConfig().fault_seconds,
+        metavar="LOW,HIGH",
+        help="how long each fault lasts (uniform); default 2,4",
+    )
+    p.add_argument(
+        "--quiet-seconds",
+        type=_range,
+        default=NemesisConfig().quiet_seconds,
+        metavar="LOW,HIGH",
+        help="pause between faults (uniform); default 1,2.5",
+    )
+    p.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=_default("snapshot_entries"),
+        help="the nodes' --snapshot-entries (0: their default); small, so snapshots get installed",
+    )
+    p.add_argument(
+        "--snapshot-keep-entries",
+        type=int,
+        default=_default("snapshot_keep"),
+        help="the nodes' --snapshot-keep-entries",
+    )
     p.add_argument("--out", required=True, help="directory for the history, fault log, summary and node logs")
     a = p.parse_args(argv)
     if a.time <= a.tail:
@@ -446,7 +480,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         out=a.out, nemesis=a.nemesis, time=a.time, tail=a.tail, seed=a.seed, nodes=a.nodes, clients=a.clients,
         keys=a.keys, read_ratio=a.read_ratio, delete_ratio=a.delete_ratio, request_timeout=a.request_timeout,
         serializable_ratio=a.serializable_ratio, snapshot_entries=a.snapshot_entries or None,
-        snapshot_keep=a.snapshot_keep_entries or None, nemesis_config=NemesisConfig(fault_seconds=a.fault_seconds, quiet_seconds=a.quiet_seconds),
+        snapshot_keep=a.snapshot_keep_entries or None,
+        nemesis_config=NemesisConfig(fault_seconds=a.fault_seconds, quiet_seconds=a.quiet_seconds),
     )  # fmt: skip
 
 

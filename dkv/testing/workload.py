@@ -52,7 +52,7 @@ from typing import Any
 import attrs
 
 from dkv.api.b64 import encode as b64_encode
-from dkv.testing.history import Op, Outcome
+from dkv.testing.history import Kind, Op, Outcome
 from dkv.testing.poll import wait_until
 
 __all__ = ["Request", "Workload", "WorkloadConfig", "history_ops", "key_name"]
@@ -195,6 +195,7 @@ class _Client:
         b64key = b64_encode(key)
         roll = self.rng.random()
         consistency = "linearizable"
+        kind: Kind
         if roll < cfg.read_ratio:
             kind = "read"
             value = None

@@ -10,14 +10,16 @@ between them.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import grpc
 from grpc import aio
 from twisted.internet.defer import Deferred
 
+from dkv.aio import deferred_from
 from dkv.errors import BY_GRPC_CODE, DkvError, NoLeader, OutcomeUnknown
-from dkv.pb import kv_pb2_grpc
+from dkv.pb import kv_pb2, kv_pb2_grpc
 from dkv.transport.grpc_peer import CHANNEL_OPTIONS
 
 FORWARDED = (("dkv-forwarded", "1"),)
@@ -33,7 +35,7 @@ class ClusterClient:
     def call(self, address: str, method: str, request: Any) -> Deferred[Any]:
         """Call method on the node at address; fails with the DkvError its
         status maps to (NoLeader when it cannot be reached)."""
-        return Deferred.fromFuture(asyncio.ensure_future(self._call(address, method, request)))
+        return deferred_from(self._call(address, method, request))
 
     async def _call(self, address: str, method: str, request: Any) -> Any:
         channel = self._channels.get(address)
@@ -73,10 +75,6 @@ def join_cluster(
     Blocking (it runs at start-up, before the reactor): retries while the
     cluster has no leader, up to timeout seconds; raises RuntimeError with a
     readable reason otherwise."""
-    import time
-
-    from dkv.pb import kv_pb2
-
     deadline = time.monotonic() + timeout
     request = kv_pb2.AddMemberRequest(id=node_id, address=advertise, learner=True)
     last = "no answer"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from dkv.pb import raft_pb2 as pb
 from dkv.raft import messages as m
@@ -12,7 +12,7 @@ from dkv.raft.membership import Membership, MembershipError
 
 
 def entry_to_pb(e: m.Entry) -> pb.Entry:
-    return pb.Entry(index=e.index, term=e.term, kind=e.kind, data=e.data)
+    return pb.Entry(index=e.index, term=e.term, kind=cast(Any, e.kind), data=e.data)
 
 
 def entry_from_pb(e: pb.Entry) -> m.Entry:

@@ -182,7 +182,9 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         if receiver is None:
             yield raft_pb2.SnapshotAck(error="this node does not take snapshots")
             return
-        async for ack in receiver.receive(_parsed(request_iterator, raft_pb2.SnapshotChunk, "InstallSnapshot", context)):
+        async for ack in receiver.receive(
+            _parsed(request_iterator, raft_pb2.SnapshotChunk, "InstallSnapshot", context)
+        ):
             yield ack
 
 
@@ -287,5 +289,3 @@ class GrpcTransport:
         )
         if msgs:
             self._on_receive(msgs)
-
-

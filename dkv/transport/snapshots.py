@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 from grpc import aio
 
+from dkv.aio import wait
 from dkv.logs import logger
 from dkv.pb import raft_pb2, raft_pb2_grpc
 from dkv.raft.membership import Membership
@@ -157,7 +158,7 @@ class SnapshotReceiver:
             return
         store = self._store()
         try:
-            next_seq = await _wait(store.stage_begin(meta))
+            next_seq = await wait(store.stage_begin(meta))
         except StorageError as e:
             yield raft_pb2.SnapshotAck(error=str(e))
             return
@@ -174,7 +175,7 @@ class SnapshotReceiver:
                 return
             records = [(r.key, r.value) for r in chunk.records]
             try:
-                await _wait(store.stage_chunk(chunk.seq, records, chunk.crc, chunk.last))
+                await wait(store.stage_chunk(chunk.seq, records, chunk.crc, chunk.last))
             except StorageError as e:
                 log.warn("snapshot from {sender} rejected: {e}", sender=sender, e=e)
                 yield raft_pb2.SnapshotAck(error=str(e))
@@ -187,8 +188,3 @@ class SnapshotReceiver:
                 yield raft_pb2.SnapshotAck(next_seq=chunk.seq + 1, done=True)
                 return
             yield raft_pb2.SnapshotAck(next_seq=chunk.seq + 1)
-
-
-async def _wait(d: Any) -> Any:
-    """Await a Deferred from asyncio code."""
-    return await d.asFuture(asyncio.get_running_loop())

@@ -375,13 +375,11 @@ class Invariants:
             return
         if index > len(self.committed):
             raise AssertionError(
-                f"{what}: snapshot at ({index}, t{term}), but only {len(self.committed)} entries are "
-                f"committed"
+                f"{what}: snapshot at ({index}, t{term}), but only {len(self.committed)} entries are committed"
             )
         if self.committed[index - 1].term != term:
             raise AssertionError(
-                f"{what}: snapshot at ({index}, t{term}), but {_short(self.committed[index - 1])} is "
-                f"committed there"
+                f"{what}: snapshot at ({index}, t{term}), but {_short(self.committed[index - 1])} is committed there"
             )
 
     def _check_base_config(self, what: str, nid: str, base: int, config: Membership) -> None:
@@ -426,8 +424,7 @@ class Invariants:
         self._seen_term[nid] = raft.term
         self._was_leader_in[nid] = 0
         assert raft.log.applied == len(disk.applied), (
-            f"{nid} restarted with applied={raft.log.applied} but applied "
-            f"{len(disk.applied)} entries before the crash"
+            f"{nid} restarted with applied={raft.log.applied} but applied {len(disk.applied)} entries before the crash"
         )
         self.check_node(node)
 
@@ -442,8 +439,7 @@ class Invariants:
             raise AssertionError(f"{nid}: term went back from {self._seen_term[nid]} to {raft.term}")
         if raft.term < node.disk.hard_state.term:
             raise AssertionError(
-                f"{nid}: in-memory term {raft.term} is behind its durable term "
-                f"{node.disk.hard_state.term}"
+                f"{nid}: in-memory term {raft.term} is behind its durable term {node.disk.hard_state.term}"
             )
         self._seen_term[nid] = raft.term
         self._check_stable(node, raft)
@@ -453,9 +449,7 @@ class Invariants:
             self._was_leader_in[nid] = raft.term
             self._on_leader(nid, raft)
         if raft.log.applied < self._seen_applied[nid]:
-            raise AssertionError(
-                f"{nid}: applied index went back from {self._seen_applied[nid]} to {raft.log.applied}"
-            )
+            raise AssertionError(f"{nid}: applied index went back from {self._seen_applied[nid]} to {raft.log.applied}")
         self._seen_applied[nid] = raft.log.applied
 
     def _check_stable(self, node: SimNode, raft: Raft) -> None:
@@ -528,7 +522,7 @@ class Invariants:
                 first_changed = base + n + 1
             else:
                 first_changed = base + 1
-                for a, b in zip(cur, old):
+                for a, b in zip(cur, old, strict=False):
                     if a != b:
                         break
                     first_changed += 1
@@ -544,17 +538,13 @@ class Invariants:
             # or entries appended, applied and compacted within one step.
             first_changed = base + 1
         if first_changed <= last:
-            self.check_log(
-                f"{nid} (memory)", cur, first_changed, base, log.snapshot_term, owner=(nid, self._life[nid])
-            )
+            self.check_log(f"{nid} (memory)", cur, first_changed, base, log.snapshot_term, owner=(nid, self._life[nid]))
         if base_moved or first_changed <= max(last, slast):
             self._check_membership(node, raft, cur, base, first_changed)
         self._mem_log[nid] = (base, cur)
         self._mem_log_commit[nid] = log.committed
 
-    def _check_membership(
-        self, node: SimNode, raft: Raft, log: list[Entry], base: int, first_changed: int
-    ) -> None:
+    def _check_membership(self, node: SimNode, raft: Raft, log: list[Entry], base: int, first_changed: int) -> None:
         """Thesis §4.1: "a server always uses the latest configuration in its
         log, regardless of whether the entry is committed" -- checked against
         the log itself whenever it changed; with no configuration in the log,
@@ -642,9 +632,7 @@ class Invariants:
         (followers learn commits from it later), and it counted a quorum of
         its latest configuration holding e on disk (§5.3, thesis §4.1)."""
         config = raft.membership
-        holders = sorted(
-            v for v in config.voters if v in self.nodes and self._disk_holds(self.nodes[v].disk, e)
-        )
+        holders = sorted(v for v in config.voters if v in self.nodes and self._disk_holds(self.nodes[v].disk, e))
         if len(holders) < config.quorum():
             raise AssertionError(
                 f"{node.id} ({raft.role.value}, term {raft.term}) committed {_short(e)} but only "
@@ -799,9 +787,7 @@ class Invariants:
         hs = node.disk.hard_state
         pre_vote = isinstance(m, (RequestVote, VoteResponse)) and m.pre_vote
         if not pre_vote and m.term > hs.term:
-            raise AssertionError(
-                f"Durable term: {node.id} sent {_describe(m)} but its disk holds term {hs.term} only"
-            )
+            raise AssertionError(f"Durable term: {node.id} sent {_describe(m)} but its disk holds term {hs.term} only")
         if isinstance(m, VoteResponse) and m.granted and not m.pre_vote:
             if hs.term < m.term or (hs.term == m.term and hs.vote != m.to):
                 raise AssertionError(f"{node.id}: sent {_describe(m)} but its disk says {hs}")
@@ -834,9 +820,7 @@ class Invariants:
         if hs.term < old_hs.term:
             raise AssertionError(f"{nid}: durable term went back from {old_hs.term} to {hs.term}")
         if hs.term == old_hs.term and old_hs.vote and hs.vote != old_hs.vote:
-            raise AssertionError(
-                f"{nid}: changed its durable vote in term {hs.term} from {old_hs.vote} to {hs.vote}"
-            )
+            raise AssertionError(f"{nid}: changed its durable vote in term {hs.term} from {old_hs.vote} to {hs.vote}")
         if hs.commit < old_hs.commit:
             raise AssertionError(f"{nid}: durable commit went back from {old_hs.commit} to {hs.commit}")
         if hs.commit > disk.last_index():
@@ -1352,11 +1336,7 @@ class Cluster:
 
     def _waiting(self) -> list[SimNode]:
         """Nodes with an outstanding Ready that their disk may write now."""
-        return [
-            n
-            for n in self.nodes.values()
-            if n.ready is not None and self._stalled_until.get(n.id, 0) <= self.now
-        ]
+        return [n for n in self.nodes.values() if n.ready is not None and self._stalled_until.get(n.id, 0) <= self.now]
 
     def persist_one(self) -> None:
         node = self.rng.choice(self._waiting())
@@ -1519,7 +1499,9 @@ class Cluster:
                 if nid in committed.ids:
                     self._joiners.remove(nid)
                     self.nodes[nid].disk = Disk.joining(committed)
-                    self._log(f"{nid} joins with voters={sorted(committed.voters)} learners={sorted(committed.learners)}")
+                    self._log(
+                        f"{nid} joins with voters={sorted(committed.voters)} learners={sorted(committed.learners)}"
+                    )
                     self._touched.add(nid)
                     self._boot(nid)
                     self._count("joined")
@@ -1629,10 +1611,7 @@ class Cluster:
             new = self._random_change(committed)
         else:
             raise ValueError(f"unknown membership step {self.membership_plan[0]!r}")
-        self._log(
-            f"propose_membership voters={sorted(new.voters)} learners={sorted(new.learners)} "
-            f"on {leader.id}"
-        )
+        self._log(f"propose_membership voters={sorted(new.voters)} learners={sorted(new.learners)} on {leader.id}")
         try:
             raft.propose_membership(new)
         except (NotLeader, MembershipError, ProposalDropped):
@@ -1799,9 +1778,7 @@ class Cluster:
 
     def _all_applied(self, members: Iterable[str], probes: list[bytes]) -> bool:
         wanted = set(probes)
-        return all(
-            any(e.data in wanted for e in reversed(self.nodes[nid].disk.applied)) for nid in members
-        )
+        return all(any(e.data in wanted for e in reversed(self.nodes[nid].disk.applied)) for nid in members)
 
     def _agree_on(self, leader: str, members: Iterable[str]) -> bool:
         leaders = [n.id for n in self.nodes.values() if n.raft is not None and n.raft.role is Role.LEADER]
@@ -2144,9 +2121,7 @@ class Net:
 
     def applied_data(self, nid: str) -> list[bytes]:
         """Client payloads nid applied, in order (no-ops and configs left out)."""
-        return [
-            e.data for e in self.nodes[nid].disk.applied if e.kind is EntryKind.NORMAL and e.data
-        ]
+        return [e.data for e in self.nodes[nid].disk.applied if e.kind is EntryKind.NORMAL and e.data]
 
     def log_terms(self, nid: str) -> list[int]:
         """The terms of nid's log entries (from its first index on)."""

@@ -1,0 +1,223 @@
+# test-case-name: tests.test_config
+"""Command-line options of ``dkv`` and ``twistd dkv``: flags, ``DKV_*`` variables
+and the checks that need neither the network nor the disk.
+
+Every flag ``--foo-bar`` also reads ``DKV_FOO_BAR``; a flag wins over its
+variable. ``postOptions`` turns them into a ``NodeConfig`` and makes sure the
+asyncio reactor is the one installed (gRPC's asyncio API and Twisted share
+that one loop).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.python import usage
+
+from dkv import asyncio_reactor
+from dkv.config import (
+    ClusterSpec,
+    ConfigError,
+    Limits,
+    NodeConfig,
+    check_db_path,
+    host_port,
+    parse_address,
+    parse_cluster,
+    parse_port,
+    parse_routes,
+)
+from dkv.logs import LEVELS
+from dkv.raft import RaftConfig
+from dkv.raft.membership import NODE_ID
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
+_positive_int.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+_positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
+_port.coerceDoc = "A TCP port, 1-65535."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run one dkv node. Every option --foo-bar can also be set with the "
+        "environment variable DKV_FOO_BAR; the option wins."
+    )
+    optParameters: list[list[Any]] = [
+        ["node-id", None, None, "This node's id; must appear in --cluster."],
+        [
+            "cluster",
+            None,
+            "",
+            "Bootstrap cluster, ID@HOST:RPC_PORT,... The first member gets the first chance to lead. "
+            "Only read when the db is empty.",
+        ],
+        ["rpc-port", None, 7070, "Port for gRPC: the KV API and the peer protocol.", _port],
+        ["rest-port", None, 7071, "Port for the REST API.", _port],
+        ["db-path", None, None, "LMDB file for this node's data, e.g. a.db."],
+        ["listen-host", None, "127.0.0.1", "Address the RPC and REST ports listen on."],
+        ["log-level", None, "info", "debug, info, warn, error or critical."],
+        [
+            "join",
+            None,
+            "",
+            "HOST:RPC_PORT of any member: join that cluster as a learner (only read when the db is empty).",
+        ],
+        ["advertise-host", None, "", "Host other nodes reach this node's RPC port at (default: --listen-host)."],
+        [
+            "peer-route",
+            None,
+            "",
+            "ID=HOST:PORT,... reach these peers at these addresses instead of the ones in the cluster "
+            "configuration (NAT, tunnels, fault-injection tests).",
+        ],
+        ["request-timeout", None, 5.0, "Seconds a client request may wait for the cluster.", _positive_float],
+        ["max-key-size", None, 4096, "Largest key in bytes.", _positive_int],
+        ["max-body-size", None, 1536 * 1024, "Largest REST body / gRPC message in bytes.", _positive_int],
+        ["max-connections", None, 10_000, "REST connections open at once; newer ones are refused.", _positive_int],
+        ["idle-timeout", None, 60.0, "Seconds a REST connection may stay open with nothing to do.", _positive_float],
+        ["read-timeout", None, 30.0, "Seconds a REST request may take to arrive, headers and body.", _positive_float],
+        ["tick-ms", None, 100, "Raft tick in milliseconds.", _positive_int],
+        ["election-ticks", None, 10, "Ticks without a leader before an election.", _positive_int],
+        ["heartbeat-ticks", None, 1, "Ticks between leader heartbeats.", _positive_int],
+        [
+            "max-inflight",
+            None,
+            64,
+            "Unacknowledged appends to one follower (pipelining depth); lower means fewer, larger batches.",
+            _positive_int,
+        ],
+        ["snapshot-entries", None, 10_000, "Compact the log every this many applied entries.", _positive_int],
+        [
+            "snapshot-keep-entries",
+            None,
+            5_000,
+            "Log entries kept behind the applied index when compacting, for slow followers.",
+            _positive_int,
+        ],
+    ]
+
+    optFlags: list[list[Any]] = [
+        ["auto-promote", None, "After joining, become a voter on our own once caught up."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._env_errors: list[str] = []
+        for long, _short, _doc in self.optFlags:
+            var = "DKV_" + long.upper().replace("-", "_")
+            if var in os.environ:
+                raw = os.environ[var].strip().lower()
+                if raw in ("1", "true", "yes", "on"):
+                    self[long] = 1
+                elif raw not in ("0", "false", "no", "off", ""):
+                    self._env_errors.append(f"{var}={os.environ[var]!r}: expected true or false")
+        for long, _short, _default, _doc, *coerce in self.optParameters:
+            var = "DKV_" + long.upper().replace("-", "_")
+            if var in os.environ:
+                raw = os.environ[var]
+                try:
+                    self[long] = coerce[0](raw) if coerce else raw
+                except ValueError as e:
+                    self._env_errors.append(f"{var}={raw!r}: {e}")
+
+    def postOptions(self) -> None:
+        if self._env_errors:
+            raise usage.UsageError(self._env_errors[0])
+        try:
+            self["config"] = self._node_config()
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        try:
+            asyncio_reactor.require()
+        except asyncio_reactor.WrongReactor as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _node_config(self) -> NodeConfig:
+        node_id = self["node-id"]
+        if not node_id:
+            raise ConfigError("no node id: set --node-id or DKV_NODE_ID")
+        if not NODE_ID.match(node_id):
+            raise ConfigError(f"node id {node_id!r}: use letters, digits, '_', '.', '-' (max 64)")
+        if not self["db-path"]:
+            raise ConfigError("no db path: set --db-path or DKV_DB_PATH (a file such as a.db)")
+        check_db_path(self["db-path"])
+        level = self["log-level"].lower()
+        if level not in LEVELS:
+            raise ConfigError(f"log level {self['log-level']!r}: use one of {', '.join(LEVELS)}")
+        cluster: ClusterSpec | None = None
+        if self["cluster"].strip():
+            cluster = parse_cluster(self["cluster"])
+            if all(m.id != node_id for m in cluster.members):
+                raise ConfigError(f"node id {node_id!r} is not in the cluster {str(cluster)!r}")
+        routes = parse_routes(self["peer-route"]) if self["peer-route"].strip() else {}
+        join = None
+        if self["join"].strip():
+            host, port = parse_address(self["join"].strip(), "join")
+            join = host_port(host, port)
+        advertise = self["advertise-host"].strip() or self["listen-host"]
+        if advertise in ("0.0.0.0", "::", ""):
+            raise ConfigError("listening on all addresses: set --advertise-host to the address peers should use")
+        if cluster is None and join is None:
+            pass  # fine if the db already holds a node; checked at start-up
+        if cluster is not None and join is not None:
+            raise ConfigError("give either --cluster (a new cluster) or --join (an existing one), not both")
+        if self["rpc-port"] == self["rest-port"]:
+            raise ConfigError(f"rpc port and rest port are both {self['rpc-port']}")
+        if self["heartbeat-ticks"] >= self["election-ticks"]:
+            raise ConfigError("heartbeat ticks must be fewer than election ticks")
+        return NodeConfig(
+            node_id=node_id,
+            db_path=self["db-path"],
+            listen_host=self["listen-host"],
+            rpc_port=self["rpc-port"],
+            rest_port=self["rest-port"],
+            cluster=cluster,
+            peer_routes=routes,
+            log_level=level,
+            request_timeout=self["request-timeout"],
+            tick_seconds=self["tick-ms"] / 1000.0,
+            raft=RaftConfig(
+                election_ticks=self["election-ticks"],
+                heartbeat_ticks=self["heartbeat-ticks"],
+                max_inflight=self["max-inflight"],
+                defer_commit=True,
+            ),
+            limits=Limits(max_key_bytes=self["max-key-size"], max_body_bytes=self["max-body-size"]),
+            snapshot_entries=self["snapshot-entries"],
+            snapshot_keep=self["snapshot-keep-entries"],
+            join=join,
+            advertise=host_port(advertise, self["rpc-port"]),
+            auto_promote=bool(self["auto-promote"]),
+            max_connections=self["max-connections"],
+            idle_timeout=self["idle-timeout"],
+            read_timeout=self["read-timeout"],
+        )
