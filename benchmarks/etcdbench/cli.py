@@ -80,8 +80,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds measured per run (default 10)")
-    ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run, not counted (default 2; 0: none)")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds; each runs dkv then etcd on fresh clusters (default 2)")
+    ap.add_argument(
+        "--warmup", type=int, default=2, help="seconds of warm-up before each run, not counted (default 2; 0: none)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="rounds; each runs dkv then etcd on fresh clusters (default 2)"
+    )
     ap.add_argument("--runs", default=",".join(r.name for r in RUNS), help="comma-separated runs (default: all)")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads per wrk process (default 2)")
     ap.add_argument("--key-size", type=int, default=8, help="key bytes (default 8, at least 6)")
@@ -90,12 +94,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--wrk-timeout", type=int, default=10, help="wrk's per-request timeout in seconds (default 10)")
     ap.add_argument("--scale", type=int, default=1_000_000, help="keys for the scale figures (default 1,000,000)")
     ap.add_argument("--scale-connections", type=int, default=64, help="connections loading the scale keys (default 64)")
-    ap.add_argument("--scale-timeout", type=int, default=3600, help="seconds allowed for loading the scale keys (default 3600)")
-    ap.add_argument("--scale-wait", type=int, default=900, help="seconds allowed for a restart or a catch-up (default 900)")
+    ap.add_argument(
+        "--scale-timeout", type=int, default=3600, help="seconds allowed for loading the scale keys (default 3600)"
+    )
+    ap.add_argument(
+        "--scale-wait", type=int, default=900, help="seconds allowed for a restart or a catch-up (default 900)"
+    )
     ap.add_argument("--skip-scale", action="store_true", help="no scale figures")
     ap.add_argument("--skip-compare", action="store_true", help="only the scale figures")
-    ap.add_argument("--out", type=Path, default=BENCHMARKS / "results", help="output directory (default benchmarks/results/)")
-    ap.add_argument("--tmp-dir", type=Path, default=None, help="where the clusters' data go (default: the system temp dir)")
+    ap.add_argument(
+        "--out", type=Path, default=BENCHMARKS / "results", help="output directory (default benchmarks/results/)"
+    )
+    ap.add_argument(
+        "--tmp-dir", type=Path, default=None, help="where the clusters' data go (default: the system temp dir)"
+    )
     ap.add_argument("--etcd", default=shutil.which("etcd") or "etcd", help="etcd binary")
     ap.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="wrk binary")
     args = ap.parse_args(argv)
@@ -137,10 +149,15 @@ def compare(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
                     results.append(r)
                     bad = ""
                     if run_has_errors(r):
-                        bad = (f"  ERRORS: {r['non2xx']} non-2xx, {r['socket_errors']} socket, "
-                               f"{r['misses']} empty reads {r['error_sample'][:120]}")
-                    print(f"round {rnd} {system:4} {spec.name:13} {r['throughput']:>9,.0f} req/s  "
-                          f"p50 {fmt_ms(r['p50_ms']):>6} ms  p99 {fmt_ms(r['p99_ms']):>6} ms{bad}", flush=True)
+                        bad = (
+                            f"  ERRORS: {r['non2xx']} non-2xx, {r['socket_errors']} socket, "
+                            f"{r['misses']} empty reads {r['error_sample'][:120]}"
+                        )
+                    print(
+                        f"round {rnd} {system:4} {spec.name:13} {r['throughput']:>9,.0f} req/s  "
+                        f"p50 {fmt_ms(r['p50_ms']):>6} ms  p99 {fmt_ms(r['p99_ms']):>6} ms{bad}",
+                        flush=True,
+                    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,8 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     missing = missing_tools(args)
     if missing:
-        print(f"vs_etcd: {' and '.join(missing)} not found. Install them with:\n    {TOOLS_HINT}\n"
-              "(or give their paths with --etcd / --wrk)", file=sys.stderr)
+        print(
+            f"vs_etcd: {' and '.join(missing)} not found. Install them with:\n    {TOOLS_HINT}\n"
+            "(or give their paths with --etcd / --wrk)",
+            file=sys.stderr,
+        )
         return 2
     if not have_matplotlib():
         print(f"note: matplotlib is not installed, so no chart; for it: {CHART_HINT}", flush=True)

@@ -158,7 +158,7 @@ def run_wrk(wrk: str, jobs: Sequence[WrkJob]) -> list[dict[str, Any]]:
     try:
         for proc in procs:
             proc.start()
-        for job, proc in zip(jobs, procs):
+        for job, proc in zip(jobs, procs, strict=True):
             text = proc.output(timeout=job.duration + job.timeout + 60)
             if proc.returncode != 0:
                 raise RuntimeError(f"wrk exited with {proc.returncode}:\n{text[-2000:]}")
@@ -196,7 +196,7 @@ def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags
                 threads=min(args.threads, conns), duration=duration, timeout=args.wrk_timeout,
                 key_size=args.key_size, value_size=args.value_size, tag=tags.next(), nkeys=args.read_keys,
             )
-            for url, conns in zip(urls, split_connections(spec.connections, len(urls)))
+            for url, conns in zip(urls, split_connections(spec.connections, len(urls)), strict=True)
         ]  # fmt: skip
 
     warmup = combine(run_wrk(args.wrk, jobs(args.warmup))) if args.warmup > 0 else None

@@ -80,20 +80,40 @@ def fmt_ms(value: float | None) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison as an aligned text table."""
-    header = ["run", "", "dkv req/s", "etcd req/s", "dkv/etcd", "dkv p50", "etcd p50", "dkv p99", "etcd p99", "p99 dkv/etcd"]
+    header = [
+        "run",
+        "",
+        "dkv req/s",
+        "etcd req/s",
+        "dkv/etcd",
+        "dkv p50",
+        "etcd p50",
+        "dkv p99",
+        "etcd p99",
+        "p99 dkv/etcd",
+    ]
     lines = [header]
     for row in rows:
         d, e = row["dkv"], row["etcd"]
         flag = "ERRORS" if (d and d["errors"]) or (e and e["errors"]) else ""
-        lines.append([
-            row["run"], row["describe"], fmt_rate(d), fmt_rate(e), fmt_ratio(row["throughput_ratio"]),
-            fmt_ms(d and d["p50_ms"]), fmt_ms(e and e["p50_ms"]), fmt_ms(d and d["p99_ms"]), fmt_ms(e and e["p99_ms"]),
-            fmt_ratio(row["p99_ratio"]) + (f"  {flag}" if flag else ""),
-        ])
+        lines.append(
+            [
+                row["run"],
+                row["describe"],
+                fmt_rate(d),
+                fmt_rate(e),
+                fmt_ratio(row["throughput_ratio"]),
+                fmt_ms(d and d["p50_ms"]),
+                fmt_ms(e and e["p50_ms"]),
+                fmt_ms(d and d["p99_ms"]),
+                fmt_ms(e and e["p99_ms"]),
+                fmt_ratio(row["p99_ratio"]) + (f"  {flag}" if flag else ""),
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for n, line in enumerate(lines):
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
         out.append("  ".join(cells).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
@@ -116,8 +136,10 @@ def write_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:
     names = [r["run"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     width = 0.38
-    for ax, field, title in ((axes[0], "throughput", "throughput (req/s, higher is better)"),
-                             (axes[1], "p99_ms", "p99 latency (ms, lower is better)")):
+    for ax, field, title in (
+        (axes[0], "throughput", "throughput (req/s, higher is better)"),
+        (axes[1], "p99_ms", "p99 latency (ms, lower is better)"),
+    ):
         for k, (system, color) in enumerate((("dkv", "#3b7dd8"), ("etcd", "#e0892b"))):
             xs, ys, lo, hi = [], [], [], []
             for i, row in enumerate(rows):

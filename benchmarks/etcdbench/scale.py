@@ -58,11 +58,22 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
         quota = math.ceil(n / threads)
         cap = args.scale_timeout
         job = WrkJob(
-            url=f"http://127.0.0.1:{c.rest[leader]}", system="dkv", op="load",
-            connections=args.scale_connections, threads=threads, duration=cap, timeout=args.wrk_timeout,
-            key_size=args.key_size, value_size=args.value_size, tag=1, quota=quota, done_dir=str(done_dir),
+            url=f"http://127.0.0.1:{c.rest[leader]}",
+            system="dkv",
+            op="load",
+            connections=args.scale_connections,
+            threads=threads,
+            duration=cap,
+            timeout=args.wrk_timeout,
+            key_size=args.key_size,
+            value_size=args.value_size,
+            tag=1,
+            quota=quota,
+            done_dir=str(done_dir),
         )
-        print(f"scale: loading {n:,} keys into dkv ({args.scale_connections} connections to the leader) ...", flush=True)
+        print(
+            f"scale: loading {n:,} keys into dkv ({args.scale_connections} connections to the leader) ...", flush=True
+        )
         start = time.monotonic()
         wrk = job.process(args.wrk)
         wrk.start()
@@ -73,7 +84,10 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
                 last_report = time.monotonic()
                 s = c.status(leader)
                 if s:
-                    print(f"  ... {s['commit_index'] - base:,} entries committed after {last_report - start:.0f}s", flush=True)
+                    print(
+                        f"  ... {s['commit_index'] - base:,} entries committed after {last_report - start:.0f}s",
+                        flush=True,
+                    )
         load_s = time.monotonic() - start
         wrk.signal(signal.SIGINT)  # wrk prints its results (done()) on SIGINT
         try:
@@ -82,12 +96,17 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             wrk.close()
         res = parse_wrk_output(text)
         out["load"] = {
-            "seconds": load_s, "keys_written": res["ok"], "keys_per_s": res["ok"] / load_s, "wrk": res,
+            "seconds": load_s,
+            "keys_written": res["ok"],
+            "keys_per_s": res["ok"] / load_s,
+            "wrk": res,
             "all_threads_done": len(list(done_dir.iterdir())) >= threads,
         }
         print(f"  loaded {res['ok']:,} keys in {load_s:.1f}s ({res['ok'] / load_s:,.0f} keys/s)", flush=True)
         if run_has_errors(res) or not out["load"]["all_threads_done"]:
-            out["error"] = f"load incomplete or with errors: {res['non2xx']} non-2xx, {res['socket_errors']} socket errors"
+            out["error"] = (
+                f"load incomplete or with errors: {res['non2xx']} non-2xx, {res['socket_errors']} socket errors"
+            )
             return out
 
         def caught_up(*nodes: str, need_snapshot: bool = False) -> bool:
@@ -125,11 +144,17 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
         wait_until(lambda: caught_up(follower), args.scale_wait, f"{follower} to catch up", 0.02)
         total = time.monotonic() - start
         out["follower_restart"] = {
-            "node": follower, "signal": "SIGKILL", "status_answers_s": answers, "caught_up_s": total,
+            "node": follower,
+            "signal": "SIGKILL",
+            "status_answers_s": answers,
+            "caught_up_s": total,
             "rss_mb_after": memory_mb(c.pid(follower)).get("rss_mb"),
         }
-        print(f"  follower {follower} killed (-9) and restarted: status answers after {answers:.2f}s, "
-              f"caught up after {total:.2f}s", flush=True)
+        print(
+            f"  follower {follower} killed (-9) and restarted: status answers after {answers:.2f}s, "
+            f"caught up after {total:.2f}s",
+            flush=True,
+        )
 
         leader = c.leader()
         leader_first_index = (c.status(leader) or {}).get("first_index")
@@ -137,17 +162,27 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
         c.join("d", via=leader)
         wait_until(lambda: c.status("d") is not None, args.scale_wait, "the new node to answer", 0.02)
         answers = time.monotonic() - start
-        wait_until(lambda: caught_up("d", need_snapshot=True), args.scale_wait, "the new node to catch up by snapshot", 0.02)
+        wait_until(
+            lambda: caught_up("d", need_snapshot=True), args.scale_wait, "the new node to catch up by snapshot", 0.02
+        )
         total = time.monotonic() - start
         sd = c.status("d") or {}
         out["new_node"] = {
-            "node": "d", "joined_via": leader, "leader_first_index": leader_first_index,
-            "status_answers_s": answers, "caught_up_s": total,
-            "snapshot_index": sd.get("snapshot_index"), "applied_index": sd.get("applied_index"),
-            **memory_mb(c.pid("d")), "db_file_mb": _file_mb(c.dir / "d.db"),
+            "node": "d",
+            "joined_via": leader,
+            "leader_first_index": leader_first_index,
+            "status_answers_s": answers,
+            "caught_up_s": total,
+            "snapshot_index": sd.get("snapshot_index"),
+            "applied_index": sd.get("applied_index"),
+            **memory_mb(c.pid("d")),
+            "db_file_mb": _file_mb(c.dir / "d.db"),
         }
-        print(f"  new node d joined via {leader}: status answers after {answers:.2f}s, caught up by snapshot "
-              f"(snapshot_index {sd.get('snapshot_index')}) after {total:.2f}s", flush=True)
+        print(
+            f"  new node d joined via {leader}: status answers after {answers:.2f}s, caught up by snapshot "
+            f"(snapshot_index {sd.get('snapshot_index')}) after {total:.2f}s",
+            flush=True,
+        )
     return out
 
 
@@ -163,16 +198,22 @@ def format_scale(scale: dict[str, Any]) -> str:
     """The scale figures as a few lines."""
     if "error" in scale and "nodes" not in scale:
         return f"scale: {scale['error']}"
-    lines = [f"scale: {scale['load']['keys_written']:,} keys loaded in {scale['load']['seconds']:.1f}s "
-             f"({scale['load']['keys_per_s']:,.0f} keys/s, {scale['connections']} connections)"]
+    lines = [
+        f"scale: {scale['load']['keys_written']:,} keys loaded in {scale['load']['seconds']:.1f}s "
+        f"({scale['load']['keys_per_s']:,.0f} keys/s, {scale['connections']} connections)"
+    ]
     for x, info in scale["nodes"].items():
         lines.append(f"  {_node_line(x, info)}")
     fr = scale.get("follower_restart")
     if fr:
-        lines.append(f"  follower restart ({fr['signal']}): answers after {fr['status_answers_s']:.2f}s, "
-                     f"caught up after {fr['caught_up_s']:.2f}s")
+        lines.append(
+            f"  follower restart ({fr['signal']}): answers after {fr['status_answers_s']:.2f}s, "
+            f"caught up after {fr['caught_up_s']:.2f}s"
+        )
     nn = scale.get("new_node")
     if nn:
-        lines.append(f"  new node catch-up by snapshot: {nn['caught_up_s']:.2f}s "
-                     f"(answers after {nn['status_answers_s']:.2f}s, snapshot_index {nn['snapshot_index']})")
+        lines.append(
+            f"  new node catch-up by snapshot: {nn['caught_up_s']:.2f}s "
+            f"(answers after {nn['status_answers_s']:.2f}s, snapshot_index {nn['snapshot_index']})"
+        )
     return "\n".join(lines)
