@@ -16,13 +16,19 @@ _STATE_FIELD = {
 }
 
 
+def has_filters(request: RangeRequest) -> bool:
+    return bool(
+        request.min_mod_revision or request.max_mod_revision or request.min_create_revision or request.max_create_revision
+    )
+
+
 def filtered(found: Found, request: RangeRequest) -> Found:
     """The keys min/max_mod_revision and min/max_create_revision let
     through (0: no bound)."""
+    if not has_filters(request):
+        return found
     low_mod, high_mod = request.min_mod_revision, request.max_mod_revision
     low_create, high_create = request.min_create_revision, request.max_create_revision
-    if not (low_mod or high_mod or low_create or high_create):
-        return found
     return [
         (key, state)
         for key, state in found

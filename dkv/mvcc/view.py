@@ -28,7 +28,7 @@ from dkv.mvcc.keys import (
     revision_key,
 )
 from dkv.mvcc.layout import COMPACTED, HISTORY, INDEX, LIVE, REVISION, read_counter
-from dkv.mvcc.ranges import Found, filtered, sort_order, sorted_by_state
+from dkv.mvcc.ranges import Found, filtered, has_filters, sort_order, sorted_by_state
 from dkv.mvcc.records import KeyState, decode_state, is_tombstone
 from dkv.pb.etcd_kv_pb2 import Event, KeyValue
 from dkv.pb.etcd_rpc_pb2 import RangeRequest, RangeResponse
@@ -151,44 +151,61 @@ class MvccView:
         if revision < self._compacted:
             raise errors.Compacted()
         span = key_span(request.key, request.range_end)
-        found = self._live(span) if revision == current else self._at(span, revision)
+        raw = self._live_raw(span) if revision == current else self._at(span, revision)
         response.header.revision = current
-        response.count = len(found)
+        response.count = len(raw)
         if request.count_only:
             return
-        found = filtered(found, request)
         order = sort_order(request)
         descending = order == RangeRequest.DESCEND
-        limit = request.limit if request.limit > 0 else len(found)
-        if request.sort_target == RangeRequest.VALUE and order in (RangeRequest.ASCEND, RangeRequest.DESCEND):
-            kvs = sorted((self._record(state) for _key, state in found), key=_value, reverse=descending)
-            response.more = len(kvs) > limit
-            response.kvs.extend(kvs[:limit])
-            if request.keys_only:
-                for kv in response.kvs:
-                    kv.ClearField("value")
-            return
-        if order in (RangeRequest.ASCEND, RangeRequest.DESCEND):
-            found = sorted_by_state(found, request.sort_target, descending)
-        response.more = len(found) > limit
-        for key, state in found[:limit]:
+        limit = request.limit if request.limit > 0 else len(raw)
+        if request.sort_target == RangeRequest.KEY and not has_filters(request):
+            # key order as found: decode only what is returned
+            if descending:
+                raw = raw[::-1]
+            response.more = len(raw) > limit
+            found = [(key, decode_state(data)) for key, data in raw[:limit]]
+        else:
+            found = filtered([(key, decode_state(data)) for key, data in raw], request)
+            if request.sort_target == RangeRequest.VALUE and order in (RangeRequest.ASCEND, RangeRequest.DESCEND):
+                self._sorted_by_value_into(response, found, descending, limit, request.keys_only)
+                return
+            if order in (RangeRequest.ASCEND, RangeRequest.DESCEND):
+                found = sorted_by_state(found, request.sort_target, descending)
+            response.more = len(found) > limit
+            found = found[:limit]
+        for key, state in found:
             if request.keys_only:
                 response.kvs.append(state.key_value(key))
             else:
                 response.kvs.add().ParseFromString(self._tables.get(HISTORY, revision_key(state.mod_revision, state.sub)))
 
+    def _sorted_by_value_into(
+        self, response: RangeResponse, found: Found, descending: bool, limit: int, keys_only: bool
+    ) -> None:
+        kvs = sorted((self._record(state) for _key, state in found), key=_value, reverse=descending)
+        response.more = len(kvs) > limit
+        response.kvs.extend(kvs[:limit])
+        if keys_only:
+            for kv in response.kvs:
+                kv.ClearField("value")
+
     def _live(self, span: Span) -> Found:
         """The keys in span now, in key order."""
+        return [(key, decode_state(data)) for key, data in self._live_raw(span)]
+
+    def _live_raw(self, span: Span) -> list[tuple[bytes, bytes]]:
+        """The keys in span now and their encoded KeyStates, in key order."""
         if is_empty(span):
             return []
         start, end = span
-        return [(key, decode_state(data)) for key, data in self._tables.scan(LIVE, start, end)]
+        return list(self._tables.scan(LIVE, start, end))
 
-    def _at(self, span: Span, revision: int) -> Found:
-        """The keys in span at an older revision, in key order: for each key
-        with history in span, its newest change at or below revision, if that
-        is not a delete. Two index seeks per key."""
-        found: Found = []
+    def _at(self, span: Span, revision: int) -> list[tuple[bytes, bytes]]:
+        """The keys in span at an older revision and their encoded KeyStates,
+        in key order: for each key with history in span, its newest change at
+        or below revision, if that is not a delete. Two index seeks per key."""
+        found: list[tuple[bytes, bytes]] = []
         if is_empty(span):
             return found
         position, stop = index_span(span)
@@ -201,9 +218,8 @@ class MvccView:
                 newest = next(
                     self._tables.scan(INDEX, escape(key), index_key(key, revision + 1), reverse=True)
                 )
-                state = decode_state(newest[1])
-                if not state.tombstone:
-                    found.append((key, state))
+                if not decode_state(newest[1]).tombstone:
+                    found.append((key, newest[1]))
             position = after_all_of(key)
 
     def _record(self, state: KeyState) -> KeyValue:
