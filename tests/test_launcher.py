@@ -171,6 +171,8 @@ def test_captured_output(procs: list[Process]) -> None:
 def test_run_to_exit_captures_and_kills_what_runs_on() -> None:
     done = run_to_exit(python("import sys; print('out'); sys.exit('err')"), timeout=10)
     assert (done.returncode, done.stdout, done.stderr) == (1, "out\n", "err\n") and done.seconds < 10
+    fed = run_to_exit(python("import sys; print(sys.stdin.read().upper(), end='')"), stdin="line\n", timeout=10)
+    assert (fed.returncode, fed.stdout) == (0, "LINE\n")
     start = time.monotonic()
     with pytest.raises(Timeout, match="did not exit within 0.5s"):
         run_to_exit(python(IDLE), timeout=0.5)

@@ -2,7 +2,7 @@
 (``python benchmarks/vs_etcd.py``; its help is ``cli``'s docstring).
 
 ``runs``        what is measured: the runs, the two systems, what a cluster offers
-``etcd``        three etcd members on free ports (a ``dkv.testing.process.Process`` each)
+``etcd``        three etcd members, launched by ``dkv.testing.etcd_cluster``
 ``dkv_cluster`` three dkv nodes, launched by ``dkv.testing.cluster``
 ``load``        the wrk driver (``load.lua``): jobs, their results, one measured run
 ``report``      the summary over rounds, the table and the chart

@@ -158,18 +158,22 @@ def run_to_exit(
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     timeout: float = 10.0,
+    stdin: str | bytes | None = None,
 ) -> Exited:
     """Run a command that must exit by itself (in its own session; ``env``
-    is its whole environment, None: ours) and capture its output. If it is
-    still running after ``timeout`` seconds, its whole group is killed and
-    Timeout names what it had printed."""
+    is its whole environment, None: ours; ``stdin`` what it reads, else
+    nothing) and capture its output. If it is still running after
+    ``timeout`` seconds, its whole group is killed and Timeout names what it
+    had printed."""
     start = time.monotonic()
     proc = subprocess.Popen(
-        list(argv), env=None if env is None else dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+        list(argv), env=None if env is None else dict(env), cwd=cwd,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
+    data = stdin.encode() if isinstance(stdin, str) else stdin
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(data, timeout=timeout)
     except subprocess.TimeoutExpired:
         signal_group(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
