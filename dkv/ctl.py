@@ -1,62 +1,52 @@
-# test-case-name: tests.test_ctl
+# test-case-name: tests.test_ctl,tests.compat.test_dkvctl
 """``dkvctl``: operate a dkv cluster over REST, from any node.
 
-    dkvctl [--endpoint HOST:PORT] [--json] status
+    dkvctl [--endpoint HOST:PORT[,HOST:PORT...]] [--json] [--b64] status
     dkvctl members list | add ID ADDRESS [--learner] | remove ID | promote ID
     dkvctl leader transfer [TO]
     dkvctl put KEY VALUE | get KEY [--serializable] | delete KEY
+    dkvctl get KEY [END] [--prefix|--from-key] [--limit N] [--rev N]
+                   [--sort-by KEY|VERSION|CREATE|MODIFY|VALUE] [--order ASCEND|DESCEND]
+                   [--keys-only] [--count-only]
+    dkvctl put KEY VALUE --prev-kv | del KEY [END] [--prefix|--from-key] [--prev-kv]
+    dkvctl txn < FILE | compact REV | hash | hashkv [--rev N] | endpoint status
 
 The endpoint is a node's REST address (default ``$DKV_ENDPOINT`` or
-127.0.0.1:7071). Keys and values are text (UTF-8) unless ``--b64`` says they
-are base64 already. Tables are for people; ``--json`` prints the node's JSON
-answer for scripts. Exit status: 0 on success, 1 when the node refused
-(its error is printed), 2 when it could not be reached.
+127.0.0.1:7071); several, comma-separated, are tried in order: the next when
+one cannot be reached. Keys and values are text (UTF-8) unless ``--b64``
+says they are base64 already. Tables are for people; ``--json`` prints the
+node's JSON answer for scripts. Exit status: 0 on success, 1 when the node
+refused (its error is printed) or dkvctl could not read what it was given,
+2 when it could not be reached.
+
+Two APIs. ``put``, ``get`` and ``delete`` (or ``del``) without etcd's
+options speak dkv's own ``/v0`` and print as they always have: ``OK``, the
+value alone, a missing key is an error. With any option only etcd has (a
+range END, ``--prefix``, ``--from-key``, ``--limit``, ``--rev``,
+``--sort-by``, ``--order``, ``--keys-only``, ``--count-only``,
+``--prev-kv``), or with ``--v3``, they speak etcd's v3 JSON gateway and print
+as etcdctl does (``dkv.ctl_etcd``): each key and its value, nothing for a
+missing key, ``del`` prints how many keys it deleted. ``txn``, ``compact``,
+``hash``, ``hashkv`` and ``endpoint status`` always speak the v3 gateway, so
+they work against etcd too (except ``hashkv``: etcd 3.4's gateway routes no
+HashKV); ``hash``, ``hashkv`` and ``endpoint status`` ask every endpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any, TextIO
 
+from dkv import ctl_etcd
 from dkv.api.b64 import encode as b64_encode
+from dkv.ctl_requests import add_del_arguments, add_get_arguments, add_put_arguments, uses_etcd_options
+from dkv.ctl_transport import CtlError, request, split_endpoints
 
-
-class CtlError(Exception):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _url(endpoint: str, path: str) -> str:
-    base = endpoint if "://" in endpoint else f"http://{endpoint}"
-    return base.rstrip("/") + path
-
-
-def request(endpoint: str, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(_url(endpoint, path), data=data, method=method)
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        try:
-            answer = json.loads(e.read())
-            message = f"{answer.get('error', e.reason)} (HTTP {e.code}, code {answer.get('code')})"
-        except ValueError:
-            message = f"HTTP {e.code} {e.reason}"
-        raise CtlError(message, 1) from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise CtlError(f"cannot reach {endpoint}: {reason}", 2) from None
+__all__ = ["CtlError", "main", "parser", "run"]
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -85,21 +75,15 @@ def _encode(text: str, is_b64: bool) -> str:
     return b64_encode(text.encode())
 
 
-def _decode(b64: str, is_b64: bool) -> str:
-    if is_b64:
-        return b64
-    raw = base64.b64decode(b64)
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return "base64:" + b64
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dkvctl", description="Operate a dkv cluster over REST.")
-    p.add_argument("--endpoint", default=os.environ.get("DKV_ENDPOINT", "127.0.0.1:7071"), help="a node's REST address")
+    p.add_argument(
+        "--endpoint", "--endpoints", dest="endpoint", default=os.environ.get("DKV_ENDPOINT", "127.0.0.1:7071"),
+        help="a node's REST address; several, comma-separated, are tried in order",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the node's JSON answer")
     p.add_argument("--b64", action="store_true", help="keys and values are given and shown as base64")
+    p.add_argument("--v3", action="store_true", help="put, get and delete speak etcd's v3 gateway without its options")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="this node's view of the cluster")
@@ -115,18 +99,38 @@ def parser() -> argparse.ArgumentParser:
     leader.add_parser("transfer", help="hand leadership to TO (default: the most up-to-date voter)").add_argument(
         "to", nargs="?"
     )
-    put = sub.add_parser("put")
-    put.add_argument("key")
-    put.add_argument("value")
-    get = sub.add_parser("get")
-    get.add_argument("key")
-    get.add_argument("--serializable", action="store_true", help="read this node's local state")
-    sub.add_parser("delete").add_argument("key")
+    add_put_arguments(sub.add_parser("put", help="write a key"))
+    add_get_arguments(sub.add_parser("get", help="read a key, or a range of keys"))
+    add_del_arguments(sub.add_parser("delete", aliases=["del"], help="delete a key, or a range of keys"))
+    sub.add_parser("txn", help="a transaction read from standard input (see dkv.ctl_requests)")
+    sub.add_parser("compact", help="forget the history before a revision").add_argument("revision", type=int)
+    sub.add_parser("hash", help="each endpoint's hash of its whole store (etcd's Maintenance.Hash)")
+    sub.add_parser("hashkv", help="each endpoint's hash of the keyspace's history").add_argument(
+        "--rev", type=int, default=0, help="as of revision N (default: the newest)"
+    )
+    endpoint = sub.add_parser("endpoint", help="each endpoint's state").add_subparsers(dest="action", required=True)
+    endpoint.add_parser("status", help="version, db size, leadership, raft term and index")
     return p
 
 
-def run(args: argparse.Namespace, out: TextIO) -> None:
-    ep, t = args.endpoint, args.timeout
+#: Commands that always speak etcd's v3 gateway.
+V3_COMMANDS = ("txn", "compact", "hash", "hashkv", "endpoint")
+
+
+def speaks_v3(args: argparse.Namespace) -> bool:
+    """Whether args go to etcd's v3 gateway rather than dkv's /v0."""
+    command = "delete" if args.command == "del" else args.command
+    return command in V3_COMMANDS or (
+        command in ("put", "get", "delete") and (args.v3 or uses_etcd_options(command, args))
+    )
+
+
+def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> None:
+    args.endpoints = split_endpoints(args.endpoint)
+    if speaks_v3(args):
+        ctl_etcd.run(args, out, sys.stdin if stdin is None else stdin)
+        return
+    ep, t = args.endpoints, args.timeout
     if args.command == "status":
         st = request(ep, "GET", "/v0/status", timeout=t)
         if args.json:
@@ -182,7 +186,7 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
     elif args.command == "get":
         query = "?consistency=serializable" if args.serializable else ""
         answer = request(ep, "GET", f"/v0/kv/key/{key}{query}", timeout=t)
-        out.write(json.dumps(answer) + "\n" if args.json else _decode(answer["value"], args.b64) + "\n")
+        out.write(json.dumps(answer) + "\n" if args.json else ctl_etcd.show(answer["value"], args.b64) + "\n")
     else:
         answer = request(ep, "DELETE", f"/v0/kv/key/{key}", timeout=t)
         out.write(json.dumps(answer) + "\n" if args.json else "OK\n")

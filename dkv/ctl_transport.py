@@ -1,0 +1,101 @@
+# test-case-name: tests.test_ctl_transport,tests.test_ctl
+"""How ``dkvctl`` reaches a cluster: one JSON request over HTTP to the first
+of its endpoints that can be reached.
+
+An endpoint is ``HOST:PORT`` or ``http(s)://HOST:PORT``; several are given
+comma-separated. The next endpoint is tried only when connecting to one
+fails (refused, unreachable, timed out before the connection was made): then
+nothing was sent, so no request is ever applied twice. Once connected, a
+failure is reported, not retried elsewhere.
+
+Errors are ``CtlError``: one line for people, and the exit status --
+1 when the server refused (its ``{"error", "code"}`` answer), 2 when no
+endpoint could be reached or the answer was cut off.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+#: Exit statuses.
+REFUSED = 1
+UNREACHABLE = 2
+
+
+class CtlError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def split_endpoints(text: str) -> list[str]:
+    """The endpoints in a comma-separated list (blanks ignored)."""
+    endpoints = [part.strip() for part in text.split(",") if part.strip()]
+    if not endpoints:
+        raise CtlError("no endpoint given", UNREACHABLE)
+    return endpoints
+
+
+class _NotConnected(Exception):
+    """Connecting failed: nothing was sent."""
+
+
+def _connection(endpoint: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """An unconnected connection to endpoint, and the path prefix its URL
+    carries."""
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CtlError(f"bad endpoint {endpoint!r}: want HOST:PORT or http(s)://HOST:PORT", UNREACHABLE)
+    try:
+        port = parts.port
+    except ValueError:
+        raise CtlError(f"bad endpoint {endpoint!r}: the port is not a number", UNREACHABLE) from None
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    return kind(parts.hostname, port, timeout=timeout), parts.path.rstrip("/")
+
+
+def _once(endpoint: str, method: str, path: str, body: Any, timeout: float) -> Any:
+    conn, prefix = _connection(endpoint, timeout)
+    try:
+        try:
+            conn.connect()
+        except OSError as e:
+            raise _NotConnected(str(e)) from None
+        data = None if body is None else json.dumps(body).encode()
+        headers = {} if data is None else {"content-type": "application/json"}
+        try:
+            conn.request(method, prefix + path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise CtlError(f"cannot reach {endpoint}: {e or type(e).__name__}", UNREACHABLE) from None
+    finally:
+        conn.close()
+    try:
+        answer = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        answer = None
+    if 200 <= resp.status < 300:
+        if answer is None:
+            raise CtlError(f"{endpoint} did not answer JSON (HTTP {resp.status})", REFUSED)
+        return answer
+    if isinstance(answer, dict) and "error" in answer:
+        raise CtlError(f"{answer['error']} (HTTP {resp.status}, code {answer.get('code')})", REFUSED)
+    raise CtlError(f"HTTP {resp.status} {resp.reason}", REFUSED)
+
+
+def request(endpoints: Sequence[str], method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+    """The decoded JSON answer of the first endpoint that can be reached
+    (``{}`` for an empty one). Raises CtlError."""
+    failures = []
+    for endpoint in endpoints:
+        try:
+            return _once(endpoint, method, path, body, timeout)
+        except _NotConnected as e:
+            failures.append((endpoint, str(e)))
+    tried = ", ".join(endpoint for endpoint, _ in failures)
+    raise CtlError(f"cannot reach {tried}: {failures[-1][1] if failures else 'no endpoint'}", UNREACHABLE)
