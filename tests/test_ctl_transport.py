@@ -8,13 +8,13 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from dkv.ctl_transport import CtlError, request, split_endpoints
 from dkv.testing.launcher import free_ports
+from tests.http_stub import serving
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -41,14 +41,8 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Recorder.answers, _Recorder.seen = {}, []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Recorder) as address:
+        yield address
 
 
 @pytest.fixture

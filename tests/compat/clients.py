@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -28,6 +29,12 @@ def dkvctl(api: ApiEndpoints, *args: str, stdin: str | None = None, endpoints: s
     gateway (or ``endpoints``), reading ``stdin``."""
     argv = [sys.executable, "-m", "dkv.ctl", "--endpoint", endpoints or ",".join(api.gateway_urls), *args]
     return run_to_exit(argv, env=child_env(), stdin=stdin, timeout=30)
+
+
+def put_all(client: Callable[..., Exited], api: ApiEndpoints, *pairs: tuple[str, str]) -> None:
+    """``client(api, "put", key, value)`` for each pair; each must print OK."""
+    for key, value in pairs:
+        assert ok(client(api, "put", key, value)) == "OK\n"
 
 
 def ok(done: Exited) -> str:

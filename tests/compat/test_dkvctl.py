@@ -10,21 +10,22 @@ import pytest
 from dkv.testing.etcd_cluster import ApiEndpoints
 from dkv.testing.launcher import free_ports
 from dkv.testing.poll import wait_until
-from tests.compat.clients import dkvctl, ok, without_header_ids
+from dkv.testing.process import Exited
+from tests.compat.clients import dkvctl, ok, put_all, without_header_ids
 
 pytestmark = [pytest.mark.process, pytest.mark.etcd]
 
 COMPACTED = "dkvctl: etcdserver: mvcc: required revision has been compacted (HTTP 400, code 11)\n"
 
 
-def put_all(api: ApiEndpoints, *pairs: tuple[str, str]) -> None:
-    for key, value in pairs:
-        assert ok(dkvctl(api, "--v3", "put", key, value)) == "OK\n"
+def v3(api: ApiEndpoints, *args: str) -> Exited:
+    """dkvctl with --v3: plain put, get and delete speak the gateway too."""
+    return dkvctl(api, "--v3", *args)
 
 
 def test_get_put_and_del_with_etcds_options(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("zoo", "z"))  # revisions 2..5
+    put_all(v3, api, ("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("zoo", "z"))  # revisions 2..5
     assert ok(dkvctl(api, "put", "foo", "baz", "--prev-kv")) == "OK\nfoo\nbar\n"  # revision 6
 
     def get(*args: str) -> str:
@@ -54,7 +55,7 @@ def test_get_put_and_del_with_etcds_options(v3_cluster: ApiEndpoints) -> None:
 
 def test_txn_from_standard_input(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("foo", "bar"), ("foo1", "bar1"))
+    put_all(v3, api, ("foo", "bar"), ("foo1", "bar1"))
     held = dkvctl(api, "txn", stdin='value("foo") = "bar"\ncreate(foo1) > 0\n\nput foo qux\nget foo1\n\nput foo nope\n')
     assert ok(held) == "SUCCESS\n\nOK\n\nfoo1\nbar1\n"
     otherwise = "put foo nope --prev-kv\ndel foo1\nget foo --count-only\n"
@@ -69,7 +70,7 @@ def test_txn_from_standard_input(v3_cluster: ApiEndpoints) -> None:
 
 def test_compact_then_reads_below_and_above(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("foo", "bar"), ("foo", "baz"), ("foo", "qux"))  # revisions 2, 3, 4
+    put_all(v3, api, ("foo", "bar"), ("foo", "baz"), ("foo", "qux"))  # revisions 2, 3, 4
     assert ok(dkvctl(api, "compact", "3")) == "compacted revision 3\n"
     below = dkvctl(api, "get", "foo", "--rev", "2")
     assert (below.returncode, below.stdout, below.stderr) == (1, "", COMPACTED)
@@ -84,7 +85,7 @@ def test_compact_then_reads_below_and_above(v3_cluster: ApiEndpoints) -> None:
 
 def test_endpoint_status_and_hashes_of_every_endpoint(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("a", "1"), ("b", "2"))
+    put_all(v3, api, ("a", "1"), ("b", "2"))
     leader = api.leader()
     rows = [line.split(", ") for line in ok(dkvctl(api, "endpoint", "status")).splitlines()]
     assert [row[0] for row in rows] == list(api.gateway_urls)

@@ -13,7 +13,7 @@ import pytest
 
 from dkv.testing.etcd_cluster import ApiEndpoints
 from dkv.testing.poll import wait_until
-from tests.compat.clients import error_lines, etcdctl, ok, without_header_ids
+from tests.compat.clients import error_lines, etcdctl, ok, put_all, without_header_ids
 
 pytestmark = [pytest.mark.process, pytest.mark.etcd]
 
@@ -23,14 +23,9 @@ FUTURE = "Error: etcdserver: mvcc: required revision is a future revision"
 PROMPTS = "compares:\nsuccess requests (get, put, del):\nfailure requests (get, put, del):\n"
 
 
-def put_all(api: ApiEndpoints, *pairs: tuple[str, str]) -> None:
-    for key, value in pairs:
-        assert ok(etcdctl(api, "put", key, value)) == "OK\n"
-
-
 def test_put_and_get_with_prefix_from_key_limit_rev_sort_and_json(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("zoo", "z"))  # revisions 2..5
+    put_all(etcdctl, api, ("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("zoo", "z"))  # revisions 2..5
     assert ok(etcdctl(api, "put", "--prev-kv", "foo", "baz")) == "OK\nfoo\nbar\n"  # revision 6
 
     def get(*args: str) -> str:
@@ -60,7 +55,7 @@ def test_put_and_get_with_prefix_from_key_limit_rev_sort_and_json(v3_cluster: Ap
 
 def test_del_with_prefix_and_prev_kv(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("zoo", "z"))
+    put_all(etcdctl, api, ("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("zoo", "z"))
     assert ok(etcdctl(api, "del", "--prefix", "--prev-kv", "foo")) == "3\nfoo\nbar\nfoo1\nbar1\nfoo2\nbar2\n"
     assert ok(etcdctl(api, "del", "foo")) == "0\n"
     assert ok(etcdctl(api, "get", "", "--from-key")) == "zoo\nz\n"
@@ -69,7 +64,7 @@ def test_del_with_prefix_and_prev_kv(v3_cluster: ApiEndpoints) -> None:
 
 def test_txn_whose_compares_hold_and_fail(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("foo", "bar"), ("foo1", "bar1"))  # revisions 2, 3
+    put_all(etcdctl, api, ("foo", "bar"), ("foo1", "bar1"))  # revisions 2, 3
     compares = 'value("foo") = "bar"\nversion("foo1") = "1"\ncreate("foo") = "2"\n'
     held = etcdctl(api, "txn", "-i", stdin=compares + "\nput foo qux\nget foo1\n\nput foo nope\n\n")
     assert ok(held) == PROMPTS + "SUCCESS\n\nOK\n\nfoo1\nbar1\n"  # revision 4
@@ -86,7 +81,7 @@ def test_txn_whose_compares_hold_and_fail(v3_cluster: ApiEndpoints) -> None:
 
 def test_compaction_then_a_read_below_it(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("foo", "bar"), ("foo", "baz"), ("foo", "qux"))  # revisions 2, 3, 4
+    put_all(etcdctl, api, ("foo", "bar"), ("foo", "baz"), ("foo", "qux"))  # revisions 2, 3, 4
     assert ok(etcdctl(api, "compaction", "3")) == "compacted revision 3\n"
     below = etcdctl(api, "get", "foo", "--rev", "2")
     assert (below.returncode, below.stdout, error_lines(below)) == (1, "", [COMPACTED])
@@ -138,7 +133,7 @@ def test_endpoint_status(v3_cluster: ApiEndpoints) -> None:
 
 def test_endpoint_hashkv_is_equal_on_every_member(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    put_all(api, ("a", "1"), ("b", "2"), ("a", "3"))
+    put_all(etcdctl, api, ("a", "1"), ("b", "2"), ("a", "3"))
     assert ok(etcdctl(api, "del", "b")) == "1\n"
     assert ok(etcdctl(api, "compaction", "3")) == "compacted revision 3\n"
 
@@ -153,7 +148,7 @@ def test_endpoint_hashkv_is_equal_on_every_member(v3_cluster: ApiEndpoints) -> N
 
 def test_snapshot_save(v3_cluster: ApiEndpoints, tmp_path: Path) -> None:
     api = v3_cluster
-    put_all(api, ("a", "1"))
+    put_all(etcdctl, api, ("a", "1"))
     path = tmp_path / "snapshot.db"
     saved = etcdctl(api, "snapshot", "save", str(path), endpoints=api.grpc_addresses[0])
     assert ok(saved) == f"Snapshot saved at {path}\n"

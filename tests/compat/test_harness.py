@@ -5,14 +5,13 @@ JSON gateway."""
 from __future__ import annotations
 
 import http.server
-import threading
-from collections.abc import Iterator
 
 import pytest
 
 from dkv.testing.etcd_cluster import ApiEndpoints, EtcdCluster, etcd_binary, serves_v3_gateway
 from dkv.testing.launcher import free_ports
 from dkv.testing.process import pid_gone
+from tests.http_stub import serving
 
 pytestmark = [
     pytest.mark.process,
@@ -59,19 +58,9 @@ class _NotEtcd(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def not_etcd() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotEtcd)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_the_probe_says_no_to_a_server_without_the_gateway_and_to_no_server(not_etcd: str) -> None:
-    assert not serves_v3_gateway(not_etcd)
+def test_the_probe_says_no_to_a_server_without_the_gateway_and_to_no_server() -> None:
+    with serving(_NotEtcd) as not_etcd:
+        assert not serves_v3_gateway("http://" + not_etcd)
     assert not serves_v3_gateway(f"http://127.0.0.1:{free_ports(1)[0]}", timeout=2)
 
 

@@ -229,8 +229,7 @@ class ClusterMatchesModel(RuleBasedStateMachine):
         got = self.send(path, as_json(request), response_type, member)
         event(f"{path}: {'error ' + str(expected[0]) if isinstance(expected, tuple) else 'ok'}")
         assert got == expected, (
-            f"{path} {as_json(request)} to member {member}:\n"
-            f"  got      {shown(got)}\n  expected {shown(expected)}"
+            f"{path} {as_json(request)} to member {member}:\n  got      {shown(got)}\n  expected {shown(expected)}"
         )
 
     def revisions(self, *, valid: bool = False) -> st.SearchStrategy[int]:
