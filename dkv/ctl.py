@@ -43,7 +43,7 @@ from typing import Any, TextIO
 
 from dkv import ctl_etcd
 from dkv.api.b64 import encode as b64_encode
-from dkv.ctl_requests import add_del_arguments, add_get_arguments, add_put_arguments, uses_etcd_options
+from dkv.ctl_requests import TXN_SYNTAX, add_del_arguments, add_get_arguments, add_put_arguments, uses_etcd_options
 from dkv.ctl_transport import CtlError, request, split_endpoints
 
 __all__ = ["CtlError", "main", "parser", "run"]
@@ -102,7 +102,10 @@ def parser() -> argparse.ArgumentParser:
     add_put_arguments(sub.add_parser("put", help="write a key"))
     add_get_arguments(sub.add_parser("get", help="read a key, or a range of keys"))
     add_del_arguments(sub.add_parser("delete", aliases=["del"], help="delete a key, or a range of keys"))
-    sub.add_parser("txn", help="a transaction read from standard input (see dkv.ctl_requests)")
+    sub.add_parser(
+        "txn", help="a transaction read from standard input", description=TXN_SYNTAX,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     sub.add_parser("compact", help="forget the history before a revision").add_argument("revision", type=int)
     sub.add_parser("hash", help="each endpoint's hash of its whole store (etcd's Maintenance.Hash)")
     sub.add_parser("hashkv", help="each endpoint's hash of the keyspace's history").add_argument(

@@ -11,7 +11,7 @@ REST port), answers printed as etcdctl's simple format prints them, or, with
     del KEY [END] [--prefix|--from-key] [--prev-kv]
                                  how many were deleted (then each key and value)
     txn                          SUCCESS or FAILURE, then each operation's output
-                                 after a blank line (syntax: dkv.ctl_requests)
+                                 after a blank line (syntax: ``dkvctl txn --help``)
     compact REV                  compacted revision REV
     hash                         ENDPOINT, HASH for every endpoint (Maintenance.Hash)
     hashkv [--rev N]             ENDPOINT, HASH, COMPACT_REVISION for every endpoint

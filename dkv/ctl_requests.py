@@ -8,28 +8,8 @@ The arguments of ``get``, ``put`` and ``del`` are declared once
 a transaction.
 
 The transaction syntax (``dkvctl txn`` reads it from standard input) is
-etcdctl's ``txn -i``: compares, a blank line, the operations run if every
-compare holds, a blank line, the operations run otherwise::
-
-    value("config") = "v1"
-    mod("config") < 7
-
-    put config v2
-    get config --prefix
-
-    get config
-
-* a compare is ``TARGET(KEY) OP VALUE`` or ``TARGET(KEY, END) OP VALUE``
-  (every key in [KEY, END) must satisfy it), TARGET one of ``value``,
-  ``version``, ``create``, ``mod``, ``lease``, OP one of ``=`` (or ``==``),
-  ``!=``, ``<``, ``>``; VALUE is bytes for ``value`` and a number for the
-  others (``create("k") = 0``: the key does not exist);
-* an operation is a ``put``, ``get`` or ``del`` line with the same
-  arguments and options as the command (``get k --prefix --limit 2``);
-* words are quoted as in a POSIX shell (``put k "two words"``); with
-  ``--b64`` keys and values are base64; a line starting with ``#`` is a
-  comment; a section may be empty; blank lines after the last section are
-  ignored.
+etcdctl's ``txn -i``; ``TXN_SYNTAX`` says it (``dkvctl txn --help`` prints
+it).
 """
 
 from __future__ import annotations
@@ -42,6 +22,32 @@ from dkv.api.b64 import decode as b64_decode
 from dkv.api.b64 import encode as b64_encode
 from dkv.ctl_transport import REFUSED, CtlError
 from dkv.errors import InvalidArgument
+
+#: The transaction syntax, for people (``dkvctl txn --help``).
+TXN_SYNTAX = """\
+Reads a transaction from standard input, in etcdctl's txn -i syntax:
+compares, a blank line, the operations run if every compare holds, a blank
+line, the operations run otherwise:
+
+    value("config") = "v1"
+    mod("config") < 7
+
+    put config v2
+    get config --prefix
+
+    get config
+
+A compare is TARGET(KEY) OP VALUE or TARGET(KEY, END) OP VALUE (every key
+in [KEY, END) must satisfy it); TARGET is value, version, create, mod or
+lease; OP is = (or ==), !=, < or >; VALUE is bytes for value and a number
+for the others (create("k") = 0: the key does not exist). An operation is
+a put, get or del line with the command's own arguments and options (get k
+--prefix --limit 2). Words are quoted as in a POSIX shell (put k "two
+words"); with --b64 keys and values are base64; a line starting with # is a
+comment; a section may be empty; blank lines after the last section are
+ignored. Prints SUCCESS or FAILURE, then each operation's output after a
+blank line.
+"""
 
 #: --sort-by's words (etcdctl's) and the RangeRequest.SortTarget they mean.
 SORT_TARGETS = {"KEY": "KEY", "VERSION": "VERSION", "CREATE": "CREATE", "MODIFY": "MOD", "VALUE": "VALUE"}

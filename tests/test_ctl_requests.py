@@ -19,7 +19,7 @@ from dkv.ctl_etcd import (
     status_line,
     txn_lines,
 )
-from dkv.ctl_requests import parse_compare, parse_op, parse_txn, prefix_end
+from dkv.ctl_requests import TXN_SYNTAX, parse_compare, parse_op, parse_txn, prefix_end
 from dkv.ctl_transport import CtlError
 
 
@@ -195,6 +195,11 @@ def test_a_transaction_in_three_sections() -> None:
         ],
         "failure": [{"request_range": {"key": b64("config")}}],
     }
+
+
+def test_the_example_in_the_help_is_this_transaction() -> None:
+    block = TXN_SYNTAX.split("otherwise:\n\n")[1].split("\n\nA compare")[0]
+    assert parse_txn("\n".join(line[4:] for line in block.splitlines())) == parse_txn(TXN)
 
 
 def test_sections_may_be_empty_and_trailing_blank_lines_do_not_count() -> None:

@@ -114,3 +114,8 @@ def test_endpoints_are_tried_in_order(v3_cluster: ApiEndpoints) -> None:
     nowhere = dkvctl(api, "get", "k", "--prefix", endpoints=",".join(down))
     assert (nowhere.returncode, nowhere.stdout) == (2, "")
     assert nowhere.stderr == f"dkvctl: cannot reach {down[0]}, {down[1]}: [Errno 111] Connection refused\n"
+    # endpoint status asks every endpoint: the rows of those that answer, then the first that did not
+    partly = dkvctl(api, "endpoint", "status", endpoints=f"{api.gateway_urls[0]},{down[0]}")
+    assert partly.returncode == 2 and partly.stdout.startswith(api.gateway_urls[0] + ", ")
+    assert len(partly.stdout.splitlines()) == 1
+    assert partly.stderr == f"dkvctl: cannot reach {down[0]}: [Errno 111] Connection refused\n"
