@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import shutil
 import signal
@@ -30,6 +29,7 @@ class EtcdCluster:
     """Three etcd members, e0..e2, each a ``Process`` in its own session."""
 
     system = "etcd"
+    own_api = "v3"
 
     def __init__(self, etcd: str, base_dir: Path | None) -> None:
         self.etcd = etcd
@@ -106,9 +106,6 @@ class EtcdCluster:
         if name is None:
             raise RuntimeError("etcd has no leader")
         return f"http://127.0.0.1:{self.client[name]}"
-
-    def put_request(self, key_b64: str, value_b64: str) -> tuple[str, str, bytes]:
-        return "POST", "/v3/kv/put", json.dumps({"key": key_b64, "value": value_b64}).encode()
 
     def close(self) -> None:
         """Stop every member (SIGTERM to all, then wait; SIGKILL a member
