@@ -1,7 +1,8 @@
-"""benchmarks/vs_etcd.py and its package, etcdbench, without etcd or a dkv
-cluster: parsing wrk's Lua output, combining parallel results, the summary
-and table, the run selection, the command line, and (when wrk is installed)
-the Lua script against stub servers for about a second a run."""
+"""benchmarks/vs_etcd.py, benchmarks/write_cost.py and their package,
+etcdbench, without etcd or a dkv cluster: parsing wrk's Lua output,
+combining parallel results, the summary and table, the run selection, the
+command lines, the cost figures' arithmetic and table, and (when wrk is
+installed) the Lua script against stub servers for about a second a run."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPT = BENCHMARKS / "vs_etcd.py"
+COST_SCRIPT = BENCHMARKS / "write_cost.py"
 sys.path.insert(0, str(BENCHMARKS))  # the script's package, etcdbench
 
-from etcdbench import cli, load, report, runs, scale  # noqa: E402
+import lmdb  # noqa: E402
+from etcdbench import cli, cost, load, report, runs, scale  # noqa: E402
 from etcdbench.runs import RunSpec  # noqa: E402
 
 SAMPLE = """Running 10s test @ http://127.0.0.1:4001
@@ -245,6 +248,80 @@ def test_help_exits_0() -> None:
     assert out.returncode == 0, out.stderr
     assert "--skip-scale" in out.stdout and "--rounds" in out.stdout
     assert "v3-cas-16" in out.stdout and "--range-prefixes" in out.stdout
+
+
+def test_cost_help_and_bad_arguments() -> None:
+    out = subprocess.run([sys.executable, str(COST_SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--api {v0,v3}" in out.stdout and "--writes" in out.stdout
+    args = cost.parse_args([])
+    assert (args.api, args.writes, args.connections, args.key_size, args.value_size) == ("v0", 5000, 16, 8, 256)
+    assert cost.parse_args(["--api", "v3", "--warmup", "0"]).api == "v3"
+    for bad in (["--api", "v1"], ["--writes", "0"], ["--connections", "0"], ["--key-size", "5"], ["--idle", "-1"]):
+        with pytest.raises(SystemExit):
+            cost.parse_args(bad)
+
+
+def test_cost_default_out() -> None:
+    out = cost.default_out("v3", "0123456789abcdef", True)
+    assert out.name == "write_cost-v3-0123456789-modified.json" and out.parent.name == "results"
+    assert cost.default_out("v0", "", False).name == "write_cost-v0-unknown.json"
+
+
+def test_cpu_seconds_of_this_process() -> None:
+    before = cost.cpu_seconds(os.getpid())
+    sum(i * i for i in range(300_000))
+    assert cost.cpu_seconds(os.getpid()) >= before > 0
+
+
+def test_lmdb_usage_counts_pages_of_named_dbs(tmp_path: Path) -> None:
+    """Pages in use grow with the entries of a named db; a db that appears
+    counts from zero; the file's sparse size is not what is counted."""
+    path = tmp_path / "x.db"
+    with lmdb.open(str(path), subdir=False, max_dbs=4, map_size=1 << 26) as env:
+        a = env.open_db(b"a")
+        with env.begin(write=True) as txn:
+            txn.put(b"k", b"v", db=a)
+    before = cost.lmdb_usage(path)  # (LMDB refuses a second open of an env in one process)
+    with lmdb.open(str(path), subdir=False, max_dbs=4, map_size=1 << 26) as env:
+        b = env.open_db(b"b")
+        with env.begin(write=True) as txn:
+            for i in range(1000):
+                txn.put(b"%08d" % i, b"x" * 256, db=b)
+    after = cost.lmdb_usage(path)
+    assert before["dbs"] == {"a": {"pages": 1, "entries": 1}}
+    assert before["used_pages"] == 2 + 1 + 1  # meta pages, the main db's one leaf, a's leaf
+    assert after["dbs"]["b"]["entries"] == 1000 and after["dbs"]["b"]["pages"] > 60
+    assert after["used_pages"] == 2 + 1 + 1 + after["dbs"]["b"]["pages"]
+    g = cost.growth_per_write(before, after, 1000)
+    assert g["dbs"]["a"] == {"bytes": 0.0, "entries": 0.0} and g["dbs"]["b"]["entries"] == 1.0
+    assert 264 < g["dbs"]["b"]["bytes"] < 600  # 256-byte values and 8-byte keys on 4 KiB pages
+    assert g["used"] == pytest.approx(g["dbs"]["b"]["bytes"])
+    assert g["high_water"] >= g["used"]
+
+
+def test_format_cost() -> None:
+    per = {"used": 780.4, "high_water": 790.0, "dbs": {"kv.0": {"bytes": 460.1, "entries": 1.0}}}
+    figures = {
+        "writes": 5000, "path": "/v0/kv", "connections": 16, "key_size": 8, "value_size": 256, "leader": "a",
+        "nodes": ["a", "b"], "writes_per_s": 1500.4, "leader_cpu_us_per_write": 380.25,
+        "all_cpu_us_per_write": 700.5, "cpu_us_per_write": {"a": 380.25, "b": 320.25}, "idle_us_per_write": 12.0,
+        "bytes_per_write": {"a": per, "b": per | {"dbs": {}}}, "log_compacted": True, "leader_changed": False,
+    }  # fmt: skip
+    text = cost.format_cost(figures)
+    assert "5,000 writes through POST /v0/kv, 16 connections" in text and "1,500 writes/s" in text
+    assert "leader 380.2 µs, all members 700.5 µs (a 380.2, b 320.2; of it idle about 12.0)" in text
+    row = next(line for line in text.splitlines() if "db kv.0" in line)
+    assert row.split()[2:] == ["460.1", "B", "(1.00", "entries)", "-"]
+    assert "780.4 B" in text and "790.0 B" in text and "a (leader)" in text
+    assert "the log was compacted" in text and "leader changed" not in text
+
+
+def test_missing_tools_exit_2_with_install_hint(tmp_path: Path) -> None:
+    out = run_script("--etcd", str(tmp_path / "no-etcd"), "--wrk", str(tmp_path / "no-wrk"), "--out", str(tmp_path))
+    assert out.returncode == 2
+    assert "apt-get install etcd-server wrk" in out.stderr
+    assert not (tmp_path / "vs_etcd.json").exists()
 
 
 class _Stub(http.server.BaseHTTPRequestHandler):
