@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import selectors
 import socket
 import statistics
@@ -30,16 +29,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from etcdbench.cost import cpu_seconds  # beside this file
+
 from dkv.testing.cluster import NodeProcess, free_ports, wait_until
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process pid (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime: fields 14 and 15
 
 
 def b64(data: bytes) -> str:

@@ -1,7 +1,8 @@
-"""benchmarks/vs_etcd.py and its package, etcdbench, without etcd or a dkv
-cluster: parsing wrk's Lua output, combining parallel results, the summary
-and table, the command line, and (when wrk is installed) the Lua script
-against a stub server for about a second."""
+"""benchmarks/vs_etcd.py, benchmarks/write_cost.py and their package,
+etcdbench, without etcd or a dkv cluster: parsing wrk's Lua output,
+combining parallel results, the summary and table, the run selection, the
+command lines, the cost figures' arithmetic and table, and (when wrk is
+installed) the Lua script against stub servers for about a second a run."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPT = BENCHMARKS / "vs_etcd.py"
+COST_SCRIPT = BENCHMARKS / "write_cost.py"
 sys.path.insert(0, str(BENCHMARKS))  # the script's package, etcdbench
 
-from etcdbench import load, report, scale  # noqa: E402
+import lmdb  # noqa: E402
+from etcdbench import cli, cost, load, report, runs, scale  # noqa: E402
 from etcdbench.runs import RunSpec  # noqa: E402
 
 SAMPLE = """Running 10s test @ http://127.0.0.1:4001
@@ -33,7 +36,8 @@ SAMPLE = """Running 10s test @ http://127.0.0.1:4001
   16000 requests in 10.00s, 2.00MB read
 Requests/sec:   1600.00
 Transfer/sec:    204.80KB
-VS_ETCD_RESULT {"requests":16000,"ok":15990,"non2xx":10,"misses":0,"duration_us":10000000,\
+VS_ETCD_RESULT {"requests":16000,"ok":15990,"non2xx":10,"misses":0,"cas_succeeded":0,"cas_failed":0,\
+"duration_us":10000000,\
 "errors":{"connect":0,"read":1,"write":0,"status":10,"timeout":2},\
 "latency_us":{"p50":28500,"p90":41000,"p99":97250,"p999":140000,"mean":30120.5,"max":150000},\
 "threads":2,"error_sample":"503 {\\"error\\": \\"no leader\\", \\"code\\": 14}"}
@@ -47,6 +51,8 @@ def result(**over: Any) -> dict[str, Any]:
             "ok": 1000,
             "non2xx": 0,
             "misses": 0,
+            "cas_succeeded": 0,
+            "cas_failed": 0,
             "duration_us": 10_000_000,
             "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
             "latency_us": {
@@ -136,6 +142,78 @@ def test_summary_and_table() -> None:
     assert "ERRORS" in lines[3] and "n/a" in lines[3]
 
 
+def test_summary_and_table_of_v3_runs_with_cas_and_a_skipped_system() -> None:
+    specs = [r for r in runs.RUNS if r.name in ("v3-write-64", "v3-cas-16")]
+    cas = load.combine([result(requests=900, ok=900, cas_succeeded=800, cas_failed=100)])
+    results = [cas | {"run": "v3-cas-16", "system": "etcd", "round": 1}]
+    why = "POST /v3/kv/range answered 404"
+    skipped = [{"run": r.name, "system": "dkv", "round": 1, "reason": why} for r in specs]
+    rows = report.summarize(results, specs, skipped)
+    assert rows[0]["dkv"] is None and rows[0]["etcd"] is None and rows[0]["skipped"] == {"dkv": why}
+    assert rows[1]["etcd"]["cas_succeeded_per_s"] == pytest.approx(80.0)
+    assert rows[1]["etcd"]["cas_failed_per_s"] == pytest.approx(10.0)
+    assert not rows[1]["etcd"]["errors"]  # a failed CAS is an answer
+    table = report.format_table(rows)
+    lines = table.splitlines()
+    assert lines[2].split()[:2] == ["v3-write-64", "puts"] and "skipped" in lines[2]
+    assert "skipped" in lines[3] and "90" in lines[3] and "CAS txns" in lines[3]
+    assert "  v3-cas-16: etcd 80 succeeded/s, 10 failed/s" in lines
+    assert f"skipped by dkv: {why}" in lines
+
+
+def test_format_result() -> None:
+    r = load.combine([result(requests=1000, ok=1000)])
+    assert report.format_result(r) == "      100 req/s  p50   10.0 ms  p99   40.0 ms"
+    r = load.combine([result(requests=10, ok=10, cas_succeeded=7, cas_failed=3, misses=1, error_sample="no kvs")])
+    text = report.format_result(r)
+    assert "CAS 7 succeeded, 3 failed" in text and "ERRORS: 0 non-2xx, 0 socket, 1 wrong reads no kvs" in text
+
+
+def test_run_selection() -> None:
+    names = [r.name for r in runs.select_runs("all")]
+    assert names == [r.name for r in runs.RUNS] and len(set(names)) == len(names)
+    v0 = runs.select_runs("v0")
+    assert [r.name for r in v0] == ["write-1", "write-16", "write-64", "read-1", "read-64", "write-64-all"]
+    v3 = runs.select_runs("v3")
+    assert all(r.name.startswith("v3-") and r.api == "v3" for r in v3)
+    by_op: dict[str, set[int]] = {}
+    for r in v3:
+        by_op.setdefault(r.op, set()).add(r.connections)
+    assert by_op["write"] >= {1, 16, 64} and by_op["read"] >= {1, 16, 64}
+    assert by_op["range"] >= {16, 64} and by_op["cas"] >= {16, 64}
+    assert [r.name for r in runs.select_runs("v3-cas-16, write-1,")] == ["write-1", "v3-cas-16"]
+    with pytest.raises(ValueError, match="nope"):
+        runs.select_runs("v3,nope")
+    with pytest.raises(ValueError, match="no run"):
+        runs.select_runs(",")
+    assert runs.needs_v3(v3) and not runs.needs_v3(v0)
+
+
+def test_wire_api_and_requests() -> None:
+    """v0 runs speak each system's own API; v3 runs etcd's to both, the same
+    bytes."""
+    v0, v3 = runs.select_runs("write-1")[0], runs.select_runs("v3-write-1")[0]
+    assert (v0.wire_api("v0"), v0.wire_api("v3"), v3.wire_api("v0"), v3.wire_api("v3")) == ("v0", "v3", "v3", "v3")
+    method, path, body = load.put_request("v3", b"k", b"v")
+    assert (method, path, json.loads(body)) == ("POST", "/v3/kv/put", {"key": "aw==", "value": "dg=="})
+    assert load.put_request("v0", b"k", b"v") == ("POST", "/v0/kv", body)
+    method, path, body = load.range_keys_request(258, 8, b"x")
+    puts = [op["request_put"] for op in json.loads(body)["success"]]
+    assert (method, path, len(puts)) == ("POST", "/v3/kv/txn", runs.RANGE_KEYS)
+    keys = [_b64(put["key"]) for put in puts]
+    assert keys[0] == b"\x00\x01\x00\x00\x00\x01\x02\x00" and keys[-1][-1] == runs.RANGE_KEYS - 1
+    assert all(k[:-1] == load.range_prefix(258, 8) and len(k) == 8 for k in keys)
+
+
+def test_command_line_runs_and_range_prefixes() -> None:
+    assert [r.name for r in cli.parse_args(["--runs", "v3"]).run_specs] == [r.name for r in runs.select_runs("v3")]
+    assert len(cli.parse_args([]).run_specs) == len(runs.RUNS)
+    assert cli.parse_args([]).range_prefixes == 100
+    for bad in (["--runs", "v4"], ["--range-prefixes", "0"], ["--key-size", "6", "--range-prefixes", str(256**3 + 1)]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(bad)
+
+
 def test_format_scale() -> None:
     figures = {
         "connections": 64,
@@ -169,6 +247,74 @@ def test_help_exits_0() -> None:
     out = run_script("--help")
     assert out.returncode == 0, out.stderr
     assert "--skip-scale" in out.stdout and "--rounds" in out.stdout
+    assert "v3-cas-16" in out.stdout and "--range-prefixes" in out.stdout
+
+
+def test_cost_help_and_bad_arguments() -> None:
+    out = subprocess.run([sys.executable, str(COST_SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--api {v0,v3}" in out.stdout and "--writes" in out.stdout
+    args = cost.parse_args([])
+    assert (args.api, args.writes, args.connections, args.key_size, args.value_size) == ("v0", 5000, 16, 8, 256)
+    assert cost.parse_args(["--api", "v3", "--warmup", "0"]).api == "v3"
+    for bad in (["--api", "v1"], ["--writes", "0"], ["--connections", "0"], ["--key-size", "5"], ["--idle", "-1"]):
+        with pytest.raises(SystemExit):
+            cost.parse_args(bad)
+
+
+def test_cost_default_out() -> None:
+    out = cost.default_out("v3", "0123456789abcdef", True)
+    assert out.name == "write_cost-v3-0123456789-modified.json" and out.parent.name == "results"
+    assert cost.default_out("v0", "", False).name == "write_cost-v0-unknown.json"
+
+
+def test_cpu_seconds_of_this_process() -> None:
+    before = cost.cpu_seconds(os.getpid())
+    sum(i * i for i in range(300_000))
+    assert cost.cpu_seconds(os.getpid()) >= before > 0
+
+
+def test_lmdb_usage_counts_pages_of_named_dbs(tmp_path: Path) -> None:
+    """Pages in use grow with the entries of a named db; a db that appears
+    counts from zero; the file's sparse size is not what is counted."""
+    path = tmp_path / "x.db"
+    with lmdb.open(str(path), subdir=False, max_dbs=4, map_size=1 << 26) as env:
+        a = env.open_db(b"a")
+        with env.begin(write=True) as txn:
+            txn.put(b"k", b"v", db=a)
+    before = cost.lmdb_usage(path)  # (LMDB refuses a second open of an env in one process)
+    with lmdb.open(str(path), subdir=False, max_dbs=4, map_size=1 << 26) as env:
+        b = env.open_db(b"b")
+        with env.begin(write=True) as txn:
+            for i in range(1000):
+                txn.put(b"%08d" % i, b"x" * 256, db=b)
+    after = cost.lmdb_usage(path)
+    assert before["dbs"] == {"a": {"pages": 1, "entries": 1}}
+    assert before["used_pages"] == 2 + 1 + 1  # meta pages, the main db's one leaf, a's leaf
+    assert after["dbs"]["b"]["entries"] == 1000 and after["dbs"]["b"]["pages"] > 60
+    assert after["used_pages"] == 2 + 1 + 1 + after["dbs"]["b"]["pages"]
+    g = cost.growth_per_write(before, after, 1000)
+    assert g["dbs"]["a"] == {"bytes": 0.0, "entries": 0.0} and g["dbs"]["b"]["entries"] == 1.0
+    assert 264 < g["dbs"]["b"]["bytes"] < 600  # 256-byte values and 8-byte keys on 4 KiB pages
+    assert g["used"] == pytest.approx(g["dbs"]["b"]["bytes"])
+    assert g["high_water"] >= g["used"]
+
+
+def test_format_cost() -> None:
+    per = {"used": 780.4, "high_water": 790.0, "dbs": {"kv.0": {"bytes": 460.1, "entries": 1.0}}}
+    figures = {
+        "writes": 5000, "path": "/v0/kv", "connections": 16, "key_size": 8, "value_size": 256, "leader": "a",
+        "nodes": ["a", "b"], "writes_per_s": 1500.4, "leader_cpu_us_per_write": 380.25,
+        "all_cpu_us_per_write": 700.5, "cpu_us_per_write": {"a": 380.25, "b": 320.25}, "idle_us_per_write": 12.0,
+        "bytes_per_write": {"a": per, "b": per | {"dbs": {}}}, "log_compacted": True, "leader_changed": False,
+    }  # fmt: skip
+    text = cost.format_cost(figures)
+    assert "5,000 writes through POST /v0/kv, 16 connections" in text and "1,500 writes/s" in text
+    assert "leader 380.2 µs, all members 700.5 µs (a 380.2, b 320.2; of it idle about 12.0)" in text
+    row = next(line for line in text.splitlines() if "db kv.0" in line)
+    assert row.split()[2:] == ["460.1", "B", "(1.00", "entries)", "-"]
+    assert "780.4 B" in text and "790.0 B" in text and "a (leader)" in text
+    assert "the log was compacted" in text and "leader changed" not in text
 
 
 def test_missing_tools_exit_2_with_install_hint(tmp_path: Path) -> None:
@@ -179,10 +325,18 @@ def test_missing_tools_exit_2_with_install_hint(tmp_path: Path) -> None:
 
 
 class _Stub(http.server.BaseHTTPRequestHandler):
-    """Answers like etcd's gateway or dkv, and records what it was sent."""
+    """Answers like dkv's /v0 or etcd's gateway, and records what it was
+    sent: every read finds a value; a range finds RANGE_KEYS keys; a txn
+    is judged by a small model of etcd's store (``keys``: key -> its
+    mod_revision), with ``stale_every`` > 0 making every such txn compare
+    fail as if another client had written the key."""
 
     protocol_version = "HTTP/1.1"
     seen: list[tuple[str, str, bytes]] = []
+    keys: dict[str, int] = {}
+    revision = 1
+    stale_every = 0
+    lock = threading.Lock()
 
     def log_message(self, *args: object) -> None:
         pass
@@ -197,22 +351,51 @@ class _Stub(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append(("POST", self.path, body))
-        self._answer(200, {"kvs": [{}]} if self.path == "/v3/kv/range" else {})
+        doc = json.loads(body)
+        if self.path == "/v3/kv/txn":
+            with self.lock:
+                self._answer(200, self._txn(doc))
+        elif self.path == "/v3/kv/range" and "range_end" in doc:
+            self._answer(200, {"kvs": [{}] * runs.RANGE_KEYS, "count": str(runs.RANGE_KEYS)})
+        else:
+            self._answer(200, {"kvs": [{}]} if self.path == "/v3/kv/range" else {})
+
+    def _txn(self, doc: dict[str, Any]) -> dict[str, Any]:
+        [cmp] = doc["compare"]
+        assert (cmp["target"], cmp["result"]) == ("MOD", "EQUAL")
+        key = cmp["key"]
+        stale = type(self).stale_every and len(self.seen) % type(self).stale_every == 0
+        ok = not stale and self.keys.get(key, 0) == int(cmp["mod_revision"])
+        if ok:
+            type(self).revision += 1
+            self.keys[key] = self.revision
+        answers = []
+        for op in doc["success" if ok else "failure"]:
+            if "request_put" in op:
+                answers.append({"response_put": {"header": {"revision": str(self.revision)}}})
+            else:
+                kv = {"key": op["request_range"]["key"], "mod_revision": str(self.keys.get(key, 0))}
+                answers.append({"response_range": {"kvs": [kv], "count": "1"}})
+        return {"header": {"revision": str(self.revision)}, "responses": answers} | ({"succeeded": True} if ok else {})
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         self.seen.append(("GET", self.path, b""))
         self._answer(200, {})
 
 
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture
 def stub() -> Iterator[str]:
-    _Stub.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
+    _Stub.seen, _Stub.keys, _Stub.revision, _Stub.stale_every = [], {}, 1, 0
+    server, url = _serve(_Stub)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield url
     finally:
         server.shutdown()
         server.server_close()
@@ -222,18 +405,26 @@ def _b64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4))
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
-@pytest.mark.parametrize("system", ["dkv", "etcd"])
-def test_lua_script_against_stub(stub: str, system: str) -> None:
+def _job(url: str, api: str, op: str, **over: Any) -> load.WrkJob:
+    settings: dict[str, Any] = dict(
+        url=url, system="stub", api=api, op=op, connections=2, threads=2, duration=1, timeout=2, key_size=8,
+        value_size=256, nkeys=50, tag=7,
+    )  # fmt: skip
+    return load.WrkJob(**(settings | over))
+
+
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+
+
+@needs_wrk
+@pytest.mark.parametrize("api", ["v0", "v3"])
+def test_lua_script_against_stub(stub: str, api: str) -> None:
     """One second of writes then of reads: the requests have the documented
     shape and done() prints a result the driver parses."""
-    common = dict(
-        url=stub, system=system, connections=2, threads=2, duration=1, timeout=2, key_size=8, value_size=256, nkeys=50
-    )
-    [w] = load.run_wrk("wrk", [load.WrkJob(op="write", tag=7, **common)])
+    [w] = load.run_wrk("wrk", [_job(stub, api, "write")])
     assert w["requests"] > 0 and w["ok"] == w["requests"] and not load.run_has_errors(w)
     puts = [s for s in _Stub.seen if s[0] == "POST"]
-    assert puts and all(s[1] == ("/v0/kv" if system == "dkv" else "/v3/kv/put") for s in puts)
+    assert puts and all(s[1] == ("/v0/kv" if api == "v0" else "/v3/kv/put") for s in puts)
     keys = set()
     for _, _, body in puts:
         doc = json.loads(body)
@@ -243,52 +434,104 @@ def test_lua_script_against_stub(stub: str, system: str) -> None:
     assert len(keys) == len(puts)  # unique keys per write
 
     _Stub.seen.clear()
-    [r] = load.run_wrk("wrk", [load.WrkJob(op="read", tag=8, **common)])
+    [r] = load.run_wrk("wrk", [_job(stub, api, "read", tag=8)])
     assert r["requests"] > 0 and r["misses"] == 0 and not load.run_has_errors(r)
     for method, path, body in _Stub.seen:
-        if system == "dkv":
+        if api == "v0":
             assert method == "GET" and path.startswith("/v0/kv/key/")
             key = _b64(path.rsplit("/", 1)[1])
         else:
-            assert method == "POST" and path == "/v3/kv/range"
+            assert method == "POST" and path == "/v3/kv/range" and set(json.loads(body)) == {"key"}
             key = _b64(json.loads(body)["key"])
         assert key[:2] == b"\0\0" and int.from_bytes(key[2:], "big") < 50
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
-def test_lua_script_reports_non_2xx_and_empty_reads() -> None:
-    """A server that answers 503 to dkv and no kvs to etcd's range."""
+@needs_wrk
+def test_lua_range_requests_cover_one_prefix(stub: str) -> None:
+    [r] = load.run_wrk("wrk", [_job(stub, "v3", "range", nkeys=300)])
+    assert r["requests"] > 0 and not load.run_has_errors(r)
+    prefixes = set()
+    for _, path, body in _Stub.seen:
+        doc = json.loads(body)
+        start, end = _b64(doc["key"]), _b64(doc["range_end"])
+        assert path == "/v3/kv/range" and set(doc) == {"key", "range_end"}
+        p = int.from_bytes(start[2:], "big")
+        assert start == load.range_prefix(p, 8) and p < 300
+        assert end == (load.range_prefix(p + 1, 8))  # the prefix plus one
+        prefixes.add(p)
+    assert len(prefixes) > 1
+
+
+@needs_wrk
+@pytest.mark.parametrize("stale_every", [0, 3])
+def test_lua_cas_keeps_its_keys_and_counts_outcomes(stub: str, stale_every: int) -> None:
+    """Against the model: with no other writer every CAS succeeds (the
+    first on a key compares mod_revision 0, a key not yet written); when
+    every third txn fails, the failures are counted as answers and the
+    next attempt on the key succeeds again."""
+    _Stub.stale_every = stale_every
+    [r] = load.run_wrk("wrk", [_job(stub, "v3", "cas", connections=4)])
+    assert r["requests"] > 0 and r["ok"] == r["cas_succeeded"] + r["cas_failed"] and not load.run_has_errors(r)
+    if stale_every:
+        assert r["cas_failed"] > 0 and r["cas_succeeded"] > r["cas_failed"]
+    else:
+        assert r["cas_failed"] == 0 and r["cas_succeeded"] > 0
+    assert r["cas_succeeded_per_s"] == pytest.approx(r["cas_succeeded"] / r["duration_s"])
+    txns = [json.loads(body) for _, path, body in _Stub.seen if path == "/v3/kv/txn"]
+    keys = {t["compare"][0]["key"] for t in txns}
+    # A key per connection; wrk also calls request() once, unanswered, to check the script.
+    assert len(keys) <= 4 + 1
+    for t in txns:
+        key = t["compare"][0]["key"]
+        put = t["success"][0]["request_put"]
+        assert put["key"] == key and len(_b64(put["value"])) == 256
+        assert t["success"][1] == t["failure"][0] == {"request_range": {"key": key, "keys_only": True}}
+
+
+@needs_wrk
+def test_lua_script_reports_non_2xx_and_wrong_answers() -> None:
+    """A server that answers 503 to /v0, no kvs to a v3 read, too few keys to
+    a range and a txn answer without our key."""
 
     class Failing(_Stub):
         def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self._answer(200, {"header": {}})
+            doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self._answer(200, {"header": {}, "count": "99"} if "range_end" in doc else {"header": {}})
 
         def do_GET(self) -> None:  # noqa: N802
             self._answer(503, {"error": "no leader", "code": 14})
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = _serve(Failing)
     try:
-        common = dict(
-            url=url,
-            op="read",
-            connections=1,
-            threads=1,
-            duration=1,
-            timeout=2,
-            key_size=8,
-            value_size=16,
-            nkeys=10,
-            tag=1,
-        )
-        [d] = load.run_wrk("wrk", [load.WrkJob(system="dkv", **common)])
-        [e] = load.run_wrk("wrk", [load.WrkJob(system="etcd", **common)])
+        common = dict(connections=1, threads=1, value_size=16, nkeys=10, tag=1)
+        [d] = load.run_wrk("wrk", [_job(url, "v0", "read", **common)])
+        [e] = load.run_wrk("wrk", [_job(url, "v3", "read", **common)])
+        [g] = load.run_wrk("wrk", [_job(url, "v3", "range", **common)])
+        [c] = load.run_wrk("wrk", [_job(url, "v3", "cas", **common)])
     finally:
         server.shutdown()
         server.server_close()
     assert d["non2xx"] == d["requests"] > 0 and d["ok"] == 0 and "no leader" in d["error_sample"]
     assert e["misses"] == e["requests"] > 0 and e["non2xx"] == 0
-    assert load.run_has_errors(d) and load.run_has_errors(e)
+    assert g["misses"] == g["requests"] > 0 and g["error_sample"].startswith("count is not 100")
+    assert c["misses"] == c["requests"] > 0 and c["cas_succeeded"] == c["cas_failed"] == 0
+    assert all(load.run_has_errors(x) for x in (d, e, g, c))
+
+
+def test_v3_probe() -> None:
+    class NoV3(_Stub):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._answer(404, {"error": "no route /v3/kv/range", "code": 5})
+
+    ok, ok_url = _serve(_Stub)
+    missing, missing_url = _serve(NoV3)
+    try:
+        assert load.v3_probe(ok_url) is None
+        why = load.v3_probe(missing_url)
+        assert why is not None and why.startswith("POST /v3/kv/range answered 404") and "no route" in why
+    finally:
+        for server in (ok, missing):
+            server.shutdown()
+            server.server_close()
+    assert (why := load.v3_probe(missing_url)) is not None and "failed" in why  # nothing listens now

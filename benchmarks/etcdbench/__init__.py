@@ -1,7 +1,8 @@
 """dkv against etcd on the same machine, with the same load generator
-(``python benchmarks/vs_etcd.py``; its help is ``cli``'s docstring).
+(``python benchmarks/vs_etcd.py``; its help is ``cli``'s docstring), and
+what one dkv write costs (``python benchmarks/write_cost.py``: ``cost``).
 
-``runs``        what is measured: the runs, the two systems, what a cluster offers
+``runs``        what is measured: the runs (v0 and v3 groups), the two systems, what a cluster offers
 ``etcd``        three etcd members, launched by ``dkv.testing.etcd_cluster``
 ``dkv_cluster`` three dkv nodes, launched by ``dkv.testing.cluster``
 ``load``        the wrk driver (``load.lua``): jobs, their results, one measured run
@@ -9,4 +10,5 @@
 ``machine``     what the numbers were measured on
 ``scale``       the scale figures: memory, restart and catch-up at N keys
 ``cli``         the command line and the comparison loop
+``cost``        CPU and bytes on disk per write of a 3-node dkv (write_cost.py)
 """

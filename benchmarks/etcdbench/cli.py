@@ -10,11 +10,16 @@ for the chart only, matplotlib (``pip install '.[bench]'``).
 
 Comparison. For each round and each system in turn (dkv, etcd, dkv, etcd,
 ...: machine drift hits both), a fresh 3-member cluster is started on free
-loopback ports in a temporary directory, 1000 keys are written for the
-read runs, then every run is measured with wrk (2 threads, the Lua script
+loopback ports in a temporary directory, the keys the runs read are written,
+then every run is measured with wrk (2 threads, the Lua script
 ``etcdbench/load.lua`` beside this file) after a short warm-up that is not
 counted; then the cluster is stopped and its data removed. The two systems
-never run at the same time. Runs:
+never run at the same time. Runs (``--runs``: names and the groups ``v0``,
+``v3`` and ``all``, comma-separated; default all):
+
+  v0: each system through its own API (issue 6's comparison): dkv through
+  ``POST /v0/kv`` and ``GET /v0/kv/key/{b64}``, etcd through its JSON
+  gateway ``POST /v3/kv/put`` and ``POST /v3/kv/range``
 
     write-1, write-16, write-64   puts of new unique keys to the leader, 1/16/64 connections
     read-1, read-64               linearizable reads of prepopulated keys from the leader
@@ -22,12 +27,26 @@ never run at the same time. Runs:
                                   (3 wrk processes at once; throughputs add up, latency
                                   is the worst p50/p99 of the three)
 
-dkv is driven through ``POST /v0/kv`` and ``GET /v0/kv/key/{b64}``, etcd
-through its JSON gateway ``POST /v3/kv/put`` and ``POST /v3/kv/range``
-(linearizable by default). Keys are 8 bytes, values 256 bytes (options).
+  v3: both systems through etcd's gateway paths, byte-identical requests
+
+    v3-write-1, -16, -64          POST /v3/kv/put of new unique keys
+    v3-read-1, -16, -64           POST /v3/kv/range of one prepopulated key (linearizable)
+    v3-range100-16, -64           POST /v3/kv/range over a prefix of 100 keys
+                                  (--range-prefixes prefixes written beforehand)
+    v3-cas-16, -64                POST /v3/kv/txn: compare-and-swap on the key's
+                                  mod_revision, put on success (see load.lua);
+                                  succeeded and failed CAS are counted apart
+
+A system whose leader does not answer ``POST /v3/kv/range`` with a 200 (dkv
+before it serves etcd's API) skips its v3 runs, saying so; the other system
+runs them all the same. Keys are 8 bytes, values 256 bytes (options). The
+read keys are written through each system's own API (dkv's through /v0,
+which shares one keyspace with /v3), the range keys with one v3 txn per
+prefix.
 Each figure is the median over rounds; the spread is (max - min) / median.
-Any non-2xx answer, socket error or read that found nothing makes the run
-fail: the table is printed, then the script exits 1.
+Any non-2xx answer, socket error, read that found nothing, range short of
+its 100 keys or txn answer without the key's revision makes the run fail
+(a failed CAS does not): the table is printed, then the script exits 1.
 
 Scale (``--scale N``, ``--skip-scale``). N unique keys are written into a
 fresh 3-node dkv cluster with wrk (64 connections to the leader), then it
@@ -57,10 +76,10 @@ from dkv.testing.poll import Timeout
 from dkv.testing.process import close_all
 from etcdbench.dkv_cluster import DkvCluster
 from etcdbench.etcd import EtcdCluster
-from etcdbench.load import Tags, measure, prepopulate, run_has_errors
+from etcdbench.load import Tags, measure, prepopulate, prepopulate_ranges, run_has_errors, v3_probe
 from etcdbench.machine import machine_info
-from etcdbench.report import CHART_HINT, fmt_ms, format_table, have_matplotlib, summarize, write_chart
-from etcdbench.runs import RUNS, SYSTEMS, BenchCluster
+from etcdbench.report import CHART_HINT, format_result, format_table, have_matplotlib, summarize, write_chart
+from etcdbench.runs import GROUPS, RANGE_KEYS, RUNS, SYSTEMS, BenchCluster, RunSpec, needs_v3, select_runs
 from etcdbench.scale import format_scale, scale_phase
 
 #: benchmarks/, where results go by default.
@@ -86,11 +105,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--rounds", type=int, default=2, help="rounds; each runs dkv then etcd on fresh clusters (default 2)"
     )
-    ap.add_argument("--runs", default=",".join(r.name for r in RUNS), help="comma-separated runs (default: all)")
+    ap.add_argument(
+        "--runs",
+        default="all",
+        help=f"comma-separated runs and groups ({', '.join(GROUPS)}); default all. Runs: "
+        + ", ".join(r.name for r in RUNS),
+    )
     ap.add_argument("--threads", type=int, default=2, help="wrk threads per wrk process (default 2)")
     ap.add_argument("--key-size", type=int, default=8, help="key bytes (default 8, at least 6)")
     ap.add_argument("--value-size", type=int, default=256, help="value bytes (default 256)")
     ap.add_argument("--read-keys", type=int, default=1000, help="keys written before the read runs (default 1000)")
+    ap.add_argument(
+        "--range-prefixes",
+        type=int,
+        default=100,
+        help=f"prefixes of {RANGE_KEYS} keys written before the range runs (default 100)",
+    )
     ap.add_argument("--wrk-timeout", type=int, default=10, help="wrk's per-request timeout in seconds (default 10)")
     ap.add_argument("--scale", type=int, default=1_000_000, help="keys for the scale figures (default 1,000,000)")
     ap.add_argument("--scale-connections", type=int, default=64, help="connections loading the scale keys (default 64)")
@@ -111,15 +141,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--etcd", default=shutil.which("etcd") or "etcd", help="etcd binary")
     ap.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="wrk binary")
     args = ap.parse_args(argv)
-    known = {r.name for r in RUNS}
-    args.run_specs = [r for r in RUNS if r.name in set(filter(None, args.runs.split(",")))]
-    unknown = set(filter(None, args.runs.split(","))) - known
-    if unknown:
-        ap.error(f"unknown runs {sorted(unknown)}; choose from {sorted(known)}")
+    try:
+        args.run_specs = select_runs(args.runs)
+    except ValueError as e:
+        ap.error(str(e))
     if args.key_size < 6:
         ap.error("--key-size must be at least 6 (tag, thread and a 4-byte counter)")
     if min(args.duration, args.rounds, args.threads, args.value_size, args.read_keys, args.scale) < 1:
         ap.error("--duration, --rounds, --threads, --value-size, --read-keys and --scale must be positive")
+    if not 1 <= args.range_prefixes <= 256 ** (args.key_size - 3):
+        ap.error(f"--range-prefixes must be between 1 and {256 ** (args.key_size - 3)} (with this --key-size)")
     if args.skip_scale and args.skip_compare:
         ap.error("--skip-scale and --skip-compare leave nothing to do")
     return args
@@ -130,9 +161,31 @@ def missing_tools(args: argparse.Namespace) -> list[str]:
     return [name for name, path in (("etcd", args.etcd), ("wrk", args.wrk)) if shutil.which(path) is None]
 
 
-def compare(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
-    """Every round: each system on a fresh cluster, every run; appends to
-    results as it goes (so an interrupted run keeps what it measured)."""
+def runnable(cluster: BenchCluster, specs: Sequence[RunSpec]) -> tuple[list[RunSpec], str | None]:
+    """The runs this started cluster can serve, and why the others (its v3
+    runs, when its leader does not serve etcd's gateway) cannot, or None."""
+    if not needs_v3(specs):
+        return list(specs), None
+    why = v3_probe(cluster.leader_url())
+    if why is None:
+        return list(specs), None
+    return [s for s in specs if s.api != "v3"], why
+
+
+def prepare(cluster: BenchCluster, specs: Sequence[RunSpec], args: argparse.Namespace) -> dict[str, float]:
+    """Write what the runs read: the read keys (through the system's own
+    API, as issue 6's comparison always did) and, for range runs, the
+    range prefixes. Seconds each took."""
+    took = {"prepopulate_s": prepopulate(cluster, args.read_keys, args.key_size, args.value_size)}
+    if any(s.op == "range" for s in specs):
+        took["prepopulate_range_s"] = prepopulate_ranges(cluster, args.range_prefixes, args.key_size, args.value_size)
+    return took
+
+
+def compare(args: argparse.Namespace, results: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> None:
+    """Every round: each system on a fresh cluster, every run it serves;
+    appends to results (and to skipped, the runs a system could not serve)
+    as it goes, so an interrupted run keeps what it measured."""
     for rnd in range(1, args.rounds + 1):
         for system in SYSTEMS:
             cluster: BenchCluster = (
@@ -140,24 +193,21 @@ def compare(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
             )
             with cluster:
                 cluster.start()
-                prep = prepopulate(cluster, args.read_keys, args.key_size, args.value_size)
+                specs, why = runnable(cluster, args.run_specs)
+                if why is not None:
+                    names = [s.name for s in args.run_specs if s not in specs]
+                    skipped.extend({"run": n, "system": system, "round": rnd, "reason": why} for n in names)
+                    print(f"round {rnd} {system:4} skips its v3 runs: {why}", flush=True)
+                if not specs:
+                    continue
+                prep = prepare(cluster, specs, args)
                 tags = Tags()
-                for spec in args.run_specs:
+                for spec in specs:
                     r = measure(cluster, spec, args, tags)
                     r["round"] = rnd
-                    r["prepopulate_s"] = prep
+                    r.update(prep)
                     results.append(r)
-                    bad = ""
-                    if run_has_errors(r):
-                        bad = (
-                            f"  ERRORS: {r['non2xx']} non-2xx, {r['socket_errors']} socket, "
-                            f"{r['misses']} empty reads {r['error_sample'][:120]}"
-                        )
-                    print(
-                        f"round {rnd} {system:4} {spec.name:13} {r['throughput']:>9,.0f} req/s  "
-                        f"p50 {fmt_ms(r['p50_ms']):>6} ms  p99 {fmt_ms(r['p99_ms']):>6} ms{bad}",
-                        flush=True,
-                    )
+                    print(f"round {rnd} {system:4} {spec.name:14} {format_result(r)}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,10 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     results: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     status = 0
     try:
         if not args.skip_compare:
-            compare(args, results)
+            compare(args, results, skipped)
         if not args.skip_scale:
             report["scale"] = scale_phase(args)
     except (KeyboardInterrupt, Interrupted):
@@ -206,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["results"] = results
-    rows = summarize(results, args.run_specs) if results else []
+    report["skipped"] = skipped
+    rows = summarize(results, args.run_specs, skipped) if results or skipped else []
     report["summary"] = rows
     bad = [f"{r['system']} {r['run']} round {r['round']}" for r in results if run_has_errors(r)]
     report["runs_with_errors"] = bad
@@ -228,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"no chart: matplotlib is not installed ({CHART_HINT})")
     if bad:
-        print(f"FAILED: runs with errors (non-2xx, socket errors or empty reads): {', '.join(bad)}", file=sys.stderr)
+        print(f"FAILED: runs with errors (non-2xx, socket errors or wrong reads): {', '.join(bad)}", file=sys.stderr)
         status = status or 1
     return status
 

@@ -4,7 +4,6 @@ dialling each other directly, warn-level logs), launched by
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ class DkvCluster:
     """Nodes a, b, c (``ids``) on free ports in a temporary directory."""
 
     system = "dkv"
+    own_api = "v0"
 
     def __init__(self, base_dir: Path | None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="vs-etcd-dkv-", dir=base_dir))
@@ -79,9 +79,6 @@ class DkvCluster:
 
     def leader_url(self) -> str:
         return f"http://127.0.0.1:{self.rest[self.leader()]}"
-
-    def put_request(self, key_b64: str, value_b64: str) -> tuple[str, str, bytes]:
-        return "POST", "/v0/kv", json.dumps({"key": key_b64, "value": value_b64}).encode()
 
     def close(self) -> None:
         """Kill every node and remove the data."""

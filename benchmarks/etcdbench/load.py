@@ -6,7 +6,6 @@ measured run (warm-up, then the counted part)."""
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import os
@@ -20,7 +19,8 @@ from typing import Any
 import attrs
 
 from dkv.testing.process import Process
-from etcdbench.runs import BenchCluster, RunSpec
+from dkv.testing.rest_client import b64, http_request
+from etcdbench.runs import RANGE_KEYS, BenchCluster, RunSpec
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "load.lua"
 #: What the Lua done() prints before its result's JSON.
@@ -32,40 +32,97 @@ def key_bytes(tag: int, thread: int, counter: int, key_size: int) -> bytes:
     return bytes([tag, thread]) + counter.to_bytes(key_size - 2, "big")
 
 
-def prepopulate(cluster: BenchCluster, nkeys: int, key_size: int, value_size: int, workers: int = 8) -> float:
-    """Write keys 0..nkeys-1 of the read runs (tag 0, thread 0) to the leader
-    over a few keep-alive connections; returns the seconds it took. Raises
-    RuntimeError on any non-2xx answer."""
-    url = urllib.parse.urlsplit(cluster.leader_url())
-    value = base64.b64encode(os.urandom(value_size)).decode()
+def range_prefix(prefix: int, key_size: int) -> bytes:
+    """The prefix of the range runs' keys number prefix (load.lua): 0x00
+    0x01, then prefix big-endian; one byte short of a key."""
+    return b"\x00\x01" + prefix.to_bytes(key_size - 3, "big")
+
+
+#: (method, path, body) of one HTTP request.
+Request = tuple[str, str, bytes]
+
+
+def put_request(api: str, key: bytes, value: bytes) -> Request:
+    """A put of key in API v0 (dkv's own) or v3 (etcd's gateway): the same
+    JSON body on either path."""
+    path = "/v0/kv" if api == "v0" else "/v3/kv/put"
+    return "POST", path, json.dumps({"key": b64(key), "value": b64(value)}).encode()
+
+
+def range_keys_request(prefix: int, key_size: int, value: bytes) -> Request:
+    """One v3 txn that puts the RANGE_KEYS keys under range prefix number
+    prefix (one revision for all of them)."""
+    base = range_prefix(prefix, key_size)
+    puts = [{"request_put": {"key": b64(base + bytes([j])), "value": b64(value)}} for j in range(RANGE_KEYS)]
+    return "POST", "/v3/kv/txn", json.dumps({"success": puts}).encode()
+
+
+def send_all(url: str, requests: Sequence[Request], what: str, workers: int = 8) -> float:
+    """Send the requests over a few keep-alive connections to url
+    (http://host:port), each worker taking every workers-th; the seconds
+    it took. Raises RuntimeError ("{what} failed: ...") on a non-2xx answer
+    or a connection error."""
+    where = urllib.parse.urlsplit(url)
     errors: list[str] = []
 
     def worker(w: int) -> None:
-        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+        conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=30)
         try:
-            for i in range(w, nkeys, workers):
-                key = base64.b64encode(key_bytes(0, 0, i, key_size)).decode()
-                method, path, body = cluster.put_request(key, value)
+            for method, path, body in requests[w::workers]:
                 conn.request(method, path, body, {"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 payload = resp.read()
                 if not 200 <= resp.status < 300:
-                    errors.append(f"{resp.status} {payload[:200]!r}")
+                    errors.append(f"{method} {path}: {resp.status} {payload[:200]!r}")
                     return
-        except OSError as e:
+                if errors:
+                    return
+        except (OSError, http.client.HTTPException) as e:
             errors.append(repr(e))
         finally:
             conn.close()
 
     start = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(min(workers, nkeys))]
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(min(workers, len(requests)))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
-        raise RuntimeError(f"prepopulating {cluster.system} failed: {errors[0]}")
+        raise RuntimeError(f"{what} failed: {errors[0]}")
     return time.monotonic() - start
+
+
+def prepopulate(cluster: BenchCluster, nkeys: int, key_size: int, value_size: int) -> float:
+    """Write keys 0..nkeys-1 of the read runs (tag 0, thread 0) to the
+    leader through the system's own API; returns the seconds it took.
+    Raises RuntimeError on any non-2xx answer."""
+    value = os.urandom(value_size)
+    reqs = [put_request(cluster.own_api, key_bytes(0, 0, i, key_size), value) for i in range(nkeys)]
+    return send_all(cluster.leader_url(), reqs, f"prepopulating {cluster.system}")
+
+
+def prepopulate_ranges(cluster: BenchCluster, prefixes: int, key_size: int, value_size: int) -> float:
+    """Write RANGE_KEYS keys under each of the range runs' prefixes, one v3
+    txn per prefix, to the leader; returns the seconds it took."""
+    value = os.urandom(value_size)
+    reqs = [range_keys_request(p, key_size, value) for p in range(prefixes)]
+    return send_all(cluster.leader_url(), reqs, f"prepopulating {cluster.system}'s range keys")
+
+
+def v3_probe(url: str) -> str | None:
+    """None if the server at url answers ``POST /v3/kv/range`` with a 200
+    (it serves etcd's JSON gateway), else why not, in a few words."""
+    where = urllib.parse.urlsplit(url)
+    try:
+        status, body = http_request(
+            where.port or 80, "POST", "/v3/kv/range", {"key": "AA=="}, timeout=5.0, host=where.hostname or "127.0.0.1"
+        )
+    except (OSError, http.client.HTTPException) as e:
+        return f"POST /v3/kv/range failed: {e!r}"
+    if status == 200:
+        return None
+    return f"POST /v3/kv/range answered {status} {json.dumps(body)[:80]}"
 
 
 @attrs.frozen(kw_only=True)
@@ -73,8 +130,9 @@ class WrkJob:
     """What one wrk process is asked to do."""
 
     url: str
-    system: str
-    op: str  # write, read or load
+    system: str  # a label: dkv or etcd
+    api: str  # what load.lua speaks: v0 (dkv's own API) or v3 (etcd's gateway)
+    op: str  # write, read, range, cas or load
     connections: int
     threads: int
     duration: int  # seconds
@@ -82,28 +140,30 @@ class WrkJob:
     key_size: int
     value_size: int
     tag: int
-    nkeys: int = 0
+    nkeys: int = 0  # read: the prepopulated keys; range: the prepopulated prefixes
     quota: int = 0
     done_dir: str = "-"
+    range_keys: int = RANGE_KEYS
 
     def argv(self, wrk: str) -> list[str]:
         """The wrk command line."""
         return [
             wrk, "-t", str(self.threads), "-c", str(self.connections), "-d", f"{self.duration}s",
             "--timeout", f"{self.timeout}s", "-s", str(LUA_SCRIPT), self.url, "--",
-            self.system, self.op, str(self.key_size), str(self.value_size), str(self.tag),
-            str(self.nkeys), str(self.quota), self.done_dir,
+            self.api, self.op, str(self.key_size), str(self.value_size), str(self.tag),
+            str(self.nkeys), str(self.quota), self.done_dir, str(self.range_keys),
         ]  # fmt: skip
 
     def process(self, wrk: str) -> Process:
         """wrk for this job, its output captured (not started)."""
-        return Process(self.argv(wrk), capture=True, name=f"wrk {self.system} {self.op}")
+        return Process(self.argv(wrk), capture=True, name=f"wrk {self.system} {self.api} {self.op}")
 
 
 def parse_wrk_output(text: str) -> dict[str, Any]:
     """The result line the Lua done() printed, as a dict with derived
-    fields: duration_s, socket_errors, throughput (2xx answers per second),
-    p50_ms, p99_ms. Raises ValueError when there is none."""
+    fields: duration_s, socket_errors, throughput (2xx answers per second,
+    failed compare-and-swaps included), cas_succeeded_per_s,
+    cas_failed_per_s, p50_ms, p99_ms. Raises ValueError when there is none."""
     for line in reversed(text.splitlines()):
         if line.startswith(RESULT_MARK):
             raw: dict[str, Any] = json.loads(line[len(RESULT_MARK):])
@@ -115,6 +175,8 @@ def parse_wrk_output(text: str) -> dict[str, Any]:
     raw["duration_s"] = duration
     raw["socket_errors"] = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
     raw["throughput"] = raw["ok"] / duration if duration > 0 else 0.0
+    raw["cas_succeeded_per_s"] = raw["cas_succeeded"] / duration if duration > 0 else 0.0
+    raw["cas_failed_per_s"] = raw["cas_failed"] / duration if duration > 0 else 0.0
     raw["p50_ms"] = raw["latency_us"]["p50"] / 1000
     raw["p99_ms"] = raw["latency_us"]["p99"] / 1000
     return raw
@@ -136,8 +198,12 @@ def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ok": sum(p["ok"] for p in parts),
         "non2xx": sum(p["non2xx"] for p in parts),
         "misses": sum(p["misses"] for p in parts),
+        "cas_succeeded": sum(p["cas_succeeded"] for p in parts),
+        "cas_failed": sum(p["cas_failed"] for p in parts),
         "socket_errors": sum(p["socket_errors"] for p in parts),
         "throughput": sum(p["throughput"] for p in parts),
+        "cas_succeeded_per_s": sum(p["cas_succeeded_per_s"] for p in parts),
+        "cas_failed_per_s": sum(p["cas_failed_per_s"] for p in parts),
         "p50_ms": max(p["p50_ms"] for p in parts),
         "p99_ms": max(p["p99_ms"] for p in parts),
         "p50_ms_weighted": weighted("p50_ms"),
@@ -188,13 +254,15 @@ def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags
     results."""
     urls = [cluster.leader_url()] if spec.target == "leader" else cluster.client_urls()
     leader_before = cluster.leader_url()
+    api = spec.wire_api(cluster.own_api)
+    nkeys = args.range_prefixes if spec.op == "range" else args.read_keys
 
     def jobs(duration: int) -> list[WrkJob]:
         return [
             WrkJob(
-                url=url, system=cluster.system, op=spec.op, connections=conns,
+                url=url, system=cluster.system, api=api, op=spec.op, connections=conns,
                 threads=min(args.threads, conns), duration=duration, timeout=args.wrk_timeout,
-                key_size=args.key_size, value_size=args.value_size, tag=tags.next(), nkeys=args.read_keys,
+                key_size=args.key_size, value_size=args.value_size, tag=tags.next(), nkeys=nkeys,
             )
             for url, conns in zip(urls, split_connections(spec.connections, len(urls)), strict=True)
         ]  # fmt: skip
@@ -207,6 +275,7 @@ def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags
     result.update(
         run=spec.name,
         system=cluster.system,
+        api=api,
         parts=parts,
         warmup=warmup,
         loadavg_before=load_before,
@@ -216,5 +285,7 @@ def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags
 
 
 def run_has_errors(result: dict[str, Any]) -> bool:
-    """Any non-2xx answer, socket error or empty read."""
+    """Any non-2xx answer, socket error or wrong read (a read that found
+    nothing, a range short of its keys, a txn answer without the key's
+    revision). A failed compare-and-swap is an answer, not an error."""
     return bool(result["non2xx"] or result["socket_errors"] or result["misses"])

@@ -33,8 +33,9 @@ def _git(*args: str) -> str:
         return ""
 
 
-def machine_info(etcd: str, wrk: str, tmp_base: Path | None) -> dict[str, Any]:
-    """What the numbers were measured on."""
+def machine_info(etcd: str | None, wrk: str | None, tmp_base: Path | None) -> dict[str, Any]:
+    """What the numbers were measured on (the etcd and wrk versions only
+    when their binaries are given)."""
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -51,21 +52,24 @@ def machine_info(etcd: str, wrk: str, tmp_base: Path | None) -> dict[str, Any]:
     except OSError:
         pass
     tmp = Path(tmp_base or tempfile.gettempdir()).resolve()
-    return {
+    info: dict[str, Any] = {
         "nproc": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_model": cpu,
         "memory_mb": mem_kb // 1024,
         "kernel": f"{platform.system()} {platform.release()} {platform.version()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "etcd_version": _first_line([etcd, "--version"]),
-        "wrk_version": _first_line([wrk, "-v"]),
         "dkv_commit": _git("rev-parse", "HEAD"),
         "dkv_code_modified": bool(_git("status", "--porcelain", "--", "dkv")),
         "data_dir_base": str(tmp),
         "data_dir_filesystem": _filesystem(tmp),
         "loadavg_start": os.getloadavg(),
     }
+    if etcd is not None:
+        info["etcd_version"] = _first_line([etcd, "--version"])
+    if wrk is not None:
+        info["wrk_version"] = _first_line([wrk, "-v"])
+    return info
 
 
 def _filesystem(path: Path) -> str:

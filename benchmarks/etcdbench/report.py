@@ -15,20 +15,30 @@ from etcdbench.runs import SYSTEMS, RunSpec
 CHART_HINT = "pip install '.[bench]'"
 
 
-def summarize(results: Sequence[dict[str, Any]], runs: Sequence[RunSpec]) -> list[dict[str, Any]]:
-    """Per run and system: the median over rounds of throughput, p50, p99,
-    their min and max, and the spread (max - min) / median of throughput;
-    plus the dkv/etcd ratios of the medians."""
+def summarize(
+    results: Sequence[dict[str, Any]], runs: Sequence[RunSpec], skipped: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Per run and system: the median over rounds of throughput, p50, p99
+    (and for CAS runs of succeeded and failed CAS per second), their min and
+    max, and the spread (max - min) / median; plus the dkv/etcd ratios of
+    the medians. A system that skipped a run has None, and the reason in
+    the row's ``skipped``."""
     rows = []
     for spec in runs:
-        row: dict[str, Any] = {"run": spec.name, "describe": spec.describe()}
+        row: dict[str, Any] = {"run": spec.name, "describe": spec.describe(), "op": spec.op, "skipped": {}}
         for system in SYSTEMS:
             mine = [r for r in results if r["run"] == spec.name and r["system"] == system]
             if not mine:
                 row[system] = None
+                why = [s["reason"] for s in skipped if s["run"] == spec.name and s["system"] == system]
+                if why:
+                    row["skipped"][system] = why[0]
                 continue
             agg: dict[str, Any] = {"rounds": len(mine), "errors": sum(run_has_errors(r) for r in mine)}
-            for field in ("throughput", "p50_ms", "p99_ms"):
+            fields = ["throughput", "p50_ms", "p99_ms"]
+            if spec.op == "cas":
+                fields += ["cas_succeeded_per_s", "cas_failed_per_s"]
+            for field in fields:
                 values = [r[field] for r in mine]
                 med = statistics.median(values)
                 agg[field] = med
@@ -57,10 +67,10 @@ def fmt_ratio(r: float | None) -> str:
     return f"{r:.2f}x" if r >= 0.1 else f"{r:.3f}x"
 
 
-def fmt_rate(agg: dict[str, Any] | None) -> str:
+def fmt_rate(agg: dict[str, Any] | None, skipped: bool = False) -> str:
     """Median throughput with its spread over rounds, e.g. '1,234 ±3%'."""
     if agg is None:
-        return "-"
+        return "skipped" if skipped else "-"
     text = f"{agg['throughput']:,.0f}"
     if agg["rounds"] > 1:
         text += f" ±{agg['throughput_spread'] * 50:.0f}%"
@@ -100,8 +110,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             [
                 row["run"],
                 row["describe"],
-                fmt_rate(d),
-                fmt_rate(e),
+                fmt_rate(d, "dkv" in row["skipped"]),
+                fmt_rate(e, "etcd" in row["skipped"]),
                 fmt_ratio(row["throughput_ratio"]),
                 fmt_ms(d and d["p50_ms"]),
                 fmt_ms(e and e["p50_ms"]),
@@ -119,7 +129,34 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             out.append("  ".join("-" * w for w in widths))
     out.append("req/s: median over rounds, ± half the range; latencies in ms (median over rounds of wrk's p50/p99);")
     out.append("write-64-all: 3 wrk processes, throughputs summed, latency = worst of the three.")
+    if any(row["run"].startswith("v3-") for row in rows):
+        out.append("v3-*: both systems through etcd's gateway paths, the same requests; the others: dkv through /v0.")
+    cas = [row for row in rows if row["op"] == "cas" and (row["dkv"] or row["etcd"])]
+    if cas:
+        out.append("CAS txns (req/s counts both outcomes; a failed CAS is an answer, not an error):")
+        for row in cas:
+            parts = [
+                f"{system} {agg['cas_succeeded_per_s']:,.0f} succeeded/s, {agg['cas_failed_per_s']:,.0f} failed/s"
+                for system in SYSTEMS
+                if (agg := row[system]) is not None
+            ]
+            out.append(f"  {row['run']}: " + "; ".join(parts))
+    for system, why in sorted({(s, w) for row in rows for s, w in row["skipped"].items()}):
+        out.append(f"skipped by {system}: {why}")
     return "\n".join(out)
+
+
+def format_result(r: dict[str, Any]) -> str:
+    """One measured run on one line: req/s, p50, p99, CAS outcomes, errors."""
+    text = f"{r['throughput']:>9,.0f} req/s  p50 {fmt_ms(r['p50_ms']):>6} ms  p99 {fmt_ms(r['p99_ms']):>6} ms"
+    if r["cas_succeeded"] or r["cas_failed"]:
+        text += f"  CAS {r['cas_succeeded']:,} succeeded, {r['cas_failed']:,} failed"
+    if run_has_errors(r):
+        text += (
+            f"  ERRORS: {r['non2xx']} non-2xx, {r['socket_errors']} socket, "
+            f"{r['misses']} wrong reads {r['error_sample'][:120]}"
+        )
+    return text
 
 
 def write_chart(rows: Sequence[dict[str, Any]], path: Path) -> bool:

@@ -1,28 +1,53 @@
-"""What the comparison measures: the runs, the two systems, and what the
-load driver needs from a system's cluster."""
+# test-case-name: tests.test_vs_etcd_script
+"""What the comparison measures: the runs, the two systems, what a cluster
+offers the load driver, and which HTTP API a run speaks to a system.
+
+Two groups of runs. ``v0``: issue 6's comparison, each system through its
+own API (dkv ``/v0``, etcd its JSON gateway). ``v3``: both systems through
+etcd's JSON gateway paths (``/v3/kv/...``), byte-identical requests."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
 
 SYSTEMS = ("dkv", "etcd")
+#: The run groups --runs accepts besides run names.
+GROUPS = ("all", "v0", "v3")
+#: Keys under each prefix of the range runs (issue 12: a range of 100 keys).
+RANGE_KEYS = 100
+
+_WHAT = {
+    "write": "puts of new keys",
+    "read": "lin. reads of 1 key",
+    "range": f"lin. ranges of {RANGE_KEYS} keys",
+    "cas": "CAS txns",
+}
 
 
 @attrs.frozen
 class RunSpec:
-    """One measured configuration: operation, connections, where they go."""
+    """One measured configuration: operation, connections, where they go,
+    and the API group (``v0``: each system's own API; ``v3``: etcd's
+    paths on both)."""
 
     name: str
-    op: str  # "write" or "read"
+    op: str  # "write", "read", "range" (a prefix of RANGE_KEYS keys) or "cas"
     connections: int
     target: str  # "leader" or "all"
+    api: str = "v0"
 
     def describe(self) -> str:
         where = "leader" if self.target == "leader" else "all 3 nodes"
-        what = "writes" if self.op == "write" else "lin. reads"
+        what = _WHAT[self.op] if self.api == "v3" else ("writes" if self.op == "write" else "lin. reads")
         return f"{what}, {self.connections} conn, {where}"
+
+    def wire_api(self, own_api: str) -> str:
+        """The API this run speaks to a system whose own API is own_api:
+        the system's own for a ``v0`` run, etcd's for a ``v3`` run."""
+        return "v3" if self.api == "v3" else own_api
 
 
 RUNS: tuple[RunSpec, ...] = (
@@ -32,7 +57,39 @@ RUNS: tuple[RunSpec, ...] = (
     RunSpec("read-1", "read", 1, "leader"),
     RunSpec("read-64", "read", 64, "leader"),
     RunSpec("write-64-all", "write", 64, "all"),
+    RunSpec("v3-write-1", "write", 1, "leader", "v3"),
+    RunSpec("v3-write-16", "write", 16, "leader", "v3"),
+    RunSpec("v3-write-64", "write", 64, "leader", "v3"),
+    RunSpec("v3-read-1", "read", 1, "leader", "v3"),
+    RunSpec("v3-read-16", "read", 16, "leader", "v3"),
+    RunSpec("v3-read-64", "read", 64, "leader", "v3"),
+    RunSpec("v3-range100-16", "range", 16, "leader", "v3"),
+    RunSpec("v3-range100-64", "range", 64, "leader", "v3"),
+    RunSpec("v3-cas-16", "cas", 16, "leader", "v3"),
+    RunSpec("v3-cas-64", "cas", 64, "leader", "v3"),
 )
+
+
+def select_runs(text: str) -> list[RunSpec]:
+    """The runs a --runs value names: comma-separated run names and groups
+    (``all``, ``v0``, ``v3``), in RUNS order. ValueError on an unknown name
+    or when nothing is left."""
+    names = {n.strip() for n in text.split(",")} - {""}
+    unknown = names - set(GROUPS) - {r.name for r in RUNS}
+    if unknown:
+        raise ValueError(
+            f"unknown runs {sorted(unknown)}; choose from the groups {list(GROUPS)} "
+            f"or the runs {[r.name for r in RUNS]}"
+        )
+    chosen = [r for r in RUNS if r.name in names or r.api in names or "all" in names]
+    if not chosen:
+        raise ValueError("--runs names no run")
+    return chosen
+
+
+def needs_v3(runs: Sequence[RunSpec]) -> bool:
+    """Whether any of the runs speaks etcd's API to both systems."""
+    return any(r.api == "v3" for r in runs)
 
 
 class BenchCluster(Protocol):
@@ -40,6 +97,8 @@ class BenchCluster(Protocol):
     removed by ``close()`` (also on leaving a ``with`` block)."""
 
     system: str
+    #: The system's own HTTP API: "v0" (dkv) or "v3" (etcd's gateway).
+    own_api: str
 
     def __enter__(self) -> BenchCluster: ...
 
@@ -54,9 +113,6 @@ class BenchCluster(Protocol):
 
     def leader_url(self) -> str:
         """The client URL of the current leader."""
-
-    def put_request(self, key_b64: str, value_b64: str) -> tuple[str, str, bytes]:
-        """(method, path, body) of a put in this system's HTTP API."""
 
     def close(self) -> None:
         """Stop every member and remove the data."""

@@ -60,6 +60,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
         job = WrkJob(
             url=f"http://127.0.0.1:{c.rest[leader]}",
             system="dkv",
+            api="v0",
             op="load",
             connections=args.scale_connections,
             threads=threads,

@@ -1,0 +1,304 @@
+# test-case-name: tests.test_vs_etcd_script
+"""What one write costs a dkv cluster: CPU and bytes on disk
+(``python benchmarks/write_cost.py``; its help is this docstring).
+
+    python benchmarks/write_cost.py                    # 5,000 writes through POST /v0/kv
+    python benchmarks/write_cost.py --api v3           # through POST /v3/kv/put (once dkv serves it)
+    python benchmarks/write_cost.py --writes 20000 --connections 64
+
+It starts a fresh 3-node dkv cluster as a user runs one (the node's default
+settings, launched by ``dkv.testing.cluster``; three nodes because that is
+what the vs_etcd comparison measures: the leader's CPU includes replicating
+to two followers, and "all members" is the cluster's whole cost), writes
+``--warmup`` keys that are not counted, then ``--writes`` new keys (8-byte
+keys, 256-byte values, as vs_etcd) to the leader over ``--connections``
+keep-alive connections from this process, and waits until every member has
+applied them and its db has stopped changing. It reports per write:
+
+* µs of the leader's CPU, and of all members' together (user + system time
+  from ``/proc/PID/stat``, before and after; the client is not counted; the
+  members' idle CPU over the same time is measured beforehand and reported
+  apart, not subtracted);
+* bytes on disk: the growth of the LMDB pages in use in each member's db
+  (the pages of every named database, its main database and the two meta
+  pages, as ``mdb_stat`` counts them), per named database, and the growth
+  of the file's high-water mark (``last_pgno``). Not the file's size: LMDB
+  files are sparse and pages freed by log compaction are reused. The
+  named databases are whatever the db holds, so the figures stay
+  comparable when the store's layout changes (before and after the MVCC
+  store: run it on both commits, through ``/v0`` and through ``/v3``).
+
+With the default 5,000 writes no log compaction happens (the node compacts
+every 10,000 entries), so the ``log`` database's growth is the Raft log's
+cost per write; a run that crosses a compaction says so.
+
+The table goes to stdout, the figures as JSON to ``--out`` (default
+``benchmarks/results/write_cost-API-COMMIT.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from dkv.testing.poll import Timeout, wait_until
+from dkv.testing.process import close_all
+from etcdbench.dkv_cluster import DkvCluster
+from etcdbench.load import key_bytes, put_request, send_all, v3_probe
+from etcdbench.machine import machine_info
+
+#: benchmarks/, where results go by default.
+BENCHMARKS = Path(__file__).resolve().parents[1]
+_TICKS = os.sysconf("SC_CLK_TCK")
+#: Key tags (first key byte) of the warm-up and the measured writes.
+_WARMUP_TAG, _MEASURED_TAG = 1, 2
+
+
+class NotServed(RuntimeError):
+    """dkv does not serve the API asked for."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process pid (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime: fields 14 and 15
+
+
+def lmdb_usage(path: Path) -> dict[str, Any]:
+    """The pages of the LMDB file at path, as ``mdb_stat -a`` counts them:
+    ``psize``; ``last_pgno`` (the file's high-water mark); ``dbs``, per named
+    database its ``pages`` (branch + leaf + overflow) and ``entries``;
+    ``used_pages``, every named database's pages plus the main database's
+    and the two meta pages. Opens the environment read-only, so a node may
+    be writing it meanwhile."""
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=True, max_dbs=128)
+    try:
+        with env.begin() as txn:
+            main = env.stat()
+            names = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
+            dbs = {}
+            for name in names:
+                try:
+                    db = env.open_db(name, txn=txn, create=False)
+                except lmdb.Error:  # a plain key of the main database, not a named one
+                    continue
+                dbs[name.decode(errors="replace")] = _pages(txn.stat(db))
+        info = env.info()
+    finally:
+        env.close()
+    used = 2 + _pages(main)["pages"] + sum(d["pages"] for d in dbs.values())
+    return {"psize": main["psize"], "last_pgno": info["last_pgno"], "used_pages": used, "dbs": dbs}
+
+
+def _pages(stat: Mapping[str, Any]) -> dict[str, int]:
+    return {
+        "pages": stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"],
+        "entries": stat["entries"],
+    }
+
+
+def growth_per_write(before: Mapping[str, Any], after: Mapping[str, Any], writes: int) -> dict[str, Any]:
+    """Bytes per write between two ``lmdb_usage`` results: ``used`` (pages in
+    use), ``high_water`` (last_pgno) and, per named database, ``bytes`` and
+    ``entries`` (a database that appeared counts from zero)."""
+    psize = after["psize"]
+    empty = {"pages": 0, "entries": 0}
+    dbs = {}
+    for name in sorted(set(before["dbs"]) | set(after["dbs"])):
+        b, a = before["dbs"].get(name, empty), after["dbs"].get(name, empty)
+        dbs[name] = {
+            "bytes": (a["pages"] - b["pages"]) * psize / writes,
+            "entries": (a["entries"] - b["entries"]) / writes,
+        }
+    return {
+        "used": (after["used_pages"] - before["used_pages"]) * psize / writes,
+        "high_water": (after["last_pgno"] - before["last_pgno"]) * psize / writes,
+        "dbs": dbs,
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    ap = argparse.ArgumentParser(
+        prog="write_cost.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--api", choices=("v0", "v3"), default="v0", help="POST /v0/kv or POST /v3/kv/put (default v0)")
+    ap.add_argument("--writes", type=int, default=5000, help="writes measured (default 5000)")
+    ap.add_argument("--warmup", type=int, default=500, help="writes before, not counted (default 500; 0: none)")
+    ap.add_argument("--connections", type=int, default=16, help="client connections to the leader (default 16)")
+    ap.add_argument("--key-size", type=int, default=8, help="key bytes (default 8, at least 6)")
+    ap.add_argument("--value-size", type=int, default=256, help="value bytes (default 256)")
+    ap.add_argument("--idle", type=float, default=1.0, help="seconds of idle CPU measured first (default 1; 0: none)")
+    ap.add_argument("--out", type=Path, default=None, help="the JSON file (default benchmarks/results/write_cost-...)")
+    ap.add_argument(
+        "--tmp-dir", type=Path, default=None, help="where the cluster's data go (default: the system temp dir)"
+    )
+    args = ap.parse_args(argv)
+    if args.key_size < 6:
+        ap.error("--key-size must be at least 6 (tag, thread and a 4-byte counter)")
+    if min(args.writes, args.connections, args.value_size) < 1 or min(args.warmup, args.idle) < 0:
+        ap.error("--writes, --connections and --value-size must be positive, --warmup and --idle not negative")
+    return args
+
+
+def default_out(api: str, commit: str, modified: bool) -> Path:
+    """benchmarks/results/write_cost-API-COMMIT[-modified].json"""
+    tail = "-modified" if modified else ""
+    return BENCHMARKS / "results" / f"write_cost-{api}-{commit[:10] or 'unknown'}{tail}.json"
+
+
+def _writes(api: str, tag: int, n: int, key_size: int, value: bytes) -> list[tuple[str, str, bytes]]:
+    return [put_request(api, key_bytes(tag, 0, i, key_size), value) for i in range(n)]
+
+
+def _settled(c: DkvCluster, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Wait until every member has applied the leader's commit index and
+    its db's page counts hold still for a moment; their usage."""
+    leader = c.leader()
+    commit = (c.status(leader) or {}).get("commit_index", 0)
+    for node in c.voters:
+        c.nodes.wait_applied(node, commit, timeout)
+    last: dict[str, dict[str, Any]] = {}
+
+    def still() -> bool:
+        nonlocal last
+        now = {n: lmdb_usage(c.dir / f"{n}.db") for n in c.voters}
+        same, last = now == last, now
+        return same
+
+    wait_until(still, timeout, "the members' dbs to hold still", 0.3)
+    return last
+
+
+def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the cluster, write, and return the figures (raw counts and
+    per write). NotServed when dkv does not serve the chosen API."""
+    value = os.urandom(args.value_size)
+    with DkvCluster(args.tmp_dir) as c:
+        c.start()
+        leader = c.leader()
+        url = c.leader_url()
+        if args.api == "v3":
+            why = v3_probe(url)
+            if why is not None:
+                raise NotServed(f"dkv does not serve etcd's API: {why}")
+        if args.warmup:
+            warmup = _writes(args.api, _WARMUP_TAG, args.warmup, args.key_size, value)
+            send_all(url, warmup, "the warm-up", args.connections)
+        _settled(c)
+        pids = {n: c.pid(n) for n in c.voters}
+        idle_cpu = {n: cpu_seconds(p) for n, p in pids.items()}
+        time.sleep(args.idle)
+        idle = {n: (cpu_seconds(p) - idle_cpu[n]) / args.idle if args.idle else 0.0 for n, p in pids.items()}
+
+        writes = _writes(args.api, _MEASURED_TAG, args.writes, args.key_size, value)
+        status_before = {n: c.status(n) or {} for n in c.voters}
+        disk_before = {n: lmdb_usage(c.dir / f"{n}.db") for n in c.voters}
+        cpu_before = {n: cpu_seconds(p) for n, p in pids.items()}
+        start = time.monotonic()
+        client_s = send_all(url, writes, "writing", args.connections)
+        disk_after = _settled(c)
+        cpu_after = {n: cpu_seconds(p) for n, p in pids.items()}
+        window = time.monotonic() - start
+        status_after = {n: c.status(n) or {} for n in c.voters}
+        leader_after = c.leader()
+
+    n = args.writes
+    cpu = {x: cpu_after[x] - cpu_before[x] for x in pids}
+    return {
+        "api": args.api,
+        "path": put_request(args.api, b"", b"")[1],
+        "writes": n,
+        "connections": args.connections,
+        "key_size": args.key_size,
+        "value_size": args.value_size,
+        "nodes": list(pids),
+        "leader": leader,
+        "leader_changed": leader_after != leader,
+        "client_seconds": client_s,
+        "writes_per_s": n / client_s,
+        "window_seconds": window,
+        "cpu_seconds": cpu,
+        "idle_cpu_fraction": idle,
+        "cpu_us_per_write": {x: s / n * 1e6 for x, s in cpu.items()},
+        "leader_cpu_us_per_write": cpu[leader] / n * 1e6,
+        "all_cpu_us_per_write": sum(cpu.values()) / n * 1e6,
+        "idle_us_per_write": sum(idle.values()) * window / n * 1e6,
+        "log_compacted": any(
+            status_after[x].get("first_index") != status_before[x].get("first_index") for x in pids
+        ),
+        "disk_before": disk_before,
+        "disk_after": disk_after,
+        "bytes_per_write": {x: growth_per_write(disk_before[x], disk_after[x], n) for x in pids},
+        "status_before": status_before,
+        "status_after": status_after,
+    }
+
+
+def format_cost(r: Mapping[str, Any]) -> str:
+    """The figures as a small table."""
+    leader = r["leader"]
+    nodes = r["nodes"]
+    per_node = ", ".join(f"{x} {r['cpu_us_per_write'][x]:,.1f}" for x in nodes)
+    lines = [
+        f"{r['writes']:,} writes through POST {r['path']}, {r['connections']} connections, "
+        f"{r['key_size']}-byte keys, {r['value_size']}-byte values; 3-node dkv, leader {leader}; "
+        f"{r['writes_per_s']:,.0f} writes/s",
+        f"  CPU per write: leader {r['leader_cpu_us_per_write']:,.1f} µs, all members "
+        f"{r['all_cpu_us_per_write']:,.1f} µs ({per_node}; of it idle about {r['idle_us_per_write']:,.1f})",
+        "  bytes on disk per write (growth of the LMDB pages in use):",
+    ]
+    dbs = sorted({name for x in nodes for name in r["bytes_per_write"][x]["dbs"]})
+    header = ["", *(f"{x}{' (leader)' if x == leader else ''}" for x in nodes)]
+    rows = [header]
+    for name in dbs:
+        cells = []
+        for x in nodes:
+            d = r["bytes_per_write"][x]["dbs"].get(name)
+            cells.append("-" if d is None else f"{d['bytes']:,.1f} B ({d['entries']:.2f} entries)")
+        rows.append([f"db {name}", *cells])
+    rows.append(["pages in use", *(f"{r['bytes_per_write'][x]['used']:,.1f} B" for x in nodes)])
+    rows.append(["file high-water", *(f"{r['bytes_per_write'][x]['high_water']:,.1f} B" for x in nodes)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("    " + "  ".join(cells).rstrip())
+    notes = []
+    if r["log_compacted"]:
+        notes.append("the log was compacted during the measure: the log's growth understates its cost")
+    if r["leader_changed"]:
+        notes.append("the leader changed during the measure")
+    lines += [f"  note: {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure and report; 0 on success, 1 on a failure, 2 when dkv does not
+    serve the chosen API."""
+    args = parse_args(argv)
+    machine = machine_info(None, None, args.tmp_dir)
+    try:
+        figures = measure_cost(args)
+    except NotServed as e:
+        print(f"write_cost: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError, Timeout, lmdb.Error) as e:
+        print(f"write_cost: {e}", file=sys.stderr)
+        return 1
+    finally:
+        close_all()
+    out = args.out or default_out(args.api, machine["dkv_commit"], machine["dkv_code_modified"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, **figures}, indent=1, default=str) + "\n")
+    print(format_cost(figures))
+    print(f"\nwrote {out}")
+    return 0
