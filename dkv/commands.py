@@ -2,9 +2,11 @@
 """The state machine commands carried in NORMAL log entries.
 
 A command is a ``dkv.raft.v0.Command`` protobuf: the request id
-``(origin, seq)`` and one operation. ``origin`` is random per process start,
-``seq`` counts requests within it, so the node that took a request from a
-client recognises it when it applies the entry, whoever proposed it.
+``(origin, seq)`` and one of etcd's write requests (Put, DeleteRange, Txn,
+Compaction), which ``dkv.statemachine`` applies to the multi-version store.
+``origin`` is random per process start, ``seq`` counts requests within it,
+so the node that took a request from a client recognises it when it applies
+the entry, whoever proposed it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,16 @@ from __future__ import annotations
 import attrs
 
 from dkv.pb import raft_pb2
+from dkv.pb.etcd_rpc_pb2 import CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest
+
+#: The write requests a command can carry, by the Command field that holds them.
+WriteRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest
+_FIELDS = {
+    PutRequest: "put",
+    DeleteRangeRequest: "delete_range",
+    TxnRequest: "txn",
+    CompactionRequest: "compaction",
+}
 
 
 @attrs.frozen(slots=True)
@@ -20,16 +32,19 @@ class RequestId:
     seq: int
 
 
+def encode(rid: RequestId, request: WriteRequest) -> bytes:
+    """The command that carries request for rid, serialized."""
+    cmd = raft_pb2.Command(origin=rid.origin, seq=rid.seq)
+    getattr(cmd, _FIELDS[type(request)]).CopyFrom(request)
+    return cmd.SerializeToString()
+
+
 def encode_put(rid: RequestId, key: bytes, value: bytes) -> bytes:
-    return raft_pb2.Command(
-        origin=rid.origin, seq=rid.seq, put=raft_pb2.Put(key=key, value=value)
-    ).SerializeToString()
+    return encode(rid, PutRequest(key=key, value=value))
 
 
 def encode_delete(rid: RequestId, key: bytes) -> bytes:
-    return raft_pb2.Command(
-        origin=rid.origin, seq=rid.seq, delete=raft_pb2.Delete(key=key)
-    ).SerializeToString()
+    return encode(rid, DeleteRangeRequest(key=key))
 
 
 def decode(data: bytes) -> raft_pb2.Command:

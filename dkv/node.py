@@ -1,9 +1,12 @@
 # test-case-name: tests.test_rest
-"""The node as the API layers see it: put, get, delete, status.
+"""The node as the API layers see it: dkv's own put, get, delete, status and
+membership, and etcd's KV (range, the writes, hash).
 
-Both the REST and the gRPC API call only this. It validates what every API
-must validate (key and value sizes), encodes commands, and asks the
-replication service for writes and linearizable read barriers.
+Every API calls only this. It validates what every API must validate (key and
+value sizes, etcd's request checks), encodes commands, and asks the
+replication service for writes and linearizable read barriers. ``/v0`` writes
+are etcd Puts and DeleteRanges on the same keyspace, so they move the
+revision too.
 """
 
 from __future__ import annotations
@@ -14,10 +17,22 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
-from dkv.commands import encode_delete, encode_put
+from dkv.commands import WriteRequest, encode, encode_delete, encode_put
 from dkv.config import ConfigError, Limits, host_port, parse_address
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound, NoLeader, TooLarge
+from dkv.ids import cluster_number, member_id
+from dkv.mvcc import check_delete_range, check_put, check_range, check_txn
+from dkv.mvcc.errors import EtcdError, RequestTooLarge
 from dkv.pb import kv_pb2
+from dkv.pb.etcd_rpc_pb2 import (
+    DeleteRangeRequest,
+    HashKVResponse,
+    PutRequest,
+    RangeRequest,
+    RangeResponse,
+    ResponseHeader,
+    TxnRequest,
+)
 from dkv.raft import NotLeader
 from dkv.raft.membership import NODE_ID, Member, Membership
 from dkv.replication import ReplicationService
@@ -43,8 +58,9 @@ class Node:
         if len(key) > self.limits.max_key_bytes:
             raise TooLarge(f"key is {len(key)} bytes; the limit is {self.limits.max_key_bytes}")
 
-    def put(self, key: bytes, value: bytes) -> Deferred[None]:
-        """Fires once the write is committed and applied on this node."""
+    def put(self, key: bytes, value: bytes) -> Deferred[Any]:
+        """Fires (with etcd's PutResponse) once the write is committed and
+        applied on this node."""
         try:
             self.check_key(key)
             if len(value) > self.limits.max_body_bytes:
@@ -54,7 +70,7 @@ class Node:
         rid = self.replication.next_request_id()
         return self.replication.propose(rid, encode_put(rid, key, value))
 
-    def delete(self, key: bytes) -> Deferred[None]:
+    def delete(self, key: bytes) -> Deferred[Any]:
         try:
             self.check_key(key)
         except (InvalidArgument, TooLarge) as e:
@@ -81,6 +97,100 @@ class Node:
         if value is None:
             return fail(KeyNotFound())
         return succeed(value)
+
+    # -- etcd's KV ---------------------------------------------------------------
+
+    def member_id(self) -> int:
+        return member_id(self.replication.node_id)
+
+    def cluster_number(self) -> int:
+        return cluster_number(self.replication.cluster_id)
+
+    def fill_header(self, header: ResponseHeader) -> None:
+        """etcd's header.fill: who answers, in which term; the revision is the
+        store's (a write's, or the state's at a read), left as it is if set."""
+        header.cluster_id = self.cluster_number()
+        header.member_id = self.member_id()
+        raft = self.replication.raft
+        header.raft_term = raft.term if raft is not None else 0
+
+    def range(self, request: RangeRequest) -> Deferred[RangeResponse]:
+        """etcd's Range: linearizable (a ReadIndex barrier first) unless
+        ``request.serializable``. Fails with an EtcdError (EmptyKey,
+        Compacted, FutureRevision) or NoLeader."""
+        try:
+            check_range(request)
+        except EtcdError as e:
+            return fail(e)
+        if request.serializable:
+            return self._range_now(request)
+        return self.replication.read_barrier().addCallback(lambda _: self._range_now(request))
+
+    def _range_now(self, request: RangeRequest) -> Deferred[RangeResponse]:
+        try:
+            with self.replication.view() as state:
+                response = state.range(request)
+        except (EtcdError, NoLeader) as e:
+            return fail(e)
+        self.fill_header(response.header)
+        return succeed(response)
+
+    def write(self, request: WriteRequest) -> Deferred[Any]:
+        """Propose etcd's Put, DeleteRange, Txn or Compaction; fires with its
+        response once committed and applied here, or fails with the
+        EtcdError the store refused it with (on every node alike), or
+        NoLeader / OutcomeUnknown. etcd's request checks run first, so a
+        malformed request never reaches the log."""
+        try:
+            self._check_write(request)
+        except (EtcdError, DkvError) as e:
+            return fail(e)
+        rid = self.replication.next_request_id()
+        d = self.replication.propose(rid, encode(rid, request))
+        return d.addCallback(self._filled)
+
+    def _filled(self, response: Any) -> Any:
+        self.fill_header(response.header)
+        return response
+
+    def _check_write(self, request: WriteRequest) -> None:
+        if request.ByteSize() > self.limits.max_body_bytes:
+            raise RequestTooLarge()
+        if isinstance(request, PutRequest):
+            check_put(request)
+            self._check_size(request.key)
+        elif isinstance(request, DeleteRangeRequest):
+            check_delete_range(request)
+            self._check_size(request.key)
+        elif isinstance(request, TxnRequest):
+            check_txn(request, max_txn_ops=self.limits.max_txn_ops)
+
+    def _check_size(self, key: bytes) -> None:
+        if len(key) > self.limits.max_key_bytes:
+            raise TooLarge(f"key is {len(key)} bytes; the limit is {self.limits.max_key_bytes}")
+
+    def hash_kv(self, revision: int = 0) -> HashKVResponse:
+        """etcd's HashKV of this node's applied state (a serializable read:
+        each member answers for itself, so members can be compared)."""
+        with self.replication.view() as state:
+            digest, compacted = state.hash_kv(revision)
+            response = HashKVResponse(hash=digest, compact_revision=compacted)
+            response.header.revision = state.revision
+        self.fill_header(response.header)
+        return response
+
+    def store_size(self) -> tuple[int, int]:
+        """(bytes of the db on disk, bytes in use)."""
+        return self.store.size()
+
+    def store_copy(self, fd: int) -> None:
+        """A consistent copy of the whole db to fd (blocking: off the reactor)."""
+        self.store.copy(fd)
+
+    def revision(self) -> int:
+        """The revision of this node's applied state."""
+        with self.replication.view() as state:
+            return state.revision
 
     # -- membership ------------------------------------------------------------
 

@@ -181,8 +181,8 @@ class DriverInvariants:
                 op = cmd.WhichOneof("op")
                 if op == "put":
                     self.writes[cmd.put.key].append((i, cmd.put.value))
-                elif op == "delete":
-                    self.writes[cmd.delete.key].append((i, None))
+                elif op == "delete_range":  # the clients here delete one key at a time
+                    self.writes[cmd.delete_range.key].append((i, None))
 
     def value_at(self, key: bytes, index: int) -> bytes | None:
         w = self.writes[key]

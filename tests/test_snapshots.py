@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from dkv.raft.messages import InstallSnapshot, SnapshotMeta
 from dkv.storage import WriteBatch
 from dkv.transport.snapshots import OutgoingSnapshot, SnapshotReceiver, send_snapshot
-from tests.test_storage import MEMBERS, applied, open_lmdb, put_entry
+from tests.test_storage import MEMBERS, applied, open_lmdb, put_entry, value
 
 
 def run(coro) -> Deferred:
@@ -28,7 +28,7 @@ async def pair(tmp_path):
     source = open_lmdb(str(tmp_path / "source.db"))
     source.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i + 2, b"key-%05d" % i, b"value-%d" % i * 20) for i in range(3000))
-    await source.write(WriteBatch(None, entries, applied(entries)))
+    await source.write(WriteBatch(None, entries, applied(source, entries)))
     target = open_lmdb(str(tmp_path / "target.db"))
     target.bootstrap("cid", MEMBERS)
     delivered: list = []
@@ -59,7 +59,7 @@ async def test_snapshot_is_staged_verified_and_installs(pair) -> None:
     await run(send_snapshot(address, "cid", "a", 5, snap))
     assert delivered == [InstallSnapshot(frm="a", to="b", term=5, meta=snap.meta)]
     await target.write(WriteBatch(install=snap.meta))
-    assert target.get(b"key-02999") == b"value-2999" * 20
+    assert value(target, b"key-02999") == b"value-2999" * 20
     assert target.load().snapshot_index == snap.meta.index == 3001
     snap.reader.close()
 

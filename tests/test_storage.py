@@ -12,16 +12,27 @@ import pytest_twisted
 from twisted.internet import defer
 
 from dkv.commands import RequestId, encode_delete, encode_put
+from dkv.mvcc import MvccView
+from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import Entry, EntryKind, HardState
-from dkv.statemachine import decode_entries
+from dkv.statemachine import apply_entries
 from dkv.storage import StorageError, WriteBatch
 from dkv.storage.memory import MemoryStore
+from dkv.storage.overlay import Overlay
 
 
-def applied(entries):
-    """The store-level effect of committed entries."""
-    return decode_entries(entries)[0]
+def applied(store, entries):
+    """The store-level effect of committed entries applied on store's state."""
+    with store.reading() as tables:
+        return apply_entries(entries, Overlay().writer(tables)).applied
+
+
+def value(store, key: bytes) -> bytes | None:
+    """The value of key in store's state (etcd's Range of that key)."""
+    with store.reading() as tables:
+        kvs = MvccView(tables).range(RangeRequest(key=key)).kvs
+    return kvs[0].value if kvs else None
 
 
 MEMBERS = Membership((Member("a", "127.0.0.1:7070"), Member("b", "127.0.0.1:8080")))
@@ -68,10 +79,9 @@ def test_bootstrap_writes_committed_config(store) -> None:
 async def test_put_get_delete_through_apply(store) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = (put_entry(2, b"k", b"v1"), put_entry(3, b"k2", b"v2"), delete_entry(4, b"k2"))
-    await store.write(WriteBatch(HardState(2, "a", 4), entries, applied(entries)))
-    assert decode_entries(entries)[1] == [RequestId(7, 2), RequestId(7, 3), RequestId(7, 4)]
-    assert store.get(b"k") == b"v1"
-    assert store.get(b"k2") is None
+    await store.write(WriteBatch(HardState(2, "a", 4), entries, applied(store, entries)))
+    assert value(store, b"k") == b"v1"
+    assert value(store, b"k2") is None
     loaded = store.load()
     assert loaded.applied == 4
     assert loaded.hard_state == HardState(2, "a", 4)
@@ -91,8 +101,8 @@ async def test_entries_replace_conflicting_suffix(store) -> None:
 async def test_config_entries_and_noops_change_no_key(store) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = (Entry(2, 2, EntryKind.NORMAL, b""), Entry(3, 2, EntryKind.CONFIG, MEMBERS.encode()))
-    assert applied(entries).ops == ()
-    await store.write(WriteBatch(None, entries, applied(entries)))
+    assert applied(store, entries).writes == ()
+    await store.write(WriteBatch(None, entries, applied(store, entries)))
     assert store.load().applied == 3
 
 
@@ -100,9 +110,8 @@ async def test_config_entries_and_noops_change_no_key(store) -> None:
 async def test_many_writes_in_one_batch(store) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i, b"key-%d" % i, b"value-%d" % i) for i in range(2, 5002))
-    await store.write(WriteBatch(HardState(2, "", 5001), entries, applied(entries)))
-    assert len(applied(entries).ops) == 5000
-    assert store.get(b"key-4999") == b"value-4999"
+    await store.write(WriteBatch(HardState(2, "", 5001), entries, applied(store, entries)))
+    assert value(store, b"key-4999") == b"value-4999"
     assert store.load().applied == 5001
 
 
@@ -113,12 +122,12 @@ async def test_writes_complete_in_call_order(store) -> None:
     ds = []
     for i in range(2, 12):
         e = put_entry(i, b"k", b"%d" % i)
-        d = store.write(WriteBatch(None, (e,), applied((e,))))
+        d = store.write(WriteBatch(None, (e,), applied(store, (e,))))
         d.addCallback(lambda _, i=i: order.append(i))
         ds.append(d)
     await defer.gatherResults(ds)
     assert order == list(range(2, 12))
-    assert store.get(b"k") == b"11"
+    assert value(store, b"k") == b"11"
 
 
 @pytest_twisted.ensureDeferred
@@ -150,7 +159,7 @@ async def test_lmdb_reopen_finds_everything(tmp_path) -> None:
     s = open_lmdb(path)
     s.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i, b"k%d" % i, b"v%d" % i) for i in range(2, 102))
-    await s.write(WriteBatch(HardState(3, "b", 101), entries, applied(entries[:50])))
+    await s.write(WriteBatch(HardState(3, "b", 101), entries, applied(s, entries[:50])))
     await s.close()
     s = open_lmdb(path)
     try:
@@ -158,8 +167,8 @@ async def test_lmdb_reopen_finds_everything(tmp_path) -> None:
         assert loaded.hard_state == HardState(3, "b", 101)
         assert len(loaded.entries) == 101
         assert loaded.applied == 51
-        assert s.get(b"k51") == b"v51"
-        assert s.get(b"k52") is None  # written to the log, not yet applied
+        assert value(s, b"k51") == b"v51"
+        assert value(s, b"k52") is None  # written to the log, not yet applied
     finally:
         await s.close()
 
@@ -182,7 +191,7 @@ async def test_lmdb_survives_kill_9(tmp_path) -> None:
         s.bootstrap("cid", MEMBERS)
         for i in range(2, 100000):
             e = put_entry(i, b"k%d" % i, b"v%d" % i)
-            s._write_batch(WriteBatch(None, (e,), applied((e,))))
+            s._write_batch(WriteBatch(None, (e,), applied(s, (e,))))
             print(i, flush=True)
         """
     )
@@ -200,7 +209,7 @@ async def test_lmdb_survives_kill_9(tmp_path) -> None:
     try:
         assert s.load().applied >= acked
         for i in range(2, acked + 1):
-            assert s.get(b"k%d" % i) == b"v%d" % i
+            assert value(s, b"k%d" % i) == b"v%d" % i
     finally:
         await s.close()
 
@@ -234,14 +243,14 @@ async def test_keys_of_any_size(store, size) -> None:
     key = bytes(i % 251 for i in range(size))
     sibling = key[:-1] + b"\xff"  # same long prefix, different key
     entries = (put_entry(2, key, b"v"), put_entry(3, sibling, b"w"))
-    await store.write(WriteBatch(None, entries, applied(entries)))
-    assert store.get(key) == b"v"
-    assert store.get(sibling) == b"w"
-    assert store.get(key + b"x") is None
+    await store.write(WriteBatch(None, entries, applied(store, entries)))
+    assert value(store, key) == b"v"
+    assert value(store, sibling) == b"w"
+    assert value(store, key + b"x") is None
     entries = (delete_entry(4, key),)
-    await store.write(WriteBatch(None, entries, applied(entries)))
-    assert store.get(key) is None
-    assert store.get(sibling) == b"w"
+    await store.write(WriteBatch(None, entries, applied(store, entries)))
+    assert value(store, key) is None
+    assert value(store, sibling) == b"w"
 
 
 # -- compaction and snapshots ----------------------------------------------------------
@@ -254,12 +263,12 @@ from dkv.storage import record_crc  # noqa: E402
 async def test_compaction_forgets_the_log_prefix_and_records_the_base(store) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i, b"k%d" % i, b"v") for i in range(2, 12))
-    await store.write(WriteBatch(HardState(2, "", 11), entries, applied(entries)))
+    await store.write(WriteBatch(HardState(2, "", 11), entries, applied(store, entries)))
     await store.write(WriteBatch(compact=SnapshotMeta(7, 2, MEMBERS)))
     loaded = store.load()
     assert [e.index for e in loaded.entries] == [8, 9, 10, 11]
     assert (loaded.snapshot_index, loaded.snapshot_term, loaded.snapshot_membership) == (7, 2, MEMBERS)
-    assert store.get(b"k5") == b"v"  # the state is the snapshot: nothing lost
+    assert value(store, b"k5") == b"v"  # the state is the snapshot: nothing lost
     # An older compaction point changes nothing.
     await store.write(WriteBatch(compact=SnapshotMeta(3, 2, MEMBERS)))
     assert store.load().snapshot_index == 7
@@ -268,7 +277,7 @@ async def test_compaction_forgets_the_log_prefix_and_records_the_base(store) -> 
 async def _fill(store, n: int) -> None:
     store.bootstrap("cid", MEMBERS)
     entries = tuple(put_entry(i + 2, b"key-%05d" % i, b"value-%d" % i) for i in range(n))
-    await store.write(WriteBatch(HardState(2, "", n + 1), entries, applied(entries)))
+    await store.write(WriteBatch(HardState(2, "", n + 1), entries, applied(store, entries)))
 
 
 def _read_all(reader) -> list[list[tuple[bytes, bytes]]]:
@@ -289,12 +298,14 @@ async def test_snapshot_reader_is_a_consistent_view(store) -> None:
         assert reader.index == 2001
         # Writes after the view was taken are not in it.
         e = put_entry(2002, b"zzz-late", b"x")
-        await store.write(WriteBatch(None, (e,), applied((e,))))
+        await store.write(WriteBatch(None, (e,), applied(store, (e,))))
         chunks = _read_all(reader)
         assert len(chunks) > 3
         records = [r for c in chunks for r in c]
-        assert len(records) == 2000
+        # Per key: its history, its index entry and its live entry; and the revision.
+        assert len(records) == 3 * 2000 + 1
         assert records == sorted(records)
+        assert not any(b"zzz-late" in k + v for k, v in records)
         # A chunk can be read again (a transfer resuming).
         assert reader.read(2)[0] == chunks[2]
     finally:
@@ -303,34 +314,32 @@ async def test_snapshot_reader_is_a_consistent_view(store) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_staged_snapshot_installs_in_one_write(tmp_path) -> None:
-    source, target = MemoryStore(), open_lmdb(str(tmp_path / "t.db"))
+    source, target = open_lmdb(str(tmp_path / "s.db")), open_lmdb(str(tmp_path / "t.db"))
     try:
         await _fill(source, 500)
         target.bootstrap("cid", MEMBERS)
         old = (put_entry(2, b"old-key", b"old"),)
-        await target.write(WriteBatch(HardState(2, "", 2), old, applied(old)))
+        await target.write(WriteBatch(HardState(2, "", 2), old, applied(target, old)))
         meta = SnapshotMeta(501, 2, MEMBERS)
         reader = source.snapshot_reader(chunk_bytes=2048)
-        from dkv.storage.lmdb_store import stored_key, stored_value
-
         assert await target.stage_begin(meta) == 0
         seq, crc = 0, 0
         while True:
             records, last = reader.read(seq)
-            records = [(stored_key(k), stored_value(k, v)) for k, v in records]
             crc = record_crc(records, crc)
             await target.stage_chunk(seq, records, crc, last)
             seq += 1
             if last:
                 break
-        assert target.get(b"key-00001") is None  # staged, not yet the state
+        assert value(target, b"key-00001") is None  # staged, not yet the state
         await target.write(WriteBatch(install=meta, hard_state=HardState(3, "", 501)))
-        assert target.get(b"key-00001") == b"value-1"
-        assert target.get(b"old-key") is None
+        assert value(target, b"key-00001") == b"value-1"
+        assert value(target, b"old-key") is None
         loaded = target.load()
         assert (loaded.applied, loaded.snapshot_index, loaded.entries) == (501, 501, ())
     finally:
         await target.close()
+        await source.close()
 
 
 @pytest_twisted.ensureDeferred

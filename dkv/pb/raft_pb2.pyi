@@ -1,3 +1,4 @@
+from dkv.pb import etcd_rpc_pb2 as _etcd_rpc_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -103,30 +104,20 @@ class ClusterConfig(_message.Message):
     def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("origin", "seq", "put", "delete")
+    __slots__ = ("origin", "seq", "put", "delete_range", "txn", "compaction")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
-    DELETE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    COMPACTION_FIELD_NUMBER: _ClassVar[int]
     origin: int
     seq: int
-    put: Put
-    delete: Delete
-    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ..., put: _Optional[_Union[Put, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ...) -> None: ...
-
-class Put(_message.Message):
-    __slots__ = ("key", "value")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    VALUE_FIELD_NUMBER: _ClassVar[int]
-    key: bytes
-    value: bytes
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
-
-class Delete(_message.Message):
-    __slots__ = ("key",)
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    key: bytes
-    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+    put: _etcd_rpc_pb2.PutRequest
+    delete_range: _etcd_rpc_pb2.DeleteRangeRequest
+    txn: _etcd_rpc_pb2.TxnRequest
+    compaction: _etcd_rpc_pb2.CompactionRequest
+    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ..., put: _Optional[_Union[_etcd_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_etcd_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_etcd_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_etcd_rpc_pb2.CompactionRequest, _Mapping]] = ...) -> None: ...
 
 class RequestVote(_message.Message):
     __slots__ = ("last_index", "last_term", "pre_vote", "transfer")

@@ -151,7 +151,8 @@ class Ready:
     committed: tuple[Entry, ...]
     messages: tuple[Message, ...]
     #: Make the staged snapshot with this meta the state and the log's base,
-    #: dropping the whole log; persisted before hard_state and entries.
+    #: dropping the whole log; persisted before hard_state and entries. A
+    #: Ready with a snapshot has no committed entries.
     snapshot: SnapshotMeta | None = None
 
 
@@ -511,10 +512,13 @@ class Raft:
         )
 
     def ready(self) -> Ready:
+        """The next unit of durable work. A Ready that installs a snapshot
+        carries no committed entries: those after the snapshot come in the
+        next Ready, applied on the installed state."""
         hs = self._hard_state()
         changed = hs != self._last_hard_state
         self._last_hard_state = hs
-        committed = self.log.next_committed()
+        committed = self.log.next_committed() if self._pending_snapshot is None else []
         if committed:
             self.log.applying = committed[-1].index
         rd = Ready(

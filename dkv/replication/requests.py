@@ -205,16 +205,18 @@ class RequestTable:
                 req.proposed = False
                 self._retry_writes.append((rid, payload))
 
-    def applied_writes(self, ids: Iterable[RequestId], results: Iterable[object] | None = None) -> None:
-        """The entries carrying ids were applied (with these results)."""
+    def applied_writes(self, results: Iterable[tuple[RequestId, object]]) -> None:
+        """The entries carrying these request ids were applied, with these
+        results: a response, or the exception the request failed with."""
         origin = self.origin
-        outcomes = iter(results) if results is not None else None
-        for rid in ids:
-            result = next(outcomes) if outcomes is not None else None
+        for rid, result in results:
             if rid.origin == origin:
                 req = self._writes.pop(rid, None)
                 if req is not None:
-                    self.finish(req, result)
+                    if isinstance(result, Exception):
+                        self.finish(req, failure=result)
+                    else:
+                        self.finish(req, result)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -11,13 +11,14 @@ and runs the turn the core's contract asks for::
                    -> then answer the clients whose entries were applied
                    -> then advance()
 
-Committed entries are applied to an in-memory overlay over the store and their
-writes answered as soon as the Ready is taken (they are on a majority's disk);
-the store gets the same operations in that Ready's transaction. A Ready that
-installs a snapshot is the exception: nothing of it is applied, answered or
-released until the snapshot is in the store, since the overlay would sit on the
-state from before the snapshot. The applied index never moves backwards (a
-violation stops the node).
+Committed entries are applied (``dkv.statemachine``: etcd's multi-version
+store) to an in-memory overlay over the store and their writes answered as
+soon as the Ready is taken (they are on a majority's disk); the store gets the
+same table writes in that Ready's transaction. A Ready that installs a
+snapshot carries no committed entries (the core holds them for the next
+Ready), and reads waiting for the snapshot's index are released only once it
+is in the store. The applied index never moves backwards (a violation stops
+the node).
 
 At most one Ready is being persisted at a time. Everything that arrives in the
 meantime (client proposals, peer messages) piles up in the core and goes into
@@ -35,8 +36,10 @@ the core.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import attrs
 from twisted.application.service import Service
@@ -48,6 +51,8 @@ from twisted.python.failure import Failure
 from dkv.commands import RequestId
 from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
 from dkv.logs import logger
+from dkv.mvcc import MvccView
+from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
 from dkv.raft.messages import Message, SnapshotMeta
@@ -55,8 +60,9 @@ from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
 from dkv.replication.snapshot_shipping import SnapshotSender, SnapshotShipper
-from dkv.statemachine import Applied, Overlay, decode_entries
-from dkv.storage import NodeStore, PersistentState, WriteBatch
+from dkv.statemachine import apply_entries
+from dkv.storage import Applied, NodeStore, PersistentState, WriteBatch
+from dkv.storage.overlay import Overlay
 from dkv.transport import Transport
 
 #: How long a commit index may wait for an append to carry it (defer_commit).
@@ -186,7 +192,7 @@ class ReplicationService(Service):
     def next_request_id(self) -> RequestId:
         return self.requests.next_request_id()
 
-    def propose(self, rid: RequestId, payload: bytes) -> Deferred[None]:
+    def propose(self, rid: RequestId, payload: bytes) -> Deferred[Any]:
         """Fires when the entry carrying rid is committed and applied here.
 
         While no leader is known (an election, a transfer) the write waits for
@@ -211,13 +217,21 @@ class ReplicationService(Service):
         self._schedule()
         return d
 
-    def read(self, key: bytes) -> bytes | None:
-        """The applied value of key: the overlay, else the store. Raises
-        NoLeader once the node is stopping (the store may be closed)."""
+    @contextlib.contextmanager
+    def view(self) -> Iterator[MvccView]:
+        """The applied state (the overlay over the store), for reads within
+        one reactor turn. Raises NoLeader once the node is stopping (the
+        store may be closed)."""
         if not self.running:
             raise NoLeader("node is shutting down")
-        hit, value = self._overlay.get(key)
-        return value if hit else self._store.get(key)
+        with self._store.reading() as base:
+            yield MvccView(self._overlay.view(base))
+
+    def read(self, key: bytes) -> bytes | None:
+        """The applied value of key (a Range of that one key)."""
+        with self.view() as state:
+            kvs = state.range(RangeRequest(key=key)).kvs
+        return kvs[0].value if kvs else None
 
     def status(self) -> RaftStatus:
         assert self.raft is not None
@@ -360,34 +374,30 @@ class ReplicationService(Service):
             self._persist(raft, raft.ready())
 
     def _persist(self, raft: Raft, rd: Ready) -> None:
-        """Hand rd to the store; apply and answer its entries now unless it
-        installs a snapshot (see the module docstring)."""
+        """Hand rd to the store; apply and answer its committed entries now
+        (a Ready that installs a snapshot has none: see the module docstring)."""
         applied = None
-        unanswered: list[RequestId] = []
         if rd.committed:
-            applied, ids = decode_entries(rd.committed)
-            if rd.snapshot is None:
-                # Committed entries are on a majority's disk already: apply
-                # them to the overlay and answer now; the store gets the same
-                # operations in this batch's transaction.
-                self._overlay.add(applied)
-                self._set_applied(applied.index)
-                self.requests.applied_writes(ids)
-                self.requests.release_applied(self.applied)
-            else:
-                unanswered = ids
+            # Committed entries are on a majority's disk already: apply them
+            # to the overlay and answer now; the store gets the same writes
+            # in this batch's transaction.
+            with self._store.reading() as base:
+                outcome = apply_entries(rd.committed, self._overlay.writer(base))
+            applied = outcome.applied
+            self._set_applied(applied.index)
+            self.requests.applied_writes(outcome.results)
+            self.requests.release_applied(self.applied)
         self._installing = rd.snapshot
         batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
         d = self._store.write(batch)
         self._persisting = d
-        d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied, unanswered))
+        d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied))
 
-    def _persisted(self, _: None, rd: Ready, applied: Applied | None, unanswered: list[RequestId]) -> None:
+    def _persisted(self, _: None, rd: Ready, applied: Applied | None) -> None:
         """rd is durable. Persist -> send -> apply -> advance: the store now
-        holds what the overlay had; with a snapshot, it holds the snapshot and
-        the entries applied after it, and only now are those answered and
-        the reads waiting for them released."""
+        holds what the overlay had, or the snapshot, whose index reads may
+        now be released at."""
         self._persisting = None
         self._installing = None
         raft = self.raft
@@ -398,8 +408,7 @@ class ReplicationService(Service):
             log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
             self._overlay.clear()
             self._compaction.reset(rd.snapshot.index)
-            self._set_applied(applied.index if applied is not None else rd.snapshot.index)
-            self.requests.applied_writes(unanswered)
+            self._set_applied(rd.snapshot.index)
             self.requests.release_applied(self.applied)
         elif applied is not None:
             self._overlay.stored(applied.index)

@@ -2,10 +2,11 @@
 """Storage behind one small interface, ``NodeStore``.
 
 A store holds, atomically together: the Raft hard state (term, vote, commit),
-the log, the key-value state and the applied index. One ``write(batch)`` is one
-durable transaction: the driver puts a Ready's hard state and entries and the
-operations of committed entries into one batch, so applied state and applied
-index can never disagree, and one fsync serves them all.
+the log, the state machine's tables (``dkv.storage.tables``) and the applied
+index. One ``write(batch)`` is one durable transaction: the driver puts a
+Ready's hard state and entries and the table writes of committed entries into
+one batch, so applied state and applied index can never disagree, and one
+fsync serves them all.
 
 ``MemoryStore`` (tests) and ``LmdbStore`` (the product) implement it.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import attrs
@@ -21,7 +23,10 @@ from twisted.internet.defer import Deferred
 
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Entry, EntryKind, HardState, SnapshotMeta
-from dkv.statemachine import Applied
+from dkv.storage.tables import Tables, WritableTables
+
+#: A write to the tables: (table, key, value); value None deletes the key.
+TableWrite = tuple[str, bytes, bytes | None]
 
 
 class StorageError(Exception):
@@ -42,6 +47,23 @@ class PersistentState:
 
 
 @attrs.frozen
+class Applied:
+    """The table writes of committed entries up to and including ``index``,
+    in the order the state machine made them (the last write of a key wins)."""
+
+    index: int
+    writes: tuple[TableWrite, ...] = ()
+
+
+def apply_writes(tables: WritableTables, writes: tuple[TableWrite, ...] | list[TableWrite]) -> None:
+    for table, key, value in writes:
+        if value is None:
+            tables.delete(table, key)
+        else:
+            tables.put(table, key, value)
+
+
+@attrs.frozen
 class WriteBatch:
     """One durable transaction, done in this order:
 
@@ -49,7 +71,7 @@ class WriteBatch:
                  be complete), drop the whole log, applied = its index;
     ``hard_state``;
     ``entries``  replace the log from ``entries[0].index`` on;
-    ``apply``    the operations of committed entries and the applied
+    ``apply``    the table writes of committed entries and the applied
                  index they bring the state to;
     ``compact``  forget log entries up to its index; it becomes the log's base.
     """
@@ -87,8 +109,16 @@ class NodeStore(Protocol):
     def write(self, batch: WriteBatch) -> Deferred[None]:
         """Durably commit batch. Writes run one at a time, in call order."""
 
-    def get(self, key: bytes) -> bytes | None:
-        """The applied value of key (never blocks on a write)."""
+    def reading(self) -> AbstractContextManager[Tables]:
+        """A consistent view of the applied tables, for one reactor turn
+        (never blocks on a write): ``with store.reading() as tables: ...``."""
+
+    def size(self) -> tuple[int, int]:
+        """(bytes the store takes on disk, bytes of it in use)."""
+
+    def copy(self, fd: int) -> None:
+        """Write a consistent, compact copy of the whole store to the file
+        descriptor fd. Blocks: call it off the reactor thread."""
 
     def snapshot_reader(self, chunk_bytes: int) -> SnapshotReader:
         """A consistent view of the applied state, to send to a follower."""

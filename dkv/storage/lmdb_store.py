@@ -4,9 +4,10 @@
 The db path is a file (``a.db``; LMDB adds ``a.db-lock``) with named
 databases:
 
-``kv.0``, ``kv.1``  stored key -> stored value (see ``stored_key``): one is
-                    the applied state (``meta:kv_active`` says which), the
-                    other stages an incoming snapshot;
+``kv.0``, ``kv.1``  the state machine's tables (``dkv.storage.lmdb_tables``:
+                    every table under its own prefix byte): one is the
+                    applied state (``meta:kv_active`` says which), the other
+                    stages an incoming snapshot;
 ``log``             8-byte big-endian index -> term (8 bytes), kind (1 byte), data;
 ``meta``            ``format``, ``cluster_id``, ``hard_state``, ``applied``,
                     ``kv_active``, ``snapshot`` (the log's base: index, term,
@@ -25,11 +26,11 @@ transaction. dkv writes nothing outside LMDB transactions.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import hashlib
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import lmdb
@@ -40,18 +41,21 @@ from twisted.python.threadpool import ThreadPool
 
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Entry, EntryKind, HardState, SnapshotMeta
-from dkv.statemachine import write_ops
 from dkv.storage import (
     PersistentState,
     StorageError,
     WriteBatch,
+    apply_writes,
     bootstrap_state,
     record_crc,
 )
+from dkv.storage.lmdb_tables import LmdbTables
 
 T = TypeVar("T")
 
-FORMAT = b"3"
+#: Format 4: the state is the multi-version store's tables (dkv.mvcc). Format 3
+#: (a plain key -> value state) is not read: its history does not exist.
+FORMAT = b"4"
 _INDEX = struct.Struct(">Q")
 _ENTRY_HEAD = struct.Struct(">QB")
 _HARD_STATE = struct.Struct(">QQ")
@@ -74,37 +78,6 @@ def decode_entry(index: int, raw: bytes) -> Entry:
     return Entry(index, term, EntryKind(kind), bytes(raw[_ENTRY_HEAD.size :]))
 
 
-# LMDB keys are at most 511 bytes; ours may be longer (--max-key-size). A
-# stored key starts with a tag: 0 = the key itself follows; 1 = a long key,
-# stored as a prefix of it plus its SHA-256, with the whole key kept in front
-# of the value so a read can check it.
-_RAW, _LONG = b"\x00", b"\x01"
-_MAX_RAW = 510
-_LONG_PREFIX = 400
-_KEY_LEN = struct.Struct(">I")
-
-
-def stored_key(key: bytes) -> bytes:
-    if len(key) <= _MAX_RAW:
-        return _RAW + key
-    return _LONG + key[:_LONG_PREFIX] + hashlib.sha256(key).digest()
-
-
-def stored_value(key: bytes, value: bytes) -> bytes:
-    if len(key) <= _MAX_RAW:
-        return value
-    return _KEY_LEN.pack(len(key)) + key + value
-
-
-def value_from_stored(key: bytes, raw: bytes | None) -> bytes | None:
-    if raw is None or len(key) <= _MAX_RAW:
-        return raw
-    n = _KEY_LEN.unpack_from(raw)[0]
-    if raw[_KEY_LEN.size : _KEY_LEN.size + n] != key:
-        return None  # a different key with the same digest: never seen in practice
-    return raw[_KEY_LEN.size + n :]
-
-
 def _encode_hard_state(hs: HardState) -> bytes:
     return _HARD_STATE.pack(hs.term, hs.commit) + hs.vote.encode()
 
@@ -121,22 +94,6 @@ def _encode_snapshot(meta: SnapshotMeta) -> bytes:
 def _decode_snapshot(raw: bytes) -> SnapshotMeta:
     index, term = _SNAPSHOT.unpack_from(raw)
     return SnapshotMeta(index, term, Membership.decode(bytes(raw[_SNAPSHOT.size :])))
-
-
-class _TxnWriter:
-    """The state machine's view of a write transaction."""
-
-    __slots__ = ("_txn", "_db")
-
-    def __init__(self, txn: lmdb.Transaction, db: Any) -> None:
-        self._txn = txn
-        self._db = db
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._txn.put(stored_key(key), stored_value(key, value), db=self._db)
-
-    def delete(self, key: bytes) -> None:
-        self._txn.delete(stored_key(key), db=self._db)
 
 
 class LmdbSnapshotReader:
@@ -234,6 +191,12 @@ class LmdbStore:
             elif fmt != FORMAT:
                 env.close()
                 os.close(fd)
+                if fmt == b"3":
+                    raise StorageError(
+                        f"db path {path} was written by a dkv before the multi-version store (format 3), "
+                        "which this version cannot read: start this node with an empty db and let it join "
+                        "(--join), or export its keys with the old version first"
+                    )
                 raise StorageError(f"db path {path} has unknown format {fmt!r}")
         return cls(env, fd, reactor)
 
@@ -284,14 +247,31 @@ class LmdbStore:
     def write(self, batch: WriteBatch) -> Deferred[None]:
         return self._in_writer(lambda: self._write_batch(batch))
 
-    def get(self, key: bytes) -> bytes | None:
-        with self._env.begin(db=self._kv, buffers=False) as txn:
-            return value_from_stored(key, txn.get(stored_key(key)))
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[LmdbTables]:
+        """The applied tables, in a read transaction closed when the block
+        ends (LMDB readers never wait for the writer)."""
+        with self._env.begin(buffers=False) as txn:
+            yield LmdbTables(txn, self._state_db(txn))
+
+    def size(self) -> tuple[int, int]:
+        """The file's size, and the pages up to the last one in use (LMDB
+        reuses freed pages below it)."""
+        info, stat = self._env.info(), self._env.stat()
+        return os.path.getsize(self._env.path()), (info["last_pgno"] + 1) * stat["psize"]
+
+    def copy(self, fd: int) -> None:
+        self._env.copyfd(fd, compact=True)
 
     def snapshot_reader(self, chunk_bytes: int) -> LmdbSnapshotReader:
         txn = self._env.begin(buffers=False)
         raw = txn.get(b"applied", db=self._meta)
-        return LmdbSnapshotReader(txn, self._kv, _INDEX.unpack(raw)[0] if raw else 0, chunk_bytes)
+        return LmdbSnapshotReader(txn, self._state_db(txn), _INDEX.unpack(raw)[0] if raw else 0, chunk_bytes)
+
+    def _state_db(self, txn: lmdb.Transaction) -> Any:
+        """The state database as txn sees it: an install switches it in the
+        same transaction, and ``_active`` (the writer's) may lag a reader."""
+        return self._kvs[1 if txn.get(b"kv_active", db=self._meta) == b"1" else 0]
 
     def stage_begin(self, meta: SnapshotMeta) -> Deferred[int]:
         return self._in_writer(lambda: self._stage_begin(meta))
@@ -344,7 +324,7 @@ class LmdbStore:
                 active = self._install(txn, batch.install)
             self._write_raft(txn, batch.hard_state, batch.entries)
             if batch.apply is not None:
-                write_ops(_TxnWriter(txn, self._kvs[active]), batch.apply.ops)
+                apply_writes(LmdbTables(txn, self._kvs[active]), batch.apply.writes)
                 txn.put(b"applied", _index_key(batch.apply.index), db=self._meta)
             if batch.compact is not None:
                 self._compact(txn, batch.compact)

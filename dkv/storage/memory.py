@@ -1,14 +1,37 @@
 # test-case-name: tests.test_storage
-"""An in-memory ``NodeStore`` for tests: same contract, no disk."""
+"""An in-memory ``NodeStore`` for tests: same contract, no disk.
+
+Its state is a ``MemoryTables``; a snapshot's records are ``table name +
+NUL + key`` -> value (snapshots travel only between stores of one kind).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections.abc import Iterator
 
 from twisted.internet.defer import Deferred, fail, succeed
 
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Entry, HardState, SnapshotMeta
-from dkv.statemachine import write_ops
-from dkv.storage import PersistentState, StorageError, WriteBatch, bootstrap_state, record_crc
+from dkv.storage import PersistentState, StorageError, WriteBatch, apply_writes, bootstrap_state, record_crc
+from dkv.storage.tables import MemoryTables
+
+
+def _records(tables: MemoryTables) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.encode() + b"\x00" + key, value) for name in tables.tables() for key, value in tables.scan(name)
+    ]
+
+
+def _tables(records: dict[bytes, bytes]) -> MemoryTables:
+    tables = MemoryTables()
+    for raw, value in records.items():
+        name, _, key = raw.partition(b"\x00")
+        tables.put(name.decode(), key, value)
+    return tables
 
 
 class MemorySnapshotReader:
@@ -30,7 +53,7 @@ class MemoryStore:
         self.cluster_id = ""
         self.hard_state = HardState()
         self.log: dict[int, Entry] = {}
-        self.kv: dict[bytes, bytes] = {}
+        self.tables = MemoryTables()
         self.applied = 0
         self.snapshot = SnapshotMeta(0, 0)
         self.staging: dict[bytes, bytes] = {}
@@ -75,7 +98,7 @@ class MemoryStore:
             meta = batch.install
             if self.incoming is None or self.incoming[:2] != (meta.index, meta.term) or not self.incoming[4]:
                 return fail(StorageError(f"no complete staged snapshot {meta.index}/{meta.term}"))
-            self.kv, self.staging = self.staging, {}
+            self.tables, self.staging = _tables(self.staging), {}
             self.log = {}
             self.snapshot = meta
             self.applied = meta.index
@@ -88,7 +111,7 @@ class MemoryStore:
                 del self.log[i]
             self.log.update((e.index, e) for e in batch.entries)
         if batch.apply is not None:
-            write_ops(self, batch.apply.ops)
+            apply_writes(self.tables, batch.apply.writes)
             self.applied = batch.apply.index
         if batch.compact is not None and batch.compact.index > self.snapshot.index:
             for i in [i for i in self.log if i <= batch.compact.index]:
@@ -96,17 +119,20 @@ class MemoryStore:
             self.snapshot = batch.compact
         return succeed(None)
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self.kv[key] = value
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[MemoryTables]:
+        yield self.tables
 
-    def delete(self, key: bytes) -> None:
-        self.kv.pop(key, None)
+    def size(self) -> tuple[int, int]:
+        return 0, 0
 
-    def get(self, key: bytes) -> bytes | None:
-        return self.kv.get(key)
+    def copy(self, fd: int) -> None:
+        """The state's records, each framed by its lengths (tests only)."""
+        for key, value in _records(self.tables):
+            os.write(fd, struct.pack(">II", len(key), len(value)) + key + value)
 
     def snapshot_reader(self, chunk_bytes: int) -> MemorySnapshotReader:
-        return MemorySnapshotReader(sorted(self.kv.items()), self.applied, chunk_bytes // 64)
+        return MemorySnapshotReader(_records(self.tables), self.applied, chunk_bytes // 64)
 
     def stage_begin(self, meta: SnapshotMeta) -> Deferred[int]:
         if self.incoming is not None and self.incoming[:2] == (meta.index, meta.term) and not self.incoming[4]:

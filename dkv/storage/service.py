@@ -12,6 +12,7 @@ at opening (bootstrapped, joined or read from the db by ``prepare``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -19,6 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 from dkv.raft.membership import Membership
 from dkv.raft.messages import SnapshotMeta
 from dkv.storage import NodeStore, PersistentState, SnapshotReader, WriteBatch
+from dkv.storage.tables import Tables
 
 
 class StoreNotOpen(RuntimeError):
@@ -78,8 +80,14 @@ class StoreService(Service):
     def write(self, batch: WriteBatch) -> Deferred[None]:
         return self.store.write(batch)
 
-    def get(self, key: bytes) -> bytes | None:
-        return self.store.get(key)
+    def size(self) -> tuple[int, int]:
+        return self.store.size()
+
+    def copy(self, fd: int) -> None:
+        self.store.copy(fd)
+
+    def reading(self) -> AbstractContextManager[Tables]:
+        return self.store.reading()
 
     def snapshot_reader(self, chunk_bytes: int) -> SnapshotReader:
         return self.store.snapshot_reader(chunk_bytes)
