@@ -32,6 +32,8 @@ class Limits:
     max_key_bytes: int = 4096
     #: The largest REST body (and gRPC message) accepted.
     max_body_bytes: int = 1536 * 1024
+    #: The most operations in one etcd Txn (``--max-txn-ops``, as etcd).
+    max_txn_ops: int = 128
 
 
 def host_port(host: str, port: int) -> str:
@@ -138,6 +140,30 @@ class NodeConfig:
     max_connections: int = 10_000
     idle_timeout: float = 60.0
     read_timeout: float = 30.0
+    #: (mode, retention): "periodic" and seconds, or "revision" and revisions; 0 is off.
+    auto_compaction: tuple[str, float] = ("periodic", 0.0)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(h|m|s)?$")
+
+
+def parse_auto_compaction(mode: str, retention: str) -> tuple[str, float]:
+    """etcd's --auto-compaction-mode and --auto-compaction-retention:
+    periodic keeps a duration of history (``1h``, ``30m``, ``90s``; a bare
+    number is hours, as etcd reads it), revision a number of revisions."""
+    mode = mode.strip().lower()
+    text = retention.strip().lower()
+    if mode == "revision":
+        if not text.isdigit():
+            raise ConfigError(f"auto-compaction retention {retention!r}: revision mode takes a whole number")
+        return mode, float(int(text))
+    if mode != "periodic":
+        raise ConfigError(f"auto-compaction mode {mode!r}: use periodic or revision")
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"auto-compaction retention {retention!r}: use a duration such as 1h, 30m or 90s")
+    number, unit = float(match.group(1)), match.group(2) or "h"
+    return mode, number * {"h": 3600, "m": 60, "s": 1}[unit]
 
 
 def check_db_path(path: str) -> None:

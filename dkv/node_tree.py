@@ -34,8 +34,9 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from dkv.aio import deferred_from
-from dkv.api import grpc_cluster, grpc_kv
+from dkv.api import etcd_grpc, grpc_cluster, grpc_kv
 from dkv.api.front_door import FrontDoorSettings, front_door
+from dkv.auto_compaction import AutoCompaction, AutoCompactor
 from dkv.config import NodeConfig, host_port
 from dkv.errors import StartupError
 from dkv.grpc_server import GrpcServerService
@@ -117,6 +118,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
             transport.register,
             lambda server: grpc_kv.register(server, node),
             lambda server: grpc_cluster.register(server, node),
+            lambda server: etcd_grpc.register(server, node),
         ],
         max_message_bytes=c.limits.max_body_bytes + 64 * 1024,
         on_start=transport.start,
@@ -124,6 +126,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
     ).setServiceParent(tree)
     if c.auto_promote:
         AutoPromote(node, c.node_id, reactor).setServiceParent(tree)
+    AutoCompactor(node, AutoCompaction(*c.auto_compaction), reactor).setServiceParent(tree)
     settings = FrontDoorSettings(
         max_connections=c.max_connections, idle_timeout=c.idle_timeout, read_timeout=c.read_timeout
     )

@@ -15,7 +15,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 
-from dkv.api import grpc_kv
+from dkv.api import etcd_grpc, grpc_kv
 from dkv.config import Limits
 from dkv.grpc_server import GrpcServerService
 from dkv.node import Node
@@ -100,7 +100,10 @@ async def start_stack(
     node = Node(replication, store, limits)
     port = reactor.listenTCP(0, rest_factory(node, rest), interface="127.0.0.1")
     grpc_service = GrpcServerService(
-        "127.0.0.1", 0, [lambda s: grpc_kv.register(s, node)], max_message_bytes=limits.max_body_bytes
+        "127.0.0.1",
+        0,
+        [lambda s: grpc_kv.register(s, node), lambda s: etcd_grpc.register(s, node)],
+        max_message_bytes=limits.max_body_bytes,
     )
     grpc_service.startService()
     await wait_for(lambda: replication.raft.role is Role.LEADER and replication.applied >= 2, what="leadership")

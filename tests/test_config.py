@@ -71,6 +71,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "max-body-size": "1000", "tick-ms": "20", "election-ticks": "7", "heartbeat-ticks": "2",
         "snapshot-entries": "50", "snapshot-keep-entries": "10", "advertise-host": "127.0.0.3",
         "join": "", "max-inflight": "8", "max-connections": "50", "idle-timeout": "2.5", "read-timeout": "1.5",
+        "max-txn-ops": "7", "auto-compaction-mode": "revision", "auto-compaction-retention": "1000",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -83,6 +84,30 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         assert str(o[flag]) == value or o[flag] == type(o[flag])(value), flag
     assert o["config"].auto_promote is True
     assert (o["config"].max_connections, o["config"].idle_timeout, o["config"].read_timeout) == (50, 2.5, 1.5)
+    assert o["config"].limits.max_txn_ops == 7
+    assert o["config"].auto_compaction == ("revision", 1000.0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "retention", "expected"),
+    [("periodic", "1h", 3600.0), ("periodic", "30m", 1800.0), ("periodic", "90s", 90.0), ("periodic", "2", 7200.0),
+     ("periodic", "0", 0.0), ("revision", "500", 500.0), ("Periodic", "0.5h", 1800.0)],
+)  # fmt: skip
+def test_auto_compaction_retention(mode: str, retention: str, expected: float) -> None:
+    from dkv.config import parse_auto_compaction
+
+    assert parse_auto_compaction(mode, retention) == (mode.lower(), expected)
+
+
+@pytest.mark.parametrize(
+    ("mode", "retention", "message"),
+    [("hourly", "1h", "use periodic or revision"), ("periodic", "1d", "duration"), ("revision", "1h", "whole number")],
+)
+def test_bad_auto_compaction_is_refused(mode: str, retention: str, message: str) -> None:
+    from dkv.config import ConfigError, parse_auto_compaction
+
+    with pytest.raises(ConfigError, match=message):
+        parse_auto_compaction(mode, retention)
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ from dkv.api import klein_channel
 from dkv.api.http_common import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
+    RawAnswer,
     closing_answer,
     encode_json,
     error_body,
@@ -506,6 +507,9 @@ class FrontDoor(Protocol):
     # -- answers ---------------------------------------------------------------------
 
     def _answer_ok(self, ex: _Exchange, body: Any) -> None:
+        if isinstance(body, RawAnswer):
+            ex.answer = self._json_answer(ex, body.status, body.body)
+            return
         ex.answer = self._json_answer(ex, 200, _EMPTY if body == {} else encode_json(body))
 
     def _answer_error(self, ex: _Exchange, error: DkvError) -> None:

@@ -19,6 +19,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import attrs
+
 from dkv.errors import DkvError, KeyNotFound
 from dkv.logs import logger
 
@@ -37,6 +39,28 @@ _REASONS = {
     413: b"Content Too Large",
     431: b"Request Header Fields Too Large",
 }
+
+
+class Call:
+    """What a route's handler may read of a request: its body, its query
+    arguments (``parse_qs`` of the query, blank values kept) and the path
+    parameters."""
+
+    __slots__ = ("body", "args", "params")
+
+    def __init__(self, body: bytes, args: dict[bytes, list[bytes]], params: dict[str, str]) -> None:
+        self.body = body
+        self.args = args
+        self.params = params
+
+
+@attrs.frozen
+class RawAnswer:
+    """A handler's answer that is not dkv's JSON: a status and an encoded
+    JSON body as they are (etcd's gateway answers, errors included)."""
+
+    status: int
+    body: bytes
 
 
 def encode_json(body: Any) -> bytes:

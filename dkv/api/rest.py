@@ -32,6 +32,7 @@ from werkzeug.routing import PathConverter, RequestRedirect
 from dkv.api.http_common import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
+    RawAnswer,
     closing_answer,
     encode_json,
     error_body,
@@ -157,7 +158,10 @@ class _RestOfPath(PathConverter):
 
 
 def _json(request: IRequest, status: int, body: Any) -> bytes:
-    data = encode_json(body)
+    if isinstance(body, RawAnswer):
+        status, data = body.status, body.body
+    else:
+        data = encode_json(body)
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"content-length", b"%d" % len(data))  # no chunked encoding

@@ -29,7 +29,8 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from dkv.api import b64
+from dkv.api import b64, etcd_gateway
+from dkv.api.http_common import Call
 from dkv.errors import InvalidArgument
 from dkv.node import Node
 
@@ -41,19 +42,8 @@ REST_OF_PATH = "rest"
 _CONSISTENCY = {"linearizable": True, "serializable": False}
 
 
-class Call:
-    """What a handler may read of a request: its body, its query arguments
-    (``parse_qs`` of the query, blank values kept) and the path parameters."""
-
-    __slots__ = ("body", "args", "params")
-
-    def __init__(self, body: bytes, args: dict[bytes, list[bytes]], params: dict[str, str]) -> None:
-        self.body = body
-        self.args = args
-        self.params = params
-
-
-#: node, call -> the JSON body of a 200 answer, or a Deferred of it.
+#: node, call -> the JSON body of a 200 answer (or a ``RawAnswer``), or a
+#: Deferred of it.
 Handler = Callable[[Node, Call], Any]
 
 
@@ -184,7 +174,16 @@ ROUTES: tuple[Route, ...] = (
     Route("promote_member", ("POST",), "/v0/members/<node_id>/promote", promote_member),
     Route("remove_member", ("DELETE",), "/v0/members/<node_id>", remove_member),
     Route("transfer_leader", ("POST",), "/v0/leader/transfer", transfer_leader),
-)
+    # etcd's JSON gateway (dkv.api.etcd_gateway) on the same keyspace.
+    *(
+        Route(f"etcd{path.replace('/', '_').replace('-', '_')}", ("POST",), path, etcd_gateway.handler_for(path),
+              fast=path in etcd_gateway.FAST_PATHS)
+        for path in etcd_gateway.PATHS
+    ),
+    Route("etcd_snapshot", ("POST",), "/v3/maintenance/snapshot", etcd_gateway.snapshot),
+    Route("etcd_version", ("GET",), "/version", etcd_gateway.version),
+    Route("etcd_health", ("GET",), "/health", etcd_gateway.health),
+)  # fmt: skip
 
 
 class FastRoutes:

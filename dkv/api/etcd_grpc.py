@@ -1,0 +1,90 @@
+# test-case-name: tests.test_etcd_api
+"""etcd's gRPC services (``etcdserverpb.KV``, ``Cluster``, ``Maintenance``) on
+the RPC port, beside ``dkv.v0``.
+
+Every method is ``dkv.api.etcd_v3``'s function of the same name: this module
+only parses (a message that does not parse is INVALID_ARGUMENT, logged
+once), awaits, and aborts with etcd's code and message on failure. Services
+not served yet (Watch, Lease, Auth) answer UNIMPLEMENTED, gRPC's default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc import aio
+
+from dkv.aio import wait
+from dkv.api.etcd_v3 import SERVICES, SNAPSHOT_CHUNK, ApiError, Handler, answer_error, call, snapshot_file
+from dkv.logs import logger
+from dkv.mvcc.errors import Code
+from dkv.node import Node
+from dkv.pb import etcd_rpc_pb2 as pb
+
+log = logger("dkv.api.etcd")
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+#: Codes that say the cluster's state, not the client's mistake: logged at debug.
+_QUIET = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.DEADLINE_EXCEEDED.value[0]}
+
+
+async def _abort(context: aio.ServicerContext, method: str, error: BaseException) -> None:
+    code, message = answer_error(error)
+    emit = log.debug if code in _QUIET else log.info
+    emit("etcd {method} refused: {code} {message}", method=method, code=_CODES[code].name, message=message)
+    await context.abort(_CODES[code], message)
+
+
+def _unary(node: Node, method: str, handler: Handler, request_type: Any) -> Any:
+    async def handle(raw: bytes, context: aio.ServicerContext) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError:
+            await _abort(context, method, _malformed(request_type))
+        try:
+            return await wait(call(handler, node, request))
+        except Exception as e:  # noqa: BLE001 - every failure is an answer
+            await _abort(context, method, e)
+
+    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=lambda m: m.SerializeToString())
+
+
+def _malformed(request_type: Any) -> Exception:
+    return ApiError(Code.INVALID_ARGUMENT, f"malformed {request_type.DESCRIPTOR.name} message")
+
+
+def _snapshot(node: Node) -> Any:
+    async def handle(raw: bytes, context: aio.ServicerContext) -> AsyncIterator[pb.SnapshotResponse]:
+        try:
+            path, size = await wait(snapshot_file(node))
+        except Exception as e:  # noqa: BLE001
+            await _abort(context, "Snapshot", e)
+            return
+        try:
+            with open(path, "rb") as f:
+                sent = 0
+                while chunk := f.read(SNAPSHOT_CHUNK):
+                    sent += len(chunk)
+                    response = pb.SnapshotResponse(blob=chunk, remaining_bytes=size - sent)
+                    node.fill_header(response.header)
+                    yield response
+        finally:
+            os.unlink(path)
+
+    return grpc.unary_stream_rpc_method_handler(handle, response_serializer=lambda m: m.SerializeToString())
+
+
+def register(server: aio.Server, node: Node) -> None:
+    for service, methods in SERVICES.items():
+        full_name = pb.DESCRIPTOR.services_by_name[service].full_name
+        handlers = {
+            name: _unary(node, name, handler, request_type) for name, (handler, request_type) in methods.items()
+        }
+        if service == "Maintenance":
+            handlers["Snapshot"] = _snapshot(node)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(full_name, handlers),))
+        server.add_registered_method_handlers(full_name, handlers)
