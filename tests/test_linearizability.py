@@ -46,6 +46,12 @@ def cas(p, expected, value, invoke, complete, outcome="ok", key=K):
               invoke=invoke, complete=complete, outcome=outcome)
 
 
+def ncas(p, expected, value, found, invoke, complete, key=K):
+    """An ok compare-and-swap that did not swap: the key held ``found``."""
+    return Op(process=p, kind="cas", key=key, expected=expected, value=value, result=found,
+              invoke=invoke, complete=complete, outcome="ok", swapped=False)
+
+
 def uw(p, value, invoke, key=K):
     """A write whose client never heard back."""
     return w(p, value, invoke, None, "unknown", key)
@@ -248,6 +254,65 @@ def test_unknown_cas_that_took_effect_or_did_not():
         cas(4, b"2", b"3", 2, 3, outcome="unknown"),
         r(5, b"3", 4, 5),
     ])
+
+
+def test_cas_that_did_not_swap_reads_what_it_found():
+    assert_linearizable([
+        w(1, b"1", 0, 1),
+        cas(2, b"1", b"2", 2, 3),
+        ncas(3, b"1", b"3", b"2", 4, 5),  # expected 1, found 2: nothing changed
+        r(1, b"2", 6, 7),
+        ncas(2, None, b"4", b"2", 8, 9),  # expected absent
+        w(1, None, 10, 11),
+        ncas(3, b"2", b"5", None, 12, 13),  # found absent
+    ])
+
+
+def test_concurrent_cas_race_loser_finds_the_winners_value():
+    assert_linearizable([
+        w(1, b"0", 0, 1),
+        cas(2, b"0", b"a", 2, 5),
+        ncas(3, b"0", b"b", b"a", 2, 5),
+        r(1, b"a", 6, 7),
+    ])
+    # The loser may also come first, if it found a value that was there then.
+    assert_linearizable([
+        w(1, b"0", 0, 1),
+        cas(2, b"0", b"a", 2, 5),
+        ncas(3, b"x", b"b", b"0", 2, 5),
+        r(1, b"a", 6, 7),
+    ])
+
+
+def test_cas_not_swapped_although_it_found_what_it_expected():
+    bad = ncas(2, b"1", b"2", b"1", 2, 3)
+    verdict = assert_violation([w(1, b"1", 0, 1), bad], bad)
+    assert "not swapped" in verdict.explanation
+    assert check([ncas(2, None, b"2", None, 2, 3)]).violation
+
+
+def test_cas_not_swapped_found_a_value_nobody_wrote():
+    bad = ncas(2, b"0", b"2", b"ghost", 2, 3)
+    assert_violation([w(1, b"1", 0, 1), bad], bad)
+
+
+def test_cas_not_swapped_found_an_overwritten_value():
+    bad = ncas(3, b"0", b"9", b"1", 4, 5)
+    assert_violation([w(1, b"1", 0, 1), w(2, b"2", 2, 3), bad], bad)
+
+
+def test_cas_not_swapped_orders_the_swap_it_saw():
+    # The failed compare saw b"2" by time 4, so the swap 1 -> 2 came before;
+    # a read of b"1" after that is stale.
+    bad = r(4, b"1", 5, 6)
+    assert_violation([
+        w(1, b"1", 0, 1),
+        cas(2, b"1", b"2", 2, 10),
+        ncas(3, b"1", b"3", b"2", 3, 4),
+        bad,
+    ], bad)
+    # Without it, the swap may come late and the read is fine.
+    assert_linearizable([w(1, b"1", 0, 1), cas(2, b"1", b"2", 2, 10), r(4, b"1", 5, 6)])
 
 
 def test_keys_are_independent():
@@ -595,6 +660,7 @@ def simulate(
     p_unknown: float = 0.03,
     p_lost: float = 0.02,
     p_tie: float = 0.2,
+    p_not_swapped: float = 0.0,
     initial: bytes | None = None,
 ) -> list[Op]:
     """Run random operations against one sequential register per key.
@@ -604,7 +670,10 @@ def simulate(
     The clock advances by random steps, sometimes zero, between events, so
     every history is linearizable by construction. Some completions are
     unknown: the client stops hearing (complete None or its give-up time)
-    and carries on as a new process, as clients do after a timeout.
+    and carries on as a new process, as clients do after a timeout. A
+    compare-and-swap whose expected value did not match is recorded as
+    ``fail``, or, with probability ``p_not_swapped``, as ``ok`` and not
+    swapped, with the value it found.
     """
     register: dict[bytes, bytes | None] = {}
     keys = [b"key-%d" % i for i in range(n_keys)]
@@ -644,12 +713,16 @@ def simulate(
             else:
                 req["took"] = False
                 req["applied"] = True
+                req["result"] = current
                 continue
             req["took"] = True
             req["applied"] = True
             continue
         elif not req["took"]:
-            outcome, complete = "fail", now  # a cas whose expected value did not match
+            # A cas whose expected value did not match.
+            outcome, complete = "fail", now
+            if p_not_swapped and rng.random() < p_not_swapped:
+                outcome = "ok"
         elif rng.random() < p_unknown:
             outcome = "unknown"
             complete = None if rng.random() < 0.5 else now
@@ -658,8 +731,9 @@ def simulate(
         history.append(Op(
             process=process[c], kind=req["kind"], key=req["key"], value=req["value"],
             expected=req["expected"] if req["kind"] == "cas" else None,
-            result=req["result"] if req["kind"] == "read" and outcome == "ok" else None,
+            result=req["result"] if req["kind"] != "write" and outcome == "ok" else None,
             invoke=req["invoke"], complete=complete, outcome=outcome,
+            swapped=req["kind"] != "cas" or outcome != "ok" or req["took"],
         ))
         inflight[c] = None
         if outcome == "unknown":
@@ -683,7 +757,7 @@ def test_histories_of_a_correct_register_are_linearizable(
 ):
     ops = simulate(
         rng, n_ops=n_ops, n_keys=n_keys, n_clients=n_clients, values=values,
-        p_unknown=0.1, p_lost=0.1, initial=initial,
+        p_unknown=0.1, p_lost=0.1, p_not_swapped=0.5, initial=initial,
     )
     verdict = check(ops, initial=initial)
     assert verdict.ok, verdict.explanation
@@ -724,6 +798,27 @@ def test_any_wrong_read_in_a_sequential_history_is_caught(rng, n_ops, depth_firs
     wrong = rng.choice([v for v in [None, b"a", b"b", b"c"] if v != ops[i].result])
     ops[i] = bad = attrs.evolve(ops[i], result=wrong)
     verdict = check(ops, depth_first_steps=depth_first_steps)
+    assert verdict.violation and verdict.key == bad.key
+    assert mentions(verdict.explanation, bad), verdict.explanation
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.randoms(use_true_random=True), st.integers(1, 80))
+def test_any_wrong_value_found_by_a_cas_that_did_not_swap_is_caught(rng, n_ops):
+    """As for reads: in a sequential history, a cas answered as not swapped
+    found exactly one value; any other (the expected one included) is caught."""
+    values = [None, b"a", b"b", b"c"]
+    ops = simulate(
+        rng, n_ops=n_ops, n_keys=2, n_clients=1, values=values,
+        p_unknown=0, p_lost=0, p_tie=0, p_cas=0.5, p_not_swapped=1.0,
+    )
+    found = [i for i, op in enumerate(ops) if not op.swapped]
+    if not found:
+        return
+    i = rng.choice(found)
+    wrong = rng.choice([v for v in values if v != ops[i].result])
+    ops[i] = bad = attrs.evolve(ops[i], result=wrong)
+    verdict = check(ops)
     assert verdict.violation and verdict.key == bad.key
     assert mentions(verdict.explanation, bad), verdict.explanation
 
@@ -799,9 +894,11 @@ def any_op(draw):
     invoke, complete = sorted(draw(st.lists(_times, min_size=2, max_size=2)))
     if outcome == "unknown" and draw(st.booleans()):
         complete = None
+    kind = draw(st.sampled_from(["read", "write", "cas"]))
     return Op(
         process=draw(st.integers(-(2**40), 2**40)),
-        kind=draw(st.sampled_from(["read", "write", "cas"])),
+        kind=kind,
+        swapped=kind != "cas" or outcome != "ok" or draw(st.booleans()),
         key=draw(_bytes),
         value=draw(st.none() | _bytes),
         expected=draw(st.none() | _bytes),
@@ -861,7 +958,21 @@ def test_malformed_lines_are_rejected_with_their_line_number(line, message):
     assert message in str(info.value)
 
 
+def test_cas_swapped_in_json_lines():
+    op = ncas(3, b"a", b"b", b"c", 1, 2)
+    line = op_to_json(op)
+    assert '"swapped":false' in line and op_from_json(line) == op
+    assert '"swapped":true' in op_to_json(cas(3, b"a", b"b", 1, 2))
+    assert "swapped" not in op_to_json(w(3, b"a", 1, 2))
+    # Left out, it means swapped (histories written before it existed).
+    assert op_from_json(op_to_json(op).replace(',"swapped":false', "")) == attrs.evolve(op, swapped=True)
+
+
 def test_op_validation():
+    with pytest.raises(ValueError, match="not swapped"):
+        Op(process=1, kind="write", key=K, value=b"1", invoke=0, complete=1, outcome="ok", swapped=False)
+    with pytest.raises(ValueError, match="not swapped"):
+        Op(process=1, kind="cas", key=K, value=b"1", invoke=0, outcome="unknown", swapped=False)
     with pytest.raises(ValueError):
         w(1, b"1", 2, 1)  # completes before it began
     with pytest.raises(ValueError):

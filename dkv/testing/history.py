@@ -10,9 +10,8 @@ monotonic clock shared by all clients, and what the client learnt:
     ``complete``; for a read, ``result`` is the value it returned (``None``:
     the key was absent).
 ``fail``
-    the request certainly did not take effect (for example a compare-and-swap
-    whose expected value did not match, or a request rejected before it was
-    proposed).
+    the request certainly did not take effect (for example a request rejected
+    before it was proposed).
 ``unknown``
     the request may or may not have taken effect, at any time after
     ``invoke`` (a timeout, a lost connection, a crash): its completion is
@@ -76,6 +75,15 @@ class Op:
     absent), and ``result`` the value an ``ok`` read returned (``None``:
     absent). Fields that do not apply to ``kind`` are ignored by the checker.
 
+    A ``cas`` sets the key to ``value`` if it holds ``expected``, atomically;
+    an ``ok`` one says whether it did in ``swapped`` (etcd's Txn
+    ``succeeded``). ``swapped`` False: the key held something else, and
+    ``result`` is what it held (the cas read it; a cas that did not swap
+    changed nothing); such a cas was answered and carries information, it is
+    not a ``fail``. For a ``cas`` that swapped, ``result`` may record what the
+    key held just after it (its ``value``); the checker does not need it.
+    ``swapped`` is True for every other operation.
+
     ``invoke`` and ``complete`` are finite readings of one monotonic clock;
     ``complete`` is ``None`` if the client never heard back. An ``ok`` or
     ``fail`` operation must have completed, and never before it was invoked.
@@ -90,8 +98,11 @@ class Op:
     value: bytes | None = attrs.field(default=None, validator=_optional_bytes)
     expected: bytes | None = attrs.field(default=None, validator=_optional_bytes)
     result: bytes | None = attrs.field(default=None, validator=_optional_bytes)
+    swapped: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
+        if not self.swapped and (self.kind != "cas" or self.outcome != "ok"):
+            raise ValueError(f"only an ok cas can be answered as not swapped, not an {self.outcome} {self.kind}")
         if not math.isfinite(self.invoke):
             raise ValueError(f"invoke must be finite, not {self.invoke!r}")
         if self.complete is None:
@@ -102,6 +113,13 @@ class Op:
                 f"complete ({self.complete!r}) must be finite and not before invoke "
                 f"({self.invoke!r})"
             )
+
+
+    @property
+    def sets_value(self) -> bool:
+        """Whether the request asked to set the key to ``value``: a write, or
+        a cas not answered as not swapped (whatever its outcome)."""
+        return self.kind == "write" or (self.kind == "cas" and self.swapped)
 
 
 def _b64(value: bytes | None) -> str | None:
@@ -119,7 +137,7 @@ def _unb64(value: Any, field: str) -> bytes | None:
         raise ValueError(f"{field}: invalid base64 {value!r}") from e
 
 
-_FIELDS = ("process", "kind", "key", "value", "expected", "invoke", "complete", "outcome", "result")
+_FIELDS = ("process", "kind", "key", "value", "expected", "invoke", "complete", "outcome", "result", "swapped")
 _BYTES_FIELDS = ("key", "value", "expected", "result")
 _REQUIRED = ("process", "kind", "key", "invoke", "outcome")
 
@@ -137,6 +155,8 @@ def op_to_json(op: Op) -> str:
         "outcome": op.outcome,
         "result": _b64(op.result),
     }
+    if op.kind == "cas":
+        obj["swapped"] = op.swapped
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
 
@@ -144,7 +164,7 @@ def op_from_json(line: str) -> Op:
     """Decode one line written by ``op_to_json``; raise ``ValueError`` if malformed.
 
     ``value``, ``expected``, ``complete`` and ``result`` may be left out
-    (meaning null); unknown fields are rejected.
+    (meaning null), and ``swapped`` (meaning true); unknown fields are rejected.
     """
     try:
         obj = json.loads(line)
@@ -161,6 +181,8 @@ def op_from_json(line: str) -> Op:
     kwargs: dict[str, Any] = {f: obj.get(f) for f in _FIELDS}
     for f in _BYTES_FIELDS:
         kwargs[f] = _unb64(kwargs[f], f)
+    if kwargs["swapped"] is None:
+        kwargs["swapped"] = True
     try:
         return Op(**kwargs)
     except TypeError as e:

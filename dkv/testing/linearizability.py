@@ -18,13 +18,19 @@ Operations whose outcome is not ``ok``:
   hold anything up, and those not placed once every ``ok`` operation has
   been are simply left out.
 
-An ``ok`` compare-and-swap took effect, so its expected value must have
-matched; one that did not match should be recorded as ``fail``, and then
-tells the checker nothing. Simultaneous timestamps count as overlapping: an
-operation invoked at the very instant another completed may come before it.
+A compare-and-swap sets the register to its new value if it holds the
+expected one. An ``ok`` one that swapped took effect, so the register held
+the expected value at that instant. An ``ok`` one answered as not swapped
+(``Op.swapped`` False, etcd's ``succeeded: false``) found the register
+holding something else, ``result``, and changed nothing: to the search it is
+a read of ``result``, which must differ from the expected value (if it does
+not, the answer contradicts itself and the history is not linearizable).
+Simultaneous timestamps count as overlapping: an operation invoked at the
+very instant another completed may come before it.
 
-For each key, two cheap tests come first, each a proof of a violation when
-it fires: an ``ok`` read (or compare-and-swap) that needs a value no
+For each key, three cheap tests come first, each a proof of a violation when
+it fires: a compare-and-swap answered as not swapped although it found the
+value it expected; an ``ok`` read (or compare-and-swap) that needs a value no
 operation invoked before it completed could write; and one that needs a
 value v when some ``ok`` operation w changed the value after every possible
 writer of v had completed, and completed before the read began (a stale
@@ -225,6 +231,9 @@ class _KeySearch:
             elif op.kind == "write":
                 needs.append(_ANY)
                 outs.append(op.value)
+            elif not op.swapped:
+                needs.append(op.result)
+                outs.append(_SAME)
             else:
                 needs.append(op.expected)
                 outs.append(_SAME if op.value == op.expected else op.value)
@@ -269,6 +278,7 @@ class _KeySearch:
         self.steps = 0
         self.configurations = 0
         self.phase = "depth-first"
+        self.contradiction: int | None = None
         self.unsourced: int | None = None
         self.overwritten: tuple[int, int] | None = None
         self.best_depth = 0
@@ -289,6 +299,12 @@ class _KeySearch:
         needs, q = self.needs, self.q
         root: _Config = (0, 0, 0, 0, self.initial, False)
 
+        # A cas that did not swap although it found what it expected?
+        for i in range(q):
+            op = self.listed[i][1]
+            if not op.swapped and op.result == op.expected:
+                self.contradiction = i
+                return False
         # Something that needs a value no operation could have written?
         for i in range(q):
             need = needs[i]
@@ -667,6 +683,15 @@ class _KeySearch:
             lines.append(_row(*self.listed[w], note="changed the value"))
             lines.append(_row(*self.listed[i], note=f"needs {_show(need)}"))
             return "\n".join(lines)
+        if self.contradiction is not None:
+            i = self.contradiction
+            return "\n".join([
+                f"key {_show(self.key)} is not linearizable: this compare-and-swap was "
+                f"answered as not swapped, yet the value it found, "
+                f"{_show(self.listed[i][1].result)}, is the one it expected:",
+                _HEADER,
+                _row(*self.listed[i]),
+            ])
         if self.unsourced is not None:
             i = self.unsourced
             return "\n".join([
@@ -829,6 +854,8 @@ def _describe(op: Op) -> str:
         return f"read -> {_show(op.result)}"
     if op.kind == "write":
         return f"write {_show(op.value)}"
+    if not op.swapped:
+        return f"cas {_show(op.expected, 12)} -> {_show(op.value, 12)} found {_show(op.result, 12)}"
     return f"cas {_show(op.expected, 12)} -> {_show(op.value, 12)}"
 
 
