@@ -11,6 +11,7 @@ from dkv.testing.checks import (
     check_convergence,
     check_failed_invisible,
     check_no_phantoms,
+    hash_kv_result,
     scan_logs,
 )
 from dkv.testing.history import Op
@@ -27,6 +28,10 @@ def w(value: bytes | None, invoke: float, complete: float | None, outcome: str =
 
 def r(result: bytes | None, invoke: float, complete: float, outcome: str = "ok", key: bytes = K) -> Op:
     return Op(process=1, kind="read", key=key, result=result, invoke=invoke, complete=complete, outcome=outcome)
+
+
+def _header(revision: int) -> dict:
+    return {"header": {"cluster_id": "1", "member_id": "2", "revision": str(revision), "raft_term": "3"}}
 
 
 # -- outcomes ------------------------------------------------------------------------
@@ -102,6 +107,73 @@ def test_convergence() -> None:
     assert check_convergence({"a": {K: b"x"}, "b": {K: b"x"}}).passed
     result = check_convergence({"a": {K: b"x"}, "b": {K: None}})
     assert result.ok is False and "b=absent" in result.detail
+
+
+# -- the cas-aware checks ------------------------------------------------------------------
+
+
+def cas(expected: bytes | None, value: bytes, found: bytes | None, invoke: float, complete: float | None,
+        outcome: str = "ok", swapped: bool = True) -> Op:  # fmt: skip
+    return Op(
+        process=2, kind="cas", key=K, expected=expected, value=value, result=found, invoke=invoke,
+        complete=complete, outcome=outcome, swapped=swapped,
+    )  # fmt: skip
+
+
+def test_checks_know_cas() -> None:
+    swapped = cas(b"a", b"b", b"b", 2, 3)
+    not_swapped = cas(b"a", b"x", b"b", 4, 5, swapped=False)
+    ops = [w(b"a", 0, 1), swapped, not_swapped]
+    # A cas that swapped is an acknowledged write; one that did not, is none.
+    assert check_acknowledged(ops, {K: b"b"}).passed
+    lost = check_acknowledged(ops, {K: b"a"})
+    assert lost.ok is False and "ok cas b" in lost.detail
+    assert check_acknowledged(ops, {K: b"x"}).ok is False
+    # What a cas found was read: it must have been written, and not by a failure.
+    assert check_no_phantoms(ops).passed and check_failed_invisible(ops).passed
+    assert check_no_phantoms(ops + [cas(b"a", b"y", b"ghost", 6, 7, swapped=False)]).ok is False
+    assert check_failed_invisible(ops + [w(b"f", 0, 1, "fail"), cas(None, b"y", b"f", 6, 7, swapped=False)]).ok is False
+    # The new value of a cas that did not swap must never be seen.
+    seen = check_failed_invisible(ops + [r(b"x", 6, 7)])
+    assert seen.ok is False and "cas that did not swap" in seen.detail
+    assert check_no_phantoms(ops + [r(b"x", 6, 7)]).ok is False
+
+
+# -- HashKV ------------------------------------------------------------------------------
+
+
+def _status(revision: int) -> tuple[int, dict]:
+    return 200, {**_header(revision), "version": "3.4.0"}
+
+
+def _hash(digest: int, compacted: int = -1, revision: int = 9) -> tuple[int, dict]:
+    body = {**_header(revision), "hash": digest}
+    if compacted:
+        body["compact_revision"] = str(compacted)
+    return 200, body
+
+
+def test_hash_kv_equal() -> None:
+    statuses = {n: _status(9) for n in "abc"}
+    result = hash_kv_result(statuses, {n: _hash(1234, 5) for n in "abc"})
+    assert result.passed and "revision 9 is 1234 (compact_revision 5) on all 3 nodes" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("statuses", "hashes", "says"),
+    [
+        ({"a": _status(9), "b": _status(8)}, {}, "different revisions"),
+        ({"a": _status(9), "b": (None, "ConnectionRefusedError()")}, {}, "no revision"),
+        ({"a": _status(9), "b": _status(9)}, {"a": _hash(1), "b": _hash(2)}, "differs: a: hash 1"),
+        ({"a": _status(9), "b": _status(9)}, {"a": _hash(1, 5), "b": _hash(1, 6)}, "compact_revision 6"),
+        ({"a": _status(9), "b": _status(9)}, {"a": _hash(1), "b": (400, {"code": 11})}, "on b"),
+        ({"a": _status(9), "b": _status(9)}, {"a": _hash(1)}, "not asked"),
+        ({}, {}, "no revision"),
+    ],
+)
+def test_hash_kv_differs(statuses, hashes, says) -> None:
+    result = hash_kv_result(statuses, hashes)
+    assert result.ok is False and says in result.detail, result.detail
 
 
 # -- runner ------------------------------------------------------------------------------

@@ -7,19 +7,26 @@
 ``applied``         every node's applied index becomes the same (poll).
 ``converged``       a serializable (local) read of every key gives the same
                     answer on every node.
-``acknowledged``    every acknowledged (``ok``) write is in the final state,
-                    or was overwritten: the final value was written by a
-                    write that did not fail and that may have taken effect
-                    after it (it completed after the ``ok`` write began, or
-                    never completed).
-``no-phantoms``     every value read anywhere (an ``ok`` read, serializable
-                    or linearizable, a final read) was written by some write
-                    invoked before the read completed.
+``acknowledged``    every acknowledged (``ok``) write, or compare-and-swap
+                    that swapped, is in the final state, or was overwritten:
+                    the final value was written by a write (or cas) that did
+                    not fail and that may have taken effect after it (it
+                    completed after the ``ok`` write began, or never
+                    completed).
+``no-phantoms``     every value read anywhere (an ``ok`` read, serializable,
+                    linearizable or at a revision, the value an ``ok`` cas
+                    found, a final read) was written by some write invoked
+                    before the read completed.
 ``failed-invisible`` no value of a write that ``fail``ed (certainly not
-                    applied: 503, 4xx, nothing sent) is ever read.
+                    applied: 503, 4xx, nothing sent), or of a cas answered
+                    as not swapped, is ever read.
 ``linearizable``    ``dkv.testing.linearizability.check`` of the history;
                     inconclusive (the search ran out of steps) is reported
                     as such, never as a pass.
+``hash-kv``         etcd's ``HashKV`` at the nodes' common revision answers
+                    the same hash and compact revision on every node: the
+                    whole multi-version history is equal, not only the
+                    latest values of the workload's keys.
 ``node-logs``       no node logged that its Raft core failed an internal
                     check, that it could not write its store, a critical
                     error or a traceback; and no node exited by itself.
@@ -51,11 +58,14 @@ __all__ = [
     "check_acknowledged",
     "check_convergence",
     "check_failed_invisible",
+    "check_hash_kv",
     "check_linearizable",
     "check_no_phantoms",
     "final_checks",
+    "hash_kv_result",
     "read_final_state",
     "scan_logs",
+    "show",
     "wait_applied_equal",
 ]
 
@@ -80,7 +90,8 @@ class CheckResult:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def _show(value: bytes | None) -> str:
+def show(value: bytes | None) -> str:
+    """A value (or key) for people: its bytes as Python shows them, or absent."""
     return "absent" if value is None else repr(value)[2:-1]
 
 
@@ -154,18 +165,19 @@ def check_convergence(state: FinalState) -> CheckResult:
     for key in keys:
         answers = {i: state[i].get(key) for i in nodes}
         if len(set(answers.values())) > 1:
-            diffs.append(f"{_show(key)}: " + ", ".join(f"{i}={_show(v)}" for i, v in answers.items()))
+            diffs.append(f"{show(key)}: " + ", ".join(f"{i}={show(v)}" for i, v in answers.items()))
     if diffs:
         return CheckResult(name="converged", ok=False, detail="nodes disagree: " + "; ".join(diffs))
     return CheckResult(name="converged", ok=True, detail=f"{len(nodes)} nodes agree on {len(keys)} keys")
 
 
 def check_acknowledged(ops: Sequence[Op], final: Mapping[bytes, bytes | None]) -> CheckResult:
-    """Every ok write w of key k: final[k] is w's value, or final[k] was
-    written by a non-failed write that may have taken effect after w began."""
+    """Every ok write (or cas that swapped) w of key k: final[k] is w's
+    value, or final[k] was written by a non-failed write (or cas) that may
+    have taken effect after w began."""
     writes: dict[bytes, list[Op]] = {}
     for op in ops:
-        if op.kind == "write" and op.outcome != "fail":
+        if op.sets_value and op.outcome != "fail":
             writes.setdefault(op.key, []).append(op)
     lost = []
     acked = 0
@@ -183,10 +195,10 @@ def check_acknowledged(ops: Sequence[Op], final: Mapping[bytes, bytes | None]) -
             if latest > w.invoke:
                 continue
             lost.append(
-                f"ok write {_show(w.value)} to {_show(key)} (process {w.process}, "
-                f"{w.invoke:.3f}-{w.complete:.3f}) is lost: the final value is {_show(value)}, "
+                f"ok {w.kind} {show(w.value)} to {show(key)} (process {w.process}, "
+                f"{w.invoke:.3f}-{w.complete:.3f}) is lost: the final value is {show(value)}, "
                 + (
-                    "which no write that did not fail wrote"
+                    "which no write or cas that did not fail wrote"
                     if not sources
                     else f"whose writers all completed by {latest:.3f}, before it began"
                 )
@@ -200,7 +212,7 @@ def check_acknowledged(ops: Sequence[Op], final: Mapping[bytes, bytes | None]) -
     return CheckResult(name="acknowledged", ok=True, detail=f"{acked} acknowledged writes present or overwritten")
 
 
-#: Serializable reads: (node, op), kept out of the linearizable history.
+#: Reads kept out of the linearizable history (serializable, at a revision): (node, op).
 StaleReads = Sequence[tuple[str, Op]]
 
 
@@ -208,14 +220,15 @@ def _observed(
     ops: Sequence[Op], state: FinalState | None, stale: StaleReads = ()
 ) -> list[tuple[bytes, bytes, str, float]]:
     """(key, value, where, when it was known) of every present value read:
-    ok reads, serializable reads, final reads (known at +infinity)."""
+    ok reads, the values ok cas found, reads kept out of the history
+    (serializable, at a revision), final reads (known at +infinity)."""
     seen = [
-        (op.key, op.result, f"ok read by process {op.process} at {op.invoke:.3f}-{op.complete:.3f}", op.complete)
+        (op.key, op.result, f"ok {op.kind} by process {op.process} at {op.invoke:.3f}-{op.complete:.3f}", op.complete)
         for op in ops
-        if op.kind == "read" and op.outcome == "ok" and op.result is not None
+        if op.kind in ("read", "cas") and op.outcome == "ok" and op.result is not None
     ]
     seen += [
-        (op.key, op.result, f"serializable read on {node} at {op.invoke:.3f}-{op.complete:.3f}", op.complete)
+        (op.key, op.result, f"read outside the history on {node} at {op.invoke:.3f}-{op.complete:.3f}", op.complete)
         for node, op in stale
         if op.kind == "read" and op.outcome == "ok" and op.result is not None
     ]
@@ -225,18 +238,19 @@ def _observed(
 
 
 def check_no_phantoms(ops: Sequence[Op], state: FinalState | None = None, stale: StaleReads = ()) -> CheckResult:
-    """Every value read was written by a write invoked before the read completed."""
+    """Every value read was written by a write (or cas) invoked before the
+    read completed (a cas answered as not swapped wrote nothing)."""
     first: dict[tuple[bytes, bytes], float] = {}
     for op in ops:
-        if op.kind in ("write", "cas") and op.value is not None:
+        if op.sets_value and op.value is not None:
             first[(op.key, op.value)] = min(op.invoke, first.get((op.key, op.value), math.inf))
     bad = []
     for k, v, where, known in _observed(ops, state, stale):
         invoked = first.get((k, v))
         if invoked is None:
-            bad.append(f"{_show(v)} in {_show(k)} ({where}): never written")
+            bad.append(f"{show(v)} in {show(k)} ({where}): never written")
         elif invoked > known:
-            bad.append(f"{_show(v)} in {_show(k)} ({where}): its write began later, at {invoked:.3f}")
+            bad.append(f"{show(v)} in {show(k)} ({where}): its write began later, at {invoked:.3f}")
     if bad:
         return CheckResult(
             name="no-phantoms", ok=False, detail="values nobody had written were read: " + "; ".join(bad[:10])
@@ -250,15 +264,16 @@ def check_failed_invisible(ops: Sequence[Op], state: FinalState | None = None, s
     failed = {
         (op.key, op.value): op
         for op in ops
-        if op.kind in ("write", "cas") and op.outcome == "fail" and op.value is not None
+        if op.kind in ("write", "cas") and (op.outcome == "fail" or not op.swapped) and op.value is not None
     }
     bad = []
     for k, v, where, _ in _observed(ops, state, stale):
         op = failed.get((k, v))
         if op is not None:
             bad.append(
-                f"{_show(v)} in {_show(k)} ({where}) was written by a write that failed "
-                f"(process {op.process}, {op.invoke:.3f}-{op.complete:.3f})"
+                f"{show(v)} in {show(k)} ({where}) was written by a {op.kind} that "
+                + ("failed" if op.outcome == "fail" else "did not swap")
+                + f" (process {op.process}, {op.invoke:.3f}-{op.complete:.3f})"
             )
     if bad:
         return CheckResult(
@@ -266,7 +281,9 @@ def check_failed_invisible(ops: Sequence[Op], state: FinalState | None = None, s
             ok=False,
             detail="writes answered as certainly not applied were seen: " + "; ".join(bad[:10]),
         )
-    return CheckResult(name="failed-invisible", ok=True, detail=f"none of {len(failed)} failed writes was ever seen")
+    return CheckResult(
+        name="failed-invisible", ok=True, detail=f"none of {len(failed)} failed or not swapped writes was ever seen"
+    )
 
 
 def check_linearizable(ops: Sequence[Op], max_steps: int | None = None) -> tuple[CheckResult, Verdict]:
@@ -276,6 +293,78 @@ def check_linearizable(ops: Sequence[Op], max_steps: int | None = None) -> tuple
     if verdict.timed_out:
         return CheckResult(name="linearizable", ok=None, detail="inconclusive: " + verdict.explanation), verdict
     return CheckResult(name="linearizable", ok=False, detail=verdict.explanation), verdict
+
+
+# -- the multi-version store's hash ---------------------------------------------------
+
+#: node -> (HTTP status, JSON answer), or (None, the error) if none came.
+Answers = Mapping[str, tuple[int | None, Any]]
+
+
+def _header_revision(answer: tuple[int | None, Any]) -> int | None:
+    status, body = answer
+    if status != 200 or not isinstance(body, dict):
+        return None
+    try:
+        return int(body["header"]["revision"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def hash_kv_result(statuses: Answers, hashes: Answers) -> CheckResult:
+    """``hash-kv`` from every node's ``/v3/maintenance/status`` answer (its
+    current revision, which must be the same on every node) and its
+    ``/v3/maintenance/hashkv`` answer at that revision (empty if the
+    revisions did not agree): the same ``hash`` and ``compact_revision``
+    everywhere."""
+    revisions = {node: _header_revision(answer) for node, answer in statuses.items()}
+    if not revisions or None in revisions.values():
+        bad = {node: statuses[node] for node, rev in revisions.items() if rev is None}
+        return CheckResult(name="hash-kv", ok=False, detail=f"no revision from every node's status: {bad}")
+    if len(set(revisions.values())) > 1:
+        return CheckResult(
+            name="hash-kv", ok=False, detail=f"the converged nodes are at different revisions: {revisions}"
+        )
+    revision = next(iter(revisions.values()))
+    found: dict[str, tuple[int, int] | None] = {}
+    for node in revisions:
+        status, body = hashes.get(node, (None, "not asked"))
+        try:
+            found[node] = (int(body["hash"]), int(body.get("compact_revision", 0)))
+        except (KeyError, TypeError, ValueError):
+            found[node] = None
+        if status != 200 or found[node] is None:
+            return CheckResult(
+                name="hash-kv", ok=False, detail=f"HashKV at revision {revision} on {node} answered {status} {body}"
+            )
+    if len(set(found.values())) > 1:
+        shown = ", ".join(f"{node}: hash {h[0]} compact_revision {h[1]}" for node, h in found.items() if h)
+        return CheckResult(name="hash-kv", ok=False, detail=f"HashKV at revision {revision} differs: {shown}")
+    digest, compacted = next(iter(found.values()))  # type: ignore[misc]
+    return CheckResult(
+        name="hash-kv",
+        ok=True,
+        detail=f"HashKV at revision {revision} is {digest} (compact_revision {compacted}) on all {len(found)} nodes",
+    )
+
+
+def check_hash_kv(cluster: Cluster) -> CheckResult:
+    """``hash-kv`` of a converged cluster: ask every node its revision, then
+    its HashKV at that revision (``hash_kv_result``)."""
+
+    def ask(node: str, path: str, body: dict[str, Any]) -> tuple[int | None, Any]:
+        try:
+            return cluster.request(node, "POST", path, body)
+        except (OSError, http.client.HTTPException) as e:
+            return None, repr(e)
+
+    statuses = {node: ask(node, "/v3/maintenance/status", {}) for node in cluster.ids}
+    revisions = {_header_revision(answer) for answer in statuses.values()}
+    hashes: dict[str, tuple[int | None, Any]] = {}
+    if len(revisions) == 1 and None not in revisions:
+        revision = revisions.pop()
+        hashes = {node: ask(node, "/v3/maintenance/hashkv", {"revision": str(revision)}) for node in cluster.ids}
+    return hash_kv_result(statuses, hashes)
 
 
 #: Lines in a node's log that mean something went wrong inside the node.
@@ -347,8 +436,9 @@ def final_checks(
 ) -> tuple[list[CheckResult], Verdict | None, FinalState | None]:
     """Run every check on a healed cluster whose workload has stopped.
 
-    ``ops`` is the history; ``stale`` the serializable reads, which only
-    the no-phantoms and failed-invisible checks use. Returns the results,
+    ``ops`` is the history; ``stale`` the reads kept out of it
+    (serializable, at a revision), which only the no-phantoms and
+    failed-invisible checks use. Returns the results,
     the linearizability verdict and the final state
     (None if the nodes never converged enough to be read)."""
     results = [wait_leader(cluster, timeout), wait_applied_equal(cluster, timeout)]
@@ -371,5 +461,6 @@ def final_checks(
     results.append(check_failed_invisible(ops, state, stale))
     lin, verdict = check_linearizable(ops, max_steps)
     results.append(lin)
+    results.append(check_hash_kv(cluster))
     results.extend(scan_logs(cluster, unexpected_exits))
     return results, verdict, state
