@@ -3,10 +3,13 @@
 Each schedule runs ``dkv.testing.torture.run_torture`` (three real nodes, ten
 clients on five keys, faults every few seconds, then a healed tail) and
 asserts that every check passed -- convergence, acknowledged writes,
-nothing phantom, failed writes invisible, linearizability, clean node logs,
-recovery after healing -- that faults were really injected, and that the
-history holds what such a run must (many ``ok`` reads and writes, and some
-operations the faults made ``fail`` or ``unknown``). On a failure the
+nothing phantom, failed writes invisible, linearizability, HashKV equal on
+every node, clean node logs, recovery after healing -- that faults were
+really injected, and that the history holds what such a run must (many
+``ok`` reads and writes, and some operations the faults made ``fail`` or
+``unknown``). Two schedules run again with the ``txn`` workload (etcd's
+gateway: compare-and-swap Txns, reads at a revision, compactions), whose
+revisions are checked too. On a failure the
 assertion shows the summary with the checker's explanation, and the run's
 files (history, fault log, node logs) stay in the test's ``tmp_path``.
 
@@ -96,8 +99,9 @@ def assert_sensible(result: TortureResult) -> None:
     least = 2 if result.config.nemesis == "membership" else 3
     assert result.injected >= least, f"only {result.injected} faults injected\n{report}"
     counts = result.counts()
-    for kind in ("read", "write"):
-        assert counts.get(kind, {}).get("ok", 0) >= 200, f"too few ok {kind}s\n{report}"
+    ok = {kind: by.get("ok", 0) for kind, by in counts.items()}
+    assert ok.get("read", 0) >= 200, f"too few ok reads\n{report}"
+    assert ok.get("write", 0) + ok.get("cas", 0) >= 200, f"too few ok writes\n{report}"
     if _NOT_OK_EXPECTED[result.config.nemesis]:
         not_ok = sum(counts[k].get(o, 0) for k in counts for o in _NOT_OK_EXPECTED[result.config.nemesis])
         assert not_ok >= 1, f"the faults never troubled a client\n{report}"
@@ -105,7 +109,7 @@ def assert_sensible(result: TortureResult) -> None:
         leaders = {e.nodes for e in result.events if e.action == "note" and e.detail.startswith("leader is ")}
         assert len(leaders) >= 2, f"leadership never moved\n{report}"
     for op in result.ops:
-        if op.outcome == "ok" and op.kind == "read":
+        if op.outcome == "ok" and op.kind in ("read", "cas"):
             assert op.result is None or op.result.startswith(b"c"), op
     # The files on disk hold the same run.
     out = result.config.out
@@ -137,6 +141,30 @@ def test_schedule(tmp_path, nemesis: str) -> None:
         "membership": {"remove", "rejoin"},
     }[nemesis]
     assert expected <= actions, (expected, actions)
+
+
+@pytest.mark.parametrize("nemesis", ["mix", "membership"])
+def test_txn_schedule(tmp_path, nemesis: str) -> None:
+    """The txn workload: every check above, and the revisions the answers
+    reported agree, follow real time, and every read at a revision shows
+    what the key held then -- across faults, snapshot installs (a
+    membership change brings a node back empty) and compactions."""
+    seed = SEED_OFFSET + 200 + SCHEDULES.index(nemesis)
+    result = run_torture(
+        TortureConfig(
+            out=tmp_path / nemesis, nemesis=nemesis, time=RUN_SECONDS, tail=TAIL_SECONDS, seed=seed, workload="txn"
+        )
+    )
+    assert_sensible(result)
+    report = result.render()
+    txn = result.txn_counts()
+    assert txn["cas"].get("swapped", 0) >= 50 and txn["cas"].get("not swapped", 0) >= 50, report
+    assert txn["reads at a revision"].get("ok", 0) >= 100, report
+    assert txn.get("compactions", {}).get("ok", 0) >= 1, report
+    checked = {c.name for c in result.checks if c.passed}
+    assert {"hash-kv", "revisions", "read-at-revision"} <= checked, report
+    if nemesis == "membership":  # the node that rejoins empty needs entries compacted away
+        assert result.snapshots["installed"] >= 1, report
 
 
 def test_crash_recovery_every_node_killed_during_write_burst(tmp_path) -> None:

@@ -1,19 +1,22 @@
 # test-case-name: tests.test_faults
 """Jepsen-style fault runs against a real dkv cluster.
 
-    python -m dkv.torture --time 60 --nemesis mix --seed 7 --nodes 3 --clients 10 --out DIR
+    python -m dkv.torture --time 60 --nemesis mix --seed 7 --nodes 3 --clients 10 --workload txn --out DIR
 
 Starts ``--nodes`` real ``dkv`` processes on loopback (free ports, a fault
 proxy on every peer link, everything under ``DIR/cluster``), runs the
 workload of ``dkv.testing.workload`` for ``--time`` seconds while the
 nemesis of ``dkv.testing.nemesis`` injects faults, heals everything for the
 last ``--tail`` seconds (the workload goes on), stops the clients, and runs
-the checks of ``dkv.testing.checks``. Writes into DIR:
+the checks of ``dkv.testing.checks`` (and, for the ``txn`` and ``mixed``
+workloads, of ``dkv.testing.revisions``). Writes into DIR:
 
 ``history.jsonl``   every operation (``dkv.testing.history`` format: re-check
                     it with ``dkv.testing.linearizability.check``)
-``requests.jsonl``  every request (serializable reads too): its operation,
-                    the node asked, the HTTP status and the error, for
+``requests.jsonl``  every request (serializable reads and reads at a
+                    revision too): its operation, the node asked, the HTTP
+                    status and the error, the revisions an etcd answer
+                    reported; then every compaction a client asked for; for
                     reading a failing history
 ``faults.jsonl``    what the nemesis did, with monotonic timestamps (the
                     history's clock)
@@ -45,10 +48,12 @@ import attrs
 
 from dkv.testing.checks import CheckResult, final_checks
 from dkv.testing.cluster import Cluster
+from dkv.testing.gateway import COMPACTED
 from dkv.testing.history import Op, op_to_json, write_history
 from dkv.testing.linearizability import Verdict
 from dkv.testing.nemesis import FAULT_ACTIONS, SCHEDULES, FaultEvent, Nemesis, NemesisConfig
-from dkv.testing.workload import Request, Workload, WorkloadConfig, history_ops
+from dkv.testing.revisions import check_read_at_revision, check_revision_order
+from dkv.testing.workload import WORKLOADS, Compaction, Request, Workload, WorkloadConfig, history_ops
 
 __all__ = ["TortureConfig", "TortureResult", "main", "run_torture"]
 
@@ -69,9 +74,15 @@ class TortureConfig:
     nodes: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     clients: int = 10
     keys: int = 5
+    #: ``kv`` (dkv's /v0), ``txn`` (etcd's gateway: cas, reads at a
+    #: revision, compactions) or ``mixed``: see ``dkv.testing.workload``.
+    workload: str = attrs.field(default="kv", validator=attrs.validators.in_(WORKLOADS))
     read_ratio: float = 0.5
     delete_ratio: float = 0.0
     serializable_ratio: float = 0.1
+    cas_ratio: float = 0.6
+    revision_read_ratio: float = 0.3
+    compact_ratio: float = 0.002
     request_timeout: float = 2.0
     tick_ms: int = 50
     election_ticks: int = 10
@@ -89,13 +100,12 @@ class TortureConfig:
             "--nemesis", self.nemesis, "--seed", str(self.seed), "--nodes", str(self.nodes),
             "--clients", str(self.clients), "--keys", str(self.keys), "--out", str(self.out),
         ]  # fmt: skip
+        if self.workload != _default("workload"):
+            args += ["--workload", self.workload]
         for flag, name in (
-            ("--read-ratio", "read_ratio"),
-            ("--delete-ratio", "delete_ratio"),
+            *((flag, name) for flag, name, _ in _NUMBER_OPTIONS),
             ("--snapshot-entries", "snapshot_entries"),
             ("--snapshot-keep-entries", "snapshot_keep"),
-            ("--serializable-ratio", "serializable_ratio"),
-            ("--request-timeout", "request_timeout"),
         ):
             value = getattr(self, name)
             if value != _default(name):
@@ -108,6 +118,18 @@ class TortureConfig:
             if value != usual:
                 args += [flag, f"{value[0]:g},{value[1]:g}"]
         return shlex.join(args)
+
+
+#: The options that set a number of TortureConfig: (flag, field, help).
+_NUMBER_OPTIONS = (
+    ("--read-ratio", "read_ratio", "share of operations that are reads"),
+    ("--delete-ratio", "delete_ratio", "share of writes that are deletes"),
+    ("--serializable-ratio", "serializable_ratio", "share of reads that are serializable (checked for phantoms only)"),
+    ("--cas-ratio", "cas_ratio", "txn: share of writes that are compare-and-swaps"),
+    ("--revision-read-ratio", "revision_read_ratio", "txn: share of reads at a revision an earlier answer reported"),
+    ("--compact-ratio", "compact_ratio", "txn: share of operations that compact the history"),
+    ("--request-timeout", "request_timeout", "the nodes' --request-timeout"),
+)
 
 
 def _default(name: str) -> Any:
@@ -134,14 +156,17 @@ class TortureResult:
     snapshots: dict[str, Any] = attrs.field(factory=dict)
     #: ``code_version()`` when the run started.
     code: str = "unknown"
+    #: The compactions clients asked for (the txn workload).
+    compactions: list[Compaction] = attrs.field(factory=list)
 
     @property
     def ops(self) -> list[Op]:
         return history_ops(self.requests)
 
     @property
-    def serializable_reads(self) -> list[Op]:
-        return [r.op for r in self.requests if r.consistency != "linearizable"]
+    def side_reads(self) -> list[Request]:
+        """Reads kept out of the history: serializable, at a revision."""
+        return [r for r in self.requests if r.consistency != "linearizable"]
 
     @property
     def ok(self) -> bool:
@@ -160,9 +185,30 @@ class TortureResult:
         out: dict[str, dict[str, int]] = {}
         for (kind, outcome), n in sorted(Counter((op.kind, op.outcome) for op in self.ops).items()):
             out.setdefault(kind, {})[outcome] = n
-        for outcome, n in sorted(Counter(op.outcome for op in self.serializable_reads).items()):
-            out.setdefault("read (serializable, not in the history)", {})[outcome] = n
+        side = Counter((r.consistency, r.op.outcome) for r in self.side_reads)
+        for (consistency, outcome), n in sorted(side.items()):
+            label = "at a revision" if consistency == "revision" else consistency
+            out.setdefault(f"read ({label}, not in the history)", {})[outcome] = n
         return out
+
+    def txn_counts(self) -> dict[str, dict[str, int]]:
+        """What the txn workload's answers said: how many ok cas swapped, how
+        many ok reads at a revision came back (and how many were refused as
+        compacted), how the compactions went. Empty for the kv workload."""
+        counted = {
+            "cas": Counter(
+                "swapped" if op.swapped else "not swapped" for op in self.ops if op.kind == "cas" and op.outcome == "ok"
+            ),
+            "reads at a revision": Counter(
+                "compacted" if COMPACTED in r.detail else r.op.outcome
+                for r in self.requests
+                if r.consistency == "revision"
+            ),
+            "compactions": Counter(
+                "already compacted" if COMPACTED in c.detail else c.outcome for c in self.compactions
+            ),
+        }
+        return {what: dict(sorted(by.items())) for what, by in counted.items() if by}
 
     def faults(self) -> dict[str, int]:
         """action -> number of times, for the actions that inject a fault."""
@@ -190,9 +236,13 @@ class TortureResult:
                 "nodes": cfg.nodes,
                 "clients": cfg.clients,
                 "keys": cfg.keys,
+                "workload": cfg.workload,
                 "read_ratio": cfg.read_ratio,
                 "delete_ratio": cfg.delete_ratio,
                 "serializable_ratio": cfg.serializable_ratio,
+                "cas_ratio": cfg.cas_ratio,
+                "revision_read_ratio": cfg.revision_read_ratio,
+                "compact_ratio": cfg.compact_ratio,
                 "request_timeout": cfg.request_timeout,
                 "tick_ms": cfg.tick_ms,
                 "fault_seconds": list(cfg.nemesis_config.fault_seconds),
@@ -200,6 +250,7 @@ class TortureResult:
             },  # fmt: skip
             "operations": self.counts(),
             "operations_total": len(self.requests),
+            "txn": self.txn_counts(),
             "operations_checked": self.verdict.ops_checked if self.verdict is not None else None,
             "faults": self.faults(),
             "faults_injected": self.injected,
@@ -222,12 +273,13 @@ class TortureResult:
         """A readable summary for a terminal."""
         cfg = self.config
         lines = [
-            f"dkv torture: nemesis={cfg.nemesis} seed={cfg.seed} nodes={cfg.nodes} clients={cfg.clients} "
-            f"keys={cfg.keys} time={cfg.time:g}s (healed tail {cfg.tail:g}s)",
+            f"dkv torture: nemesis={cfg.nemesis} workload={cfg.workload} seed={cfg.seed} nodes={cfg.nodes} "
+            f"clients={cfg.clients} keys={cfg.keys} time={cfg.time:g}s (healed tail {cfg.tail:g}s)",
             f"operations: {len(self.requests)}"
             + "".join(
                 f"\n  {kind:<6} " + ", ".join(f"{o} {n}" for o, n in by.items()) for kind, by in self.counts().items()
             ),
+            *(f"{what}: " + ", ".join(f"{o} {n}" for o, n in by.items()) for what, by in self.txn_counts().items()),
             f"faults injected: {self.injected} "
             + (", ".join(f"{a} {n}" for a, n in self.faults().items()) or "(none)"),
         ]
@@ -286,6 +338,10 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
                 read_ratio=cfg.read_ratio,
                 delete_ratio=cfg.delete_ratio,
                 serializable_ratio=cfg.serializable_ratio,
+                workload=cfg.workload,
+                cas_ratio=cfg.cas_ratio,
+                revision_read_ratio=cfg.revision_read_ratio,
+                compact_ratio=cfg.compact_ratio,
                 timeout=cluster.client_timeout,
             ),
             seed=cfg.seed,
@@ -315,6 +371,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
                 errors.append(str(e))
         seconds["workload"] = time.monotonic() - t0
         requests = workload.requests
+        compactions = workload.compactions
         progress(f"{len(requests)} operations; checking")
         t1 = time.monotonic()
         checks, verdict, _ = final_checks(
@@ -323,8 +380,10 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
             workload.keys,
             timeout=cfg.check_timeout,
             unexpected_exits=nemesis.unexpected_exits,
-            stale=workload.serializable_reads,
+            stale=workload.side_reads,
         )
+        if cfg.workload != "kv":
+            checks += [check_revision_order(requests), check_read_at_revision(requests)]
         checks.append(_recovered(requests, heal_time))
         if cfg.nemesis in ("membership", "mix"):
             checks.append(_removed_stop(nemesis))
@@ -346,6 +405,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         seconds={k: round(v, 2) for k, v in seconds.items()},
         snapshots=snapshots,
         code=code,
+        compactions=compactions,
     )
     write_files(result)
     return result
@@ -389,18 +449,24 @@ def _removed_stop(nemesis: Nemesis) -> CheckResult:
 
 
 def _recovered(requests: Sequence[Request], heal_time: float | None) -> CheckResult:
-    """After the final heal, the cluster serves writes and reads again."""
+    """After the final heal, the cluster serves writes (or cas) and reads again."""
     if heal_time is None:
         return CheckResult(name="recovered", ok=False, detail="the run never reached the final heal")
-    after = Counter(r.op.kind for r in requests if r.op.outcome == "ok" and r.op.invoke >= heal_time)
+    after = Counter(
+        "read" if r.op.kind == "read" else "write"
+        for r in requests
+        if r.op.outcome == "ok" and r.op.invoke >= heal_time
+    )
     if after["write"] and after["read"]:
         return CheckResult(
-            name="recovered", ok=True, detail=f"{after['write']} ok writes, {after['read']} ok reads after healing"
+            name="recovered",
+            ok=True,
+            detail=f"{after['write']} ok writes and cas, {after['read']} ok reads after healing",
         )
     return CheckResult(
         name="recovered",
         ok=False,
-        detail=f"only {after['write']} ok writes and {after['read']} ok reads began after the final heal",
+        detail=f"only {after['write']} ok writes and cas and {after['read']} ok reads began after the final heal",
     )
 
 
@@ -411,6 +477,8 @@ def write_files(result: TortureResult) -> None:
         for r in result.requests:
             line = {"op": json.loads(op_to_json(r.op)), **r.to_json()}
             f.write(json.dumps(line, separators=(",", ":")) + "\n")
+        for c in result.compactions:
+            f.write(json.dumps(c.to_json(), separators=(",", ":")) + "\n")
     with open(out / "faults.jsonl", "w", encoding="utf-8") as f:
         for e in result.events:
             f.write(json.dumps(e.to_json(), separators=(",", ":")) + "\n")
@@ -433,19 +501,15 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
     p.add_argument("--nodes", type=int, default=_default("nodes"))
     p.add_argument("--clients", type=int, default=_default("clients"))
     p.add_argument("--keys", type=int, default=_default("keys"))
-    p.add_argument("--read-ratio", type=float, default=_default("read_ratio"))
     p.add_argument(
-        "--delete-ratio", type=float, default=_default("delete_ratio"), help="share of writes that are deletes"
+        "--workload",
+        choices=WORKLOADS,
+        default=_default("workload"),
+        help="kv: dkv's /v0 reads and writes; txn: etcd's gateway, with compare-and-swap Txns, reads at a "
+        "revision and compactions; mixed: either, at random for each operation",
     )
-    p.add_argument(
-        "--serializable-ratio",
-        type=float,
-        default=_default("serializable_ratio"),
-        help="share of reads that are serializable (checked for phantoms only)",
-    )
-    p.add_argument(
-        "--request-timeout", type=float, default=_default("request_timeout"), help="the nodes' --request-timeout"
-    )
+    for flag, name, text in _NUMBER_OPTIONS:
+        p.add_argument(flag, type=float, default=_default(name), help=text)
     p.add_argument(
         "--fault-seconds",
         type=_range,
@@ -478,9 +542,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         p.error("--time must exceed --tail")
     return TortureConfig(
         out=a.out, nemesis=a.nemesis, time=a.time, tail=a.tail, seed=a.seed, nodes=a.nodes, clients=a.clients,
-        keys=a.keys, read_ratio=a.read_ratio, delete_ratio=a.delete_ratio, request_timeout=a.request_timeout,
-        serializable_ratio=a.serializable_ratio, snapshot_entries=a.snapshot_entries or None,
-        snapshot_keep=a.snapshot_keep_entries or None,
+        keys=a.keys, workload=a.workload, **{name: getattr(a, name) for _, name, _ in _NUMBER_OPTIONS},
+        snapshot_entries=a.snapshot_entries or None, snapshot_keep=a.snapshot_keep_entries or None,
         nemesis_config=NemesisConfig(fault_seconds=a.fault_seconds, quiet_seconds=a.quiet_seconds),
     )  # fmt: skip
 

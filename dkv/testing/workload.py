@@ -25,6 +25,24 @@ completion times read from ``time.monotonic()`` and what it learnt:
 A read that is not ``ok`` carries no information; it is recorded with the
 same rules and the checker ignores it.
 
+That is the ``kv`` workload, on dkv's own ``/v0`` paths. The ``txn``
+workload speaks etcd's JSON gateway (``dkv.testing.gateway``: the requests,
+and the outcome rules for etcd's errors) on the same keys and values: a read
+is a linearizable ``/v3/kv/range``; a write is, with probability
+``cas_ratio``, a compare-and-swap -- a Txn that sets the key to a new value
+if it holds what this client last saw there (absent if it never saw it),
+recorded as a ``cas`` whose ``ok`` answer says whether it ``swapped`` and
+what the key holds -- else a put (or, by ``delete_ratio``, a delete). A share
+``revision_read_ratio`` of the reads are reads at a revision some earlier
+answer reported (any client's): not linearizable reads of "now", so kept out
+of the history like serializable reads, and checked against the revisions
+the answers reported (``dkv.testing.revisions``). Now and then
+(``compact_ratio`` of the operations) a client compacts the history at a
+revision reported a while ago, so old reads answer ``compacted``. Every
+answer's ``header.revision``, and the ``mod_revision`` of the value it shows
+or the revision a write created, is kept with its ``Request``. The ``mixed``
+workload picks ``kv`` or ``txn`` at random for each operation.
+
 Each thread keeps one keep-alive ``http.client`` connection per node. Before
 reusing one it checks that the node has not closed it (a killed or restarted
 node), so a request is sent on a connection that was alive a moment before
@@ -52,10 +70,17 @@ from typing import Any
 import attrs
 
 from dkv.api.b64 import encode as b64_encode
+from dkv.testing import gateway
+from dkv.testing.gateway import Answer, V3Kind
 from dkv.testing.history import Kind, Op, Outcome
 from dkv.testing.poll import wait_until
 
-__all__ = ["Request", "Workload", "WorkloadConfig", "history_ops", "key_name"]
+__all__ = ["WORKLOADS", "Compaction", "Request", "Workload", "WorkloadConfig", "history_ops", "key_name"]
+
+#: The workloads: dkv's /v0 paths, etcd's gateway with transactions, or both.
+WORKLOADS = ("kv", "txn", "mixed")
+
+_ratio = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
 
 
 def key_name(n: int) -> bytes:
@@ -70,17 +95,22 @@ class WorkloadConfig:
     ``clients`` threads; ``keys`` keys (``k0``..); each operation is a read
     with probability ``read_ratio`` (of which a share ``serializable_ratio``
     are serializable reads, kept out of the history), else a delete with
-    probability ``delete_ratio``, else a write. ``timeout`` is the socket timeout of one
+    probability ``delete_ratio``, else a write. ``workload`` is one of
+    ``WORKLOADS`` (the module docstring says what ``txn`` does with
+    ``cas_ratio``, ``revision_read_ratio`` and ``compact_ratio``, which only
+    its operations use). ``timeout`` is the socket timeout of one
     request in seconds (it should exceed the nodes' ``--request-timeout``, so
     a node's own 503/504 arrives first); ``host`` is where nodes listen."""
 
     clients: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     keys: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    read_ratio: float = attrs.field(default=0.5, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)])
-    delete_ratio: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)])
-    serializable_ratio: float = attrs.field(
-        default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
-    )
+    read_ratio: float = attrs.field(default=0.5, validator=_ratio)
+    delete_ratio: float = attrs.field(default=0.0, validator=_ratio)
+    serializable_ratio: float = attrs.field(default=0.0, validator=_ratio)
+    workload: str = attrs.field(default="kv", validator=attrs.validators.in_(WORKLOADS))
+    cas_ratio: float = attrs.field(default=0.6, validator=_ratio)
+    revision_read_ratio: float = attrs.field(default=0.3, validator=_ratio)
+    compact_ratio: float = attrs.field(default=0.0, validator=_ratio)
     timeout: float = attrs.field(default=7.0, validator=attrs.validators.gt(0.0))
     host: str = "127.0.0.1"
 
@@ -95,16 +125,57 @@ class Request:
     node: str
     status: int | None
     detail: str
-    #: "serializable" for a local read: not linearizable by contract, so not
-    #: part of the history (``Workload.ops``), but its value must still have
-    #: been written, by a write that did not fail.
+    #: "serializable" for a local read, "revision" for a read at a revision
+    #: (``at_revision``): not linearizable reads of "now", so not part of
+    #: the history (``Workload.ops``), but their values must still have been
+    #: written, by a write that did not fail.
     consistency: str = "linearizable"
+    #: "v0" (dkv's paths) or "v3" (etcd's gateway).
+    api: str = "v0"
+    #: The ``header.revision`` of an ok v3 answer.
+    revision: int | None = None
+    #: The revision a read at a revision asked for.
+    at_revision: int | None = None
+    #: Of an ok v3 answer: the revision that wrote the value it shows (a
+    #: read, a cas), or that this write created (a put, a delete that
+    #: deleted the key); None if none or unknown.
+    mod_revision: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.node, "status": self.status, "detail": self.detail}
         if self.consistency != "linearizable":
             out["consistency"] = self.consistency
+        if self.api != "v0":
+            out["api"] = self.api
+        for name in ("revision", "at_revision", "mod_revision"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
+
+
+@attrs.frozen(kw_only=True)
+class Compaction:
+    """One ``POST /v3/kv/compaction`` a client sent (not an operation of the
+    history)."""
+
+    node: str
+    revision: int
+    invoke: float
+    complete: float
+    outcome: Outcome
+    status: int | None
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "compact": self.revision,
+            "invoke": self.invoke,
+            "complete": self.complete,
+            "outcome": self.outcome,
+            "node": self.node,
+            "status": self.status,
+            "detail": self.detail,
+        }
 
 
 def history_ops(requests: Sequence[Request]) -> list[Op]:
@@ -127,6 +198,8 @@ class _Client:
         self.rng = random.Random(f"{workload.seed}/client/{index}")
         self.seq = 0
         self.conns: dict[str, http.client.HTTPConnection] = {}
+        #: What this client last saw in each key (what its next cas expects).
+        self.last: dict[bytes, bytes | None] = {}
 
     # -- one exchange ------------------------------------------------------------
 
@@ -187,11 +260,22 @@ class _Client:
 
     # -- one operation -----------------------------------------------------------
 
-    def step(self) -> Request:
+    def step(self) -> Request | Compaction:
         wl = self.workload
         cfg = wl.config
         node = self.rng.choice(wl.nodes)
         key = key_name(self.rng.randrange(cfg.keys))
+        if cfg.workload == "txn" or (cfg.workload == "mixed" and self.rng.random() < 0.5):
+            return self._v3_step(node, key)
+        return self._v0_step(node, key)
+
+    def _new_value(self) -> bytes:
+        self.seq += 1
+        return f"c{self.index}-{self.seq}".encode()
+
+    def _v0_step(self, node: str, key: bytes) -> Request:
+        wl = self.workload
+        cfg = wl.config
         b64key = b64_encode(key)
         roll = self.rng.random()
         consistency = "linearizable"
@@ -205,36 +289,136 @@ class _Client:
                 path += "?consistency=serializable"
         else:
             kind = "write"
-            self.seq += 1
+            value = self._new_value()
             if self.rng.random() < cfg.delete_ratio:
                 value = None
                 method, path, body = "DELETE", f"/v0/kv/key/{b64key}", None
             else:
-                value = f"c{self.index}-{self.seq}".encode()
                 method, path, body = "POST", "/v0/kv", {"key": b64key, "value": b64_encode(value)}
         invoke = wl.clock()
         status, data = self.exchange(node, method, path, body)
         complete = wl.clock()
         outcome, result, detail = classify(kind, status, data)
+        answer = Answer(outcome=outcome, result=result, detail=detail)
+        return self._record(node, kind, key, value, None, invoke, complete, status, answer, consistency, "v0")
+
+    def _v3_step(self, node: str, key: bytes) -> Request | Compaction:
+        wl = self.workload
+        cfg = wl.config
+        rng = self.rng
+        if cfg.compact_ratio and rng.random() < cfg.compact_ratio:
+            target = wl.compaction_target()
+            if target is not None:
+                return self._compact(node, target)
+        consistency = "linearizable"
+        at: int | None = None
+        expected = value = None
+        kind: Kind
+        v3: V3Kind
+        if rng.random() < cfg.read_ratio:
+            kind = v3 = "read"
+            path = "/v3/kv/range"
+            if rng.random() < cfg.revision_read_ratio:
+                at = wl.revision_to_read(rng)
+            if at is not None:
+                consistency = "revision"
+            elif rng.random() < cfg.serializable_ratio:
+                consistency = "serializable"
+            body = gateway.range_body(key, at, consistency == "serializable")
+        elif rng.random() < cfg.cas_ratio:
+            kind = v3 = "cas"
+            expected = self.last.get(key)
+            value = self._new_value()
+            path, body = "/v3/kv/txn", gateway.cas_body(key, expected, value)
+        else:
+            kind = "write"
+            value = self._new_value()
+            if rng.random() < cfg.delete_ratio:
+                value = None
+                v3, path, body = "delete", "/v3/kv/deleterange", gateway.delete_body(key)
+            else:
+                v3, path, body = "put", "/v3/kv/put", gateway.put_body(key, value)
+        invoke = wl.clock()
+        status, data = self.exchange(node, "POST", path, body)
+        complete = wl.clock()
+        answer = _v3_answer(v3, key, status, data)
+        if answer.outcome == "ok" and answer.revision is not None:
+            wl.reported(answer.revision)
+        return self._record(
+            node, kind, key, value, expected, invoke, complete, status, answer, consistency, "v3", at
+        )
+
+    def _compact(self, node: str, revision: int) -> Compaction:
+        wl = self.workload
+        invoke = wl.clock()
+        status, data = self.exchange(node, "POST", "/v3/kv/compaction", gateway.compact_body(revision))
+        complete = wl.clock()
+        answer = _v3_answer("compact", b"", status, data)
+        return Compaction(
+            node=node,
+            revision=revision,
+            invoke=invoke,
+            complete=complete,
+            outcome=answer.outcome,
+            status=status if isinstance(status, int) else None,
+            detail=answer.detail,
+        )
+
+    def _record(
+        self,
+        node: str,
+        kind: Kind,
+        key: bytes,
+        value: bytes | None,
+        expected: bytes | None,
+        invoke: float,
+        complete: float,
+        status: int | str,
+        answer: Answer,
+        consistency: str,
+        api: str,
+        at: int | None = None,
+    ) -> Request:
+        """The Request of one exchange; what it taught this client."""
+        ok = answer.outcome == "ok"
         op = Op(
             process=self.process,
             kind=kind,
             key=key,
             value=value,
+            expected=expected,
             invoke=invoke,
             complete=complete,  # for unknown: when the client gave up; the checker uses +inf
-            outcome=outcome,
-            result=result,
+            outcome=answer.outcome,
+            result=answer.result if ok and kind != "write" else None,
+            swapped=answer.swapped if ok and kind == "cas" else True,
         )
-        if outcome == "unknown":
-            self.process += cfg.clients  # this process stays pending forever
+        if answer.outcome == "unknown":
+            self.process += self.workload.config.clients  # this process stays pending forever
+        elif ok and consistency != "revision":
+            self.last[key] = value if kind == "write" else answer.result
         return Request(
             op=op,
             node=node,
             status=status if isinstance(status, int) else None,
-            detail=detail,
+            detail=answer.detail,
             consistency=consistency,
+            api=api,
+            revision=answer.revision if ok else None,
+            at_revision=at,
+            mod_revision=answer.mod_revision if ok else None,
         )
+
+
+def _v3_answer(kind: V3Kind, key: bytes, status: int | str, data: Any) -> Answer:
+    """The Answer of an exchange on the gateway: nothing sent and a lost
+    answer as for /v0 (``classify``), the rest by ``gateway.classify``."""
+    if status == _SENT_NOTHING:
+        return Answer(outcome="fail", detail=str(data))
+    if status == _LOST:
+        return Answer(outcome="unknown", detail=str(data))
+    assert isinstance(status, int)
+    return gateway.classify(kind, key, status, data)
 
 
 def classify(kind: str, status: int | str, data: Any) -> tuple[Outcome, bytes | None, str]:
@@ -281,6 +465,9 @@ class Workload:
         self.clock = clock
         self._lock = threading.Lock()
         self._requests: list[Request] = []
+        self._compactions: list[Compaction] = []
+        #: Every header.revision an ok answer reported, in arrival order.
+        self._revisions: list[int] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -302,7 +489,10 @@ class Workload:
             while not self._stop.is_set():
                 req = client.step()
                 with self._lock:
-                    self._requests.append(req)
+                    if isinstance(req, Compaction):
+                        self._compactions.append(req)
+                    else:
+                        self._requests.append(req)
         except BaseException as e:  # noqa: BLE001 - reported by stop()
             with self._lock:
                 self._errors.append(e)
@@ -326,12 +516,40 @@ class Workload:
             return list(self._requests)
 
     @property
+    def compactions(self) -> list[Compaction]:
+        with self._lock:
+            return list(self._compactions)
+
+    def reported(self, revision: int) -> None:
+        """An answer reported this revision: later reads may ask for it."""
+        with self._lock:
+            self._revisions.append(revision)
+
+    def revision_to_read(self, rng: random.Random) -> int | None:
+        """A revision some answer reported (None before any did): half the
+        time one of the last hundred, else any."""
+        with self._lock:
+            pool = self._revisions
+            if not pool:
+                return None
+            if rng.random() < 0.5:
+                return rng.choice(pool[-100:])
+            return rng.choice(pool)
+
+    def compaction_target(self) -> int | None:
+        """Where to compact: the revision reported halfway through the run so
+        far (None before any answer reported one)."""
+        with self._lock:
+            return self._revisions[len(self._revisions) // 2] if self._revisions else None
+
+    @property
     def ops(self) -> list[Op]:
         return history_ops(self.requests)
 
     @property
-    def serializable_reads(self) -> list[tuple[str, Op]]:
-        """(node, op) of every serializable read."""
+    def side_reads(self) -> list[tuple[str, Op]]:
+        """(node, op) of every read kept out of the history (serializable, or
+        at a revision)."""
         return [(r.node, r.op) for r in self.requests if r.consistency != "linearizable"]
 
     def counts(self) -> Counter[tuple[str, str]]:
