@@ -1,5 +1,5 @@
 """A streaming route for tests only: the product's route table, extended
-with ``GET /test/stream`` (rendered by Klein) and ``GET
+with ``GET /test/stream`` (rendered by Klein) and ``GET`` or ``HEAD
 /test/fast-stream`` (served by the front door itself), both answering a
 ``StreamAnswer`` whose producer the query chooses:
 
@@ -50,7 +50,8 @@ class Streams:
         return (
             *ROUTES,
             Route("test_stream", ("GET",), STREAM_PATH.decode(), self.handler),
-            Route("test_fast_stream", ("GET",), FAST_STREAM_PATH.decode(), self.handler, fast=True),
+            # HEAD too, so that the front door answers HEAD itself here.
+            Route("test_fast_stream", ("GET", "HEAD"), FAST_STREAM_PATH.decode(), self.handler, fast=True),
         )
 
     def next_start(self) -> Deferred[StreamSink]:
