@@ -7,6 +7,11 @@ Pipelining (order, no recursion, one request at a time), backpressure
 400), timeouts (idle, slow request, a client that reads nothing), the
 connection limit, and the routes it serves itself (``routes.FastRoutes``).
 
+Streaming answers (the test's route, ``tests.stream_route``) on each way of
+serving them: the front door itself, the front door rendering Klein, and
+the Klein site behind twisted.web's channel, which must write the same
+bytes; and the front door's own bounds on a stream.
+
 The front door and klein are imported inside the tests (see tests/conftest.py).
 """
 

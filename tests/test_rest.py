@@ -7,6 +7,9 @@ Every request goes through treq to the stack's real port. After each
 rejected request the test checks that nothing was written (the log indexes
 did not move and the key is absent).
 
+Streaming answers are checked over TCP on each stack too, on a route table
+extended with the test's streaming route (``tests.stream_route``).
+
 klein and the reactor are imported inside the tests (see tests/conftest.py).
 """
 

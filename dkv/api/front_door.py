@@ -280,7 +280,7 @@ class _Relay(_Outflow):
         self.gone()
         request = self._ex.request
         request.unregisterProducer()
-        request.finish()  # its last chunk, then finish()
+        request.finish()  # twisted.web writes the last chunk, then its requestDone ends this relay
 
 
 @implementer(IPushProducer)
