@@ -61,17 +61,19 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: s
 REST_STACKS = ("front-door", "klein")
 
 
-def rest_factory(node: object, rest: str = "front-door") -> object:
-    """The factory to listen with for REST stack rest (one of REST_STACKS)."""
+def rest_factory(node: object, rest: str = "front-door", routes: tuple | None = None) -> object:
+    """The factory to listen with for REST stack rest (one of REST_STACKS),
+    serving routes (the product's table unless given)."""
     from twisted.internet import reactor  # installed by pytest-twisted, never at import
 
-    from dkv.api.front_door import front_door  # klein imports the reactor
+    from dkv.api.front_door import FrontDoorSettings, front_door  # klein imports the reactor
     from dkv.api.rest import RestApi
+    from dkv.api.routes import ROUTES
 
     if rest == "klein":
-        return RestApi(node).site()  # type: ignore[arg-type]
+        return RestApi(node, routes or ROUTES).site()  # type: ignore[arg-type]
     assert rest == "front-door", rest
-    return front_door(node, reactor)  # type: ignore[arg-type]
+    return front_door(node, reactor, FrontDoorSettings(), routes or ROUTES)  # type: ignore[arg-type]
 
 
 async def start_stack(

@@ -7,6 +7,11 @@ Pipelining (order, no recursion, one request at a time), backpressure
 400), timeouts (idle, slow request, a client that reads nothing), the
 connection limit, and the routes it serves itself (``routes.FastRoutes``).
 
+Streaming answers (the test's route, ``tests.stream_route``) on each way of
+serving them: the front door itself, the front door rendering Klein, and
+the Klein site behind twisted.web's channel, which must write the same
+bytes; and the front door's own bounds on a stream.
+
 The front door and klein are imported inside the tests (see tests/conftest.py).
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -23,12 +29,15 @@ import pytest
 import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from dkv.config import Limits
 from dkv.errors import InvalidArgument, KeyNotFound
+from tests.stream_route import CONTENT_TYPE, FAST_STREAM_PATH, STREAM_PATH, Streams, dechunk
 
 MAX_BODY = 1024
 MAX_KEY = 64
@@ -99,6 +108,9 @@ class BoundedTransport(StringTransport):
             self.full = True
             self.producer.pauseProducing()
 
+    def writeSequence(self, data: list[bytes]) -> None:  # noqa: N802 - Twisted name (twisted.web writes chunks so)
+        self.write(b"".join(data))
+
     def drain(self) -> None:
         self.written += self.value()
         self.clear()
@@ -127,14 +139,20 @@ class Conn:
 
 
 def connect(
-    node: FakeNode | None = None, transport: StringTransport | None = None, clock: Clock | None = None, **settings: Any
+    node: FakeNode | None = None,
+    transport: StringTransport | None = None,
+    clock: Clock | None = None,
+    routes: tuple | None = None,
+    **settings: Any,
 ) -> Conn:
-    """A front door connected to a StringTransport."""
+    """A front door connected to a StringTransport (serving routes, if
+    given, instead of the product's table)."""
     from dkv.api.front_door import FrontDoorSettings, front_door
+    from dkv.api.routes import ROUTES
 
     node = node or FakeNode()
     clock = clock or Clock()
-    factory = front_door(node, clock, FrontDoorSettings(**settings))  # type: ignore[arg-type]
+    factory = front_door(node, clock, FrontDoorSettings(**settings), routes or ROUTES)  # type: ignore[arg-type]
     door = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4000))
     transport = transport or StringTransport()
     door.makeConnection(transport)
@@ -183,7 +201,8 @@ class Reply:
 
 
 def parse(data: bytes, head: bool = False) -> list[Reply]:
-    """Every answer in data, interim ones (1xx) included; data must end with one."""
+    """Every answer in data, interim ones (1xx) included; data must end with
+    one. A chunked body is given as its chunks joined."""
     replies = []
     while data:
         end = data.index(b"\r\n\r\n")
@@ -191,6 +210,10 @@ def parse(data: bytes, head: bool = False) -> list[Reply]:
         version, status, _ = lines[0].split(b" ", 2)
         headers = [tuple(line.split(b": ", 1)) for line in lines[1:]]
         reply = Reply(int(status), version, headers, b"")  # type: ignore[arg-type]
+        if reply.header(b"Transfer-Encoding") == b"chunked" and not head:
+            chunks, data = dechunk(data[end + 4 :])
+            replies.append(attrs.evolve(reply, body=b"".join(chunks)))
+            continue
         length = 0 if head or reply.status < 200 else int(reply.header(b"Content-Length") or 0)
         replies.append(attrs.evolve(reply, body=data[end + 4 : end + 4 + length]))
         data = data[end + 4 + length :]
@@ -676,6 +699,318 @@ def test_a_fast_route_must_be_literal_or_end_in_the_rest_of_the_path() -> None:
     with pytest.raises(ValueError, match="fast route"):
         FastRoutes([Route("x", ("GET",), "/v0/members/<node_id>/promote", status, fast=True)])
     FastRoutes([Route("x", ("GET",), "/v0/members/<node_id>", status)])  # not fast: fine
+
+
+# -- streaming answers (tests.stream_route), on both stacks ------------------------------------
+
+#: How a streaming answer is served: by the front door itself (a fast
+#: route), by the front door rendering Klein in-process, and by the Klein
+#: site behind twisted.web's own channel.
+STREAM_STACKS = ("front door", "front door via klein", "klein")
+
+
+@attrs.define
+class StreamConn(Conn):
+    """A connection serving the test's streaming routes; ``door`` is
+    twisted.web's channel on the Klein site."""
+
+    streams: Streams
+    path: bytes
+
+    def get(
+        self, query: bytes = b"", version: bytes = b"HTTP/1.1", method: bytes = b"GET", headers: tuple = ()
+    ) -> None:
+        self.send(request(method, self.path + query, version=version, headers=headers))
+
+    def value(self) -> bytes:
+        """What was written, Date apart."""
+        return re.sub(rb"\r\nDate: [^\r]*", b"", self.transport.value())
+
+    def lose(self) -> None:
+        """What a TCP transport does when its client goes away."""
+        if self.transport.producer is not None:
+            self.transport.producer.stopProducing()
+        self.door.connectionLost(Failure(ConnectionDone()))
+
+
+def stream_conn(stack: str, transport: StringTransport | None = None, **settings: Any) -> StreamConn:
+    """A connection to stack (one of STREAM_STACKS) serving the test's
+    streaming routes, on a fake clock."""
+    clock = Clock()
+    clock.advance(86400 * 365 * 50)
+    streams = Streams(clock)
+    node = FakeNode()
+    transport = transport or StringTransport()
+    path = FAST_STREAM_PATH if stack == "front door" else STREAM_PATH
+    if stack == "klein":
+        from dkv.api.rest import RestApi
+
+        site = RestApi(node, streams.routes()).site()  # type: ignore[arg-type]
+        site.reactor = clock
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4000))
+        channel.makeConnection(transport)
+        return StreamConn(channel, transport, clock, site, node, streams, path)
+    c = connect(node, transport, clock, routes=streams.routes(), **settings)
+    return StreamConn(c.door, transport, clock, c.factory, node, streams, path)
+
+
+def stream_head(version: bytes = b"HTTP/1.1", chunked: bool = True, close: bool = False) -> bytes:
+    """The head of the test route's answer, Date apart."""
+    from twisted.web.server import version as server
+
+    return b"%s 200 OK\r\n%sServer: %s\r\nContent-Type: %s\r\nCache-Control: no-cache\r\n%s\r\n" % (
+        version,
+        b"Connection: close\r\n" if close else b"",
+        server,
+        CONTENT_TYPE,
+        b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+streaming = pytest.mark.parametrize("stack", STREAM_STACKS)
+
+
+@streaming
+def test_stream_is_chunked_as_it_is_written(stack: str) -> None:
+    c = stream_conn(stack)
+    c.get(b"?n=3&every=1")
+    assert c.value() == stream_head() + chunk(b"event 0\n")
+    c.clock.advance(1)
+    assert c.value() == stream_head() + chunk(b"event 0\n") + chunk(b"event 1\n")
+    c.clock.advance(1)
+    assert c.value() == stream_head() + b"".join(chunk(b"event %d\n" % i) for i in range(3)) + LAST_CHUNK
+    assert c.streams.stops == 0
+    assert not c.transport.disconnecting
+
+
+@streaming
+def test_requests_pipelined_around_a_stream_are_answered_in_order(stack: str) -> None:
+    """The request before the stream is answered first; those after it run
+    once it has finished."""
+    c = stream_conn(stack)
+    c.send(get(b"k") + request(b"GET", c.path + b"?n=2&every=5") + request(b"GET", b"/v0/status") + get(b"k"))
+    before = parse(c.transport.value()[: c.transport.value().index(b"HTTP/1.1 200")])
+    assert [r.status for r in before] == [404]
+    assert c.value().endswith(stream_head() + chunk(b"event 0\n"))
+    c.clock.advance(4.9)
+    assert c.value().endswith(chunk(b"event 0\n"))  # nothing else yet
+    c.clock.advance(0.1)
+    replies = parse(c.transport.value())
+    assert [(r.status, r.body) for r in replies] == [
+        (404, replies[0].body),
+        (200, b"event 0\nevent 1\n"),
+        (200, b'{"id":"a","role":"leader"}'),
+        (404, replies[0].body),
+    ]
+
+
+@streaming
+def test_stream_that_ends_at_once_lets_the_next_request_run(stack: str) -> None:
+    c = stream_conn(stack)
+    c.send(request(b"GET", c.path + b"?n=0") + request(b"GET", b"/v0/status"))
+    assert c.value().startswith(stream_head() + LAST_CHUNK)
+    assert [r.status for r in parse(c.transport.value())] == [200, 200]
+
+
+@streaming
+def test_stream_answered_later_starts_then(stack: str) -> None:
+    c = stream_conn(stack)
+    c.get(b"?n=2&later=5")
+    c.clock.advance(4.9)
+    assert c.transport.value() == b"" and c.streams.sinks == []
+    c.clock.advance(0.1)
+    assert c.value() == stream_head() + chunk(b"event 0\n")
+    c.clock.advance(1)
+    assert c.value() == stream_head() + chunk(b"event 0\n") + chunk(b"event 1\n") + LAST_CHUNK
+
+
+@streaming
+def test_stream_stops_once_when_the_client_goes_away(stack: str) -> None:
+    c = stream_conn(stack)
+    c.get(b"?n=10")
+    c.clock.advance(1)
+    [sink] = c.streams.sinks
+    c.lose()
+    assert c.streams.stops == 1
+    written = c.transport.value()
+    c.clock.advance(100)
+    assert c.transport.value() == written
+    assert not sink.writable
+    sink.write(b"ignored")
+    sink.finish()
+    assert not sink.when_writable().called
+    assert c.transport.value() == written
+    assert c.streams.stops == 1
+
+
+@streaming
+def test_stream_that_finished_is_not_stopped(stack: str) -> None:
+    c = stream_conn(stack)
+    c.get(b"?n=1")
+    assert c.value().endswith(LAST_CHUNK)
+    c.lose()
+    assert c.streams.stops == 0
+
+
+@streaming
+def test_stream_waits_for_a_client_that_reads_slowly(stack: str) -> None:
+    """The sink is not writable while the transport's buffer is over its
+    bound, and when_writable fires as it drains: the stream's producer
+    never makes the connection hold much more than the bound."""
+    transport = BoundedTransport(bound=16 * 1024)
+    c = stream_conn(stack, transport=transport)
+    c.get(b"?mode=flood&n=200&size=1000")
+    [sink] = c.streams.sinks
+    assert transport.full and not sink.writable and not sink.when_writable().called
+    rounds = 0
+    while transport.full:
+        assert len(transport.value()) <= 16 * 1024 + 1000 + 1024
+        assert not transport.value().endswith(LAST_CHUNK)
+        transport.drain()
+        rounds += 1
+    transport.drain()
+    assert rounds >= 10 and c.streams.waits >= rounds  # (via Klein, one more: paused until its turn)
+    [reply] = parse(transport.written)
+    assert reply.body == b"".join(bytes([97 + i % 26]) * 1000 for i in range(200))
+    assert c.streams.stops == 0
+    assert sink.when_writable().called is False  # finished: never again
+
+
+@streaming
+def test_stream_over_http_1_0_is_not_chunked_and_closes_at_its_end(stack: str) -> None:
+    c = stream_conn(stack)
+    c.get(b"?n=2", version=b"HTTP/1.0")
+    assert c.value() == stream_head(b"HTTP/1.0", chunked=False) + b"event 0\n"
+    assert not c.transport.disconnecting
+    c.clock.advance(1)
+    assert c.value() == stream_head(b"HTTP/1.0", chunked=False) + b"event 0\nevent 1\n"
+    assert c.transport.disconnecting
+
+
+@streaming
+def test_stream_asked_to_close_says_so_and_closes_at_its_end(stack: str) -> None:
+    c = stream_conn(stack)
+    c.get(b"?n=2", headers=((b"Connection", b"close"),))
+    c.clock.advance(1)
+    assert c.value() == stream_head(close=True) + chunk(b"event 0\n") + chunk(b"event 1\n") + LAST_CHUNK
+    assert c.transport.disconnecting
+
+
+@streaming
+def test_head_of_a_stream_is_the_head_alone(stack: str) -> None:
+    c = stream_conn(stack)
+    c.send(request(b"HEAD", c.path + b"?n=2") + request(b"GET", b"/v0/status"))
+    assert c.value().startswith(stream_head(chunked=False) + b"HTTP/1.1 200 OK\r\n")
+    assert c.streams.sinks == []  # never started
+    assert not c.transport.disconnecting
+
+
+@streaming
+def test_stream_whose_producer_fails_to_start_ends_and_is_logged(stack: str, api_log: list[dict]) -> None:
+    c = stream_conn(stack)
+    c.send(request(b"GET", c.path + b"?mode=fail") + request(b"GET", b"/v0/status"))
+    assert c.value().startswith(stream_head() + LAST_CHUNK + b"HTTP/1.1 200 OK\r\n")
+    [failure] = [e["log_failure"] for e in api_log if "log_failure" in e]
+    assert failure.check(RuntimeError)
+
+
+def test_stacks_stream_byte_for_byte_alike() -> None:
+    """Each case on each stack, the clock run to its end: the same bytes,
+    Date apart."""
+    cases = {
+        "chunked": (b"GET", b"?n=3", b"HTTP/1.1", ()),
+        "HTTP/1.0": (b"GET", b"?n=3", b"HTTP/1.0", ()),
+        "close": (b"GET", b"?n=3", b"HTTP/1.1", ((b"Connection", b"close"),)),
+        "later": (b"GET", b"?n=2&later=3", b"HTTP/1.1", ()),
+        "empty": (b"GET", b"?n=0", b"HTTP/1.1", ()),
+        "chunks of 0x1a bytes": (b"GET", b"?mode=flood&n=3&size=26", b"HTTP/1.1", ()),
+        "HEAD": (b"HEAD", b"?n=3", b"HTTP/1.1", ()),
+    }
+    for case, (method, query, version, headers) in cases.items():
+        written = {}
+        for stack in STREAM_STACKS:
+            c = stream_conn(stack)
+            c.get(query, version, method, headers)
+            c.clock.advance(10)
+            written[stack] = c.value()
+        assert len(set(written.values())) == 1, (case, written)
+
+
+# -- streaming: the front door's own bounds ------------------------------------------------
+
+front_door_streaming = pytest.mark.parametrize("stack", STREAM_STACKS[:2])
+
+
+@front_door_streaming
+def test_a_live_stream_is_not_idle(stack: str) -> None:
+    c = stream_conn(stack, idle_timeout=60, read_timeout=30)
+    c.get(b"?n=3&every=100")
+    c.clock.advance(100)
+    c.clock.advance(99)
+    assert not c.transport.disconnecting
+    c.clock.advance(1)
+    assert c.value().endswith(LAST_CHUNK)
+    c.clock.advance(59)
+    assert not c.transport.disconnecting
+    c.clock.advance(1.1)
+    assert c.transport.disconnecting  # idle once it ended
+
+
+@front_door_streaming
+def test_reading_goes_on_while_a_stream_lasts_so_a_client_that_closes_is_seen(stack: str) -> None:
+    """Even after the connection's last request (HTTP/1.0)."""
+    c = stream_conn(stack)
+    c.get(b"?n=2", version=b"HTTP/1.0")
+    assert c.reading
+    c.send(b"bytes after the last request are dropped")
+    c.clock.advance(1)
+    assert c.transport.disconnecting
+
+
+@front_door_streaming
+def test_a_client_that_reads_nothing_of_a_stream_is_aborted(stack: str, api_log: list[dict]) -> None:
+    transport = BoundedTransport(bound=16 * 1024)
+    c = stream_conn(stack, transport=transport, idle_timeout=60, read_timeout=30)
+    c.get(b"?mode=flood&n=1000&size=1000")
+    assert transport.full
+    c.clock.advance(59)
+    assert not transport.disconnected and c.streams.stops == 0
+    c.clock.advance(1.1)
+    assert transport.disconnected  # aborted
+    assert c.streams.stops == 1
+    assert any("read no answer" in str(e.get("log_format")) for e in api_log)
+    c.lose()  # the transport reports it
+    assert c.streams.stops == 1
+
+
+@front_door_streaming
+def test_stopping_the_node_ends_a_live_stream(stack: str) -> None:
+    """The producer stops, the answer ends with its last chunk, and the
+    connection closes after the requests pipelined behind it."""
+    c = stream_conn(stack)
+    c.send(request(b"GET", c.path + b"?n=10") + get(b"k"))
+    c.factory.doStart()
+    c.factory.doStop()
+    assert c.streams.stops == 1
+    replies = parse(c.transport.value())
+    assert [(r.status, r.body) for r in replies[:1]] == [(200, b"event 0\n")]
+    assert [r.status for r in replies] == [200, 404]
+    assert c.transport.disconnecting
+    c.clock.advance(10)
+    assert len(parse(c.transport.value())) == 2
+
+
+def test_a_streaming_answer_needs_a_status_with_a_body() -> None:
+    from dkv.api.http_common import StreamAnswer
+
+    for status in (101, 204, 304):
+        with pytest.raises(ValueError, match="status"):
+            StreamAnswer(status, b"text/plain", lambda sink: lambda: None)
 
 
 # -- behind TLS -------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ Every request goes through treq to the stack's real port. After each
 rejected request the test checks that nothing was written (the log indexes
 did not move and the key is absent).
 
+Streaming answers are checked over TCP on each stack too, on a route table
+extended with the test's streaming route (``tests.stream_route``).
+
 klein and the reactor are imported inside the tests (see tests/conftest.py).
 """
 
@@ -27,7 +30,8 @@ from twisted.logger import globalLogPublisher
 
 from dkv.config import Limits
 from tests.api_stacks import start_leaderless_stack, start_stuck_leader_stack
-from tests.conftest import REST_STACKS, Stack, rest_factory, start_stack
+from tests.conftest import REST_STACKS, Stack, rest_factory, start_stack, wait_for
+from tests.stream_route import STREAM_PATH, Streams, dechunk
 
 JSON = "application/json"
 MAX_KEY = Limits().max_key_bytes
@@ -929,3 +933,133 @@ async def test_both_stacks_answer_byte_for_byte_alike(both_stacks: tuple[Stack, 
         if klein != front:
             differ[case] = (klein, front)
     assert not differ, "\n\n".join(f"{case}:\n klein: {k!r}\n front: {f!r}" for case, (k, f) in differ.items())
+
+
+# -- streaming answers (tests.stream_route) over TCP -------------------------------------
+
+
+@pytest_twisted.async_yield_fixture
+async def streaming(stack: Stack, rest: str) -> AsyncIterator[tuple[Streams, int]]:
+    """The stack's node behind REST stack rest again, with the test's
+    streaming routes: (their producers, the port)."""
+    from twisted.internet import reactor
+
+    streams = Streams(reactor)
+    port = reactor.listenTCP(0, rest_factory(stack.node, rest, streams.routes()), interface="127.0.0.1")
+    try:
+        yield streams, port.getHost().port
+    finally:
+        await defer.maybeDeferred(port.stopListening)
+
+
+class RawClient:
+    """A client on a raw TCP connection: what it received, and a Deferred
+    that fires with all of it when the connection closes."""
+
+    def __init__(self) -> None:
+        from twisted.internet.protocol import Protocol
+
+        self.received = b""
+        self.closed: defer.Deferred[bytes] = defer.Deferred()
+        client = self
+
+        class Raw(Protocol):
+            def dataReceived(self, data: bytes) -> None:  # noqa: N802
+                client.received += data
+
+            def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+                client.closed.callback(client.received)
+
+        self.protocol = Raw()
+
+    @classmethod
+    async def connect(cls, port: int, data: bytes) -> RawClient:
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        client = cls()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client.protocol)
+        client.protocol.transport.write(data)
+        return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_arrives_as_it_is_written(streaming: tuple[Streams, int]) -> None:
+    """A real HTTP client (treq) reads each chunk as the producer writes it."""
+    import treq
+
+    streams, port = streaming
+    started = streams.next_start()
+    url = f"http://127.0.0.1:{port}{STREAM_PATH.decode()}?mode=manual"
+    resp = await treq.get(url, unbuffered=True, persistent=False)
+    assert resp.code == 200
+    assert resp.headers.getRawHeaders(b"content-type") == [b"text/event-stream"]
+    assert resp.headers.getRawHeaders(b"cache-control") == [b"no-cache"]
+    sink = await started
+    received: list[bytes] = []
+    done = treq.collect(resp, received.append)
+    for i in range(3):
+        event = b"data: %d\n\n" % i
+        sink.write(event)
+        await wait_for(lambda event=event: b"".join(received).endswith(event), what=f"chunk {i}")
+    sink.finish()
+    await done
+    assert b"".join(received) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    assert streams.stops == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_and_requests_pipelined_around_it(streaming: tuple[Streams, int]) -> None:
+    streams, port = streaming
+    data = _raw(b"GET", b"/v0/status", close=False)
+    data += _raw(b"GET", STREAM_PATH + b"?n=3&every=0.01", close=False)
+    data += _raw(b"GET", b"/v0/kv/key/" + urlsafe(b"absent").encode())
+    received = await _exchange_raw(port, data)
+    first, rest = received.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 200 OK")
+    length = int(re.search(rb"Content-Length: (\d+)", first).group(1))  # type: ignore[union-attr]
+    head, body = rest[length:].split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Type: text/event-stream" in head
+    chunks, after = dechunk(body)
+    assert chunks == [b"event 0\n", b"event 1\n", b"event 2\n"]
+    assert after.startswith(b"HTTP/1.1 404 Not Found") and after.endswith(b'"key not found","code":5}')
+    assert streams.stops == 0
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
+@pytest_twisted.ensureDeferred
+async def test_stream_stops_when_the_client_closes(streaming: tuple[Streams, int], version: bytes) -> None:
+    streams, port = streaming
+    started = streams.next_start()
+    client = await RawClient.connect(port, _raw(b"GET", STREAM_PATH + b"?mode=manual", version=version, close=False))
+    sink = await started
+    sink.write(b"one")
+    await wait_for(lambda: client.received.endswith(b"one" if version == b"HTTP/1.0" else b"3\r\none\r\n"))
+    assert streams.stops == 0
+    client.protocol.transport.loseConnection()
+    await client.closed
+    await wait_for(lambda: streams.stops == 1, what="the producer stopped")
+    assert not sink.writable
+    sink.write(b"dropped")
+    sink.finish()
+    assert streams.stops == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_to_a_client_that_stops_reading_waits_for_it(streaming: tuple[Streams, int]) -> None:
+    """The sink stops being writable once the socket's buffers are full, and
+    the stream goes on when the client reads again: every byte arrives."""
+    streams, port = streaming
+    n, size = 400, 64 * 1024
+    client = await RawClient.connect(port, b"")
+    client.protocol.transport.pauseProducing()  # reads nothing
+    client.protocol.transport.write(_raw(b"GET", STREAM_PATH + b"?mode=flood&n=%d&size=%d" % (n, size)))
+    await wait_for(lambda: streams.waits >= 1, what="the sink to stop being writable")
+    [sink] = streams.sinks
+    assert not sink.writable
+    client.protocol.transport.resumeProducing()
+    received = await client.closed
+    chunks, after = dechunk(received.split(b"\r\n\r\n", 1)[1])
+    assert after == b""
+    assert b"".join(chunks) == b"".join(bytes([97 + i % 26]) * size for i in range(n))
+    assert streams.stops == 0

@@ -15,6 +15,21 @@ of exchanges, and answers leave in that order:
 So every route answers as the Klein stack does (``RestApi.site()``), byte
 for byte apart from ``Date``.
 
+A handler may answer a ``StreamAnswer`` (``dkv.api.http_common``), whose
+body comes over time; a Klein-rendered request that streams is relayed the
+same way (``klein_channel``). When it reaches the head of the queue its
+head is written (``Transfer-Encoding: chunked`` on HTTP/1.1; on HTTP/1.0 no
+length, and the connection closes at its end), then each chunk as it is
+written, straight to the transport; it holds the queue until it finishes,
+so requests pipelined behind it run after it. While the transport's write
+buffer is full the stream is paused (its sink is not ``writable``), and
+resumed when it drains. Its producer is stopped once, when the client goes
+away, when the connection is aborted because its client read nothing for
+``idle_timeout`` seconds, or when the node stops (the answer then ends with
+its last chunk and the connection closes). A live stream is not idle, and
+reading goes on while it lasts (bytes after a last request are dropped), so
+that a client that closes is noticed.
+
 Requests on one connection are executed one after the other, as twisted.web
 does (a pipelined GET after a POST sees the POST's effect, RFC 9112 §9.3.2),
 by a loop, never by recursion, however many arrive in one read.
@@ -53,6 +68,7 @@ interim answer, closing the connection.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -62,6 +78,7 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTranspo
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, datetimeToString, parse_qs
+from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 from twisted.web.server import version as server_version
 from zope.interface import implementer
@@ -71,6 +88,8 @@ from dkv.api.http_common import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     RawAnswer,
+    StreamAnswer,
+    StreamSinkBase,
     closing_answer,
     encode_json,
     error_body,
@@ -80,7 +99,7 @@ from dkv.api.http_common import (
     wants_close,
 )
 from dkv.api.rest import RestApi
-from dkv.api.routes import ROUTES, Call, FastRoutes
+from dkv.api.routes import ROUTES, Call, FastRoutes, Route
 from dkv.errors import DkvError, HeadersTooLarge, InvalidArgument, RequestTimeout, TooLarge
 from dkv.node import Node
 
@@ -145,12 +164,123 @@ class _Exchange:
     discard = False
     started = False
     answer: bytes | None = None
+    #: An answer whose bytes come over time, until it is complete (then ``answer`` is set).
+    stream: _Outflow | None = None
     deferred: Deferred[Any] | None = None
     request: Any = None
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: Any = []  # chunks while arriving, then bytes
+
+
+class _Outflow:
+    """An answer whose bytes come over time: held until it reaches the head
+    of its connection's queue (``go_live``), then written through as they
+    come; ``_complete`` lets its exchange leave the queue. The front door
+    pauses, resumes and stops the live one as the connection fills, drains
+    and goes away, and halts it when the node stops."""
+
+    live = False
+
+    def __init__(self, door: FrontDoor, ex: _Exchange) -> None:
+        self._door = door
+        self._ex = ex
+        self._held: list[bytes] = []
+
+    def _emit(self, data: bytes) -> None:
+        if self.live:
+            self._door.transport.write(data)
+        else:
+            self._held.append(data)
+
+    def go_live(self) -> bytes:
+        """What was held (written by the caller); from now on bytes are
+        written through."""
+        self.live = True
+        held, self._held = b"".join(self._held), []
+        return held
+
+    def _complete(self) -> None:
+        ex = self._ex
+        ex.answer = b"" if self.live else b"".join(self._held)
+        ex.stream = ex.request = None
+        self._door._stream_complete(self)
+
+    def begin(self) -> None:
+        """Live now: the producer may start."""
+
+    def pause(self) -> None:
+        raise NotImplementedError
+
+    def resume(self) -> None:
+        raise NotImplementedError
+
+    def gone(self) -> None:
+        """The client went away: stop the producer."""
+        raise NotImplementedError
+
+    def halt(self) -> None:
+        """The node stops: stop the producer and end the answer."""
+        raise NotImplementedError
+
+
+class _Stream(StreamSinkBase, _Outflow):
+    """The sink of a route's ``StreamAnswer``, served by the front door."""
+
+    def __init__(self, door: FrontDoor, ex: _Exchange, answer: StreamAnswer, head: bytes, chunked: bool) -> None:
+        StreamSinkBase.__init__(self)
+        _Outflow.__init__(self, door, ex)
+        self._start = answer.start
+        self._chunked = chunked
+        self._held.append(head)
+
+    def _send(self, data: bytes) -> None:
+        self._emit(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+
+    def _end(self) -> None:
+        if self._chunked:
+            self._emit(b"0\r\n\r\n")
+        self._complete()
+
+    def begin(self) -> None:
+        self.run(self._start)
+
+    def halt(self) -> None:
+        self.gone()
+        self._end()
+
+
+class _Relay(_Outflow):
+    """A Klein-rendered request that streams (``klein_channel``):
+    twisted.web frames its bytes; its producer (``rest._RequestSink``) is
+    paused, resumed and stopped with the connection."""
+
+    def __init__(self, door: FrontDoor, ex: _Exchange, producer: IPushProducer) -> None:
+        super().__init__(door, ex)
+        self._producer = producer
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._emit(data)
+
+    def finish(self) -> None:
+        self._complete()
+
+    def pause(self) -> None:
+        self._producer.pauseProducing()
+
+    def resume(self) -> None:
+        self._producer.resumeProducing()
+
+    def gone(self) -> None:
+        self._producer.stopProducing()
+
+    def halt(self) -> None:
+        self.gone()
+        request = self._ex.request
+        request.unregisterProducer()
+        request.finish()  # twisted.web writes the last chunk, then its requestDone ends this relay
 
 
 @implementer(IPushProducer)
@@ -168,8 +298,11 @@ class FrontDoor(Protocol):
         self._clock = factory.clock
         self._max_body = factory.node.limits.max_body_bytes
         self._max_head = settings.max_head_bytes
+        self._fast_routes = factory.fast_routes
         self._parser = HttpRequestParser(self)
         self._exchanges: deque[_Exchange] = deque()
+        #: The streaming answer being written (at the head of the queue).
+        self._stream: _Outflow | None = None
         #: The exchange whose request is arriving.
         self._current: _Exchange | None = None
         self._in_head = False
@@ -206,6 +339,7 @@ class FrontDoor(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._stop_stream()
         exchanges, self._exchanges = self._exchanges, deque()
         for ex in exchanges:
             if ex.deferred is not None:
@@ -222,9 +356,18 @@ class FrontDoor(Protocol):
             return
         if self._exchanges:
             self._exchanges[-1].close = True
+            stream, self._stream = self._stream, None
+            if stream is not None:
+                stream.halt()
             self._pump()
         else:
             self._close()
+
+    def _stop_stream(self) -> None:
+        """The client is gone: the live stream's producer stops."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.gone()
 
     def _close(self) -> None:
         self._closing = True
@@ -431,15 +574,36 @@ class FrontDoor(Protocol):
                 ex.expect_continue = False
                 out.append(_CONTINUE)
             if ex.answer is None:
-                if not ex.complete or ex.started or self._closing:
-                    break
-                if self._write_blocked:
-                    if out:
-                        break  # written below; resumeProducing starts it
-                    return
-                self._start(ex)
-                if ex.answer is None:
-                    break
+                stream = ex.stream
+                if stream is None:
+                    if not ex.complete or ex.started or self._closing:
+                        break
+                    if self._write_blocked:
+                        if out:
+                            break  # written below; resumeProducing starts it
+                        return
+                    self._start(ex)
+                    if ex.answer is None:
+                        stream = ex.stream
+                        if stream is None:
+                            break
+                if stream is not None:
+                    if not stream.live:
+                        # A streaming answer's turn: its head (and what it
+                        # wrote so far) goes out, then it writes through.
+                        if self._closing:
+                            break
+                        out.append(stream.go_live())
+                        self.transport.write(b"".join(out))
+                        out, size, wrote = [], 0, True
+                        self._stream = stream
+                        if self._write_blocked:
+                            stream.pause()
+                        else:
+                            stream.resume()
+                        stream.begin()
+                    if ex.answer is None:
+                        break  # it holds the queue until it finishes
             exchanges.popleft()
             out.append(ex.answer)
             size += len(ex.answer)
@@ -467,7 +631,7 @@ class FrontDoor(Protocol):
         ex.started = True
         path, _, query = ex.url.partition(b"?")
         try:
-            hit = None if ex.klein_only else _FAST_ROUTES.match(ex.method, path)
+            hit = None if ex.klein_only else self._fast_routes.match(ex.method, path)
             if hit is None:
                 self._render(ex)
                 return
@@ -510,7 +674,21 @@ class FrontDoor(Protocol):
         if isinstance(body, RawAnswer):
             ex.answer = self._json_answer(ex, body.status, body.body)
             return
+        if isinstance(body, StreamAnswer):
+            self._answer_stream(ex, body)
+            return
         ex.answer = self._json_answer(ex, 200, _EMPTY if body == {} else encode_json(body))
+
+    def _answer_stream(self, ex: _Exchange, answer: StreamAnswer) -> None:
+        """As ``rest._Streaming`` renders it: chunked on HTTP/1.1, the head
+        alone for HEAD."""
+        head_only = ex.method == b"HEAD"
+        chunked = ex.version == b"HTTP/1.1"
+        head = self._factory.stream_head(ex.version, answer, ex.close_header, chunked and not head_only)
+        if head_only:
+            ex.answer = head
+        else:
+            ex.stream = _Stream(self, ex, answer, head, chunked)
 
     def _answer_error(self, ex: _Exchange, error: DkvError) -> None:
         log_rejection(ex.method.decode("latin-1"), ex.url.decode("latin-1"), error)
@@ -539,7 +717,23 @@ class FrontDoor(Protocol):
             ex.close_header,
             on_answer=lambda answer: self._rendered(ex, answer),
             on_refused=lambda: self._render_refused(ex),
+            on_stream=lambda producer: self._relay(ex, producer),
         )
+
+    def _relay(self, ex: _Exchange, producer: IPushProducer) -> _Relay:
+        """The Klein-rendered request of ex streams. Its producer is paused
+        until it goes live (now, or when the running loop gets to it): what
+        it writes before is held."""
+        relay = ex.stream = _Relay(self, ex, producer)
+        producer.pauseProducing()
+        self._pump()
+        return relay
+
+    def _stream_complete(self, stream: _Outflow) -> None:
+        if self._stream is stream:
+            self._stream = None
+        if not self._lost:
+            self._pump()
 
     def _rendered(self, ex: _Exchange, answer: bytes) -> None:
         ex.request = None
@@ -569,7 +763,7 @@ class FrontDoor(Protocol):
         pause = (
             self._write_blocked
             or len(self._exchanges) >= self._settings.max_pending
-            or (self._input_closed and self._current is None)
+            or (self._input_closed and self._current is None and self._stream is None)
         )
         if pause != self._read_paused:
             self._read_paused = pause
@@ -583,12 +777,16 @@ class FrontDoor(Protocol):
         if not self._write_blocked:
             self._write_blocked = True
             self._blocked_since = self._clock.seconds()
+            if self._stream is not None:
+                self._stream.pause()
             self._update_reading()
 
     def resumeProducing(self) -> None:  # noqa: N802 - IPushProducer: the transport's buffer drained
         if self._write_blocked:
             self._write_blocked = False
             self._last_activity = self._clock.seconds()
+            if self._stream is not None:
+                self._stream.resume()
             self._pump()
 
     def stopProducing(self) -> None:  # noqa: N802 - IPushProducer: the connection is going away
@@ -623,6 +821,7 @@ class FrontDoor(Protocol):
                 self._closing = self._input_closed = True
                 self.transport.unregisterProducer()
                 self.transport.abortConnection()
+                self._stop_stream()
                 return
         elif not self._exchanges:
             due = self._last_activity + settings.idle_timeout
@@ -651,9 +850,6 @@ class FrontDoor(Protocol):
         self._pump()
 
 
-_FAST_ROUTES = FastRoutes(ROUTES)
-
-
 class FrontDoorFactory(Factory):
     """Builds a ``FrontDoor`` per connection, up to ``max_connections`` open
     at once; beyond that it refuses (closes) the newest, logging once per
@@ -661,9 +857,12 @@ class FrontDoorFactory(Factory):
 
     noisy = False
 
-    def __init__(self, node: Node, site: Site, settings: FrontDoorSettings, clock: IReactorTime) -> None:
+    def __init__(
+        self, node: Node, site: Site, settings: FrontDoorSettings, clock: IReactorTime, fast_routes: FastRoutes
+    ) -> None:
         self.node = node
         self.site = site
+        self.fast_routes = fast_routes
         self.settings = settings
         self.clock = clock
         self.connections: set[FrontDoor] = set()
@@ -711,6 +910,24 @@ class FrontDoorFactory(Factory):
             )
         return head
 
+    def stream_head(self, version: bytes, answer: StreamAnswer, close: bool, chunked: bool) -> bytes:
+        """A streaming answer's status line and headers as twisted.web
+        writes them for ``rest._Streaming``."""
+        headers = Headers()
+        if close:
+            headers.addRawHeader(b"Connection", b"close")
+        headers.addRawHeader(b"Server", server_version)
+        headers.addRawHeader(b"Date", datetimeToString(int(self.clock.seconds())))
+        headers.addRawHeader(b"Content-Type", answer.content_type)
+        for name, value in answer.headers:
+            headers.addRawHeader(name, value)
+        if chunked:
+            headers.setRawHeaders(b"Transfer-Encoding", [b"chunked"])
+        lines = [b"%s %d %s\r\n" % (version, answer.status, RESPONSES.get(answer.status, b"Unknown Status"))]
+        lines += (b"%s: %s\r\n" % (name, value) for name, values in headers.getAllRawHeaders() for value in values)
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
     def doStop(self) -> None:  # noqa: N802 - Twisted name
         """The port closed (the node is stopping): close keep-alive
         connections too, each after the answers it owes, so clients go to
@@ -720,7 +937,13 @@ class FrontDoorFactory(Factory):
             protocol.close_when_idle()
 
 
-def front_door(node: Node, clock: IReactorTime, settings: FrontDoorSettings = FrontDoorSettings()) -> FrontDoorFactory:
+def front_door(
+    node: Node,
+    clock: IReactorTime,
+    settings: FrontDoorSettings = FrontDoorSettings(),
+    routes: Sequence[Route] = ROUTES,
+) -> FrontDoorFactory:
     """The REST port's factory for node: the front door, with the Klein app
-    of ``dkv.api.rest`` for the routes it does not serve itself."""
-    return FrontDoorFactory(node, RestApi(node).site(), settings, clock)
+    of ``dkv.api.rest`` for the routes it does not serve itself (of
+    ``routes``: tests extend the table)."""
+    return FrontDoorFactory(node, RestApi(node, routes).site(), settings, clock, FastRoutes(routes))

@@ -11,15 +11,26 @@ Every error answer is ``{"error": reason, "code": grpc_code}`` with the HTTP
 status of its ``dkv.errors`` class, and every rejected request is logged
 once, at info for a client's mistake and at debug for the cluster's state
 (5xx), under the namespace ``dkv.api.rest``.
+
+A handler's answer is complete (a JSON body or a ``RawAnswer``, sent with a
+``Content-Length``) or a ``StreamAnswer``, whose body comes over time
+through a ``StreamSink``; both stacks frame it alike:
+
+- HTTP/1.1: ``Transfer-Encoding: chunked``, each ``write`` one chunk,
+  ``finish`` the last chunk; requests pipelined behind it wait their turn;
+- HTTP/1.0: the body as it comes, no length, and the connection closes at
+  its end;
+- HEAD: the head only, and the answer ends there (``start`` is not called).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
 
 from dkv.errors import DkvError, KeyNotFound
 from dkv.logs import logger
@@ -61,6 +72,151 @@ class RawAnswer:
 
     status: int
     body: bytes
+
+
+class StreamSink(Protocol):
+    """Where a streaming answer writes, once its head is out."""
+
+    def write(self, data: bytes) -> None:
+        """Send data as one chunk (nothing if data is empty). Never blocks:
+        mind ``writable``. Ignored once the answer ended or the client went
+        away."""
+
+    def finish(self) -> None:
+        """End the answer (the last chunk). ``stop`` is never called after
+        it. Ignored if the client went away."""
+
+    @property
+    def writable(self) -> bool:
+        """False while the client reads slower than the answer is written
+        (the connection's write buffer is over its bound), and once the
+        answer ended or the client went away."""
+
+    def when_writable(self) -> Deferred[None]:
+        """Fires (with None) when ``writable``: at once if it is now, else
+        when the write buffer drains. Never fires if the answer ends or the
+        client goes away first (``stop`` says so)."""
+
+
+#: What a streaming answer's producer is given when its head is out; it
+#: returns ``stop``.
+StreamStart = Callable[[StreamSink], Callable[[], None]]
+
+
+def _status_with_body(instance: Any, attribute: Any, status: int) -> None:
+    if status < 200 or status in (204, 304):
+        raise ValueError(f"a streaming answer needs a status that has a body, not {status}")
+
+
+@attrs.frozen
+class StreamAnswer:
+    """A handler's answer whose body comes over time.
+
+    ``start(sink)`` is called once, when the head is written (the answer's
+    turn on its connection has come), and returns ``stop``: called at most
+    once, when the client goes away, the connection is aborted because its
+    client reads nothing, or the node stops, and never after
+    ``sink.finish()``. After it the sink drops whatever is written. A
+    ``start`` that raises is logged, and the answer ends there.
+
+    ``headers`` are sent after ``Content-Type`` (e.g. ``Cache-Control:
+    no-cache``); neither a length nor a transfer coding belongs there."""
+
+    status: int = attrs.field(validator=_status_with_body)
+    content_type: bytes
+    start: StreamStart
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+_OPEN, _FINISHED, _GONE = range(3)
+
+
+class StreamSinkBase:
+    """What the two stacks' sinks share: writability, its waiters, and the
+    producer's ``stop``, called once. A subclass sends (``_send``) and ends
+    (``_end``) the answer; its stack calls ``pause``, ``resume`` and
+    ``gone`` as the connection fills, drains and goes away."""
+
+    def __init__(self) -> None:
+        self._state = _OPEN
+        self._paused = False
+        self._stop: Callable[[], None] | None = None
+        self._waiters: list[Deferred[None]] = []
+
+    def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        raise NotImplementedError
+
+    # -- StreamSink --------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if data and self._state == _OPEN:
+            self._send(data)
+
+    def finish(self) -> None:
+        if self._state != _OPEN:
+            return
+        self._state = _FINISHED
+        self._stop = None
+        self._waiters = []
+        self._end()
+
+    @property
+    def writable(self) -> bool:
+        return not self._paused and self._state == _OPEN
+
+    def when_writable(self) -> Deferred[None]:
+        if self._state != _OPEN:
+            return Deferred()  # never fires: stop() told the producer
+        if not self._paused:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    # -- for the stack ---------------------------------------------------------------------
+
+    def run(self, start: StreamStart) -> None:
+        """Call ``start(self)`` and keep its ``stop``."""
+        try:
+            stop = start(self)
+        except Exception:  # noqa: BLE001 - a producer never kills the connection's other answers
+            log.failure("a streaming answer failed to start")
+            self.finish()
+            return
+        if self._state == _OPEN:
+            self._stop = stop
+        elif self._state == _GONE:
+            _call_stop(stop)  # the client went away while it started
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        while self._waiters and not self._paused:
+            d = self._waiters.pop(0)
+            if not d.called:  # not cancelled
+                d.callback(None)
+
+    def gone(self) -> None:
+        """The client went away (or the node stops): stop the producer."""
+        if self._state != _OPEN:
+            return
+        self._state = _GONE
+        self._waiters = []
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            _call_stop(stop)
+
+
+def _call_stop(stop: Callable[[], None]) -> None:
+    try:
+        stop()
+    except Exception:  # noqa: BLE001 - the connection's cleanup goes on
+        log.failure("a streaming answer failed to stop")
 
 
 def encode_json(body: Any) -> bytes:

@@ -10,29 +10,45 @@ channel (the reference the front door is tested against).
 
 Every error is ``{"error": reason, "code": grpc_code}`` with the HTTP status
 of ``dkv.errors``; a rejected request is logged once and changes nothing.
+
+A handler's ``StreamAnswer`` is rendered by ``_Streaming``: the head goes
+out at once (twisted.web chunks the body on HTTP/1.1), the producer writes
+through ``Request.write``, is paused and resumed as the request's producer,
+and is stopped when ``notifyFinish`` fails (the client went away) or the
+channel stops producing.
+
+``RestApi(node, routes)`` serves another route table than ``ROUTES`` (tests
+extend it).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any, cast
 
 from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.iweb import IRequest
-from twisted.web.server import Request, Site
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.server import version as server_version
 from werkzeug.exceptions import MethodNotAllowed as _WMethodNotAllowed
 from werkzeug.exceptions import NotFound as _WNotFound
 from werkzeug.routing import PathConverter, RequestRedirect
+from zope.interface import implementer
 
 from dkv.api.http_common import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     RawAnswer,
+    StreamAnswer,
+    StreamSinkBase,
     closing_answer,
     encode_json,
     error_body,
@@ -181,19 +197,77 @@ class _QuietSite(Site):
         pass
 
 
+@implementer(IPushProducer)
+class _RequestSink(StreamSinkBase):
+    """A streaming answer's sink on a twisted.web request, which is also
+    the request's producer: the channel pauses it while the transport's
+    buffer is full and stops it when the connection goes."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__()
+        self._request = request
+
+    def _send(self, data: bytes) -> None:
+        self._request.write(data)
+
+    def _end(self) -> None:
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def pauseProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self.pause()
+
+    def resumeProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self.resume()
+
+    def stopProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self.gone()
+
+
+class _Streaming(Resource):
+    """A ``StreamAnswer`` as a twisted.web resource (Klein renders the
+    resources endpoints return)."""
+
+    isLeaf = True
+
+    def __init__(self, answer: StreamAnswer) -> None:
+        super().__init__()
+        self._answer = answer
+
+    def render(self, request: Request) -> Any:
+        answer = self._answer
+        request.setResponseCode(answer.status)
+        request.setHeader(b"content-type", answer.content_type)
+        for name, value in answer.headers:
+            request.responseHeaders.addRawHeader(name, value)
+        if request.method == b"HEAD":
+            return b""  # the head only, and the answer ends
+        request.write(b"")  # the head, now
+        sink = _RequestSink(request)
+        request.registerProducer(sink, True)
+        request.notifyFinish().addErrback(lambda _: sink.gone())
+        sink.run(answer.start)
+        return NOT_DONE_YET
+
+
+def _answer(request: IRequest, body: Any) -> Any:
+    """A handler's answer as Klein renders it."""
+    if isinstance(body, StreamAnswer):
+        return _Streaming(body)
+    return _json(request, 200, body)
+
+
 class RestApi:
-    """The Klein app of ``routes.ROUTES`` for one node."""
+    """The Klein app of a route table (``routes.ROUTES`` unless told) for
+    one node."""
 
-    app = Klein()
-    # Base64 keys may contain "//"; do not let werkzeug merge or redirect them.
-    app.url_map.merge_slashes = False
-    app.url_map.converters[REST_OF_PATH] = _RestOfPath
-
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, routes: Sequence[Route] = ROUTES) -> None:
         self.node = node
+        self._app = _app(tuple(routes))
 
     def resource(self) -> KleinResource:
-        return _JsonKleinResource(self.app)
+        # The app bound to this instance, as Klein binds it to an attribute.
+        return _JsonKleinResource(self._app.__get__(self, RestApi))
 
     def site(self) -> Site:
         """The app behind twisted.web's HTTP/1.1 channel (no TLS, so no
@@ -216,47 +290,62 @@ class RestApi:
             raise TooLarge(f"body exceeds {self.node.limits.max_body_bytes} bytes")
         return raw
 
-    # -- errors ------------------------------------------------------------------
 
-    @app.handle_errors(DkvError)
-    def dkv_error(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, DkvError)
-        return _error(request, error)
+# -- errors ----------------------------------------------------------------------
 
-    # RequestRedirect: werkzeug would redirect /v0/kv/key to /v0/kv/key/; it is
-    # not a route, so answer 404 rather than fall through to a 500.
-    @app.handle_errors(_WNotFound, RequestRedirect)
-    def not_found(self, request: IRequest, failure: Failure) -> bytes:
-        return _error(request, RouteNotFound(f"no route {request.path.decode('latin-1')[:200]}"))
 
-    @app.handle_errors(_WMethodNotAllowed)
-    def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        allowed = ", ".join(getattr(failure.value, "valid_methods", None) or ())
-        if allowed:
-            request.setHeader(b"allow", allowed.encode())
-        return _error(request, MethodNotAllowed(f"method {request.method.decode('latin-1')} not allowed"))
+def _dkv_error(self: RestApi, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, DkvError)
+    return _error(request, error)
 
-    @app.handle_errors(Exception)
-    def internal(self, request: IRequest, failure: Failure) -> bytes | None:
-        if failure.check(CancelledError):
-            return None  # the client went away
-        log.failure("internal error answering {uri}", failure, uri=request.uri.decode("latin-1")[:200])
-        return _json(request, 500, error_body(DkvError()))
+
+def _not_found(self: RestApi, request: IRequest, failure: Failure) -> bytes:
+    return _error(request, RouteNotFound(f"no route {request.path.decode('latin-1')[:200]}"))
+
+
+def _not_allowed(self: RestApi, request: IRequest, failure: Failure) -> bytes:
+    allowed = ", ".join(getattr(failure.value, "valid_methods", None) or ())
+    if allowed:
+        request.setHeader(b"allow", allowed.encode())
+    return _error(request, MethodNotAllowed(f"method {request.method.decode('latin-1')} not allowed"))
+
+
+def _internal(self: RestApi, request: IRequest, failure: Failure) -> bytes | None:
+    if failure.check(CancelledError):
+        return None  # the client went away
+    log.failure("internal error answering {uri}", failure, uri=request.uri.decode("latin-1")[:200])
+    return _json(request, 500, error_body(DkvError()))
 
 
 def _endpoint(route: Route) -> Any:
-    """The Klein endpoint of a route: its handler, answered as JSON."""
+    """The Klein endpoint of a route: its handler, answered as JSON (or
+    streamed)."""
 
     def endpoint(self: RestApi, request: IRequest, **params: str) -> Any:
         result = route.handler(self.node, Call(self.body(request), request.args, params))
         if isinstance(result, Deferred):
-            return result.addCallback(lambda body: _json(request, 200, body))
-        return _json(request, 200, result)
+            return result.addCallback(lambda body: _answer(request, body))
+        return _answer(request, result)
 
     endpoint.__name__ = endpoint.__qualname__ = route.name
     return endpoint
 
 
-for _route in ROUTES:
-    RestApi.app.route(_route.pattern, methods=list(_route.methods), endpoint=_route.name)(_endpoint(_route))
+@functools.cache
+def _app(routes: tuple[Route, ...]) -> Klein:
+    """The Klein app of a route table (made once per table)."""
+    app = Klein()
+    # Base64 keys may contain "//"; do not let werkzeug merge or redirect them.
+    app.url_map.merge_slashes = False
+    app.url_map.converters[REST_OF_PATH] = _RestOfPath
+    # Klein tries the handlers in this order.
+    app.handle_errors(DkvError)(_dkv_error)
+    # RequestRedirect: werkzeug would redirect /v0/kv/key to /v0/kv/key/; it is
+    # not a route, so answer 404 rather than fall through to a 500.
+    app.handle_errors(_WNotFound, RequestRedirect)(_not_found)
+    app.handle_errors(_WMethodNotAllowed)(_not_allowed)
+    app.handle_errors(Exception)(_internal)
+    for route in routes:
+        app.route(route.pattern, methods=list(route.methods), endpoint=route.name)(_endpoint(route))
+    return app
