@@ -146,7 +146,7 @@ def test_grant_and_keep_alive_against_a_fake_lease_service(grpc_server: tuple[gr
     assert kept["keepalives"] > 50 and kept["mismatched_answers"] == 0 and kept["stream_errors"] == []
     assert kept["renewals_per_lease"] == pytest.approx(kept["keepalives"] / 50)
     assert 0 < kept["expired_answers"] < kept["keepalives"]  # ID 13 answered TTL 0
-    assert kept["keepalive_p99_us"] >= kept["keepalive_p50_us"] > 0
+    assert kept["keepalive_p99_us"] >= kept["keepalive_p50_us"] > 0 and kept["client_cpu_fraction"] > 0
 
 
 # -- watch_fanout ----------------------------------------------------------------------
@@ -219,13 +219,13 @@ def test_fanout_table_shows_skips_and_problems() -> None:
         "system": "etcd", "watchers": 1000, "streams": 10, "procs": 2, "target": "follower", "writes_per_s": 998.4,
         "events_per_s": 123456.0, "delivered_fraction": 0.5, "latency_p50_us": 900.0, "latency_p99_us": 25000.0,
         "put_p99_us": 4000.0, "drain_s": -0.01, "put_error_count": 0, "put_errors": [], "out_of_order": 2,
-        "canceled": 0, "stream_errors": [], "watchers_complete": 990,
+        "canceled": 0, "stream_errors": [], "watchers_complete": 990, "receiver_cpu_fraction": [0.954, 0.5],
     }  # fmt: skip
     text = fanout.format_table([{"system": "dkv", "skipped": "dkv does not serve Watch yet (x)"}, row])
     lines = text.splitlines()
     assert lines[0].startswith("| system | watchers | streams/procs | on | writes/s | events/s |")
-    assert lines[2] == "| dkv | - | - | - | - | skipped | - | - | - | - | - |"
-    assert lines[3] == "| etcd | 1,000 | 10/2 | follower | 998 | 123,456 | 50.0% | 0.90 | 25.0 | 4.0 | 0.0 |"
+    assert lines[2] == "| dkv | - | - | - | - | skipped | - | - | - | - | - | - |"
+    assert lines[3] == "| etcd | 1,000 | 10/2 | follower | 998 | 123,456 | 50.0% | 0.90 | 25.0 | 4.0 | 0.0 | 95% 50% |"
     assert "- dkv: dkv does not serve Watch yet (x)" in lines
     assert "- etcd 1000 watchers: 2 events out of revision order" in lines
     assert "- etcd 1000 watchers: 10 watchers missed events within the drain time" in lines
@@ -248,12 +248,12 @@ def test_keepalive_table() -> None:
         "system": "etcd", "leases": 10_000, "streams": 4, "target": "leader", "grants_per_s": 3000.4,
         "grant_p99_us": 51_800.0, "keepalives_per_s": 6898.0, "keepalive_p50_us": 29_700.0,
         "keepalive_p99_us": 72_700.0, "renewals_per_lease": 6.94, "expired_answers": 3, "mismatched_answers": 0,
-        "stream_errors": [],
+        "stream_errors": [], "client_cpu_fraction": 0.87,
     }  # fmt: skip
     text = keepalive.format_table([{"system": "dkv", "skipped": "dkv does not serve Lease yet (x)"}, row])
     lines = text.splitlines()
-    assert lines[2] == "| dkv | - | - | - | skipped | - | - | - | - | - |"
-    assert lines[3] == "| etcd | 10,000 | 4 | leader | 3,000 | 51.8 | 6,898 | 29.7 | 72.7 | 6.9 |"
+    assert lines[2] == "| dkv | - | - | - | skipped | - | - | - | - | - | - |"
+    assert lines[3] == "| etcd | 10,000 | 4 | leader | 3,000 | 51.8 | 6,898 | 29.7 | 72.7 | 6.9 | 87% |"
     assert "- etcd: 3 keep-alives answered TTL <= 0 (lease not found)" in lines
 
 
@@ -392,6 +392,7 @@ def test_watch_fanout_against_etcd(tmp_path: Path) -> None:
     assert row["acked"] == row["puts"] == 300 and row["put_error_count"] == 0
     assert row["events"] == row["expected_events"] == 3000 and row["watchers_complete"] == 10
     assert row["out_of_order"] == 0 and row["stream_errors"] == [] and row["canceled"] == 0
+    assert len(row["receiver_cpu_fraction"]) == 2 and all(c > 0 for c in row["receiver_cpu_fraction"])
     assert 0 < row["latency_p50_us"] <= row["latency_p99_us"] and row["events_per_s"] > 0
     assert "| etcd | 10 | 3/2 | follower |" in stdout and "load average (1 min)" in stdout
 

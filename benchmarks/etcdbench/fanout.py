@@ -31,8 +31,10 @@ by all watchers together, over the time from the first put to the last
 event); the share of the expected events (acknowledged puts x watchers)
 that arrived; p50/p99 delivery latency (event received - put sent: it
 includes the put's own commit, whose p99 is shown beside it); and the
-drain time (last event - last acknowledgement). Every watcher's events
-are checked to come in revision order, without repeats.
+drain time (last event - last acknowledgement); and each receiving
+process's CPU (seconds per second from its watchers' creation to the end:
+near 1, that process was a bound). Every watcher's events are checked to
+come in revision order, without repeats.
 
 The receiving clients are Python: at 1,000 watchers under 1,000 writes/s
 (a million events a second asked for) the clients, on the same cores as
@@ -188,6 +190,7 @@ def receive(
         time.sleep(0.01)
     error = next((t.error for t in tallies if t.error), None)
     ready.put((index, sum(t.created for t in tallies), error))
+    cpu, wall = time.process_time(), time.monotonic()
     while not stop.wait(0.05):
         progress[index] = sum(t.events for t in tallies)
     for s in streams:
@@ -195,7 +198,7 @@ def receive(
     for t in readers:
         t.join(5.0)
     channel.close()
-    results.put(summed_tallies(tallies))
+    results.put(summed_tallies(tallies) | {"cpu_fraction": (time.process_time() - cpu) / (time.monotonic() - wall)})
 
 
 def summed_tallies(tallies: Sequence[_StreamTally]) -> dict[str, Any]:
@@ -350,6 +353,7 @@ def fanout_figures(
         "out_of_order": sum(p["out_of_order"] for p in parts),
         "canceled": sum(p["canceled"] for p in parts),
         "stream_errors": [e for p in parts for e in p["errors"]],
+        "receiver_cpu_fraction": [p.get("cpu_fraction", 0.0) for p in parts],
     }
 
 
@@ -385,12 +389,12 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as a markdown table, then a line per run with problems."""
     header = [
         "system", "watchers", "streams/procs", "on", "writes/s", "events/s", "delivered",
-        "p50 ms", "p99 ms", "put p99 ms", "drain s",
+        "p50 ms", "p99 ms", "put p99 ms", "drain s", "receiver CPU",
     ]  # fmt: skip
     out, notes = [], []
     for r in rows:
         if "skipped" in r:
-            out.append([r["system"], "-", "-", "-", "-", "skipped", "-", "-", "-", "-", "-"])
+            out.append([r["system"], "-", "-", "-", "-", "skipped", "-", "-", "-", "-", "-", "-"])
             notes.append(f"{r['system']}: {r['skipped']}")
             continue
         drain = "-" if r["drain_s"] is None else f"{max(r['drain_s'], 0.0):.1f}"
@@ -398,6 +402,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             r["system"], f"{r['watchers']:,}", f"{r['streams']}/{r['procs']}", r["target"],
             f"{r['writes_per_s']:,.0f}", f"{r['events_per_s']:,.0f}", f"{r['delivered_fraction']:.1%}",
             fmt_ms(r["latency_p50_us"]), fmt_ms(r["latency_p99_us"]), fmt_ms(r["put_p99_us"]), drain,
+            " ".join(f"{c:.0%}" for c in r["receiver_cpu_fraction"]),
         ])  # fmt: skip
         problems = []
         if r["put_error_count"]:
@@ -409,7 +414,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         if r["watchers_complete"] < r["watchers"]:
             problems.append(f"{r['watchers'] - r['watchers_complete']} watchers missed events within the drain time")
         notes += [f"{r['system']} {r['watchers']} watchers: {p}" for p in problems]
-    table = markdown_table(header, out, right=[False, True, True, False] + [True] * 7)
+    table = markdown_table(header, out, right=[False, True, True, False] + [True] * 8)
     return "\n".join([table, *(f"- {n}" for n in notes)])
 
 

@@ -23,7 +23,8 @@ with at most ``--window`` requests unanswered (default 64; closed loop).
 Latency is from a request's send to its answer (a stream answers in
 order; each answer's ID is checked against its request's). Reported:
 keep-alives/s over all streams, p50/p99, how often each lease was renewed,
-and the answers with TTL <= 0 (a lease the server no longer knows).
+the answers with TTL <= 0 (a lease the server no longer knows), and the
+client's CPU (seconds per second: near 1, the client is the bound).
 
 A system that answers UNIMPLEMENTED to LeaseGrant is skipped with a line
 saying so. The client is Python (one process, a thread per stream) on the
@@ -163,12 +164,13 @@ def keep_alive(stub: rpc_grpc.LeaseStub, ids: Sequence[int], streams: int, windo
     """Renew every lease over streams streams for duration seconds; the figures."""
     workers = [KeepAliveStream(stub, ids[s::streams], window) for s in range(streams)]
     threads = [threading.Thread(target=w.run, args=(duration,), daemon=True) for w in workers]
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join(duration + 60.0)
     took = time.monotonic() - start
+    cpu = time.process_time() - cpu
     latency = Histogram()
     for w in workers:
         latency.merge(w.latency)
@@ -177,6 +179,7 @@ def keep_alive(stub: rpc_grpc.LeaseStub, ids: Sequence[int], streams: int, windo
         "keepalives": answers,
         "keepalive_seconds": took,
         "keepalives_per_s": answers / took,
+        "client_cpu_fraction": cpu / took,
         "renewals_per_lease": answers / len(ids),
         "keepalive_p50_us": latency.percentile(50),
         "keepalive_p99_us": latency.percentile(99),
@@ -215,18 +218,18 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as a markdown table, then a line per problem."""
     header = [
         "system", "leases", "streams", "on", "grants/s", "grant p99 ms", "keep-alives/s",
-        "keep-alive p50 ms", "keep-alive p99 ms", "renewals per lease",
+        "keep-alive p50 ms", "keep-alive p99 ms", "renewals per lease", "client CPU",
     ]  # fmt: skip
     out, notes = [], []
     for r in rows:
         if "skipped" in r:
-            out.append([r["system"], "-", "-", "-", "skipped", "-", "-", "-", "-", "-"])
+            out.append([r["system"], "-", "-", "-", "skipped", "-", "-", "-", "-", "-", "-"])
             notes.append(f"{r['system']}: {r['skipped']}")
             continue
         out.append([
             r["system"], f"{r['leases']:,}", str(r["streams"]), r["target"], f"{r['grants_per_s']:,.0f}",
             fmt_ms(r["grant_p99_us"]), f"{r['keepalives_per_s']:,.0f}", fmt_ms(r["keepalive_p50_us"]),
-            fmt_ms(r["keepalive_p99_us"]), f"{r['renewals_per_lease']:.1f}",
+            fmt_ms(r["keepalive_p99_us"]), f"{r['renewals_per_lease']:.1f}", f"{r['client_cpu_fraction']:.0%}",
         ])  # fmt: skip
         if r["expired_answers"]:
             notes.append(f"{r['system']}: {r['expired_answers']} keep-alives answered TTL <= 0 (lease not found)")
@@ -234,7 +237,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             notes.append(f"{r['system']}: {r['mismatched_answers']} answers named another lease than their request")
         if r["stream_errors"]:
             notes.append(f"{r['system']}: stream errors {r['stream_errors'][:2]}")
-    table = markdown_table(header, out, right=[False, True, True, False] + [True] * 6)
+    table = markdown_table(header, out, right=[False, True, True, False] + [True] * 7)
     return "\n".join([table, *(f"- {n}" for n in notes)])
 
 
