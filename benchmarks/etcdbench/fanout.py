@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import queue
 import threading
 import time
 import uuid
@@ -281,6 +282,15 @@ class Writer:
         }
 
 
+def _get(q: Any, timeout: float, what: str) -> Any:
+    """The next item of a multiprocessing queue; RuntimeError after timeout
+    (a receiving process died or hangs)."""
+    try:
+        return q.get(timeout=timeout)
+    except queue.Empty:
+        raise RuntimeError(f"gave up waiting {timeout:.0f}s for {what}") from None
+
+
 def run_fanout(address: str, write_address: str, watchers: int, args: argparse.Namespace) -> dict[str, Any]:
     """One watcher count: create the watchers, write, wait for delivery."""
     prefix = f"fanout/{watchers}/{uuid.uuid4().hex[:8]}/".encode()
@@ -297,7 +307,7 @@ def run_fanout(address: str, write_address: str, watchers: int, args: argparse.N
         p.start()
     try:
         for _ in procs:
-            index, created, error = ready.get(timeout=_CREATE_TIMEOUT + 30)
+            index, created, error = _get(ready, _CREATE_TIMEOUT + 30, "a receiver to create its watchers")
             if error or created != sum(plan[index]):
                 raise RuntimeError(f"receiver {index} created {created} of {sum(plan[index])} watchers: {error}")
         written = Writer(write_address, prefix, args.value_size, args.in_flight).run(args.rate, args.duration)
@@ -306,7 +316,7 @@ def run_fanout(address: str, write_address: str, watchers: int, args: argparse.N
         while sum(progress) < expected and time.monotonic() < deadline:
             time.sleep(0.05)
         stop.set()
-        parts = [results.get(timeout=60) for _ in procs]
+        parts = [_get(results, 60, "a receiver's figures") for _ in procs]
     finally:
         stop.set()
         for p in procs:
