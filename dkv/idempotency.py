@@ -26,9 +26,11 @@ stamp is part of the opaque entry data).
   remembers nothing).
 
 Expired records are purged as log time moves: ``idem.expiry`` orders them
-by expiry (``expires_ms`` big-endian + key), and each applied entry purges
-at most ``PURGE_PER_ENTRY`` of them, oldest first -- bounded work, and the
-same on every replica.
+by expiry (``expires_ms`` big-endian + key), and each applied entry that
+moves log time purges at most ``PURGE_PER_ENTRY`` of them, oldest first --
+bounded work, and the same on every replica (the table remembers, within a
+batch, when the next record expires, so entries in between scan nothing).
+Log time is written once per batch (``flush``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ MAX_KEY_BYTES = 256
 PURGE_PER_ENTRY = 8
 
 _U64 = struct.Struct(">Q")
+_NEVER = 1 << 64
 
 
 class IdempotencyKeyReused(DkvError):
@@ -111,7 +114,9 @@ class IdempotencyTable:
     def __init__(self, tables: WritableTables) -> None:
         self._tables = tables
         raw = tables.get(META, LOG_TIME)
-        self._now = 0 if raw is None else _U64.unpack(raw)[0]
+        self._now = self._stored = 0 if raw is None else _U64.unpack(raw)[0]
+        #: No record expires before this (ms); unknown (0) until a purge looked.
+        self._next_expiry = 0
 
     @property
     def now_ms(self) -> int:
@@ -124,16 +129,24 @@ class IdempotencyTable:
         if stamp_ms <= self._now:
             return
         self._now = stamp_ms
-        self._tables.put(META, LOG_TIME, _U64.pack(stamp_ms))
-        self._purge()
+        if self._next_expiry <= stamp_ms:
+            self._purge()
+
+    def flush(self) -> None:
+        """Write log time (once per batch, not per entry)."""
+        if self._now != self._stored:
+            self._tables.put(META, LOG_TIME, _U64.pack(self._now))
+            self._stored = self._now
 
     def _purge(self) -> None:
-        end = _U64.pack(self._now + 1)  # expires_ms <= now
         expired = []
-        for index_key, _ in self._tables.scan(EXPIRY, b"", end):
-            expired.append(index_key)
-            if len(expired) >= PURGE_PER_ENTRY:
+        self._next_expiry = _NEVER
+        for index_key, _ in self._tables.scan(EXPIRY):
+            expires = _U64.unpack_from(index_key)[0]
+            if expires > self._now or len(expired) >= PURGE_PER_ENTRY:
+                self._next_expiry = expires
                 break
+            expired.append(index_key)
         for index_key in expired:
             self._tables.delete(EXPIRY, index_key)
             self._tables.delete(RECORDS, index_key[_U64.size :])
@@ -178,6 +191,7 @@ class IdempotencyTable:
         key = cmd.idempotency_key
         self._tables.put(RECORDS, key, record.SerializeToString(deterministic=True))
         self._tables.put(EXPIRY, _U64.pack(record.expires_ms) + key, b"")
+        self._next_expiry = min(self._next_expiry, record.expires_ms) if self._next_expiry else 0
 
     def _forget(self, key: bytes, expires_ms: int) -> None:
         self._tables.delete(RECORDS, key)

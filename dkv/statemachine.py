@@ -94,4 +94,6 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
         idem.remember(cmd, result)
         events.extend(events_made)
         results.append((RequestId(cmd.origin, cmd.seq), result))
+    if idem is not None:
+        idem.flush()
     return Outcome(Applied(last, tuple(writer.writes)), tuple(results), tuple(events))
