@@ -139,7 +139,7 @@ class IdempotencyTable:
             self._stored = self._now
 
     def _purge(self) -> None:
-        expired = []
+        expired: list[bytes] = []
         self._next_expiry = _NEVER
         for index_key, _ in self._tables.scan(EXPIRY):
             expires = _U64.unpack_from(index_key)[0]
