@@ -1,4 +1,4 @@
-# test-case-name: tests.test_idempotency
+# test-case-name: tests.test_idempotency,tests.test_idempotency_driver,tests.test_idempotency_api
 """Exactly-once writes: what the state machine remembers of writes that
 carried an idempotency key, and log time.
 

@@ -1,4 +1,4 @@
-# test-case-name: tests.test_statemachine,tests.test_driver_simulation
+# test-case-name: tests.test_statemachine,tests.test_driver_simulation,tests.test_idempotency
 """The replicated state machine: what committed entries do to the state.
 
 Every NORMAL entry's data is a ``dkv.raft.v0.Command`` carrying one of
