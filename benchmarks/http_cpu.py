@@ -1,5 +1,6 @@
 """Leader CPU per REST request: microseconds of the node's CPU time for each
-``POST /v0/kv`` and ``GET /v0/kv/key/...`` (serializable and linearizable).
+``POST /v0/kv`` (also with an ``Idempotency-Key``: the cost of exactly-once
+writes) and ``GET /v0/kv/key/...`` (serializable and linearizable).
 
     python benchmarks/http_cpu.py                       # 20,000 requests per phase
     python benchmarks/http_cpu.py --requests 5000 --repeat 3
@@ -38,11 +39,12 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def post(key: bytes, value: bytes) -> bytes:
+def post(key: bytes, value: bytes, idempotency_key: bytes | None = None) -> bytes:
     body = json.dumps({"key": b64(key), "value": b64(value)}).encode()
-    return b"POST /v0/kv HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
-        len(body),
-        body,
+    extra = b"Idempotency-Key: %s\r\n" % idempotency_key if idempotency_key is not None else b""
+    return (
+        b"POST /v0/kv HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
+        % (extra, len(body), body)
     )
 
 
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     value = bytes(range(64))
     phases: dict[str, Callable[[int], list[bytes]]] = {
         "POST /v0/kv": lambda run: [post(k, value + b"%d" % run) for k in keys],
+        # The cost of exactly-once: every write carries a new Idempotency-Key.
+        "POST + Idem-Key": lambda run: [post(k, value + b"%d" % run, b"op-%d-%s" % (run, k)) for k in keys],
         "GET serializable": lambda run: [get(k, "serializable") for k in keys],
         "GET linearizable": lambda run: [get(k, None) for k in keys],
     }

@@ -7,9 +7,16 @@ Compaction), which ``dkv.statemachine`` applies to the multi-version store.
 ``origin`` is random per process start, ``seq`` counts requests within it,
 so the node that took a request from a client recognises it when it applies
 the entry, whoever proposed it.
+
+A command may also carry an idempotency key (``Idempotency``: the key, the
+digest of the request as the client asked it, and the window), and the
+leader's clock, which its driver appends with ``stamp`` (see
+``dkv.idempotency``).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import attrs
 
@@ -32,19 +39,67 @@ class RequestId:
     seq: int
 
 
-def encode(rid: RequestId, request: WriteRequest) -> bytes:
+@attrs.frozen(slots=True)
+class Idempotency:
+    """A client's idempotency key and how long (seconds of log time) the
+    outcome of its write is remembered."""
+
+    key: bytes
+    window: float
+
+
+def digest(field: str, request: object) -> bytes:
+    """The digest of a request as the client asked it: the Command field
+    that carries it and its deterministic serialization. Two requests with
+    the same digest are the same request."""
+    data = request.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+    return hashlib.sha256(field.encode() + b"\x00" + data).digest()[:16]
+
+
+def encode(rid: RequestId, request: WriteRequest, idempotency: Idempotency | None = None) -> bytes:
     """The command that carries request for rid, serialized."""
     cmd = raft_pb2.Command(origin=rid.origin, seq=rid.seq)
-    getattr(cmd, _FIELDS[type(request)]).CopyFrom(request)
+    field = _FIELDS[type(request)]
+    getattr(cmd, field).CopyFrom(request)
+    if idempotency is not None:
+        set_idempotency(cmd, field, request, idempotency)
     return cmd.SerializeToString()
 
 
-def encode_put(rid: RequestId, key: bytes, value: bytes) -> bytes:
-    return encode(rid, PutRequest(key=key, value=value))
+def set_idempotency(cmd: raft_pb2.Command, field: str, request: object, idempotency: Idempotency) -> None:
+    """Make cmd carry the key, the digest of request (held in cmd's field)
+    and the window (any command kind: lease writes too)."""
+    cmd.idempotency_key = idempotency.key
+    cmd.idempotency_digest = digest(field, request)
+    cmd.idempotency_window_ms = round(idempotency.window * 1000)
 
 
-def encode_delete(rid: RequestId, key: bytes) -> bytes:
-    return encode(rid, DeleteRangeRequest(key=key))
+def encode_put(rid: RequestId, key: bytes, value: bytes, idempotency: Idempotency | None = None) -> bytes:
+    return encode(rid, PutRequest(key=key, value=value), idempotency)
+
+
+def encode_delete(rid: RequestId, key: bytes, idempotency: Idempotency | None = None) -> bytes:
+    return encode(rid, DeleteRangeRequest(key=key), idempotency)
+
+
+#: The tag of ``Command.leader_time_ms`` (field 19, varint), as encoded.
+_STAMP_TAG = bytes(((19 << 3) | 0, 1))
+
+
+def stamp(payload: bytes, now_ms: int) -> bytes:
+    """payload (an encoded command) carrying the leader's clock now_ms.
+    Appending a field to an encoded message sets it (the last one read
+    wins), so this costs no parse; an empty payload (a no-op) stays empty."""
+    if not payload:
+        return payload
+    out = bytearray(payload)
+    out += _STAMP_TAG
+    value = max(0, now_ms)
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def decode(data: bytes) -> raft_pb2.Command:

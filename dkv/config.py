@@ -34,6 +34,9 @@ class Limits:
     max_body_bytes: int = 1536 * 1024
     #: The most operations in one etcd Txn (``--max-txn-ops``, as etcd).
     max_txn_ops: int = 128
+    #: Seconds of log time a write's outcome is remembered under its
+    #: idempotency key (``--idempotency-window``; 0: keys are ignored).
+    idempotency_window: float = 600.0
 
 
 def host_port(host: str, port: int) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
-from dkv.commands import WriteRequest, encode, encode_delete, encode_put
+from dkv.commands import Idempotency, WriteRequest, encode, encode_delete, encode_put
 from dkv.config import ConfigError, Limits, host_port, parse_address
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound, NoLeader, TooLarge
 from dkv.ids import cluster_number, member_id
@@ -51,6 +51,26 @@ class Node:
     cluster: ClusterClient | None = None
     #: Where to dial a member (its configured address, or a route).
     address_of: Callable[[str], str | None] = lambda node_id: None
+    #: The client's idempotency key for the writes of this request (see
+    #: ``keyed``); None: writes are not remembered.
+    idempotency_key: bytes | None = None
+
+    def keyed(self, key: bytes | None) -> Node:
+        """This node for one request whose client sent an idempotency key:
+        every write it proposes carries the key (``dkv.idempotency``), and a
+        retry with the same key and request is answered with the first
+        outcome. The API layers call it (key from ``parse_key``); handlers
+        see a node like any other."""
+        if key is None or self.limits.idempotency_window <= 0:
+            return self
+        return attrs.evolve(self, idempotency_key=key)
+
+    @property
+    def idempotency(self) -> Idempotency | None:
+        """What a command proposed for this request must carry, if anything."""
+        if self.idempotency_key is None:
+            return None
+        return Idempotency(self.idempotency_key, self.limits.idempotency_window)
 
     def check_key(self, key: bytes) -> None:
         if not key:
@@ -68,7 +88,7 @@ class Node:
         except (InvalidArgument, TooLarge) as e:
             return fail(e)
         rid = self.replication.next_request_id()
-        return self.replication.propose(rid, encode_put(rid, key, value))
+        return self.replication.propose(rid, encode_put(rid, key, value, self.idempotency))
 
     def delete(self, key: bytes) -> Deferred[Any]:
         try:
@@ -76,7 +96,7 @@ class Node:
         except (InvalidArgument, TooLarge) as e:
             return fail(e)
         rid = self.replication.next_request_id()
-        return self.replication.propose(rid, encode_delete(rid, key))
+        return self.replication.propose(rid, encode_delete(rid, key, self.idempotency))
 
     def get(self, key: bytes, linearizable: bool = True) -> Deferred[bytes]:
         """The value of key; KeyNotFound if absent. A linearizable read waits
@@ -146,7 +166,7 @@ class Node:
         except (EtcdError, DkvError) as e:
             return fail(e)
         rid = self.replication.next_request_id()
-        d = self.replication.propose(rid, encode(rid, request))
+        d = self.replication.propose(rid, encode(rid, request, self.idempotency))
         return d.addCallback(self._filled)
 
     def _filled(self, response: Any) -> Any:

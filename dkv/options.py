@@ -54,6 +54,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds (0 or more), got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"expected a number of seconds (0 or more), got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         return parse_port(text)
@@ -64,6 +74,7 @@ def _port(text: str) -> int:
 _positive_int.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
 _positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
 _port.coerceDoc = "A TCP port, 1-65535."  # type: ignore[attr-defined]
+_seconds.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -107,6 +118,14 @@ class Options(usage.Options):
         ["idle-timeout", None, 60.0, "Seconds a REST connection may stay open with nothing to do.", _positive_float],
         ["read-timeout", None, 30.0, "Seconds a REST request may take to arrive, headers and body.", _positive_float],
         ["max-txn-ops", None, 128, "Most operations in one etcd Txn.", _positive_int],
+        [
+            "idempotency-window",
+            None,
+            600.0,
+            "Seconds of leader-stamped log time a write's outcome is remembered under its Idempotency-Key "
+            "(0: keys are ignored).",
+            _seconds,
+        ],
         ["auto-compaction-mode", None, "periodic", "periodic or revision, as etcd's."],
         [
             "auto-compaction-retention",
@@ -225,6 +244,7 @@ class Options(usage.Options):
                 max_key_bytes=self["max-key-size"],
                 max_body_bytes=self["max-body-size"],
                 max_txn_ops=self["max-txn-ops"],
+                idempotency_window=self["idempotency-window"],
             ),
             auto_compaction=parse_auto_compaction(self["auto-compaction-mode"], self["auto-compaction-retention"]),
             snapshot_entries=self["snapshot-entries"],

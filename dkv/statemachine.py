@@ -1,4 +1,4 @@
-# test-case-name: tests.test_statemachine,tests.test_driver_simulation
+# test-case-name: tests.test_statemachine,tests.test_driver_simulation,tests.test_idempotency
 """The replicated state machine: what committed entries do to the state.
 
 Every NORMAL entry's data is a ``dkv.raft.v0.Command`` carrying one of
@@ -13,6 +13,11 @@ result: the response message, or the ``EtcdError`` the store refused it with
 (a refused request writes nothing, on every node alike). CONFIG entries,
 no-ops (empty data) and data that is not a command (a bug on the proposing
 side) change nothing, on every node alike.
+
+Commands carrying an idempotency key are answered from, and recorded in,
+the idempotency table (``dkv.idempotency``): a retry of a write already
+applied is answered with its first outcome and changes nothing. Each
+command's leader stamp moves log time first.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Iterable
 import attrs
 
 from dkv.commands import RequestId, decode
+from dkv.idempotency import IdempotencyTable
 from dkv.mvcc import MvccStore
 from dkv.mvcc.errors import EtcdError
 from dkv.pb.etcd_kv_pb2 import Event
@@ -49,6 +55,7 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
     events: list[Event] = []
     last = 0
     store: MvccStore | None = None
+    idem: IdempotencyTable | None = None
     for entry in entries:
         last = entry.index
         if entry.kind != EntryKind.NORMAL or not entry.data:
@@ -63,7 +70,13 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
         writer.index = entry.index
         if store is None:
             store = MvccStore(writer)  # one per batch: it follows its own writes
-        result: object
+            idem = IdempotencyTable(writer)
+        assert idem is not None
+        idem.advance(cmd.leader_time_ms)
+        result: object | None = idem.replay(cmd)
+        if result is not None:
+            results.append((RequestId(cmd.origin, cmd.seq), result))
+            continue
         try:
             if op == "put":
                 written = store.put(cmd.put)
@@ -78,6 +91,9 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
                 result, events_made = store.compact(cmd.compaction.revision), ()
         except EtcdError as e:
             result, events_made = e, ()
+        idem.remember(cmd, result)
         events.extend(events_made)
         results.append((RequestId(cmd.origin, cmd.seq), result))
+    if idem is not None:
+        idem.flush()
     return Outcome(Applied(last, tuple(writer.writes)), tuple(results), tuple(events))

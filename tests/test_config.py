@@ -72,6 +72,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "snapshot-entries": "50", "snapshot-keep-entries": "10", "advertise-host": "127.0.0.3",
         "join": "", "max-inflight": "8", "max-connections": "50", "idle-timeout": "2.5", "read-timeout": "1.5",
         "max-txn-ops": "7", "auto-compaction-mode": "revision", "auto-compaction-retention": "1000",
+        "idempotency-window": "0",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -85,6 +86,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].auto_promote is True
     assert (o["config"].max_connections, o["config"].idle_timeout, o["config"].read_timeout) == (50, 2.5, 1.5)
     assert o["config"].limits.max_txn_ops == 7
+    assert o["config"].limits.idempotency_window == 0.0
     assert o["config"].auto_compaction == ("revision", 1000.0)
 
 
@@ -178,3 +180,12 @@ def test_join_and_advertise(tmp_path) -> None:
                "--db-path", str(tmp_path / "d.db"), "--auto-promote"])["config"]
     assert c.cluster is None and c.join == "127.0.0.1:7070"
     assert c.advertise == "127.0.0.1:10100" and c.auto_promote
+
+
+def test_idempotency_window(tmp_path) -> None:
+    base = ["--node-id", "a", "--cluster", CLUSTER, "--db-path", str(tmp_path / "a.db")]
+    assert parse(base)["config"].limits.idempotency_window == 600.0
+    assert parse([*base, "--idempotency-window", "2.5"])["config"].limits.idempotency_window == 2.5
+    for bad in ("-1", "soon", "inf"):
+        with pytest.raises(usage.UsageError):
+            parse([*base, "--idempotency-window", bad])

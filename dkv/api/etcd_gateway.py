@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from dkv.api import etcd_json
 from dkv.api.etcd_v3 import ETCD_API_VERSION, SERVICES, SNAPSHOT_CHUNK, answer_error, call, snapshot_file
 from dkv.api.http_common import Call, RawAnswer, log
+from dkv.idempotency import IdempotencyKeyReused
 from dkv.node import Node
 from dkv.pb import etcd_rpc_pb2 as pb
 
@@ -54,6 +55,8 @@ FAST_PATHS = frozenset({"/v3/kv/range", "/v3/kv/put", "/v3/kv/deleterange", "/v3
 def _error(path: str, error: BaseException) -> RawAnswer:
     code, message = answer_error(error)
     status, body = etcd_json.format_error(code, message)
+    if isinstance(error, IdempotencyKeyReused):
+        status = error.http_status  # 422, as the Idempotency-Key draft says
     if status < 500:
         log.info("rejected POST {path}: {status} {error}", path=path, status=status, error=message)
     return RawAnswer(status, body)

@@ -4,7 +4,9 @@ the RPC port, beside ``dkv.v0``.
 
 Every method is ``dkv.api.etcd_v3``'s function of the same name: this module
 only parses (a message that does not parse is INVALID_ARGUMENT, logged
-once), awaits, and aborts with etcd's code and message on failure. Services
+once), awaits, and aborts with etcd's code and message on failure. A call
+with ``idempotency-key`` metadata runs on the node keyed by it
+(``Node.keyed``: its writes are applied once; see ``dkv.idempotency``). Services
 not served yet (Watch, Lease, Auth) answer UNIMPLEMENTED, gRPC's default.
 """
 
@@ -20,6 +22,7 @@ from grpc import aio
 
 from dkv.aio import wait
 from dkv.api.etcd_v3 import SERVICES, SNAPSHOT_CHUNK, ApiError, Handler, answer_error, call, snapshot_file
+from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
 from dkv.mvcc.errors import Code
 from dkv.node import Node
@@ -46,7 +49,8 @@ def _unary(node: Node, method: str, handler: Handler, request_type: Any) -> Any:
         except DecodeError:
             await _abort(context, method, _malformed(request_type))
         try:
-            return await wait(call(handler, node, request))
+            keyed = node.keyed(key_from_metadata(context.invocation_metadata()))
+            return await wait(call(handler, keyed, request))
         except Exception as e:  # noqa: BLE001 - every failure is an answer
             await _abort(context, method, e)
 

@@ -90,6 +90,7 @@ from dkv.api.http_common import (
     RawAnswer,
     StreamAnswer,
     StreamSinkBase,
+    call_handler,
     closing_answer,
     encode_json,
     error_body,
@@ -105,8 +106,8 @@ from dkv.node import Node
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Lengths of the header names the front door reads (content-length,
-#: connection, expect, content-type); others are only passed on.
-_NOTED_LENGTHS = frozenset({14, 10, 6, 12})
+#: connection, expect, content-type, idempotency-key); others are only passed on.
+_NOTED_LENGTHS = frozenset({14, 10, 6, 12, 15})
 _EMPTY = b"{}"
 #: Answers are handed to the transport in pieces of about this size, so that
 #: its producer callback can stop further requests from starting.
@@ -168,6 +169,8 @@ class _Exchange:
     stream: _Outflow | None = None
     deferred: Deferred[Any] | None = None
     request: Any = None
+    #: The first ``Idempotency-Key`` header, raw.
+    idempotency_key: bytes | None = None
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -477,6 +480,9 @@ class FrontDoor(Protocol):
             elif lower == b"content-type":
                 if b"multipart" in value.lower():
                     ex.klein_only = True
+            elif lower == b"idempotency-key":
+                if ex.idempotency_key is None:
+                    ex.idempotency_key = value
         if ex.version != b"HTTP/1.1" or (connection and wants_close(ex.version, connection)):
             ex.close = True
             ex.close_header = ex.version == b"HTTP/1.1"
@@ -636,7 +642,8 @@ class FrontDoor(Protocol):
                 self._render(ex)
                 return
             route, params = hit
-            result = route.handler(self._node, Call(ex.body, parse_qs(query, 1) if query else {}, params))
+            call = Call(ex.body, parse_qs(query, 1) if query else {}, params, ex.idempotency_key)
+            result = call_handler(route.handler, self._node, call)
         except DkvError as e:
             self._answer_error(ex, e)
             return

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 
 from dkv.aio import wait
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound
+from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
 from dkv.node import Node
 from dkv.pb import kv_pb2, kv_pb2_grpc
@@ -42,12 +43,23 @@ async def _abort(context: aio.ServicerContext, error: DkvError, method: str) -> 
     await context.abort(_CODES[error.grpc_code], error.message)
 
 
+async def _keyed(node: Node, context: aio.ServicerContext, method: str) -> Node:
+    """node keyed by the call's ``idempotency-key`` metadata (a bad key
+    aborts the call with INVALID_ARGUMENT)."""
+    try:
+        return node.keyed(key_from_metadata(context.invocation_metadata()))
+    except DkvError as e:
+        await _abort(context, e, method)
+        raise  # abort raises; never reached
+
+
 class KVServicer(kv_pb2_grpc.KVServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
 
     async def Put(self, request, context):  # noqa: N802 - gRPC names
-        await outcome(context, "Put", self.node.put(request.key, request.value))
+        node = await _keyed(self.node, context, "Put")
+        await outcome(context, "Put", node.put(request.key, request.value))
         return kv_pb2.PutResponse()
 
     async def Get(self, request, context):  # noqa: N802
@@ -56,7 +68,8 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         return kv_pb2.GetResponse(key=request.key, value=value)
 
     async def Delete(self, request, context):  # noqa: N802
-        await outcome(context, "Delete", self.node.delete(request.key))
+        node = await _keyed(self.node, context, "Delete")
+        await outcome(context, "Delete", node.delete(request.key))
         return kv_pb2.DeleteResponse()
 
     async def Status(self, request, context):  # noqa: N802

@@ -33,6 +33,7 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 
 from dkv.errors import DkvError, KeyNotFound
+from dkv.idempotency import parse_key
 from dkv.logs import logger
 
 log = logger("dkv.api.rest")
@@ -54,15 +55,32 @@ _REASONS = {
 
 class Call:
     """What a route's handler may read of a request: its body, its query
-    arguments (``parse_qs`` of the query, blank values kept) and the path
-    parameters."""
+    arguments (``parse_qs`` of the query, blank values kept), the path
+    parameters, and the raw ``Idempotency-Key`` header (the first one; None
+    if absent)."""
 
-    __slots__ = ("body", "args", "params")
+    __slots__ = ("body", "args", "params", "idempotency_key")
 
-    def __init__(self, body: bytes, args: dict[bytes, list[bytes]], params: dict[str, str]) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        args: dict[bytes, list[bytes]],
+        params: dict[str, str],
+        idempotency_key: bytes | None = None,
+    ) -> None:
         self.body = body
         self.args = args
         self.params = params
+        self.idempotency_key = idempotency_key
+
+
+def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> Any:
+    """Run a route's handler for call, as both stacks do: with the node
+    keyed by the request's ``Idempotency-Key`` (``Node.keyed``; a bad key
+    raises InvalidArgument, a 400)."""
+    if call.idempotency_key is not None:
+        node = node.keyed(parse_key(call.idempotency_key))
+    return handler(node, call)
 
 
 @attrs.frozen

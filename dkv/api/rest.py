@@ -49,6 +49,7 @@ from dkv.api.http_common import (
     RawAnswer,
     StreamAnswer,
     StreamSinkBase,
+    call_handler,
     closing_answer,
     encode_json,
     error_body,
@@ -323,7 +324,8 @@ def _endpoint(route: Route) -> Any:
     streamed)."""
 
     def endpoint(self: RestApi, request: IRequest, **params: str) -> Any:
-        result = route.handler(self.node, Call(self.body(request), request.args, params))
+        call = Call(self.body(request), request.args, params, request.getHeader(b"idempotency-key"))
+        result = call_handler(route.handler, self.node, call)
         if isinstance(result, Deferred):
             return result.addCallback(lambda body: _answer(request, body))
         return _answer(request, result)

@@ -48,14 +48,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from dkv.commands import RequestId
+from dkv.commands import RequestId, stamp
 from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
 from dkv.logs import logger
 from dkv.mvcc import MvccView
 from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
-from dkv.raft.messages import Message, SnapshotMeta
+from dkv.raft.messages import Message, Propose, SnapshotMeta
 from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
@@ -333,6 +333,8 @@ class ReplicationService(Service):
             return
         def step_all() -> None:
             for m in messages:
+                if isinstance(m, Propose) and raft.role is Role.LEADER:
+                    m = attrs.evolve(m, payloads=tuple(self._stamped(m.payloads)))
                 raft.step(m)
 
         self._guard(step_all)
@@ -436,8 +438,9 @@ class ReplicationService(Service):
         if not live:
             return
         ctx = self.requests.next_ctx()
+        payloads = [p for _, p in live]
         try:
-            raft.propose([p for _, p in live], ctx)
+            raft.propose(self._stamped(payloads) if raft.role is Role.LEADER else payloads, ctx)
         except ProposalDropped:
             # No leader known, or a leadership transfer under way: both pass
             # within an election or so. A write no leader took by its
@@ -447,6 +450,13 @@ class ReplicationService(Service):
         self.requests.proposed(live)
         if raft.role is not Role.LEADER:
             self.requests.forwarded(self._clock.seconds(), ctx, live)
+
+    def _stamped(self, payloads: Sequence[bytes]) -> list[bytes]:
+        """payloads as this leader appends them: stamped with its clock, the
+        source of log time (``dkv.idempotency``; a follower forwards them
+        unstamped and the leader stamps them as it steps them in)."""
+        now_ms = int(self._clock.seconds() * 1000)
+        return [stamp(p, now_ms) for p in payloads]
 
     def _read_new(self, raft: Raft) -> None:
         """This turn's reads share one ReadIndex request."""

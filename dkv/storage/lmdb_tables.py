@@ -38,6 +38,10 @@ TABLE_IDS: Mapping[str, int] = {
     "mvcc.index": 2,
     "mvcc.live": 3,
     "mvcc.meta": 4,
+    # dkv.idempotency (high bytes: other tables may take the next ones).
+    "idem.records": 32,
+    "idem.expiry": 33,
+    "idem.meta": 34,
 }
 
 
