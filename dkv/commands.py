@@ -14,15 +14,26 @@ from __future__ import annotations
 import attrs
 
 from dkv.pb import raft_pb2
-from dkv.pb.etcd_rpc_pb2 import CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest
+from dkv.pb.etcd_rpc_pb2 import (
+    CompactionRequest,
+    DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+    PutRequest,
+    TxnRequest,
+)
 
 #: The write requests a command can carry, by the Command field that holds them.
 WriteRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest
+#: The lease writes (``dkv.mvcc.lease_ops``).
+LeaseRequest = LeaseGrantRequest | LeaseRevokeRequest
 _FIELDS = {
     PutRequest: "put",
     DeleteRangeRequest: "delete_range",
     TxnRequest: "txn",
     CompactionRequest: "compaction",
+    LeaseGrantRequest: "lease_grant",
+    LeaseRevokeRequest: "lease_revoke",
 }
 
 
@@ -32,7 +43,7 @@ class RequestId:
     seq: int
 
 
-def encode(rid: RequestId, request: WriteRequest) -> bytes:
+def encode(rid: RequestId, request: WriteRequest | LeaseRequest) -> bytes:
     """The command that carries request for rid, serialized."""
     cmd = raft_pb2.Command(origin=rid.origin, seq=rid.seq)
     getattr(cmd, _FIELDS[type(request)]).CopyFrom(request)
