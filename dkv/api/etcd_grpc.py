@@ -100,7 +100,9 @@ def _keep_alive(node: Node) -> Any:
             except DecodeError:
                 await _abort(context, "LeaseKeepAlive", _malformed(pb.LeaseKeepAliveRequest))
             try:
-                yield await wait(call(lease_keep_alive, node, request))
+                d = call(lease_keep_alive, node, request)
+                # On the leader the answer is ready now: skip the trip through the loop.
+                yield d.result if d.called and isinstance(d.result, pb.LeaseKeepAliveResponse) else await wait(d)
             except Exception as e:  # noqa: BLE001 - every failure is an answer
                 await _abort(context, "LeaseKeepAlive", e)
 
