@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from dkv.commands import encode
+from dkv.errors import NoLeader
 from dkv.mvcc.leases import LeaseReader
 from dkv.node_leases import NodeLeases
 from dkv.pb.etcd_rpc_pb2 import LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest
@@ -93,6 +95,8 @@ def test_keep_alives_hold_a_lease_across_a_leader_crash_then_the_leader_expires_
             for nid in cluster._live():
                 if nid != current:
                     assert not leased.of(nid).lessor.leading  # followers keep no deadlines
+                    refused = _result(leased.of(nid).keep_alive(LeaseKeepAliveRequest(ID=5)), cluster)
+                    assert isinstance(refused, Failure) and refused.check(NoLeader)  # no leader to forward to
             _settle(cluster, 0.5)
             leased.sync()
 
@@ -104,6 +108,7 @@ def test_keep_alives_hold_a_lease_across_a_leader_crash_then_the_leader_expires_
     leased.sync()
     assert all(_has_key(cluster, nid, b"k0") for nid in cluster._live())
     assert leased.of(new).lessor.remaining(5) is not None
+    assert all(_leases(cluster, nid) == [5] for nid in cluster._live())  # the restarted node too
 
     with cluster.services[new].view() as state:  # type: ignore[union-attr]
         before = state.revision
