@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from dkv.logs import logger
+from dkv.mvcc.errors import LeaseNotFound
 
 log = logger("dkv.lessor")
 
@@ -154,6 +155,8 @@ class Lessor:
             self._revoke(lease_id).addErrback(self._revoke_failed, lease_id)
 
     def _revoke_failed(self, failure: Any, lease_id: int) -> None:
+        if failure.check(LeaseNotFound):
+            return  # a client revoked it first
         log.info(
             "revoking expired lease {lease} failed ({error}); retrying",
             lease=lease_id,
