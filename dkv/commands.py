@@ -21,15 +21,26 @@ import hashlib
 import attrs
 
 from dkv.pb import raft_pb2
-from dkv.pb.etcd_rpc_pb2 import CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest
+from dkv.pb.etcd_rpc_pb2 import (
+    CompactionRequest,
+    DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+    PutRequest,
+    TxnRequest,
+)
 
 #: The write requests a command can carry, by the Command field that holds them.
 WriteRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest
+#: The lease writes (``dkv.mvcc.lease_ops``).
+LeaseRequest = LeaseGrantRequest | LeaseRevokeRequest
 _FIELDS = {
     PutRequest: "put",
     DeleteRangeRequest: "delete_range",
     TxnRequest: "txn",
     CompactionRequest: "compaction",
+    LeaseGrantRequest: "lease_grant",
+    LeaseRevokeRequest: "lease_revoke",
 }
 
 
@@ -56,7 +67,7 @@ def digest(field: str, request: object) -> bytes:
     return hashlib.sha256(field.encode() + b"\x00" + data).digest()[:16]
 
 
-def encode(rid: RequestId, request: WriteRequest, idempotency: Idempotency | None = None) -> bytes:
+def encode(rid: RequestId, request: WriteRequest | LeaseRequest, idempotency: Idempotency | None = None) -> bytes:
     """The command that carries request for rid, serialized."""
     cmd = raft_pb2.Command(origin=rid.origin, seq=rid.seq)
     field = _FIELDS[type(request)]

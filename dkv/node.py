@@ -23,6 +23,7 @@ from dkv.errors import DkvError, InvalidArgument, KeyNotFound, NoLeader, TooLarg
 from dkv.ids import cluster_number, member_id
 from dkv.mvcc import check_delete_range, check_put, check_range, check_txn
 from dkv.mvcc.errors import EtcdError, RequestTooLarge
+from dkv.node_leases import NodeLeases
 from dkv.pb import kv_pb2
 from dkv.pb.etcd_rpc_pb2 import (
     DeleteRangeRequest,
@@ -51,6 +52,12 @@ class Node:
     cluster: ClusterClient | None = None
     #: Where to dial a member (its configured address, or a route).
     address_of: Callable[[str], str | None] = lambda node_id: None
+    #: etcd's Lease service (``dkv.node_leases``), with the leader's lessor.
+    leases: NodeLeases = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.leases = NodeLeases(self.replication, self.cluster, self.address_of)
+
     #: The client's idempotency key for the writes of this request (see
     #: ``keyed``); None: writes are not remembered.
     idempotency_key: bytes | None = None

@@ -28,8 +28,9 @@ import attrs
 
 from dkv.commands import RequestId, decode
 from dkv.idempotency import IdempotencyTable
-from dkv.mvcc import MvccStore
+from dkv.mvcc import MvccStore, lease_ops
 from dkv.mvcc.errors import EtcdError
+from dkv.mvcc.leases import TableLeases
 from dkv.pb.etcd_kv_pb2 import Event
 from dkv.raft.messages import Entry, EntryKind
 from dkv.storage import Applied
@@ -45,6 +46,9 @@ class Outcome:
     results: tuple[tuple[RequestId, object], ...] = ()
     #: The events of the writes, in revision order (for watchers).
     events: tuple[Event, ...] = ()
+    #: Leases granted (id, TTL) and revoked (id), in entry order (for the lessor).
+    leases_granted: tuple[tuple[int, int], ...] = ()
+    leases_revoked: tuple[int, ...] = ()
 
 
 def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
@@ -56,6 +60,9 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
     last = 0
     store: MvccStore | None = None
     idem: IdempotencyTable | None = None
+    leases = TableLeases(writer)
+    granted: list[tuple[int, int]] = []
+    revoked: list[int] = []
     for entry in entries:
         last = entry.index
         if entry.kind != EntryKind.NORMAL or not entry.data:
@@ -69,7 +76,7 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
             continue
         writer.index = entry.index
         if store is None:
-            store = MvccStore(writer)  # one per batch: it follows its own writes
+            store = MvccStore(writer, leases=leases)  # one per batch: it follows its own writes
             idem = IdempotencyTable(writer)
         assert idem is not None
         idem.advance(cmd.leader_time_ms)
@@ -87,6 +94,13 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
             elif op == "txn":
                 txn = store.txn(cmd.txn)
                 result, events_made = txn.response, txn.events
+            elif op == "lease_grant":
+                result, events_made = lease_ops.grant(store, leases, cmd.lease_grant), ()
+                granted.append((cmd.lease_grant.ID, cmd.lease_grant.TTL))
+            elif op == "lease_revoke":
+                gone = lease_ops.revoke(store, leases, cmd.lease_revoke)
+                result, events_made = gone.response, gone.events
+                revoked.append(cmd.lease_revoke.ID)
             else:
                 result, events_made = store.compact(cmd.compaction.revision), ()
         except EtcdError as e:
@@ -96,4 +110,10 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
         results.append((RequestId(cmd.origin, cmd.seq), result))
     if idem is not None:
         idem.flush()
-    return Outcome(Applied(last, tuple(writer.writes)), tuple(results), tuple(events))
+    return Outcome(
+        Applied(last, tuple(writer.writes)),
+        tuple(results),
+        tuple(events),
+        tuple(granted),
+        tuple(revoked),
+    )

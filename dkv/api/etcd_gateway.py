@@ -9,7 +9,8 @@ Each path calls ``dkv.api.etcd_v3``'s function for its RPC, the same one the
 gRPC service calls. ``routes.ROUTES`` declares the paths; ``GET /version``
 and ``GET /health`` answer as etcd's do.
 
-``/v3/maintenance/snapshot`` answers the stream's messages, one
+``/v3/lease/keepalive`` answers its one ``{"result": ...}`` line, as the
+gateway does for that streaming RPC. ``/v3/maintenance/snapshot`` answers the stream's messages, one
 ``{"result": ...}`` per line, in one answer (the gateway streams them; a
 client reads the same lines).
 """
@@ -23,7 +24,15 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from dkv.api import etcd_json
-from dkv.api.etcd_v3 import ETCD_API_VERSION, SERVICES, SNAPSHOT_CHUNK, answer_error, call, snapshot_file
+from dkv.api.etcd_v3 import (
+    ETCD_API_VERSION,
+    SERVICES,
+    SNAPSHOT_CHUNK,
+    answer_error,
+    call,
+    lease_keep_alive,
+    snapshot_file,
+)
 from dkv.api.http_common import Call, RawAnswer, log
 from dkv.idempotency import IdempotencyKeyReused
 from dkv.node import Node
@@ -47,6 +56,14 @@ PATHS: dict[str, tuple[str, str]] = {
     "/v3/maintenance/alarm": ("Maintenance", "Alarm"),
     "/v3/maintenance/defragment": ("Maintenance", "Defragment"),
     "/v3/maintenance/transfer-leadership": ("Maintenance", "MoveLeader"),
+    "/v3/lease/grant": ("Lease", "LeaseGrant"),
+    "/v3/lease/revoke": ("Lease", "LeaseRevoke"),
+    "/v3/lease/timetolive": ("Lease", "LeaseTimeToLive"),
+    "/v3/lease/leases": ("Lease", "LeaseLeases"),
+    # etcd 3.4's older aliases (additional_bindings)
+    "/v3/kv/lease/revoke": ("Lease", "LeaseRevoke"),
+    "/v3/kv/lease/timetolive": ("Lease", "LeaseTimeToLive"),
+    "/v3/kv/lease/leases": ("Lease", "LeaseLeases"),
 }
 #: The paths the front door answers itself (the hot ones).
 FAST_PATHS = frozenset({"/v3/kv/range", "/v3/kv/put", "/v3/kv/deleterange", "/v3/kv/txn"})
@@ -100,6 +117,22 @@ def snapshot(node: Node, request: Call) -> Deferred[RawAnswer]:
         return RawAnswer(200, b"".join(out))
 
     return snapshot_file(node).addCallbacks(lines, lambda f: _error("/v3/maintenance/snapshot", f.value))
+
+
+def keep_alive(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:
+    """``/v3/lease/keepalive``: the gateway's stream of one request, so one
+    ``{"result": ...}`` line (TTL absent -- 0 -- for no such lease)."""
+    path = "/v3/lease/keepalive"
+    try:
+        message = etcd_json.parse_request(request.body, pb.LeaseKeepAliveRequest)
+    except etcd_json.MalformedRequest as e:
+        status, body = etcd_json.format_etcd_error(e)
+        log.info("rejected POST {path}: {status} {error}", path=path, status=status, error=e.message)
+        return RawAnswer(status, body)
+    return call(lease_keep_alive, node, message).addCallbacks(
+        lambda response: RawAnswer(200, etcd_json.format_stream_result(response)),
+        lambda failure: _error(path, failure.value),
+    )
 
 
 def version(node: Node, request: Call) -> RawAnswer:

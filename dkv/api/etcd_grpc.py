@@ -7,7 +7,8 @@ only parses (a message that does not parse is INVALID_ARGUMENT, logged
 once), awaits, and aborts with etcd's code and message on failure. A call
 with ``idempotency-key`` metadata runs on the node keyed by it
 (``Node.keyed``: its writes are applied once; see ``dkv.idempotency``). Services
-not served yet (Watch, Lease, Auth) answer UNIMPLEMENTED, gRPC's default.
+not served yet (Watch, Auth) answer UNIMPLEMENTED, gRPC's default.
+``Lease.LeaseKeepAlive`` is a stream: one answer per keep-alive, in order.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 from dkv.aio import wait
-from dkv.api.etcd_v3 import SERVICES, SNAPSHOT_CHUNK, ApiError, Handler, answer_error, call, snapshot_file
+from dkv.api.etcd_v3 import (
+    SERVICES,
+    SNAPSHOT_CHUNK,
+    ApiError,
+    Handler,
+    answer_error,
+    call,
+    lease_keep_alive,
+    snapshot_file,
+)
 from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
 from dkv.mvcc.errors import Code
@@ -82,6 +92,27 @@ def _snapshot(node: Node) -> Any:
     return grpc.unary_stream_rpc_method_handler(handle, response_serializer=lambda m: m.SerializeToString())
 
 
+def _keep_alive(node: Node) -> Any:
+    """etcd's LeaseKeepAlive: each request renews its lease and is answered
+    (TTL 0: no such lease) before the next is read; a failure (no leader)
+    ends the stream with its status, as etcd's does."""
+
+    async def handle(requests: AsyncIterator[bytes], context: aio.ServicerContext) -> Any:
+        async for raw in requests:
+            try:
+                request = pb.LeaseKeepAliveRequest.FromString(raw)
+            except DecodeError:
+                await _abort(context, "LeaseKeepAlive", _malformed(pb.LeaseKeepAliveRequest))
+            try:
+                d = call(lease_keep_alive, node, request)
+                # On the leader the answer is ready now: skip the trip through the loop.
+                yield d.result if d.called and isinstance(d.result, pb.LeaseKeepAliveResponse) else await wait(d)
+            except Exception as e:  # noqa: BLE001 - every failure is an answer
+                await _abort(context, "LeaseKeepAlive", e)
+
+    return grpc.stream_stream_rpc_method_handler(handle, response_serializer=lambda m: m.SerializeToString())
+
+
 def register(server: aio.Server, node: Node) -> None:
     for service, methods in SERVICES.items():
         full_name = pb.DESCRIPTOR.services_by_name[service].full_name
@@ -90,5 +121,7 @@ def register(server: aio.Server, node: Node) -> None:
         }
         if service == "Maintenance":
             handlers["Snapshot"] = _snapshot(node)
+        if service == "Lease":
+            handlers["LeaseKeepAlive"] = _keep_alive(node)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(full_name, handlers),))
         server.add_registered_method_handlers(full_name, handlers)

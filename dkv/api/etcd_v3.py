@@ -1,7 +1,7 @@
 # test-case-name: tests.test_etcd_api
 """etcd's v3 API on a dkv node, once for both of its faces.
 
-Every RPC of ``KV``, ``Cluster`` and ``Maintenance`` is a function here that
+Every RPC of ``KV``, ``Cluster``, ``Maintenance`` and ``Lease`` is a function here that
 takes the node and the request message and returns the response message (or
 a Deferred of it); ``dkv.api.etcd_grpc`` serves them over gRPC and
 ``dkv.api.etcd_gateway`` over etcd's JSON gateway paths, so the two cannot
@@ -274,6 +274,38 @@ def snapshot_file(node: Node) -> Deferred[tuple[str, int]]:
     return deferToThread(copy)
 
 
+# ---- Lease ------------------------------------------------------------------------
+
+
+def _filled(node: Node) -> Callable[[Any], Any]:
+    def fill(response: Any) -> Any:
+        node.fill_header(response.header)
+        return response
+
+    return fill
+
+
+def lease_grant(node: Node, request: pb.LeaseGrantRequest) -> Deferred[pb.LeaseGrantResponse]:
+    return node.leases.grant(request).addCallback(_filled(node))
+
+
+def lease_revoke(node: Node, request: pb.LeaseRevokeRequest) -> Deferred[pb.LeaseRevokeResponse]:
+    return node.leases.revoke(request).addCallback(_filled(node))
+
+
+def lease_keep_alive(node: Node, request: pb.LeaseKeepAliveRequest) -> Deferred[pb.LeaseKeepAliveResponse]:
+    """One keep-alive of the stream (the gateway's one-shot answer too)."""
+    return node.leases.keep_alive(request).addCallback(lambda response: _header(node, response))
+
+
+def lease_time_to_live(node: Node, request: pb.LeaseTimeToLiveRequest) -> Deferred[pb.LeaseTimeToLiveResponse]:
+    return node.leases.time_to_live(request).addCallback(lambda response: _header(node, response))
+
+
+def lease_leases(node: Node, request: pb.LeaseLeasesRequest) -> pb.LeaseLeasesResponse:
+    return _header(node, node.leases.leases())
+
+
 # ---- the tables the two faces serve ------------------------------------------------------
 
 #: service -> method -> (handler, request type).
@@ -300,6 +332,13 @@ SERVICES: dict[str, dict[str, tuple[Handler, Any]]] = {
         "Defragment": (defragment, pb.DefragmentRequest),
         "MoveLeader": (move_leader, pb.MoveLeaderRequest),
     },
+    # LeaseKeepAlive is a stream: dkv.api.etcd_grpc serves it with lease_keep_alive.
+    "Lease": {
+        "LeaseGrant": (lease_grant, pb.LeaseGrantRequest),
+        "LeaseRevoke": (lease_revoke, pb.LeaseRevokeRequest),
+        "LeaseTimeToLive": (lease_time_to_live, pb.LeaseTimeToLiveRequest),
+        "LeaseLeases": (lease_leases, pb.LeaseLeasesRequest),
+    },
 }
 
 
@@ -308,4 +347,4 @@ def call(handler: Handler, node: Node, request: Any) -> Deferred[Any]:
     return maybeDeferred(handler, node, request)
 
 
-__all__ = ["SERVICES", "ApiError", "answer_error", "call", "snapshot_file"]
+__all__ = ["SERVICES", "ApiError", "answer_error", "call", "lease_keep_alive", "snapshot_file"]

@@ -1,6 +1,7 @@
 # test-case-name: tests.test_membership
 """The gRPC ``dkv.v0.Cluster`` service: membership and leadership, mirroring
-the REST routes under /v0/members and /v0/leader."""
+the REST routes under /v0/members and /v0/leader; and the lease calls a
+follower forwards to its leader (``dkv.node_leases``)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ class ClusterServicer(kv_pb2_grpc.ClusterServicer):
         d = self.node.transfer_leader(request.to or None, forward=not _forwarded(context))
         view = await outcome(context, "TransferLeader", d)
         return kv_pb2.TransferLeaderResponse(leader_id=view["leader_id"])
+
+    async def LeaseKeepAlive(self, request, context):  # noqa: N802 - a follower forwarding (dkv.node_leases)
+        d = self.node.leases.keep_alive(request, forward=not _forwarded(context))
+        return await outcome(context, "LeaseKeepAlive", d)
+
+    async def LeaseTimeToLive(self, request, context):  # noqa: N802
+        d = self.node.leases.time_to_live(request, forward=not _forwarded(context))
+        return await outcome(context, "LeaseTimeToLive", d)
 
 
 def register(server: aio.Server, node: Node) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 from twisted.internet.defer import Deferred
 
@@ -101,8 +102,8 @@ def register_parsed(server: aio.Server, servicer: Any, module: Any, service_name
     service = module.DESCRIPTOR.services_by_name[service_name]
     handlers = {
         m.name: grpc.unary_unary_rpc_method_handler(
-            _parsing(getattr(servicer, m.name), getattr(module, m.input_type.name), m.name),
-            response_serializer=getattr(module, m.output_type.name).SerializeToString,
+            _parsing(getattr(servicer, m.name), GetMessageClass(m.input_type), m.name),
+            response_serializer=GetMessageClass(m.output_type).SerializeToString,
         )
         for m in service.methods
     }

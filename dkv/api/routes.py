@@ -181,6 +181,7 @@ ROUTES: tuple[Route, ...] = (
         for path in etcd_gateway.PATHS
     ),
     Route("etcd_snapshot", ("POST",), "/v3/maintenance/snapshot", etcd_gateway.snapshot),
+    Route("etcd_lease_keepalive", ("POST",), "/v3/lease/keepalive", etcd_gateway.keep_alive),
     Route("etcd_version", ("GET",), "/version", etcd_gateway.version),
     Route("etcd_health", ("GET",), "/health", etcd_gateway.health),
 )  # fmt: skip

@@ -13,7 +13,7 @@ something makes exactly one new revision ``main``, and its changes are
 numbered ``sub`` = 0, 1, ... in the order it makes them (at most one change
 per key per revision: the txn checks refuse the rest).
 
-The on-disk format (four tables; integers are big-endian, so byte order is
+The on-disk format (four tables, plus the two of the leases; integers are big-endian, so byte order is
 numeric order):
 
 ``mvcc.history`` -- every change kept, the truth the others derive from.
@@ -32,6 +32,8 @@ numeric order):
     value: the ``KeyState`` of its current version (flag 0).
 ``mvcc.meta`` -- two counters (i64): ``revision`` (absent: 1) and
     ``compacted`` (absent: -1, never compacted).
+``lease.leases``, ``lease.keys`` -- the leases and their keys
+    (``dkv.mvcc.leases``; ``dkv.mvcc.lease_ops`` grants and revokes).
 
 A Range at the current revision scans ``mvcc.live`` over the range and reads
 ``mvcc.history`` only for the values it returns (none for keys_only or

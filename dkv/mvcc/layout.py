@@ -16,6 +16,9 @@ HISTORY = "mvcc.history"
 INDEX = "mvcc.index"
 LIVE = "mvcc.live"
 META = "mvcc.meta"
+#: Leases (``dkv.mvcc.leases``): id (i64) -> granted TTL (i64); id + key -> b"".
+LEASES = "lease.leases"
+LEASE_KEYS = "lease.keys"
 
 #: META keys: the current revision (absent: 1, an empty store) and the
 #: compacted revision (absent: -1, never compacted; etcd's starting values).

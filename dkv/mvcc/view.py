@@ -46,6 +46,12 @@ class MvccView:
         self._compacted = read_counter(tables, COMPACTED)
 
     @property
+    def tables(self) -> Tables:
+        """The view of the tables this reads (for state kept beside the
+        store's, such as ``dkv.mvcc.leases``)."""
+        return self._tables
+
+    @property
     def revision(self) -> int:
         """The revision of the last write (1 for an empty store)."""
         return self._revision

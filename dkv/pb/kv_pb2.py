@@ -22,53 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dkv.pb import etcd_rpc_pb2 as dkv_dot_pb_dot_etcd__rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x64kv/pb/kv.proto\x12\x06\x64kv.v0\"4\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05voter\x18\x03 \x01(\x08\"\x10\n\x0eMembersRequest\"Y\n\x0fMembersResponse\x12\x1f\n\x07members\x18\x01 \x03(\x0b\x32\x0e.dkv.v0.Member\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"@\n\x10\x41\x64\x64MemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07learner\x18\x03 \x01(\x08\"\"\n\x14PromoteMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x13RemoveMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\"#\n\x15TransferLeaderRequest\x12\n\n\x02to\x18\x01 \x01(\t\"+\n\x16TransferLeaderResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t\"(\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\r\n\x0bPutResponse\"C\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12(\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x13.dkv.v0.Consistency\")\n\x0bGetResponse\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"\x10\n\x0e\x44\x65leteResponse\"\x0f\n\rStatusRequest\"O\n\x0cMemberStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05voter\x18\x03 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x04 \x01(\x04\"\xe0\x01\n\x0eStatusResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x12\n\nlast_index\x18\x07 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x08 \x01(\x04\x12%\n\x07members\x18\t \x03(\x0b\x32\x14.dkv.v0.MemberStatus\x12\x16\n\x0esnapshot_index\x18\n \x01(\x04*1\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\x10\n\x0cSERIALIZABLE\x10\x01\x32\xd6\x01\n\x02KV\x12.\n\x03Put\x12\x12.dkv.v0.PutRequest\x1a\x13.dkv.v0.PutResponse\x12.\n\x03Get\x12\x12.dkv.v0.GetRequest\x1a\x13.dkv.v0.GetResponse\x12\x37\n\x06\x44\x65lete\x12\x15.dkv.v0.DeleteRequest\x1a\x16.dkv.v0.DeleteResponse\x12\x37\n\x06Status\x12\x15.dkv.v0.StatusRequest\x1a\x16.dkv.v0.StatusResponse2\xe4\x02\n\x07\x43luster\x12:\n\x07Members\x12\x16.dkv.v0.MembersRequest\x1a\x17.dkv.v0.MembersResponse\x12>\n\tAddMember\x12\x18.dkv.v0.AddMemberRequest\x1a\x17.dkv.v0.MembersResponse\x12\x46\n\rPromoteMember\x12\x1c.dkv.v0.PromoteMemberRequest\x1a\x17.dkv.v0.MembersResponse\x12\x44\n\x0cRemoveMember\x12\x1b.dkv.v0.RemoveMemberRequest\x1a\x17.dkv.v0.MembersResponse\x12O\n\x0eTransferLeader\x12\x1d.dkv.v0.TransferLeaderRequest\x1a\x1e.dkv.v0.TransferLeaderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x64kv/pb/kv.proto\x12\x06\x64kv.v0\x1a\x15\x64kv/pb/etcd_rpc.proto\"4\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05voter\x18\x03 \x01(\x08\"\x10\n\x0eMembersRequest\"Y\n\x0fMembersResponse\x12\x1f\n\x07members\x18\x01 \x03(\x0b\x32\x0e.dkv.v0.Member\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"@\n\x10\x41\x64\x64MemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07learner\x18\x03 \x01(\x08\"\"\n\x14PromoteMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x13RemoveMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\"#\n\x15TransferLeaderRequest\x12\n\n\x02to\x18\x01 \x01(\t\"+\n\x16TransferLeaderResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t\"(\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\r\n\x0bPutResponse\"C\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12(\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x13.dkv.v0.Consistency\")\n\x0bGetResponse\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"\x10\n\x0e\x44\x65leteResponse\"\x0f\n\rStatusRequest\"O\n\x0cMemberStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05voter\x18\x03 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x04 \x01(\x04\"\xe0\x01\n\x0eStatusResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x12\n\nlast_index\x18\x07 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x08 \x01(\x04\x12%\n\x07members\x18\t \x03(\x0b\x32\x14.dkv.v0.MemberStatus\x12\x16\n\x0esnapshot_index\x18\n \x01(\x04*1\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\x10\n\x0cSERIALIZABLE\x10\x01\x32\xd6\x01\n\x02KV\x12.\n\x03Put\x12\x12.dkv.v0.PutRequest\x1a\x13.dkv.v0.PutResponse\x12.\n\x03Get\x12\x12.dkv.v0.GetRequest\x1a\x13.dkv.v0.GetResponse\x12\x37\n\x06\x44\x65lete\x12\x15.dkv.v0.DeleteRequest\x1a\x16.dkv.v0.DeleteResponse\x12\x37\n\x06Status\x12\x15.dkv.v0.StatusRequest\x1a\x16.dkv.v0.StatusResponse2\xa1\x04\n\x07\x43luster\x12:\n\x07Members\x12\x16.dkv.v0.MembersRequest\x1a\x17.dkv.v0.MembersResponse\x12>\n\tAddMember\x12\x18.dkv.v0.AddMemberRequest\x1a\x17.dkv.v0.MembersResponse\x12\x46\n\rPromoteMember\x12\x1c.dkv.v0.PromoteMemberRequest\x1a\x17.dkv.v0.MembersResponse\x12\x44\n\x0cRemoveMember\x12\x1b.dkv.v0.RemoveMemberRequest\x1a\x17.dkv.v0.MembersResponse\x12O\n\x0eTransferLeader\x12\x1d.dkv.v0.TransferLeaderRequest\x1a\x1e.dkv.v0.TransferLeaderResponse\x12[\n\x0eLeaseKeepAlive\x12#.etcdserverpb.LeaseKeepAliveRequest\x1a$.etcdserverpb.LeaseKeepAliveResponse\x12^\n\x0fLeaseTimeToLive\x12$.etcdserverpb.LeaseTimeToLiveRequest\x1a%.etcdserverpb.LeaseTimeToLiveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dkv.pb.kv_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSISTENCY']._serialized_start=951
-  _globals['_CONSISTENCY']._serialized_end=1000
-  _globals['_MEMBER']._serialized_start=27
-  _globals['_MEMBER']._serialized_end=79
-  _globals['_MEMBERSREQUEST']._serialized_start=81
-  _globals['_MEMBERSREQUEST']._serialized_end=97
-  _globals['_MEMBERSRESPONSE']._serialized_start=99
-  _globals['_MEMBERSRESPONSE']._serialized_end=188
-  _globals['_ADDMEMBERREQUEST']._serialized_start=190
-  _globals['_ADDMEMBERREQUEST']._serialized_end=254
-  _globals['_PROMOTEMEMBERREQUEST']._serialized_start=256
-  _globals['_PROMOTEMEMBERREQUEST']._serialized_end=290
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=292
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=325
-  _globals['_TRANSFERLEADERREQUEST']._serialized_start=327
-  _globals['_TRANSFERLEADERREQUEST']._serialized_end=362
-  _globals['_TRANSFERLEADERRESPONSE']._serialized_start=364
-  _globals['_TRANSFERLEADERRESPONSE']._serialized_end=407
-  _globals['_PUTREQUEST']._serialized_start=409
-  _globals['_PUTREQUEST']._serialized_end=449
-  _globals['_PUTRESPONSE']._serialized_start=451
-  _globals['_PUTRESPONSE']._serialized_end=464
-  _globals['_GETREQUEST']._serialized_start=466
-  _globals['_GETREQUEST']._serialized_end=533
-  _globals['_GETRESPONSE']._serialized_start=535
-  _globals['_GETRESPONSE']._serialized_end=576
-  _globals['_DELETEREQUEST']._serialized_start=578
-  _globals['_DELETEREQUEST']._serialized_end=606
-  _globals['_DELETERESPONSE']._serialized_start=608
-  _globals['_DELETERESPONSE']._serialized_end=624
-  _globals['_STATUSREQUEST']._serialized_start=626
-  _globals['_STATUSREQUEST']._serialized_end=641
-  _globals['_MEMBERSTATUS']._serialized_start=643
-  _globals['_MEMBERSTATUS']._serialized_end=722
-  _globals['_STATUSRESPONSE']._serialized_start=725
-  _globals['_STATUSRESPONSE']._serialized_end=949
-  _globals['_KV']._serialized_start=1003
-  _globals['_KV']._serialized_end=1217
-  _globals['_CLUSTER']._serialized_start=1220
-  _globals['_CLUSTER']._serialized_end=1576
+  _globals['_CONSISTENCY']._serialized_start=974
+  _globals['_CONSISTENCY']._serialized_end=1023
+  _globals['_MEMBER']._serialized_start=50
+  _globals['_MEMBER']._serialized_end=102
+  _globals['_MEMBERSREQUEST']._serialized_start=104
+  _globals['_MEMBERSREQUEST']._serialized_end=120
+  _globals['_MEMBERSRESPONSE']._serialized_start=122
+  _globals['_MEMBERSRESPONSE']._serialized_end=211
+  _globals['_ADDMEMBERREQUEST']._serialized_start=213
+  _globals['_ADDMEMBERREQUEST']._serialized_end=277
+  _globals['_PROMOTEMEMBERREQUEST']._serialized_start=279
+  _globals['_PROMOTEMEMBERREQUEST']._serialized_end=313
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=315
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=348
+  _globals['_TRANSFERLEADERREQUEST']._serialized_start=350
+  _globals['_TRANSFERLEADERREQUEST']._serialized_end=385
+  _globals['_TRANSFERLEADERRESPONSE']._serialized_start=387
+  _globals['_TRANSFERLEADERRESPONSE']._serialized_end=430
+  _globals['_PUTREQUEST']._serialized_start=432
+  _globals['_PUTREQUEST']._serialized_end=472
+  _globals['_PUTRESPONSE']._serialized_start=474
+  _globals['_PUTRESPONSE']._serialized_end=487
+  _globals['_GETREQUEST']._serialized_start=489
+  _globals['_GETREQUEST']._serialized_end=556
+  _globals['_GETRESPONSE']._serialized_start=558
+  _globals['_GETRESPONSE']._serialized_end=599
+  _globals['_DELETEREQUEST']._serialized_start=601
+  _globals['_DELETEREQUEST']._serialized_end=629
+  _globals['_DELETERESPONSE']._serialized_start=631
+  _globals['_DELETERESPONSE']._serialized_end=647
+  _globals['_STATUSREQUEST']._serialized_start=649
+  _globals['_STATUSREQUEST']._serialized_end=664
+  _globals['_MEMBERSTATUS']._serialized_start=666
+  _globals['_MEMBERSTATUS']._serialized_end=745
+  _globals['_STATUSRESPONSE']._serialized_start=748
+  _globals['_STATUSRESPONSE']._serialized_end=972
+  _globals['_KV']._serialized_start=1026
+  _globals['_KV']._serialized_end=1240
+  _globals['_CLUSTER']._serialized_start=1243
+  _globals['_CLUSTER']._serialized_end=1788
 # @@protoc_insertion_point(module_scope)

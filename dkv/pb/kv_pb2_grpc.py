@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from dkv.pb import etcd_rpc_pb2 as dkv_dot_pb_dot_etcd__rpc__pb2
 from dkv.pb import kv_pb2 as dkv_dot_pb_dot_kv__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -267,6 +268,16 @@ class ClusterStub:
                 request_serializer=dkv_dot_pb_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
                 response_deserializer=dkv_dot_pb_dot_kv__pb2.TransferLeaderResponse.FromString,
                 _registered_method=True)
+        self.LeaseKeepAlive = channel.unary_unary(
+                '/dkv.v0.Cluster/LeaseKeepAlive',
+                request_serializer=dkv_dot_pb_dot_etcd__rpc__pb2.LeaseKeepAliveRequest.SerializeToString,
+                response_deserializer=dkv_dot_pb_dot_etcd__rpc__pb2.LeaseKeepAliveResponse.FromString,
+                _registered_method=True)
+        self.LeaseTimeToLive = channel.unary_unary(
+                '/dkv.v0.Cluster/LeaseTimeToLive',
+                request_serializer=dkv_dot_pb_dot_etcd__rpc__pb2.LeaseTimeToLiveRequest.SerializeToString,
+                response_deserializer=dkv_dot_pb_dot_etcd__rpc__pb2.LeaseTimeToLiveResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -308,6 +319,20 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseKeepAlive(self, request, context):
+        """A follower forwards lease keep-alives and TimeToLive to the leader, whose
+        lessor alone keeps the expiry clock (answered as etcd's Lease service).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseTimeToLive(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -335,6 +360,16 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.TransferLeader,
                     request_deserializer=dkv_dot_pb_dot_kv__pb2.TransferLeaderRequest.FromString,
                     response_serializer=dkv_dot_pb_dot_kv__pb2.TransferLeaderResponse.SerializeToString,
+            ),
+            'LeaseKeepAlive': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseKeepAlive,
+                    request_deserializer=dkv_dot_pb_dot_etcd__rpc__pb2.LeaseKeepAliveRequest.FromString,
+                    response_serializer=dkv_dot_pb_dot_etcd__rpc__pb2.LeaseKeepAliveResponse.SerializeToString,
+            ),
+            'LeaseTimeToLive': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseTimeToLive,
+                    request_deserializer=dkv_dot_pb_dot_etcd__rpc__pb2.LeaseTimeToLiveRequest.FromString,
+                    response_serializer=dkv_dot_pb_dot_etcd__rpc__pb2.LeaseTimeToLiveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -474,6 +509,60 @@ class Cluster:
             '/dkv.v0.Cluster/TransferLeader',
             dkv_dot_pb_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
             dkv_dot_pb_dot_kv__pb2.TransferLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseKeepAlive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dkv.v0.Cluster/LeaseKeepAlive',
+            dkv_dot_pb_dot_etcd__rpc__pb2.LeaseKeepAliveRequest.SerializeToString,
+            dkv_dot_pb_dot_etcd__rpc__pb2.LeaseKeepAliveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseTimeToLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dkv.v0.Cluster/LeaseTimeToLive',
+            dkv_dot_pb_dot_etcd__rpc__pb2.LeaseTimeToLiveRequest.SerializeToString,
+            dkv_dot_pb_dot_etcd__rpc__pb2.LeaseTimeToLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,

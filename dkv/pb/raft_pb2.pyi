@@ -104,13 +104,15 @@ class ClusterConfig(_message.Message):
     def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("origin", "seq", "put", "delete_range", "txn", "compaction", "idempotency_key", "idempotency_digest", "idempotency_window_ms", "leader_time_ms")
+    __slots__ = ("origin", "seq", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "idempotency_key", "idempotency_digest", "idempotency_window_ms", "leader_time_ms")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
     TXN_FIELD_NUMBER: _ClassVar[int]
     COMPACTION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_GRANT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REVOKE_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
@@ -121,11 +123,13 @@ class Command(_message.Message):
     delete_range: _etcd_rpc_pb2.DeleteRangeRequest
     txn: _etcd_rpc_pb2.TxnRequest
     compaction: _etcd_rpc_pb2.CompactionRequest
+    lease_grant: _etcd_rpc_pb2.LeaseGrantRequest
+    lease_revoke: _etcd_rpc_pb2.LeaseRevokeRequest
     idempotency_key: bytes
     idempotency_digest: bytes
     idempotency_window_ms: int
     leader_time_ms: int
-    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ..., put: _Optional[_Union[_etcd_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_etcd_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_etcd_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_etcd_rpc_pb2.CompactionRequest, _Mapping]] = ..., idempotency_key: _Optional[bytes] = ..., idempotency_digest: _Optional[bytes] = ..., idempotency_window_ms: _Optional[int] = ..., leader_time_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ..., put: _Optional[_Union[_etcd_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_etcd_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_etcd_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_etcd_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_etcd_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_etcd_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., idempotency_key: _Optional[bytes] = ..., idempotency_digest: _Optional[bytes] = ..., idempotency_window_ms: _Optional[int] = ..., leader_time_ms: _Optional[int] = ...) -> None: ...
 
 class RequestVote(_message.Message):
     __slots__ = ("last_index", "last_term", "pre_vote", "transfer")

@@ -60,7 +60,7 @@ from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
 from dkv.replication.snapshot_shipping import SnapshotSender, SnapshotShipper
-from dkv.statemachine import apply_entries
+from dkv.statemachine import Outcome, apply_entries
 from dkv.storage import Applied, NodeStore, PersistentState, WriteBatch
 from dkv.storage.overlay import Overlay
 from dkv.transport import Transport
@@ -132,8 +132,17 @@ class ReplicationService(Service):
         self._installing: SnapshotMeta | None = None
         self._failed: Failure | None = None
         self._soft: tuple[Role, int, str | None] | None = None
+        #: Hooks (the lessor): each applied Outcome, in order; True when this
+        #: node starts leading, False when it stops.
+        self.apply_listeners: list[Callable[[Outcome], None]] = []
+        self.leadership_listeners: list[Callable[[bool], None]] = []
+        self._leading = False
 
     # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._clock
 
     @property
     def cluster_id(self) -> str:
@@ -176,6 +185,10 @@ class ReplicationService(Service):
         self._scheduled = self._commit_flush = None
         self.requests.fail_all()
         self._shipper.stop()
+        if self._leading:
+            self._leading = False
+            for listener in self.leadership_listeners:
+                listener(False)
         if self._persisting is not None:
             d: Deferred[None] = Deferred()
 
@@ -389,6 +402,8 @@ class ReplicationService(Service):
             self._set_applied(applied.index)
             self.requests.applied_writes(outcome.results)
             self.requests.release_applied(self.applied)
+            for listener in self.apply_listeners:
+                listener(outcome)
         self._installing = rd.snapshot
         batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
@@ -514,7 +529,13 @@ class ReplicationService(Service):
 
     def _on_role_change(self, raft: Raft) -> None:
         """Log leadership changes once; a node that stops leading drops the
-        snapshot views it kept, and pending transfers learn the new leader."""
+        snapshot views it kept, and pending transfers learn the new leader.
+        The leadership listeners hear when this node starts or stops leading."""
+        leading = raft.role is Role.LEADER
+        if leading != self._leading:
+            self._leading = leading
+            for listener in self.leadership_listeners:
+                listener(leading)
         soft = (raft.role, raft.term, raft.leader)
         if soft == self._soft:
             return

@@ -38,6 +38,8 @@ TABLE_IDS: Mapping[str, int] = {
     "mvcc.index": 2,
     "mvcc.live": 3,
     "mvcc.meta": 4,
+    "lease.leases": 9,
+    "lease.keys": 10,
     # dkv.idempotency (high bytes: other tables may take the next ones).
     "idem.records": 32,
     "idem.expiry": 33,
