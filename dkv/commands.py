@@ -67,13 +67,22 @@ def digest(field: str, request: object) -> bytes:
     return hashlib.sha256(field.encode() + b"\x00" + data).digest()[:16]
 
 
-def encode(rid: RequestId, request: WriteRequest | LeaseRequest, idempotency: Idempotency | None = None) -> bytes:
-    """The command that carries request for rid, serialized."""
+def encode(
+    rid: RequestId,
+    request: WriteRequest | LeaseRequest,
+    idempotency: Idempotency | None = None,
+    *,
+    as_asked: WriteRequest | LeaseRequest | None = None,
+) -> bytes:
+    """The command that carries request for rid, serialized. With an
+    idempotency key, the digest is of ``as_asked`` (the request as the client
+    sent it, when the node filled something in, as a lease grant's id) or
+    else of request."""
     cmd = raft_pb2.Command(origin=rid.origin, seq=rid.seq)
     field = _FIELDS[type(request)]
     getattr(cmd, field).CopyFrom(request)
     if idempotency is not None:
-        set_idempotency(cmd, field, request, idempotency)
+        set_idempotency(cmd, field, request if as_asked is None else as_asked, idempotency)
     return cmd.SerializeToString()
 
 

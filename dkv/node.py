@@ -53,10 +53,11 @@ class Node:
     #: Where to dial a member (its configured address, or a route).
     address_of: Callable[[str], str | None] = lambda node_id: None
     #: etcd's Lease service (``dkv.node_leases``), with the leader's lessor.
-    leases: NodeLeases = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.leases = NodeLeases(self.replication, self.cluster, self.address_of)
+    #: One per node: ``keyed`` copies pass it on (building one registers
+    #: replication listeners and starts a lessor).
+    leases: NodeLeases = attrs.field(
+        default=attrs.Factory(lambda self: NodeLeases(self.replication, self.cluster, self.address_of), takes_self=True)
+    )
 
     #: The client's idempotency key for the writes of this request (see
     #: ``keyed``); None: writes are not remembered.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
-from dkv.commands import LeaseRequest, encode
+from dkv.commands import Idempotency, LeaseRequest, encode
 from dkv.errors import NoLeader
 from dkv.lessor import Lessor, NotLeading
 from dkv.mvcc.errors import LeaseTTLTooLarge
@@ -86,24 +86,33 @@ class NodeLeases:
 
     # -- through the log -------------------------------------------------------------
 
-    def grant(self, request: LeaseGrantRequest) -> Deferred[LeaseGrantResponse]:
+    def grant(
+        self, request: LeaseGrantRequest, idempotency: Idempotency | None = None
+    ) -> Deferred[LeaseGrantResponse]:
         """Fires with the LeaseGrantResponse once applied here; fails with
-        LeaseTTLTooLarge, LeaseExists, NoLeader, OutcomeUnknown."""
+        LeaseTTLTooLarge, LeaseExists, NoLeader, OutcomeUnknown. With an
+        idempotency key, the digest is of the request as asked (ID 0 stays 0),
+        so a retry that this node would give another random id matches."""
         if request.TTL > MAX_LEASE_TTL:
             return fail(LeaseTTLTooLarge())
         lease_id = request.ID
         while lease_id == 0:
             lease_id = self.rng.getrandbits(63) & _ID_BITS
-        return self._propose(LeaseGrantRequest(ID=lease_id, TTL=max(request.TTL, self.min_ttl)))
+        granted = LeaseGrantRequest(ID=lease_id, TTL=max(request.TTL, self.min_ttl))
+        return self._propose(granted, idempotency, as_asked=request)
 
-    def revoke(self, request: LeaseRevokeRequest) -> Deferred[LeaseRevokeResponse]:
+    def revoke(
+        self, request: LeaseRevokeRequest, idempotency: Idempotency | None = None
+    ) -> Deferred[LeaseRevokeResponse]:
         """Deletes the lease's keys (one revision) and the lease; fails with
         LeaseNotFound, NoLeader, OutcomeUnknown."""
-        return self._propose(LeaseRevokeRequest(ID=request.ID))
+        return self._propose(LeaseRevokeRequest(ID=request.ID), idempotency)
 
-    def _propose(self, request: LeaseRequest) -> Deferred[Any]:
+    def _propose(
+        self, request: LeaseRequest, idempotency: Idempotency | None = None, as_asked: LeaseRequest | None = None
+    ) -> Deferred[Any]:
         rid = self.replication.next_request_id()
-        return self.replication.propose(rid, encode(rid, request))
+        return self.replication.propose(rid, encode(rid, request, idempotency, as_asked=as_asked))
 
     def _revoke_expired(self, lease_id: int) -> Deferred[Any]:
         return self.revoke(LeaseRevokeRequest(ID=lease_id))

@@ -185,3 +185,20 @@ async def test_grpc_metadata_key_on_dkv_kv(channel) -> None:
         await wait(kv.Delete(kv_pb2.DeleteRequest(key=b"a"), metadata=(("idempotency-key", ""),), timeout=10))
     assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert s.replication.read(b"a") == b"1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_lease_grant_with_a_key_grants_one_lease(stack: Stack) -> None:
+    """A grant with ID 0 gets a random id from the node that takes it; its
+    retry (the same request as asked, the same key) answers the first id and
+    grants nothing more; a revoke's retry answers the first revoke."""
+    status, first = await post(stack, "/v3/lease/grant", {"TTL": "60"}, "grant-1")
+    assert status == 200 and int(first["ID"]) != 0
+    status, again = await post(stack, "/v3/lease/grant", {"TTL": "60"}, "grant-1")
+    assert (status, again["ID"]) == (200, first["ID"])
+    status, listed = await post(stack, "/v3/lease/leases", {}, None)
+    assert status == 200 and [lease["ID"] for lease in listed["leases"]] == [first["ID"]]
+    assert stack.node.leases is stack.node.keyed(b"any").leases  # one lessor per node
+    assert (await post(stack, "/v3/lease/revoke", {"ID": first["ID"]}, "revoke-1"))[0] == 200
+    assert (await post(stack, "/v3/lease/revoke", {"ID": first["ID"]}, "revoke-1"))[0] == 200
+    assert (await post(stack, "/v3/lease/revoke", {"ID": first["ID"]}, None))[0] == 404

@@ -286,11 +286,11 @@ def _filled(node: Node) -> Callable[[Any], Any]:
 
 
 def lease_grant(node: Node, request: pb.LeaseGrantRequest) -> Deferred[pb.LeaseGrantResponse]:
-    return node.leases.grant(request).addCallback(_filled(node))
+    return node.leases.grant(request, node.idempotency).addCallback(_filled(node))
 
 
 def lease_revoke(node: Node, request: pb.LeaseRevokeRequest) -> Deferred[pb.LeaseRevokeResponse]:
-    return node.leases.revoke(request).addCallback(_filled(node))
+    return node.leases.revoke(request, node.idempotency).addCallback(_filled(node))
 
 
 def lease_keep_alive(node: Node, request: pb.LeaseKeepAliveRequest) -> Deferred[pb.LeaseKeepAliveResponse]:
