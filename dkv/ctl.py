@@ -210,15 +210,33 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> N
         out.write(json.dumps(answer) + "\n" if args.json else "OK\n")
 
 
+#: dkvctl's options that take a value (they come before the command).
+_VALUED_OPTIONS = ("--endpoint", "--endpoints", "--timeout")
+
+
+def _command_index(argv: list[str]) -> int:
+    """Where the command (the first argument that is not an option or an
+    option's value) is in argv; -1 if there is none."""
+    i = 0
+    while i < len(argv):
+        if argv[i] in _VALUED_OPTIONS:
+            i += 2
+        elif argv[i].startswith("-"):
+            i += 1
+        else:
+            return i
+    return -1
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """argv's arguments; for ``lock``, everything after the first ``--`` is
     the command to run (its options are not dkvctl's)."""
-    split = argv.index("--") if "--" in argv else -1
-    if split >= 0 and "lock" in argv[:split]:
+    at = _command_index(argv)
+    if at >= 0 and argv[at] == "lock" and "--" in argv[at:]:
+        split = argv.index("--", at)
         args = parser().parse_args(argv[:split])
-        if args.command == "lock":
-            args.exec_command = [*args.exec_command, *argv[split + 1 :]]
-            return args
+        args.exec_command = [*args.exec_command, *argv[split + 1 :]]
+        return args
     return parser().parse_args(argv)
 
 

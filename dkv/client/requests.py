@@ -17,9 +17,12 @@ def key_range(
     key: bytes, range_end: bytes | None = None, *, prefix: bool = False, from_key: bool = False
 ) -> dict[str, Any]:
     """``key`` and ``range_end`` for one key, [key, range_end), every key
-    under the prefix key, or every key from key on."""
+    under the prefix key, or every key from key on (for an empty key
+    either means every key: ``"\\0"`` to ``"\\0"``)."""
     if sum((range_end is not None, prefix, from_key)) > 1:
         raise ValueError("give at most one of range_end, prefix and from_key")
+    if (prefix or from_key) and not key:
+        key, range_end, prefix, from_key = b"\0", b"\0", False, False  # every key (etcd's client does the same)
     body: dict[str, Any] = {"key": b64(key)}
     if prefix:
         range_end = prefix_end(key)

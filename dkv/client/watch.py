@@ -176,10 +176,10 @@ class Watch:
         if not events:  # a progress notification: everything up to its revision was sent
             self.next_revision = max(self.next_revision, header.revision + 1)
             return
-        for event in events:
+        self.next_revision = max(self.next_revision, max(e.revision for e in events) + 1)
+        for event in events:  # a reader may run at once: the resume point is updated first
             if event.revision >= self._floor:
                 self.events.put(event)
-        self.next_revision = max(self.next_revision, max(e.revision for e in events) + 1)
 
     async def _run(self) -> None:
         pause = 0.05
