@@ -58,9 +58,7 @@ def add_watch_arguments(p: argparse.ArgumentParser) -> None:
 def add_lock_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--ttl", type=int, default=LOCK_TTL, help="session lease TTL in seconds (default 10)")
-    p.add_argument(
-        "exec_command", nargs="*", metavar="-- COMMAND ARGS", help="a command to run while holding the lock"
-    )
+    p.add_argument("exec_command", nargs="*", metavar="-- COMMAND ARGS", help="a command to run while holding the lock")
 
 
 def event_lines(event: Event, is_b64: bool) -> list[str]:
