@@ -158,7 +158,9 @@ class Client:
         """Renew a lease once: its TTL. NotFound if it is gone."""
 
         async def renew() -> int:
-            answer = await self.transport.call("/v3/lease/keepalive", {"ID": str(lease_id)}, timeout=timeout)
+            answer = await self.transport.call(
+                "/v3/lease/keepalive", {"ID": str(lease_id)}, timeout=timeout, first_line=True
+            )
             result = answer.get("result", answer) if isinstance(answer, dict) else {}
             ttl = as_int(result.get("TTL"))
             if ttl <= 0:

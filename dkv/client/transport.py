@@ -34,8 +34,9 @@ from typing import Any
 
 import treq
 from treq.client import HTTPClient
-from twisted.internet import defer, error, task
+from twisted.internet import defer, error, protocol, task
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.web import client as web_client
 from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed
 from twisted.web.iweb import IResponse
@@ -96,6 +97,25 @@ def decode_body(raw: bytes) -> Any:
         return text
 
 
+class _FirstLine(protocol.Protocol):
+    """Reads a streamed body up to its first newline (or its end), then
+    drops the connection: ``done`` fires with those bytes."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\n" in self.buffer and not self.done.called:
+            self.done.callback(self.buffer.split(b"\n", 1)[0])
+            self.transport.stopProducing()  # type: ignore[union-attr]  # a response body's transport
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if not self.done.called:
+            self.done.callback(self.buffer)
+
+
 class Transport:
     """POSTs to the first endpoint that answers (see the module's rules)."""
 
@@ -125,19 +145,34 @@ class Transport:
         self.current = (self.current + 1) % len(self.endpoints)
 
     async def _attempt(
-        self, url: str, data: bytes, headers: dict[bytes | str, list[bytes | str]], timeout: float
+        self, url: str, data: bytes, headers: dict[bytes | str, list[bytes | str]], timeout: float, first_line: bool
     ) -> tuple[int, Any]:
-        d = self.http.post(url, data=data, headers=headers, reactor=self.reactor)
+        d = self.http.post(url, data=data, headers=headers, reactor=self.reactor, unbuffered=first_line)
         d.addTimeout(timeout, self.clock)
         response: IResponse = await d
-        body = treq.content(response)
+        if first_line and response.code == 200:
+            reader = _FirstLine()
+            response.deliverBody(reader)
+            body = reader.done
+        else:
+            body = treq.content(response)
         body.addTimeout(timeout, self.clock)
         raw: bytes = await body
         return response.code, decode_body(raw)
 
-    async def call(self, path: str, body: dict[str, Any], *, write: bool = False, timeout: float | None = None) -> Any:
+    async def call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        write: bool = False,
+        timeout: float | None = None,
+        first_line: bool = False,
+    ) -> Any:
         """The decoded JSON answer to POST body at path, within timeout
-        seconds (default: the transport's). Raises a DkvClientError subclass."""
+        seconds (default: the transport's). With first_line, the answer is
+        a stream and only its first line is read (then the connection is
+        dropped). Raises a DkvClientError subclass."""
         data = json.dumps(body).encode()
         headers = dict(JSON_HEADERS)
         if write:
@@ -154,7 +189,7 @@ class Transport:
                 endpoint = self.endpoints[self.current]
                 try:
                     status, answer = await self._attempt(
-                        endpoint + path, data, headers, min(remaining, self.attempt_timeout)
+                        endpoint + path, data, headers, min(remaining, self.attempt_timeout), first_line
                     )
                 except NOT_SENT as e:
                     last = Unreachable(f"cannot reach {endpoint}: {e}")

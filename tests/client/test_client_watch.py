@@ -173,3 +173,14 @@ def test_the_item_queue_hands_out_in_order_then_fails() -> None:
     cancelled = ItemQueue[int]().get()
     cancelled.cancel()
     cancelled.addErrback(lambda f: f.trap(defer.CancelledError))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_keep_alive_reads_the_first_line_of_a_stream_that_stays_open(streams) -> None:
+    stub, a = streams({"result": {"header": {"revision": "3"}, "ID": "7", "TTL": "9"}}, hold=True)
+    c = client(a)
+    assert await c.keep_alive_once(7) == 9
+    assert stub.bodies == [{"ID": "7"}]
+    _, gone = streams({"result": {"header": {"revision": "3"}, "ID": "7"}})  # TTL omitted: 0, no such lease
+    with pytest.raises(NotFound):
+        await client(gone).keep_alive_once(7)
