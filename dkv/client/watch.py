@@ -32,7 +32,7 @@ from typing import Any
 from twisted.internet import defer, protocol, task
 from twisted.python.failure import Failure
 
-from dkv.client.errors import Compacted, DkvClientError, NoLeader, Unreachable, WatchClosed, from_answer
+from dkv.client.errors import Compacted, DkvClientError, NoLeader, OutcomeUnknown, Unreachable, WatchClosed, from_answer
 from dkv.client.queue import ItemQueue
 from dkv.client.transport import MAYBE_SENT, NOT_SENT, Transport
 from dkv.client.values import Event, Header, as_int
@@ -88,6 +88,8 @@ class Watch:
         self._ready: list[defer.Deferred[Header]] = []
         self._ended: DkvClientError | None = None
         self._stream_error: DkvClientError | None = None
+        #: Messages read from the current stream.
+        self._messages = 0
         self._closed = False
         self._lines: _Lines | None = None
         self._running = defer.ensureDeferred(self._run())
@@ -190,39 +192,43 @@ class Watch:
             if self.next_revision:
                 body["start_revision"] = str(self.next_revision)
             self._floor = self.next_revision
+            self._messages = 0
+            error: DkvClientError | None = None
             try:
                 response = await self.transport.open_stream(endpoint, "/v3/watch", {"create_request": body})
-            except (*NOT_SENT, *MAYBE_SENT, NoLeader, Unreachable):
-                if self._closed:
-                    return
-                self.transport.rotate()
-                failures_in_round += 1
-                if failures_in_round >= len(self.transport.endpoints):
-                    failures_in_round = 0
-                    await task.deferLater(self.transport.clock, pause, lambda: None)
-                    pause = min(pause * 2, 1.0)
-                continue
+            except (*NOT_SENT, *MAYBE_SENT, NoLeader, OutcomeUnknown, Unreachable):
+                response = None
             except DkvClientError as e:
                 self._end(e)
                 return
-            self.streams += 1
-            lines = _Lines(self._checked)
-            self._lines = lines
-            response.deliverBody(lines)
-            await lines.finished
-            self._lines = None
-            if self._stream_error is not None:
-                self._end(self._stream_error)
-                lines.abort()
-                return
+            if response is not None:
+                self.streams += 1
+                lines = _Lines(self._checked)
+                self._lines = lines
+                response.deliverBody(lines)
+                await lines.finished
+                self._lines = None
+                error, self._stream_error = self._stream_error, None
+                if error is not None and not isinstance(error, NoLeader | OutcomeUnknown):
+                    self._end(error)
+                    return
             if self._closed:
                 return
-            pause, failures_in_round = 0.05, 0
             self.transport.rotate()
+            if self._messages and error is None:
+                pause, failures_in_round = 0.05, 0
+                continue
+            # Nothing came of this endpoint: after a round of them, pause.
+            failures_in_round += 1
+            if failures_in_round >= len(self.transport.endpoints):
+                failures_in_round = 0
+                await task.deferLater(self.transport.clock, pause, lambda: None)
+                pause = min(pause * 2, 1.0)
 
     def _checked(self, message: dict[str, Any]) -> None:
         if self._stream_error is not None:
             return
+        self._messages += 1
         try:
             self._message(message)
         except _StreamError as e:

@@ -184,3 +184,14 @@ async def test_a_keep_alive_reads_the_first_line_of_a_stream_that_stays_open(str
     _, gone = streams({"result": {"header": {"revision": "3"}, "ID": "7"}})  # TTL omitted: 0, no such lease
     with pytest.raises(NotFound):
         await client(gone).keep_alive_once(7)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_no_leader_error_in_the_stream_moves_the_watch_on(streams) -> None:
+    in_stream = {"error": {"grpc_code": 14, "http_code": 503, "message": "etcdserver: no leader", "http_status": "x"}}
+    first, a = streams(created(3), in_stream, hold=True)
+    second, b = streams(created(3), events(4, ("PUT", b"k", b"v")), hold=True)
+    w = client(a, b).watch(b"k")
+    assert (await w.next()).revision == 4
+    assert second.bodies[0]["create_request"]["start_revision"] == "4"
+    w.close()
