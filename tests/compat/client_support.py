@@ -27,15 +27,15 @@ def client_for(api: ApiEndpoints, endpoints: list[str] | None = None, **options:
     return Client(endpoints or list(api.gateway_urls), reactor=reactor, **options)
 
 
-def _status_of(url: str, path: str, body: Any) -> tuple[int, Any]:
-    """Only the status line and, when it is not 200, the body: enough to
-    probe a streaming path without reading the stream."""
+def _status_of(url: str, path: str, body: Any, stream: bool = False) -> tuple[int, Any]:
+    """The status and the decoded body; for a stream, the body only when
+    the status is not 200 (a stream is never read)."""
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=10)
     try:
         conn.request("POST", path, body=json.dumps(body).encode())
         resp = conn.getresponse()
-        if resp.status == 200:
+        if resp.status == 200 and stream:
             return 200, None
         raw = resp.read()
         with contextlib.suppress(ValueError):
@@ -45,22 +45,35 @@ def _status_of(url: str, path: str, body: Any) -> tuple[int, Any]:
         conn.close()
 
 
-def require_watch_and_leases(api: ApiEndpoints) -> None:
-    """Skip on dkv while it answers 404 for /v3/watch or /v3/lease/grant
-    (the Watch and Lease services are other branches' work); run on etcd."""
+def require_watch(api: ApiEndpoints) -> None:
+    """Skip on dkv while it answers 404 for /v3/watch (its Watch service is
+    another branch's work); run on etcd."""
     if api.system != "dkv":
         return
     try:
-        status, _ = _status_of(api.gateway_urls[0], "/v3/watch", {"create_request": {"key": "cHJvYmU="}})
+        status, _ = _status_of(api.gateway_urls[0], "/v3/watch", {"create_request": {"key": "cHJvYmU="}}, True)
     except TimeoutError:
         status = 200  # a stream that sends nothing yet: served
     if status == 404:
         pytest.skip("dkv answers 404 for /v3/watch: its Watch service is not merged yet")
+
+
+def require_leases(api: ApiEndpoints) -> None:
+    """Skip on dkv while it answers 404 for /v3/lease/grant (its Lease
+    service is another branch's work); run on etcd."""
+    if api.system != "dkv":
+        return
     status, answer = _status_of(api.gateway_urls[0], "/v3/lease/grant", {"TTL": "60"})
     if status == 404:
         pytest.skip("dkv answers 404 for /v3/lease/grant: its Lease service is not merged yet")
     if status == 200 and isinstance(answer, dict) and answer.get("ID"):
         _status_of(api.gateway_urls[0], "/v3/lease/revoke", {"ID": answer["ID"]})
+
+
+def require_watch_and_leases(api: ApiEndpoints) -> None:
+    """Both of the above: what the recipes (sessions, waiting) need."""
+    require_watch(api)
+    require_leases(api)
 
 
 def etcdctl_child(api: ApiEndpoints, log: Path, *args: str) -> Process:

@@ -18,7 +18,14 @@ from dkv.client.values import DELETE, PUT
 from dkv.testing.etcd_cluster import ApiEndpoints, EtcdCluster, etcd_binary
 from dkv.testing.process import Process
 from dkv.testing.proxy import ProxyHub
-from tests.compat.client_support import client_for, etcdctl_child, eventually, printed, require_watch_and_leases
+from tests.compat.client_support import (
+    client_for,
+    etcdctl_child,
+    eventually,
+    printed,
+    require_watch,
+    require_watch_and_leases,
+)
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.etcd]
@@ -31,7 +38,7 @@ def port_of(url: str) -> int:
 @pytest_twisted.ensureDeferred
 async def test_a_watch_resumes_on_another_member_when_its_connection_is_cut(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    require_watch_and_leases(api)
+    require_watch(api)
     with ProxyHub() as hub:
         front = hub.proxy(port_of(api.gateway_urls[0]), name="member 0")
         c = client_for(api, [f"127.0.0.1:{front.port}", *api.gateway_urls[1:]])
@@ -59,7 +66,7 @@ async def test_a_watch_resumes_on_another_member_when_its_connection_is_cut(v3_c
 @pytest_twisted.ensureDeferred
 async def test_a_watch_from_a_compacted_revision_raises_compacted(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
-    require_watch_and_leases(api)
+    require_watch(api)
     c = client_for(api)
     for value in (b"1", b"2", b"3"):
         await c.put(b"k", value)  # revisions 2, 3, 4

@@ -17,7 +17,7 @@ from dkv.testing.etcd_cluster import ApiEndpoints
 from dkv.testing.launcher import child_env
 from dkv.testing.poll import wait_until
 from dkv.testing.process import Process
-from tests.compat.client_support import etcdctl_child, printed, require_watch_and_leases
+from tests.compat.client_support import etcdctl_child, printed, require_watch, require_watch_and_leases
 from tests.compat.clients import dkvctl, etcdctl, ok, put_all
 
 pytestmark = [pytest.mark.process, pytest.mark.etcd]
@@ -41,7 +41,7 @@ def test_dkvctl_watch_prints_what_etcdctl_watch_prints(
     v3_cluster: ApiEndpoints, tmp_path: Path, procs: list[Process]
 ) -> None:
     api = v3_cluster
-    require_watch_and_leases(api)
+    require_watch(api)
     put_all(etcdctl, api, ("foo", "bar"), ("foo", "baz"), ("foo1", "x"))  # revisions 2, 3, 4
     assert ok(etcdctl(api, "del", "foo")) == "1\n"  # revision 5
     watching = ("watch", "foo", "--prefix", "--rev", "1", "--prev-kv")
