@@ -60,7 +60,7 @@ def test_dkvctl_watch_prints_what_etcdctl_watch_prints(
     put_all(etcdctl, api, ("foo2", "live"))  # a live event after the replayed ones
     live = [*expected, "PUT", "foo2", "live"]
     wait_until(lambda: printed(ours) == printed(theirs) == live, 20, "both to print a live event")
-    assert printed(single) == ["PUT", "foo1", "x"]
+    wait_until(lambda: printed(single) == ["PUT", "foo1", "x"], 20, "dkvctl watch of one key to print its event")
     ours.signal(signal.SIGINT)
     wait_until(lambda: not ours.alive, 10, "dkvctl watch to exit on SIGINT")
     assert ours.returncode == 0
