@@ -156,7 +156,7 @@ class Observer:
         if self._closed:
             return
         self._closed = True
-        self.values.fail(WatchClosed("observer closed"))
+        self.values.fail(WatchClosed("observer closed"), drop=True)
         if self._watch is not None:
             self._watch.close()
         self._running.cancel()

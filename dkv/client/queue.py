@@ -34,11 +34,14 @@ class ItemQueue(Generic[T]):
         else:
             self._items.append(item)
 
-    def fail(self, error: BaseException) -> None:
-        """End the queue with error (the first call wins)."""
+    def fail(self, error: BaseException, drop: bool = False) -> None:
+        """End the queue with error (the first call wins); with drop, the
+        items not handed out yet are thrown away."""
         if self._error is not None:
             return
         self._error = error
+        if drop:
+            self._items.clear()
         while self._waiting:
             self._waiting.popleft().errback(error)
 

@@ -131,10 +131,12 @@ class Watch:
         self.close()
 
     def close(self) -> None:
-        """Stop watching: the stream is closed, readers get WatchClosed."""
+        """Stop watching: the stream is closed, events not read yet are
+        dropped, readers get WatchClosed."""
         if self._closed:
             return
         self._closed = True
+        self.events.fail(WatchClosed("watch closed"), drop=True)
         self._end(WatchClosed("watch closed"))
         if self._lines is not None:
             self._lines.abort()

@@ -195,3 +195,12 @@ async def test_a_no_leader_error_in_the_stream_moves_the_watch_on(streams) -> No
     assert (await w.next()).revision == 4
     assert second.bodies[0]["create_request"]["start_revision"] == "4"
     w.close()
+
+
+def test_a_closed_queue_can_drop_what_was_not_read() -> None:
+    queue: ItemQueue[int] = ItemQueue()
+    queue.put(1)
+    queue.fail(WatchClosed("closed"), drop=True)
+    dropped = queue.get()
+    assert isinstance(dropped.result.value, WatchClosed) and len(queue) == 0
+    dropped.addErrback(lambda _: None)
