@@ -18,7 +18,8 @@ over the JSON gateway with treq.
 Modules: ``client`` (the Client), ``transport`` (endpoints, failover,
 idempotency keys), ``values`` / ``requests`` (the gateway's JSON),
 ``txn`` (the transaction builder), ``watch``, ``lease``, ``session``,
-``lock``, ``election``, ``errors``.
+``lock``, ``election``, ``errors``; ``blocking`` wraps the Client for scripts
+that are not Twisted programs.
 """
 
 from dkv.client import txn
