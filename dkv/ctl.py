@@ -10,6 +10,8 @@
                    [--keys-only] [--count-only]
     dkvctl put KEY VALUE --prev-kv | del KEY [END] [--prefix|--from-key] [--prev-kv]
     dkvctl txn < FILE | compact REV | hash | hashkv [--rev N] | endpoint status
+    dkvctl watch KEY [END] [--prefix] [--rev N] [--prev-kv]
+    dkvctl lock NAME [--ttl N] [-- COMMAND ARGS...]
 
 The endpoint is a node's REST address (default ``$DKV_ENDPOINT`` or
 127.0.0.1:7071); several, comma-separated, are tried in order: the next when
@@ -30,6 +32,10 @@ missing key, ``del`` prints how many keys it deleted. ``txn``, ``compact``,
 ``hash``, ``hashkv`` and ``endpoint status`` always speak the v3 gateway, so
 they work against etcd too (except ``hashkv``: etcd 3.4's gateway routes no
 HashKV); ``hash``, ``hashkv`` and ``endpoint status`` ask every endpoint.
+
+``watch`` and ``lock`` run until done or interrupted, on ``dkv.client``
+(``dkv.ctl_stream``): they print and behave as etcdctl's, and fail over
+between the endpoints.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import sys
 import urllib.parse
 from typing import Any, TextIO
 
-from dkv import ctl_etcd
+from dkv import ctl_etcd, ctl_stream
 from dkv.api.b64 import encode as b64_encode
 from dkv.ctl_requests import TXN_SYNTAX, add_del_arguments, add_get_arguments, add_put_arguments, uses_etcd_options
 from dkv.ctl_transport import CtlError, request, split_endpoints
@@ -113,9 +119,15 @@ def parser() -> argparse.ArgumentParser:
     )
     endpoint = sub.add_parser("endpoint", help="each endpoint's state").add_subparsers(dest="action", required=True)
     endpoint.add_parser("status", help="version, db size, leadership, raft term and index")
+    ctl_stream.add_watch_arguments(sub.add_parser("watch", help="print each change of a key or range till interrupted"))
+    ctl_stream.add_lock_arguments(
+        sub.add_parser("lock", help="hold a lock (etcd's, as etcdctl lock), running a command meanwhile")
+    )
     return p
 
 
+#: Commands that run on a reactor until done or interrupted (dkv.ctl_stream).
+STREAM_COMMANDS = ("watch", "lock")
 #: Commands that always speak etcd's v3 gateway.
 V3_COMMANDS = ("txn", "compact", "hash", "hashkv", "endpoint")
 
@@ -130,6 +142,9 @@ def speaks_v3(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> None:
     args.endpoints = split_endpoints(args.endpoint)
+    if args.command in STREAM_COMMANDS:
+        ctl_stream.run(args)
+        return
     if speaks_v3(args):
         ctl_etcd.run(args, out, sys.stdin if stdin is None else stdin)
         return
@@ -195,8 +210,38 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> N
         out.write(json.dumps(answer) + "\n" if args.json else "OK\n")
 
 
+#: dkvctl's options that take a value (they come before the command).
+_VALUED_OPTIONS = ("--endpoint", "--endpoints", "--timeout")
+
+
+def _command_index(argv: list[str]) -> int:
+    """Where the command (the first argument that is not an option or an
+    option's value) is in argv; -1 if there is none."""
+    i = 0
+    while i < len(argv):
+        if argv[i] in _VALUED_OPTIONS:
+            i += 2
+        elif argv[i].startswith("-"):
+            i += 1
+        else:
+            return i
+    return -1
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """argv's arguments; for ``lock``, everything after the first ``--`` is
+    the command to run (its options are not dkvctl's)."""
+    at = _command_index(argv)
+    if at >= 0 and argv[at] == "lock" and "--" in argv[at:]:
+        split = argv.index("--", at)
+        args = parser().parse_args(argv[:split])
+        args.exec_command = [*args.exec_command, *argv[split + 1 :]]
+        return args
+    return parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
         run(args, sys.stdout)
     except CtlError as e:
