@@ -64,6 +64,7 @@ from dkv.statemachine import apply_entries
 from dkv.storage import Applied, NodeStore, PersistentState, WriteBatch
 from dkv.storage.overlay import Overlay
 from dkv.transport import Transport
+from dkv.watch import WatchHub, WatchSettings
 
 #: How long a commit index may wait for an append to carry it (defer_commit).
 COMMIT_FLUSH_SECONDS = 0.002
@@ -86,6 +87,8 @@ class DriverConfig:
     snapshot_keep: int = 5_000
     #: A learner may be promoted once within this many entries of the commit.
     promote_lag: int = 1000
+    #: The watch hub's settings (``dkv.watch``).
+    watch: WatchSettings = WatchSettings()
 
 
 class ReplicationService(Service):
@@ -132,6 +135,8 @@ class ReplicationService(Service):
         self._installing: SnapshotMeta | None = None
         self._failed: Failure | None = None
         self._soft: tuple[Role, int, str | None] | None = None
+        #: This node's watchers, fed after each apply from the applied state.
+        self.watch_hub = WatchHub(clock, self.view, config.watch)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -176,6 +181,7 @@ class ReplicationService(Service):
         self._scheduled = self._commit_flush = None
         self.requests.fail_all()
         self._shipper.stop()
+        self.watch_hub.stop()
         if self._persisting is not None:
             d: Deferred[None] = Deferred()
 
@@ -387,6 +393,8 @@ class ReplicationService(Service):
             self._set_applied(applied.index)
             self.requests.applied_writes(outcome.results)
             self.requests.release_applied(self.applied)
+            # Readable now (the overlay holds them): watchers may be given them.
+            self.watch_hub.applied(outcome.events)
         self._installing = rd.snapshot
         batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
@@ -410,6 +418,7 @@ class ReplicationService(Service):
             self._compaction.reset(rd.snapshot.index)
             self._set_applied(rd.snapshot.index)
             self.requests.release_applied(self.applied)
+            self.watch_hub.replaced()
         elif applied is not None:
             self._overlay.stored(applied.index)
         self._guard(lambda: raft.advance(rd))
