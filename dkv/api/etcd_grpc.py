@@ -4,8 +4,9 @@ the RPC port, beside ``dkv.v0``.
 
 Every method is ``dkv.api.etcd_v3``'s function of the same name: this module
 only parses (a message that does not parse is INVALID_ARGUMENT, logged
-once), awaits, and aborts with etcd's code and message on failure. Services
-not served yet (Watch, Lease, Auth) answer UNIMPLEMENTED, gRPC's default.
+once), awaits, and aborts with etcd's code and message on failure. ``Watch``
+is ``dkv.api.watch_grpc``'s stream. Services not served yet (Lease, Auth)
+answer UNIMPLEMENTED, gRPC's default.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 from dkv.aio import wait
+from dkv.api import watch_grpc
 from dkv.api.etcd_v3 import SERVICES, SNAPSHOT_CHUNK, ApiError, Handler, answer_error, call, snapshot_file
 from dkv.logs import logger
 from dkv.mvcc.errors import Code
@@ -88,3 +90,4 @@ def register(server: aio.Server, node: Node) -> None:
             handlers["Snapshot"] = _snapshot(node)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(full_name, handlers),))
         server.add_registered_method_handlers(full_name, handlers)
+    watch_grpc.register(server, node)

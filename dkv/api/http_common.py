@@ -54,15 +54,23 @@ _REASONS = {
 
 class Call:
     """What a route's handler may read of a request: its body, its query
-    arguments (``parse_qs`` of the query, blank values kept) and the path
-    parameters."""
+    arguments (``parse_qs`` of the query, blank values kept), the path
+    parameters, and its headers (lower-case name -> values; given by the
+    Klein site only: a fast route sees none)."""
 
-    __slots__ = ("body", "args", "params")
+    __slots__ = ("body", "args", "params", "headers")
 
-    def __init__(self, body: bytes, args: dict[bytes, list[bytes]], params: dict[str, str]) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        args: dict[bytes, list[bytes]],
+        params: dict[str, str],
+        headers: dict[bytes, list[bytes]] | None = None,
+    ) -> None:
         self.body = body
         self.args = args
         self.params = params
+        self.headers = headers or {}
 
 
 @attrs.frozen

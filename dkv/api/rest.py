@@ -323,7 +323,8 @@ def _endpoint(route: Route) -> Any:
     streamed)."""
 
     def endpoint(self: RestApi, request: IRequest, **params: str) -> Any:
-        result = route.handler(self.node, Call(self.body(request), request.args, params))
+        headers = {name.lower(): values for name, values in request.requestHeaders.getAllRawHeaders()}
+        result = route.handler(self.node, Call(self.body(request), request.args, params, headers))
         if isinstance(result, Deferred):
             return result.addCallback(lambda body: _answer(request, body))
         return _answer(request, result)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -46,7 +46,7 @@ from dkv.watch.watcher import Watcher, WatcherGroup, WatchTarget
 log = logger("dkv.watch")
 
 #: A source of views of the applied state (``ReplicationService.view``).
-ViewSource = Callable[[], ContextManager[MvccView]]
+ViewSource = Callable[[], AbstractContextManager[MvccView]]
 
 
 @attrs.frozen
@@ -60,6 +60,8 @@ class WatchSettings:
     max_pending_events: int = 1024
     #: Events one sync round reads from the history (whole revisions).
     sync_events: int = 1000
+    #: Seconds between the keep-alive comments of a ``/v0/watch`` stream.
+    sse_keepalive: float = 15.0
 
 
 class WatchHub:

@@ -136,7 +136,7 @@ class WatchSession:
 
     def has_room(self, watcher: Watcher) -> bool:
         watch_id = watcher.tag
-        return self.closed or watch_id not in self._pending or self._pending[watch_id] < self._max_pending  # type: ignore[index]
+        return self.closed or watch_id not in self._pending or self._pending[watch_id] < self._max_pending
 
     def compacted(self, watcher: Watcher, compact_revision: int, revision: int) -> None:
         watch_id = watcher.tag

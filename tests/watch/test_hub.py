@@ -54,12 +54,12 @@ class Target:
 
 
 class World:
-    def __init__(self, settings: WatchSettings = WatchSettings()) -> None:
+    def __init__(self, settings: WatchSettings | None = None) -> None:
         self.tables = CountingTables()
         self.store = MvccStore(self.tables)
         self.clock = Clock()
         self.reads = 0
-        self.hub = WatchHub(self.clock, self.view, settings)
+        self.hub = WatchHub(self.clock, self.view, settings or WatchSettings())
 
     @contextlib.contextmanager
     def view(self) -> Iterator[MvccView]:
