@@ -12,7 +12,7 @@ half-closes it (as etcd's) or goes away; either drops its watchers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -24,7 +24,7 @@ from dkv.logs import logger
 from dkv.mvcc.errors import Code
 from dkv.node import Node
 from dkv.pb import etcd_rpc_pb2 as pb
-from dkv.pb.etcd_rpc_pb2 import WatchRequest, WatchResponse
+from dkv.pb.etcd_rpc_pb2 import ResponseHeader, WatchRequest
 from dkv.watch import WatchSession
 
 log = logger("dkv.api.etcd")
@@ -32,10 +32,25 @@ log = logger("dkv.api.etcd")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+def header_filler(node: Node) -> Callable[[ResponseHeader], None]:
+    """node's ``fill_header``, with the ids worked out once (a watch fills
+    a header for every answer)."""
+    cluster, member = node.cluster_number(), node.member_id()
+    replication = node.replication
+
+    def fill(header: ResponseHeader) -> None:
+        header.cluster_id = cluster
+        header.member_id = member
+        raft = replication.raft
+        header.raft_term = raft.term if raft is not None else 0
+
+    return fill
+
+
 def watch_session(node: Node, wake: Any) -> WatchSession:
     """A session on node's hub, its answers capped at the body limit."""
     return WatchSession(
-        node.replication.watch_hub, node.fill_header, wake, max_response_bytes=node.limits.max_body_bytes
+        node.replication.watch_hub, header_filler(node), wake, max_response_bytes=node.limits.max_body_bytes
     )
 
 
@@ -54,10 +69,10 @@ async def _serve(node: Node, requests: AsyncIterator[bytes], context: aio.Servic
     reader = asyncio.ensure_future(_read(requests, session))
     try:
         while True:
-            response = session.take()
+            response = session.take_encoded()
             while response is not None:
                 await context.write(response)
-                response = session.take()
+                response = session.take_encoded()
             if reader.done():
                 break
             ready.clear()
@@ -82,7 +97,7 @@ def handler(node: Node) -> Any:
     async def handle(requests: AsyncIterator[bytes], context: aio.ServicerContext) -> None:
         await _serve(node, requests, context)
 
-    return grpc.stream_stream_rpc_method_handler(handle, response_serializer=WatchResponse.SerializeToString)
+    return grpc.stream_stream_rpc_method_handler(handle)  # answers are written serialized
 
 
 def register(server: aio.Server, node: Node) -> None:

@@ -37,11 +37,12 @@ from contextlib import AbstractContextManager
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from dkv.errors import NoLeader
 from dkv.logs import logger
 from dkv.mvcc import MvccView
 from dkv.mvcc.keys import Span
 from dkv.pb.etcd_kv_pb2 import Event
-from dkv.watch.watcher import Watcher, WatcherGroup, WatchTarget
+from dkv.watch.watcher import EventBatch, Selection, Watcher, WatcherGroup, WatchTarget, passes
 
 log = logger("dkv.watch")
 
@@ -90,27 +91,49 @@ class WatchHub:
         the view: offer each synced watcher what it wants."""
         if not events or self._stopped:
             return
-        before = self.revision
+        before = events[0].kv.mod_revision - 1
         last = events[-1].kv.mod_revision
         self._revision = last
         if not self._synced:
             return
-        chosen: dict[Watcher, list[Event]] = {}
+        try:
+            self._notify(events, before, last)
+        except Exception:  # noqa: BLE001 - a watcher's failure never reaches the apply loop
+            log.failure("delivering applied events to watchers failed")
+
+    def _notify(self, events: Sequence[Event], before: int, last: int) -> None:
+        matched: dict[Selection, EventBatch] = {}
         for event in events:
-            revision = event.kv.mod_revision
-            for watcher in self._synced.for_key(event.kv.key):
-                if revision >= watcher.next_revision and watcher.wants(event):
-                    chosen.setdefault(watcher, []).append(event)
-        if not chosen:
+            for selection in self._synced.selections_for(event.kv.key):
+                if passes(selection, event):
+                    batch = matched.get(selection)
+                    if batch is None:
+                        batch = matched[selection] = EventBatch()
+                    batch.append(event)
+        if not matched:
             return
-        with self._maybe_view(any(w.prev_kv for w in chosen)) as view:
-            for watcher, found in chosen.items():
-                if watcher.prev_kv and view is not None:
-                    found = view.with_prev_kv(found)
-                if watcher.target.offer(watcher, found, last):
-                    watcher.next_revision = last + 1
-                else:
-                    self._fall_behind(watcher, before + 1)
+        with self._maybe_view(self._any_prev_kv(matched)) as view:
+            for selection, found in matched.items():
+                with_prev: EventBatch | None = None
+                first = found[0].kv.mod_revision
+                for watcher in self._synced.members(selection):
+                    given: EventBatch = found
+                    if watcher.next_revision > first:  # a start in the future
+                        given = EventBatch(e for e in found if e.kv.mod_revision >= watcher.next_revision)
+                        if not given:
+                            continue
+                    if watcher.prev_kv and view is not None:
+                        if given is not found:
+                            given = EventBatch(view.with_prev_kv(given))
+                        else:
+                            with_prev = given = with_prev or EventBatch(view.with_prev_kv(found))
+                    if watcher.target.offer(watcher, given, last):
+                        watcher.next_revision = last + 1
+                    else:
+                        self._fall_behind(watcher, before + 1)
+
+    def _any_prev_kv(self, matched: dict[Selection, EventBatch]) -> bool:
+        return any(w.prev_kv for selection in matched for w in self._synced.members(selection))
 
     def replaced(self) -> None:
         """The state was replaced (a snapshot install): every watcher catches
@@ -201,8 +224,11 @@ class WatchHub:
         try:
             with self._view() as view:
                 self._sync_with(view, ready)
-        except Exception:  # noqa: BLE001 - the node is stopping (the store closed); nothing to catch up for
-            log.debug("watch sync round skipped: the state cannot be read")
+        except NoLeader:
+            log.debug("watch sync round skipped: the node is stopping")
+            return
+        except Exception:  # noqa: BLE001 - a watcher's failure never stops the others
+            log.failure("a watch sync round failed")
             return
         if any(w.target.has_room(w) for w in self._unsynced):
             self._schedule_sync()
@@ -233,12 +259,12 @@ class WatchHub:
             selection = watcher.selection()
             found = shares.get(selection)
             if found is None:
-                found = shares[selection] = [
+                found = shares[selection] = EventBatch(
                     e for e in events if e.kv.mod_revision >= watcher.next_revision and watcher.wants(e)
-                ]
+                )
             if found and watcher.prev_kv:
                 if selection not in with_prev:
-                    with_prev[selection] = view.with_prev_kv(found)
+                    with_prev[selection] = EventBatch(view.with_prev_kv(found))
                 found = with_prev[selection]
             if found and not watcher.target.offer(watcher, found, current):
                 continue

@@ -41,7 +41,7 @@ from dkv.mvcc.keys import key_span
 from dkv.pb.etcd_kv_pb2 import Event
 from dkv.pb.etcd_rpc_pb2 import ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse
 from dkv.watch.hub import WatchHub
-from dkv.watch.watcher import Watcher
+from dkv.watch.watcher import Watcher, encode_events, encode_response_head
 
 #: etcd's mvcc errors a create may be refused with.
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
@@ -71,7 +71,10 @@ class WatchSession:
         self._fragment: set[int] = set()
         self._progress: dict[int, bool] = {}  # id -> no event since the last tick
         self._pending: dict[int, int] = {}
-        self._queue: deque[tuple[int | None, int, WatchResponse]] = deque()
+        #: (watch id of events or None, number of events, answer): an answer
+        #: of events is kept as (revision, events) until it is taken.
+        self._queue: deque[tuple[int | None, int, WatchResponse | tuple[int, Sequence[Event]]]] = deque()
+        self._header: tuple[int, bytes] = (-1, b"")
         self._next_id = 0
         self._ticker: LoopingCall | None = None
         self.closed = False
@@ -93,15 +96,47 @@ class WatchSession:
 
     def take(self) -> WatchResponse | None:
         """The next answer to write, or None."""
+        item = self._pop()
+        if item is None:
+            return None
+        watch_id, answer = item
+        if isinstance(answer, WatchResponse):
+            return answer
+        revision, events = answer
+        response = self._response(revision, watch_id)
+        response.events.extend(events)
+        return response
+
+    def take_encoded(self) -> bytes | None:
+        """The next answer to write, serialized, or None. The events of an
+        answer offered to many streams are encoded once for all of them."""
+        item = self._pop()
+        if item is None:
+            return None
+        watch_id, answer = item
+        if isinstance(answer, WatchResponse):
+            return answer.SerializeToString()
+        revision, events = answer
+        return encode_response_head(self._header_bytes(revision), watch_id) + encode_events(events)
+
+    def _pop(self) -> tuple[int, WatchResponse | tuple[int, Sequence[Event]]] | None:
         if not self._queue:
             return None
-        watch_id, count, response = self._queue.popleft()
+        watch_id, count, answer = self._queue.popleft()
         if count and watch_id is not None and watch_id in self._pending:
             self._pending[watch_id] -= count
             watcher = self.watchers.get(watch_id)
             if watcher is not None and not watcher.synced:
                 self._hub.wake()
-        return response
+        return (watch_id if watch_id is not None else 0), answer
+
+    def _header_bytes(self, revision: int) -> bytes:
+        if self._header[0] != revision:
+            header = ResponseHeader()
+            self._fill_header(header)
+            header.revision = revision
+            self._header = (revision, header.SerializeToString())
+        return self._header[1]
 
     def close(self) -> None:
         """The client went away: drop every watcher."""
@@ -124,14 +159,15 @@ class WatchSession:
             return True  # gone: nothing to keep for it
         if self._pending[watch_id] >= self._max_pending:
             return False
-        response = self._response(revision, watch_id)
-        response.events.extend(events)
         self._progress[watch_id] = False
-        if watch_id in self._fragment and len(events) > 1 and response.ByteSize() > self._max_response_bytes:
-            for part in self._fragments(response):
-                self._push(watch_id, len(part.events), part)
-        else:
-            self._push(watch_id, len(events), response)
+        if watch_id in self._fragment and len(events) > 1:
+            response = self._response(revision, watch_id)
+            response.events.extend(events)
+            if response.ByteSize() > self._max_response_bytes:
+                for part in self._fragments(response):
+                    self._push(watch_id, len(part.events), part)
+                return True
+        self._push(watch_id, len(events), (revision, events))
         return True
 
     def has_room(self, watcher: Watcher) -> bool:
@@ -257,8 +293,10 @@ class WatchSession:
         parts.append(part)
         return parts
 
-    def _push(self, watch_id: int | None, count: int, response: WatchResponse) -> None:
+    def _push(
+        self, watch_id: int | None, count: int, answer: WatchResponse | tuple[int, Sequence[Event]]
+    ) -> None:
         if watch_id is not None:
             self._pending[watch_id] += count
-        self._queue.append((watch_id, count, response))
+        self._queue.append((watch_id, count, answer))
         self._wake()

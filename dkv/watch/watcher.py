@@ -69,13 +69,73 @@ class Watcher:
         return self.span, self.no_put, self.no_delete, self.next_revision
 
 
+def _varint(value: int) -> bytes:
+    value &= 0xFFFF_FFFF_FFFF_FFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+#: The tag of ``WatchResponse.events`` (field 11, length-delimited).
+_EVENTS_TAG = b"\x5a"
+
+
+def encode_events(events: Sequence[Event]) -> bytes:
+    """events as the ``events`` field of a serialized WatchResponse."""
+    if isinstance(events, EventBatch):
+        return events.encoded()
+    return b"".join(_EVENTS_TAG + _varint(len(data)) + data for data in (e.SerializeToString() for e in events))
+
+
+def encode_response_head(header: bytes, watch_id: int) -> bytes:
+    """The ``header`` (serialized ResponseHeader) and ``watch_id`` fields of
+    a serialized WatchResponse; its events may follow (field order is free)."""
+    head = b"\x0a" + _varint(len(header)) + header
+    return head + b"\x10" + _varint(watch_id) if watch_id else head
+
+
+class EventBatch(list[Event]):
+    """Events offered to many watchers at once: their encoding is made once
+    and shared by every stream that sends them."""
+
+    _encoded: bytes | None = None
+
+    def encoded(self) -> bytes:
+        if self._encoded is None:
+            self._encoded = b"".join(
+                _EVENTS_TAG + _varint(len(data)) + data for data in (e.SerializeToString() for e in self)
+            )
+        return self._encoded
+
+
+#: What decides which events a watcher wants: span, no_put, no_delete.
+Selection = tuple[Span, bool, bool]
+
+
+def passes(selection: Selection, event: Event) -> bool:
+    """Whether event is in the selection's span and passes its filters."""
+    span, no_put, no_delete = selection
+    if event.type == Event.PUT:
+        if no_put:
+            return False
+    elif no_delete:
+        return False
+    return in_span(event.kv.key, span)
+
+
 class WatcherGroup:
-    """Watchers found by key: single-key watchers by a dict lookup, range
-    watchers by a scan of the ranges (etcd's watcherGroup)."""
+    """Watchers by what they select (etcd's watcherGroup): a thousand
+    watchers of one prefix are matched against an event once. Single-key
+    selections are found by a dict lookup, range selections by a scan of
+    the distinct ranges."""
 
     def __init__(self) -> None:
-        self._keys: dict[bytes, set[Watcher]] = {}
-        self._ranges: set[Watcher] = set()
+        self._members: dict[Selection, set[Watcher]] = {}
+        self._by_key: dict[bytes, set[Selection]] = {}
+        self._ranges: set[Selection] = set()
         self._all: set[Watcher] = set()
 
     def __len__(self) -> int:
@@ -89,28 +149,47 @@ class WatcherGroup:
 
     def add(self, watcher: Watcher) -> None:
         self._all.add(watcher)
-        key = watcher.single_key
-        if key is None:
-            self._ranges.add(watcher)
-        else:
-            self._keys.setdefault(key, set()).add(watcher)
+        selection = watcher.selection()[:3]
+        members = self._members.get(selection)
+        if members is None:
+            members = self._members[selection] = set()
+            key = watcher.single_key
+            if key is None:
+                self._ranges.add(selection)
+            else:
+                self._by_key.setdefault(key, set()).add(selection)
+        members.add(watcher)
 
     def discard(self, watcher: Watcher) -> None:
         if watcher not in self._all:
             return
         self._all.discard(watcher)
+        selection = watcher.selection()[:3]
+        members = self._members[selection]
+        members.discard(watcher)
+        if members:
+            return
+        del self._members[selection]
         key = watcher.single_key
         if key is None:
-            self._ranges.discard(watcher)
+            self._ranges.discard(selection)
             return
-        same = self._keys[key]
-        same.discard(watcher)
+        same = self._by_key[key]
+        same.discard(selection)
         if not same:
-            del self._keys[key]
+            del self._by_key[key]
+
+    def selections_for(self, key: bytes) -> Iterator[Selection]:
+        """The selections whose span holds key."""
+        yield from self._by_key.get(key, ())
+        for selection in self._ranges:
+            if in_span(key, selection[0]):
+                yield selection
+
+    def members(self, selection: Selection) -> list[Watcher]:
+        return list(self._members.get(selection, ()))
 
     def for_key(self, key: bytes) -> Iterator[Watcher]:
         """The watchers whose span holds key."""
-        yield from self._keys.get(key, ())
-        for watcher in self._ranges:
-            if in_span(key, watcher.span):
-                yield watcher
+        for selection in self.selections_for(key):
+            yield from self._members[selection]

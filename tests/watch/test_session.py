@@ -115,7 +115,7 @@ def test_a_slow_reader_holds_a_bounded_queue_and_catches_up(world: World) -> Non
     for i in range(10):
         world.put(b"k%d" % i)  # 2..11; the reader reads nothing
     assert world.hub.counts == (0, 1)
-    queued = sum(len(r.events) for r in stream.session._queue for r in [r[2]])
+    queued = sum(count for _, count, _ in stream.session._queue)
     assert queued == 3  # max_pending_events
     got: list[int] = []
     for _ in range(20):
@@ -133,3 +133,24 @@ def test_close_drops_every_watcher(world: World) -> None:
     world.settle()
     world.put(b"a")
     assert world.hub.counts == (0, 0) and stream.out() == []
+
+
+def test_encoded_answers_are_the_answers(world: World) -> None:
+    """take_encoded (gRPC: events encoded once for every stream) gives the
+    bytes of what take gives."""
+    streams = [Stream(world), Stream(world)]
+    for stream in streams:
+        stream.create(b"k", b"l", watch_id=-3)
+        stream.create(b"k", b"l", prev_kv=True)
+    world.put(b"k1", b"a")
+    world.put(b"k1", b"b")
+    world.delete(b"k1")
+    plain = streams[0].out()
+    encoded = []
+    while (data := streams[1].session.take_encoded()) is not None:
+        encoded.append(WatchResponse.FromString(data))
+    # the two watchers of a stream are offered in any order; each's answers in order
+    for watch_id in (-3, 0):
+        assert [r for r in encoded if r.watch_id == watch_id] == [r for r in plain if r.watch_id == watch_id]
+    assert len(encoded) == len(plain) == 8
+    assert [e.prev_kv.value for r in plain if r.watch_id == 0 for e in r.events] == [b"", b"a", b"b"]
