@@ -4,7 +4,8 @@
 newline-terminated ``{"result": WatchResponse}`` objects, as etcd 3.4's
 gateway does: first the created answer, then event batches, progress and
 cancel answers, until the client goes away (which drops the watcher). A body
-that does not parse is answered at once with the gateway's error shape (400).
+that does not parse is answered at once as etcd's gateway answers it: 500,
+``{"error", "message", "code": 2}`` with the JSON decoder's message.
 
 ``SinkPump`` writes a session's answers to a REST ``StreamSink`` as the
 client reads them (``dkv.api.watch_sse`` uses it too): the session's queue is
@@ -22,6 +23,7 @@ from dkv.api import etcd_json
 from dkv.api.http_common import Call, RawAnswer, StreamAnswer, StreamSink, log
 from dkv.api.watch_grpc import watch_session
 from dkv.errors import NoLeader
+from dkv.mvcc.errors import Code
 from dkv.node import Node
 from dkv.pb.etcd_rpc_pb2 import WatchRequest, WatchResponse
 from dkv.watch import WatchSession
@@ -96,7 +98,8 @@ def watch(node: Node, call: Call) -> RawAnswer | StreamAnswer:
     try:
         request = etcd_json.parse_request(call.body, WatchRequest)
     except etcd_json.MalformedRequest as e:
-        status, body = etcd_json.format_etcd_error(e)
+        # etcd's gateway decodes a streamed body outside the call: UNKNOWN (500)
+        status, body = etcd_json.format_error(Code.UNKNOWN, e.message)
         log.info("rejected POST /v3/watch: {status} {error}", status=status, error=e.message)
         return RawAnswer(status, body)
     return StreamAnswer(200, b"application/json", start_session(node, request, _gateway_line))

@@ -167,9 +167,10 @@ class WatchHub:
         tag: object = None,
     ) -> Watcher:
         """A new watcher of span from start_revision (0: the next revision);
-        events of an older start are replayed from the history first."""
+        events of an older start (a negative one: before every revision)
+        are replayed from the history first."""
         current = self.revision
-        start = current + 1 if start_revision <= 0 else start_revision
+        start = current + 1 if start_revision == 0 else max(start_revision, 1)
         watcher = Watcher(span, target, start, no_put=no_put, no_delete=no_delete, prev_kv=prev_kv, tag=tag)
         if start > current:
             watcher.synced = True

@@ -13,7 +13,8 @@ etcd's rules kept here:
   already in use answers ``created`` and ``canceled`` with watch_id -1 and
   etcd's reason; so does a range whose end is not after its key. ``range_end``
   ``"\\0"`` watches every key from ``key``. ``start_revision`` 0 starts
-  after the current revision. The created answer carries the current
+  after the current revision; a negative one is a start before every
+  revision (the whole history, or cancelled as compacted), as in etcd. The created answer carries the current
   revision, and comes before any event of the watcher.
 - cancel: answers ``canceled`` for a known id, nothing for an unknown one.
 - progress_request: answers ``watch_id`` -1 with the revision every watcher
@@ -46,8 +47,6 @@ from dkv.watch.watcher import Watcher, encode_events, encode_response_head
 #: etcd's mvcc errors a create may be refused with.
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 EMPTY_RANGE = "mvcc: watcher range is empty"
-#: dkv's own: etcd 3.4 takes a negative start revision as a very old one.
-BAD_START = "dkv: start_revision must not be negative"
 
 #: Fills a response header (cluster, member, term); the revision is set.
 HeaderFiller = Callable[[ResponseHeader], None]
@@ -194,9 +193,6 @@ class WatchSession:
             return
         if range_end and range_end != b"\x00" and key >= range_end:
             self._refuse(EMPTY_RANGE)
-            return
-        if create.start_revision < 0:
-            self._refuse(BAD_START)
             return
         watch_id = create.watch_id if create.watch_id != 0 else self._free_id()
         created = self._response(self._hub.revision, watch_id)

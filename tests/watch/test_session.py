@@ -154,3 +154,18 @@ def test_encoded_answers_are_the_answers(world: World) -> None:
         assert [r for r in encoded if r.watch_id == watch_id] == [r for r in plain if r.watch_id == watch_id]
     assert len(encoded) == len(plain) == 8
     assert [e.prev_kv.value for r in plain if r.watch_id == 0 for e in r.events] == [b"", b"a", b"b"]
+
+
+def test_a_negative_start_replays_everything_or_is_compacted(world: World) -> None:
+    """As etcd 3.4: a negative start_revision is older than every revision."""
+    world.put(b"k")  # 2
+    world.put(b"k")  # 3
+    stream = Stream(world)
+    stream.create(b"k", start_revision=-5)
+    world.settle()
+    assert [e.kv.mod_revision for r in stream.out() for e in r.events] == [2, 3]
+    world.store.compact(3)
+    stream.create(b"k", start_revision=-5, watch_id=4)
+    world.settle()
+    out = stream.out()
+    assert [(r.watch_id, r.canceled, r.compact_revision) for r in out] == [(4, False, 0), (4, True, 3)]

@@ -191,7 +191,9 @@ async def gateway_scenario(stack: Stack) -> None:
         assert second["header"]["revision"] == "3"
         stream.close()
         bad = await HttpStream.open(stack.rest_url, "POST", "/v3/watch", b'{"create_request":')
-        assert bad.head.startswith(b"HTTP/1.1 400")
+        assert bad.head.startswith(b"HTTP/1.1 500")  # as etcd's gateway
+        body = json.loads(await bad.reader.read(200))
+        assert body == {"error": "unexpected EOF", "message": "unexpected EOF", "code": 2}
         bad.close()
 
 
