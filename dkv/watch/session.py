@@ -25,7 +25,7 @@ etcd's rules kept here:
 - fragment: an answer over ``max_response_bytes`` is split into several,
   all but the last with ``fragment`` set, each with one event or more.
 - a watcher whose start was compacted answers ``canceled`` with
-  ``compact_revision`` and is dropped.
+  ``compact_revision`` (and, as etcd's, no header revision) and is dropped.
 
 Each watcher may have ``max_pending_events`` events waiting in the queue;
 beyond that the hub is refused and catches the watcher up later.
@@ -179,7 +179,7 @@ class WatchSession:
         if self.closed or self.watchers.get(watch_id) is not watcher:
             return
         self._forget(watch_id)
-        response = self._response(revision, watch_id)
+        response = self._response(0, watch_id)  # etcd's says no revision
         response.canceled = True
         response.compact_revision = compact_revision
         self._push(None, 0, response)

@@ -5,10 +5,13 @@ compared byte for byte: the same assertions pass against etcd and dkv."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from dkv.testing.etcd_cluster import ApiEndpoints, etcd_env, etcdctl_binary
 from dkv.testing.poll import wait_until
@@ -137,3 +140,64 @@ def test_etcd3gw_watch_prefix_and_watch_once(v3_cluster: ApiEndpoints) -> None:
     assert got == [("PUT", b"w/a", b"1", "2"), ("PUT", b"w/b", b"2", "3"), ("DELETE", b"w/a", None, "5")]
     once = etcd.watch_once("w/b", timeout=10, start_revision=3)
     assert (once["kv"]["key"], once["kv"]["value"], once["kv"]["version"]) == (b"w/b", b"2", "1")
+
+
+def gateway_lines(api: ApiEndpoints, body: dict, count: int, member: int = 1) -> list[dict]:
+    """The first count ``{"result": ...}`` lines of ``POST /v3/watch``,
+    headers without the ids and term (they differ between systems)."""
+    lines = []
+    with requests.post(api.gateway_urls[member] + "/v3/watch", json=body, stream=True, timeout=15) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            if not line:
+                continue
+            result = json.loads(line)["result"]
+            result["header"] = {"revision": result["header"].get("revision")}
+            lines.append(result)
+            if len(lines) == count:
+                break
+    return lines
+
+
+def test_gateway_watch_lines_are_etcds(v3_cluster: ApiEndpoints) -> None:
+    api = v3_cluster
+    put_all(etcdctl, api, ("g", "1"), ("g", "2"))  # 2, 3
+    assert ok(etcdctl(api, "del", "g")) == "1\n"  # 4
+    key = base64.b64encode(b"g").decode()
+    lines = gateway_lines(api, {"create_request": {"key": key, "start_revision": "2", "prev_kv": True}}, 2)
+    assert lines == [
+        {"header": {"revision": "4"}, "created": True},
+        {
+            "header": {"revision": "4"},
+            "events": [
+                {"kv": {"key": key, "create_revision": "2", "mod_revision": "2", "version": "1", "value": "MQ=="}},
+                {
+                    "kv": {"key": key, "create_revision": "2", "mod_revision": "3", "version": "2", "value": "Mg=="},
+                    "prev_kv": {
+                        "key": key,
+                        "create_revision": "2",
+                        "mod_revision": "2",
+                        "version": "1",
+                        "value": "MQ==",
+                    },
+                },
+                {
+                    "type": "DELETE",
+                    "kv": {"key": key, "mod_revision": "4"},
+                    "prev_kv": {
+                        "key": key,
+                        "create_revision": "2",
+                        "mod_revision": "3",
+                        "version": "2",
+                        "value": "Mg==",
+                    },
+                },
+            ],
+        },
+    ]
+    assert ok(etcdctl(api, "compact", "3")) == "compacted revision 3\n"
+    compacted = gateway_lines(api, {"create_request": {"key": key, "start_revision": "2"}}, 2)
+    assert compacted == [
+        {"header": {"revision": "4"}, "created": True},
+        {"header": {"revision": None}, "canceled": True, "compact_revision": "3"},  # etcd's has no revision
+    ]
