@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import pytest
 import requests
 
 from dkv.testing.etcd_cluster import ApiEndpoints, etcd_env, etcdctl_binary
+from dkv.testing.launcher import child_env
 from dkv.testing.poll import wait_until
-from dkv.testing.process import Process
+from dkv.testing.process import Process, run_to_exit
 from tests.compat.clients import etcdctl, ok, put_all
 from tests.compat.test_etcd3gw import client
 
@@ -201,3 +203,21 @@ def test_gateway_watch_lines_are_etcds(v3_cluster: ApiEndpoints) -> None:
         {"header": {"revision": "4"}, "created": True},
         {"header": {"revision": None}, "canceled": True, "compact_revision": "3"},  # etcd's has no revision
     ]
+
+
+def test_aetcd_watch(v3_cluster: ApiEndpoints) -> None:
+    """aetcd (a gRPC client library) watches, in a child process."""
+    done = run_to_exit(
+        [sys.executable, "-m", "tests.compat.aetcd_watch_scenario", v3_cluster.grpc_addresses[1]],
+        env=child_env(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["prefix"] == [
+        ["PUT", "w/a", "1", 2, None],
+        ["PUT", "w/a", "2", 3, "1"],
+        ["DELETE", "w/a", "", 4, "2"],
+        ["PUT", "w/b", "live", 5, None],
+    ]
+    assert seen["once"] == ["PUT", "w/b", "live", 5, None]
