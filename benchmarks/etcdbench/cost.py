@@ -5,6 +5,7 @@
     python benchmarks/write_cost.py                    # 5,000 writes through POST /v0/kv
     python benchmarks/write_cost.py --api v3           # through POST /v3/kv/put (once dkv serves it)
     python benchmarks/write_cost.py --writes 20000 --connections 64
+    python benchmarks/write_cost.py --idempotency      # without, then with an Idempotency-Key per write
 
 It starts a fresh 3-node dkv cluster as a user runs one (the node's default
 settings, launched by ``dkv.testing.cluster``; three nodes because that is
@@ -28,6 +29,16 @@ applied them and its db has stopped changing. It reports per write:
   comparable when the store's layout changes (before and after the MVCC
   store: run it on both commits, through ``/v0`` and through ``/v3``).
 
+``--idempotency`` measures twice, each time on a fresh cluster: first
+without, then with an ``Idempotency-Key`` header on every write (a fresh
+uuid4 each, warm-up included: the exactly-once writes of issue 13), and
+reports both and the difference per write: µs of the leader's CPU and of
+all members', and bytes on disk (pages in use, the high-water mark and
+each named database, on the leader). The CPU figures move with the
+machine's load by tens of µs between runs, the disk figures hardly:
+``--rounds N`` repeats the pair N times (without, with, without, ...) and
+reports the median of each difference and its range.
+
 With the default 5,000 writes no log compaction happens (the node compacts
 every 10,000 entries), so the ``log`` database's growth is the Raft log's
 cost per write; a run that crosses a compaction says so.
@@ -41,8 +52,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -138,6 +151,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--key-size", type=int, default=8, help="key bytes (default 8, at least 6)")
     ap.add_argument("--value-size", type=int, default=256, help="value bytes (default 256)")
     ap.add_argument("--idle", type=float, default=1.0, help="seconds of idle CPU measured first (default 1; 0: none)")
+    ap.add_argument(
+        "--idempotency",
+        action="store_true",
+        help="measure without, then with an Idempotency-Key header per write, and report the difference",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="with --idempotency: pairs of runs (default 1)")
     ap.add_argument("--out", type=Path, default=None, help="the JSON file (default benchmarks/results/write_cost-...)")
     ap.add_argument(
         "--tmp-dir", type=Path, default=None, help="where the cluster's data go (default: the system temp dir)"
@@ -145,15 +164,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.key_size < 6:
         ap.error("--key-size must be at least 6 (tag, thread and a 4-byte counter)")
-    if min(args.writes, args.connections, args.value_size) < 1 or min(args.warmup, args.idle) < 0:
-        ap.error("--writes, --connections and --value-size must be positive, --warmup and --idle not negative")
+    if min(args.writes, args.connections, args.value_size, args.rounds) < 1 or min(args.warmup, args.idle) < 0:
+        ap.error(
+            "--writes, --connections, --value-size and --rounds must be positive, --warmup and --idle not negative"
+        )
     return args
 
 
-def default_out(api: str, commit: str, modified: bool) -> Path:
-    """benchmarks/results/write_cost-API-COMMIT[-modified].json"""
-    tail = "-modified" if modified else ""
+def default_out(api: str, commit: str, modified: bool, idempotency: bool = False) -> Path:
+    """benchmarks/results/write_cost-API-COMMIT[-modified][-idempotency].json"""
+    tail = ("-modified" if modified else "") + ("-idempotency" if idempotency else "")
     return BENCHMARKS / "results" / f"write_cost-{api}-{commit[:10] or 'unknown'}{tail}.json"
+
+
+def idempotency_key() -> dict[str, str]:
+    """The header of one write with an idempotency key: a fresh uuid4."""
+    return {"Idempotency-Key": str(uuid.uuid4())}
 
 
 def _writes(api: str, tag: int, n: int, key_size: int, value: bytes) -> list[tuple[str, str, bytes]]:
@@ -179,10 +205,12 @@ def _settled(c: DkvCluster, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
     return last
 
 
-def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
-    """Start the cluster, write, and return the figures (raw counts and
-    per write). NotServed when dkv does not serve the chosen API."""
+def measure_cost(args: argparse.Namespace, idempotency: bool = False) -> dict[str, Any]:
+    """Start the cluster, write (each write with an Idempotency-Key header
+    if idempotency), and return the figures (raw counts and per write).
+    NotServed when dkv does not serve the chosen API."""
     value = os.urandom(args.value_size)
+    headers = idempotency_key if idempotency else None
     with DkvCluster(args.tmp_dir) as c:
         c.start()
         leader = c.leader()
@@ -193,7 +221,7 @@ def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
                 raise NotServed(f"dkv does not serve etcd's API: {why}")
         if args.warmup:
             warmup = _writes(args.api, _WARMUP_TAG, args.warmup, args.key_size, value)
-            send_all(url, warmup, "the warm-up", args.connections)
+            send_all(url, warmup, "the warm-up", args.connections, headers)
         _settled(c)
         pids = {n: c.pid(n) for n in c.voters}
         idle_cpu = {n: cpu_seconds(p) for n, p in pids.items()}
@@ -205,7 +233,7 @@ def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
         disk_before = {n: lmdb_usage(c.dir / f"{n}.db") for n in c.voters}
         cpu_before = {n: cpu_seconds(p) for n, p in pids.items()}
         start = time.monotonic()
-        client_s = send_all(url, writes, "writing", args.connections)
+        client_s = send_all(url, writes, "writing", args.connections, headers)
         disk_after = _settled(c)
         cpu_after = {n: cpu_seconds(p) for n, p in pids.items()}
         window = time.monotonic() - start
@@ -216,6 +244,7 @@ def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
     cpu = {x: cpu_after[x] - cpu_before[x] for x in pids}
     return {
         "api": args.api,
+        "idempotency_key": idempotency,
         "path": put_request(args.api, b"", b"")[1],
         "writes": n,
         "connections": args.connections,
@@ -249,8 +278,9 @@ def format_cost(r: Mapping[str, Any]) -> str:
     leader = r["leader"]
     nodes = r["nodes"]
     per_node = ", ".join(f"{x} {r['cpu_us_per_write'][x]:,.1f}" for x in nodes)
+    key = ", each with an Idempotency-Key" if r.get("idempotency_key") else ""
     lines = [
-        f"{r['writes']:,} writes through POST {r['path']}, {r['connections']} connections, "
+        f"{r['writes']:,} writes through POST {r['path']}{key}, {r['connections']} connections, "
         f"{r['key_size']}-byte keys, {r['value_size']}-byte values; 3-node dkv, leader {leader}; "
         f"{r['writes_per_s']:,.0f} writes/s",
         f"  CPU per write: leader {r['leader_cpu_us_per_write']:,.1f} µs, all members "
@@ -281,13 +311,78 @@ def format_cost(r: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def idempotency_difference(without: Mapping[str, Any], with_key: Mapping[str, Any]) -> dict[str, Any]:
+    """What an Idempotency-Key adds per write (with minus without): µs of
+    the leader's and of all members' CPU, and on the leader the bytes of
+    pages in use, of the high-water mark and of each named database."""
+    before = without["bytes_per_write"][without["leader"]]
+    after = with_key["bytes_per_write"][with_key["leader"]]
+    zero = {"bytes": 0.0}
+    return {
+        "leader_cpu_us_per_write": with_key["leader_cpu_us_per_write"] - without["leader_cpu_us_per_write"],
+        "all_cpu_us_per_write": with_key["all_cpu_us_per_write"] - without["all_cpu_us_per_write"],
+        "leader_used_bytes_per_write": after["used"] - before["used"],
+        "leader_high_water_bytes_per_write": after["high_water"] - before["high_water"],
+        "leader_db_bytes_per_write": {
+            name: after["dbs"].get(name, zero)["bytes"] - before["dbs"].get(name, zero)["bytes"]
+            for name in sorted(set(before["dbs"]) | set(after["dbs"]))
+        },
+    }
+
+
+def median_difference(diffs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The median over rounds of each figure of ``idempotency_difference``,
+    with ``range`` the (min, max) of each top-level figure."""
+    keys = [k for k in diffs[0] if k != "leader_db_bytes_per_write"]
+    names = sorted({name for d in diffs for name in d["leader_db_bytes_per_write"]})
+    out: dict[str, Any] = {k: statistics.median(d[k] for d in diffs) for k in keys}
+    out["leader_db_bytes_per_write"] = {
+        name: statistics.median(d["leader_db_bytes_per_write"].get(name, 0.0) for d in diffs) for name in names
+    }
+    out["range"] = {k: (min(d[k] for d in diffs), max(d[k] for d in diffs)) for k in keys}
+    out["rounds"] = len(diffs)
+    return out
+
+
+def format_difference(d: Mapping[str, Any]) -> str:
+    """The cost of an Idempotency-Key per write, in a few lines (with the
+    range over rounds when there were several)."""
+
+    def fig(key: str, unit: str) -> str:
+        text = f"{d[key]:+,.1f} {unit}"
+        if d.get("rounds", 1) > 1:
+            lo, hi = d["range"][key]
+            text += f" ({lo:+,.1f} to {hi:+,.1f})"
+        return text
+
+    dbs = ", ".join(f"{name} {b:+,.1f} B" for name, b in d["leader_db_bytes_per_write"].items() if b)
+    rounds = d.get("rounds", 1)
+    title = f"median of {rounds} rounds, " if rounds > 1 else ""
+    return "\n".join([
+        f"What an Idempotency-Key adds per write ({title}with minus without):",
+        f"  CPU: leader {fig('leader_cpu_us_per_write', 'µs')}, all members {fig('all_cpu_us_per_write', 'µs')}",
+        f"  bytes on disk on the leader: pages in use {fig('leader_used_bytes_per_write', 'B')}, "
+        f"high-water {fig('leader_high_water_bytes_per_write', 'B')} ({dbs or 'no named database changed'})",
+    ])  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure and report; 0 on success, 1 on a failure, 2 when dkv does not
     serve the chosen API."""
     args = parse_args(argv)
     machine = machine_info(None, None, args.tmp_dir)
     try:
-        figures = measure_cost(args)
+        if args.idempotency:
+            pairs = []
+            for _ in range(args.rounds):
+                without = measure_cost(args)
+                with_key = measure_cost(args, idempotency=True)
+                diff = idempotency_difference(without, with_key)
+                pairs.append({"without_key": without, "with_key": with_key, "difference": diff})
+            median = median_difference([p["difference"] for p in pairs])
+            figures: dict[str, Any] = {"rounds": pairs, "difference": median}
+        else:
+            figures = measure_cost(args)
     except NotServed as e:
         print(f"write_cost: {e}", file=sys.stderr)
         return 2
@@ -296,9 +391,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         close_all()
-    out = args.out or default_out(args.api, machine["dkv_commit"], machine["dkv_code_modified"])
+    out = args.out or default_out(args.api, machine["dkv_commit"], machine["dkv_code_modified"], args.idempotency)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, **figures}, indent=1, default=str) + "\n")
-    print(format_cost(figures))
+    if args.idempotency:
+        last = figures["rounds"][-1]
+        print(format_cost(last["without_key"]))
+        print()
+        print(format_cost(last["with_key"]))
+        print()
+        print(format_difference(figures["difference"]))
+    else:
+        print(format_cost(figures))
     print(f"\nwrote {out}")
     return 0

@@ -80,6 +80,13 @@ class DkvCluster:
     def leader_url(self) -> str:
         return f"http://127.0.0.1:{self.rest[self.leader()]}"
 
+    def grpc_address(self, role: str) -> str:
+        """host:port of the gRPC services (etcd's API, on the RPC port) of
+        the leader (role "leader") or of a follower (role "follower")."""
+        leader = self.leader()
+        node = leader if role == "leader" else next(n for n in self.voters if n != leader)
+        return f"127.0.0.1:{self.rpc[node]}"
+
     def close(self) -> None:
         """Kill every node and remove the data."""
         self.nodes.close()

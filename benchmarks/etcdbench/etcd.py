@@ -25,3 +25,12 @@ class EtcdCluster(_EtcdMembers):
             raise RuntimeError("etcd has no leader")
         return f"http://127.0.0.1:{self.client[name]}"
 
+
+    def grpc_address(self, role: str) -> str:
+        """host:port of the gRPC services of the leader (role "leader") or
+        of a follower (role "follower")."""
+        leader = self.leader_name()
+        if leader is None:
+            raise RuntimeError("etcd has no leader")
+        name = leader if role == "leader" else next(n for n in self.names if n != leader)
+        return f"127.0.0.1:{self.client[name]}"

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,19 @@ def range_keys_request(prefix: int, key_size: int, value: bytes) -> Request:
     return "POST", "/v3/kv/txn", json.dumps({"success": puts}).encode()
 
 
-def send_all(url: str, requests: Sequence[Request], what: str, workers: int = 8) -> float:
+def send_all(
+    url: str,
+    requests: Sequence[Request],
+    what: str,
+    workers: int = 8,
+    more_headers: Callable[[], Mapping[str, str]] | None = None,
+) -> float:
     """Send the requests over a few keep-alive connections to url
     (http://host:port), each worker taking every workers-th; the seconds
-    it took. Raises RuntimeError ("{what} failed: ...") on a non-2xx answer
-    or a connection error."""
+    it took. more_headers, if given, is called for each request and its
+    headers are sent with it (a fresh ``Idempotency-Key`` each, say).
+    Raises RuntimeError ("{what} failed: ...") on a non-2xx answer or a
+    connection error."""
     where = urllib.parse.urlsplit(url)
     errors: list[str] = []
 
@@ -69,7 +77,10 @@ def send_all(url: str, requests: Sequence[Request], what: str, workers: int = 8)
         conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=30)
         try:
             for method, path, body in requests[w::workers]:
-                conn.request(method, path, body, {"Content-Type": "application/json"})
+                headers = {"Content-Type": "application/json"}
+                if more_headers is not None:
+                    headers.update(more_headers())
+                conn.request(method, path, body, headers)
                 resp = conn.getresponse()
                 payload = resp.read()
                 if not 200 <= resp.status < 300:

@@ -114,5 +114,9 @@ class BenchCluster(Protocol):
     def leader_url(self) -> str:
         """The client URL of the current leader."""
 
+    def grpc_address(self, role: str) -> str:
+        """host:port of the gRPC services (etcd's API) of the current leader
+        (role "leader") or of a follower (role "follower")."""
+
     def close(self) -> None:
         """Stop every member and remove the data."""
