@@ -257,6 +257,8 @@ class WatchHub:
         shares: dict[tuple[Span, bool, bool, int], list[Event]] = {}
         with_prev: dict[tuple[Span, bool, bool, int], list[Event]] = {}
         for watcher in behind:
+            if watcher.next_revision > end:
+                continue  # further on than this read: its turn comes in a later round
             selection = watcher.selection()
             found = shares.get(selection)
             if found is None:
@@ -269,7 +271,7 @@ class WatchHub:
                 found = with_prev[selection]
             if found and not watcher.target.offer(watcher, found, current):
                 continue
-            watcher.next_revision = end + 1
+            watcher.next_revision = end + 1  # never backwards: it was <= end
             if end >= current:
                 self._join_synced(watcher)
 

@@ -219,3 +219,18 @@ def test_cancel_forgets_the_watcher(world: World) -> None:
     world.settle()
     world.put(b"k")
     assert target.got == {} and world.hub.counts == (0, 0)
+
+
+def test_behind_watchers_far_apart_never_go_back() -> None:
+    """A read that stops before a watcher's next revision leaves it alone
+    (it once moved such a watcher back, and it got revisions twice)."""
+    world = World(WatchSettings(sync_events=3))
+    for i in range(12):
+        world.put(b"k%d" % i)  # 2..13
+    target = Target()
+    world.hub.watch(key_span(b"k", b"l"), target, start_revision=2, tag="early")
+    world.hub.watch(key_span(b"k", b"l"), target, start_revision=11, tag="late")
+    world.settle()  # rounds of three revisions; the first ends below late's start
+    world.put(b"k")
+    assert target.revisions("early") == list(range(2, 15))
+    assert target.revisions("late") == [11, 12, 13, 14]
