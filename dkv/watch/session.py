@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import attrs
 from twisted.internet.task import LoopingCall
 
 from dkv.mvcc.keys import key_span
@@ -70,9 +71,10 @@ class WatchSession:
         self._fragment: set[int] = set()
         self._progress: dict[int, bool] = {}  # id -> no event since the last tick
         self._pending: dict[int, int] = {}
-        #: (watch id of events or None, number of events, answer): an answer
-        #: of events is kept as (revision, events) until it is taken.
-        self._queue: deque[tuple[int | None, int, WatchResponse | tuple[int, Sequence[Event]]]] = deque()
+        #: Answers in order: messages, and answers of events kept as
+        #: ``_Events`` until taken (later events of that watcher join it).
+        self._queue: deque[WatchResponse | _Events] = deque()
+        self._open: dict[int, _Events] = {}
         self._header: tuple[int, bytes] = (-1, b"")
         self._next_id = 0
         self._ticker: LoopingCall | None = None
@@ -98,12 +100,11 @@ class WatchSession:
         item = self._pop()
         if item is None:
             return None
-        watch_id, answer = item
-        if isinstance(answer, WatchResponse):
-            return answer
-        revision, events = answer
-        response = self._response(revision, watch_id)
-        response.events.extend(events)
+        if isinstance(item, WatchResponse):
+            return item
+        response = self._response(item.revision, item.watch_id)
+        for batch in item.batches:
+            response.events.extend(batch)
         return response
 
     def take_encoded(self) -> bytes | None:
@@ -112,22 +113,29 @@ class WatchSession:
         item = self._pop()
         if item is None:
             return None
-        watch_id, answer = item
-        if isinstance(answer, WatchResponse):
-            return answer.SerializeToString()
-        revision, events = answer
-        return encode_response_head(self._header_bytes(revision), watch_id) + encode_events(events)
+        if isinstance(item, WatchResponse):
+            return item.SerializeToString()
+        head = encode_response_head(self._header_bytes(item.revision), item.watch_id)
+        return head + b"".join(encode_events(batch) for batch in item.batches)
 
-    def _pop(self) -> tuple[int, WatchResponse | tuple[int, Sequence[Event]]] | None:
+    def _pop(self) -> WatchResponse | _Events | None:
         if not self._queue:
             return None
-        watch_id, count, answer = self._queue.popleft()
-        if count and watch_id is not None and watch_id in self._pending:
-            self._pending[watch_id] -= count
-            watcher = self.watchers.get(watch_id)
-            if watcher is not None and not watcher.synced:
-                self._hub.wake()
-        return (watch_id if watch_id is not None else 0), answer
+        item = self._queue.popleft()
+        if isinstance(item, _Events):
+            watch_id = item.watch_id
+            if self._open.get(watch_id) is item:
+                del self._open[watch_id]
+            if watch_id in self._pending:
+                self._pending[watch_id] -= item.count
+                watcher = self.watchers.get(watch_id)
+                if watcher is not None and not watcher.synced:
+                    self._hub.wake()
+        elif item.events:  # a fragment
+            watch_id = item.watch_id
+            if watch_id in self._pending:
+                self._pending[watch_id] -= len(item.events)
+        return item
 
     def _header_bytes(self, revision: int) -> bytes:
         if self._header[0] != revision:
@@ -146,6 +154,7 @@ class WatchSession:
             self._hub.cancel(watcher)
         self.watchers.clear()
         self._queue.clear()
+        self._open.clear()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
 
@@ -163,10 +172,21 @@ class WatchSession:
             response = self._response(revision, watch_id)
             response.events.extend(events)
             if response.ByteSize() > self._max_response_bytes:
+                self._open.pop(watch_id, None)  # nothing joins an answer before its fragments
                 for part in self._fragments(response):
-                    self._push(watch_id, len(part.events), part)
+                    self._pending[watch_id] += len(part.events)
+                    self._push(part)
                 return True
-        self._push(watch_id, len(events), (revision, events))
+        self._pending[watch_id] += len(events)
+        waiting = self._open.get(watch_id)
+        if waiting is not None and watch_id not in self._fragment:
+            # The stream is behind: one answer instead of two.
+            waiting.revision = revision
+            waiting.batches.append(events)
+            waiting.count += len(events)
+            return True
+        item = self._open[watch_id] = _Events(watch_id, revision, [events], len(events))
+        self._push(item)
         return True
 
     def has_room(self, watcher: Watcher) -> bool:
@@ -182,7 +202,7 @@ class WatchSession:
         response = self._response(0, watch_id)  # etcd's says no revision
         response.canceled = True
         response.compact_revision = compact_revision
-        self._push(None, 0, response)
+        self._push(response)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -197,7 +217,7 @@ class WatchSession:
         watch_id = create.watch_id if create.watch_id != 0 else self._free_id()
         created = self._response(self._hub.revision, watch_id)
         created.created = True
-        self._push(None, 0, created)
+        self._push(created)
         filters = set(create.filters)
         self._pending[watch_id] = 0
         if create.fragment:
@@ -220,7 +240,7 @@ class WatchSession:
         response.created = True
         response.canceled = True
         response.cancel_reason = reason
-        self._push(None, 0, response)
+        self._push(response)
 
     def _free_id(self) -> int:
         while self._next_id in self.watchers:
@@ -237,10 +257,11 @@ class WatchSession:
         self._forget(watch_id)
         response = self._response(self._hub.revision, watch_id)
         response.canceled = True
-        self._push(None, 0, response)
+        self._push(response)
 
     def _forget(self, watch_id: int) -> None:
         self.watchers.pop(watch_id, None)
+        self._open.pop(watch_id, None)
         self._pending.pop(watch_id, None)
         self._fragment.discard(watch_id)
         self._progress.pop(watch_id, None)
@@ -249,7 +270,7 @@ class WatchSession:
         revision = self._hub.revision
         for watcher in self.watchers.values():
             revision = min(revision, self._hub.position(watcher) - 1)
-        self._push(None, 0, self._response(revision, -1))
+        self._push(self._response(revision, -1))
 
     def _start_ticker(self) -> None:
         if self._ticker is None:
@@ -261,7 +282,7 @@ class WatchSession:
         for watch_id, quiet in list(self._progress.items()):
             watcher = self.watchers.get(watch_id)
             if quiet and watcher is not None and watcher.synced:
-                self._push(None, 0, self._response(self._hub.revision, watch_id))
+                self._push(self._response(self._hub.revision, watch_id))
             self._progress[watch_id] = True
 
     # -- answers -----------------------------------------------------------------------
@@ -289,10 +310,16 @@ class WatchSession:
         parts.append(part)
         return parts
 
-    def _push(
-        self, watch_id: int | None, count: int, answer: WatchResponse | tuple[int, Sequence[Event]]
-    ) -> None:
-        if watch_id is not None:
-            self._pending[watch_id] += count
-        self._queue.append((watch_id, count, answer))
+    def _push(self, answer: WatchResponse | _Events) -> None:
+        self._queue.append(answer)
         self._wake()
+
+
+@attrs.define
+class _Events:
+    """An answer of events waiting in a stream's queue."""
+
+    watch_id: int
+    revision: int
+    batches: list[Sequence[Event]]
+    count: int

@@ -15,7 +15,7 @@ from dkv.pb.etcd_rpc_pb2 import (
     WatchResponse,
 )
 from dkv.watch import WatchSession, WatchSettings
-from dkv.watch.session import DUPLICATE_ID, EMPTY_RANGE
+from dkv.watch.session import DUPLICATE_ID, EMPTY_RANGE, _Events
 from tests.watch.test_hub import World
 
 
@@ -115,7 +115,7 @@ def test_a_slow_reader_holds_a_bounded_queue_and_catches_up(world: World) -> Non
     for i in range(10):
         world.put(b"k%d" % i)  # 2..11; the reader reads nothing
     assert world.hub.counts == (0, 1)
-    queued = sum(count for _, count, _ in stream.session._queue)
+    queued = sum(item.count for item in stream.session._queue if isinstance(item, _Events))
     assert queued == 3  # max_pending_events
     got: list[int] = []
     for _ in range(20):
@@ -152,7 +152,7 @@ def test_encoded_answers_are_the_answers(world: World) -> None:
     # the two watchers of a stream are offered in any order; each's answers in order
     for watch_id in (-3, 0):
         assert [r for r in encoded if r.watch_id == watch_id] == [r for r in plain if r.watch_id == watch_id]
-    assert len(encoded) == len(plain) == 8
+    assert len(encoded) == len(plain) == 4  # created twice, then each watcher's three events in one answer
     assert [e.prev_kv.value for r in plain if r.watch_id == 0 for e in r.events] == [b"", b"a", b"b"]
 
 
@@ -169,3 +169,37 @@ def test_a_negative_start_replays_everything_or_is_compacted(world: World) -> No
     world.settle()
     out = stream.out()
     assert [(r.watch_id, r.canceled, r.compact_revision) for r in out] == [(4, False, 0), (4, True, 3)]
+
+
+def test_a_stream_behind_gets_one_answer_per_watcher(world: World) -> None:
+    """Events offered while a watcher's answer still waits join it (fewer,
+    larger answers when the client reads slowly), in order."""
+    stream = Stream(world)
+    stream.create(b"k", b"l")
+    stream.create(b"k1")
+    stream.out()
+    world.put(b"k1")  # 2
+    world.put(b"k2")  # 3
+    out = stream.out()
+    assert [(r.watch_id, [e.kv.mod_revision for e in r.events]) for r in out] in (
+        [(0, [2, 3]), (1, [2])],
+        [(1, [2]), (0, [2, 3])],
+    )
+    assert [r.header.revision for r in out if r.watch_id == 0] == [3]
+
+
+def test_a_reused_id_never_joins_the_old_watchers_answer(world: World) -> None:
+    stream = Stream(world)
+    stream.create(b"k", watch_id=5)
+    world.put(b"k")  # 2: waits in the queue
+    stream.send(cancel_request=WatchCancelRequest(watch_id=5))
+    stream.create(b"k", watch_id=5)
+    world.put(b"k")  # 3
+    out = stream.out()
+    assert [(r.created, r.canceled, [e.kv.mod_revision for e in r.events]) for r in out] == [
+        (True, False, []),
+        (False, False, [2]),
+        (False, True, []),
+        (True, False, []),
+        (False, False, [3]),
+    ]
