@@ -161,11 +161,23 @@ def gateway_lines(api: ApiEndpoints, body: dict, count: int, member: int = 1) ->
     return lines
 
 
+def applied_here(api: ApiEndpoints, revision: int, member: int = 1) -> None:
+    """Wait until member has applied revision (a watch is served from the
+    member's own applied state, which may trail the leader's a little)."""
+
+    def there() -> bool:
+        status, body = api.gateway("/v3/kv/range", {"key": "Zw==", "serializable": True}, member)
+        return status == 200 and int(body["header"]["revision"]) >= revision
+
+    wait_until(there, 10, f"member {member} to apply revision {revision}")
+
+
 def test_gateway_watch_lines_are_etcds(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
     put_all(etcdctl, api, ("g", "1"), ("g", "2"))  # 2, 3
     assert ok(etcdctl(api, "del", "g")) == "1\n"  # 4
     key = base64.b64encode(b"g").decode()
+    applied_here(api, 4)
     lines = gateway_lines(api, {"create_request": {"key": key, "start_revision": "2", "prev_kv": True}}, 2)
     assert lines == [
         {"header": {"revision": "4"}, "created": True},
