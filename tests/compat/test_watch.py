@@ -113,6 +113,7 @@ def test_watch_below_the_compacted_revision(v3_cluster: ApiEndpoints, watching: 
     api = v3_cluster
     put_all(etcdctl, api, ("c", "1"), ("c", "2"), ("c", "3"))  # 2..4
     assert ok(etcdctl(api, "compact", "3")) == "compacted revision 3\n"
+    compaction_applied(api, 2)
     old = watching.start(api, "c", "--rev", "2")
     wait_until(lambda: old.returncode is not None, 15, "the watch to be cancelled")
     assert printed(old) == (
@@ -172,6 +173,18 @@ def applied_here(api: ApiEndpoints, revision: int, member: int = 1) -> None:
     wait_until(there, 10, f"member {member} to apply revision {revision}")
 
 
+def compaction_applied(api: ApiEndpoints, below: int, members: tuple[int, ...] = (0, 1, 2)) -> None:
+    """Wait until members refuse a read at revision below as compacted."""
+    for member in members:
+        wait_until(
+            lambda m=member: (
+                api.gateway("/v3/kv/range", {"key": "Zw==", "revision": str(below), "serializable": True}, m)[0] == 400
+            ),
+            10,
+            f"member {member} to apply the compaction",
+        )
+
+
 def test_gateway_watch_lines_are_etcds(v3_cluster: ApiEndpoints) -> None:
     api = v3_cluster
     put_all(etcdctl, api, ("g", "1"), ("g", "2"))  # 2, 3
@@ -210,6 +223,7 @@ def test_gateway_watch_lines_are_etcds(v3_cluster: ApiEndpoints) -> None:
         },
     ]
     assert ok(etcdctl(api, "compact", "3")) == "compacted revision 3\n"
+    compaction_applied(api, 2, members=(1,))
     compacted = gateway_lines(api, {"create_request": {"key": key, "start_revision": "2"}}, 2)
     assert compacted == [
         {"header": {"revision": "4"}, "created": True},
