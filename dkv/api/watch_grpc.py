@@ -3,9 +3,10 @@
 bidirectional stream, many watchers, kept by a ``dkv.watch.WatchSession``.
 
 Requests are read as they come (a message that does not parse aborts the
-stream with INVALID_ARGUMENT, logged once); answers are written in the
-session's order, one at a time, so a client that reads slowly holds at most
-its watchers' bounded queues here. The stream ends when the client
+stream with INVALID_ARGUMENT, logged once) until ``MAX_BACKLOG`` answers
+wait; answers are written in the session's order, one at a time, so a
+client that reads slowly holds at most its watchers' bounded queues and
+that backlog here. The stream ends when the client
 half-closes it (as etcd's) or goes away; either drops its watchers.
 """
 
@@ -30,6 +31,8 @@ from dkv.watch import WatchSession
 log = logger("dkv.api.etcd")
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+#: Answers a stream may have waiting before its requests are no longer read.
+MAX_BACKLOG = 1024
 
 
 def header_filler(node: Node) -> Callable[[ResponseHeader], None]:
@@ -54,25 +57,32 @@ def watch_session(node: Node, wake: Any) -> WatchSession:
     )
 
 
-async def _read(requests: AsyncIterator[bytes], session: WatchSession) -> None:
+async def _read(requests: AsyncIterator[bytes], session: WatchSession, drained: asyncio.Event) -> None:
     async for raw in requests:
         try:
             request = WatchRequest.FromString(raw)
         except DecodeError:
             raise ApiError(Code.INVALID_ARGUMENT, "malformed WatchRequest message") from None
         session.handle(request)
+        while session.backlog > MAX_BACKLOG:
+            # A client that asks without reading waits, as etcd's control channel makes it.
+            drained.clear()
+            await drained.wait()
 
 
 async def _serve(node: Node, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> None:
-    ready = asyncio.Event()
+    ready, drained = asyncio.Event(), asyncio.Event()
     session = watch_session(node, ready.set)
-    reader = asyncio.ensure_future(_read(requests, session))
+    reader = asyncio.ensure_future(_read(requests, session, drained))
     try:
         while True:
             response = session.take_encoded()
             while response is not None:
                 await context.write(response)
+                if session.backlog <= MAX_BACKLOG:
+                    drained.set()
                 response = session.take_encoded()
+            drained.set()
             if reader.done():
                 break
             ready.clear()

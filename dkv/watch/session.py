@@ -95,6 +95,11 @@ class WatchSession:
         elif kind == "progress_request":
             self._progress_answer()
 
+    @property
+    def backlog(self) -> int:
+        """Answers waiting to be taken."""
+        return len(self._queue)
+
     def take(self) -> WatchResponse | None:
         """The next answer to write, or None."""
         item = self._pop()

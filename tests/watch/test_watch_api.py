@@ -260,3 +260,24 @@ async def sse_scenario(stack: Stack) -> None:
 async def test_sse_watch(rest_stack: Stack) -> None:
     await wait(sse_scenario(rest_stack))
     await wait_for(lambda: hub_counts(rest_stack) == (0, 0), what="the SSE watchers to be dropped")
+
+
+async def flood_scenario(stack: Stack) -> int:
+    async with aio.insecure_channel(stack.rpc_address) as channel:
+        call = pb_grpc.WatchStub(channel).Watch()
+        progress = pb.WatchRequest(progress_request=pb.WatchProgressRequest())
+        for _ in range(3000):  # more than MAX_BACKLOG answers, none read yet
+            await asyncio.wait_for(call.write(progress), TIMEOUT)
+        got = 0
+        while got < 3000:
+            response = await asyncio.wait_for(call.read(), TIMEOUT)
+            assert response.watch_id == -1
+            got += 1
+        call.cancel()
+        return got
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_asks_without_reading_is_paced(stack: Stack) -> None:
+    """Requests wait once MAX_BACKLOG answers do; every answer still comes."""
+    assert await wait(flood_scenario(stack)) == 3000
