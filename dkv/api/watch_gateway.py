@@ -1,4 +1,4 @@
-# test-case-name: tests.watch.test_watch_api
+# test-case-name: tests.watch.test_watch_api,tests.watch.test_sse
 """etcd's Watch on the JSON gateway: ``POST /v3/watch`` with one
 ``WatchRequest`` as JSON (a ``create_request``) answers a stream of
 newline-terminated ``{"result": WatchResponse}`` objects, as etcd 3.4's

@@ -1,4 +1,4 @@
-# test-case-name: tests.watch.test_watch_api
+# test-case-name: tests.watch.test_watch_api,tests.watch.test_sse
 """dkv's own watch: ``GET /v0/watch`` as Server-Sent Events.
 
 Query: ``key`` (base64, required; may be empty with ``prefix=true`` or a
