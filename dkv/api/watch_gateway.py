@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 
 from dkv.api import etcd_json
@@ -45,15 +45,18 @@ class SinkPump:
         self._keepalive = keepalive
         self._every = every
         self._beat: LoopingCall | None = None
+        self._clock: IReactorTime | None = None
+        self._scheduled: IDelayedCall | None = None
 
     def attach(self, sink: StreamSink, clock: IReactorTime) -> Callable[[], None]:
         """Start writing to sink; returns the stream's ``stop``."""
         self._sink = sink
+        self._clock = clock
         if self._keepalive and self._every > 0:
             self._beat = LoopingCall(self._tick)
             self._beat.clock = clock
             self._beat.start(self._every, now=False)
-        self.wake()
+        self._pump()
         return self.stop
 
     def stop(self) -> None:
@@ -62,14 +65,25 @@ class SinkPump:
             self.session.close()
         if self._beat is not None and self._beat.running:
             self._beat.stop()
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()
+        self._scheduled = None
 
     def _tick(self) -> None:
         if self._sink is not None and self._sink.writable:
             self._sink.write(self._keepalive)
 
     def wake(self) -> None:
+        """The session has answers: write them in the next reactor turn
+        (never inside the apply turn that made them; answers offered
+        meanwhile join them)."""
+        if self._clock is not None and self._scheduled is None and not self._waiting:
+            self._scheduled = self._clock.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        self._scheduled = None
         sink, session = self._sink, self.session
-        if sink is None or session is None or self._waiting:
+        if sink is None or session is None or self._waiting or session.closed:
             return
         while sink.writable:
             response = session.take()
@@ -86,7 +100,7 @@ class SinkPump:
 
     def _writable(self, _: object) -> None:
         self._waiting = False
-        self.wake()
+        self._pump()
 
 
 def _gateway_line(response: WatchResponse) -> tuple[bytes, bool]:
