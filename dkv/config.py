@@ -143,6 +143,9 @@ class NodeConfig:
     max_connections: int = 10_000
     idle_timeout: float = 60.0
     read_timeout: float = 30.0
+    #: Seconds between a watcher's progress notifications (etcd's
+    #: --experimental-watch-progress-notify-interval, 10 minutes).
+    watch_progress_interval: float = 600.0
     #: (mode, retention): "periodic" and seconds, or "revision" and revisions; 0 is off.
     auto_compaction: tuple[str, float] = ("periodic", 0.0)
 

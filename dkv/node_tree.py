@@ -50,6 +50,7 @@ from dkv.storage.service import StoreService
 from dkv.transport.cluster_client import ClusterClient, join_cluster
 from dkv.transport.grpc_peer import GrpcTransport
 from dkv.transport.snapshots import SnapshotReceiver, send_snapshot
+from dkv.watch import WatchSettings
 
 log = logger("dkv")
 
@@ -89,6 +90,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
             first_election_ticks=first_election_ticks,
             snapshot_entries=c.snapshot_entries,
             snapshot_keep=c.snapshot_keep,
+            watch=WatchSettings(progress_interval=c.watch_progress_interval),
         ),
         on_fatal=lambda failure: _fatal(reactor, failure),
         on_removed=lambda: reactor.callLater(0, reactor.stop),

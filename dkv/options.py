@@ -117,6 +117,13 @@ class Options(usage.Options):
         ["max-connections", None, 10_000, "REST connections open at once; newer ones are refused.", _positive_int],
         ["idle-timeout", None, 60.0, "Seconds a REST connection may stay open with nothing to do.", _positive_float],
         ["read-timeout", None, 30.0, "Seconds a REST request may take to arrive, headers and body.", _positive_float],
+        [
+            "watch-progress-notify-interval",
+            None,
+            600.0,
+            "Seconds between the progress notifications of a watcher that asked for them.",
+            _positive_float,
+        ],
         ["max-txn-ops", None, 128, "Most operations in one etcd Txn.", _positive_int],
         [
             "idempotency-window",
@@ -255,4 +262,5 @@ class Options(usage.Options):
             max_connections=self["max-connections"],
             idle_timeout=self["idle-timeout"],
             read_timeout=self["read-timeout"],
+            watch_progress_interval=self["watch-progress-notify-interval"],
         )

@@ -73,6 +73,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "join": "", "max-inflight": "8", "max-connections": "50", "idle-timeout": "2.5", "read-timeout": "1.5",
         "max-txn-ops": "7", "auto-compaction-mode": "revision", "auto-compaction-retention": "1000",
         "idempotency-window": "0",
+        "watch-progress-notify-interval": "2.5",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -88,6 +89,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].limits.max_txn_ops == 7
     assert o["config"].limits.idempotency_window == 0.0
     assert o["config"].auto_compaction == ("revision", 1000.0)
+    assert o["config"].watch_progress_interval == 2.5
 
 
 @pytest.mark.parametrize(

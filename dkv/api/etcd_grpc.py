@@ -6,9 +6,10 @@ Every method is ``dkv.api.etcd_v3``'s function of the same name: this module
 only parses (a message that does not parse is INVALID_ARGUMENT, logged
 once), awaits, and aborts with etcd's code and message on failure. A call
 with ``idempotency-key`` metadata runs on the node keyed by it
-(``Node.keyed``: its writes are applied once; see ``dkv.idempotency``). Services
-not served yet (Watch, Auth) answer UNIMPLEMENTED, gRPC's default.
+(``Node.keyed``: its writes are applied once; see ``dkv.idempotency``).
 ``Lease.LeaseKeepAlive`` is a stream: one answer per keep-alive, in order.
+``Watch`` is ``dkv.api.watch_grpc``'s stream. Auth is not served yet: it
+answers UNIMPLEMENTED, gRPC's default.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 from dkv.aio import wait
+from dkv.api import watch_grpc
 from dkv.api.etcd_v3 import (
     SERVICES,
     SNAPSHOT_CHUNK,
@@ -125,3 +127,4 @@ def register(server: aio.Server, node: Node) -> None:
             handlers["LeaseKeepAlive"] = _keep_alive(node)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(full_name, handlers),))
         server.add_registered_method_handlers(full_name, handlers)
+    watch_grpc.register(server, node)

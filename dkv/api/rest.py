@@ -324,7 +324,8 @@ def _endpoint(route: Route) -> Any:
     streamed)."""
 
     def endpoint(self: RestApi, request: IRequest, **params: str) -> Any:
-        call = Call(self.body(request), request.args, params, request.getHeader(b"idempotency-key"))
+        headers = {name.lower(): values for name, values in request.requestHeaders.getAllRawHeaders()}
+        call = Call(self.body(request), request.args, params, request.getHeader(b"idempotency-key"), headers)
         result = call_handler(route.handler, self.node, call)
         if isinstance(result, Deferred):
             return result.addCallback(lambda body: _answer(request, body))

@@ -11,6 +11,7 @@ its handler.
     POST   /v0/members/{id}/promote
     DELETE /v0/members/{id}
     POST   /v0/leader/transfer            [{"to": id}]               -> {"leader_id"}
+    GET    /v0/watch?key=b64[&prefix=true][&start_revision=N]        -> text/event-stream
 
 The Klein app (``dkv.api.rest``) is generated from ``ROUTES``; the front
 door (``dkv.api.front_door``) calls the handlers of the routes marked
@@ -29,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from dkv.api import b64, etcd_gateway
+from dkv.api import b64, etcd_gateway, watch_gateway, watch_sse
 from dkv.api.http_common import Call
 from dkv.errors import InvalidArgument
 from dkv.node import Node
@@ -182,6 +183,8 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("etcd_snapshot", ("POST",), "/v3/maintenance/snapshot", etcd_gateway.snapshot),
     Route("etcd_lease_keepalive", ("POST",), "/v3/lease/keepalive", etcd_gateway.keep_alive),
+    Route("etcd_watch", ("POST",), "/v3/watch", watch_gateway.watch),
+    Route("watch", ("GET",), "/v0/watch", watch_sse.watch),
     Route("etcd_version", ("GET",), "/version", etcd_gateway.version),
     Route("etcd_health", ("GET",), "/health", etcd_gateway.health),
 )  # fmt: skip

@@ -1,4 +1,4 @@
-# test-case-name: tests.mvcc.test_range
+# test-case-name: tests.mvcc.test_range,tests.watch.test_hub
 """Reads of the multi-version store: Range, the event history, HashKV.
 
 ``MvccView`` reads a consistent ``Tables`` view (the driver's read view of
@@ -10,6 +10,7 @@ contract), and ``MvccStore``, which extends it, keeps them current itself.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from itertools import groupby
 from typing import TYPE_CHECKING
 
@@ -118,6 +119,19 @@ class MvccView:
                 found.append(event)
             if limit is not None and len(found) >= limit:
                 break
+        return found
+
+    def with_prev_kv(self, events: Iterable[Event]) -> list[Event]:
+        """Copies of events (of this view's history) each carrying the
+        version of its key before it, as ``events(prev_kv=True)`` fills them."""
+        found = []
+        for event in events:
+            copy = Event()
+            copy.CopyFrom(event)
+            before = self._version_before(event.kv.key, event.kv.mod_revision)
+            if before is not None:
+                copy.prev_kv.CopyFrom(before)
+            found.append(copy)
         return found
 
     def hash_kv(self, revision: int = 0) -> tuple[int, int]:

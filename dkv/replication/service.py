@@ -64,6 +64,7 @@ from dkv.statemachine import Outcome, apply_entries
 from dkv.storage import Applied, NodeStore, PersistentState, WriteBatch
 from dkv.storage.overlay import Overlay
 from dkv.transport import Transport
+from dkv.watch import WatchHub, WatchSettings
 
 #: How long a commit index may wait for an append to carry it (defer_commit).
 COMMIT_FLUSH_SECONDS = 0.002
@@ -86,6 +87,8 @@ class DriverConfig:
     snapshot_keep: int = 5_000
     #: A learner may be promoted once within this many entries of the commit.
     promote_lag: int = 1000
+    #: The watch hub's settings (``dkv.watch``).
+    watch: WatchSettings = WatchSettings()
 
 
 class ReplicationService(Service):
@@ -137,6 +140,8 @@ class ReplicationService(Service):
         self.apply_listeners: list[Callable[[Outcome], None]] = []
         self.leadership_listeners: list[Callable[[bool], None]] = []
         self._leading = False
+        #: This node's watchers, fed after each apply from the applied state.
+        self.watch_hub = WatchHub(clock, self.view, config.watch)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -189,6 +194,7 @@ class ReplicationService(Service):
             self._leading = False
             for listener in self.leadership_listeners:
                 listener(False)
+        self.watch_hub.stop()
         if self._persisting is not None:
             d: Deferred[None] = Deferred()
 
@@ -404,6 +410,8 @@ class ReplicationService(Service):
             self.requests.release_applied(self.applied)
             for listener in self.apply_listeners:
                 listener(outcome)
+            # Readable now (the overlay holds them): watchers may be given them.
+            self.watch_hub.applied(outcome.events)
         self._installing = rd.snapshot
         batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
@@ -427,6 +435,7 @@ class ReplicationService(Service):
             self._compaction.reset(rd.snapshot.index)
             self._set_applied(rd.snapshot.index)
             self.requests.release_applied(self.applied)
+            self.watch_hub.replaced()
         elif applied is not None:
             self._overlay.stored(applied.index)
         self._guard(lambda: raft.advance(rd))
