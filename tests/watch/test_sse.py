@@ -24,7 +24,7 @@ def b64(data: bytes) -> str:
 
 
 def call(query: dict[str, str], headers: dict[bytes, list[bytes]] | None = None) -> Call:
-    return Call(b"", {k.encode(): [v.encode()] for k, v in query.items()}, {}, headers)
+    return Call(b"", {k.encode(): [v.encode()] for k, v in query.items()}, {}, headers=headers)
 
 
 def test_prefix_end() -> None:
