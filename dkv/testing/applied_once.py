@@ -182,9 +182,8 @@ def check_applied_once(
     return CheckResult(
         name="applied-once",
         ok=True,
-        detail=f"{len(revisions)} values at one revision each and {sum(deletes.values())} delete events "
-        f"for {sum(deletes_sent.values())} deletes in {window}; {retried_seen} of them written by retried "
-        f"writes; no failed write applied",
+        detail=f"{len(revisions)} values each at one revision, {sum(deletes.values())} deletions by "
+        f"{sum(deletes_sent.values())} deletes, no failed write, {window}; {retried_seen} by retried writes",
     )
 
 
