@@ -4,7 +4,9 @@ Each schedule runs ``dkv.testing.torture.run_torture`` (three real nodes, ten
 clients on five keys, faults every few seconds, then a healed tail) and
 asserts that every check passed -- convergence, acknowledged writes,
 nothing phantom, failed writes invisible, linearizability, HashKV equal on
-every node, clean node logs, recovery after healing -- that faults were
+every node, no write applied twice (clients retry writes of unknown outcome
+with their idempotency key, and the summary's retry counts add up), clean
+node logs, recovery after healing -- that faults were
 really injected, and that the history holds what such a run must (many
 ``ok`` reads and writes, and some operations the faults made ``fail`` or
 ``unknown``). Two schedules run again with the ``txn`` workload (etcd's
@@ -119,6 +121,14 @@ def assert_sensible(result: TortureResult) -> None:
     assert summary["operations_checked"] == result.verdict.ops_checked  # type: ignore[union-attr]
     faults = [json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines()]
     assert faults[-1]["action"] == "heal", faults[-1]
+    # Writes of unknown outcome were retried with their idempotency key, and
+    # none was applied twice (the store's history holds each value once).
+    assert result.check("applied-once") is not None and result.check("applied-once").passed, report
+    retries = summary["retries"]
+    assert retries["retried_known"] + retries["still_unknown"] == retries["unknown_first"], retries
+    assert retries["retried_ok"] + retries["retried_fail"] == retries["retried_known"], retries
+    assert sum(n for tries, n in retries["attempts"].items() if int(tries) > 1) == retries["unknown_first"], retries
+    assert sum(retries["attempts"].values()) == retries["writes"], retries
 
 
 @pytest.mark.parametrize("nemesis", SCHEDULES)

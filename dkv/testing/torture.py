@@ -8,8 +8,10 @@ proxy on every peer link, everything under ``DIR/cluster``), runs the
 workload of ``dkv.testing.workload`` for ``--time`` seconds while the
 nemesis of ``dkv.testing.nemesis`` injects faults, heals everything for the
 last ``--tail`` seconds (the workload goes on), stops the clients, and runs
-the checks of ``dkv.testing.checks`` (and, for the ``txn`` and ``mixed``
-workloads, of ``dkv.testing.revisions``). Writes into DIR:
+the checks of ``dkv.testing.checks`` and ``dkv.testing.applied_once`` (and,
+for the ``txn`` and ``mixed`` workloads, of ``dkv.testing.revisions``).
+Clients retry a write of unknown outcome with its idempotency key, up to
+``--write-attempts`` attempts (``dkv.testing.retries``). Writes into DIR:
 
 ``history.jsonl``   every operation (``dkv.testing.history`` format: re-check
                     it with ``dkv.testing.linearizability.check``)
@@ -20,8 +22,9 @@ workloads, of ``dkv.testing.revisions``). Writes into DIR:
                     reading a failing history
 ``faults.jsonl``    what the nemesis did, with monotonic timestamps (the
                     history's clock)
-``summary.json``    configuration, operations by kind and outcome, faults,
-                    every check and the linearizability verdict
+``summary.json``    configuration, operations by kind and outcome, what the
+                    retries of writes achieved, faults, every check and the
+                    linearizability verdict
 
 prints a summary and exits 0 if every check passed, 1 on any violation
 (with the checker's explanation), 2 if nothing was violated but the
@@ -46,14 +49,16 @@ from typing import Any
 
 import attrs
 
+from dkv.testing.applied_once import applied_once
 from dkv.testing.checks import CheckResult, final_checks
 from dkv.testing.cluster import Cluster
 from dkv.testing.gateway import COMPACTED
 from dkv.testing.history import Op, op_to_json, write_history
 from dkv.testing.linearizability import Verdict
 from dkv.testing.nemesis import FAULT_ACTIONS, SCHEDULES, FaultEvent, Nemesis, NemesisConfig
+from dkv.testing.retries import RetryCounts
 from dkv.testing.revisions import check_read_at_revision, check_revision_order
-from dkv.testing.workload import WORKLOADS, Compaction, Request, Workload, WorkloadConfig, history_ops
+from dkv.testing.workload import WORKLOADS, Compaction, Request, Workload, WorkloadConfig, history_ops, retry_counts
 
 __all__ = ["TortureConfig", "TortureResult", "main", "run_torture"]
 
@@ -83,6 +88,9 @@ class TortureConfig:
     cas_ratio: float = 0.6
     revision_read_ratio: float = 0.3
     compact_ratio: float = 0.002
+    #: Attempts of a write whose outcome stays unknown (retried with its
+    #: idempotency key; 1: never retry).
+    write_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     request_timeout: float = 2.0
     tick_ms: int = 50
     election_ticks: int = 10
@@ -106,6 +114,7 @@ class TortureConfig:
             *((flag, name) for flag, name, _ in _NUMBER_OPTIONS),
             ("--snapshot-entries", "snapshot_entries"),
             ("--snapshot-keep-entries", "snapshot_keep"),
+            ("--write-attempts", "write_attempts"),
         ):
             value = getattr(self, name)
             if value != _default(name):
@@ -210,6 +219,10 @@ class TortureResult:
         }
         return {what: dict(sorted(by.items())) for what, by in counted.items() if by}
 
+    def retries(self) -> RetryCounts:
+        """What retrying writes of unknown outcome achieved."""
+        return retry_counts(self.requests)
+
     def faults(self) -> dict[str, int]:
         """action -> number of times, for the actions that inject a fault."""
         return dict(sorted(Counter(e.action for e in self.events if e.action in FAULT_ACTIONS).items()))
@@ -243,6 +256,7 @@ class TortureResult:
                 "cas_ratio": cfg.cas_ratio,
                 "revision_read_ratio": cfg.revision_read_ratio,
                 "compact_ratio": cfg.compact_ratio,
+                "write_attempts": cfg.write_attempts,
                 "request_timeout": cfg.request_timeout,
                 "tick_ms": cfg.tick_ms,
                 "fault_seconds": list(cfg.nemesis_config.fault_seconds),
@@ -251,6 +265,7 @@ class TortureResult:
             "operations": self.counts(),
             "operations_total": len(self.requests),
             "txn": self.txn_counts(),
+            "retries": self.retries().to_json(),
             "operations_checked": self.verdict.ops_checked if self.verdict is not None else None,
             "faults": self.faults(),
             "faults_injected": self.injected,
@@ -280,6 +295,7 @@ class TortureResult:
                 f"\n  {kind:<6} " + ", ".join(f"{o} {n}" for o, n in by.items()) for kind, by in self.counts().items()
             ),
             *(f"{what}: " + ", ".join(f"{o} {n}" for o, n in by.items()) for what, by in self.txn_counts().items()),
+            self.retries().render(),
             f"faults injected: {self.injected} "
             + (", ".join(f"{a} {n}" for a, n in self.faults().items()) or "(none)"),
         ]
@@ -343,6 +359,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
                 revision_read_ratio=cfg.revision_read_ratio,
                 compact_ratio=cfg.compact_ratio,
                 timeout=cluster.client_timeout,
+                write_attempts=cfg.write_attempts,
             ),
             seed=cfg.seed,
         )
@@ -382,6 +399,8 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
             unexpected_exits=nemesis.unexpected_exits,
             stale=workload.side_reads,
         )
+        retried = {(r.op.key, r.op.value) for r in requests if r.attempts > 1}
+        checks.append(applied_once(cluster, history_ops(requests), retried, timeout=cfg.check_timeout))
         if cfg.workload != "kv":
             checks += [check_revision_order(requests), check_read_at_revision(requests)]
         checks.append(_recovered(requests, heal_time))
@@ -511,6 +530,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
     for flag, name, text in _NUMBER_OPTIONS:
         p.add_argument(flag, type=float, default=_default(name), help=text)
     p.add_argument(
+        "--write-attempts",
+        type=int,
+        default=_default("write_attempts"),
+        help="attempts of a write whose outcome is unknown, retried with its idempotency key (1: no retry)",
+    )
+    p.add_argument(
         "--fault-seconds",
         type=_range,
         default=NemesisConfig().fault_seconds,
@@ -540,9 +565,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
     a = p.parse_args(argv)
     if a.time <= a.tail:
         p.error("--time must exceed --tail")
+    if a.write_attempts < 1:
+        p.error("--write-attempts must be at least 1")
     return TortureConfig(
         out=a.out, nemesis=a.nemesis, time=a.time, tail=a.tail, seed=a.seed, nodes=a.nodes, clients=a.clients,
         keys=a.keys, workload=a.workload, **{name: getattr(a, name) for _, name, _ in _NUMBER_OPTIONS},
+        write_attempts=a.write_attempts,
         snapshot_entries=a.snapshot_entries or None, snapshot_keep=a.snapshot_keep_entries or None,
         nemesis_config=NemesisConfig(fault_seconds=a.fault_seconds, quiet_seconds=a.quiet_seconds),
     )  # fmt: skip

@@ -25,6 +25,15 @@ completion times read from ``time.monotonic()`` and what it learnt:
 A read that is not ``ok`` carries no information; it is recorded with the
 same rules and the checker ignores it.
 
+Every write (put, delete, cas) carries a fresh ``Idempotency-Key`` header; a
+write whose attempt ended ``unknown`` is sent again, with the same key and the
+same body, to another node, up to ``write_attempts`` attempts while
+``write_deadline`` seconds have not passed since it was invoked
+(``dkv.testing.retries`` says what a retry's answer means). It is recorded
+once: invoked at the first attempt, completed at the last answer, with the
+final outcome; its ``Request`` says how many attempts it took and whether the
+first one ended unknown.
+
 That is the ``kv`` workload, on dkv's own ``/v0`` paths. The ``txn``
 workload speaks etcd's JSON gateway (``dkv.testing.gateway``: the requests,
 and the outcome rules for etcd's errors) on the same keys and values: a read
@@ -63,6 +72,7 @@ import select
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -74,8 +84,18 @@ from dkv.testing import gateway
 from dkv.testing.gateway import Answer, V3Kind
 from dkv.testing.history import Kind, Op, Outcome
 from dkv.testing.poll import wait_until
+from dkv.testing.retries import RetryCounts, retried
 
-__all__ = ["WORKLOADS", "Compaction", "Request", "Workload", "WorkloadConfig", "history_ops", "key_name"]
+__all__ = [
+    "WORKLOADS",
+    "Compaction",
+    "Request",
+    "Workload",
+    "WorkloadConfig",
+    "history_ops",
+    "key_name",
+    "retry_counts",
+]
 
 #: The workloads: dkv's /v0 paths, etcd's gateway with transactions, or both.
 WORKLOADS = ("kv", "txn", "mixed")
@@ -98,7 +118,8 @@ class WorkloadConfig:
     probability ``delete_ratio``, else a write. ``workload`` is one of
     ``WORKLOADS`` (the module docstring says what ``txn`` does with
     ``cas_ratio``, ``revision_read_ratio`` and ``compact_ratio``, which only
-    its operations use). ``timeout`` is the socket timeout of one
+    its operations use, and how ``write_attempts``, ``write_deadline`` and
+    ``retry_pause`` retry writes of unknown outcome). ``timeout`` is the socket timeout of one
     request in seconds (it should exceed the nodes' ``--request-timeout``, so
     a node's own 503/504 arrives first); ``host`` is where nodes listen."""
 
@@ -113,6 +134,13 @@ class WorkloadConfig:
     compact_ratio: float = attrs.field(default=0.0, validator=_ratio)
     timeout: float = attrs.field(default=7.0, validator=attrs.validators.gt(0.0))
     host: str = "127.0.0.1"
+    #: Attempts of one write whose outcome stays unknown (1: never retry).
+    write_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    #: No retry of a write starts later than this many seconds after its
+    #: first attempt.
+    write_deadline: float = attrs.field(default=15.0, validator=attrs.validators.ge(0.0))
+    #: Seconds a client waits before a retry (an election may be under way).
+    retry_pause: float = attrs.field(default=0.2, validator=attrs.validators.ge(0.0))
 
 
 @attrs.frozen(kw_only=True)
@@ -140,9 +168,22 @@ class Request:
     #: read, a cas), or that this write created (a put, a delete that
     #: deleted the key); None if none or unknown.
     mod_revision: int | None = None
+    #: Of a write: how many times it was sent (retries after an unknown
+    #: outcome; ``node``, ``status`` and ``detail`` are the last attempt's).
+    attempts: int = 1
+    #: Of a write: whether its first attempt ended ``unknown``.
+    unknown_first: bool = False
+    #: Of a retried write: ``node:status`` of each attempt (the status is
+    #: ``not-sent`` or ``lost`` when no answer came; ``?`` marks the first
+    #: attempt's unknown outcome).
+    trail: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.node, "status": self.status, "detail": self.detail}
+        if self.attempts != 1 or self.unknown_first:
+            out["attempts"] = self.attempts
+            out["unknown_first"] = self.unknown_first
+            out["trail"] = list(self.trail)
         if self.consistency != "linearizable":
             out["consistency"] = self.consistency
         if self.api != "v0":
@@ -181,6 +222,13 @@ class Compaction:
 def history_ops(requests: Sequence[Request]) -> list[Op]:
     """The history the checker reads: every operation but serializable reads."""
     return [r.op for r in requests if r.consistency == "linearizable"]
+
+
+def retry_counts(requests: Sequence[Request]) -> RetryCounts:
+    """What the retries of the writes (and cas) among requests achieved."""
+    return RetryCounts.of(
+        (r.unknown_first, r.op.outcome, r.attempts) for r in requests if r.op.kind in ("write", "cas")
+    )
 
 
 # What one exchange ended as, before it becomes an outcome.
@@ -229,13 +277,17 @@ class _Client:
         self.conns[node] = conn
         return conn
 
-    def exchange(self, node: str, method: str, path: str, body: Any = None) -> tuple[int | str, Any]:
+    def exchange(
+        self, node: str, method: str, path: str, body: Any = None, idempotency_key: str | None = None
+    ) -> tuple[int | str, Any]:
         """(HTTP status, decoded JSON) or (_SENT_NOTHING | _LOST, error text)."""
         conn = self._connection(node)
         if conn is None:
             return _SENT_NOTHING, "could not connect"
         payload = None if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"} if payload is not None else {}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         try:
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
@@ -273,6 +325,46 @@ class _Client:
         self.seq += 1
         return f"c{self.index}-{self.seq}".encode()
 
+    def _write(
+        self,
+        node: str,
+        method: str,
+        path: str,
+        body: Any,
+        answer_of: Callable[[int | str, Any], Answer],
+    ) -> tuple[str, int | str, Answer, tuple[str, ...]]:
+        """Send one write with a fresh idempotency key, retried while its
+        outcome is unknown (see the module docstring): (the last node asked,
+        its status, the write's answer, ``node:status`` of every attempt,
+        the first's status marked ``?`` if it ended unknown)."""
+        wl = self.workload
+        cfg = wl.config
+        key = f"{wl.run_id}-c{self.index}-{self.seq}"
+        deadline = wl.clock() + cfg.write_deadline
+        status, data = self.exchange(node, method, path, body, key)
+        answer = answer_of(status, data)
+        trail = [f"{node}:{status}" + ("?" if answer.outcome == "unknown" else "")]
+        unreachable: set[str] = set()
+        while answer.outcome == "unknown" and len(trail) < cfg.write_attempts and wl.clock() < deadline:
+            if status in (_SENT_NOTHING, _LOST):
+                unreachable.add(node)
+            if cfg.retry_pause:
+                time.sleep(cfg.retry_pause)  # schedule: a client's back-off, not a wait for state
+            node = self._another_node(node, unreachable)
+            status, data = self.exchange(node, method, path, body, key)
+            answer = retried(answer_of(status, data), status)
+            trail.append(f"{node}:{status}")
+        return node, status, answer, tuple(trail)
+
+    def _another_node(self, node: str, unreachable: set[str]) -> str:
+        """Where a retry goes: a node other than the one asked last and than
+        those this write could not reach, if there is one; else any other
+        node (that one, if it is the only node)."""
+        others = [n for n in self.workload.nodes if n != node]
+        reachable = [n for n in others if n not in unreachable]
+        pool = reachable or others
+        return self.rng.choice(pool) if pool else node
+
     def _v0_step(self, node: str, key: bytes) -> Request:
         wl = self.workload
         cfg = wl.config
@@ -296,11 +388,18 @@ class _Client:
             else:
                 method, path, body = "POST", "/v0/kv", {"key": b64key, "value": b64_encode(value)}
         invoke = wl.clock()
-        status, data = self.exchange(node, method, path, body)
+        trail: tuple[str, ...] = ()
+        if kind == "read":
+            status, data = self.exchange(node, method, path, body)
+            answer = _v0_answer(kind, status, data)
+        else:
+            node, status, answer, trail = self._write(
+                node, method, path, body, lambda st, d: _v0_answer("write", st, d)
+            )
         complete = wl.clock()
-        outcome, result, detail = classify(kind, status, data)
-        answer = Answer(outcome=outcome, result=result, detail=detail)
-        return self._record(node, kind, key, value, None, invoke, complete, status, answer, consistency, "v0")
+        return self._record(
+            node, kind, key, value, None, invoke, complete, status, answer, consistency, "v0", trail=trail
+        )
 
     def _v3_step(self, node: str, key: bytes) -> Request | Compaction:
         wl = self.workload
@@ -339,13 +438,19 @@ class _Client:
             else:
                 v3, path, body = "put", "/v3/kv/put", gateway.put_body(key, value)
         invoke = wl.clock()
-        status, data = self.exchange(node, "POST", path, body)
+        trail: tuple[str, ...] = ()
+        if kind == "read":
+            status, data = self.exchange(node, "POST", path, body)
+            answer = _v3_answer(v3, key, status, data)
+        else:
+            node, status, answer, trail = self._write(
+                node, "POST", path, body, lambda st, d: _v3_answer(v3, key, st, d)
+            )
         complete = wl.clock()
-        answer = _v3_answer(v3, key, status, data)
         if answer.outcome == "ok" and answer.revision is not None:
             wl.reported(answer.revision)
         return self._record(
-            node, kind, key, value, expected, invoke, complete, status, answer, consistency, "v3", at
+            node, kind, key, value, expected, invoke, complete, status, answer, consistency, "v3", at, trail=trail
         )
 
     def _compact(self, node: str, revision: int) -> Compaction:
@@ -378,6 +483,8 @@ class _Client:
         consistency: str,
         api: str,
         at: int | None = None,
+        *,
+        trail: tuple[str, ...] = (),
     ) -> Request:
         """The Request of one exchange; what it taught this client."""
         ok = answer.outcome == "ok"
@@ -407,7 +514,16 @@ class _Client:
             revision=answer.revision if ok else None,
             at_revision=at,
             mod_revision=answer.mod_revision if ok else None,
+            attempts=max(1, len(trail)),
+            unknown_first=bool(trail) and trail[0].endswith("?"),
+            trail=trail if len(trail) > 1 else (),
         )
+
+
+def _v0_answer(kind: str, status: int | str, data: Any) -> Answer:
+    """The Answer of an exchange on /v0, by ``classify``."""
+    outcome, result, detail = classify(kind, status, data)
+    return Answer(outcome=outcome, result=result, detail=detail)
 
 
 def _v3_answer(kind: V3Kind, key: bytes, status: int | str, data: Any) -> Answer:
@@ -447,7 +563,8 @@ class Workload:
     """Clients in threads against the nodes at ``ports`` (node id -> REST port).
 
     ``start()`` starts them; ``stop()`` asks them to stop and waits for each
-    to finish its current operation (at most ``config.timeout`` seconds);
+    to finish its current operation (at most ``config.timeout`` seconds, or
+    the write deadline and a last attempt for a write being retried);
     ``ops`` and ``requests`` are the records so far, in completion order.
     Safe to read from other threads while running."""
 
@@ -463,6 +580,9 @@ class Workload:
         self.config = config
         self.seed = seed
         self.clock = clock
+        #: Prefix of this run's idempotency keys (unique per Workload, so two
+        #: runs against one cluster never share a key).
+        self.run_id = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._requests: list[Request] = []
         self._compactions: list[Compaction] = []
@@ -500,10 +620,14 @@ class Workload:
             client.close()
 
     def stop(self) -> None:
-        """Stop every client and wait for it; re-raise a client's crash."""
+        """Stop every client and wait for it (a write being retried finishes
+        its retries); re-raise a client's crash."""
         self._stop.set()
+        cfg = self.config
+        # A write may start its last attempt just before its deadline.
+        longest = cfg.timeout + (cfg.write_deadline + cfg.retry_pause if cfg.write_attempts > 1 else 0.0)
         for t in self._threads:
-            t.join(self.config.timeout + 10.0)
+            t.join(longest + 10.0)
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             raise RuntimeError(f"clients did not stop: {alive}")
