@@ -1,4 +1,4 @@
-# test-case-name: tests.test_lock_check
+# test-case-name: tests.test_lock_check,tests.test_lock_faults
 """A lock workload: several clients take turns holding one lease-bound lock.
 
 Each client thread plays etcd's lock recipe on the JSON gateway, polling
