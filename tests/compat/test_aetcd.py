@@ -65,3 +65,25 @@ def test_aetcd(v3_cluster: ApiEndpoints) -> None:
     assert seen.pop("at_compaction") == [["foo", "qux", 2, 7, 3], ["foo1", "bar1", 3, 3, 1]]
     assert seen.pop("compact_again") == "etcdserver: mvcc: required revision has been compacted"
     assert seen == {}
+
+
+def test_aetcd_lease(v3_cluster: ApiEndpoints) -> None:
+    """aetcd's lease calls: grant (with and without an ID), put with a
+    lease, time-to-live with keys, a keep-alive, expiry when keep-alives
+    stop, revoke (``tests/compat/aetcd_lease_scenario.py``)."""
+    done = run_to_exit(
+        [sys.executable, "-m", "tests.compat.aetcd_lease_scenario", v3_cluster.grpc_addresses[1]],
+        env=child_env(),
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["granted"] == [0x1234, 60, True, True, 3]
+    assert seen["info"] == [0x1234, 60, True, ["l/long"]]
+    assert seen["keys"] == ["l/short"]
+    assert seen["refresh"] == [0x1234, 60]
+    assert seen["attached"] == ["1", "2"]
+    assert seen["expired_ttl"] == -1
+    assert seen["long_survives"] == "1"
+    assert seen["revoked"] == [None, -1]
+    assert seen["put_on_revoked"] == "ClientError: etcdserver: requested lease not found"
