@@ -5,8 +5,13 @@ fill them."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dkv.api import etcd_json
 from dkv.api.etcd_json import (
     MalformedRequest,
     format_error,
@@ -228,3 +233,12 @@ def test_strings_are_escaped_as_go_escapes_them() -> None:
         b'{"name":"\\u003ca\\u0026b\\u003e \\"q\\" \\\\b \\u0008\\u000c\\n \xc3\xa9 \\u2028"}'
     )
     assert format_error(3, "a<b")[1] == b'{"error":"a\\u003cb","message":"a\\u003cb","code":3}'
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from('ab<>&\\"\b\f\n\u2028\u2029\x01é'), max_size=12))
+def test_go_escapes_are_applied_only_when_needed_and_always_the_same(text: str) -> None:
+    """The check that skips the substitution never changes an answer."""
+    plain = json.dumps({"k": text}, separators=(",", ":"), ensure_ascii=False)
+    always = etcd_json._GO_ESCAPES.sub(lambda m: etcd_json._GO_ESCAPE.get(m.group(0), m.group(0)), plain)
+    assert etcd_json._dumps({"k": text}) == always.encode()

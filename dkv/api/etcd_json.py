@@ -4,7 +4,9 @@ body into an etcd request message, a response message or an error into the
 bytes etcd's gateway (grpc-gateway v1 with ``JSONPb{OrigName: true}``)
 answers with. No HTTP here: the REST layer routes and calls these.
 
-The mapping is protobuf's JSON mapping (``google.protobuf.json_format``):
+The mapping is protobuf's JSON mapping (``google.protobuf.json_format``;
+``dkv.api.proto_json`` gives the same answers faster for the common
+messages):
 
 * field names as written in the .proto (``create_revision``, ``raft_term``,
   ``peerURLs``); requests may also use the lowerCamelCase names;
@@ -46,6 +48,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from dkv.api import proto_json
 from dkv.mvcc.errors import Code, EtcdError
 
 M = TypeVar("M", bound=Message)
@@ -100,6 +103,9 @@ def parse_request(body: bytes, message_type: type[M]) -> M:
         raise MalformedRequest(
             f"json: cannot unmarshal {_go_kind(value)} into Go value of type map[string]json.RawMessage"
         )
+    fast = proto_json.from_dict(value, message_type)
+    if fast is not None:
+        return fast
     try:
         json_format.ParseDict(_known_fields(value, message.DESCRIPTOR), message)
     except json_format.ParseError as error:
@@ -158,7 +164,7 @@ def _by_json_name(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
 
 
 def _to_dict(message: Message) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return proto_json.to_dict(message)
 
 
 #: What Go's encoding/json escapes that Python's json does not (or not the
@@ -168,9 +174,16 @@ _GO_ESCAPE = {"\\b": "\\u0008", "\\f": "\\u000c", "<": "\\u003c", ">": "\\u003e"
               "\u2028": "\\u2028", "\u2029": "\\u2029"}  # fmt: skip
 
 
+#: A text without any of these needs no substitution (base64 never has them);
+#: looking for them is much cheaper than running the pattern over the text.
+_GO_SPECIAL = ("\\", "<", ">", "&", "\u2028", "\u2029")
+
+
 def _dumps(value: object) -> bytes:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return _GO_ESCAPES.sub(lambda m: _GO_ESCAPE.get(m.group(0), m.group(0)), text).encode("utf-8")
+    if any(char in text for char in _GO_SPECIAL):
+        text = _GO_ESCAPES.sub(lambda m: _GO_ESCAPE.get(m.group(0), m.group(0)), text)
+    return text.encode("utf-8")
 
 
 def _go_syntax_error(error: json.JSONDecodeError) -> str:
