@@ -170,7 +170,14 @@ class MvccView:
         if revision < self._compacted:
             raise errors.Compacted()
         span = key_span(request.key, request.range_end)
-        raw = self._live_raw(span) if revision == current else self._at(span, revision)
+        if revision != current:
+            raw = self._at(span, revision)
+        elif not request.range_end:
+            # one key now: a lookup, not a scan (the hot read of /v0 and of clients)
+            state = self._tables.get(LIVE, request.key)
+            raw = [] if state is None else [(request.key, state)]
+        else:
+            raw = self._live_raw(span)
         response.header.revision = current
         response.count = len(raw)
         if request.count_only:
