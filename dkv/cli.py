@@ -2,7 +2,10 @@
 """The ``dkv`` command: run one node in the foreground, configured like the
 Go project it succeeds (``DKV_*`` variables) or with the same flags as
 ``twistd dkv``. Logs go to stdout; SIGINT/SIGTERM stop the node cleanly. A
-node that cannot start prints one line (``dkv: reason``) and exits 1."""
+node that cannot start prints one line (``dkv: reason``) and exits 1.
+
+``dkv restore FILE ...`` creates a member's db from a backup instead
+(``dkv.restore_cli``); any other first argument is the node's."""
 
 from __future__ import annotations
 
@@ -17,9 +20,15 @@ from dkv.tap import Options, build  # dkv.tap installs the asyncio reactor first
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["restore"]:
+        from dkv import restore_cli
+
+        restore_cli.main(argv[1:])
+        return
     options = Options()
     try:
-        options.parseOptions(sys.argv[1:] if argv is None else argv)
+        options.parseOptions(argv)
     except usage.UsageError as e:
         sys.exit(f"dkv: {e}")
 

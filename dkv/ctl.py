@@ -12,6 +12,7 @@
     dkvctl txn < FILE | compact REV | hash | hashkv [--rev N] | endpoint status
     dkvctl watch KEY [END] [--prefix] [--rev N] [--prev-kv]
     dkvctl lock NAME [--ttl N] [-- COMMAND ARGS...]
+    dkvctl snapshot save FILE | snapshot status FILE [--skip-hash-check]
 
 The endpoint is a node's REST address (default ``$DKV_ENDPOINT`` or
 127.0.0.1:7071); several, comma-separated, are tried in order: the next when
@@ -36,6 +37,9 @@ HashKV); ``hash``, ``hashkv`` and ``endpoint status`` ask every endpoint.
 ``watch`` and ``lock`` run until done or interrupted, on ``dkv.client``
 (``dkv.ctl_stream``): they print and behave as etcdctl's, and fail over
 between the endpoints.
+
+``snapshot save`` writes a checked backup of an endpoint's db to a file, and
+``snapshot status`` says what a backup holds (``dkv.ctl_snapshot``).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import sys
 import urllib.parse
 from typing import Any, TextIO
 
-from dkv import ctl_etcd, ctl_stream
+from dkv import ctl_etcd, ctl_snapshot, ctl_stream
 from dkv.api.b64 import encode as b64_encode
 from dkv.ctl_requests import TXN_SYNTAX, add_del_arguments, add_get_arguments, add_put_arguments, uses_etcd_options
 from dkv.ctl_transport import CtlError, request, split_endpoints
@@ -123,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     ctl_stream.add_lock_arguments(
         sub.add_parser("lock", help="hold a lock (etcd's, as etcdctl lock), running a command meanwhile")
     )
+    ctl_snapshot.add_arguments(sub.add_parser("snapshot", help="back up an endpoint's db, or inspect a backup"))
     return p
 
 
@@ -144,6 +149,9 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> N
     args.endpoints = split_endpoints(args.endpoint)
     if args.command in STREAM_COMMANDS:
         ctl_stream.run(args)
+        return
+    if args.command == "snapshot":
+        ctl_snapshot.run(args, out)
         return
     if speaks_v3(args):
         ctl_etcd.run(args, out, sys.stdin if stdin is None else stdin)

@@ -15,10 +15,11 @@ endpoint could be reached or the answer was cut off.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 #: Exit statuses.
@@ -58,34 +59,79 @@ def _connection(endpoint: str, timeout: float) -> tuple[http.client.HTTPConnecti
     return kind(parts.hostname, port, timeout=timeout), parts.path.rstrip("/")
 
 
+def _send(
+    conn: http.client.HTTPConnection, endpoint: str, method: str, path: str, body: Any
+) -> http.client.HTTPResponse:
+    """Connect (raising _NotConnected) and send the request; its response."""
+    try:
+        conn.connect()
+    except OSError as e:
+        raise _NotConnected(str(e)) from None
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if data is None else {"content-type": "application/json"}
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        return conn.getresponse()
+    except (OSError, http.client.HTTPException) as e:
+        raise CtlError(f"cannot reach {endpoint}: {e or type(e).__name__}", UNREACHABLE) from None
+
+
+def _refusal(status: int, reason: str, raw: bytes) -> CtlError:
+    try:
+        answer = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and "error" in answer:
+        return CtlError(f"{answer['error']} (HTTP {status}, code {answer.get('code')})", REFUSED)
+    return CtlError(f"HTTP {status} {reason}", REFUSED)
+
+
 def _once(endpoint: str, method: str, path: str, body: Any, timeout: float) -> Any:
     conn, prefix = _connection(endpoint, timeout)
     try:
+        resp = _send(conn, endpoint, method, prefix + path, body)
         try:
-            conn.connect()
-        except OSError as e:
-            raise _NotConnected(str(e)) from None
-        data = None if body is None else json.dumps(body).encode()
-        headers = {} if data is None else {"content-type": "application/json"}
-        try:
-            conn.request(method, prefix + path, body=data, headers=headers)
-            resp = conn.getresponse()
             raw = resp.read()
         except (OSError, http.client.HTTPException) as e:
             raise CtlError(f"cannot reach {endpoint}: {e or type(e).__name__}", UNREACHABLE) from None
     finally:
         conn.close()
+    if not 200 <= resp.status < 300:
+        raise _refusal(resp.status, resp.reason, raw)
     try:
-        answer = json.loads(raw) if raw.strip() else {}
+        return json.loads(raw) if raw.strip() else {}
     except ValueError:
-        answer = None
-    if 200 <= resp.status < 300:
-        if answer is None:
-            raise CtlError(f"{endpoint} did not answer JSON (HTTP {resp.status})", REFUSED)
-        return answer
-    if isinstance(answer, dict) and "error" in answer:
-        raise CtlError(f"{answer['error']} (HTTP {resp.status}, code {answer.get('code')})", REFUSED)
-    raise CtlError(f"HTTP {resp.status} {resp.reason}", REFUSED)
+        raise CtlError(f"{endpoint} did not answer JSON (HTTP {resp.status})", REFUSED) from None
+
+
+@contextlib.contextmanager
+def stream(
+    endpoints: Sequence[str], method: str, path: str, body: Any = None, timeout: float = 30.0
+) -> Iterator[tuple[str, http.client.HTTPResponse]]:
+    """The first endpoint that can be reached and its 2xx response, unread,
+    for one ``with`` block (a long answer is read as it comes). A refusal
+    raises CtlError as ``request`` does; so does an unreachable cluster."""
+    failures = []
+    for endpoint in endpoints:
+        conn, prefix = _connection(endpoint, timeout)
+        try:
+            try:
+                resp = _send(conn, endpoint, method, prefix + path, body)
+            except _NotConnected as e:
+                failures.append((endpoint, str(e)))
+                continue
+            if not 200 <= resp.status < 300:
+                try:
+                    raw = resp.read()
+                except (OSError, http.client.HTTPException):
+                    raw = b""
+                raise _refusal(resp.status, resp.reason, raw)
+            yield endpoint, resp
+            return
+        finally:
+            conn.close()
+    tried = ", ".join(endpoint for endpoint, _ in failures)
+    raise CtlError(f"cannot reach {tried}: {failures[-1][1] if failures else 'no endpoint'}", UNREACHABLE)
 
 
 def request(endpoints: Sequence[str], method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:

@@ -218,3 +218,34 @@ async def test_grpc_services(stack: Stack, stubs) -> None:
     assert hashlib.sha256(blob[:-32]).digest() == blob[-32:]
     leases = await wait(lease.LeaseLeases(pb.LeaseLeasesRequest(), timeout=10))
     assert list(leases.leases) == [] and leases.header.member_id == member_id("a")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_gateway_streams_a_snapshot_in_chunks(stack: Stack, monkeypatch) -> None:
+    """``/v3/maintenance/snapshot``: one ``{"result": ...}`` line per chunk,
+    remaining_bytes counting down to 0, the blobs the db and its SHA-256;
+    the node's temporary copy is gone afterwards."""
+    import os
+    import tempfile
+
+    import treq
+
+    from dkv.api import etcd_gateway
+
+    monkeypatch.setattr(etcd_gateway, "SNAPSHOT_CHUNK", 4096)
+    for i in range(20):
+        await gateway(stack, "/v3/kv/put", {"key": b64(b"k%d" % i), "value": b64(b"v" * 500)})
+    temps = set(os.listdir(tempfile.gettempdir()))
+    resp = await treq.post(stack.rest_url + "/v3/maintenance/snapshot", data=b"{}", persistent=False)
+    raw = await treq.content(resp)
+    assert resp.code == 200
+    results = [json.loads(line)["result"] for line in raw.splitlines()]
+    assert len(results) > 2
+    blobs = [base64.b64decode(r["blob"]) for r in results]
+    assert all(len(b) == 4096 for b in blobs[:-1])
+    blob = b"".join(blobs)
+    assert [int(r.get("remaining_bytes", 0)) for r in results] == [
+        len(blob) - sum(map(len, blobs[: n + 1])) for n in range(len(blobs))
+    ]
+    assert hashlib.sha256(blob[:-32]).digest() == blob[-32:]
+    assert not {t for t in set(os.listdir(tempfile.gettempdir())) - temps if t.startswith("dkv-snapshot-")}

@@ -10,16 +10,15 @@ gRPC service calls. ``routes.ROUTES`` declares the paths; ``GET /version``
 and ``GET /health`` answer as etcd's do.
 
 ``/v3/lease/keepalive`` answers its one ``{"result": ...}`` line, as the
-gateway does for that streaming RPC. ``/v3/maintenance/snapshot`` answers the stream's messages, one
-``{"result": ...}`` per line, in one answer (the gateway streams them; a
-client reads the same lines).
+gateway does for that streaming RPC. ``/v3/maintenance/snapshot`` streams the
+stream's messages, one ``{"result": ...}`` per line, as etcd's gateway does.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred
 
@@ -33,7 +32,7 @@ from dkv.api.etcd_v3 import (
     lease_keep_alive,
     snapshot_file,
 )
-from dkv.api.http_common import Call, RawAnswer, log
+from dkv.api.http_common import Call, RawAnswer, StreamAnswer, StreamSink, log
 from dkv.idempotency import IdempotencyKeyReused
 from dkv.node import Node
 from dkv.pb import etcd_rpc_pb2 as pb
@@ -101,22 +100,54 @@ def handler_for(path: str) -> Callable[[Node, Call], Any]:
     return handle
 
 
-def snapshot(node: Node, request: Call) -> Deferred[RawAnswer]:
-    def lines(file: tuple[str, int]) -> RawAnswer:
+def snapshot(node: Node, request: Call) -> Deferred[RawAnswer | StreamAnswer]:
+    """``/v3/maintenance/snapshot``: the node's copy of its db and its
+    SHA-256 (``snapshot_file``), streamed as one ``{"result": ...}`` line per
+    message of ``SNAPSHOT_CHUNK`` bytes, as fast as the client reads (a db of
+    any size takes one chunk of memory). The copy is unlinked once open: it
+    is gone when the stream ends, the client leaves, or the answer never
+    starts."""
+
+    def stream(file: tuple[str, int]) -> StreamAnswer:
         path, size = file
-        out, sent = [], 0
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(SNAPSHOT_CHUNK):
-                    sent += len(chunk)
-                    message = pb.SnapshotResponse(blob=chunk, remaining_bytes=size - sent)
-                    node.fill_header(message.header)
-                    out.append(etcd_json.format_stream_result(message))
+            copy = open(path, "rb")  # noqa: SIM115 - closed by the stream (or, never started, by its collection)
         finally:
             os.unlink(path)
-        return RawAnswer(200, b"".join(out))
+        return StreamAnswer(200, b"application/json", _snapshot_lines(node, copy, size))
 
-    return snapshot_file(node).addCallbacks(lines, lambda f: _error("/v3/maintenance/snapshot", f.value))
+    return snapshot_file(node).addCallbacks(stream, lambda f: _error("/v3/maintenance/snapshot", f.value))
+
+
+def _snapshot_lines(node: Node, copy: BinaryIO, size: int) -> Callable[[StreamSink], Callable[[], None]]:
+    sent = 0
+    stopped = False
+
+    def start(sink: StreamSink) -> Callable[[], None]:
+        def pump(_: object = None) -> None:
+            nonlocal sent
+            while not stopped and sink.writable:
+                chunk = copy.read(SNAPSHOT_CHUNK)  # just written: from the page cache
+                if not chunk:
+                    copy.close()
+                    sink.finish()
+                    return
+                sent += len(chunk)
+                message = pb.SnapshotResponse(blob=chunk, remaining_bytes=size - sent)
+                node.fill_header(message.header)
+                sink.write(etcd_json.format_stream_result(message))
+            if not stopped:
+                sink.when_writable().addCallback(pump)
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+            copy.close()
+
+        pump()
+        return stop
+
+    return start
 
 
 def keep_alive(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:

@@ -15,7 +15,6 @@ snapshot file), the README's compatibility table says how.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from dkv.mvcc import errors
 from dkv.mvcc.errors import Code, EtcdError
 from dkv.node import Node
 from dkv.pb import etcd_rpc_pb2 as pb
+from dkv.storage.snapshot_file import append_trailer
 
 #: The etcd API version dkv speaks (clients pick their paths by it).
 ETCD_API_VERSION = "3.4.0"
@@ -251,18 +251,15 @@ def move_leader(node: Node, request: pb.MoveLeaderRequest) -> Deferred[pb.MoveLe
 
 def snapshot_file(node: Node) -> Deferred[tuple[str, int]]:
     """A consistent copy of this node's db in a temporary file, followed by
-    the SHA-256 of the copy (as etcd's snapshot ends with its hash); fires
+    the SHA-256 of the copy (as etcd's snapshot ends with its hash: the
+    format of ``dkv.storage.snapshot_file``); fires
     with (path, size). The caller removes the file."""
 
     def copy() -> tuple[str, int]:
         fd, path = tempfile.mkstemp(prefix="dkv-snapshot-", suffix=".db")
         try:
             node.store_copy(fd)
-            digest = hashlib.sha256()
-            os.lseek(fd, 0, os.SEEK_SET)
-            while chunk := os.read(fd, SNAPSHOT_CHUNK):
-                digest.update(chunk)
-            os.write(fd, digest.digest())
+            append_trailer(fd)
             size = os.lseek(fd, 0, os.SEEK_END)
         except BaseException:
             os.close(fd)

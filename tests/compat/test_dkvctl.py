@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from dkv.storage.snapshot_file import check
 from dkv.testing.etcd_cluster import ApiEndpoints
 from dkv.testing.launcher import free_ports
 from dkv.testing.poll import wait_until
@@ -119,3 +120,15 @@ def test_endpoints_are_tried_in_order(v3_cluster: ApiEndpoints) -> None:
     assert partly.returncode == 2 and partly.stdout.startswith(api.gateway_urls[0] + ", ")
     assert len(partly.stdout.splitlines()) == 1
     assert partly.stderr == f"dkvctl: cannot reach {down[0]}: [Errno 111] Connection refused\n"
+
+
+def test_snapshot_save_writes_a_checked_file(v3_cluster: ApiEndpoints, tmp_path) -> None:
+    """etcd's gateway streams its bbolt file and its SHA-256 as dkv streams
+    its LMDB file and its SHA-256: dkvctl saves either, checked."""
+    api = v3_cluster
+    put_all(v3, api, ("a", "1"))
+    path = tmp_path / "snapshot.db"
+    lines = ok(dkvctl(api, "snapshot", "save", str(path))).splitlines()
+    assert lines[0] == f"Snapshot saved at {path}"
+    assert lines[1].endswith(f"sha256 {check(str(path)).sha256}")
+    assert [p.name for p in tmp_path.iterdir()] == ["snapshot.db"]
