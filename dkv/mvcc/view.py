@@ -174,8 +174,8 @@ class MvccView:
             raw = self._at(span, revision)
         elif not request.range_end:
             # one key now: a lookup, not a scan (the hot read of /v0 and of clients)
-            state = self._tables.get(LIVE, request.key)
-            raw = [] if state is None else [(request.key, state)]
+            live = self._tables.get(LIVE, request.key)
+            raw = [] if live is None else [(request.key, live)]
         else:
             raw = self._live_raw(span)
         response.header.revision = current
