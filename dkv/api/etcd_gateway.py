@@ -98,10 +98,17 @@ def handler_for(path: str) -> Callable[[Node, Call], Any]:
         )
 
     handle.__name__ = f"etcd_{service}_{method}"
-    return handle
+    return _etcd_errors(path, handle)
 
 
-def snapshot(node: Node, request: Call) -> Deferred[RawAnswer]:
+def _etcd_errors(path: str, handler: Callable[[Node, Call], Any]) -> Callable[[Node, Call], Any]:
+    """handler, answering a bad ``Idempotency-Key`` as etcd's gateway answers
+    errors (``dkv.api.http_common.call_handler``)."""
+    handler.answer_bad_key = lambda error: _error(path, error)  # type: ignore[attr-defined]
+    return handler
+
+
+def _snapshot(node: Node, request: Call) -> Deferred[RawAnswer]:
     def lines(file: tuple[str, int]) -> RawAnswer:
         path, size = file
         out, sent = [], 0
@@ -119,7 +126,7 @@ def snapshot(node: Node, request: Call) -> Deferred[RawAnswer]:
     return snapshot_file(node).addCallbacks(lines, lambda f: _error("/v3/maintenance/snapshot", f.value))
 
 
-def keep_alive(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:
+def _keep_alive(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:
     """``/v3/lease/keepalive``: the gateway's stream of one request, so one
     ``{"result": ...}`` line (TTL absent -- 0 -- for no such lease)."""
     path = "/v3/lease/keepalive"
@@ -133,6 +140,10 @@ def keep_alive(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:
         lambda response: RawAnswer(200, etcd_json.format_stream_result(response)),
         lambda failure: _error(path, failure.value),
     )
+
+
+snapshot = _etcd_errors("/v3/maintenance/snapshot", _snapshot)
+keep_alive = _etcd_errors("/v3/lease/keepalive", _keep_alive)
 
 
 def version(node: Node, request: Call) -> RawAnswer:
