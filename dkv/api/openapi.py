@@ -454,7 +454,8 @@ def _etcd_operation(
     operation: dict[str, Any] = {
         "summary": f"etcd {service}.{method}" + (" (a stream: one JSON object per line)" if stream else ""),
         "tags": ["etcd"],
-        "requestBody": {"required": True, "content": {_JSON: {"schema": _message_ref(request, True, schemas)}}},
+        # An empty body is the empty request, as grpc-gateway reads it.
+        "requestBody": {"required": False, "content": {_JSON: {"schema": _message_ref(request, True, schemas)}}},
         "responses": _etcd_responses(path, ok, f"{response.name}, as etcd's gateway writes it"),
     }
     if path in _WRITE_PATHS:
