@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet import reactor  # the asyncio reactor, installed by dkv.tap
 
-    globalLogBeginner.beginLoggingTo([logs.stream_observer(sys.stdout)], redirectStandardIO=False)
+    observer = logs.log_observer(options["config"].log_format, sys.stdout)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     service = build(options["config"])
     try:
         service.privilegedStartService()

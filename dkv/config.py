@@ -148,6 +148,8 @@ class NodeConfig:
     watch_progress_interval: float = 600.0
     #: (mode, retention): "periodic" and seconds, or "revision" and revisions; 0 is off.
     auto_compaction: tuple[str, float] = ("periodic", 0.0)
+    #: "text" or "json" (``--log-format``; ``dkv.logs.log_observer``).
+    log_format: str = "text"
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(h|m|s)?$")

@@ -43,6 +43,7 @@ class GrpcServerService(Service):
         self._on_start = on_start
         self._on_stop = on_stop
         self.server: aio.Server | None = None
+        self._start_task: asyncio.Future[None] | None = None
 
     def startService(self) -> None:
         """Binds synchronously: raises StartupError if it cannot."""
@@ -68,8 +69,14 @@ class GrpcServerService(Service):
         if not bound:
             raise StartupError(f"cannot listen on rpc port {address}: address in use or unavailable")
         self.port = bound
-        asyncio.ensure_future(self.server.start())
+        self._start_task = asyncio.ensure_future(self.server.start())
         self._on_start()
+
+    def when_started(self) -> Deferred[None]:
+        """Fires once the server has started serving (precondition: this
+        service started); fails if it could not."""
+        assert self._start_task is not None, "the gRPC server service has not started"
+        return deferred_from(asyncio.shield(self._start_task))
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

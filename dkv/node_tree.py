@@ -7,6 +7,8 @@
       GrpcServerService            the RPC port: dkv.v0 KV and Cluster, the peer protocol
       AutoPromote                  (--auto-promote) asks to become a voter
       TCPServer                    the REST port: the front door
+      SystemdNotify                tells systemd READY / STATUS / WATCHDOG / STOPPING
+                                   ($NOTIFY_SOCKET; a no-op without it)
 
 Children start in that order and stop in reverse, so the store closes last.
 Everything is built when ``build`` runs; the store opens and the ports bind
@@ -47,6 +49,7 @@ from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import NodeStore, PersistentState, StorageError
 from dkv.storage.lmdb_store import LmdbStore
 from dkv.storage.service import StoreService
+from dkv.systemd_notify import SystemdNotify, notifier_from_env, watchdog_interval
 from dkv.transport.cluster_client import ClusterClient, join_cluster
 from dkv.transport.grpc_peer import GrpcTransport
 from dkv.transport.snapshots import SnapshotReceiver, send_snapshot
@@ -113,7 +116,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         await transport.stop()
         await cluster_client.close()
 
-    GrpcServerService(
+    grpc_server = GrpcServerService(
         c.listen_host,
         c.rpc_port,
         registrations=[
@@ -125,7 +128,8 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         max_message_bytes=c.limits.max_body_bytes + 64 * 1024,
         on_start=transport.start,
         on_stop=stop_peers,
-    ).setServiceParent(tree)
+    )
+    grpc_server.setServiceParent(tree)
     if c.auto_promote:
         AutoPromote(node, c.node_id, reactor).setServiceParent(tree)
     AutoCompactor(node, AutoCompaction(*c.auto_compaction), reactor).setServiceParent(tree)
@@ -133,7 +137,25 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         max_connections=c.max_connections, idle_timeout=c.idle_timeout, read_timeout=c.read_timeout
     )
     internet.TCPServer(c.rest_port, front_door(node, reactor, settings), interface=c.listen_host).setServiceParent(tree)
+    # Last, so it starts when everything else has (and stops first).
+    SystemdNotify(
+        notifier_from_env(),
+        reactor,
+        ready=grpc_server.when_started,
+        status=lambda: _status_line(c, node),
+        watchdog=watchdog_interval(os.environ, os.getpid()),
+    ).setServiceParent(tree)
     return tree
+
+
+def _status_line(c: NodeConfig, node: Node) -> str:
+    """The node at a glance, for ``systemctl status``."""
+    st = node.status()
+    leader = st["leader_id"] or "none"
+    return (
+        f"serving rest {host_port(c.listen_host, c.rest_port)}, rpc {host_port(c.listen_host, c.rpc_port)}; "
+        f"{st['role']}, term {st['term']}, leader {leader}, applied {st['applied_index']}"
+    )
 
 
 class NodeService(MultiService):

@@ -29,7 +29,7 @@ from dkv.config import (
     parse_port,
     parse_routes,
 )
-from dkv.logs import LEVELS
+from dkv.logs import FORMATS, LEVELS
 from dkv.raft import RaftConfig
 from dkv.raft.membership import NODE_ID
 
@@ -97,6 +97,7 @@ class Options(usage.Options):
         ["db-path", None, None, "LMDB file for this node's data, e.g. a.db."],
         ["listen-host", None, "127.0.0.1", "Address the RPC and REST ports listen on."],
         ["log-level", None, "info", "debug, info, warn, error or critical."],
+        ["log-format", None, "text", "text, or json: one JSON object per line."],
         [
             "join",
             None,
@@ -209,6 +210,9 @@ class Options(usage.Options):
         level = self["log-level"].lower()
         if level not in LEVELS:
             raise ConfigError(f"log level {self['log-level']!r}: use one of {', '.join(LEVELS)}")
+        log_format = self["log-format"].strip().lower()
+        if log_format not in FORMATS:
+            raise ConfigError(f"log format {self['log-format']!r}: use one of {', '.join(FORMATS)}")
         cluster: ClusterSpec | None = None
         if self["cluster"].strip():
             cluster = parse_cluster(self["cluster"])
@@ -263,4 +267,5 @@ class Options(usage.Options):
             idle_timeout=self["idle-timeout"],
             read_timeout=self["read-timeout"],
             watch_progress_interval=self["watch-progress-notify-interval"],
+            log_format=log_format,
         )

@@ -13,9 +13,15 @@ from dkv import asyncio_reactor
 
 asyncio_reactor.install()
 
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
 from twisted.application.service import IService, Service  # noqa: E402 - after the reactor
+from twisted.logger import ILogObserver  # noqa: E402
+from twisted.python.components import Componentized  # noqa: E402
 
 from dkv.errors import StartupError  # noqa: E402
+from dkv.logs import log_observer  # noqa: E402
 from dkv.node_tree import NodeService, build  # noqa: E402
 from dkv.options import Options  # noqa: E402
 
@@ -30,6 +36,14 @@ class _TwistdEntry(Service):
 
     def __init__(self, node: NodeService) -> None:
         self.node = node
+
+    def setServiceParent(self, parent: Any) -> None:
+        """twistd makes its Application the parent before it starts logging;
+        ``--log-format json`` puts its observer on it, where twistd looks
+        first (twistd's ``--logger`` still wins, ``--logfile`` does not)."""
+        if self.node.config.log_format != "text" and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, log_observer(self.node.config.log_format, sys.stdout))
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()

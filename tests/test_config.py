@@ -74,6 +74,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "max-txn-ops": "7", "auto-compaction-mode": "revision", "auto-compaction-retention": "1000",
         "idempotency-window": "0",
         "watch-progress-notify-interval": "2.5",
+        "log-format": "json",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -90,6 +91,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].limits.idempotency_window == 0.0
     assert o["config"].auto_compaction == ("revision", 1000.0)
     assert o["config"].watch_progress_interval == 2.5
+    assert o["config"].log_format == "json"
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,18 @@ async def test_v0_bad_key_is_400(stack: Stack, bad: str) -> None:
     assert _revision(stack) == 1
 
 
+@pytest.mark.parametrize("path", ["/v3/kv/put", "/v3/kv/txn", "/v3/kv/deleterange", "/v3/kv/compaction"])
+@pytest_twisted.ensureDeferred
+async def test_gateway_bad_key_is_400_in_etcds_error_form(stack: Stack, path: str) -> None:
+    # Found by schemathesis: the gateway answered dkv's {"error", "code"} here.
+    body = {"key": b64(b"k"), "value": b64(b"v")} if path == "/v3/kv/put" else {}
+    status, answer = await post(stack, path, body, "x" * (MAX_KEY_BYTES + 1))
+    assert status == 400
+    assert set(answer) == {"error", "message", "code"} and answer["code"] == 3
+    assert "Idempotency-Key" in answer["message"] and answer["message"].startswith("etcdserver: ")
+    assert _revision(stack) == 1
+
+
 @pytest_twisted.ensureDeferred
 async def test_gateway_writes_are_applied_once(stack: Stack) -> None:
     put = {"key": b64(b"foo"), "value": b64(b"bar"), "prev_kv": True}

@@ -97,10 +97,17 @@ def handler_for(path: str) -> Callable[[Node, Call], Any]:
         )
 
     handle.__name__ = f"etcd_{service}_{method}"
-    return handle
+    return _etcd_errors(path, handle)
 
 
-def snapshot(node: Node, request: Call) -> Deferred[RawAnswer | StreamAnswer]:
+def _etcd_errors(path: str, handler: Callable[[Node, Call], Any]) -> Callable[[Node, Call], Any]:
+    """handler, answering a bad ``Idempotency-Key`` as etcd's gateway answers
+    errors (``dkv.api.http_common.call_handler``)."""
+    handler.answer_bad_key = lambda error: _error(path, error)  # type: ignore[attr-defined]
+    return handler
+
+
+def _snapshot(node: Node, request: Call) -> Deferred[RawAnswer | StreamAnswer]:
     """``/v3/maintenance/snapshot``: the node's copy of its db and its
     SHA-256 (``snapshot_file``), streamed as one ``{"result": ...}`` line per
     message of ``SNAPSHOT_CHUNK`` bytes, as fast as the client reads (a db of
@@ -150,7 +157,7 @@ def _snapshot_lines(node: Node, copy: BinaryIO, size: int) -> Callable[[StreamSi
     return start
 
 
-def keep_alive(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:
+def _keep_alive(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:
     """``/v3/lease/keepalive``: the gateway's stream of one request, so one
     ``{"result": ...}`` line (TTL absent -- 0 -- for no such lease)."""
     path = "/v3/lease/keepalive"
@@ -164,6 +171,10 @@ def keep_alive(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:
         lambda response: RawAnswer(200, etcd_json.format_stream_result(response)),
         lambda failure: _error(path, failure.value),
     )
+
+
+snapshot = _etcd_errors("/v3/maintenance/snapshot", _snapshot)
+keep_alive = _etcd_errors("/v3/lease/keepalive", _keep_alive)
 
 
 def version(node: Node, request: Call) -> RawAnswer:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
-from dkv.errors import DkvError, KeyNotFound
+from dkv.errors import DkvError, InvalidArgument, KeyNotFound
 from dkv.idempotency import parse_key
 from dkv.logs import logger
 
@@ -80,9 +80,18 @@ class Call:
 def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> Any:
     """Run a route's handler for call, as both stacks do: with the node
     keyed by the request's ``Idempotency-Key`` (``Node.keyed``; a bad key
-    raises InvalidArgument, a 400)."""
+    raises InvalidArgument, a 400, unless the handler has an
+    ``answer_bad_key(error)`` attribute: then that answers, in the handler's
+    own error form, as the etcd gateway's do)."""
     if call.idempotency_key is not None:
-        node = node.keyed(parse_key(call.idempotency_key))
+        try:
+            key = parse_key(call.idempotency_key)
+        except InvalidArgument as e:
+            answer_bad_key = getattr(handler, "answer_bad_key", None)
+            if answer_bad_key is None:
+                raise
+            return answer_bad_key(e)
+        node = node.keyed(key)
     return handler(node, call)
 
 

@@ -12,6 +12,7 @@ its handler.
     DELETE /v0/members/{id}
     POST   /v0/leader/transfer            [{"to": id}]               -> {"leader_id"}
     GET    /v0/watch?key=b64[&prefix=true][&start_revision=N]        -> text/event-stream
+    GET    /openapi.json                                             -> this table described (dkv.api.openapi)
 
 The Klein app (``dkv.api.rest``) is generated from ``ROUTES``; the front
 door (``dkv.api.front_door``) calls the handlers of the routes marked
@@ -30,8 +31,8 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from dkv.api import b64, etcd_gateway, watch_gateway, watch_sse
-from dkv.api.http_common import Call
+from dkv.api import b64, etcd_gateway, openapi, watch_gateway, watch_sse
+from dkv.api.http_common import Call, RawAnswer
 from dkv.errors import InvalidArgument
 from dkv.node import Node
 
@@ -164,6 +165,16 @@ def transfer_leader(node: Node, call: Call) -> Any:
     return node.transfer_leader(to)
 
 
+_openapi_json: list[bytes] = []
+
+
+def openapi_document(node: Node, call: Call) -> RawAnswer:
+    """``GET /openapi.json``: the OpenAPI document of ``ROUTES`` (built once)."""
+    if not _openapi_json:
+        _openapi_json.append(openapi.document_bytes(ROUTES))
+    return RawAnswer(200, _openapi_json[0])
+
+
 ROUTES: tuple[Route, ...] = (
     Route("put", ("POST",), "/v0/kv", put, fast=True),
     Route("get", ("GET",), f"/v0/kv/key/<{REST_OF_PATH}:b64key>", get, fast=True),
@@ -187,6 +198,7 @@ ROUTES: tuple[Route, ...] = (
     Route("watch", ("GET",), "/v0/watch", watch_sse.watch),
     Route("etcd_version", ("GET",), "/version", etcd_gateway.version),
     Route("etcd_health", ("GET",), "/health", etcd_gateway.health),
+    Route("openapi", ("GET",), "/openapi.json", openapi_document),
 )  # fmt: skip
 
 
