@@ -9,7 +9,7 @@ from typing import Any
 
 from grpc import aio
 
-from dkv.api.grpc_kv import outcome, register_parsed
+from dkv.api.grpc_kv import caller, outcome, register_parsed
 from dkv.node import Node
 from dkv.pb import kv_pb2, kv_pb2_grpc
 
@@ -35,19 +35,19 @@ class ClusterServicer(kv_pb2_grpc.ClusterServicer):
 
     async def AddMember(self, request, context):  # noqa: N802
         forward = not _forwarded(context)
-        d = self.node.add_member(request.id, request.address, request.learner, forward=forward)
+        d = caller(self.node, context).add_member(request.id, request.address, request.learner, forward=forward)
         return _members(await outcome(context, "AddMember", d))
 
     async def PromoteMember(self, request, context):  # noqa: N802
-        d = self.node.promote_member(request.id, forward=not _forwarded(context))
+        d = caller(self.node, context).promote_member(request.id, forward=not _forwarded(context))
         return _members(await outcome(context, "PromoteMember", d))
 
     async def RemoveMember(self, request, context):  # noqa: N802
-        d = self.node.remove_member(request.id, forward=not _forwarded(context))
+        d = caller(self.node, context).remove_member(request.id, forward=not _forwarded(context))
         return _members(await outcome(context, "RemoveMember", d))
 
     async def TransferLeader(self, request, context):  # noqa: N802
-        d = self.node.transfer_leader(request.to or None, forward=not _forwarded(context))
+        d = caller(self.node, context).transfer_leader(request.to or None, forward=not _forwarded(context))
         view = await outcome(context, "TransferLeader", d)
         return kv_pb2.TransferLeaderResponse(leader_id=view["leader_id"])
 

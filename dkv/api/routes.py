@@ -32,7 +32,9 @@ import attrs
 
 from dkv.api import b64, etcd_gateway, watch_gateway, watch_sse
 from dkv.api.http_common import Call
+from dkv.auth.node_auth import v0_error
 from dkv.errors import InvalidArgument
+from dkv.mvcc.errors import EtcdError
 from dkv.node import Node
 
 #: The path converter meaning "the rest of the path": one character or more,
@@ -140,20 +142,30 @@ def members(node: Node, call: Call) -> Any:
     return node.members()
 
 
+def _v0(d: Any) -> Any:
+    """d, an etcd error (the auth checks') made dkv's (401 / 403)."""
+
+    def convert(failure: Any) -> Any:
+        failure.trap(EtcdError)
+        raise v0_error(failure.value)
+
+    return d.addErrback(convert)
+
+
 def add_member(node: Node, call: Call) -> Any:
     body = parse_object(call.body)
     learner = body.get("learner", False)
     if not isinstance(learner, bool):
         raise InvalidArgument("field 'learner' must be true or false")
-    return node.add_member(_text(body, "id"), _text(body, "address"), learner)
+    return _v0(node.add_member(_text(body, "id"), _text(body, "address"), learner))
 
 
 def promote_member(node: Node, call: Call) -> Any:
-    return node.promote_member(call.params["node_id"])
+    return _v0(node.promote_member(call.params["node_id"]))
 
 
 def remove_member(node: Node, call: Call) -> Any:
-    return node.remove_member(call.params["node_id"])
+    return _v0(node.remove_member(call.params["node_id"]))
 
 
 def transfer_leader(node: Node, call: Call) -> Any:
@@ -161,7 +173,7 @@ def transfer_leader(node: Node, call: Call) -> Any:
     voter takes over."""
     body = parse_object(call.body) if call.body.strip() else {}
     to = _text(body, "to") if "to" in body else None
-    return node.transfer_leader(to)
+    return _v0(node.transfer_leader(to))
 
 
 ROUTES: tuple[Route, ...] = (
