@@ -28,7 +28,6 @@ from dkv.mvcc.errors import EtcdError, RequestTooLarge
 from dkv.node_leases import NodeLeases
 from dkv.pb import kv_pb2
 from dkv.pb.etcd_rpc_pb2 import (
-    CompactionRequest,
     DeleteRangeRequest,
     HashKVResponse,
     PutRequest,
@@ -250,8 +249,6 @@ class Node:
         elif isinstance(request, TxnRequest):
             check_txn(request, max_txn_ops=self.limits.max_txn_ops)
             self.authorize(permissions.txn_needs(request))
-        elif isinstance(request, CompactionRequest):
-            self.authorize_user()
 
     def _check_size(self, key: bytes) -> None:
         if len(key) > self.limits.max_key_bytes:
@@ -336,14 +333,9 @@ class Node:
     ) -> Deferred[dict[str, Any]]:
         """Run local on the leader; from a follower, forward the request to
         the leader's Cluster service (once: a forwarded request is never
-        forwarded again). A request from a client (``forward``) needs the
-        root role while auth is enabled; a forwarded one was checked where
-        it arrived."""
-        if forward:
-            try:
-                self.authorize_root()
-            except EtcdError as e:
-                return fail(e)
+        forwarded again). The API layers check the caller's permission
+        (``authorize_root``) before they call: the node's own calls (a
+        learner promoting itself) need none."""
         try:
             d = local(self.replication)
         except NotLeader as e:

@@ -112,8 +112,9 @@ def kv_txn(node: Node, request: pb.TxnRequest) -> Deferred[pb.TxnResponse]:
 def kv_compact(node: Node, request: pb.CompactionRequest) -> Deferred[pb.CompactionResponse]:
     """Compaction goes through the log: every member drops the same history
     at the same point. ``physical`` needs nothing more: the drop is done when
-    the answer comes."""
-    return node.write(pb.CompactionRequest(revision=request.revision))
+    the answer comes. Any user may compact (auth enabled); the node's own
+    auto-compaction calls ``Node.write`` without a user."""
+    return _checked(node.authorize_user, lambda: node.write(pb.CompactionRequest(revision=request.revision)))
 
 
 # ---- Cluster ----------------------------------------------------------------------
@@ -164,6 +165,7 @@ def member_add(node: Node, request: pb.MemberAddRequest) -> Deferred[pb.MemberAd
     if len(request.peerURLs) != 1:
         return fail(errors.MemberBadURLs())
     try:
+        node.authorize_root()
         address = _address(request.peerURLs[0])
     except EtcdError as e:
         return fail(e)
@@ -179,6 +181,7 @@ def member_add(node: Node, request: pb.MemberAddRequest) -> Deferred[pb.MemberAd
 
 def _membership_change(node: Node, ident: int, change: Callable[[str], Deferred[Any]], response: Any) -> Deferred[Any]:
     try:
+        node.authorize_root()
         name = _name_of(node, ident)
     except EtcdError as e:
         return fail(e)
@@ -209,6 +212,7 @@ def member_update(node: Node, request: pb.MemberUpdateRequest) -> Deferred[pb.Me
     """dkv does not move a member to another address in place: remove it and
     add it again (its data comes back by snapshot)."""
     try:
+        node.authorize_root()
         _name_of(node, request.ID)
     except EtcdError as e:
         return fail(e)

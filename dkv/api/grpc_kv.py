@@ -37,12 +37,12 @@ async def outcome(context: aio.ServicerContext, method: str, d: Deferred[Any]) -
     try:
         return await wait(d)
     except DkvError as e:
-        await _abort(context, e, method)
-    except EtcdError as e:  # the auth checks' (membership changes)
-        await _abort(context, v0_error(e), method)
+        await abort(context, e, method)
+    except EtcdError as e:
+        await abort(context, v0_error(e), method)
 
 
-async def _abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
+async def abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
     if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake (as in REST)
         name = _CODES[error.grpc_code].name
         log.info("rejected gRPC {method}: {code} {error}", method=method, code=name, error=error.message)
@@ -55,7 +55,7 @@ async def _keyed(node: Node, context: aio.ServicerContext, method: str) -> Node:
     try:
         return caller(node, context).keyed(key_from_metadata(context.invocation_metadata()))
     except DkvError as e:
-        await _abort(context, e, method)
+        await abort(context, e, method)
         raise  # abort raises; never reached
 
 
@@ -103,7 +103,7 @@ def _parsing(handler: Any, request_type: Any, method: str) -> Any:
         try:
             request = request_type.FromString(raw)
         except DecodeError:
-            await _abort(context, InvalidArgument(f"malformed {request_type.DESCRIPTOR.name} message"), method)
+            await abort(context, InvalidArgument(f"malformed {request_type.DESCRIPTOR.name} message"), method)
         return await handler(request, context)
 
     return parse_then_handle

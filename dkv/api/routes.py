@@ -142,14 +142,13 @@ def members(node: Node, call: Call) -> Any:
     return node.members()
 
 
-def _v0(d: Any) -> Any:
-    """d, an etcd error (the auth checks') made dkv's (401 / 403)."""
-
-    def convert(failure: Any) -> Any:
-        failure.trap(EtcdError)
-        raise v0_error(failure.value)
-
-    return d.addErrback(convert)
+def _root(node: Node) -> None:
+    """Membership and leadership changes need the root role (auth enabled):
+    401 / 403 otherwise."""
+    try:
+        node.authorize_root()
+    except EtcdError as e:
+        raise v0_error(e) from None
 
 
 def add_member(node: Node, call: Call) -> Any:
@@ -157,15 +156,18 @@ def add_member(node: Node, call: Call) -> Any:
     learner = body.get("learner", False)
     if not isinstance(learner, bool):
         raise InvalidArgument("field 'learner' must be true or false")
-    return _v0(node.add_member(_text(body, "id"), _text(body, "address"), learner))
+    _root(node)
+    return node.add_member(_text(body, "id"), _text(body, "address"), learner)
 
 
 def promote_member(node: Node, call: Call) -> Any:
-    return _v0(node.promote_member(call.params["node_id"]))
+    _root(node)
+    return node.promote_member(call.params["node_id"])
 
 
 def remove_member(node: Node, call: Call) -> Any:
-    return _v0(node.remove_member(call.params["node_id"]))
+    _root(node)
+    return node.remove_member(call.params["node_id"])
 
 
 def transfer_leader(node: Node, call: Call) -> Any:
@@ -173,7 +175,8 @@ def transfer_leader(node: Node, call: Call) -> Any:
     voter takes over."""
     body = parse_object(call.body) if call.body.strip() else {}
     to = _text(body, "to") if "to" in body else None
-    return _v0(node.transfer_leader(to))
+    _root(node)
+    return node.transfer_leader(to)
 
 
 ROUTES: tuple[Route, ...] = (

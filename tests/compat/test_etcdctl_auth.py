@@ -73,6 +73,7 @@ def test_a_reader_of_a_prefix_reads_it_and_nothing_else(v3_cluster: ApiEndpoints
 
     assert ok(etcdctl(api, *root, "auth", "disable")) == "Authentication Disabled\n"
     assert ok(etcdctl(api, "get", "/other")) == "/other\n2\n"
+    assert ok(etcdctl(api, *alice, "put", "/other", "5")) == "OK\n"  # credentials are not needed any more
 
 
 def test_membership_changes_and_lease_revokes_need_permission(v3_cluster: ApiEndpoints) -> None:
