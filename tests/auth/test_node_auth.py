@@ -16,6 +16,7 @@ from grpc import aio
 
 from dkv.pb import etcd_rpc_pb2 as pb
 from dkv.pb import etcd_rpc_pb2_grpc as pb_grpc
+from dkv.pb import kv_pb2, kv_pb2_grpc
 from tests.conftest import Stack, start_stack
 from tests.test_grpc_kv import wait
 from tests.test_rest import request
@@ -170,6 +171,19 @@ async def test_grpc_uses_the_token_metadata_and_etcds_codes(stack: Stack) -> Non
         stream.cancel()
         status = await wait(auth.AuthStatus(pb.AuthStatusRequest(), metadata=(("token", root),)))
         assert status.enabled and status.authRevision > 1
+
+        own = kv_pb2_grpc.KVStub(channel)  # dkv.v0.KV: the same rules, its own codes
+        assert (await wait(own.Get(kv_pb2.GetRequest(key=b"/app/x"), metadata=as_alice))).value == b"1"
+        for call, code in (
+            (own.Get(kv_pb2.GetRequest(key=b"/app/x")), grpc.StatusCode.UNAUTHENTICATED),
+            (
+                own.Put(kv_pb2.PutRequest(key=b"/app/x", value=b"2"), metadata=as_alice),
+                grpc.StatusCode.PERMISSION_DENIED,
+            ),
+        ):
+            with pytest.raises(aio.AioRpcError) as caught:
+                await wait(call)
+            assert caught.value.code() == code
 
 
 @pytest_twisted.ensureDeferred

@@ -53,9 +53,7 @@ def test_a_reader_of_a_prefix_reads_it_and_nothing_else(v3_cluster: ApiEndpoints
     assert ok(etcdctl(api, *root, "role", "get", "reader")) == (
         "Role reader\nKV Read:\n\t[/app/, /app0) (prefix /app/)\nKV Write:\n"
     )
-    assert error_lines(etcdctl(api, *root, "user", "delete", "root")) == [
-        "Error: etcdserver: invalid auth management"
-    ]
+    assert error_lines(etcdctl(api, *root, "user", "delete", "root")) == ["Error: etcdserver: invalid auth management"]
     assert error_lines(etcdctl(api, *root, "user", "add", "alice", "--new-user-password=x")) == [
         "Error: etcdserver: user name already exists"
     ]
