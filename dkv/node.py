@@ -102,7 +102,7 @@ class Node:
         user, as etcd's cancel_reason says it; None if it is allowed."""
         try:
             self.authorize([(permissions.Access.READ, key, range_end)])
-        except EtcdError:
+        except (EtcdError, DkvError):  # DkvError: the node is stopping
             return WATCH_DENIED
         return None
 
@@ -202,7 +202,7 @@ class Node:
         try:
             check_range(request)
             self.authorize(permissions.range_needs(request))
-        except EtcdError as e:
+        except (EtcdError, DkvError) as e:
             return fail(e)
         if request.serializable:
             return self._range_now(request)
