@@ -3,7 +3,8 @@
 
 A command is a ``dkv.raft.v0.Command`` protobuf: the request id
 ``(origin, seq)`` and one of etcd's write requests (Put, DeleteRange, Txn,
-Compaction), which ``dkv.statemachine`` applies to the multi-version store.
+Compaction), a lease write, or an Auth write (``dkv.auth.store``), which
+``dkv.statemachine`` applies to the multi-version store or the auth tables.
 ``origin`` is random per process start, ``seq`` counts requests within it,
 so the node that took a request from a client recognises it when it applies
 the entry, whoever proposed it.
@@ -22,6 +23,17 @@ import attrs
 
 from dkv.pb import raft_pb2
 from dkv.pb.etcd_rpc_pb2 import (
+    AuthDisableRequest,
+    AuthEnableRequest,
+    AuthRoleAddRequest,
+    AuthRoleDeleteRequest,
+    AuthRoleGrantPermissionRequest,
+    AuthRoleRevokePermissionRequest,
+    AuthUserAddRequest,
+    AuthUserChangePasswordRequest,
+    AuthUserDeleteRequest,
+    AuthUserGrantRoleRequest,
+    AuthUserRevokeRoleRequest,
     CompactionRequest,
     DeleteRangeRequest,
     LeaseGrantRequest,
@@ -34,6 +46,20 @@ from dkv.pb.etcd_rpc_pb2 import (
 WriteRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest
 #: The lease writes (``dkv.mvcc.lease_ops``).
 LeaseRequest = LeaseGrantRequest | LeaseRevokeRequest
+#: The Auth writes (``dkv.auth.store``).
+AuthRequest = (
+    AuthEnableRequest
+    | AuthDisableRequest
+    | AuthUserAddRequest
+    | AuthUserDeleteRequest
+    | AuthUserChangePasswordRequest
+    | AuthUserGrantRoleRequest
+    | AuthUserRevokeRoleRequest
+    | AuthRoleAddRequest
+    | AuthRoleDeleteRequest
+    | AuthRoleGrantPermissionRequest
+    | AuthRoleRevokePermissionRequest
+)
 _FIELDS = {
     PutRequest: "put",
     DeleteRangeRequest: "delete_range",
@@ -41,6 +67,17 @@ _FIELDS = {
     CompactionRequest: "compaction",
     LeaseGrantRequest: "lease_grant",
     LeaseRevokeRequest: "lease_revoke",
+    AuthEnableRequest: "auth_enable",
+    AuthDisableRequest: "auth_disable",
+    AuthUserAddRequest: "user_add",
+    AuthUserDeleteRequest: "user_delete",
+    AuthUserChangePasswordRequest: "user_change_password",
+    AuthUserGrantRoleRequest: "user_grant_role",
+    AuthUserRevokeRoleRequest: "user_revoke_role",
+    AuthRoleAddRequest: "role_add",
+    AuthRoleDeleteRequest: "role_delete",
+    AuthRoleGrantPermissionRequest: "role_grant_permission",
+    AuthRoleRevokePermissionRequest: "role_revoke_permission",
 }
 
 
@@ -69,10 +106,10 @@ def digest(field: str, request: object) -> bytes:
 
 def encode(
     rid: RequestId,
-    request: WriteRequest | LeaseRequest,
+    request: WriteRequest | LeaseRequest | AuthRequest,
     idempotency: Idempotency | None = None,
     *,
-    as_asked: WriteRequest | LeaseRequest | None = None,
+    as_asked: WriteRequest | LeaseRequest | AuthRequest | None = None,
 ) -> bytes:
     """The command that carries request for rid, serialized. With an
     idempotency key, the digest is of ``as_asked`` (the request as the client

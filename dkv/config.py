@@ -37,6 +37,8 @@ class Limits:
     #: Seconds of log time a write's outcome is remembered under its
     #: idempotency key (``--idempotency-window``; 0: keys are ignored).
     idempotency_window: float = 600.0
+    #: Seconds an auth token lives after its last use (``--auth-token-ttl``, as etcd).
+    auth_token_ttl: float = 300.0
 
 
 def host_port(host: str, port: int) -> str:

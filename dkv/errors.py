@@ -103,12 +103,30 @@ class OutcomeUnknown(DkvError):
     default_message = "outcome unknown"
 
 
+class Unauthenticated(DkvError):
+    """Auth is enabled and the request has no valid token."""
+
+    http_status = 401
+    grpc_code = 16  # UNAUTHENTICATED
+    default_message = "authentication required"
+
+
+class PermissionDenied(DkvError):
+    """The request's user may not do this."""
+
+    http_status = 403
+    grpc_code = 7  # PERMISSION_DENIED
+    default_message = "permission denied"
+
+
 #: gRPC code number -> the error class a forwarded call's failure becomes.
 BY_GRPC_CODE: dict[int, type[DkvError]] = {
     3: InvalidArgument,
     4: OutcomeUnknown,
     5: MemberNotFound,
     8: TooLarge,
+    7: PermissionDenied,
     9: FailedPrecondition,
     14: NoLeader,
+    16: Unauthenticated,
 }

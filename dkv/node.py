@@ -11,12 +11,14 @@ revision too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
+from dkv.auth import permissions
+from dkv.auth.node_auth import NodeAuth, v0_error
 from dkv.commands import Idempotency, WriteRequest, encode, encode_delete, encode_put
 from dkv.config import ConfigError, Limits, host_port, parse_address
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound, NoLeader, TooLarge
@@ -42,6 +44,9 @@ from dkv.storage import NodeStore
 if TYPE_CHECKING:
     from dkv.transport.cluster_client import ClusterClient
 
+#: etcd's cancel_reason for a watch its user may not read (the gRPC status as Go prints it).
+WATCH_DENIED = "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+
 
 @attrs.define
 class Node:
@@ -59,9 +64,47 @@ class Node:
         default=attrs.Factory(lambda self: NodeLeases(self.replication, self.cluster, self.address_of), takes_self=True)
     )
 
+    #: Authentication and authorization (``dkv.auth.node_auth``). One per
+    #: node, like ``leases``.
+    auth: NodeAuth = attrs.field(
+        default=attrs.Factory(lambda self: NodeAuth(self.replication, self.limits.auth_token_ttl), takes_self=True)
+    )
+
     #: The client's idempotency key for the writes of this request (see
     #: ``keyed``); None: writes are not remembered.
     idempotency_key: bytes | None = None
+    #: The auth token the client sent with this request (see ``with_token``).
+    token: str | None = None
+
+    def with_token(self, token: str | None) -> Node:
+        """This node for one request that came with an auth token (gRPC
+        metadata ``token``, REST header ``Authorization``): every check of
+        ``self.auth`` is made for the user it names. The API layers call it;
+        the token is looked at only if auth is enabled and the request needs
+        a check."""
+        if not token:
+            return self
+        return attrs.evolve(self, token=token)
+
+    def authorize(self, needs: Iterable[permissions.Need]) -> None:
+        """Raise etcd's error unless this request's user may touch every
+        (access, key, range_end) in needs (a no-op while auth is disabled)."""
+        self.auth.check(self.token, needs)
+
+    def authorize_root(self) -> None:
+        self.auth.check_root(self.token)
+
+    def authorize_user(self) -> None:
+        self.auth.check_user(self.token)
+
+    def watch_refusal(self, key: bytes, range_end: bytes) -> str | None:
+        """Why a watch of (key, range_end) is refused to this request's
+        user, as etcd's cancel_reason says it; None if it is allowed."""
+        try:
+            self.authorize([(permissions.Access.READ, key, range_end)])
+        except (EtcdError, DkvError):  # DkvError: the node is stopping
+            return WATCH_DENIED
+        return None
 
     def keyed(self, key: bytes | None) -> Node:
         """This node for one request whose client sent an idempotency key:
@@ -93,7 +136,8 @@ class Node:
             self.check_key(key)
             if len(value) > self.limits.max_body_bytes:
                 raise TooLarge(f"value is {len(value)} bytes; the limit is {self.limits.max_body_bytes}")
-        except (InvalidArgument, TooLarge) as e:
+            self._authorize_v0(permissions.Access.WRITE, key)
+        except DkvError as e:
             return fail(e)
         rid = self.replication.next_request_id()
         return self.replication.propose(rid, encode_put(rid, key, value, self.idempotency))
@@ -101,7 +145,8 @@ class Node:
     def delete(self, key: bytes) -> Deferred[Any]:
         try:
             self.check_key(key)
-        except (InvalidArgument, TooLarge) as e:
+            self._authorize_v0(permissions.Access.WRITE, key)
+        except DkvError as e:
             return fail(e)
         rid = self.replication.next_request_id()
         return self.replication.propose(rid, encode_delete(rid, key, self.idempotency))
@@ -111,11 +156,19 @@ class Node:
         for a ReadIndex barrier; a serializable one reads local state now."""
         try:
             self.check_key(key)
-        except (InvalidArgument, TooLarge) as e:
+            self._authorize_v0(permissions.Access.READ, key)
+        except DkvError as e:
             return fail(e)
         if not linearizable:
             return self._read(key)
         return self.replication.read_barrier().addCallback(lambda _: self._read(key))
+
+    def _authorize_v0(self, access: permissions.Access, key: bytes) -> None:
+        """``authorize`` for dkv's own API: its errors as 401 / 403."""
+        try:
+            self.authorize([(access, key, b"")])
+        except EtcdError as e:
+            raise v0_error(e) from None
 
     def _read(self, key: bytes) -> Deferred[bytes]:
         try:
@@ -148,7 +201,8 @@ class Node:
         Compacted, FutureRevision) or NoLeader."""
         try:
             check_range(request)
-        except EtcdError as e:
+            self.authorize(permissions.range_needs(request))
+        except (EtcdError, DkvError) as e:
             return fail(e)
         if request.serializable:
             return self._range_now(request)
@@ -187,11 +241,14 @@ class Node:
         if isinstance(request, PutRequest):
             check_put(request)
             self._check_size(request.key)
+            self.authorize(permissions.put_needs(request))
         elif isinstance(request, DeleteRangeRequest):
             check_delete_range(request)
             self._check_size(request.key)
+            self.authorize(permissions.delete_needs(request))
         elif isinstance(request, TxnRequest):
             check_txn(request, max_txn_ops=self.limits.max_txn_ops)
+            self.authorize(permissions.txn_needs(request))
 
     def _check_size(self, key: bytes) -> None:
         if len(key) > self.limits.max_key_bytes:
@@ -276,7 +333,9 @@ class Node:
     ) -> Deferred[dict[str, Any]]:
         """Run local on the leader; from a follower, forward the request to
         the leader's Cluster service (once: a forwarded request is never
-        forwarded again)."""
+        forwarded again). The API layers check the caller's permission
+        (``authorize_root``) before they call: the node's own calls (a
+        learner promoting itself) need none."""
         try:
             d = local(self.replication)
         except NotLeader as e:

@@ -134,6 +134,13 @@ class Options(usage.Options):
             "(0: keys are ignored).",
             _seconds,
         ],
+        [
+            "auth-token-ttl",
+            None,
+            300.0,
+            "Seconds an auth token (Authenticate) stays valid after its last use, as etcd's --auth-token-ttl.",
+            _positive_float,
+        ],
         ["auto-compaction-mode", None, "periodic", "periodic or revision, as etcd's."],
         [
             "auto-compaction-retention",
@@ -256,6 +263,7 @@ class Options(usage.Options):
                 max_body_bytes=self["max-body-size"],
                 max_txn_ops=self["max-txn-ops"],
                 idempotency_window=self["idempotency-window"],
+                auth_token_ttl=self["auth-token-ttl"],
             ),
             auto_compaction=parse_auto_compaction(self["auto-compaction-mode"], self["auto-compaction-retention"]),
             snapshot_entries=self["snapshot-entries"],

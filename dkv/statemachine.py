@@ -14,6 +14,9 @@ result: the response message, or the ``EtcdError`` the store refused it with
 no-ops (empty data) and data that is not a command (a bug on the proposing
 side) change nothing, on every node alike.
 
+Auth writes (``dkv.auth.store``) change the auth tables and say so in the
+outcome (``auth_changed``), so nodes drop what they cached of them.
+
 Commands carrying an idempotency key are answered from, and recorded in,
 the idempotency table (``dkv.idempotency``): a retry of a write already
 applied is answered with its first outcome and changes nothing. Each
@@ -26,6 +29,8 @@ from collections.abc import Iterable
 
 import attrs
 
+from dkv.auth.store import COMMAND_FIELDS as AUTH_FIELDS
+from dkv.auth.store import AuthStore
 from dkv.commands import RequestId, decode
 from dkv.idempotency import IdempotencyTable
 from dkv.mvcc import MvccStore, lease_ops
@@ -49,6 +54,8 @@ class Outcome:
     #: Leases granted (id, TTL) and revoked (id), in entry order (for the lessor).
     leases_granted: tuple[tuple[int, int], ...] = ()
     leases_revoked: tuple[int, ...] = ()
+    #: An Auth write changed the auth state (``dkv.auth.store``).
+    auth_changed: bool = False
 
 
 def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
@@ -63,6 +70,7 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
     leases = TableLeases(writer)
     granted: list[tuple[int, int]] = []
     revoked: list[int] = []
+    auth_changed = False
     for entry in entries:
         last = entry.index
         if entry.kind != EntryKind.NORMAL or not entry.data:
@@ -101,6 +109,9 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
                 gone = lease_ops.revoke(store, leases, cmd.lease_revoke)
                 result, events_made = gone.response, gone.events
                 revoked.append(cmd.lease_revoke.ID)
+            elif op in AUTH_FIELDS:
+                result, events_made = AuthStore(writer).apply(op, getattr(cmd, op)), ()
+                auth_changed = True
             else:
                 result, events_made = store.compact(cmd.compaction.revision), ()
         except EtcdError as e:
@@ -116,4 +127,5 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
         tuple(events),
         tuple(granted),
         tuple(revoked),
+        auth_changed,
     )

@@ -75,6 +75,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "idempotency-window": "0",
         "watch-progress-notify-interval": "2.5",
         "log-format": "json",
+        "auth-token-ttl": "60.0",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -89,6 +90,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert (o["config"].max_connections, o["config"].idle_timeout, o["config"].read_timeout) == (50, 2.5, 1.5)
     assert o["config"].limits.max_txn_ops == 7
     assert o["config"].limits.idempotency_window == 0.0
+    assert o["config"].limits.auth_token_ttl == 60.0
     assert o["config"].auto_compaction == ("revision", 1000.0)
     assert o["config"].watch_progress_interval == 2.5
     assert o["config"].log_format == "json"

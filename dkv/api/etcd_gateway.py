@@ -63,6 +63,23 @@ PATHS: dict[str, tuple[str, str]] = {
     "/v3/kv/lease/revoke": ("Lease", "LeaseRevoke"),
     "/v3/kv/lease/timetolive": ("Lease", "LeaseTimeToLive"),
     "/v3/kv/lease/leases": ("Lease", "LeaseLeases"),
+    "/v3/auth/enable": ("Auth", "AuthEnable"),
+    "/v3/auth/disable": ("Auth", "AuthDisable"),
+    "/v3/auth/status": ("Auth", "AuthStatus"),  # etcd 3.5's path (3.4's gateway has none)
+    "/v3/auth/authenticate": ("Auth", "Authenticate"),
+    "/v3/auth/user/add": ("Auth", "UserAdd"),
+    "/v3/auth/user/get": ("Auth", "UserGet"),
+    "/v3/auth/user/list": ("Auth", "UserList"),
+    "/v3/auth/user/delete": ("Auth", "UserDelete"),
+    "/v3/auth/user/changepw": ("Auth", "UserChangePassword"),
+    "/v3/auth/user/grant": ("Auth", "UserGrantRole"),
+    "/v3/auth/user/revoke": ("Auth", "UserRevokeRole"),
+    "/v3/auth/role/add": ("Auth", "RoleAdd"),
+    "/v3/auth/role/get": ("Auth", "RoleGet"),
+    "/v3/auth/role/list": ("Auth", "RoleList"),
+    "/v3/auth/role/delete": ("Auth", "RoleDelete"),
+    "/v3/auth/role/grant": ("Auth", "RoleGrantPermission"),
+    "/v3/auth/role/revoke": ("Auth", "RoleRevokePermission"),
 }
 #: The paths the front door answers itself (the hot ones).
 FAST_PATHS = frozenset({"/v3/kv/range", "/v3/kv/put", "/v3/kv/deleterange", "/v3/kv/txn"})

@@ -8,8 +8,9 @@ once), awaits, and aborts with etcd's code and message on failure. A call
 with ``idempotency-key`` metadata runs on the node keyed by it
 (``Node.keyed``: its writes are applied once; see ``dkv.idempotency``).
 ``Lease.LeaseKeepAlive`` is a stream: one answer per keep-alive, in order.
-``Watch`` is ``dkv.api.watch_grpc``'s stream. Auth is not served yet: it
-answers UNIMPLEMENTED, gRPC's default.
+``Watch`` is ``dkv.api.watch_grpc``'s stream. The ``token`` metadata (from
+``Auth.Authenticate``) names the caller for the permission checks
+(``Node.with_token``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dkv.api.etcd_v3 import (
     call,
     lease_keep_alive,
     snapshot_file,
+    token_from_metadata,
 )
 from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
@@ -61,7 +63,8 @@ def _unary(node: Node, method: str, handler: Handler, request_type: Any) -> Any:
         except DecodeError:
             await _abort(context, method, _malformed(request_type))
         try:
-            keyed = node.keyed(key_from_metadata(context.invocation_metadata()))
+            metadata = context.invocation_metadata()
+            keyed = node.keyed(key_from_metadata(metadata)).with_token(token_from_metadata(metadata))
             return await wait(call(handler, keyed, request))
         except Exception as e:  # noqa: BLE001 - every failure is an answer
             await _abort(context, method, e)
@@ -76,7 +79,8 @@ def _malformed(request_type: Any) -> Exception:
 def _snapshot(node: Node) -> Any:
     async def handle(raw: bytes, context: aio.ServicerContext) -> AsyncIterator[pb.SnapshotResponse]:
         try:
-            path, size = await wait(snapshot_file(node))
+            caller = node.with_token(token_from_metadata(context.invocation_metadata()))
+            path, size = await wait(snapshot_file(caller))
         except Exception as e:  # noqa: BLE001
             await _abort(context, "Snapshot", e)
             return
@@ -100,13 +104,14 @@ def _keep_alive(node: Node) -> Any:
     ends the stream with its status, as etcd's does."""
 
     async def handle(requests: AsyncIterator[bytes], context: aio.ServicerContext) -> Any:
+        caller = node.with_token(token_from_metadata(context.invocation_metadata()))
         async for raw in requests:
             try:
                 request = pb.LeaseKeepAliveRequest.FromString(raw)
             except DecodeError:
                 await _abort(context, "LeaseKeepAlive", _malformed(pb.LeaseKeepAliveRequest))
             try:
-                d = call(lease_keep_alive, node, request)
+                d = call(lease_keep_alive, caller, request)
                 # On the leader the answer is ready now: skip the trip through the loop.
                 yield d.result if d.called and isinstance(d.result, pb.LeaseKeepAliveResponse) else await wait(d)
             except Exception as e:  # noqa: BLE001 - every failure is an answer

@@ -1,13 +1,19 @@
 # test-case-name: tests.test_etcd_api
 """etcd's v3 API on a dkv node, once for both of its faces.
 
-Every RPC of ``KV``, ``Cluster``, ``Maintenance`` and ``Lease`` is a function here that
+Every RPC of ``KV``, ``Cluster``, ``Maintenance``, ``Lease`` and ``Auth`` is a function here that
 takes the node and the request message and returns the response message (or
 a Deferred of it); ``dkv.api.etcd_grpc`` serves them over gRPC and
 ``dkv.api.etcd_gateway`` over etcd's JSON gateway paths, so the two cannot
 drift (etcd's gateway is generated from the same service definitions).
 Failures are ``EtcdError``s or ``ApiError``s; ``answer_error`` turns any
 exception into the (gRPC code, message) a client receives, as etcd does.
+
+Permissions (auth enabled): the node checks KV requests and membership
+changes itself (``dkv.node.Node.authorize``); here, as etcd's maintenance
+and lease servers do: Hash, HashKV, Defragment, MoveLeader and Snapshot need
+the root role; LeaseRevoke needs WRITE on every key of the lease; the other
+lease calls need a valid user; Status, Alarm and MemberList need nothing.
 
 Where dkv differs from etcd (member ids, MemberAdd, Defragment, Hash, the
 snapshot file), the README's compatibility table says how.
@@ -24,10 +30,12 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.threads import deferToThread
 
 from dkv import errors as dkv_errors
+from dkv.auth.permissions import Access
 from dkv.config import ConfigError, parse_address
 from dkv.ids import member_id
 from dkv.mvcc import errors
 from dkv.mvcc.errors import Code, EtcdError
+from dkv.mvcc.leases import LeaseReader
 from dkv.node import Node
 from dkv.pb import etcd_rpc_pb2 as pb
 from dkv.storage.snapshot_file import append_trailer
@@ -64,6 +72,24 @@ def answer_error(error: BaseException) -> tuple[int, str]:
 
 Handler = Callable[[Node, Any], Any]
 
+
+def token_from_metadata(metadata: Any) -> str | None:
+    """The auth token of a gRPC call (metadata ``token``, as etcd's clients
+    send it); None if absent."""
+    for key, value in metadata or ():
+        if key == "token":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def _checked(check: Callable[[], None], then: Callable[[], Any]) -> Deferred[Any]:
+    """then()'s answer as a Deferred, if check() passes; its error otherwise."""
+    try:
+        check()
+    except EtcdError as e:
+        return fail(e)
+    return maybeDeferred(then)
+
 # ---- KV ---------------------------------------------------------------------------
 
 
@@ -86,8 +112,9 @@ def kv_txn(node: Node, request: pb.TxnRequest) -> Deferred[pb.TxnResponse]:
 def kv_compact(node: Node, request: pb.CompactionRequest) -> Deferred[pb.CompactionResponse]:
     """Compaction goes through the log: every member drops the same history
     at the same point. ``physical`` needs nothing more: the drop is done when
-    the answer comes."""
-    return node.write(pb.CompactionRequest(revision=request.revision))
+    the answer comes. Any user may compact (auth enabled); the node's own
+    auto-compaction calls ``Node.write`` without a user."""
+    return _checked(node.authorize_user, lambda: node.write(pb.CompactionRequest(revision=request.revision)))
 
 
 # ---- Cluster ----------------------------------------------------------------------
@@ -138,6 +165,7 @@ def member_add(node: Node, request: pb.MemberAddRequest) -> Deferred[pb.MemberAd
     if len(request.peerURLs) != 1:
         return fail(errors.MemberBadURLs())
     try:
+        node.authorize_root()
         address = _address(request.peerURLs[0])
     except EtcdError as e:
         return fail(e)
@@ -153,6 +181,7 @@ def member_add(node: Node, request: pb.MemberAddRequest) -> Deferred[pb.MemberAd
 
 def _membership_change(node: Node, ident: int, change: Callable[[str], Deferred[Any]], response: Any) -> Deferred[Any]:
     try:
+        node.authorize_root()
         name = _name_of(node, ident)
     except EtcdError as e:
         return fail(e)
@@ -183,6 +212,7 @@ def member_update(node: Node, request: pb.MemberUpdateRequest) -> Deferred[pb.Me
     """dkv does not move a member to another address in place: remove it and
     add it again (its data comes back by snapshot)."""
     try:
+        node.authorize_root()
         _name_of(node, request.ID)
     except EtcdError as e:
         return fail(e)
@@ -211,14 +241,15 @@ def status(node: Node, request: pb.StatusRequest) -> pb.StatusResponse:
     return _header(node, response)
 
 
-def hash_kv(node: Node, request: pb.HashKVRequest) -> pb.HashKVResponse:
-    return node.hash_kv(request.revision)
+def hash_kv(node: Node, request: pb.HashKVRequest) -> Deferred[pb.HashKVResponse]:
+    return _checked(node.authorize_root, lambda: node.hash_kv(request.revision))
 
 
 def hash_all(node: Node, request: pb.HashRequest) -> pb.HashResponse:
     """etcd hashes its whole backend file; dkv answers the hash of the
     keyspace's history at the current revision (HashKV's), which is equal on
     members that applied the same entries."""
+    node.authorize_root()
     kv = node.hash_kv(0)
     response = pb.HashResponse(hash=kv.hash)
     response.header.CopyFrom(kv.header)
@@ -235,11 +266,13 @@ def defragment(node: Node, request: pb.DefragmentRequest) -> pb.DefragmentRespon
     """An honest no-op: LMDB reuses the pages compaction frees, so the file
     stops growing, but it never shrinks in place (``dkvctl snapshot save``
     and a restore write a compact copy)."""
+    node.authorize_root()
     return _header(node, pb.DefragmentResponse())
 
 
 def move_leader(node: Node, request: pb.MoveLeaderRequest) -> Deferred[pb.MoveLeaderResponse]:
     try:
+        node.authorize_root()
         name = _name_of(node, request.targetID)
     except EtcdError as e:
         return fail(e)
@@ -252,8 +285,12 @@ def move_leader(node: Node, request: pb.MoveLeaderRequest) -> Deferred[pb.MoveLe
 def snapshot_file(node: Node) -> Deferred[tuple[str, int]]:
     """A consistent copy of this node's db in a temporary file, followed by
     the SHA-256 of the copy (as etcd's snapshot ends with its hash: the
-    format of ``dkv.storage.snapshot_file``); fires
-    with (path, size). The caller removes the file."""
+    format of ``dkv.storage.snapshot_file``); fires with (path, size). The
+    caller removes the file. Root only while auth is enabled."""
+    try:
+        node.authorize_root()
+    except EtcdError as e:
+        return fail(e)
 
     def copy() -> tuple[str, int]:
         fd, path = tempfile.mkstemp(prefix="dkv-snapshot-", suffix=".db")
@@ -283,24 +320,62 @@ def _filled(node: Node) -> Callable[[Any], Any]:
 
 
 def lease_grant(node: Node, request: pb.LeaseGrantRequest) -> Deferred[pb.LeaseGrantResponse]:
-    return node.leases.grant(request, node.idempotency).addCallback(_filled(node))
+    return _checked(node.authorize_user, lambda: node.leases.grant(request, node.idempotency)).addCallback(
+        _filled(node)
+    )
+
+
+def _authorize_revoke(node: Node, lease_id: int) -> None:
+    """etcd: revoking a lease deletes its keys, so it needs WRITE on each."""
+    if not node.auth.enabled:
+        return
+    with node.replication.view() as state:
+        keys = list(LeaseReader(state.tables).keys(lease_id))
+    node.authorize_user()
+    node.authorize([(Access.WRITE, key, b"") for key in keys])
 
 
 def lease_revoke(node: Node, request: pb.LeaseRevokeRequest) -> Deferred[pb.LeaseRevokeResponse]:
-    return node.leases.revoke(request, node.idempotency).addCallback(_filled(node))
+    return _checked(
+        lambda: _authorize_revoke(node, request.ID), lambda: node.leases.revoke(request, node.idempotency)
+    ).addCallback(_filled(node))
 
 
 def lease_keep_alive(node: Node, request: pb.LeaseKeepAliveRequest) -> Deferred[pb.LeaseKeepAliveResponse]:
     """One keep-alive of the stream (the gateway's one-shot answer too)."""
+    try:
+        node.authorize_user()
+    except EtcdError as e:
+        return fail(e)
     return node.leases.keep_alive(request).addCallback(lambda response: _header(node, response))
 
 
 def lease_time_to_live(node: Node, request: pb.LeaseTimeToLiveRequest) -> Deferred[pb.LeaseTimeToLiveResponse]:
-    return node.leases.time_to_live(request).addCallback(lambda response: _header(node, response))
+    return _checked(node.authorize_user, lambda: node.leases.time_to_live(request)).addCallback(
+        lambda response: _header(node, response)
+    )
 
 
 def lease_leases(node: Node, request: pb.LeaseLeasesRequest) -> pb.LeaseLeasesResponse:
+    node.authorize_user()
     return _header(node, node.leases.leases())
+
+
+# ---- Auth -------------------------------------------------------------------------
+
+
+def auth_authenticate(node: Node, request: pb.AuthenticateRequest) -> Deferred[pb.AuthenticateResponse]:
+    return node.auth.authenticate(request).addCallback(lambda response: _header(node, response))
+
+
+def auth_write(node: Node, request: Any) -> Deferred[Any]:
+    """AuthEnable, AuthDisable, User* and Role* writes, through the log."""
+    return node.auth.write(node.token, request).addCallback(lambda response: _header(node, response))
+
+
+def auth_read(node: Node, request: Any) -> Deferred[Any]:
+    """AuthStatus, UserGet, UserList, RoleGet, RoleList."""
+    return node.auth.read(node.token, request).addCallback(lambda response: _header(node, response))
 
 
 # ---- the tables the two faces serve ------------------------------------------------------
@@ -336,6 +411,25 @@ SERVICES: dict[str, dict[str, tuple[Handler, Any]]] = {
         "LeaseTimeToLive": (lease_time_to_live, pb.LeaseTimeToLiveRequest),
         "LeaseLeases": (lease_leases, pb.LeaseLeasesRequest),
     },
+    "Auth": {
+        "AuthEnable": (auth_write, pb.AuthEnableRequest),
+        "AuthDisable": (auth_write, pb.AuthDisableRequest),
+        "AuthStatus": (auth_read, pb.AuthStatusRequest),
+        "Authenticate": (auth_authenticate, pb.AuthenticateRequest),
+        "UserAdd": (auth_write, pb.AuthUserAddRequest),
+        "UserGet": (auth_read, pb.AuthUserGetRequest),
+        "UserList": (auth_read, pb.AuthUserListRequest),
+        "UserDelete": (auth_write, pb.AuthUserDeleteRequest),
+        "UserChangePassword": (auth_write, pb.AuthUserChangePasswordRequest),
+        "UserGrantRole": (auth_write, pb.AuthUserGrantRoleRequest),
+        "UserRevokeRole": (auth_write, pb.AuthUserRevokeRoleRequest),
+        "RoleAdd": (auth_write, pb.AuthRoleAddRequest),
+        "RoleGet": (auth_read, pb.AuthRoleGetRequest),
+        "RoleList": (auth_read, pb.AuthRoleListRequest),
+        "RoleDelete": (auth_write, pb.AuthRoleDeleteRequest),
+        "RoleGrantPermission": (auth_write, pb.AuthRoleGrantPermissionRequest),
+        "RoleRevokePermission": (auth_write, pb.AuthRoleRevokePermissionRequest),
+    },
 }
 
 
@@ -344,4 +438,12 @@ def call(handler: Handler, node: Node, request: Any) -> Deferred[Any]:
     return maybeDeferred(handler, node, request)
 
 
-__all__ = ["SERVICES", "ApiError", "answer_error", "call", "lease_keep_alive", "snapshot_file"]
+__all__ = [
+    "SERVICES",
+    "ApiError",
+    "answer_error",
+    "call",
+    "lease_keep_alive",
+    "snapshot_file",
+    "token_from_metadata",
+]

@@ -106,8 +106,8 @@ from dkv.node import Node
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Lengths of the header names the front door reads (content-length,
-#: connection, expect, content-type, idempotency-key); others are only passed on.
-_NOTED_LENGTHS = frozenset({14, 10, 6, 12, 15})
+#: connection, expect, content-type, idempotency-key, authorization); others are only passed on.
+_NOTED_LENGTHS = frozenset({14, 10, 6, 12, 15, 13})
 _EMPTY = b"{}"
 #: Answers are handed to the transport in pieces of about this size, so that
 #: its producer callback can stop further requests from starting.
@@ -171,6 +171,8 @@ class _Exchange:
     request: Any = None
     #: The first ``Idempotency-Key`` header, raw.
     idempotency_key: bytes | None = None
+    #: The first ``Authorization`` header, raw.
+    authorization: bytes | None = None
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -483,6 +485,9 @@ class FrontDoor(Protocol):
             elif lower == b"idempotency-key":
                 if ex.idempotency_key is None:
                     ex.idempotency_key = value
+            elif lower == b"authorization":
+                if ex.authorization is None:
+                    ex.authorization = value
         if ex.version != b"HTTP/1.1" or (connection and wants_close(ex.version, connection)):
             ex.close = True
             ex.close_header = ex.version == b"HTTP/1.1"
@@ -642,7 +647,8 @@ class FrontDoor(Protocol):
                 self._render(ex)
                 return
             route, params = hit
-            call = Call(ex.body, parse_qs(query, 1) if query else {}, params, ex.idempotency_key)
+            args = parse_qs(query, 1) if query else {}
+            call = Call(ex.body, args, params, ex.idempotency_key, authorization=ex.authorization)
             result = call_handler(route.handler, self._node, call)
         except DkvError as e:
             self._answer_error(ex, e)

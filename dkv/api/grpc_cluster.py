@@ -9,13 +9,27 @@ from typing import Any
 
 from grpc import aio
 
-from dkv.api.grpc_kv import outcome, register_parsed
+from dkv.api.grpc_kv import abort, caller, outcome, register_parsed
+from dkv.auth.node_auth import v0_error
+from dkv.mvcc.errors import EtcdError
 from dkv.node import Node
 from dkv.pb import kv_pb2, kv_pb2_grpc
 
 
 def _forwarded(context: aio.ServicerContext) -> bool:
     return any(k == "dkv-forwarded" for k, _ in (context.invocation_metadata() or ()))
+
+
+async def _client(node: Node, context: aio.ServicerContext, method: str) -> Node:
+    """node carrying the call's token; a call from a client (not forwarded
+    by a member, which checked it) needs the root role (auth enabled)."""
+    caller_node = caller(node, context)
+    if not _forwarded(context):
+        try:
+            caller_node.authorize_root()
+        except EtcdError as e:
+            await abort(context, v0_error(e), method)
+    return caller_node
 
 
 def _members(view: dict[str, Any]) -> kv_pb2.MembersResponse:
@@ -35,19 +49,23 @@ class ClusterServicer(kv_pb2_grpc.ClusterServicer):
 
     async def AddMember(self, request, context):  # noqa: N802
         forward = not _forwarded(context)
-        d = self.node.add_member(request.id, request.address, request.learner, forward=forward)
+        node = await _client(self.node, context, "AddMember")
+        d = node.add_member(request.id, request.address, request.learner, forward=forward)
         return _members(await outcome(context, "AddMember", d))
 
     async def PromoteMember(self, request, context):  # noqa: N802
-        d = self.node.promote_member(request.id, forward=not _forwarded(context))
+        node = await _client(self.node, context, "PromoteMember")
+        d = node.promote_member(request.id, forward=not _forwarded(context))
         return _members(await outcome(context, "PromoteMember", d))
 
     async def RemoveMember(self, request, context):  # noqa: N802
-        d = self.node.remove_member(request.id, forward=not _forwarded(context))
+        node = await _client(self.node, context, "RemoveMember")
+        d = node.remove_member(request.id, forward=not _forwarded(context))
         return _members(await outcome(context, "RemoveMember", d))
 
     async def TransferLeader(self, request, context):  # noqa: N802
-        d = self.node.transfer_leader(request.to or None, forward=not _forwarded(context))
+        node = await _client(self.node, context, "TransferLeader")
+        d = node.transfer_leader(request.to or None, forward=not _forwarded(context))
         view = await outcome(context, "TransferLeader", d)
         return kv_pb2.TransferLeaderResponse(leader_id=view["leader_id"])
 

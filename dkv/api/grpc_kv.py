@@ -4,7 +4,8 @@
 Handlers run on the asyncio loop that is also Twisted's reactor; a Deferred
 from the node is awaited as ``d.asFuture(loop)``. ``dkv.errors`` map to
 status codes (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE,
-DEADLINE_EXCEEDED).
+DEADLINE_EXCEEDED), and, with auth enabled, UNAUTHENTICATED (no or a bad
+``token`` metadata) and PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from grpc import aio
 from twisted.internet.defer import Deferred
 
 from dkv.aio import wait
+from dkv.auth.node_auth import v0_error
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound
 from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
+from dkv.mvcc.errors import EtcdError
 from dkv.node import Node
 from dkv.pb import kv_pb2, kv_pb2_grpc
 
@@ -34,10 +37,12 @@ async def outcome(context: aio.ServicerContext, method: str, d: Deferred[Any]) -
     try:
         return await wait(d)
     except DkvError as e:
-        await _abort(context, e, method)
+        await abort(context, e, method)
+    except EtcdError as e:
+        await abort(context, v0_error(e), method)
 
 
-async def _abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
+async def abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
     if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake (as in REST)
         name = _CODES[error.grpc_code].name
         log.info("rejected gRPC {method}: {code} {error}", method=method, code=name, error=error.message)
@@ -46,12 +51,20 @@ async def _abort(context: aio.ServicerContext, error: DkvError, method: str) -> 
 
 async def _keyed(node: Node, context: aio.ServicerContext, method: str) -> Node:
     """node keyed by the call's ``idempotency-key`` metadata (a bad key
-    aborts the call with INVALID_ARGUMENT)."""
+    aborts the call with INVALID_ARGUMENT), carrying its ``token``."""
     try:
-        return node.keyed(key_from_metadata(context.invocation_metadata()))
+        return caller(node, context).keyed(key_from_metadata(context.invocation_metadata()))
     except DkvError as e:
-        await _abort(context, e, method)
+        await abort(context, e, method)
         raise  # abort raises; never reached
+
+
+def caller(node: Node, context: aio.ServicerContext) -> Node:
+    """node carrying the call's auth token (metadata ``token``)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "token":
+            return node.with_token(value if isinstance(value, str) else value.decode("latin-1"))
+    return node
 
 
 class KVServicer(kv_pb2_grpc.KVServicer):
@@ -65,7 +78,8 @@ class KVServicer(kv_pb2_grpc.KVServicer):
 
     async def Get(self, request, context):  # noqa: N802
         linearizable = request.consistency != kv_pb2.SERIALIZABLE
-        value = await outcome(context, "Get", self.node.get(request.key, linearizable=linearizable))
+        node = caller(self.node, context)
+        value = await outcome(context, "Get", node.get(request.key, linearizable=linearizable))
         return kv_pb2.GetResponse(key=request.key, value=value)
 
     async def Delete(self, request, context):  # noqa: N802
@@ -89,7 +103,7 @@ def _parsing(handler: Any, request_type: Any, method: str) -> Any:
         try:
             request = request_type.FromString(raw)
         except DecodeError:
-            await _abort(context, InvalidArgument(f"malformed {request_type.DESCRIPTOR.name} message"), method)
+            await abort(context, InvalidArgument(f"malformed {request_type.DESCRIPTOR.name} message"), method)
         return await handler(request, context)
 
     return parse_then_handle

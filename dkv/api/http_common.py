@@ -56,11 +56,11 @@ _REASONS = {
 class Call:
     """What a route's handler may read of a request: its body, its query
     arguments (``parse_qs`` of the query, blank values kept), the path
-    parameters, the raw ``Idempotency-Key`` header (the first one; None
-    if absent), and its headers (lower-case name -> values; given by the
-    Klein site only: a fast route sees none)."""
+    parameters, the raw ``Idempotency-Key`` and ``Authorization`` headers
+    (the first one; None if absent), and its headers (lower-case name ->
+    values; given by the Klein site only: a fast route sees none)."""
 
-    __slots__ = ("body", "args", "params", "idempotency_key", "headers")
+    __slots__ = ("body", "args", "params", "idempotency_key", "headers", "authorization")
 
     def __init__(
         self,
@@ -69,12 +69,14 @@ class Call:
         params: dict[str, str],
         idempotency_key: bytes | None = None,
         headers: dict[bytes, list[bytes]] | None = None,
+        authorization: bytes | None = None,
     ) -> None:
         self.body = body
         self.args = args
         self.params = params
         self.idempotency_key = idempotency_key
         self.headers = headers or {}
+        self.authorization = authorization
 
 
 def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> Any:
@@ -82,7 +84,9 @@ def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> 
     keyed by the request's ``Idempotency-Key`` (``Node.keyed``; a bad key
     raises InvalidArgument, a 400, unless the handler has an
     ``answer_bad_key(error)`` attribute: then that answers, in the handler's
-    own error form, as the etcd gateway's do)."""
+    own error form, as the etcd gateway's do) and carrying its
+    ``Authorization`` token (``Node.with_token``: the header's value, or what
+    follows ``Bearer``)."""
     if call.idempotency_key is not None:
         try:
             key = parse_key(call.idempotency_key)
@@ -92,7 +96,18 @@ def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> 
                 raise
             return answer_bad_key(e)
         node = node.keyed(key)
+    if call.authorization is not None:
+        node = node.with_token(auth_token(call.authorization))
     return handler(node, call)
+
+
+def auth_token(header: bytes) -> str:
+    """The token of an ``Authorization`` header: its value as etcd's
+    gateway takes it, or after ``Bearer `` (any case)."""
+    value = header.strip()
+    if value[:7].lower() == b"bearer ":
+        value = value[7:].strip()
+    return value.decode("latin-1")
 
 
 @attrs.frozen

@@ -326,7 +326,10 @@ def _endpoint(route: Route) -> Any:
     def endpoint(self: RestApi, request: IRequest, **params: str) -> Any:
         headers = {name.lower(): values for name, values in request.requestHeaders.getAllRawHeaders()}
         key = request.getHeader(b"idempotency-key")
-        call = Call(self.body(request), request.args, params, idempotency_key=key, headers=headers)
+        authorization = request.getHeader(b"authorization")
+        call = Call(
+            self.body(request), request.args, params, idempotency_key=key, headers=headers, authorization=authorization
+        )
         result = call_handler(route.handler, self.node, call)
         if isinstance(result, Deferred):
             return result.addCallback(lambda body: _answer(request, body))

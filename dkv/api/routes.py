@@ -33,7 +33,9 @@ import attrs
 
 from dkv.api import b64, etcd_gateway, openapi, watch_gateway, watch_sse
 from dkv.api.http_common import Call, RawAnswer
+from dkv.auth.node_auth import v0_error
 from dkv.errors import InvalidArgument
+from dkv.mvcc.errors import EtcdError
 from dkv.node import Node
 
 #: The path converter meaning "the rest of the path": one character or more,
@@ -141,19 +143,31 @@ def members(node: Node, call: Call) -> Any:
     return node.members()
 
 
+def _root(node: Node) -> None:
+    """Membership and leadership changes need the root role (auth enabled):
+    401 / 403 otherwise."""
+    try:
+        node.authorize_root()
+    except EtcdError as e:
+        raise v0_error(e) from None
+
+
 def add_member(node: Node, call: Call) -> Any:
     body = parse_object(call.body)
     learner = body.get("learner", False)
     if not isinstance(learner, bool):
         raise InvalidArgument("field 'learner' must be true or false")
+    _root(node)
     return node.add_member(_text(body, "id"), _text(body, "address"), learner)
 
 
 def promote_member(node: Node, call: Call) -> Any:
+    _root(node)
     return node.promote_member(call.params["node_id"])
 
 
 def remove_member(node: Node, call: Call) -> Any:
+    _root(node)
     return node.remove_member(call.params["node_id"])
 
 
@@ -162,6 +176,7 @@ def transfer_leader(node: Node, call: Call) -> Any:
     voter takes over."""
     body = parse_object(call.body) if call.body.strip() else {}
     to = _text(body, "to") if "to" in body else None
+    _root(node)
     return node.transfer_leader(to)
 
 

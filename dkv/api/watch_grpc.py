@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
-from dkv.api.etcd_v3 import ApiError, answer_error
+from dkv.api.etcd_v3 import ApiError, answer_error, token_from_metadata
 from dkv.logs import logger
 from dkv.mvcc.errors import Code
 from dkv.node import Node
@@ -53,7 +53,11 @@ def header_filler(node: Node) -> Callable[[ResponseHeader], None]:
 def watch_session(node: Node, wake: Any) -> WatchSession:
     """A session on node's hub, its answers capped at the body limit."""
     return WatchSession(
-        node.replication.watch_hub, header_filler(node), wake, max_response_bytes=node.limits.max_body_bytes
+        node.replication.watch_hub,
+        header_filler(node),
+        wake,
+        max_response_bytes=node.limits.max_body_bytes,
+        refusal=node.watch_refusal,
     )
 
 
@@ -71,6 +75,7 @@ async def _read(requests: AsyncIterator[bytes], session: WatchSession, drained: 
 
 
 async def _serve(node: Node, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> None:
+    node = node.with_token(token_from_metadata(context.invocation_metadata()))
     ready, drained = asyncio.Event(), asyncio.Event()
     session = watch_session(node, ready.set)
     reader = asyncio.ensure_future(_read(requests, session, drained))

@@ -27,7 +27,10 @@ from typing import Any
 from dkv.api import b64
 from dkv.api.http_common import Call, StreamAnswer
 from dkv.api.watch_gateway import start_session
+from dkv.auth.node_auth import v0_error
+from dkv.auth.permissions import Access
 from dkv.errors import InvalidArgument
+from dkv.mvcc.errors import EtcdError
 from dkv.node import Node
 from dkv.pb.etcd_kv_pb2 import Event, KeyValue
 from dkv.pb.etcd_rpc_pb2 import WatchCreateRequest, WatchRequest, WatchResponse
@@ -133,6 +136,12 @@ def render(response: WatchResponse) -> tuple[bytes, bool]:
 
 
 def watch(node: Node, call: Call) -> StreamAnswer:
-    """``GET /v0/watch``."""
+    """``GET /v0/watch``: 401 / 403 before the stream starts if the user may
+    not read the range."""
     request = WatchRequest(create_request=parse(call))
+    create = request.create_request
+    try:
+        node.authorize([(Access.READ, create.key, create.range_end)])
+    except EtcdError as e:
+        raise v0_error(e) from None
     return StreamAnswer(200, b"text/event-stream", start_session(node, request, render, KEEPALIVE), _HEADERS)

@@ -139,6 +139,8 @@ class ReplicationService(Service):
         #: node starts leading, False when it stops.
         self.apply_listeners: list[Callable[[Outcome], None]] = []
         self.leadership_listeners: list[Callable[[bool], None]] = []
+        #: Hooks told when a snapshot replaced the applied state (the auth cache).
+        self.install_listeners: list[Callable[[], None]] = []
         self._leading = False
         #: This node's watchers, fed after each apply from the applied state.
         self.watch_hub = WatchHub(clock, self.view, config.watch)
@@ -436,6 +438,8 @@ class ReplicationService(Service):
             self._set_applied(rd.snapshot.index)
             self.requests.release_applied(self.applied)
             self.watch_hub.replaced()
+            for hook in self.install_listeners:
+                hook()
         elif applied is not None:
             self._overlay.stored(applied.index)
         self._guard(lambda: raft.advance(rd))

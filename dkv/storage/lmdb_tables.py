@@ -40,6 +40,10 @@ TABLE_IDS: Mapping[str, int] = {
     "mvcc.meta": 4,
     "lease.leases": 9,
     "lease.keys": 10,
+    # dkv.auth.store
+    "auth.users": 16,
+    "auth.roles": 17,
+    "auth.meta": 18,
     # dkv.idempotency (high bytes: other tables may take the next ones).
     "idem.records": 32,
     "idem.expiry": 33,

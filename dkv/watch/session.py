@@ -16,6 +16,10 @@ etcd's rules kept here:
   after the current revision; a negative one is a start before every
   revision (the whole history, or cancelled as compacted), as in etcd. The created answer carries the current
   revision, and comes before any event of the watcher.
+- a create the caller may not read (auth enabled, no READ over the range)
+  answers ``created`` and ``canceled`` with watch_id -1 and the reason
+  etcd gives (``rpc error: code = PermissionDenied desc = etcdserver:
+  permission denied``).
 - cancel: answers ``canceled`` for a known id, nothing for an unknown one.
 - progress_request: answers ``watch_id`` -1 with the revision every watcher
   of the stream has been given all events up to.
@@ -61,8 +65,12 @@ class WatchSession:
         wake: Callable[[], None],
         *,
         max_response_bytes: int = 1572864,
+        refusal: Callable[[bytes, bytes], str | None] = lambda key, range_end: None,
     ) -> None:
+        """refusal(key, range_end): why a create for that range is refused
+        (the caller's permissions, ``dkv.auth``), or None to allow it."""
         self._hub = hub
+        self._refusal = refusal
         self._fill_header = fill_header
         self._wake = wake
         self._max_response_bytes = max_response_bytes
@@ -218,6 +226,10 @@ class WatchSession:
             return
         if range_end and range_end != b"\x00" and key >= range_end:
             self._refuse(EMPTY_RANGE)
+            return
+        reason = self._refusal(key, range_end)
+        if reason is not None:
+            self._refuse(reason)
             return
         watch_id = create.watch_id if create.watch_id != 0 else self._free_id()
         created = self._response(self._hub.revision, watch_id)
