@@ -148,6 +148,9 @@ class NodeConfig:
     watch_progress_interval: float = 600.0
     #: (mode, retention): "periodic" and seconds, or "revision" and revisions; 0 is off.
     auto_compaction: tuple[str, float] = ("periodic", 0.0)
+    #: A plain HTTP port serving /metrics and the probes apart (etcd's
+    #: --listen-metrics-urls); None: only on the REST port.
+    metrics_port: int | None = None
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(h|m|s)?$")

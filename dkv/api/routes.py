@@ -12,6 +12,7 @@ its handler.
     DELETE /v0/members/{id}
     POST   /v0/leader/transfer            [{"to": id}]               -> {"leader_id"}
     GET    /v0/watch?key=b64[&prefix=true][&start_revision=N]        -> text/event-stream
+    GET    /metrics, /health, /livez, /readyz (and HEAD)             -> see dkv.api.probes
 
 The Klein app (``dkv.api.rest``) is generated from ``ROUTES``; the front
 door (``dkv.api.front_door``) calls the handlers of the routes marked
@@ -30,7 +31,7 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from dkv.api import b64, etcd_gateway, watch_gateway, watch_sse
+from dkv.api import b64, etcd_gateway, probes, watch_gateway, watch_sse
 from dkv.api.http_common import Call
 from dkv.errors import InvalidArgument
 from dkv.node import Node
@@ -164,6 +165,15 @@ def transfer_leader(node: Node, call: Call) -> Any:
     return node.transfer_leader(to)
 
 
+#: The operator's routes (``dkv.api.probes``), also served alone on
+#: ``--metrics-port``: fast, GET and HEAD, no body read.
+OPERATIONS_ROUTES: tuple[Route, ...] = (
+    Route("metrics", ("GET", "HEAD"), "/metrics", probes.metrics, fast=True),
+    Route("health", ("GET", "HEAD"), "/health", probes.health, fast=True),
+    Route("livez", ("GET", "HEAD"), "/livez", probes.livez, fast=True),
+    Route("readyz", ("GET", "HEAD"), "/readyz", probes.readyz, fast=True),
+)
+
 ROUTES: tuple[Route, ...] = (
     Route("put", ("POST",), "/v0/kv", put, fast=True),
     Route("get", ("GET",), f"/v0/kv/key/<{REST_OF_PATH}:b64key>", get, fast=True),
@@ -186,7 +196,7 @@ ROUTES: tuple[Route, ...] = (
     Route("etcd_watch", ("POST",), "/v3/watch", watch_gateway.watch),
     Route("watch", ("GET",), "/v0/watch", watch_sse.watch),
     Route("etcd_version", ("GET",), "/version", etcd_gateway.version),
-    Route("etcd_health", ("GET",), "/health", etcd_gateway.health),
+    *OPERATIONS_ROUTES,
 )  # fmt: skip
 
 
