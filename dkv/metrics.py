@@ -17,7 +17,7 @@ Three kinds of instruments, by how often they move:
   pushed on every change.
 - **Per request** (``RequestMeter``): a handled-request counter and a
   latency histogram for the REST port and the gRPC server. These sit on
-  the write path, so they are plain integers in dicts (well under a µs a
+  the write path, so they are plain integers in dicts (about a µs a
   request), folded into metric families at scrape time. They are touched
   on the reactor thread only.
 - **Rare events with a duration** (disk commits, peer round trips):

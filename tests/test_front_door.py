@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from dkv.config import Limits
 from dkv.errors import InvalidArgument, KeyNotFound
+from dkv.metrics import NodeMetrics
 from tests.stream_route import CONTENT_TYPE, FAST_STREAM_PATH, STREAM_PATH, Streams, dechunk
 
 MAX_BODY = 1024
@@ -58,6 +59,8 @@ class FakeNode:
     calls: list[tuple[str, bytes]] = attrs.Factory(list)
     #: Results of held answers that were cancelled.
     cancelled: list[Any] = attrs.Factory(list)
+    #: Where the front door counts requests (``dkv.metrics``).
+    metrics: NodeMetrics = attrs.Factory(NodeMetrics)
 
     def _answer(self, result: Any) -> Deferred[Any]:
         if not self.hold:

@@ -182,7 +182,8 @@ class _Exchange:
     started_at = 0.0
     #: The fast route that serves it (None: Klein, or not routed).
     route: Route | None = None
-    #: The status of a streamed answer, known when its head went out.
+    #: The answer's status, when the front door wrote it (or a streamed
+    #: answer's, known when its head went out); 0: read from the answer.
     status = 0
 
     def __init__(self) -> None:
@@ -702,7 +703,7 @@ class FrontDoor(Protocol):
         Klein-rendered requests alike."""
         status = ex.status or _status_of(ex.answer or b"")
         seconds = self._clock.seconds() - ex.started_at if ex.started_at else 0.0
-        self._meter.answered(ex.route, ex.method, ex.url.partition(b"?")[0], status, seconds)
+        self._meter.answered(ex.route, ex.method, ex.url, status, seconds)
 
     def _answer_ok(self, ex: _Exchange, body: Any) -> None:
         if isinstance(body, RawAnswer):
@@ -735,6 +736,7 @@ class FrontDoor(Protocol):
     def _json_answer(self, ex: _Exchange, status: int, body: bytes, content_type: bytes = _JSON) -> bytes:
         """The answer twisted.web writes for a Klein route's JSON (same
         headers in the same order), or another complete body."""
+        ex.status = status
         head = self._factory.answer_head(ex.version, status, ex.close_header, content_type)
         return b"%s%d\r\n\r\n%s" % (head, len(body), b"" if ex.method == b"HEAD" else body)
 

@@ -52,10 +52,11 @@ class HttpMeter:
             url_map.add(Rule(route.pattern, endpoint=route.name, methods=list(route.methods)))
         self._matcher = url_map.bind("localhost")
 
-    def answered(self, route: Route | None, method: bytes, path: bytes, status: int, seconds: float) -> None:
+    def answered(self, route: Route | None, method: bytes, target: bytes, status: int, seconds: float) -> None:
         """A request was answered with status after seconds; route is the
-        fast route that served it, or None (then path and method tell)."""
-        key = self._keys.get(route.name) if route is not None else self._match(method, path)
+        fast route that served it, or None (then method and the request
+        target's path tell)."""
+        key = self._keys.get(route.name) if route is not None else self._match(method, target.partition(b"?")[0])
         self._meter.observe(key or self._unknown, _CODES.get(status) or str(status), seconds)
 
     def _match(self, method: bytes, path: bytes) -> tuple[str, str]:
