@@ -812,6 +812,21 @@ def test_requests_pipelined_around_a_stream_are_answered_in_order(stack: str) ->
     ]
 
 
+@pytest.mark.parametrize("stack", ["front door", "front door via klein"])
+@pytest.mark.parametrize("later", [b"", b"&later=5"])
+def test_a_stream_is_counted_once_with_its_status_when_it_ends(stack: str, later: bytes) -> None:
+    c = stream_conn(stack)
+    c.get(b"?n=10&every=1" + later)
+    c.clock.advance(3)
+    meter = c.node.metrics.http
+    route = "test_fast_stream" if stack == "front door" else "test_stream"
+    assert meter.count(("other", route), "200") == 0  # not answered yet, or still streaming
+    for _ in range(20):
+        c.clock.advance(1)
+    assert c.value().endswith(LAST_CHUNK)
+    assert meter.count(("other", route), "200") == 1
+
+
 @streaming
 def test_stream_that_ends_at_once_lets_the_next_request_run(stack: str) -> None:
     c = stream_conn(stack)

@@ -279,6 +279,8 @@ class _Relay(_Outflow):
 
     def write(self, data: bytes) -> None:
         if data:
+            if not self._ex.status:  # the first bytes are twisted.web's head
+                self._ex.status = _status_of(data)
             self._emit(data)
 
     def finish(self) -> None:
@@ -616,7 +618,8 @@ class FrontDoor(Protocol):
                         if self._closing:
                             break
                         held = stream.go_live()
-                        ex.status = _status_of(held)
+                        if not ex.status:
+                            ex.status = _status_of(held)
                         out.append(held)
                         self.transport.write(b"".join(out))
                         out, size, wrote = [], 0, True
