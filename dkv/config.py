@@ -152,6 +152,9 @@ class NodeConfig:
     auto_compaction: tuple[str, float] = ("periodic", 0.0)
     #: "text" or "json" (``--log-format``; ``dkv.logs.log_observer``).
     log_format: str = "text"
+    #: A plain HTTP port serving /metrics and the probes apart (etcd's
+    #: --listen-metrics-urls); None: only on the REST port.
+    metrics_port: int | None = None
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(h|m|s)?$")

@@ -35,8 +35,10 @@ class GrpcServerService(Service):
         max_message_bytes: int,
         on_start: Callable[[], None] = lambda: None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        interceptors: Sequence[aio.ServerInterceptor] = (),
     ) -> None:
         self.host = host
+        self._interceptors = list(interceptors)
         self.port = port
         self._registrations = registrations
         self._max_message_bytes = max_message_bytes
@@ -50,6 +52,7 @@ class GrpcServerService(Service):
         super().startService()
 
         self.server = aio.server(
+            interceptors=self._interceptors or None,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max(self._max_message_bytes, MAX_MESSAGE_BYTES)),

@@ -23,6 +23,7 @@ from dkv.commands import Idempotency, WriteRequest, encode, encode_delete, encod
 from dkv.config import ConfigError, Limits, host_port, parse_address
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound, NoLeader, TooLarge
 from dkv.ids import cluster_number, member_id
+from dkv.metrics import NodeMetrics
 from dkv.mvcc import check_delete_range, check_put, check_range, check_txn
 from dkv.mvcc.errors import EtcdError, RequestTooLarge
 from dkv.node_leases import NodeLeases
@@ -69,6 +70,9 @@ class Node:
     auth: NodeAuth = attrs.field(
         default=attrs.Factory(lambda self: NodeAuth(self.replication, self.limits.auth_token_ttl), takes_self=True)
     )
+    #: This node's metrics (``dkv.metrics``): the API layers count requests
+    #: in it, ``GET /metrics`` renders it.
+    metrics: NodeMetrics = attrs.field(factory=NodeMetrics)
 
     #: The client's idempotency key for the writes of this request (see
     #: ``keyed``); None: writes are not remembered.

@@ -7,6 +7,7 @@
       GrpcServerService            the RPC port: dkv.v0 KV and Cluster, the peer protocol
       AutoPromote                  (--auto-promote) asks to become a voter
       TCPServer                    the REST port: the front door
+      TCPServer                    (--metrics-port) /metrics and the probes, apart
       SystemdNotify                tells systemd READY / STATUS / WATCHDOG / STOPPING
                                    ($NOTIFY_SOCKET; a no-op without it)
 
@@ -38,12 +39,16 @@ from twisted.python.failure import Failure
 from dkv.aio import deferred_from
 from dkv.api import etcd_grpc, grpc_cluster, grpc_kv
 from dkv.api.front_door import FrontDoorSettings, front_door
+from dkv.api.routes import OPERATIONS_ROUTES
 from dkv.auto_compaction import AutoCompaction, AutoCompactor
 from dkv.config import NodeConfig, host_port
 from dkv.errors import StartupError
+from dkv.grpc_metrics import MetricsInterceptor
 from dkv.grpc_server import GrpcServerService
 from dkv.logs import logger, set_level
+from dkv.metrics import NodeMetrics
 from dkv.node import Node
+from dkv.node_metrics import node_state
 from dkv.raft.membership import Member, Membership
 from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import NodeStore, PersistentState, StorageError
@@ -66,7 +71,8 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         from twisted.internet import reactor  # installed by dkv.tap before this module was imported
     c = config
     tree = NodeService(c)
-    store = StoreService(lambda: _open_store(c, reactor), lambda s: _prepare(c, s, tree))
+    metrics = NodeMetrics()
+    store = StoreService(lambda: _open_store(c, reactor, metrics), lambda s: _prepare(c, s, tree))
     store.setServiceParent(tree)
     first_election_ticks = None
     if c.cluster is not None and c.cluster.first == c.node_id:
@@ -79,6 +85,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         cluster_id=lambda: replication.cluster_id,
         on_receive=lambda msgs: replication.receive(msgs),
         on_unreachable=lambda peer: replication.unreachable(peer),
+        on_round_trip=lambda peer, seconds: metrics.peer_rtt.labels(peer).observe(seconds),
     )
     replication = ReplicationService(
         node_id=c.node_id,
@@ -110,7 +117,8 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
     )
     replication.setServiceParent(tree)
     cluster_client = ClusterClient(c.request_timeout)
-    tree.node = node = Node(replication, store, c.limits, cluster_client, transport.address_of)
+    tree.node = node = Node(replication, store, c.limits, cluster_client, transport.address_of, metrics=metrics)
+    metrics.read_state = lambda: node_state(node, transport)
 
     async def stop_peers() -> None:
         await transport.stop()
@@ -128,6 +136,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         max_message_bytes=c.limits.max_body_bytes + 64 * 1024,
         on_start=transport.start,
         on_stop=stop_peers,
+        interceptors=[MetricsInterceptor(metrics)],
     )
     grpc_server.setServiceParent(tree)
     if c.auto_promote:
@@ -137,6 +146,10 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         max_connections=c.max_connections, idle_timeout=c.idle_timeout, read_timeout=c.read_timeout
     )
     internet.TCPServer(c.rest_port, front_door(node, reactor, settings), interface=c.listen_host).setServiceParent(tree)
+    if c.metrics_port is not None:
+        internet.TCPServer(
+            c.metrics_port, front_door(node, reactor, settings, OPERATIONS_ROUTES), interface=c.listen_host
+        ).setServiceParent(tree)
     # Last, so it starts when everything else has (and stops first).
     SystemdNotify(
         notifier_from_env(),
@@ -178,11 +191,14 @@ class NodeService(MultiService):
         set_level(c.log_level)
         check_port_free(c.listen_host, c.rpc_port, "rpc")
         check_port_free(c.listen_host, c.rest_port, "rest")
+        if c.metrics_port is not None:
+            check_port_free(c.listen_host, c.metrics_port, "metrics")
         try:
             super().privilegedStartService()
         except CannotListenError as e:
             self._store().close_now()
-            raise StartupError(f"cannot listen on rest port {e.interface}:{e.port}: {e.socketError}") from None
+            what = "metrics" if e.port == c.metrics_port else "rest"
+            raise StartupError(f"cannot listen on {what} port {e.interface}:{e.port}: {e.socketError}") from None
         except BaseException:
             self._store().close_now()
             raise
@@ -215,11 +231,13 @@ def check_port_free(host: str, port: int, what: str) -> None:
             raise StartupError(f"cannot listen on {what} port {host}:{port}: {e.strerror}") from None
 
 
-def _open_store(c: NodeConfig, reactor: Any) -> NodeStore:
+def _open_store(c: NodeConfig, reactor: Any, metrics: NodeMetrics) -> NodeStore:
     try:
-        return LmdbStore.open(c.db_path, reactor)
+        store = LmdbStore.open(c.db_path, reactor)
     except StorageError as e:
         raise StartupError(str(e)) from None
+    store.on_commit = metrics.observe_commit
+    return store
 
 
 def _prepare(c: NodeConfig, store: NodeStore, tree: NodeService) -> PersistentState:

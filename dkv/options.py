@@ -94,6 +94,13 @@ class Options(usage.Options):
         ],
         ["rpc-port", None, 7070, "Port for gRPC: the KV API and the peer protocol.", _port],
         ["rest-port", None, 7071, "Port for the REST API.", _port],
+        [
+            "metrics-port",
+            None,
+            None,
+            "Also serve /metrics, /health, /livez and /readyz on this plain HTTP port (on --listen-host).",
+            _port,
+        ],
         ["db-path", None, None, "LMDB file for this node's data, e.g. a.db."],
         ["listen-host", None, "127.0.0.1", "Address the RPC and REST ports listen on."],
         ["log-level", None, "info", "debug, info, warn, error or critical."],
@@ -239,6 +246,9 @@ class Options(usage.Options):
             raise ConfigError("give either --cluster (a new cluster) or --join (an existing one), not both")
         if self["rpc-port"] == self["rest-port"]:
             raise ConfigError(f"rpc port and rest port are both {self['rpc-port']}")
+        if self["metrics-port"] in (self["rpc-port"], self["rest-port"]):
+            which = "rpc" if self["metrics-port"] == self["rpc-port"] else "rest"
+            raise ConfigError(f"metrics port and {which} port are both {self['metrics-port']}")
         if self["heartbeat-ticks"] >= self["election-ticks"]:
             raise ConfigError("heartbeat ticks must be fewer than election ticks")
         return NodeConfig(
@@ -276,4 +286,5 @@ class Options(usage.Options):
             read_timeout=self["read-timeout"],
             watch_progress_interval=self["watch-progress-notify-interval"],
             log_format=log_format,
+            metrics_port=self["metrics-port"],
         )

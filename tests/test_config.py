@@ -73,7 +73,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "join": "", "max-inflight": "8", "max-connections": "50", "idle-timeout": "2.5", "read-timeout": "1.5",
         "max-txn-ops": "7", "auto-compaction-mode": "revision", "auto-compaction-retention": "1000",
         "idempotency-window": "0",
-        "watch-progress-notify-interval": "2.5",
+        "watch-progress-notify-interval": "2.5", "metrics-port": "7172",
         "log-format": "json",
         "auth-token-ttl": "60.0",
     }
@@ -94,6 +94,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].auto_compaction == ("revision", 1000.0)
     assert o["config"].watch_progress_interval == 2.5
     assert o["config"].log_format == "json"
+    assert o["config"].metrics_port == 7172
 
 
 @pytest.mark.parametrize(
@@ -132,6 +133,9 @@ def test_bad_auto_compaction_is_refused(mode: str, retention: str, message: str)
         (["--node-id", "a b", "--cluster", CLUSTER], "node id"),
         (["--node-id", "a", "--cluster", CLUSTER, "--rpc-port", "7071", "--rest-port", "7071"], "both 7071"),
         (["--node-id", "a", "--cluster", CLUSTER, "--join", "127.0.0.1:7070"], "not both"),
+        (["--node-id", "a", "--cluster", CLUSTER, "--metrics-port", "7071"], "metrics port and rest port"),
+        (["--node-id", "a", "--cluster", CLUSTER, "--metrics-port", "7070"], "metrics port and rpc port"),
+        (["--node-id", "a", "--cluster", CLUSTER, "--metrics-port", "0"], "1 to 65535"),
         (["--node-id", "d", "--join", "127.0.0.1"], "expected HOST:PORT"),
         (["--node-id", "d", "--join", "127.0.0.1:7070", "--listen-host", "0.0.0.0"], "advertise-host"),
     ],
@@ -195,3 +199,9 @@ def test_idempotency_window(tmp_path) -> None:
     for bad in ("-1", "soon", "inf"):
         with pytest.raises(usage.UsageError):
             parse([*base, "--idempotency-window", bad])
+
+
+def test_metrics_port(tmp_path) -> None:
+    base = ["--node-id", "a", "--cluster", CLUSTER, "--db-path", str(tmp_path / "a.db")]
+    assert parse(base)["config"].metrics_port is None
+    assert parse([*base, "--metrics-port", "9100"])["config"].metrics_port == 9100

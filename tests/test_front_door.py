@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from dkv.config import Limits
 from dkv.errors import InvalidArgument, KeyNotFound
+from dkv.metrics import NodeMetrics
 from tests.stream_route import CONTENT_TYPE, FAST_STREAM_PATH, STREAM_PATH, Streams, dechunk
 
 MAX_BODY = 1024
@@ -58,6 +59,8 @@ class FakeNode:
     calls: list[tuple[str, bytes]] = attrs.Factory(list)
     #: Results of held answers that were cancelled.
     cancelled: list[Any] = attrs.Factory(list)
+    #: Where the front door counts requests (``dkv.metrics``).
+    metrics: NodeMetrics = attrs.Factory(NodeMetrics)
 
     def _answer(self, result: Any) -> Deferred[Any]:
         if not self.hold:
@@ -807,6 +810,21 @@ def test_requests_pipelined_around_a_stream_are_answered_in_order(stack: str) ->
         (200, b'{"id":"a","role":"leader"}'),
         (404, replies[0].body),
     ]
+
+
+@pytest.mark.parametrize("stack", ["front door", "front door via klein"])
+@pytest.mark.parametrize("later", [b"", b"&later=5"])
+def test_a_stream_is_counted_once_with_its_status_when_it_ends(stack: str, later: bytes) -> None:
+    c = stream_conn(stack)
+    c.get(b"?n=10&every=1" + later)
+    c.clock.advance(3)
+    meter = c.node.metrics.http
+    route = "test_fast_stream" if stack == "front door" else "test_stream"
+    assert meter.count(("other", route), "200") == 0  # not answered yet, or still streaming
+    for _ in range(20):
+        c.clock.advance(1)
+    assert c.value().endswith(LAST_CHUNK)
+    assert meter.count(("other", route), "200") == 1
 
 
 @streaming

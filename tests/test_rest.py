@@ -29,6 +29,7 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from dkv.config import Limits
+from dkv.metrics import NodeMetrics
 from tests.api_stacks import start_leaderless_stack, start_stuck_leader_stack
 from tests.conftest import REST_STACKS, Stack, rest_factory, start_stack, wait_for
 from tests.stream_route import STREAM_PATH, Streams, dechunk
@@ -743,6 +744,7 @@ class FailingNode:
     """A node whose every call fails with an unexpected exception."""
 
     limits: Limits = Limits()
+    metrics = NodeMetrics()
 
     def put(self, key: bytes, value: bytes) -> defer.Deferred[None]:
         return defer.fail(RuntimeError("boom"))

@@ -7,7 +7,7 @@ the response message as the gateway does (``dkv.api.etcd_json``), and a
 failure as ``{"error", "message", "code"}`` with grpc-gateway's HTTP status.
 Each path calls ``dkv.api.etcd_v3``'s function for its RPC, the same one the
 gRPC service calls. ``routes.ROUTES`` declares the paths; ``GET /version``
-and ``GET /health`` answer as etcd's do.
+answers as etcd's does (``GET /health``: ``dkv.api.probes``).
 
 ``/v3/lease/keepalive`` answers its one ``{"result": ...}`` line, as the
 gateway does for that streaming RPC. ``/v3/maintenance/snapshot`` streams the
@@ -199,10 +199,3 @@ def version(node: Node, request: Call) -> RawAnswer:
     it. dkv speaks etcd's 3.4 API."""
     return RawAnswer(200, b'{"etcdserver":"%s","etcdcluster":"3.4.0"}' % ETCD_API_VERSION.encode())
 
-
-def health(node: Node, request: Call) -> RawAnswer:
-    """etcd's ``GET /health``: true while this node knows a leader."""
-    raft = node.replication.raft
-    if raft is not None and node.replication.running and raft.leader is not None:
-        return RawAnswer(200, b'{"health":"true"}')
-    return RawAnswer(503, b'{"health":"false"}')

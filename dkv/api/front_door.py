@@ -52,6 +52,11 @@ Bounds, so that one connection cannot make the node buffer without limit:
 - the factory refuses connections beyond ``max_connections`` (logged once
   per burst).
 
+Every answered request is counted once in the node's request metrics
+(``dkv.api.http_metrics``), when its answer's last byte is handed to the
+transport: a few dict operations, for fast and Klein-rendered requests
+alike.
+
 The protocol only writes to its transport, pauses and resumes it, and
 registers itself as its producer, so it works as well behind Twisted's TLS.
 
@@ -99,6 +104,7 @@ from dkv.api.http_common import (
     log_rejection,
     wants_close,
 )
+from dkv.api.http_metrics import HttpMeter
 from dkv.api.rest import RestApi
 from dkv.api.routes import ROUTES, Call, FastRoutes, Route
 from dkv.errors import DkvError, HeadersTooLarge, InvalidArgument, RequestTimeout, TooLarge
@@ -109,6 +115,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: connection, expect, content-type, idempotency-key, authorization); others are only passed on.
 _NOTED_LENGTHS = frozenset({14, 10, 6, 12, 15, 13})
 _EMPTY = b"{}"
+_JSON = b"application/json"
 #: Answers are handed to the transport in pieces of about this size, so that
 #: its producer callback can stop further requests from starting.
 _WRITE_CHUNK = 64 * 1024
@@ -173,6 +180,13 @@ class _Exchange:
     idempotency_key: bytes | None = None
     #: The first ``Authorization`` header, raw.
     authorization: bytes | None = None
+    #: When its first byte arrived (clock seconds), for the request metrics.
+    started_at = 0.0
+    #: The fast route that serves it (None: Klein, or not routed).
+    route: Route | None = None
+    #: The answer's status, when the front door wrote it (or a streamed
+    #: answer's, known when its head went out); 0: read from the answer.
+    status = 0
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -267,6 +281,8 @@ class _Relay(_Outflow):
 
     def write(self, data: bytes) -> None:
         if data:
+            if not self._ex.status:  # the first bytes are twisted.web's head
+                self._ex.status = _status_of(data)
             self._emit(data)
 
     def finish(self) -> None:
@@ -304,6 +320,7 @@ class FrontDoor(Protocol):
         self._max_body = factory.node.limits.max_body_bytes
         self._max_head = settings.max_head_bytes
         self._fast_routes = factory.fast_routes
+        self._meter = factory.meter
         self._parser = HttpRequestParser(self)
         self._exchanges: deque[_Exchange] = deque()
         #: The streaming answer being written (at the head of the queue).
@@ -428,7 +445,7 @@ class FrontDoor(Protocol):
         self._exchanges.append(ex)
         self._in_head = True
         self._head_spill = 0
-        self._request_started = self._clock.seconds()
+        ex.started_at = self._request_started = self._clock.seconds()
 
     def on_url(self, url: bytes) -> None:
         ex = self._current
@@ -548,6 +565,7 @@ class FrontDoor(Protocol):
         self._current = None
         if ex is None or ex.answer is not None:
             ex = _Exchange()
+            ex.started_at = self._clock.seconds()
             self._exchanges.append(ex)
         ex.complete = ex.discard = ex.started = ex.close = True
         ex.expect_continue = False
@@ -604,7 +622,10 @@ class FrontDoor(Protocol):
                         # wrote so far) goes out, then it writes through.
                         if self._closing:
                             break
-                        out.append(stream.go_live())
+                        held = stream.go_live()
+                        if not ex.status:
+                            ex.status = _status_of(held)
+                        out.append(held)
                         self.transport.write(b"".join(out))
                         out, size, wrote = [], 0, True
                         self._stream = stream
@@ -618,6 +639,7 @@ class FrontDoor(Protocol):
             exchanges.popleft()
             out.append(ex.answer)
             size += len(ex.answer)
+            self._answered(ex)
             if ex.close:
                 if ex.complete:
                     close = True
@@ -647,6 +669,7 @@ class FrontDoor(Protocol):
                 self._render(ex)
                 return
             route, params = hit
+            ex.route = route
             args = parse_qs(query, 1) if query else {}
             call = Call(ex.body, args, params, ex.idempotency_key, authorization=ex.authorization)
             result = call_handler(route.handler, self._node, call)
@@ -683,9 +706,17 @@ class FrontDoor(Protocol):
 
     # -- answers ---------------------------------------------------------------------
 
+    def _answered(self, ex: _Exchange) -> None:
+        """ex's answer is written (its last byte handed to the transport):
+        count it in the request metrics, the one place that sees fast and
+        Klein-rendered requests alike."""
+        status = ex.status or _status_of(ex.answer or b"")
+        seconds = self._clock.seconds() - ex.started_at if ex.started_at else 0.0
+        self._meter.answered(ex.route, ex.method, ex.url, status, seconds)
+
     def _answer_ok(self, ex: _Exchange, body: Any) -> None:
         if isinstance(body, RawAnswer):
-            ex.answer = self._json_answer(ex, body.status, body.body)
+            ex.answer = self._json_answer(ex, body.status, body.body, body.content_type)
             return
         if isinstance(body, StreamAnswer):
             self._answer_stream(ex, body)
@@ -711,10 +742,11 @@ class FrontDoor(Protocol):
         log.failure("internal error answering {uri}", failure, uri=ex.url.decode("latin-1")[:200])
         ex.answer = self._json_answer(ex, 500, encode_json(error_body(DkvError())))
 
-    def _json_answer(self, ex: _Exchange, status: int, body: bytes) -> bytes:
+    def _json_answer(self, ex: _Exchange, status: int, body: bytes, content_type: bytes = _JSON) -> bytes:
         """The answer twisted.web writes for a Klein route's JSON (same
-        headers in the same order)."""
-        head = self._factory.answer_head(ex.version, status, ex.close_header)
+        headers in the same order), or another complete body."""
+        ex.status = status
+        head = self._factory.answer_head(ex.version, status, ex.close_header, content_type)
         return b"%s%d\r\n\r\n%s" % (head, len(body), b"" if ex.method == b"HEAD" else body)
 
     def _render(self, ex: _Exchange) -> None:
@@ -871,9 +903,16 @@ class FrontDoorFactory(Factory):
     noisy = False
 
     def __init__(
-        self, node: Node, site: Site, settings: FrontDoorSettings, clock: IReactorTime, fast_routes: FastRoutes
+        self,
+        node: Node,
+        site: Site,
+        settings: FrontDoorSettings,
+        clock: IReactorTime,
+        fast_routes: FastRoutes,
+        meter: HttpMeter,
     ) -> None:
         self.node = node
+        self.meter = meter
         self.site = site
         self.fast_routes = fast_routes
         self.settings = settings
@@ -881,7 +920,7 @@ class FrontDoorFactory(Factory):
         self.connections: set[FrontDoor] = set()
         self._refused = 0
         self._date_second = -1
-        self._heads: dict[tuple[bytes, int, bool], bytes] = {}
+        self._heads: dict[tuple[bytes, int, bool, bytes], bytes] = {}
 
     def buildProtocol(self, addr: Any) -> FrontDoor | None:  # noqa: N802 - Twisted name
         limit = self.settings.max_connections
@@ -899,7 +938,7 @@ class FrontDoorFactory(Factory):
             self._refused = 0
         return FrontDoor(self)
 
-    def answer_head(self, version: bytes, status: int, close: bool) -> bytes:
+    def answer_head(self, version: bytes, status: int, close: bool, content_type: bytes = b"application/json") -> bytes:
         """A JSON answer's status line and headers as twisted.web writes
         them, up to the value of Content-Length (made once a second: the
         Date changes)."""
@@ -907,11 +946,11 @@ class FrontDoorFactory(Factory):
         if now != self._date_second:
             self._date_second = now
             self._heads.clear()
-        key = (version, status, close)
+        key = (version, status, close, content_type)
         head = self._heads.get(key)
         if head is None:
             head = self._heads[key] = (
-                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\nContent-Type: application/json\r\nContent-Length: "
+                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: "
                 % (
                     version,
                     status,
@@ -919,6 +958,7 @@ class FrontDoorFactory(Factory):
                     b"Connection: close\r\n" if close else b"",
                     server_version,
                     datetimeToString(now),
+                    content_type,
                 )
             )
         return head
@@ -959,4 +999,13 @@ def front_door(
     """The REST port's factory for node: the front door, with the Klein app
     of ``dkv.api.rest`` for the routes it does not serve itself (of
     ``routes``: tests extend the table)."""
-    return FrontDoorFactory(node, RestApi(node, routes).site(), settings, clock, FastRoutes(routes))
+    return FrontDoorFactory(
+        node, RestApi(node, routes).site(), settings, clock, FastRoutes(routes), HttpMeter(node.metrics.http, routes)
+    )
+
+
+def _status_of(answer: bytes) -> int:
+    """The status of an answer's status line (``HTTP/1.1 200 OK``); 0 if
+    it has none."""
+    code = answer[9:12]
+    return int(code) if answer.startswith(b"HTTP/") and code.isdigit() else 0

@@ -113,10 +113,12 @@ def auth_token(header: bytes) -> str:
 @attrs.frozen
 class RawAnswer:
     """A handler's answer that is not dkv's JSON: a status and an encoded
-    JSON body as they are (etcd's gateway answers, errors included)."""
+    body as they are (etcd's gateway answers, errors included; JSON unless
+    ``content_type`` says otherwise, e.g. ``GET /metrics``)."""
 
     status: int
     body: bytes
+    content_type: bytes = b"application/json"
 
 
 class StreamSink(Protocol):

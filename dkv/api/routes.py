@@ -13,6 +13,7 @@ its handler.
     POST   /v0/leader/transfer            [{"to": id}]               -> {"leader_id"}
     GET    /v0/watch?key=b64[&prefix=true][&start_revision=N]        -> text/event-stream
     GET    /openapi.json                                             -> this table described (dkv.api.openapi)
+    GET    /metrics, /health, /livez, /readyz (and HEAD)             -> see dkv.api.probes
 
 The Klein app (``dkv.api.rest``) is generated from ``ROUTES``; the front
 door (``dkv.api.front_door``) calls the handlers of the routes marked
@@ -31,7 +32,7 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from dkv.api import b64, etcd_gateway, openapi, watch_gateway, watch_sse
+from dkv.api import b64, etcd_gateway, openapi, probes, watch_gateway, watch_sse
 from dkv.api.http_common import Call, RawAnswer
 from dkv.auth.node_auth import v0_error
 from dkv.errors import InvalidArgument
@@ -189,6 +190,14 @@ def openapi_document(node: Node, call: Call) -> RawAnswer:
         _openapi_json.append(openapi.document_bytes(ROUTES))
     return RawAnswer(200, _openapi_json[0])
 
+#: The operator's routes (``dkv.api.probes``), also served alone on
+#: ``--metrics-port``: fast, GET and HEAD, no body read.
+OPERATIONS_ROUTES: tuple[Route, ...] = (
+    Route("metrics", ("GET", "HEAD"), "/metrics", probes.metrics, fast=True),
+    Route("health", ("GET", "HEAD"), "/health", probes.health, fast=True),
+    Route("livez", ("GET", "HEAD"), "/livez", probes.livez, fast=True),
+    Route("readyz", ("GET", "HEAD"), "/readyz", probes.readyz, fast=True),
+)
 
 ROUTES: tuple[Route, ...] = (
     Route("put", ("POST",), "/v0/kv", put, fast=True),
@@ -212,8 +221,8 @@ ROUTES: tuple[Route, ...] = (
     Route("etcd_watch", ("POST",), "/v3/watch", watch_gateway.watch),
     Route("watch", ("GET",), "/v0/watch", watch_sse.watch),
     Route("etcd_version", ("GET",), "/version", etcd_gateway.version),
-    Route("etcd_health", ("GET",), "/health", etcd_gateway.health),
     Route("openapi", ("GET",), "/openapi.json", openapi_document),
+    *OPERATIONS_ROUTES,
 )  # fmt: skip
 
 

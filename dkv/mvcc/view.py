@@ -62,6 +62,10 @@ class MvccView:
         """The revision of the last compaction; -1 if there was none."""
         return self._compacted
 
+    def key_count(self) -> int:
+        """The keys in the store now (a scan of ``mvcc.live``: O(keys))."""
+        return sum(1 for _ in self._tables.scan(LIVE))
+
     def range(self, request: RangeRequest) -> RangeResponse:
         """etcd's Range. ``header.revision`` is the store's revision (also for
         a read at an older ``revision``); ``count`` is the number of keys in
@@ -270,3 +274,16 @@ def _value(kv: KeyValue) -> bytes:
 
 def _main_revision(change: tuple[bytes, bytes]) -> int:
     return parse_revision_key(change[0])[0]
+
+
+def key_count_change(events: Iterable[Event]) -> int:
+    """How applying these events (of the store's writes) changed the number
+    of keys: a put that created a key (version 1) adds one, a delete takes
+    one away (the store emits deletes only for keys that existed)."""
+    change = 0
+    for event in events:
+        if event.type == Event.DELETE:
+            change -= 1
+        elif event.kv.version == 1:
+            change += 1
+    return change

@@ -110,6 +110,16 @@ class RequestTable:
         #: reaches index: read barriers and membership changes.
         self._apply_waiters: list[tuple[int, int, list[Request]]] = []
         self._transfers: list[Request] = []
+        #: Writes that failed for want of the cluster (no leader took them,
+        #: or their outcome stayed unknown) by their deadline (etcd's
+        #: proposals_failed_total).
+        self.failed_writes = 0
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes taken by this node and not yet answered (etcd's
+        proposals_pending)."""
+        return len(self._writes)
 
     # -- names -----------------------------------------------------------------------
 
@@ -282,6 +292,7 @@ class RequestTable:
                 continue
             if req.rid is not None:
                 self._writes.pop(req.rid, None)
+                self.failed_writes += 1
             self.finish(req, failure=req.expired(req))
         if self._retry_writes:
             self._new_writes[:0], self._retry_writes = self._retry_writes, []

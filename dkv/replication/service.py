@@ -52,10 +52,11 @@ from dkv.commands import RequestId, stamp
 from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
 from dkv.logs import logger
 from dkv.mvcc import MvccView
+from dkv.mvcc.view import key_count_change
 from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
-from dkv.raft.messages import Message, Propose, SnapshotMeta
+from dkv.raft.messages import AppendEntries, Message, Propose, SnapshotMeta
 from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
@@ -144,6 +145,17 @@ class ReplicationService(Service):
         self._leading = False
         #: This node's watchers, fed after each apply from the applied state.
         self.watch_hub = WatchHub(clock, self.view, config.watch)
+        # What the metrics read at scrape time (``dkv.metrics.NodeState``):
+        #: times a new leader became known; snapshots taken (log
+        #: compactions) and installed (received from a leader).
+        self.leader_changes = 0
+        self.snapshots_saved = 0
+        self.snapshots_installed = 0
+        #: The highest commit index a leader's append carried to this node.
+        self._leader_commit = 0
+        #: Keys in the applied state: counted once when first asked, then
+        #: moved by each applied event (None: to be counted).
+        self._live_keys: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -259,6 +271,27 @@ class ReplicationService(Service):
         return self.raft.status()
 
     @property
+    def failed(self) -> bool:
+        """The store or an internal check failed: the node serves no more."""
+        return self._failed is not None
+
+    @property
+    def known_commit(self) -> int:
+        """The highest commit index this node knows of: its own, or the
+        leader's as its appends carried it (a follower's own commit index
+        stops at the end of the log it holds)."""
+        own = self.raft.commit_index if self.raft is not None else 0
+        return max(own, self._leader_commit)
+
+    def live_keys(self) -> int:
+        """Keys in the applied state (scans them once, then follows the
+        applied events)."""
+        if self._live_keys is None:
+            with self.view() as state:
+                self._live_keys = state.key_count()
+        return self._live_keys
+
+    @property
     def installing_snapshot(self) -> bool:
         """The core accepted a staged snapshot that is not installed yet:
         the staging area must not be reused until it is."""
@@ -354,7 +387,10 @@ class ReplicationService(Service):
             return
         def step_all() -> None:
             for m in messages:
-                if isinstance(m, Propose) and raft.role is Role.LEADER:
+                if isinstance(m, AppendEntries):
+                    if m.commit > self._leader_commit:
+                        self._leader_commit = m.commit
+                elif isinstance(m, Propose) and raft.role is Role.LEADER:
                     m = attrs.evolve(m, payloads=tuple(self._stamped(m.payloads)))
                 raft.step(m)
 
@@ -414,6 +450,8 @@ class ReplicationService(Service):
                 listener(outcome)
             # Readable now (the overlay holds them): watchers may be given them.
             self.watch_hub.applied(outcome.events)
+            if self._live_keys is not None:
+                self._live_keys += key_count_change(outcome.events)
         self._installing = rd.snapshot
         batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
@@ -433,6 +471,8 @@ class ReplicationService(Service):
         self._transport.send(rd.messages)
         if rd.snapshot is not None:
             log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
+            self.snapshots_installed += 1
+            self._live_keys = None
             self._overlay.clear()
             self._compaction.reset(rd.snapshot.index)
             self._set_applied(rd.snapshot.index)
@@ -533,6 +573,7 @@ class ReplicationService(Service):
         point = self._compaction.point(self.applied, raft.applied_index, raft.log_base)
         if point is not None:
             self._pending_compact = raft.compact(point)
+            self.snapshots_saved += 1
             log.info("compacted the log up to index {index} (applied {applied})", index=point, applied=self.applied)
             self._schedule()
 
@@ -559,6 +600,8 @@ class ReplicationService(Service):
             self._shipper.drop_kept()
             if raft.leader is not None and self.requests.has_transfers:
                 self.requests.transfers_done(raft.leader)
+        if raft.leader is not None and (old is None or old[2] != raft.leader):
+            self.leader_changes += 1  # etcd's rule: a leader, other than the one known before
         if raft.role is Role.LEADER:
             log.info("became leader in term {term}", term=raft.term)
         elif raft.leader is not None:

@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import os
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
@@ -143,6 +144,11 @@ class LmdbStore:
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="dkv-lmdb-writer")
         self._pool.start()
         self._closed = False
+        #: Told (seconds, wrote_log, applied) after each committed write
+        #: batch, on the writer thread: the commit's duration (its fsync),
+        #: whether it wrote log entries or hard state, and whether it
+        #: applied entries to the state (for ``dkv.metrics``).
+        self.on_commit: Callable[[float, bool, bool], None] | None = None
 
     @property
     def _kv(self) -> Any:
@@ -319,7 +325,8 @@ class LmdbStore:
 
     def _write_batch(self, batch: WriteBatch) -> None:
         active = self._active
-        with self._env.begin(write=True) as txn:
+        txn = self._env.begin(write=True)
+        try:
             if batch.install is not None:
                 active = self._install(txn, batch.install)
             self._write_raft(txn, batch.hard_state, batch.entries)
@@ -328,6 +335,18 @@ class LmdbStore:
                 txn.put(b"applied", _index_key(batch.apply.index), db=self._meta)
             if batch.compact is not None:
                 self._compact(txn, batch.compact)
+        except BaseException:
+            txn.abort()
+            raise
+        started = time.perf_counter()
+        txn.commit()
+        observe = self.on_commit
+        if observe is not None:
+            observe(
+                time.perf_counter() - started,
+                bool(batch.entries) or batch.hard_state is not None,
+                batch.apply is not None,
+            )
         self._active = active  # readers switch only once the install committed
 
     def _write_raft(

@@ -9,12 +9,18 @@ to probing), and the link reconnects with capped exponential backoff. A link
 logs once when it goes down and once when it comes back, never per retry.
 
 All of this runs on the asyncio loop that also runs Twisted's reactor.
+
+For the metrics (``dkv.metrics``) the transport counts the bytes of the
+batches it sends to and receives from each peer, and times the round trip
+of a heartbeat to each peer (sent -> its answer received; a heartbeat whose
+answer does not come within a second is forgotten).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,7 +31,7 @@ from grpc import aio
 
 from dkv.logs import logger
 from dkv.pb import raft_pb2, raft_pb2_grpc
-from dkv.raft.messages import Message
+from dkv.raft.messages import Heartbeat, HeartbeatResponse, Message
 from dkv.transport.codec import batch_to_pb, messages_from_batch
 
 #: gRPC channel/server options shared by peers (large appends, keepalive).
@@ -43,6 +49,8 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+#: Seconds after which a heartbeat's answer no longer counts as a round trip.
+RTT_FORGET = 1.0
 #: Messages queued for a peer whose stream does not drain; beyond this the
 #: oldest are dropped (Raft retransmits what matters).
 MAX_QUEUED = 4096
@@ -119,7 +127,10 @@ class _PeerLink:
                 await self.wakeup.wait()
             n = min(len(self.queue), MAX_BATCH)
             batch = [self.queue.popleft() for _ in range(n)]
-            await call.write(batch_to_pb(self.transport.cluster_id(), self.transport.node_id, batch))
+            message = batch_to_pb(self.transport.cluster_id(), self.transport.node_id, batch)
+            sent = self.transport.sent_bytes
+            sent[self.peer_id] = sent.get(self.peer_id, 0) + message.ByteSize()
+            await call.write(message)
 
     def _went_down(self, reason: str) -> None:
         if self.queue or self.connected:
@@ -147,7 +158,9 @@ async def _reason(error: Exception, call: aio.StreamUnaryCall | None) -> str:
     return type(error).__name__
 
 
-async def _parsed(raw: Any, message_type: Any, method: str, context: aio.ServicerContext) -> Any:
+async def _parsed(
+    raw: Any, message_type: Any, method: str, context: aio.ServicerContext, on_size: Callable[[int], None] | None = None
+) -> Any:
     """The messages of a request stream of raw bytes, parsed as message_type.
 
     A message that does not parse ends the call with INVALID_ARGUMENT, logged
@@ -155,6 +168,8 @@ async def _parsed(raw: Any, message_type: Any, method: str, context: aio.Service
     messages before it have been handed on already, as they would have been
     on a stream that broke there."""
     async for data in raw:
+        if on_size is not None:
+            on_size(len(data))
         try:
             yield message_type.FromString(data)
         except DecodeError:
@@ -173,8 +188,9 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         self._transport = transport
 
     async def Stream(self, request_iterator, context):  # noqa: N802 - gRPC name
-        async for batch in _parsed(request_iterator, raft_pb2.Batch, "Stream", context):
-            self._transport._receive(batch)
+        sizes = [0]
+        async for batch in _parsed(request_iterator, raft_pb2.Batch, "Stream", context, sizes.append):
+            self._transport._receive(batch, sizes.pop())
         return raft_pb2.StreamClosed()
 
     async def InstallSnapshot(self, request_iterator, context):  # noqa: N802
@@ -201,7 +217,9 @@ class GrpcTransport:
         on_receive: Callable[[list[Message]], None],
         on_unreachable: Callable[[str], None],
         routes: Mapping[str, str] | None = None,
+        on_round_trip: Callable[[str, float], None] = lambda peer, seconds: None,
     ) -> None:
+        """on_round_trip(peer, seconds): a heartbeat's round trip."""
         self.node_id = node_id
         #: Dial these peers here instead of at their configured address.
         self.routes = dict(routes or {})
@@ -214,6 +232,12 @@ class GrpcTransport:
         #: Takes InstallSnapshot streams (dkv.transport.snapshots.SnapshotReceiver).
         self.snapshot_receiver: Any = None
         self._running = False
+        #: Bytes of Raft batches sent to / received from each peer.
+        self.sent_bytes: dict[str, int] = {}
+        self.received_bytes: dict[str, int] = {}
+        self._on_round_trip = on_round_trip
+        #: peer -> (seq, monotonic send time) of its heartbeat awaiting an answer.
+        self._heartbeats: dict[str, tuple[int, float]] = {}
 
     def register(self, server: aio.Server) -> None:
         """Serve ``dkv.raft.v0.Raft`` on server; requests arrive as raw bytes
@@ -264,6 +288,8 @@ class GrpcTransport:
         by_peer: dict[str, list[Message]] = {}
         for msg in messages:
             by_peer.setdefault(msg.to, []).append(msg)
+            if type(msg) is Heartbeat:
+                self._heartbeat_sent(msg)
         for peer_id, msgs in by_peer.items():
             link = self._links.get(peer_id)
             if link is not None:
@@ -272,7 +298,21 @@ class GrpcTransport:
     def _unreachable(self, peer_id: str) -> None:
         self._on_unreachable(peer_id)
 
-    def _receive(self, batch: raft_pb2.Batch) -> None:
+    def _heartbeat_sent(self, msg: Heartbeat) -> None:
+        now = time.monotonic()
+        waiting = self._heartbeats.get(msg.to)
+        if waiting is None or now - waiting[1] > RTT_FORGET:
+            self._heartbeats[msg.to] = (msg.seq, now)
+
+    def _heartbeat_answered(self, msg: HeartbeatResponse) -> None:
+        waiting = self._heartbeats.get(msg.frm)
+        if waiting is not None and waiting[0] == msg.seq:
+            del self._heartbeats[msg.frm]
+            seconds = time.monotonic() - waiting[1]
+            if seconds <= RTT_FORGET:
+                self._on_round_trip(msg.frm, seconds)
+
+    def _receive(self, batch: raft_pb2.Batch, size: int = 0) -> None:
         sender = getattr(batch, "from")
         if batch.cluster_id != self.cluster_id():
             if sender not in self._foreign_logged:
@@ -284,8 +324,13 @@ class GrpcTransport:
                     ours=self.cluster_id(),
                 )
             return
+        received = self.received_bytes
+        received[sender] = received.get(sender, 0) + size
         msgs = messages_from_batch(
             batch, lambda e: log.warn("undecodable message from {sender}: {e}", sender=sender, e=e)
         )
+        for msg in msgs:
+            if type(msg) is HeartbeatResponse:
+                self._heartbeat_answered(msg)
         if msgs:
             self._on_receive(msgs)
