@@ -310,8 +310,9 @@ _HEALTH = {
     "responses": {"200": _json(_HEALTH_OK, "healthy"), "503": _json(_HEALTH_BAD, "unhealthy, and why")},
 }
 
-#: Paths described that the route table may not hold (yet): served by other
-#: parts of the node (health probes, metrics).
+#: The operator's routes (``routes.OPERATIONS_ROUTES``, ``dkv.api.probes``),
+#: described here so that a table without them (``--metrics-port``'s has only
+#: them) is described alike.
 EXTRA_PATHS: dict[str, dict[str, Any]] = {
     "/health": {"get": {"operationId": "health", **_HEALTH}},
     "/livez": {
@@ -491,8 +492,9 @@ def _operation(route: Route, method: str, schemas: dict[str, Any]) -> dict[str, 
     if route.pattern in _ETCD_STREAMS:
         service, rpc, lines = _ETCD_STREAMS[route.pattern]
         return _etcd_operation(route.pattern, service, rpc, schemas, stream=lines)
-    if route.pattern == "/health":
-        return dict(_HEALTH)
+    if route.pattern in EXTRA_PATHS:  # the operator's routes (dkv.api.probes), GET and HEAD alike
+        described = EXTRA_PATHS[route.pattern]["get"]
+        return {key: value for key, value in described.items() if key != "operationId"}
     described = _V0.get(f"{route.name}.{method}") or _V0[route.name]  # KeyError: an undescribed route
     return dict(described)
 
