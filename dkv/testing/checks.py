@@ -27,6 +27,8 @@
                     the same hash and compact revision on every node: the
                     whole multi-version history is equal, not only the
                     latest values of the workload's keys.
+``removed-stop``    (runs whose nemesis removes members) every removed
+                    node stopped by itself: ``check_removed_stop``.
 ``node-logs``       no node logged that its Raft core failed an internal
                     check, that it could not write its store, a critical
                     error or a traceback; and no node exited by itself.
@@ -42,7 +44,7 @@ import http.client
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -51,6 +53,9 @@ from dkv.testing.history import Op
 from dkv.testing.linearizability import Verdict, check
 from dkv.testing.poll import Timeout, wait_until
 from dkv.testing.rest_client import unb64
+
+if TYPE_CHECKING:
+    from dkv.testing.nemesis import FaultEvent
 
 __all__ = [
     "CheckResult",
@@ -61,9 +66,11 @@ __all__ = [
     "check_hash_kv",
     "check_linearizable",
     "check_no_phantoms",
+    "check_removed_stop",
     "final_checks",
     "hash_kv_result",
     "read_final_state",
+    "render_check",
     "scan_logs",
     "show",
     "wait_applied_equal",
@@ -88,6 +95,19 @@ class CheckResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+#: How a terminal summary marks a check's ``ok``.
+_MARK = {True: "PASS", False: "FAIL", None: "????"}
+
+
+def render_check(c: CheckResult) -> str:
+    """One check as a line of a terminal summary (a violation's detail in
+    full, indented; a long pass cut short)."""
+    detail = c.detail if c.ok is not False else c.detail.replace("\n", "\n        ")
+    if c.ok is True and len(detail) > 120:
+        detail = detail[:117] + "..."
+    return f"  {_MARK[c.ok]} {c.name}: {detail}"
 
 
 def show(value: bytes | None) -> str:
@@ -422,6 +442,17 @@ def scan_logs(
         shown = "; ".join(hits[:3]) + (f"; and {len(hits) - 3} more" if len(hits) > 3 else "")
         results.append(CheckResult(name=name, ok=False, detail=f"known node bug seen again: {shown}"))
     return results
+
+
+def check_removed_stop(events: Sequence[FaultEvent], anomalies: Sequence[str]) -> CheckResult:
+    """``removed-stop``: a node removed from the cluster stops by itself (it
+    learns its removal); ``anomalies`` are the nemesis's findings."""
+    removals = sum(1 for e in events if e.action == "rejoin")
+    if anomalies:
+        return CheckResult(name="removed-stop", ok=False, detail="; ".join(anomalies))
+    return CheckResult(
+        name="removed-stop", ok=True, detail=f"every removed node stopped by itself ({removals} removals)"
+    )
 
 
 def final_checks(

@@ -44,7 +44,7 @@ from dkv.api.b64 import encode as b64_encode
 from dkv.testing.lock_check import Attempt, AttemptOutcome, Hold, HoldEnd
 from dkv.testing.rest_client import http_request
 
-__all__ = ["LockConfig", "LockWorkload"]
+__all__ = ["LockConfig", "LockWorkload", "prefix_end"]
 
 
 @attrs.frozen(kw_only=True)
@@ -64,7 +64,7 @@ class _RequestFailed(Exception):
     """A request got no usable answer (nothing known about its effect)."""
 
 
-def _prefix_end(prefix: bytes) -> bytes:
+def prefix_end(prefix: bytes) -> bytes:
     """etcd's range_end for every key starting with prefix."""
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
@@ -208,7 +208,7 @@ class _LockClient:
                     self.call("/v3/kv/txn", txn)
                     created = True
                 data = self.call(
-                    "/v3/kv/range", {"key": b64_encode(cfg.prefix), "range_end": b64_encode(_prefix_end(cfg.prefix))}
+                    "/v3/kv/range", {"key": b64_encode(cfg.prefix), "range_end": b64_encode(prefix_end(cfg.prefix))}
                 )
             except _RequestFailed:
                 stop.wait(cfg.poll)  # schedule

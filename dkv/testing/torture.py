@@ -10,6 +10,8 @@ nemesis of ``dkv.testing.nemesis`` injects faults, heals everything for the
 last ``--tail`` seconds (the workload goes on), stops the clients, and runs
 the checks of ``dkv.testing.checks`` and ``dkv.testing.applied_once`` (and,
 for the ``txn`` and ``mixed`` workloads, of ``dkv.testing.revisions``).
+``--workload lock`` runs the lock workload instead, with checks and files
+of its own: see ``dkv.testing.lock_torture``.
 Clients retry a write of unknown outcome with its idempotency key, up to
 ``--write-attempts`` attempts (``dkv.testing.retries``). Writes into DIR:
 
@@ -39,7 +41,6 @@ import argparse
 import json
 import random
 import shlex
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -50,17 +51,24 @@ from typing import Any
 import attrs
 
 from dkv.testing.applied_once import applied_once
-from dkv.testing.checks import CheckResult, final_checks
+from dkv.testing.checks import CheckResult, check_removed_stop, final_checks, render_check
 from dkv.testing.cluster import Cluster
+from dkv.testing.code_version import code_version
 from dkv.testing.gateway import COMPACTED
 from dkv.testing.history import Op, op_to_json, write_history
 from dkv.testing.linearizability import Verdict
+from dkv.testing.lock_torture import LockTortureResult, run_lock_torture
 from dkv.testing.nemesis import FAULT_ACTIONS, SCHEDULES, FaultEvent, Nemesis, NemesisConfig
 from dkv.testing.retries import RetryCounts
 from dkv.testing.revisions import check_read_at_revision, check_revision_order
 from dkv.testing.workload import WORKLOADS, Compaction, Request, Workload, WorkloadConfig, history_ops, retry_counts
 
-__all__ = ["TortureConfig", "TortureResult", "main", "run_torture"]
+__all__ = ["TORTURE_WORKLOADS", "TortureConfig", "TortureResult", "main", "run_torture"]
+
+#: ``--workload``: the KV workloads of ``dkv.testing.workload`` (run by
+#: ``run_torture``) and ``lock``, the lock workload of
+#: ``dkv.testing.lock_workload`` (run by ``dkv.testing.lock_torture``).
+TORTURE_WORKLOADS = (*WORKLOADS, "lock")
 
 
 @attrs.frozen(kw_only=True)
@@ -80,8 +88,12 @@ class TortureConfig:
     clients: int = 10
     keys: int = 5
     #: ``kv`` (dkv's /v0), ``txn`` (etcd's gateway: cas, reads at a
-    #: revision, compactions) or ``mixed``: see ``dkv.testing.workload``.
-    workload: str = attrs.field(default="kv", validator=attrs.validators.in_(WORKLOADS))
+    #: revision, compactions) or ``mixed``: see ``dkv.testing.workload``;
+    #: ``lock``: ``dkv.testing.lock_torture`` (only ``clients`` and
+    #: ``lock_ttl`` of the workload's settings apply).
+    workload: str = attrs.field(default="kv", validator=attrs.validators.in_(TORTURE_WORKLOADS))
+    #: The lock workload's lease TTL in seconds.
+    lock_ttl: int = attrs.field(default=2, validator=attrs.validators.ge(1))
     read_ratio: float = 0.5
     delete_ratio: float = 0.0
     serializable_ratio: float = 0.1
@@ -101,6 +113,15 @@ class TortureConfig:
     snapshot_keep: int | None = 200
     nemesis_config: NemesisConfig = NemesisConfig()
 
+    def node_args(self) -> list[str]:
+        """Extra command-line arguments of every node (the snapshot settings)."""
+        args = []
+        if self.snapshot_entries:
+            args += ["--snapshot-entries", str(self.snapshot_entries)]
+        if self.snapshot_keep:
+            args += ["--snapshot-keep-entries", str(self.snapshot_keep)]
+        return args
+
     def command(self) -> str:
         """The command line that repeats this run (as far as timing allows)."""
         args = [
@@ -110,6 +131,8 @@ class TortureConfig:
         ]  # fmt: skip
         if self.workload != _default("workload"):
             args += ["--workload", self.workload]
+        if self.lock_ttl != _default("lock_ttl"):
+            args += ["--lock-ttl", str(self.lock_ttl)]
         for flag, name in (
             *((flag, name) for flag, name, _ in _NUMBER_OPTIONS),
             ("--snapshot-entries", "snapshot_entries"),
@@ -306,12 +329,7 @@ class TortureResult:
                 + f"; {self.snapshots.get('installed', 0)} installed from a leader"
             )
         lines.append("checks:")
-        mark = {True: "PASS", False: "FAIL", None: "????"}
-        for c in self.checks:
-            detail = c.detail if c.ok is not False else c.detail.replace("\n", "\n        ")
-            if c.ok is True and len(detail) > 120:
-                detail = detail[:117] + "..."
-            lines.append(f"  {mark[c.ok]} {c.name}: {detail}")
+        lines += [render_check(c) for c in self.checks]
         for e in self.errors:
             lines.append(f"  FAIL run: {e}")
         lines.append("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
@@ -324,7 +342,10 @@ class TortureResult:
 
 def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: None) -> TortureResult:
     """Run one fault test (see the module docstring) and write its files into
-    ``cfg.out``. Every process started is gone when this returns or raises."""
+    ``cfg.out``. Every process started is gone when this returns or raises.
+    The ``lock`` workload is ``dkv.testing.lock_torture.run_lock_torture``'s."""
+    if cfg.workload not in WORKLOADS:
+        raise ValueError(f"run_torture runs the workloads {WORKLOADS}, not {cfg.workload!r}")
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     ids = [chr(ord("a") + n) for n in range(cfg.nodes)]
@@ -340,7 +361,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         election_ticks=cfg.election_ticks,
         request_timeout=cfg.request_timeout,
         seed=cfg.seed,
-        extra_args=_snapshot_args(cfg),
+        extra_args=cfg.node_args(),
     ) as cluster:
         cluster.start()
         cluster.leader(timeout=30)
@@ -405,7 +426,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
             checks += [check_revision_order(requests), check_read_at_revision(requests)]
         checks.append(_recovered(requests, heal_time))
         if cfg.nemesis in ("membership", "mix"):
-            checks.append(_removed_stop(nemesis))
+            checks.append(check_removed_stop(nemesis.events, nemesis.anomalies))
         seconds["checks"] = time.monotonic() - t1
         events = nemesis.events
         snapshots = {
@@ -428,43 +449,6 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
     )
     write_files(result)
     return result
-
-
-def code_version() -> str:
-    """The git commit of the dkv package being tested, with "+dirty" when
-    files under dkv/ differ from it (other people edit the tree meanwhile);
-    "unknown" outside a git checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "dkv"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
-def _snapshot_args(cfg: TortureConfig) -> list[str]:
-    args = []
-    if cfg.snapshot_entries:
-        args += ["--snapshot-entries", str(cfg.snapshot_entries)]
-    if cfg.snapshot_keep:
-        args += ["--snapshot-keep-entries", str(cfg.snapshot_keep)]
-    return args
-
-
-def _removed_stop(nemesis: Nemesis) -> CheckResult:
-    """A node removed from the cluster stops by itself (it learns its removal)."""
-    removals = sum(1 for e in nemesis.events if e.action == "rejoin")
-    if nemesis.anomalies:
-        return CheckResult(name="removed-stop", ok=False, detail="; ".join(nemesis.anomalies))
-    return CheckResult(
-        name="removed-stop", ok=True, detail=f"every removed node stopped by itself ({removals} removals)"
-    )
 
 
 def _recovered(requests: Sequence[Request], heal_time: float | None) -> CheckResult:
@@ -522,10 +506,18 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
     p.add_argument("--keys", type=int, default=_default("keys"))
     p.add_argument(
         "--workload",
-        choices=WORKLOADS,
+        choices=TORTURE_WORKLOADS,
         default=_default("workload"),
         help="kv: dkv's /v0 reads and writes; txn: etcd's gateway, with compare-and-swap Txns, reads at a "
-        "revision and compactions; mixed: either, at random for each operation",
+        "revision and compactions; mixed: either, at random for each operation; lock: --clients clients take "
+        "turns holding one lease-bound lock (etcd's recipe on the gateway), checked that no two holders "
+        "overlap (--keys, the ratios and --write-attempts do not apply)",
+    )
+    p.add_argument(
+        "--lock-ttl",
+        type=int,
+        default=_default("lock_ttl"),
+        help="lock: the TTL in seconds of each lock client's lease (default %(default)s)",
     )
     for flag, name, text in _NUMBER_OPTIONS:
         p.add_argument(flag, type=float, default=_default(name), help=text)
@@ -567,10 +559,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         p.error("--time must exceed --tail")
     if a.write_attempts < 1:
         p.error("--write-attempts must be at least 1")
+    if a.lock_ttl < 1:
+        p.error("--lock-ttl must be at least 1")
     return TortureConfig(
         out=a.out, nemesis=a.nemesis, time=a.time, tail=a.tail, seed=a.seed, nodes=a.nodes, clients=a.clients,
         keys=a.keys, workload=a.workload, **{name: getattr(a, name) for _, name, _ in _NUMBER_OPTIONS},
-        write_attempts=a.write_attempts,
+        write_attempts=a.write_attempts, lock_ttl=a.lock_ttl,
         snapshot_entries=a.snapshot_entries or None, snapshot_keep=a.snapshot_keep_entries or None,
         nemesis_config=NemesisConfig(fault_seconds=a.fault_seconds, quiet_seconds=a.quiet_seconds),
     )  # fmt: skip
@@ -588,8 +582,11 @@ def _range(text: str) -> tuple[float, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
+    run: Callable[..., TortureResult | LockTortureResult] = (
+        run_lock_torture if cfg.workload == "lock" else run_torture
+    )
     try:
-        result = run_torture(cfg, progress=lambda s: print(f"[torture] {s}", file=sys.stderr, flush=True))
+        result = run(cfg, progress=lambda s: print(f"[torture] {s}", file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         print("[torture] interrupted; every node was stopped", file=sys.stderr)
         return 130
