@@ -122,7 +122,8 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
     replication.setServiceParent(tree)
     cluster_client = ClusterClient(c.request_timeout, tls.peer_channel_credentials)
     tls.on_reload.append(cluster_client.drop_channels)
-    tree.node = node = Node(replication, store, c.limits, cluster_client, transport.address_of)
+    scheme = "https" if tls.enabled else "http"  # the RPC port serves TLS with either side's TLS
+    tree.node = node = Node(replication, store, c.limits, cluster_client, transport.address_of, url_scheme=scheme)
 
     async def stop_peers() -> None:
         await transport.stop()

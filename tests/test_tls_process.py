@@ -10,6 +10,7 @@ reloads the certificates without a restart."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import ssl
@@ -28,6 +29,7 @@ from dkv.testing.cluster import Cluster
 from dkv.testing.etcd_cluster import etcd_env, etcdctl_binary
 from dkv.testing.launcher import child_env
 from dkv.testing.poll import wait_until
+from dkv.testing.rest_client import http_request
 
 pytestmark = pytest.mark.process
 
@@ -91,6 +93,23 @@ async def test_the_client_reads_and_writes_over_https(cluster, certs) -> None:
         await client.close()
 
 
+def test_rest_negotiates_http_1_1_with_clients_offering_alpn(cluster, certs) -> None:
+    """Browsers and curl offer h2 and http/1.1: the port picks http/1.1."""
+    context = certs.ssl_context()
+    assert context is not None
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    node = cluster.nodes["c"]
+    assert http_request(node.rest_port, "GET", "/v0/status", context=context)[0] == 200
+    curl = shutil.which("curl")
+    if curl is not None:
+        done = subprocess.run(
+            [curl, "-sS", "--cacert", str(certs.client_ca_path), "--cert", str(certs.client_pair.cert),
+             "--key", str(certs.client_pair.key), f"https://localhost:{node.rest_port}/v0/status"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0 and json.loads(done.stdout)["id"] == "c", done.stderr
+
+
 def test_rest_refuses_plain_http_and_clients_without_a_certificate(cluster, certs) -> None:
     port = cluster.rest_ports["a"]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -144,8 +163,11 @@ def test_etcdctl_with_cacert_cert_and_key(cluster, certs) -> None:
     assert etcdctl("get", "tls/ctl").split() == ["tls/ctl", "3"]
     members = json.loads(etcdctl("member", "list", "-w", "json"))["members"]
     assert len(members) == 3
+    assert all(url.startswith("https://") for m in members for url in m["clientURLs"])
     statuses = json.loads(etcdctl("endpoint", "status", "-w", "json"))
     assert len(statuses) == 3 and len({s["Status"]["leader"] for s in statuses}) == 1
+    # --cluster dials the members' client URLs (https://) from MemberList
+    assert len(json.loads(etcdctl("endpoint", "status", "--cluster", "-w", "json"))) == 3
     # Without a client certificate the RPC port lets nothing through.
     done = subprocess.run(
         [binary, "--endpoints", endpoints, "--cacert", str(certs.client_ca_path), "--command-timeout", "3s",

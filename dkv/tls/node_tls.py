@@ -172,6 +172,8 @@ class NodeTls:
             requireCertificate=auth,
             caCerts=[crypto.X509.from_cryptography(c) for c in m.cas] if auth else None,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            # ALPN: the front door speaks HTTP/1.1 (a client offering ALPN got an internal error without it)
+            acceptableProtocols=[b"http/1.1"],
         )
         self._rest_options = (self.generation, options)
         return options
