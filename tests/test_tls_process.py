@@ -24,7 +24,7 @@ from cryptography import x509
 
 from dkv.client import Client, ClientTls
 from dkv.pb import etcd_rpc_pb2, etcd_rpc_pb2_grpc, raft_pb2, raft_pb2_grpc
-from dkv.testing.certs import ClusterCerts
+from dkv.testing.certs import CertificateAuthority, ClusterCerts
 from dkv.testing.cluster import Cluster
 from dkv.testing.etcd_cluster import etcd_env, etcdctl_binary
 from dkv.testing.launcher import child_env
@@ -226,6 +226,12 @@ def test_raft_refuses_callers_without_a_fitting_peer_certificate(cluster, certs,
         _raft_stream(address, creds, cluster_id, "b")
     assert e.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "does not name 127.0.0.1" in (e.value.details() or "")
+    # A certificate of a CA the node does not know: the handshake itself fails.
+    foreign = CertificateAuthority.create("foreign CA").write_pair(tmp_path, "foreign")
+    creds = grpc.ssl_channel_credentials(certs.client_ca.pem, foreign.key.read_bytes(), foreign.cert.read_bytes())
+    with pytest.raises(grpc.RpcError) as e:
+        _raft_stream(address, creds, cluster_id, "b")
+    assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert "refused peer call Raft/Stream" in cluster.nodes["a"].log_text()
     cluster.put_retry("tls/after-refusals", "5")  # the cluster goes on
 
