@@ -244,8 +244,17 @@ def test_a_node_with_a_peer_certificate_of_another_ca_cannot_join(cluster, certs
     wait_until(lambda: not node.alive, 60, "the node with the wrong peer certificate to give up")
     assert node.returncode == 1
     assert "cannot join the cluster" in node.log_text() and "UNAUTHENTICATED" in node.log_text()
+    # One that does not trust the members' certificates gives up at once, saying why. (Peers
+    # check a member's certificate against both CAs: with client TLS on, the RPC port presents
+    # the client-side certificate; see the README's "TLS".)
+    unknown = CertificateAuthority.create("unknown CA").write(certs.directory / "unknown-ca.crt")
+    node = cluster.add_node(
+        "y", cluster.ids[0], "--peer-trusted-ca-file", str(unknown), "--trusted-ca-file", str(unknown), wait=False
+    )
+    wait_until(lambda: not node.alive, 60, "the node that trusts no member to give up")
+    assert node.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in node.log_text()
     members = cluster.request(cluster.ids[0], "GET", "/v0/members")[1]["members"]
-    assert "x" not in {m["id"] for m in members}
+    assert not {"x", "y"} & {m["id"] for m in members}
 
 
 def test_a_node_with_a_good_peer_certificate_joins(cluster) -> None:

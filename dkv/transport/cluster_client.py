@@ -95,9 +95,13 @@ def join_cluster(
                 response = stub.AddMember(request, timeout=max(1.0, deadline - time.monotonic()))
             except grpc.RpcError as e:
                 last = f"{e.code().name}: {e.details()}"
+                if "handshake failed" in (e.details() or "").lower():
+                    # We do not trust the member's certificate: waiting will not help.
+                    raise RuntimeError(f"TLS: {e.details()}") from None
                 if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     time.sleep(0.5)  # the cluster may be electing a leader; try again
                     continue
                 raise RuntimeError(last) from None
             return response.cluster_id, [(m.id, m.address, m.voter) for m in response.members]
-    raise RuntimeError(f"gave up after {timeout:.0f}s ({last})")
+    hint = "; with TLS, a member closes connections whose certificate its CAs do not trust" if credentials else ""
+    raise RuntimeError(f"gave up after {timeout:.0f}s ({last}{hint})")
