@@ -214,3 +214,64 @@ def test_cluster_certs_use_two_cas(tmp_path) -> None:
     server = x509.load_pem_x509_certificate(certs.server_pair("a").cert.read_bytes())
     assert peer.issuer != server.issuer
     assert names_host(peer, "127.0.0.1") and names_host(server, "localhost")
+
+
+# -- small pieces ------------------------------------------------------------------------
+
+
+def test_the_rest_tls_factory_refuses_what_the_front_door_refuses(tmp_path, ca) -> None:
+    from twisted.internet.protocol import Factory
+
+    from dkv.tls.rest import tls_factory
+
+    class Full(Factory):
+        def buildProtocol(self, addr):  # noqa: N802
+            return None
+
+    pair = ca.write_pair(tmp_path, "node")
+    tls = NodeTls(TlsFiles(str(pair.cert), str(pair.key)), None)
+    tls.load()
+    assert tls_factory(Full(), tls).buildProtocol(None) is None
+
+
+def test_rest_options_follow_reloads(tmp_path, ca) -> None:
+    pair = ca.write_pair(tmp_path, "node")
+    tls = NodeTls(TlsFiles(str(pair.cert), str(pair.key), str(ca.write(tmp_path / "ca.crt")), True), None)
+    tls.load()
+    first = tls.rest_options()
+    assert tls.rest_options() is first  # made once per generation
+    ca.write_pair(tmp_path, "node")
+    assert tls.reload() and tls.rest_options() is not first
+
+
+def test_rpc_port_credentials_follow_the_sides(tmp_path, ca) -> None:
+    peer_ca = CertificateAuthority.create("peer CA")
+    client = ca.write_pair(tmp_path, "client-side")
+    peer = peer_ca.write_pair(tmp_path, "peer-side")
+    client_files = TlsFiles(str(client.cert), str(client.key), str(ca.write(tmp_path / "ca.crt")), False)
+    peer_files = TlsFiles(str(peer.cert), str(peer.key), str(peer_ca.write(tmp_path / "pca.crt")), True, "peer-")
+    plain = NodeTls(None, None)
+    assert plain.rpc_server_credentials() is None and plain.peer_channel_credentials() is None
+    both = NodeTls(client_files, peer_files)
+    both.load()
+    # Peer TLS makes the port ask every caller for a certificate, of either CA.
+    assert both.rpc_requires_client_cert
+    assert both._rpc_roots() == ca.pem + peer_ca.pem
+    assert both._rpc_identity().files == client_files  # clients see the client-side certificate
+    assert both._fetch() is not None and both._fetch() is None  # new configuration once per reload
+    client_only = NodeTls(client_files, None)
+    client_only.load()
+    assert not client_only.rpc_requires_client_cert
+    assert client_only.peer_channel_credentials() is not None
+
+
+def test_dkvctl_tls_files(tmp_path, ca) -> None:
+    from dkv.ctl_transport import CtlError, ssl_context
+
+    pair = ca.write_pair(tmp_path, "me")
+    assert ssl_context(None, None, None) is None
+    assert ssl_context(str(ca.write(tmp_path / "ca.crt")), str(pair.cert), str(pair.key)) is not None
+    with pytest.raises(CtlError, match="--cert and --key together"):
+        ssl_context(None, str(pair.cert), None)
+    with pytest.raises(CtlError, match="cannot use the TLS files"):
+        ssl_context(str(tmp_path / "missing.crt"), None, None)
