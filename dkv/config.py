@@ -121,6 +121,46 @@ def parse_routes(text: str) -> dict[str, str]:
 
 
 @attrs.frozen
+class TlsFiles:
+    """One side's TLS files: the client side (``--cert-file``,
+    ``--key-file``, ``--trusted-ca-file``, ``--client-cert-auth``) or the
+    peer side (``--peer-...``; peers always present and check certificates).
+    Read and checked when the node starts, and again on SIGHUP
+    (``dkv.tls``)."""
+
+    cert_file: str
+    key_file: str
+    trusted_ca_file: str = ""
+    #: Require a certificate signed by ``trusted_ca_file`` from every client.
+    client_cert_auth: bool = False
+    #: How the flags are named in messages: "" (client side) or "peer-".
+    flag_prefix: str = ""
+
+
+def parse_tls(
+    cert_file: str, key_file: str, trusted_ca_file: str, client_cert_auth: bool, peer: bool = False
+) -> TlsFiles | None:
+    """The TLS files of one side, or None when that side is plaintext.
+    Raises ConfigError for combinations that cannot work; the files
+    themselves are read at start-up (``dkv.tls.material``)."""
+    p = "peer-" if peer else ""
+    cert, key, ca = cert_file.strip(), key_file.strip(), trusted_ca_file.strip()
+    if not (cert or key or ca or client_cert_auth):
+        return None
+    if bool(cert) != bool(key):
+        given, missing = ("cert", "key") if cert else ("key", "cert")
+        raise ConfigError(f"--{p}{given}-file given without --{p}{missing}-file: give both")
+    if not cert:
+        what = f"--{p}trusted-ca-file" if ca else f"--{p}client-cert-auth"
+        raise ConfigError(f"{what} needs --{p}cert-file and --{p}key-file (the certificate this node presents)")
+    if client_cert_auth and not ca:
+        raise ConfigError(f"--{p}client-cert-auth needs --{p}trusted-ca-file (the CA of the client certificates)")
+    if peer and not ca:
+        raise ConfigError("--peer-cert-file needs --peer-trusted-ca-file (peers check each other's certificates)")
+    return TlsFiles(cert, key, ca, client_cert_auth or peer, p)
+
+
+@attrs.frozen
 class NodeConfig:
     node_id: str
     db_path: str
@@ -155,6 +195,10 @@ class NodeConfig:
     #: A plain HTTP port serving /metrics and the probes apart (etcd's
     #: --listen-metrics-urls); None: only on the REST port.
     metrics_port: int | None = None
+    #: TLS of the client ports (REST, and the gRPC API on the RPC port); None: plaintext.
+    client_tls: TlsFiles | None = None
+    #: Mutual TLS between peers (on the RPC port); None: plaintext.
+    peer_tls: TlsFiles | None = None
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(h|m|s)?$")

@@ -1,7 +1,7 @@
 # test-case-name: tests.test_ctl,tests.compat.test_dkvctl
 """``dkvctl``: operate a dkv cluster over REST, from any node.
 
-    dkvctl [--endpoint HOST:PORT[,HOST:PORT...]] [--json] [--b64] status
+    dkvctl [--endpoint HOST:PORT[,HOST:PORT...]] [--cacert F --cert F --key F] [--json] [--b64] status
     dkvctl members list | add ID ADDRESS [--learner] | remove ID | promote ID
     dkvctl leader transfer [TO]
     dkvctl put KEY VALUE | get KEY [--serializable] | delete KEY
@@ -16,7 +16,10 @@
 
 The endpoint is a node's REST address (default ``$DKV_ENDPOINT`` or
 127.0.0.1:7071); several, comma-separated, are tried in order: the next when
-one cannot be reached. Keys and values are text (UTF-8) unless ``--b64``
+one cannot be reached. ``--cacert``, ``--cert`` and ``--key`` (etcdctl's
+names; or ``$DKVCTL_CACERT``, ``$DKVCTL_CERT``, ``$DKVCTL_KEY``) speak HTTPS
+to a node with TLS: trust that CA, present that client certificate; an
+endpoint without a scheme is then ``https``. Keys and values are text (UTF-8) unless ``--b64``
 says they are base64 already. Tables are for people; ``--json`` prints the
 node's JSON answer for scripts. Exit status: 0 on success, 1 when the node
 refused (its error is printed) or dkvctl could not read what it was given,
@@ -45,16 +48,17 @@ between the endpoints.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import urllib.parse
 from typing import Any, TextIO
 
-from dkv import ctl_etcd, ctl_snapshot, ctl_stream
+from dkv import ctl_etcd, ctl_snapshot, ctl_stream, ctl_transport
 from dkv.api.b64 import encode as b64_encode
 from dkv.ctl_requests import TXN_SYNTAX, add_del_arguments, add_get_arguments, add_put_arguments, uses_etcd_options
-from dkv.ctl_transport import CtlError, request, split_endpoints
+from dkv.ctl_transport import CtlError, split_endpoints, ssl_context
 
 __all__ = ["CtlError", "main", "parser", "run"]
 
@@ -95,6 +99,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--b64", action="store_true", help="keys and values are given and shown as base64")
     p.add_argument("--v3", action="store_true", help="put, get and delete speak etcd's v3 gateway without its options")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+    # (dest names apart from the commands' KEY argument)
+    p.add_argument(
+        "--cacert", dest="tls_cacert", default=os.environ.get("DKVCTL_CACERT"),
+        help="HTTPS: trust the CA certificates in this file",
+    )  # fmt: skip
+    p.add_argument(
+        "--cert", dest="tls_cert", default=os.environ.get("DKVCTL_CERT"), help="HTTPS: present this client certificate"
+    )
+    p.add_argument("--key", dest="tls_key", default=os.environ.get("DKVCTL_KEY"), help="HTTPS: the key of --cert")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="this node's view of the cluster")
     members = sub.add_parser("members", help="list or change members").add_subparsers(dest="action", required=True)
@@ -147,6 +160,8 @@ def speaks_v3(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> None:
     args.endpoints = split_endpoints(args.endpoint)
+    args.tls = ssl_context(args.tls_cacert, args.tls_cert, args.tls_key)
+    request = functools.partial(ctl_transport.request, tls=args.tls)
     if args.command in STREAM_COMMANDS:
         ctl_stream.run(args)
         return
@@ -219,7 +234,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> N
 
 
 #: dkvctl's options that take a value (they come before the command).
-_VALUED_OPTIONS = ("--endpoint", "--endpoints", "--timeout")
+_VALUED_OPTIONS = ("--endpoint", "--endpoints", "--timeout", "--cacert", "--cert", "--key")
 
 
 def _command_index(argv: list[str]) -> int:

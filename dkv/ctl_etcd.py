@@ -149,7 +149,8 @@ def _each_endpoint(
     answers, failures = [], []
     for endpoint in args.endpoints:
         try:
-            answers.append((endpoint, request([endpoint], "POST", path, body, timeout=args.timeout)))
+            tls = getattr(args, "tls", None)
+            answers.append((endpoint, request([endpoint], "POST", path, body, timeout=args.timeout, tls=tls)))
         except CtlError as e:
             failures.append(e)
     if args.json:
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> None:
     b64 = args.b64
 
     def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return request(args.endpoints, "POST", path, body, timeout=args.timeout)
+        return request(args.endpoints, "POST", path, body, timeout=args.timeout, tls=getattr(args, "tls", None))
 
     def emit(answer: dict[str, Any], lines: list[str]) -> None:
         if args.json:

@@ -47,7 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _receive(args: argparse.Namespace, fd: int) -> str:
     """Stream the snapshot into fd; the endpoint that sent it."""
-    with stream(args.endpoints, "POST", "/v3/maintenance/snapshot", {}, timeout=args.timeout) as (endpoint, resp):
+    with stream(
+        args.endpoints, "POST", "/v3/maintenance/snapshot", {}, timeout=args.timeout, tls=getattr(args, "tls", None)
+    ) as (endpoint, resp):
         remaining: int | None = None
         while True:
             try:

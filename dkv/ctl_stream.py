@@ -37,7 +37,7 @@ from typing import Any, TextIO
 from twisted.internet import defer, protocol, task
 from twisted.python.failure import Failure
 
-from dkv.client import Client, DkvClientError, Lock, Unreachable, WatchClosed
+from dkv.client import Client, ClientTls, DkvClientError, Lock, Unreachable, WatchClosed
 from dkv.client.values import PUT, Event, KeyValue, b64
 from dkv.ctl_etcd import show
 from dkv.ctl_requests import to_bytes
@@ -186,12 +186,21 @@ async def lock_command(
             err.write(f"dkvctl: releasing the lock: {e.message}\n")
 
 
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """dkvctl's --cacert/--cert/--key for dkv.client (None without them)."""
+    files = (getattr(args, "tls_cacert", None), getattr(args, "tls_cert", None), getattr(args, "tls_key", None))
+    return ClientTls(*files) if any(files) else None
+
+
 def run(args: argparse.Namespace) -> None:
     """Run watch or lock on the global reactor until done; exits the process."""
     endpoints = args.endpoints
+    tls = _client_tls(args)
+    if tls is not None:  # as dkvctl's other commands: no scheme means https with TLS files
+        endpoints = [e if "://" in e else f"https://{e}" for e in endpoints]
 
     async def main(reactor: Any) -> None:
-        client = Client(endpoints, reactor=reactor, timeout=args.timeout)
+        client = Client(endpoints, reactor=reactor, timeout=args.timeout, tls=tls)
         interrupted: defer.Deferred[None] = defer.Deferred()
         forward: list[Callable[[int], None]] = []
 

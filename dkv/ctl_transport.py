@@ -3,7 +3,8 @@
 of its endpoints that can be reached.
 
 An endpoint is ``HOST:PORT`` or ``http(s)://HOST:PORT``; several are given
-comma-separated. The next endpoint is tried only when connecting to one
+comma-separated. With TLS files (``--cacert``, ``--cert``, ``--key``) an
+endpoint without a scheme is ``https``. The next endpoint is tried only when connecting to one
 fails (refused, unreachable, timed out before the connection was made): then
 nothing was sent, so no request is ever applied twice. Once connected, a
 failure is reported, not retried elsewhere.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import ssl
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -45,18 +47,43 @@ class _NotConnected(Exception):
     """Connecting failed: nothing was sent."""
 
 
-def _connection(endpoint: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+def ssl_context(cacert: str | None, cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """HTTPS settings from etcdctl's ``--cacert``, ``--cert`` and ``--key``
+    (None when none is given): trust cacert (else the system's CAs) and
+    present cert. Raises CtlError for files it cannot use."""
+    if not (cacert or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise CtlError("give --cert and --key together", REFUSED)
+    try:
+        context = ssl.create_default_context(cafile=cacert or None)
+        if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise CtlError(f"cannot use the TLS files: {e}", REFUSED) from None
+    return context
+
+
+def _connection(
+    endpoint: str, timeout: float, tls: ssl.SSLContext | None = None
+) -> tuple[http.client.HTTPConnection, str]:
     """An unconnected connection to endpoint, and the path prefix its URL
-    carries."""
-    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    carries. An endpoint without a scheme is https when tls is given."""
+    default = "https" if tls is not None else "http"
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"{default}://{endpoint}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CtlError(f"bad endpoint {endpoint!r}: want HOST:PORT or http(s)://HOST:PORT", UNREACHABLE)
     try:
         port = parts.port
     except ValueError:
         raise CtlError(f"bad endpoint {endpoint!r}: the port is not a number", UNREACHABLE) from None
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    return kind(parts.hostname, port, timeout=timeout), parts.path.rstrip("/")
+    if parts.scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, port, timeout=timeout, context=tls
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+    return conn, parts.path.rstrip("/")
 
 
 def _send(
@@ -65,6 +92,8 @@ def _send(
     """Connect (raising _NotConnected) and send the request; its response."""
     try:
         conn.connect()
+    except ssl.SSLError as e:  # connected, but TLS failed: no other endpoint will do better
+        raise CtlError(f"TLS with {endpoint} failed: {e}", UNREACHABLE) from None
     except OSError as e:
         raise _NotConnected(str(e)) from None
     data = None if body is None else json.dumps(body).encode()
@@ -86,8 +115,8 @@ def _refusal(status: int, reason: str, raw: bytes) -> CtlError:
     return CtlError(f"HTTP {status} {reason}", REFUSED)
 
 
-def _once(endpoint: str, method: str, path: str, body: Any, timeout: float) -> Any:
-    conn, prefix = _connection(endpoint, timeout)
+def _once(endpoint: str, method: str, path: str, body: Any, timeout: float, tls: ssl.SSLContext | None) -> Any:
+    conn, prefix = _connection(endpoint, timeout, tls)
     try:
         resp = _send(conn, endpoint, method, prefix + path, body)
         try:
@@ -106,14 +135,20 @@ def _once(endpoint: str, method: str, path: str, body: Any, timeout: float) -> A
 
 @contextlib.contextmanager
 def stream(
-    endpoints: Sequence[str], method: str, path: str, body: Any = None, timeout: float = 30.0
+    endpoints: Sequence[str],
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[tuple[str, http.client.HTTPResponse]]:
     """The first endpoint that can be reached and its 2xx response, unread,
-    for one ``with`` block (a long answer is read as it comes). A refusal
-    raises CtlError as ``request`` does; so does an unreachable cluster."""
+    for one ``with`` block (a long answer is read as it comes), over HTTPS
+    with tls as ``request``. A refusal raises CtlError as ``request`` does;
+    so does an unreachable cluster."""
     failures = []
     for endpoint in endpoints:
-        conn, prefix = _connection(endpoint, timeout)
+        conn, prefix = _connection(endpoint, timeout, tls)
         try:
             try:
                 resp = _send(conn, endpoint, method, prefix + path, body)
@@ -134,13 +169,21 @@ def stream(
     raise CtlError(f"cannot reach {tried}: {failures[-1][1] if failures else 'no endpoint'}", UNREACHABLE)
 
 
-def request(endpoints: Sequence[str], method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+def request(
+    endpoints: Sequence[str],
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
+) -> Any:
     """The decoded JSON answer of the first endpoint that can be reached
-    (``{}`` for an empty one). Raises CtlError."""
+    (``{}`` for an empty one), over HTTPS with tls (see ``ssl_context``).
+    Raises CtlError."""
     failures = []
     for endpoint in endpoints:
         try:
-            return _once(endpoint, method, path, body, timeout)
+            return _once(endpoint, method, path, body, timeout, tls)
         except _NotConnected as e:
             failures.append((endpoint, str(e)))
     tried = ", ".join(endpoint for endpoint, _ in failures)

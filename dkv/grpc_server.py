@@ -2,7 +2,8 @@
 """The gRPC server on the RPC port, as a Twisted service.
 
 One ``grpc.aio`` server carries the public ``dkv.v0.KV`` service and the peer
-``dkv.raft.v0.Raft`` service. It is created in ``startService`` (gRPC objects
+``dkv.raft.v0.Raft`` service, in plaintext or, given credentials (see
+``dkv.tls.node_tls``), over TLS. It is created in ``startService`` (gRPC objects
 must not cross a fork) on the asyncio loop that runs Twisted's reactor.
 SO_REUSEPORT is off, so a port already in use is an error, not a silent
 second listener.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
+import grpc
 from grpc import aio
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -36,7 +38,10 @@ class GrpcServerService(Service):
         on_start: Callable[[], None] = lambda: None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
         interceptors: Sequence[aio.ServerInterceptor] = (),
+        credentials: Callable[[], grpc.ServerCredentials | None] = lambda: None,
     ) -> None:
+        #: Asked once, in ``startService``: the port's TLS (None: plaintext).
+        self._credentials = credentials
         self.host = host
         self._interceptors = list(interceptors)
         self.port = port
@@ -65,8 +70,12 @@ class GrpcServerService(Service):
         for register in self._registrations:
             register(self.server)
         address = host_port(self.host, self.port)
+        credentials = self._credentials()
         try:
-            bound = self.server.add_insecure_port(address)
+            if credentials is None:
+                bound = self.server.add_insecure_port(address)
+            else:
+                bound = self.server.add_secure_port(address, credentials)
         except RuntimeError:
             bound = 0
         if not bound:

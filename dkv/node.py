@@ -64,6 +64,9 @@ class Node:
     leases: NodeLeases = attrs.field(
         default=attrs.Factory(lambda self: NodeLeases(self.replication, self.cluster, self.address_of), takes_self=True)
     )
+    #: The scheme of members' URLs in etcd's MemberList: "https" when the
+    #: RPC port serves TLS (``dkv.tls``).
+    url_scheme: str = "http"
 
     #: Authentication and authorization (``dkv.auth.node_auth``). One per
     #: node, like ``leases``.

@@ -2,11 +2,12 @@
 """The one place that wires a node: ``build(config)`` returns its service tree.
 
     NodeService (MultiService)     checks its ports are free, then starts:
+      TlsService                   reads the TLS files (if any); reloads them on SIGHUP
       StoreService                 opens LMDB, bootstraps / joins / recovers
       ReplicationService           the driver (Raft core, persist/send/apply)
       GrpcServerService            the RPC port: dkv.v0 KV and Cluster, the peer protocol
       AutoPromote                  (--auto-promote) asks to become a voter
-      TCPServer                    the REST port: the front door
+      TCPServer                    the REST port: the front door (over TLS with --cert-file)
       TCPServer                    (--metrics-port) /metrics and the probes, apart
       SystemdNotify                tells systemd READY / STATUS / WATCHDOG / STOPPING
                                    ($NOTIFY_SOCKET; a no-op without it)
@@ -33,6 +34,7 @@ from twisted.application import internet
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
@@ -55,6 +57,10 @@ from dkv.storage import NodeStore, PersistentState, StorageError
 from dkv.storage.lmdb_store import LmdbStore
 from dkv.storage.service import StoreService
 from dkv.systemd_notify import SystemdNotify, notifier_from_env, watchdog_interval
+from dkv.tls import NodeTls
+from dkv.tls.peer_guard import PeerGuard
+from dkv.tls.rest import tls_factory
+from dkv.tls.service import TlsService
 from dkv.transport.cluster_client import ClusterClient, join_cluster
 from dkv.transport.grpc_peer import GrpcTransport
 from dkv.transport.snapshots import SnapshotReceiver, send_snapshot
@@ -72,7 +78,9 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
     c = config
     tree = NodeService(c)
     metrics = NodeMetrics()
-    store = StoreService(lambda: _open_store(c, reactor, metrics), lambda s: _prepare(c, s, tree))
+    tls = NodeTls(c.client_tls, c.peer_tls)
+    TlsService(tls, reactor).setServiceParent(tree)
+    store = StoreService(lambda: _open_store(c, reactor, metrics), lambda s: _prepare(c, s, tree, tls))
     store.setServiceParent(tree)
     first_election_ticks = None
     if c.cluster is not None and c.cluster.first == c.node_id:
@@ -86,7 +94,10 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         on_receive=lambda msgs: replication.receive(msgs),
         on_unreachable=lambda peer: replication.unreachable(peer),
         on_round_trip=lambda peer, seconds: metrics.peer_rtt.labels(peer).observe(seconds),
+        channel_credentials=tls.peer_channel_credentials,
     )
+    guard = PeerGuard(tls, transport.member_address)
+    transport.guard = guard
     replication = ReplicationService(
         node_id=c.node_id,
         store=store,
@@ -105,7 +116,10 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         on_fatal=lambda failure: _fatal(reactor, failure),
         on_removed=lambda: reactor.callLater(0, reactor.stop),
         snapshot_sender=lambda peer, snap, term: deferred_from(
-            send_snapshot(transport.address_of(peer) or "", replication.cluster_id, c.node_id, term, snap)
+            send_snapshot(
+                transport.address_of(peer) or "", replication.cluster_id, c.node_id, term, snap,
+                tls.peer_channel_credentials(),
+            )  # fmt: skip
         ),
     )
     transport.snapshot_receiver = SnapshotReceiver(
@@ -116,8 +130,12 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         busy=lambda: replication.installing_snapshot,
     )
     replication.setServiceParent(tree)
-    cluster_client = ClusterClient(c.request_timeout)
-    tree.node = node = Node(replication, store, c.limits, cluster_client, transport.address_of, metrics=metrics)
+    cluster_client = ClusterClient(c.request_timeout, tls.peer_channel_credentials)
+    tls.on_reload.append(cluster_client.drop_channels)
+    scheme = "https" if tls.enabled else "http"  # the RPC port serves TLS with either side's TLS
+    tree.node = node = Node(
+        replication, store, c.limits, cluster_client, transport.address_of, url_scheme=scheme, metrics=metrics
+    )
     metrics.read_state = lambda: node_state(node, transport)
 
     async def stop_peers() -> None:
@@ -130,13 +148,14 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         registrations=[
             transport.register,
             lambda server: grpc_kv.register(server, node),
-            lambda server: grpc_cluster.register(server, node),
+            lambda server: grpc_cluster.register(server, node, guard),
             lambda server: etcd_grpc.register(server, node),
         ],
         max_message_bytes=c.limits.max_body_bytes + 64 * 1024,
         on_start=transport.start,
         on_stop=stop_peers,
         interceptors=[MetricsInterceptor(metrics)],
+        credentials=tls.rpc_server_credentials,
     )
     grpc_server.setServiceParent(tree)
     if c.auto_promote:
@@ -145,7 +164,10 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
     settings = FrontDoorSettings(
         max_connections=c.max_connections, idle_timeout=c.idle_timeout, read_timeout=c.read_timeout
     )
-    internet.TCPServer(c.rest_port, front_door(node, reactor, settings), interface=c.listen_host).setServiceParent(tree)
+    rest: IProtocolFactory = front_door(node, reactor, settings)
+    if tls.rest_enabled:
+        rest = tls_factory(rest, tls)
+    internet.TCPServer(c.rest_port, rest, interface=c.listen_host).setServiceParent(tree)
     if c.metrics_port is not None:
         internet.TCPServer(
             c.metrics_port, front_door(node, reactor, settings, OPERATIONS_ROUTES), interface=c.listen_host
@@ -240,7 +262,7 @@ def _open_store(c: NodeConfig, reactor: Any, metrics: NodeMetrics) -> NodeStore:
     return store
 
 
-def _prepare(c: NodeConfig, store: NodeStore, tree: NodeService) -> PersistentState:
+def _prepare(c: NodeConfig, store: NodeStore, tree: NodeService, tls: NodeTls) -> PersistentState:
     """The store's state: recovered, or a new cluster bootstrapped
     (--cluster), or joined through a member (--join, blocking: it runs
     before the reactor)."""
@@ -253,7 +275,10 @@ def _prepare(c: NodeConfig, store: NodeStore, tree: NodeService) -> PersistentSt
         return store.bootstrap(c.cluster.cluster_id(), c.cluster.membership)
     if c.join is not None:
         try:
-            cluster_id, members = join_cluster(c.join, c.node_id, c.advertise, timeout=max(30.0, 6 * c.request_timeout))
+            cluster_id, members = join_cluster(
+                c.join, c.node_id, c.advertise, timeout=max(30.0, 6 * c.request_timeout),
+                credentials=tls.peer_channel_credentials(),
+            )  # fmt: skip
         except RuntimeError as e:
             raise StartupError(f"cannot join the cluster via {c.join}: {e}") from None
         tree.origin = f"joined via {c.join} (cluster id {cluster_id}) as a learner"

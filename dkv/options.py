@@ -21,6 +21,7 @@ from dkv.config import (
     ConfigError,
     Limits,
     NodeConfig,
+    TlsFiles,
     check_db_path,
     host_port,
     parse_address,
@@ -28,6 +29,7 @@ from dkv.config import (
     parse_cluster,
     parse_port,
     parse_routes,
+    parse_tls,
 )
 from dkv.logs import FORMATS, LEVELS
 from dkv.raft import RaftConfig
@@ -176,8 +178,19 @@ class Options(usage.Options):
         ],
     ]
 
+    optParameters += [
+        ["cert-file", None, "", "TLS certificate (PEM, chain) of the client ports: REST and gRPC on the RPC port."],
+        ["key-file", None, "", "Private key (PEM) of --cert-file."],
+        ["trusted-ca-file", None, "", "CA certificates (PEM) that client certificates must be signed by."],
+        ["peer-cert-file", None, "", "TLS certificate (PEM) this node presents to its peers, naming its host."],
+        ["peer-key-file", None, "", "Private key (PEM) of --peer-cert-file."],
+        ["peer-trusted-ca-file", None, "", "CA certificates (PEM) that peers' certificates must be signed by."],
+    ]
+
     optFlags: list[list[Any]] = [
         ["auto-promote", None, "After joining, become a voter on our own once caught up."],
+        ["client-cert-auth", None, "Clients must present a certificate signed by --trusted-ca-file."],
+        ["peer-client-cert-auth", None, "Peers must present certificates (always on with --peer-cert-file)."],
     ]
 
     def __init__(self) -> None:
@@ -251,6 +264,7 @@ class Options(usage.Options):
             raise ConfigError(f"metrics port and {which} port are both {self['metrics-port']}")
         if self["heartbeat-ticks"] >= self["election-ticks"]:
             raise ConfigError("heartbeat ticks must be fewer than election ticks")
+        client_tls, peer_tls = self._tls()
         return NodeConfig(
             node_id=node_id,
             db_path=self["db-path"],
@@ -287,4 +301,19 @@ class Options(usage.Options):
             watch_progress_interval=self["watch-progress-notify-interval"],
             log_format=log_format,
             metrics_port=self["metrics-port"],
+            client_tls=client_tls,
+            peer_tls=peer_tls,
         )
+
+    def _tls(self) -> tuple[TlsFiles | None, TlsFiles | None]:
+        client = parse_tls(self["cert-file"], self["key-file"], self["trusted-ca-file"], bool(self["client-cert-auth"]))
+        peer = parse_tls(
+            self["peer-cert-file"], self["peer-key-file"], self["peer-trusted-ca-file"],
+            bool(self["peer-client-cert-auth"]), peer=True,
+        )  # fmt: skip
+        if client is not None and peer is not None and not client.trusted_ca_file:
+            raise ConfigError(
+                "with peer TLS, --cert-file needs --trusted-ca-file: the RPC port presents --cert-file, "
+                "and peers check it against the peer and client CAs"
+            )
+        return client, peer

@@ -76,11 +76,15 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "watch-progress-notify-interval": "2.5", "metrics-port": "7172",
         "log-format": "json",
         "auth-token-ttl": "60.0",
+        "cert-file": "s.crt", "key-file": "s.key", "trusted-ca-file": "ca.crt",
+        "peer-cert-file": "p.crt", "peer-key-file": "p.key", "peer-trusted-ca-file": "pca.crt",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
-    assert {f[0] for f in Options.optFlags} == {"auto-promote"}
+    assert {f[0] for f in Options.optFlags} == {"auto-promote", "client-cert-auth", "peer-client-cert-auth"}
     monkeypatch.setenv("DKV_AUTO_PROMOTE", "true")
+    monkeypatch.setenv("DKV_CLIENT_CERT_AUTH", "true")
+    monkeypatch.setenv("DKV_PEER_CLIENT_CERT_AUTH", "true")
     for flag, value in values.items():
         monkeypatch.setenv("DKV_" + flag.upper().replace("-", "_"), value)
     o = parse([])
@@ -95,6 +99,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].watch_progress_interval == 2.5
     assert o["config"].log_format == "json"
     assert o["config"].metrics_port == 7172
+    assert o["config"].client_tls.client_cert_auth and o["config"].peer_tls.key_file == "p.key"
 
 
 @pytest.mark.parametrize(

@@ -289,3 +289,18 @@ def test_stopping_node_never_answers_500() -> None:
         assert not errors and "closed/deleted/dropped" not in log, (
             f"{len(errors)} answers >= 500 of {len(statuses)} while {victim} stopped; log:\n{c.log_tail(victim, 30)}"
         )
+
+
+def test_schedule_with_peer_tls(tmp_path) -> None:
+    """One schedule with mutual TLS between peers (certificates of a CA
+    made for the run): the links reconnect through faults over TLS, a
+    restarted node rejoins, and every check holds."""
+    nemesis = "mix"
+    seed = SEED_OFFSET + 300
+    result = run_torture(
+        TortureConfig(
+            out=tmp_path / "tls", nemesis=nemesis, time=RUN_SECONDS, tail=TAIL_SECONDS, seed=seed, peer_tls=True
+        )
+    )
+    assert_sensible(result)
+    assert "--peer-tls" in TortureConfig(out=tmp_path, peer_tls=True).command()

@@ -120,15 +120,16 @@ def kv_compact(node: Node, request: pb.CompactionRequest) -> Deferred[pb.Compact
 # ---- Cluster ----------------------------------------------------------------------
 
 
-def _member(m: dict[str, Any]) -> pb.Member:
+def _member(m: dict[str, Any], scheme: str = "http") -> pb.Member:
     """dkv's member as etcd's: the id derived from the name (``dkv.ids``),
-    its RPC address as both peer and client URL (one port serves both)."""
-    url = f"http://{m['address']}"
+    its RPC address as both peer and client URL (one port serves both;
+    ``https`` when it serves TLS)."""
+    url = f"{scheme}://{m['address']}"
     return pb.Member(ID=member_id(m["id"]), name=m["id"], peerURLs=[url], clientURLs=[url], isLearner=not m["voter"])
 
 
-def _members(view: dict[str, Any]) -> list[pb.Member]:
-    return [_member(m) for m in view["members"]]
+def _members(view: dict[str, Any], scheme: str = "http") -> list[pb.Member]:
+    return [_member(m, scheme) for m in view["members"]]
 
 
 def _header(node: Node, response: Any) -> Any:
@@ -155,7 +156,7 @@ def _address(url: str) -> str:
 
 
 def member_list(node: Node, request: pb.MemberListRequest) -> pb.MemberListResponse:
-    return _header(node, pb.MemberListResponse(members=_members(node.members())))
+    return _header(node, pb.MemberListResponse(members=_members(node.members(), node.url_scheme)))
 
 
 def member_add(node: Node, request: pb.MemberAddRequest) -> Deferred[pb.MemberAddResponse]:
@@ -172,7 +173,7 @@ def member_add(node: Node, request: pb.MemberAddRequest) -> Deferred[pb.MemberAd
     name = address.replace("[", "").replace("]", "").replace(":", "-")
 
     def answer(view: dict[str, Any]) -> pb.MemberAddResponse:
-        members = _members(view)
+        members = _members(view, node.url_scheme)
         added = next(m for m in members if m.name == name)
         return _header(node, pb.MemberAddResponse(member=added, members=members))
 
@@ -185,7 +186,7 @@ def _membership_change(node: Node, ident: int, change: Callable[[str], Deferred[
         name = _name_of(node, ident)
     except EtcdError as e:
         return fail(e)
-    return change(name).addCallback(lambda view: _header(node, response(members=_members(view))))
+    return change(name).addCallback(lambda view: _header(node, response(members=_members(view, node.url_scheme))))
 
 
 def member_remove(node: Node, request: pb.MemberRemoveRequest) -> Deferred[pb.MemberRemoveResponse]:

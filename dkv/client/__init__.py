@@ -18,7 +18,8 @@ over the JSON gateway with treq.
 Modules: ``client`` (the Client), ``transport`` (endpoints, failover,
 idempotency keys), ``values`` / ``requests`` (the gateway's JSON),
 ``txn`` (the transaction builder), ``watch``, ``lease``, ``session``,
-``lock``, ``election``, ``errors``; ``blocking`` wraps the Client for scripts
+``lock``, ``election``, ``errors``, ``tls`` (HTTPS with a CA and a client
+certificate); ``blocking`` wraps the Client for scripts
 that are not Twisted programs.
 """
 
@@ -40,6 +41,7 @@ from dkv.client.errors import (
 from dkv.client.lease import KeepAlive, Lease
 from dkv.client.lock import Lock
 from dkv.client.session import Session
+from dkv.client.tls import ClientTls
 from dkv.client.values import (
     DeleteResult,
     Event,
@@ -56,6 +58,7 @@ from dkv.client.watch import Watch
 
 __all__ = [
     "Client",
+    "ClientTls",
     "Compacted",
     "DeleteResult",
     "DkvClientError",

@@ -25,6 +25,7 @@ from twisted.internet import defer
 from dkv.client.errors import DkvClientError, NotFound
 from dkv.client.lease import KeepAlive, Lease
 from dkv.client.requests import delete_request, put_request, range_request, watch_create_request
+from dkv.client.tls import ClientTls
 from dkv.client.transport import Transport
 from dkv.client.txn import Txn
 from dkv.client.values import (
@@ -63,7 +64,8 @@ class Client:
     ``attempt_timeout``: seconds one attempt may take. ``retry_writes``:
     retry a write whose outcome is unknown with its idempotency key (turn
     off against etcd, which ignores the key: then such a write raises
-    OutcomeUnknown at once)."""
+    OutcomeUnknown at once). ``tls``: the CA and client certificate for
+    ``https://`` endpoints (``dkv.client.tls.ClientTls``)."""
 
     def __init__(
         self,
@@ -74,6 +76,7 @@ class Client:
         attempt_timeout: float = 5.0,
         retry_writes: bool = True,
         http: HTTPClient | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.transport = Transport(
             endpoints,
@@ -82,6 +85,7 @@ class Client:
             attempt_timeout=attempt_timeout,
             retry_writes=retry_writes,
             http=http,
+            tls=tls,
         )
 
     # -- KV

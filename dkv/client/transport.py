@@ -42,6 +42,7 @@ from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed
 from twisted.web.iweb import IResponse
 
 from dkv.client.errors import DkvClientError, NoLeader, OutcomeUnknown, Unreachable, from_answer
+from dkv.client.tls import ClientTls
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 JSON_HEADERS: dict[bytes | str, list[bytes | str]] = {"Content-Type": ["application/json"]}
@@ -128,6 +129,7 @@ class Transport:
         attempt_timeout: float = 5.0,
         retry_writes: bool = True,
         http: HTTPClient | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.endpoints = split_endpoints(endpoints)
         self.reactor = reactor
@@ -136,7 +138,12 @@ class Transport:
         self.attempt_timeout = attempt_timeout
         self.retry_writes = retry_writes
         self.pool = web_client.HTTPConnectionPool(reactor, persistent=True)
-        self.http = http or HTTPClient(web_client.Agent(reactor, pool=self.pool))
+        agent = (
+            web_client.Agent(reactor, pool=self.pool)
+            if tls is None
+            else web_client.Agent(reactor, contextFactory=tls.policy(), pool=self.pool)
+        )
+        self.http = http or HTTPClient(agent)
         #: Index of the endpoint tried first.
         self.current = 0
 

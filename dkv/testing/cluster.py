@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dkv.testing.certs import ClusterCerts
 from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, dkv_command, free_ports, twistd_command
 from dkv.testing.poll import Timeout, wait_until
 from dkv.testing.process import Process, tail, track, untrack
@@ -90,7 +91,10 @@ class Cluster:
     default. Nodes are configured with flags, or with ``DKV_*`` variables
     when ``configure_with="env"``; ``env`` adds variables (e.g. GRPC_TRACE)
     and ``extra_args`` flags to every node. ``proxy_links=False``: no
-    proxies, peers dial each other directly (no link faults)."""
+    proxies, peers dial each other directly (no link faults). ``tls``: the
+    nodes run with the TLS flags of these certificates
+    (``dkv.testing.certs.ClusterCerts``), and REST requests go over HTTPS
+    with its client certificate when client TLS is on."""
 
     def __init__(
         self,
@@ -107,6 +111,7 @@ class Cluster:
         configure_with: str = "flags",
         seed: int = 0,
         proxy_links: bool = True,
+        tls: ClusterCerts | None = None,
     ) -> None:
         if configure_with not in ("flags", "env"):
             raise ValueError(f"configure_with must be 'flags' or 'env', not {configure_with!r}")
@@ -128,6 +133,9 @@ class Cluster:
             log_level=log_level, tick_ms=tick_ms, election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks,
             request_timeout=request_timeout, extra_args=tuple(extra_args),
         )  # fmt: skip
+        #: The cluster's certificates (``dkv.testing.certs``); None: no TLS.
+        self.tls = tls
+        self.ssl_context = tls.ssl_context() if tls is not None else None
         self._closed = False
         track(self)
         self.hub = ProxyHub(seed) if proxy_links else None
@@ -166,6 +174,9 @@ class Cluster:
                     self.links[(a, b)] = proxy
 
     def _add(self, node_id: str, rpc_port: int, rest_port: int, **settings: Any) -> NodeProcess:
+        if self.tls is not None:  # TLS flags first, so that extra_args can override them
+            extra = settings.get("extra_args", self.node_settings["extra_args"])
+            settings["extra_args"] = (*self.tls.node_args(node_id), *extra)
         config = NodeConfig(
             node_id=node_id, rpc_port=rpc_port, rest_port=rest_port, db_path=self.dir / f"{node_id}.db",
             **{**self.node_settings, **settings},
@@ -173,6 +184,7 @@ class Cluster:
         node = NodeProcess.from_config(
             config, self.dir / f"{node_id}.log", style=self.configure_with, env=self.env, cwd=self.dir
         )
+        node.ssl_context = self.ssl_context
         self.nodes[node_id] = node
         self.rpc_ports[node_id] = rpc_port
         self.rest_ports[node_id] = rest_port

@@ -24,6 +24,7 @@ from __future__ import annotations
 import http.client
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -186,6 +187,8 @@ class NodeProcess(Process):
         self.style = "flags"
         self.program: list[str] | None = None
         self.extra_env: dict[str, str] = {}
+        #: HTTPS for ``request`` (a node serving REST over TLS); None: HTTP.
+        self.ssl_context: ssl.SSLContext | None = None
 
     @classmethod
     def from_config(
@@ -235,7 +238,7 @@ class NodeProcess(Process):
         """One REST request to the node: (status, decoded JSON body)."""
         if self.rest_port is None:
             raise RuntimeError(f"{self.name} has no REST port")
-        return http_request(self.rest_port, method, path, body, timeout)
+        return http_request(self.rest_port, method, path, body, timeout, context=self.ssl_context)
 
     def try_status(self, timeout: float = 2.0) -> dict[str, Any] | None:
         """The node's /v0/status, or None if it does not answer (down, paused)."""

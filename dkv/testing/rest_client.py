@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import ssl
 from typing import Any
 
 from dkv.api.b64 import encode as b64_encode
@@ -29,12 +30,18 @@ def http_request(
     body: Any = None,
     timeout: float = 10.0,
     host: str = "127.0.0.1",
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
-    """One HTTP request on a fresh connection: (status, decoded JSON body).
+    """One HTTP request on a fresh connection (HTTPS with context):
+    (status, decoded JSON body).
 
     A body that is not JSON comes back as ``{"raw": text}``. Connection
     errors and timeouts raise (OSError / http.client.HTTPException)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn = (
+        http.client.HTTPConnection(host, port, timeout=timeout)
+        if context is None
+        else http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    )
     try:
         payload = None if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"} if payload is not None else {}

@@ -51,6 +51,7 @@ from typing import Any
 import attrs
 
 from dkv.testing.applied_once import applied_once
+from dkv.testing.certs import ClusterCerts
 from dkv.testing.checks import CheckResult, check_removed_stop, final_checks, render_check
 from dkv.testing.cluster import Cluster
 from dkv.testing.code_version import code_version
@@ -112,6 +113,9 @@ class TortureConfig:
     snapshot_entries: int | None = 1000
     snapshot_keep: int | None = 200
     nemesis_config: NemesisConfig = NemesisConfig()
+    #: Peers talk mutual TLS (certificates made for the run, in ``out/certs``);
+    #: the clients' REST port stays plaintext.
+    peer_tls: bool = False
 
     def node_args(self) -> list[str]:
         """Extra command-line arguments of every node (the snapshot settings)."""
@@ -149,6 +153,8 @@ class TortureConfig:
         ):
             if value != usual:
                 args += [flag, f"{value[0]:g},{value[1]:g}"]
+        if self.peer_tls:
+            args.append("--peer-tls")
         return shlex.join(args)
 
 
@@ -362,6 +368,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         request_timeout=cfg.request_timeout,
         seed=cfg.seed,
         extra_args=cfg.node_args(),
+        tls=ClusterCerts(out / "certs", client=False, client_cert_auth=False) if cfg.peer_tls else None,
     ) as cluster:
         cluster.start()
         cluster.leader(timeout=30)
@@ -553,6 +560,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         default=_default("snapshot_keep"),
         help="the nodes' --snapshot-keep-entries",
     )
+    p.add_argument(
+        "--peer-tls", action="store_true", help="peers talk mutual TLS (a CA and certificates made for the run)"
+    )
     p.add_argument("--out", required=True, help="directory for the history, fault log, summary and node logs")
     a = p.parse_args(argv)
     if a.time <= a.tail:
@@ -567,6 +577,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         write_attempts=a.write_attempts, lock_ttl=a.lock_ttl,
         snapshot_entries=a.snapshot_entries or None, snapshot_keep=a.snapshot_keep_entries or None,
         nemesis_config=NemesisConfig(fault_seconds=a.fault_seconds, quiet_seconds=a.quiet_seconds),
+        peer_tls=a.peer_tls,
     )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from dkv.aio import deferred_from
 from dkv.errors import BY_GRPC_CODE, DkvError, NoLeader, OutcomeUnknown
 from dkv.pb import kv_pb2, kv_pb2_grpc
-from dkv.transport.grpc_peer import CHANNEL_OPTIONS
+from dkv.transport.grpc_peer import Credentials, open_channel
 
 FORWARDED = (("dkv-forwarded", "1"),)
 
@@ -28,8 +28,9 @@ FORWARDED = (("dkv-forwarded", "1"),)
 class ClusterClient:
     """One channel per address, reused."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, credentials: Credentials = lambda: None) -> None:
         self._timeout = timeout
+        self._credentials = credentials
         self._channels: dict[str, aio.Channel] = {}
 
     def call(self, address: str, method: str, request: Any) -> Deferred[Any]:
@@ -40,7 +41,7 @@ class ClusterClient:
     async def _call(self, address: str, method: str, request: Any) -> Any:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = open_channel(address, self._credentials())
         stub = kv_pb2_grpc.ClusterStub(channel)
         try:
             return await getattr(stub, method)(request, timeout=self._timeout, metadata=FORWARDED)
@@ -50,6 +51,13 @@ class ClusterClient:
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
         await asyncio.gather(*(c.close() for c in channels.values()))
+
+    def drop_channels(self) -> None:
+        """Open new channels from now on (after a TLS reload); calls on the
+        old ones finish first."""
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            asyncio.ensure_future(channel.close(grace=self._timeout))
 
 
 def to_dkv_error(error: aio.AioRpcError) -> DkvError:
@@ -67,10 +75,11 @@ def to_dkv_error(error: aio.AioRpcError) -> DkvError:
 
 
 def join_cluster(
-    address: str, node_id: str, advertise: str, timeout: float
+    address: str, node_id: str, advertise: str, timeout: float, credentials: grpc.ChannelCredentials | None = None
 ) -> tuple[str, list[tuple[str, str, bool]]]:
-    """Ask the member at address to add us as a learner; returns the cluster
-    id and the configuration (id, address, voter) that includes us.
+    """Ask the member at address (over TLS with credentials) to add us as a
+    learner; returns the cluster id and the configuration (id, address,
+    voter) that includes us.
 
     Blocking (it runs at start-up, before the reactor): retries while the
     cluster has no leader, up to timeout seconds; raises RuntimeError with a
@@ -78,16 +87,21 @@ def join_cluster(
     deadline = time.monotonic() + timeout
     request = kv_pb2.AddMemberRequest(id=node_id, address=advertise, learner=True)
     last = "no answer"
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+    with channel:
         stub = kv_pb2_grpc.ClusterStub(channel)
         while time.monotonic() < deadline:
             try:
                 response = stub.AddMember(request, timeout=max(1.0, deadline - time.monotonic()))
             except grpc.RpcError as e:
                 last = f"{e.code().name}: {e.details()}"
+                if "handshake failed" in (e.details() or "").lower():
+                    # We do not trust the member's certificate: waiting will not help.
+                    raise RuntimeError(f"TLS: {e.details()}") from None
                 if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     time.sleep(0.5)  # the cluster may be electing a leader; try again
                     continue
                 raise RuntimeError(last) from None
             return response.cluster_id, [(m.id, m.address, m.voter) for m in response.members]
-    raise RuntimeError(f"gave up after {timeout:.0f}s ({last})")
+    hint = "; with TLS, a member closes connections whose certificate its CAs do not trust" if credentials else ""
+    raise RuntimeError(f"gave up after {timeout:.0f}s ({last}{hint})")

@@ -23,7 +23,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -59,6 +59,25 @@ CONNECT_TIMEOUT = 2.0
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 
 log = logger("dkv.transport")
+
+#: Makes the credentials a new channel to a peer is opened with (None: plaintext).
+Credentials = Callable[[], "grpc.ChannelCredentials | None"]
+
+
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None) -> aio.Channel:
+    """A channel to a peer's RPC port: TLS with credentials (gRPC checks
+    that the server's certificate names address's host), else plaintext."""
+    if credentials is None:
+        return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+
+
+class PeerGuard(Protocol):
+    """Who may call the peer protocol (``dkv.tls.peer_guard.PeerGuard``)."""
+
+    async def admit(
+        self, context: aio.ServicerContext, method: str, *, member_id: str | None = None, address: str | None = None
+    ) -> None: ...
 
 
 class _PeerLink:
@@ -98,7 +117,7 @@ class _PeerLink:
     async def _run(self) -> None:
         backoff = BACKOFF_MIN
         while True:
-            channel = aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            channel = open_channel(self.address, self.transport.channel_credentials())
             call: aio.StreamUnaryCall | None = None
             try:
                 await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
@@ -188,8 +207,16 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         self._transport = transport
 
     async def Stream(self, request_iterator, context):  # noqa: N802 - gRPC name
+        guard = self._transport.guard
+        admitted = None
+        if guard is not None:
+            await guard.admit(context, "Raft/Stream")
         sizes = [0]
         async for batch in _parsed(request_iterator, raft_pb2.Batch, "Stream", context, sizes.append):
+            sender = getattr(batch, "from")
+            if guard is not None and sender != admitted:
+                await guard.admit(context, "Raft/Stream", member_id=sender)
+                admitted = sender
             self._transport._receive(batch, sizes.pop())
         return raft_pb2.StreamClosed()
 
@@ -198,10 +225,23 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         if receiver is None:
             yield raft_pb2.SnapshotAck(error="this node does not take snapshots")
             return
-        async for ack in receiver.receive(
-            _parsed(request_iterator, raft_pb2.SnapshotChunk, "InstallSnapshot", context)
-        ):
+        guard = self._transport.guard
+        chunks = _parsed(request_iterator, raft_pb2.SnapshotChunk, "InstallSnapshot", context)
+        if guard is not None:
+            await guard.admit(context, "Raft/InstallSnapshot")
+            header = await anext(chunks, None)
+            if header is None:
+                return
+            await guard.admit(context, "Raft/InstallSnapshot", member_id=getattr(header, "from"))
+            chunks = _prepend(header, chunks)
+        async for ack in receiver.receive(chunks):
             yield ack
+
+
+async def _prepend(first: Any, rest: Any) -> Any:
+    yield first
+    async for item in rest:
+        yield item
 
 
 class GrpcTransport:
@@ -218,9 +258,17 @@ class GrpcTransport:
         on_unreachable: Callable[[str], None],
         routes: Mapping[str, str] | None = None,
         on_round_trip: Callable[[str, float], None] = lambda peer, seconds: None,
+        channel_credentials: Credentials = lambda: None,
+        guard: PeerGuard | None = None,
     ) -> None:
         """on_round_trip(peer, seconds): a heartbeat's round trip."""
         self.node_id = node_id
+        #: What links are opened with (see ``open_channel``), asked at each (re)connect.
+        self.channel_credentials = channel_credentials
+        #: Checks callers of the Raft service (None: anyone may call).
+        self.guard = guard
+        #: Every member's configured address, by id (our own included).
+        self.members: dict[str, str] = {}
         #: Dial these peers here instead of at their configured address.
         self.routes = dict(routes or {})
         self.cluster_id = cluster_id
@@ -266,6 +314,7 @@ class GrpcTransport:
 
     def set_peers(self, addresses: Mapping[str, str]) -> None:
         """Make the set of links match addresses (our own id excluded)."""
+        self.members = dict(addresses)
         wanted = {i: self.routes.get(i, a) for i, a in addresses.items() if i != self.node_id}
         for peer_id in list(self._links):
             link = self._links[peer_id]
@@ -278,6 +327,10 @@ class GrpcTransport:
                 self._links[peer_id] = link
                 if self._running:
                     link.start()
+
+    def member_address(self, node_id: str) -> str | None:
+        """node_id's address in the configuration (not its route)."""
+        return self.members.get(node_id)
 
     def address_of(self, peer_id: str) -> str | None:
         """Where we dial peer_id (its route if one is set)."""

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
+import grpc
 from grpc import aio
 
 from dkv.aio import wait
@@ -32,7 +33,7 @@ from dkv.pb import raft_pb2, raft_pb2_grpc
 from dkv.raft.membership import Membership
 from dkv.raft.messages import InstallSnapshot, Message, SnapshotMeta
 from dkv.storage import NodeStore, SnapshotReader, StorageError, record_crc
-from dkv.transport.grpc_peer import CHANNEL_OPTIONS
+from dkv.transport.grpc_peer import open_channel
 
 log = logger("dkv.snapshots")
 
@@ -74,11 +75,17 @@ class OutgoingSnapshot:
 
 
 async def send_snapshot(
-    address: str, cluster_id: str, node_id: str, term: int, snap: OutgoingSnapshot
+    address: str,
+    cluster_id: str,
+    node_id: str,
+    term: int,
+    snap: OutgoingSnapshot,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
-    """Stream snap to the node at address; returns once it staged all of it
-    and handed it to its core. Raises on any failure."""
-    channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    """Stream snap to the node at address (over TLS with credentials);
+    returns once it staged all of it and handed it to its core. Raises on
+    any failure."""
+    channel = open_channel(address, credentials)
     try:
         call = raft_pb2_grpc.RaftStub(channel).InstallSnapshot()
         header = raft_pb2.SnapshotChunk(cluster_id=cluster_id, leader_term=term, meta=meta_to_pb(snap.meta))
