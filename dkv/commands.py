@@ -59,6 +59,7 @@ AuthRequest = (
     | AuthRoleDeleteRequest
     | AuthRoleGrantPermissionRequest
     | AuthRoleRevokePermissionRequest
+    | raft_pb2.IssuedToken
 )
 _FIELDS = {
     PutRequest: "put",
@@ -78,6 +79,7 @@ _FIELDS = {
     AuthRoleDeleteRequest: "role_delete",
     AuthRoleGrantPermissionRequest: "role_grant_permission",
     AuthRoleRevokePermissionRequest: "role_revoke_permission",
+    raft_pb2.IssuedToken: "auth_token",
 }
 
 

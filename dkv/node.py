@@ -93,6 +93,16 @@ class Node:
             return self
         return attrs.evolve(self, token=token)
 
+    def token_ready(self) -> Deferred[None] | None:
+        """None, or a Deferred to wait on before this request's token is
+        looked at: its Authenticate went through another member a moment ago
+        and this one has not applied it yet (``NodeAuth.token_ready``). The
+        API layers wait on it, whatever it fires with, before the handler."""
+        if self.token is None:
+            return None
+        d = self.auth.token_ready(self.token)
+        return None if d is None else d.addErrback(lambda _: None)
+
     def authorize(self, needs: Iterable[permissions.Need]) -> None:
         """Raise etcd's error unless this request's user may touch every
         (access, key, range_end) in needs (a no-op while auth is disabled)."""

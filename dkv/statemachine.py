@@ -15,7 +15,9 @@ no-ops (empty data) and data that is not a command (a bug on the proposing
 side) change nothing, on every node alike.
 
 Auth writes (``dkv.auth.store``) change the auth tables and say so in the
-outcome (``auth_changed``), so nodes drop what they cached of them.
+outcome (``auth_changed``), so nodes drop what they cached of them. A token
+an Authenticate issued changes nothing stored; the outcome carries it
+(``tokens_issued``) so that every member learns it.
 
 Commands carrying an idempotency key are answered from, and recorded in,
 the idempotency table (``dkv.idempotency``): a retry of a write already
@@ -31,12 +33,15 @@ import attrs
 
 from dkv.auth.store import COMMAND_FIELDS as AUTH_FIELDS
 from dkv.auth.store import AuthStore
+from dkv.auth.tokens import token_of
 from dkv.commands import RequestId, decode
 from dkv.idempotency import IdempotencyTable
 from dkv.mvcc import MvccStore, lease_ops
 from dkv.mvcc.errors import EtcdError
 from dkv.mvcc.leases import TableLeases
 from dkv.pb.etcd_kv_pb2 import Event
+from dkv.pb.etcd_rpc_pb2 import AuthenticateResponse
+from dkv.pb.raft_pb2 import IssuedToken
 from dkv.raft.messages import Entry, EntryKind
 from dkv.storage import Applied
 from dkv.storage.overlay import OverlayWriter
@@ -56,6 +61,10 @@ class Outcome:
     leases_revoked: tuple[int, ...] = ()
     #: An Auth write changed the auth state (``dkv.auth.store``).
     auth_changed: bool = False
+    #: The tokens Authenticate issued, in entry order, each with its whole
+    #: token (``dkv.auth.tokens``: every member learns them; nothing is
+    #: stored).
+    tokens_issued: tuple[IssuedToken, ...] = ()
 
 
 def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
@@ -71,6 +80,7 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
     granted: list[tuple[int, int]] = []
     revoked: list[int] = []
     auth_changed = False
+    tokens: list[IssuedToken] = []
     for entry in entries:
         last = entry.index
         if entry.kind != EntryKind.NORMAL or not entry.data:
@@ -109,6 +119,13 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
                 gone = lease_ops.revoke(store, leases, cmd.lease_revoke)
                 result, events_made = gone.response, gone.events
                 revoked.append(cmd.lease_revoke.ID)
+            elif op == "auth_token":
+                # The token is the proposed prefix and this entry's index (etcd's shape).
+                issued = IssuedToken()
+                issued.CopyFrom(cmd.auth_token)
+                issued.token = token_of(issued.token, entry.index)
+                tokens.append(issued)
+                result, events_made = AuthenticateResponse(token=issued.token), ()
             elif op in AUTH_FIELDS:
                 result, events_made = AuthStore(writer).apply(op, getattr(cmd, op)), ()
                 auth_changed = True
@@ -128,4 +145,5 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
         tuple(granted),
         tuple(revoked),
         auth_changed,
+        tuple(tokens),
     )

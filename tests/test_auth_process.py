@@ -78,3 +78,23 @@ def test_auth_survives_a_restart_and_travels_in_a_snapshot() -> None:
         assert post(cluster, others[0], "/v3/kv/range", {"key": b64(b"/app/x")})[0] == 400
         alice = authenticate(cluster, others[0], "alice", "pw")
         must(cluster, others[0], "/v3/kv/range", {"key": b64(b"/app/x")}, alice)
+
+
+def test_a_token_issued_by_one_member_is_good_on_every_member() -> None:
+    """Authenticate goes through the log (as etcd's): every member learns
+    the token; a restarted member knows none, and the client re-authenticates."""
+    with Cluster(request_timeout=3.0) as cluster:
+        cluster.start()
+        leader = cluster.leader(timeout=20)
+        must(cluster, leader, "/v3/auth/user/add", {"name": "root", "password": "rootpw"})
+        must(cluster, leader, "/v3/auth/user/grant", {"user": "root", "role": "root"})
+        must(cluster, leader, "/v3/auth/enable", {})
+        follower = next(n for n in cluster.ids if n != leader)
+        token = authenticate(cluster, follower, "root", "rootpw")
+        for node in cluster.ids:  # at once: a member that has not applied the token yet waits until it has
+            must(cluster, node, "/v3/kv/put", {"key": b64(node.encode()), "value": "MQ=="}, token)
+        cluster.restart(follower)
+        status, answer = post(cluster, follower, "/v3/kv/range", {"key": b64(b"a")}, token)
+        assert (status, answer["message"]) == (401, "etcdserver: invalid auth token")
+        again = authenticate(cluster, follower, "root", "rootpw")
+        assert must(cluster, follower, "/v3/kv/range", {"key": b64(leader.encode())}, again)["count"] == "1"

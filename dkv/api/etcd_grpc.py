@@ -65,11 +65,20 @@ def _unary(node: Node, method: str, handler: Handler, request_type: Any) -> Any:
         try:
             metadata = context.invocation_metadata()
             keyed = node.keyed(key_from_metadata(metadata)).with_token(token_from_metadata(metadata))
+            await _token_ready(keyed)
             return await wait(call(handler, keyed, request))
         except Exception as e:  # noqa: BLE001 - every failure is an answer
             await _abort(context, method, e)
 
     return grpc.unary_unary_rpc_method_handler(handle, response_serializer=lambda m: m.SerializeToString())
+
+
+async def _token_ready(node: Node) -> None:
+    """Wait, if the call's token was issued through another member a moment
+    ago, until this one has applied it (``Node.token_ready``)."""
+    ready = node.token_ready()
+    if ready is not None:
+        await wait(ready)
 
 
 def _malformed(request_type: Any) -> Exception:
@@ -80,6 +89,7 @@ def _snapshot(node: Node) -> Any:
     async def handle(raw: bytes, context: aio.ServicerContext) -> AsyncIterator[pb.SnapshotResponse]:
         try:
             caller = node.with_token(token_from_metadata(context.invocation_metadata()))
+            await _token_ready(caller)
             path, size = await wait(snapshot_file(caller))
         except Exception as e:  # noqa: BLE001
             await _abort(context, "Snapshot", e)
@@ -105,6 +115,7 @@ def _keep_alive(node: Node) -> Any:
 
     async def handle(requests: AsyncIterator[bytes], context: aio.ServicerContext) -> Any:
         caller = node.with_token(token_from_metadata(context.invocation_metadata()))
+        await _token_ready(caller)
         async for raw in requests:
             try:
                 request = pb.LeaseKeepAliveRequest.FromString(raw)

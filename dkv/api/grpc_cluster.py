@@ -16,7 +16,7 @@ from typing import Any
 
 from grpc import aio
 
-from dkv.api.grpc_kv import abort, caller, outcome, register_parsed
+from dkv.api.grpc_kv import abort, outcome, ready_caller, register_parsed
 from dkv.auth.node_auth import v0_error
 from dkv.mvcc.errors import EtcdError
 from dkv.node import Node
@@ -31,7 +31,7 @@ def _forwarded(context: aio.ServicerContext) -> bool:
 async def _client(node: Node, context: aio.ServicerContext, method: str) -> Node:
     """node carrying the call's token; a call from a client (not forwarded
     by a member, which checked it) needs the root role (auth enabled)."""
-    caller_node = caller(node, context)
+    caller_node = await ready_caller(node, context)
     if not _forwarded(context):
         try:
             caller_node.authorize_root()

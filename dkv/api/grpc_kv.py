@@ -53,10 +53,20 @@ async def _keyed(node: Node, context: aio.ServicerContext, method: str) -> Node:
     """node keyed by the call's ``idempotency-key`` metadata (a bad key
     aborts the call with INVALID_ARGUMENT), carrying its ``token``."""
     try:
-        return caller(node, context).keyed(key_from_metadata(context.invocation_metadata()))
+        return (await ready_caller(node, context)).keyed(key_from_metadata(context.invocation_metadata()))
     except DkvError as e:
         await abort(context, e, method)
         raise  # abort raises; never reached
+
+
+async def ready_caller(node: Node, context: aio.ServicerContext) -> Node:
+    """``caller``, once this node has applied the entry that issued the
+    call's token (``Node.token_ready``)."""
+    found = caller(node, context)
+    ready = found.token_ready()
+    if ready is not None:
+        await wait(ready)
+    return found
 
 
 def caller(node: Node, context: aio.ServicerContext) -> Node:
@@ -78,7 +88,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
 
     async def Get(self, request, context):  # noqa: N802
         linearizable = request.consistency != kv_pb2.SERIALIZABLE
-        node = caller(self.node, context)
+        node = await ready_caller(self.node, context)
         value = await outcome(context, "Get", node.get(request.key, linearizable=linearizable))
         return kv_pb2.GetResponse(key=request.key, value=value)
 

@@ -98,6 +98,9 @@ def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> 
         node = node.keyed(key)
     if call.authorization is not None:
         node = node.with_token(auth_token(call.authorization))
+        ready = node.token_ready()
+        if ready is not None:
+            return ready.addCallback(lambda _: handler(node, call))
     return handler(node, call)
 
 

@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
+from dkv.aio import wait
 from dkv.api.etcd_v3 import ApiError, answer_error, token_from_metadata
 from dkv.logs import logger
 from dkv.mvcc.errors import Code
@@ -76,6 +77,9 @@ async def _read(requests: AsyncIterator[bytes], session: WatchSession, drained: 
 
 async def _serve(node: Node, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> None:
     node = node.with_token(token_from_metadata(context.invocation_metadata()))
+    token_ready = node.token_ready()
+    if token_ready is not None:
+        await wait(token_ready)
     ready, drained = asyncio.Event(), asyncio.Event()
     session = watch_session(node, ready.set)
     reader = asyncio.ensure_future(_read(requests, session, drained))

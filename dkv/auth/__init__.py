@@ -7,7 +7,7 @@
 - ``store``: the replicated auth state in the state machine's tables
   (enabled flag, users, roles, the auth revision) and etcd's Auth writes,
   applied deterministically from the log;
-- ``tokens``: etcd's ``simple`` tokens, local to the node that issued them;
+- ``tokens``: etcd's ``simple`` tokens, issued through the log to every member;
 - ``node_auth``: the node's side: credentials to an identity, the checks
   every API layer runs through ``dkv.node.Node``, the Auth RPCs.
 """

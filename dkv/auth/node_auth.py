@@ -39,13 +39,14 @@ from twisted.internet.threads import deferToThread
 from dkv.auth import passwords
 from dkv.auth.permissions import ROOT, Access, Need
 from dkv.auth.store import AuthState, load
-from dkv.auth.tokens import DEFAULT_TTL, SimpleTokens
+from dkv.auth.tokens import DEFAULT_TTL, SimpleTokens, issued_at
 from dkv.commands import AuthRequest, encode
 from dkv.errors import BY_GRPC_CODE, DkvError, PermissionDenied, Unauthenticated
 from dkv.logs import logger
 from dkv.mvcc import errors
 from dkv.mvcc.errors import Code, EtcdError
 from dkv.pb import etcd_rpc_pb2 as pb
+from dkv.pb.raft_pb2 import IssuedToken
 
 if TYPE_CHECKING:
     from dkv.replication import ReplicationService
@@ -60,6 +61,12 @@ class HashedPasswordRefused(EtcdError):
 
     code = Code.INVALID_ARGUMENT
     message = "etcdserver: dkv does not take hashedPassword: send the password (it is hashed with scrypt)"
+
+
+#: A token that names an entry further ahead of this node's applied index
+#: than this is not waited for (a made-up token; or this node is far behind,
+#: and the client authenticates again elsewhere).
+_MAX_TOKEN_WAIT_ENTRIES = 100_000
 
 
 @attrs.define
@@ -93,6 +100,21 @@ class NodeAuth:
     def _applied(self, outcome: Outcome) -> None:
         if outcome.auth_changed:
             self._forget()
+        for issued in outcome.tokens_issued:
+            self.tokens.register(issued.token, issued.name, issued.password_hash)
+
+    def token_ready(self, token: str | None) -> Deferred[None] | None:
+        """None if token can be looked up now; else a Deferred that fires
+        once this node has applied the entry that issued it (a token issued
+        through another member a moment ago), or fails after the request
+        timeout (the lookup then says ``invalid auth token``)."""
+        if not token or token in self.tokens or not self.enabled:
+            return None
+        index = issued_at(token)
+        applied = self.replication.applied
+        if index is None or index <= applied or index > applied + _MAX_TOKEN_WAIT_ENTRIES:
+            return None
+        return self.replication.wait_applied(index)
 
     def _forget(self) -> None:
         self._state = None
@@ -145,7 +167,9 @@ class NodeAuth:
     # -- Authenticate ---------------------------------------------------------------------
 
     def authenticate(self, request: pb.AuthenticateRequest) -> Deferred[pb.AuthenticateResponse]:
-        """A token for a user whose password matches; AuthFailed otherwise
+        """A token for a user whose password matches, valid on every member
+        once the entry that issues it is applied (the answer waits for it
+        here); AuthFailed otherwise
         (an unknown user too: the answer does not tell which),
         AuthNotEnabled while auth is disabled (etcd's answers)."""
 
@@ -160,10 +184,12 @@ class NodeAuth:
             d = deferToThread(passwords.verify_password, request.password, stored)
             return d.addCallback(issue, user.password)
 
-        def issue(ok: bool, password_hash: bytes) -> pb.AuthenticateResponse:
+        def issue(ok: bool, password_hash: bytes) -> Deferred[pb.AuthenticateResponse]:
             if not ok:
                 raise self._auth_failed()
-            return pb.AuthenticateResponse(token=self.tokens.issue(request.name, password_hash))
+            # Through the log, so that every member knows the token (etcd's way).
+            issued = IssuedToken(name=request.name, token=self.tokens.new_prefix(), password_hash=password_hash)
+            return self._propose(issued)
 
         return self.replication.read_barrier().addCallback(verify)
 

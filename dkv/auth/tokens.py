@@ -1,14 +1,21 @@
 # test-case-name: tests.auth.test_tokens
-"""etcd's ``simple`` tokens: random strings this node remembers.
+"""etcd's ``simple`` tokens: random strings the members remember.
 
-``Authenticate`` answers a token of 16 random letters and a counter
-(``"aBcDeFgHiJkLmNoP.7"``, etcd's shape). A token is valid on the node that
-issued it only (as etcd's simple tokens: clients re-authenticate on another
-member when it answers ``invalid auth token``, as etcdctl and clientv3 do),
-for ``ttl`` seconds after its last use (each use extends it, as etcd's
-do). It names its user and the password hash it was issued against, so a
-password change or a deleted user ends it (``dkv.auth.node_auth`` checks);
-disabling auth forgets every token. The clock is a parameter.
+``Authenticate`` answers a token of 16 random letters, a dot and the index
+of the log entry that issued it (``"aBcDeFgHiJkLmNoP.7"``, etcd's shape).
+The node that verified the password draws the letters (``new_prefix``) and
+proposes them; every member ``register``s the token when it applies that
+entry (as etcd's members do with theirs), so a client may use it on any
+member. A member that has not applied that entry yet waits until it has
+before it looks the token up (``issued_at`` gives the index; etcd's members
+wait the same way). Tokens live in memory only: a restarted member knows
+none of the tokens applied before it stopped and answers ``invalid auth
+token``, on which etcdctl and clientv3 re-authenticate. A token is valid
+for ``ttl`` seconds after its last use on each member (each use extends it
+there, as etcd's do). It names its user and the password hash it was
+issued against, so a password change or a deleted user ends it
+(``dkv.auth.node_auth`` checks); disabling auth forgets every token. The
+clock is a parameter.
 """
 
 from __future__ import annotations
@@ -25,6 +32,17 @@ _LETTERS = string.ascii_letters
 _LENGTH = 16
 
 
+def token_of(prefix: str, index: int) -> str:
+    """The token a prefix makes when the entry at index issues it."""
+    return f"{prefix}.{index}"
+
+
+def issued_at(token: str) -> int | None:
+    """The index of the entry that issued token (None: not a token's shape)."""
+    _, dot, index = token.rpartition(".")
+    return int(index) if dot and index.isdigit() and len(index) < 20 else None
+
+
 @attrs.define
 class _Entry:
     user: str
@@ -38,14 +56,16 @@ class SimpleTokens:
     ttl: float = DEFAULT_TTL
     rng: random.Random = attrs.field(factory=random.SystemRandom)
     _entries: dict[str, _Entry] = attrs.field(factory=dict, init=False)
-    _counter: int = attrs.field(default=0, init=False)
 
-    def issue(self, user: str, password_hash: bytes) -> str:
-        """A fresh token for user (who proved the password of password_hash)."""
+    def new_prefix(self) -> str:
+        """The random part of a new token."""
+        return "".join(self.rng.choice(_LETTERS) for _ in range(_LENGTH))
+
+    def register(self, token: str, user: str, password_hash: bytes) -> str:
+        """Make token (``token_of``) valid for user, who proved the password
+        of password_hash; token."""
         now = self.clock.seconds()
         self._sweep(now)
-        self._counter += 1
-        token = "".join(self.rng.choice(_LETTERS) for _ in range(_LENGTH)) + f".{self._counter}"
         self._entries[token] = _Entry(user, password_hash, now + self.ttl)
         return token
 
@@ -67,6 +87,9 @@ class SimpleTokens:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)

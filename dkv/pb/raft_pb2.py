@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from dkv.pb import etcd_rpc_pb2 as dkv_dot_pb_dot_etcd__rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64kv/pb/raft.proto\x12\x0b\x64kv.raft.v0\x1a\x15\x64kv/pb/etcd_rpc.proto\"[\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12.\n\nmembership\x18\x03 \x01(\x0b\x32\x1a.dkv.raft.v0.ClusterConfig\"\xbd\x01\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\x13\n\x0bleader_term\x18\x03 \x01(\x04\x12\'\n\x04meta\x18\x04 \x01(\x0b\x32\x19.dkv.raft.v0.SnapshotMeta\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12$\n\x07records\x18\x06 \x03(\x0b\x32\x13.dkv.raft.v0.Record\x12\x0b\n\x03\x63rc\x18\x07 \x01(\r\x12\x0c\n\x04last\x18\x08 \x01(\x08\"$\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"<\n\x0bSnapshotAck\x12\x10\n\x08next_seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"Q\n\x05\x42\x61tch\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12&\n\x08messages\x18\x03 \x03(\x0b\x32\x14.dkv.raft.v0.Message\"\x0e\n\x0cStreamClosed\"X\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.dkv.raft.v0.EntryKind\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"4\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05voter\x18\x03 \x01(\x08\"5\n\rClusterConfig\x12$\n\x07members\x18\x01 \x03(\x0b\x32\x13.dkv.raft.v0.Member\"\xa4\t\n\x07\x43ommand\x12\x0e\n\x06origin\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\'\n\x03put\x18\x05 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x06 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x07 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x08 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\t \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\n \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12\x36\n\x0b\x61uth_enable\x18\x14 \x01(\x0b\x32\x1f.etcdserverpb.AuthEnableRequestH\x00\x12\x38\n\x0c\x61uth_disable\x18\x15 \x01(\x0b\x32 .etcdserverpb.AuthDisableRequestH\x00\x12\x34\n\x08user_add\x18\x16 \x01(\x0b\x32 .etcdserverpb.AuthUserAddRequestH\x00\x12:\n\x0buser_delete\x18\x17 \x01(\x0b\x32#.etcdserverpb.AuthUserDeleteRequestH\x00\x12K\n\x14user_change_password\x18\x18 \x01(\x0b\x32+.etcdserverpb.AuthUserChangePasswordRequestH\x00\x12\x41\n\x0fuser_grant_role\x18\x19 \x01(\x0b\x32&.etcdserverpb.AuthUserGrantRoleRequestH\x00\x12\x43\n\x10user_revoke_role\x18\x1a \x01(\x0b\x32\'.etcdserverpb.AuthUserRevokeRoleRequestH\x00\x12\x34\n\x08role_add\x18\x1b \x01(\x0b\x32 .etcdserverpb.AuthRoleAddRequestH\x00\x12:\n\x0brole_delete\x18\x1c \x01(\x0b\x32#.etcdserverpb.AuthRoleDeleteRequestH\x00\x12M\n\x15role_grant_permission\x18\x1d \x01(\x0b\x32,.etcdserverpb.AuthRoleGrantPermissionRequestH\x00\x12O\n\x16role_revoke_permission\x18\x1e \x01(\x0b\x32-.etcdserverpb.AuthRoleRevokePermissionRequestH\x00\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\x0c\x12\x1a\n\x12idempotency_digest\x18\r \x01(\x0c\x12\x1d\n\x15idempotency_window_ms\x18\x0e \x01(\x04\x12\x16\n\x0eleader_time_ms\x18\x13 \x01(\x04\x42\x04\n\x02opJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"X\n\x0bRequestVote\x12\x12\n\nlast_index\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08transfer\x18\x04 \x01(\x08\"1\n\x0cVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08pre_vote\x18\x02 \x01(\x08\"\x8d\x01\n\rAppendEntries\x12\x12\n\nprev_index\x18\x01 \x01(\x04\x12\x11\n\tprev_term\x18\x02 \x01(\x04\x12#\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x12.dkv.raft.v0.Entry\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x04\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x13\n\x0b\x63ommit_only\x18\x06 \x01(\x08\"d\n\x0e\x41ppendResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x12\n\nhint_index\x18\x03 \x01(\x04\x12\x11\n\thint_term\x18\x04 \x01(\x04\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"(\n\tHeartbeat\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\" \n\x11HeartbeatResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"(\n\x07Propose\x12\x0b\n\x03\x63tx\x18\x01 \x01(\x04\x12\x10\n\x08payloads\x18\x02 \x03(\x0c\"\x1e\n\x0fProposeRejected\x12\x0b\n\x03\x63tx\x18\x01 \x01(\x04\"\x1f\n\x10ReadIndexRequest\x12\x0b\n\x03\x63tx\x18\x01 \x01(\x04\";\n\x11ReadIndexResponse\x12\x0b\n\x03\x63tx\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\n\n\x02ok\x18\x03 \x01(\x08\"\x0c\n\nTimeoutNow\"Q\n\tNotMember\x12\x14\n\x0c\x63onfig_index\x18\x01 \x01(\x04\x12.\n\nmembership\x18\x02 \x01(\x0b\x32\x1a.dkv.raft.v0.ClusterConfig\"\xb5\x05\n\x07Message\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x30\n\x0crequest_vote\x18\n \x01(\x0b\x32\x18.dkv.raft.v0.RequestVoteH\x00\x12\x32\n\rvote_response\x18\x0b \x01(\x0b\x32\x19.dkv.raft.v0.VoteResponseH\x00\x12\x34\n\x0e\x61ppend_entries\x18\x0c \x01(\x0b\x32\x1a.dkv.raft.v0.AppendEntriesH\x00\x12\x36\n\x0f\x61ppend_response\x18\r \x01(\x0b\x32\x1b.dkv.raft.v0.AppendResponseH\x00\x12+\n\theartbeat\x18\x0e \x01(\x0b\x32\x16.dkv.raft.v0.HeartbeatH\x00\x12<\n\x12heartbeat_response\x18\x0f \x01(\x0b\x32\x1e.dkv.raft.v0.HeartbeatResponseH\x00\x12\'\n\x07propose\x18\x10 \x01(\x0b\x32\x14.dkv.raft.v0.ProposeH\x00\x12\x38\n\x10propose_rejected\x18\x11 \x01(\x0b\x32\x1c.dkv.raft.v0.ProposeRejectedH\x00\x12;\n\x12read_index_request\x18\x12 \x01(\x0b\x32\x1d.dkv.raft.v0.ReadIndexRequestH\x00\x12=\n\x13read_index_response\x18\x13 \x01(\x0b\x32\x1e.dkv.raft.v0.ReadIndexResponseH\x00\x12.\n\x0btimeout_now\x18\x14 \x01(\x0b\x32\x17.dkv.raft.v0.TimeoutNowH\x00\x12,\n\nnot_member\x18\x15 \x01(\x0b\x32\x16.dkv.raft.v0.NotMemberH\x00\x42\x06\n\x04\x62ody*#\n\tEntryKind\x12\n\n\x06NORMAL\x10\x00\x12\n\n\x06\x43ONFIG\x10\x01\x32\x8e\x01\n\x04Raft\x12\x39\n\x06Stream\x12\x12.dkv.raft.v0.Batch\x1a\x19.dkv.raft.v0.StreamClosed(\x01\x12K\n\x0fInstallSnapshot\x12\x1a.dkv.raft.v0.SnapshotChunk\x1a\x18.dkv.raft.v0.SnapshotAck(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64kv/pb/raft.proto\x12\x0b\x64kv.raft.v0\x1a\x15\x64kv/pb/etcd_rpc.proto\"[\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12.\n\nmembership\x18\x03 \x01(\x0b\x32\x1a.dkv.raft.v0.ClusterConfig\"\xbd\x01\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\x13\n\x0bleader_term\x18\x03 \x01(\x04\x12\'\n\x04meta\x18\x04 \x01(\x0b\x32\x19.dkv.raft.v0.SnapshotMeta\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12$\n\x07records\x18\x06 \x03(\x0b\x32\x13.dkv.raft.v0.Record\x12\x0b\n\x03\x63rc\x18\x07 \x01(\r\x12\x0c\n\x04last\x18\x08 \x01(\x08\"$\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"<\n\x0bSnapshotAck\x12\x10\n\x08next_seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"Q\n\x05\x42\x61tch\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12&\n\x08messages\x18\x03 \x03(\x0b\x32\x14.dkv.raft.v0.Message\"\x0e\n\x0cStreamClosed\"X\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.dkv.raft.v0.EntryKind\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"4\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05voter\x18\x03 \x01(\x08\"5\n\rClusterConfig\x12$\n\x07members\x18\x01 \x03(\x0b\x32\x13.dkv.raft.v0.Member\"A\n\x0bIssuedToken\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rpassword_hash\x18\x03 \x01(\x0c\"\xd4\t\n\x07\x43ommand\x12\x0e\n\x06origin\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\'\n\x03put\x18\x05 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x06 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x07 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x08 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\t \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\n \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12\x36\n\x0b\x61uth_enable\x18\x14 \x01(\x0b\x32\x1f.etcdserverpb.AuthEnableRequestH\x00\x12\x38\n\x0c\x61uth_disable\x18\x15 \x01(\x0b\x32 .etcdserverpb.AuthDisableRequestH\x00\x12\x34\n\x08user_add\x18\x16 \x01(\x0b\x32 .etcdserverpb.AuthUserAddRequestH\x00\x12:\n\x0buser_delete\x18\x17 \x01(\x0b\x32#.etcdserverpb.AuthUserDeleteRequestH\x00\x12K\n\x14user_change_password\x18\x18 \x01(\x0b\x32+.etcdserverpb.AuthUserChangePasswordRequestH\x00\x12\x41\n\x0fuser_grant_role\x18\x19 \x01(\x0b\x32&.etcdserverpb.AuthUserGrantRoleRequestH\x00\x12\x43\n\x10user_revoke_role\x18\x1a \x01(\x0b\x32\'.etcdserverpb.AuthUserRevokeRoleRequestH\x00\x12\x34\n\x08role_add\x18\x1b \x01(\x0b\x32 .etcdserverpb.AuthRoleAddRequestH\x00\x12:\n\x0brole_delete\x18\x1c \x01(\x0b\x32#.etcdserverpb.AuthRoleDeleteRequestH\x00\x12M\n\x15role_grant_permission\x18\x1d \x01(\x0b\x32,.etcdserverpb.AuthRoleGrantPermissionRequestH\x00\x12O\n\x16role_revoke_permission\x18\x1e \x01(\x0b\x32-.etcdserverpb.AuthRoleRevokePermissionRequestH\x00\x12.\n\nauth_token\x18\x1f \x01(\x0b\x32\x18.dkv.raft.v0.IssuedTokenH\x00\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\x0c\x12\x1a\n\x12idempotency_digest\x18\r \x01(\x0c\x12\x1d\n\x15idempotency_window_ms\x18\x0e \x01(\x04\x12\x16\n\x0eleader_time_ms\x18\x13 \x01(\x04\x42\x04\n\x02opJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"X\n\x0bRequestVote\x12\x12\n\nlast_index\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08transfer\x18\x04 \x01(\x08\"1\n\x0cVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08pre_vote\x18\x02 \x01(\x08\"\x8d\x01\n\rAppendEntries\x12\x12\n\nprev_index\x18\x01 \x01(\x04\x12\x11\n\tprev_term\x18\x02 \x01(\x04\x12#\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x12.dkv.raft.v0.Entry\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x04\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x13\n\x0b\x63ommit_only\x18\x06 \x01(\x08\"d\n\x0e\x41ppendResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x12\n\nhint_index\x18\x03 \x01(\x04\x12\x11\n\thint_term\x18\x04 \x01(\x04\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"(\n\tHeartbeat\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\" \n\x11HeartbeatResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"(\n\x07Propose\x12\x0b\n\x03\x63tx\x18\x01 \x01(\x04\x12\x10\n\x08payloads\x18\x02 \x03(\x0c\"\x1e\n\x0fProposeRejected\x12\x0b\n\x03\x63tx\x18\x01 \x01(\x04\"\x1f\n\x10ReadIndexRequest\x12\x0b\n\x03\x63tx\x18\x01 \x01(\x04\";\n\x11ReadIndexResponse\x12\x0b\n\x03\x63tx\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\n\n\x02ok\x18\x03 \x01(\x08\"\x0c\n\nTimeoutNow\"Q\n\tNotMember\x12\x14\n\x0c\x63onfig_index\x18\x01 \x01(\x04\x12.\n\nmembership\x18\x02 \x01(\x0b\x32\x1a.dkv.raft.v0.ClusterConfig\"\xb5\x05\n\x07Message\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x30\n\x0crequest_vote\x18\n \x01(\x0b\x32\x18.dkv.raft.v0.RequestVoteH\x00\x12\x32\n\rvote_response\x18\x0b \x01(\x0b\x32\x19.dkv.raft.v0.VoteResponseH\x00\x12\x34\n\x0e\x61ppend_entries\x18\x0c \x01(\x0b\x32\x1a.dkv.raft.v0.AppendEntriesH\x00\x12\x36\n\x0f\x61ppend_response\x18\r \x01(\x0b\x32\x1b.dkv.raft.v0.AppendResponseH\x00\x12+\n\theartbeat\x18\x0e \x01(\x0b\x32\x16.dkv.raft.v0.HeartbeatH\x00\x12<\n\x12heartbeat_response\x18\x0f \x01(\x0b\x32\x1e.dkv.raft.v0.HeartbeatResponseH\x00\x12\'\n\x07propose\x18\x10 \x01(\x0b\x32\x14.dkv.raft.v0.ProposeH\x00\x12\x38\n\x10propose_rejected\x18\x11 \x01(\x0b\x32\x1c.dkv.raft.v0.ProposeRejectedH\x00\x12;\n\x12read_index_request\x18\x12 \x01(\x0b\x32\x1d.dkv.raft.v0.ReadIndexRequestH\x00\x12=\n\x13read_index_response\x18\x13 \x01(\x0b\x32\x1e.dkv.raft.v0.ReadIndexResponseH\x00\x12.\n\x0btimeout_now\x18\x14 \x01(\x0b\x32\x17.dkv.raft.v0.TimeoutNowH\x00\x12,\n\nnot_member\x18\x15 \x01(\x0b\x32\x16.dkv.raft.v0.NotMemberH\x00\x42\x06\n\x04\x62ody*#\n\tEntryKind\x12\n\n\x06NORMAL\x10\x00\x12\n\n\x06\x43ONFIG\x10\x01\x32\x8e\x01\n\x04Raft\x12\x39\n\x06Stream\x12\x12.dkv.raft.v0.Batch\x1a\x19.dkv.raft.v0.StreamClosed(\x01\x12K\n\x0fInstallSnapshot\x12\x1a.dkv.raft.v0.SnapshotChunk\x1a\x18.dkv.raft.v0.SnapshotAck(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dkv.pb.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYKIND']._serialized_start=3355
-  _globals['_ENTRYKIND']._serialized_end=3390
+  _globals['_ENTRYKIND']._serialized_start=3470
+  _globals['_ENTRYKIND']._serialized_end=3505
   _globals['_SNAPSHOTMETA']._serialized_start=57
   _globals['_SNAPSHOTMETA']._serialized_end=148
   _globals['_SNAPSHOTCHUNK']._serialized_start=151
@@ -52,34 +52,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBER']._serialized_end=683
   _globals['_CLUSTERCONFIG']._serialized_start=685
   _globals['_CLUSTERCONFIG']._serialized_end=738
-  _globals['_COMMAND']._serialized_start=741
-  _globals['_COMMAND']._serialized_end=1929
-  _globals['_REQUESTVOTE']._serialized_start=1931
-  _globals['_REQUESTVOTE']._serialized_end=2019
-  _globals['_VOTERESPONSE']._serialized_start=2021
-  _globals['_VOTERESPONSE']._serialized_end=2070
-  _globals['_APPENDENTRIES']._serialized_start=2073
-  _globals['_APPENDENTRIES']._serialized_end=2214
-  _globals['_APPENDRESPONSE']._serialized_start=2216
-  _globals['_APPENDRESPONSE']._serialized_end=2316
-  _globals['_HEARTBEAT']._serialized_start=2318
-  _globals['_HEARTBEAT']._serialized_end=2358
-  _globals['_HEARTBEATRESPONSE']._serialized_start=2360
-  _globals['_HEARTBEATRESPONSE']._serialized_end=2392
-  _globals['_PROPOSE']._serialized_start=2394
-  _globals['_PROPOSE']._serialized_end=2434
-  _globals['_PROPOSEREJECTED']._serialized_start=2436
-  _globals['_PROPOSEREJECTED']._serialized_end=2466
-  _globals['_READINDEXREQUEST']._serialized_start=2468
-  _globals['_READINDEXREQUEST']._serialized_end=2499
-  _globals['_READINDEXRESPONSE']._serialized_start=2501
-  _globals['_READINDEXRESPONSE']._serialized_end=2560
-  _globals['_TIMEOUTNOW']._serialized_start=2562
-  _globals['_TIMEOUTNOW']._serialized_end=2574
-  _globals['_NOTMEMBER']._serialized_start=2576
-  _globals['_NOTMEMBER']._serialized_end=2657
-  _globals['_MESSAGE']._serialized_start=2660
-  _globals['_MESSAGE']._serialized_end=3353
-  _globals['_RAFT']._serialized_start=3393
-  _globals['_RAFT']._serialized_end=3535
+  _globals['_ISSUEDTOKEN']._serialized_start=740
+  _globals['_ISSUEDTOKEN']._serialized_end=805
+  _globals['_COMMAND']._serialized_start=808
+  _globals['_COMMAND']._serialized_end=2044
+  _globals['_REQUESTVOTE']._serialized_start=2046
+  _globals['_REQUESTVOTE']._serialized_end=2134
+  _globals['_VOTERESPONSE']._serialized_start=2136
+  _globals['_VOTERESPONSE']._serialized_end=2185
+  _globals['_APPENDENTRIES']._serialized_start=2188
+  _globals['_APPENDENTRIES']._serialized_end=2329
+  _globals['_APPENDRESPONSE']._serialized_start=2331
+  _globals['_APPENDRESPONSE']._serialized_end=2431
+  _globals['_HEARTBEAT']._serialized_start=2433
+  _globals['_HEARTBEAT']._serialized_end=2473
+  _globals['_HEARTBEATRESPONSE']._serialized_start=2475
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2507
+  _globals['_PROPOSE']._serialized_start=2509
+  _globals['_PROPOSE']._serialized_end=2549
+  _globals['_PROPOSEREJECTED']._serialized_start=2551
+  _globals['_PROPOSEREJECTED']._serialized_end=2581
+  _globals['_READINDEXREQUEST']._serialized_start=2583
+  _globals['_READINDEXREQUEST']._serialized_end=2614
+  _globals['_READINDEXRESPONSE']._serialized_start=2616
+  _globals['_READINDEXRESPONSE']._serialized_end=2675
+  _globals['_TIMEOUTNOW']._serialized_start=2677
+  _globals['_TIMEOUTNOW']._serialized_end=2689
+  _globals['_NOTMEMBER']._serialized_start=2691
+  _globals['_NOTMEMBER']._serialized_end=2772
+  _globals['_MESSAGE']._serialized_start=2775
+  _globals['_MESSAGE']._serialized_end=3468
+  _globals['_RAFT']._serialized_start=3508
+  _globals['_RAFT']._serialized_end=3650
 # @@protoc_insertion_point(module_scope)

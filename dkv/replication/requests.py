@@ -164,6 +164,14 @@ class RequestTable:
         heapq.heappush(self._apply_waiters, (index, self.next_ctx(), [req]))
         return req.deferred
 
+    def add_apply_wait(self, now: float, index: int) -> Deferred[None]:
+        """Fires once the applied index reaches index; fails with NoLeader
+        if it does not by the request's deadline or the node stops."""
+        req = self._new(now, lambda _: NoLeader(f"index {index} was not applied in time"))
+        req.stopped = lambda _: NoLeader("node shut down")
+        heapq.heappush(self._apply_waiters, (index, self.next_ctx(), [req]))
+        return req.deferred
+
     def add_transfer(self, now: float, target: str) -> Deferred[str]:
         req = self._new(now, lambda _: NoLeader(f"leadership transfer to {target} did not complete in time"))
         self._transfers.append(req)

@@ -250,6 +250,15 @@ class ReplicationService(Service):
         self._schedule()
         return d
 
+    def wait_applied(self, index: int) -> Deferred[None]:
+        """Fires once this node has applied index (at once if it has);
+        fails with NoLeader if it has not within the request timeout."""
+        if self.applied >= index:
+            return succeed(None)
+        if not self.running or self.raft is None:
+            return fail(NoLeader("node is not running"))
+        return self.requests.add_apply_wait(self._clock.seconds(), index)
+
     @contextlib.contextmanager
     def view(self) -> Iterator[MvccView]:
         """The applied state (the overlay over the store), for reads within
