@@ -37,6 +37,7 @@ from dkv.pb.etcd_rpc_pb2 import (
 from dkv.raft import NotLeader
 from dkv.raft.membership import NODE_ID, Member, Membership
 from dkv.replication import ReplicationService
+from dkv.request_counts import RequestCounts
 from dkv.storage import NodeStore
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class Node:
     leases: NodeLeases = attrs.field(
         default=attrs.Factory(lambda self: NodeLeases(self.replication, self.cluster, self.address_of), takes_self=True)
     )
+
+    #: Reads this node answered (shared with its ``keyed`` copies).
+    counts: RequestCounts = attrs.field(factory=RequestCounts)
 
     #: The client's idempotency key for the writes of this request (see
     #: ``keyed``); None: writes are not remembered.
@@ -122,6 +126,7 @@ class Node:
             value = self.replication.read(key)
         except NoLeader as e:
             return fail(e)
+        self.counts.read()
         if value is None:
             return fail(KeyNotFound())
         return succeed(value)
@@ -160,6 +165,7 @@ class Node:
                 response = state.range(request)
         except (EtcdError, NoLeader) as e:
             return fail(e)
+        self.counts.read()
         self.fill_header(response.header)
         return succeed(response)
 

@@ -109,6 +109,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: connection, expect, content-type, idempotency-key); others are only passed on.
 _NOTED_LENGTHS = frozenset({14, 10, 6, 12, 15})
 _EMPTY = b"{}"
+_JSON = b"application/json"
 #: Answers are handed to the transport in pieces of about this size, so that
 #: its producer callback can stop further requests from starting.
 _WRITE_CHUNK = 64 * 1024
@@ -679,7 +680,7 @@ class FrontDoor(Protocol):
 
     def _answer_ok(self, ex: _Exchange, body: Any) -> None:
         if isinstance(body, RawAnswer):
-            ex.answer = self._json_answer(ex, body.status, body.body)
+            ex.answer = self._json_answer(ex, body.status, body.body, body.content_type)
             return
         if isinstance(body, StreamAnswer):
             self._answer_stream(ex, body)
@@ -705,10 +706,10 @@ class FrontDoor(Protocol):
         log.failure("internal error answering {uri}", failure, uri=ex.url.decode("latin-1")[:200])
         ex.answer = self._json_answer(ex, 500, encode_json(error_body(DkvError())))
 
-    def _json_answer(self, ex: _Exchange, status: int, body: bytes) -> bytes:
+    def _json_answer(self, ex: _Exchange, status: int, body: bytes, content_type: bytes = _JSON) -> bytes:
         """The answer twisted.web writes for a Klein route's JSON (same
-        headers in the same order)."""
-        head = self._factory.answer_head(ex.version, status, ex.close_header)
+        headers in the same order); a ``RawAnswer`` may be of another type."""
+        head = self._factory.answer_head(ex.version, status, ex.close_header, content_type)
         return b"%s%d\r\n\r\n%s" % (head, len(body), b"" if ex.method == b"HEAD" else body)
 
     def _render(self, ex: _Exchange) -> None:
@@ -875,7 +876,7 @@ class FrontDoorFactory(Factory):
         self.connections: set[FrontDoor] = set()
         self._refused = 0
         self._date_second = -1
-        self._heads: dict[tuple[bytes, int, bool], bytes] = {}
+        self._heads: dict[tuple[bytes, int, bool, bytes], bytes] = {}
 
     def buildProtocol(self, addr: Any) -> FrontDoor | None:  # noqa: N802 - Twisted name
         limit = self.settings.max_connections
@@ -893,19 +894,19 @@ class FrontDoorFactory(Factory):
             self._refused = 0
         return FrontDoor(self)
 
-    def answer_head(self, version: bytes, status: int, close: bool) -> bytes:
-        """A JSON answer's status line and headers as twisted.web writes
-        them, up to the value of Content-Length (made once a second: the
-        Date changes)."""
+    def answer_head(self, version: bytes, status: int, close: bool, content_type: bytes = _JSON) -> bytes:
+        """A JSON answer's (or a ``RawAnswer``'s) status line and headers as
+        twisted.web writes them, up to the value of Content-Length (made once
+        a second: the Date changes)."""
         now = int(self.clock.seconds())
         if now != self._date_second:
             self._date_second = now
             self._heads.clear()
-        key = (version, status, close)
+        key = (version, status, close, content_type)
         head = self._heads.get(key)
         if head is None:
             head = self._heads[key] = (
-                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\nContent-Type: application/json\r\nContent-Length: "
+                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: "
                 % (
                     version,
                     status,
@@ -913,6 +914,7 @@ class FrontDoorFactory(Factory):
                     b"Connection: close\r\n" if close else b"",
                     server_version,
                     datetimeToString(now),
+                    content_type,
                 )
             )
         return head

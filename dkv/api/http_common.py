@@ -89,10 +89,12 @@ def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> 
 @attrs.frozen
 class RawAnswer:
     """A handler's answer that is not dkv's JSON: a status and an encoded
-    JSON body as they are (etcd's gateway answers, errors included)."""
+    body as they are (etcd's gateway answers, errors included; the status
+    page's HTML), sent with ``content_type``."""
 
     status: int
     body: bytes
+    content_type: bytes = b"application/json"
 
 
 class StreamSink(Protocol):

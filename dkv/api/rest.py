@@ -175,12 +175,13 @@ class _RestOfPath(PathConverter):
 
 
 def _json(request: IRequest, status: int, body: Any) -> bytes:
+    content_type = b"application/json"
     if isinstance(body, RawAnswer):
-        status, data = body.status, body.body
+        status, data, content_type = body.status, body.body, body.content_type
     else:
         data = encode_json(body)
     request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(data))  # no chunked encoding
     return data
 

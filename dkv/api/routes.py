@@ -12,6 +12,8 @@ its handler.
     DELETE /v0/members/{id}
     POST   /v0/leader/transfer            [{"to": id}]               -> {"leader_id"}
     GET    /v0/watch?key=b64[&prefix=true][&start_revision=N]        -> text/event-stream
+    GET    /v0/cluster                                               -> {... "members": [...]}
+    GET    /                                                         -> the status page (HTML)
 
 The Klein app (``dkv.api.rest``) is generated from ``ROUTES``; the front
 door (``dkv.api.front_door``) calls the handlers of the routes marked
@@ -30,7 +32,8 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from dkv.api import b64, etcd_gateway, watch_gateway, watch_sse
+from dkv.api import b64, etcd_gateway, status_page, watch_gateway, watch_sse
+from dkv.api.cluster_view import cluster_view
 from dkv.api.http_common import Call
 from dkv.errors import InvalidArgument
 from dkv.node import Node
@@ -140,6 +143,10 @@ def members(node: Node, call: Call) -> Any:
     return node.members()
 
 
+def cluster(node: Node, call: Call) -> Any:
+    return cluster_view(node)
+
+
 def add_member(node: Node, call: Call) -> Any:
     body = parse_object(call.body)
     learner = body.get("learner", False)
@@ -175,6 +182,8 @@ ROUTES: tuple[Route, ...] = (
     Route("promote_member", ("POST",), "/v0/members/<node_id>/promote", promote_member),
     Route("remove_member", ("DELETE",), "/v0/members/<node_id>", remove_member),
     Route("transfer_leader", ("POST",), "/v0/leader/transfer", transfer_leader),
+    Route("cluster", ("GET",), "/v0/cluster", cluster),
+    Route("status_page", ("GET",), "/", status_page.page),
     # etcd's JSON gateway (dkv.api.etcd_gateway) on the same keyspace.
     *(
         Route(f"etcd{path.replace('/', '_').replace('-', '_')}", ("POST",), path, etcd_gateway.handler_for(path),
