@@ -89,4 +89,5 @@ def test_status_page_follows_a_leader_kill(tmp_path: Path) -> None:
 
         assert requested, "the browser made no request"
         strangers = [u for u in requested if not u.startswith(base + "/")]
+        assert not [u for u in requested if u.endswith("/favicon.ico")], "the page asked for a favicon"
         assert not strangers, f"the page asked other hosts: {strangers}"
