@@ -40,6 +40,7 @@ from dkv.pb.etcd_rpc_pb2 import (
 from dkv.raft import NotLeader
 from dkv.raft.membership import NODE_ID, Member, Membership
 from dkv.replication import ReplicationService
+from dkv.request_counts import RequestCounts
 from dkv.storage import NodeStore
 
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ class Node:
     #: This node's metrics (``dkv.metrics``): the API layers count requests
     #: in it, ``GET /metrics`` renders it.
     metrics: NodeMetrics = attrs.field(factory=NodeMetrics)
+
+    #: Reads this node answered (shared with its ``keyed`` copies).
+    counts: RequestCounts = attrs.field(factory=RequestCounts)
 
     #: The client's idempotency key for the writes of this request (see
     #: ``keyed``); None: writes are not remembered.
@@ -192,6 +196,7 @@ class Node:
             value = self.replication.read(key)
         except NoLeader as e:
             return fail(e)
+        self.counts.read()
         if value is None:
             return fail(KeyNotFound())
         return succeed(value)
@@ -231,6 +236,7 @@ class Node:
                 response = state.range(request)
         except (EtcdError, NoLeader) as e:
             return fail(e)
+        self.counts.read()
         self.fill_header(response.header)
         return succeed(response)
 

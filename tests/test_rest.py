@@ -571,7 +571,7 @@ async def test_configured_limits(small_stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
+        ("GET", "/index.html"),  # GET / is the status page
         ("GET", "/v0"),
         ("GET", "/v0/"),
         ("GET", "/v0/kv/key"),

@@ -744,7 +744,7 @@ class FrontDoor(Protocol):
 
     def _json_answer(self, ex: _Exchange, status: int, body: bytes, content_type: bytes = _JSON) -> bytes:
         """The answer twisted.web writes for a Klein route's JSON (same
-        headers in the same order), or another complete body."""
+        headers in the same order); a ``RawAnswer`` may be of another type."""
         ex.status = status
         head = self._factory.answer_head(ex.version, status, ex.close_header, content_type)
         return b"%s%d\r\n\r\n%s" % (head, len(body), b"" if ex.method == b"HEAD" else body)
@@ -938,10 +938,10 @@ class FrontDoorFactory(Factory):
             self._refused = 0
         return FrontDoor(self)
 
-    def answer_head(self, version: bytes, status: int, close: bool, content_type: bytes = b"application/json") -> bytes:
-        """A JSON answer's status line and headers as twisted.web writes
-        them, up to the value of Content-Length (made once a second: the
-        Date changes)."""
+    def answer_head(self, version: bytes, status: int, close: bool, content_type: bytes = _JSON) -> bytes:
+        """A JSON answer's (or a ``RawAnswer``'s) status line and headers as
+        twisted.web writes them, up to the value of Content-Length (made once
+        a second: the Date changes)."""
         now = int(self.clock.seconds())
         if now != self._date_second:
             self._date_second = now

@@ -116,8 +116,8 @@ def auth_token(header: bytes) -> str:
 @attrs.frozen
 class RawAnswer:
     """A handler's answer that is not dkv's JSON: a status and an encoded
-    body as they are (etcd's gateway answers, errors included; JSON unless
-    ``content_type`` says otherwise, e.g. ``GET /metrics``)."""
+    body as they are (etcd's gateway answers, errors included; the status
+    page's HTML, ``GET /metrics``), sent with ``content_type``."""
 
     status: int
     body: bytes

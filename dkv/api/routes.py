@@ -14,6 +14,8 @@ its handler.
     GET    /v0/watch?key=b64[&prefix=true][&start_revision=N]        -> text/event-stream
     GET    /openapi.json                                             -> this table described (dkv.api.openapi)
     GET    /metrics, /health, /livez, /readyz (and HEAD)             -> see dkv.api.probes
+    GET    /v0/cluster                                               -> {... "members": [...]}
+    GET    /                                                         -> the status page (HTML)
 
 The Klein app (``dkv.api.rest``) is generated from ``ROUTES``; the front
 door (``dkv.api.front_door``) calls the handlers of the routes marked
@@ -32,7 +34,8 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from dkv.api import b64, etcd_gateway, openapi, probes, watch_gateway, watch_sse
+from dkv.api import b64, etcd_gateway, openapi, probes, status_page, watch_gateway, watch_sse
+from dkv.api.cluster_view import cluster_view
 from dkv.api.http_common import Call, RawAnswer
 from dkv.auth.node_auth import v0_error
 from dkv.errors import InvalidArgument
@@ -153,6 +156,10 @@ def _root(node: Node) -> None:
         raise v0_error(e) from None
 
 
+def cluster(node: Node, call: Call) -> Any:
+    return cluster_view(node)
+
+
 def add_member(node: Node, call: Call) -> Any:
     body = parse_object(call.body)
     learner = body.get("learner", False)
@@ -210,6 +217,8 @@ ROUTES: tuple[Route, ...] = (
     Route("promote_member", ("POST",), "/v0/members/<node_id>/promote", promote_member),
     Route("remove_member", ("DELETE",), "/v0/members/<node_id>", remove_member),
     Route("transfer_leader", ("POST",), "/v0/leader/transfer", transfer_leader),
+    Route("cluster", ("GET",), "/v0/cluster", cluster),
+    Route("status_page", ("GET",), "/", status_page.page),
     # etcd's JSON gateway (dkv.api.etcd_gateway) on the same keyspace.
     *(
         Route(f"etcd{path.replace('/', '_').replace('-', '_')}", ("POST",), path, etcd_gateway.handler_for(path),

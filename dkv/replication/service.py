@@ -136,6 +136,11 @@ class ReplicationService(Service):
         self._installing: SnapshotMeta | None = None
         self._failed: Failure | None = None
         self._soft: tuple[Role, int, str | None] | None = None
+        #: Leader changes this node has seen since it started: each time the
+        #: leader it knows becomes a member other than the one it knew before
+        #: (etcd's leader_changes_seen_total: the first leader counts, and
+        #: so does the same leader again after a spell without one).
+        self.leader_changes = 0
         #: Hooks (the lessor): each applied Outcome, in order; True when this
         #: node starts leading, False when it stops.
         self.apply_listeners: list[Callable[[Outcome], None]] = []
@@ -603,6 +608,8 @@ class ReplicationService(Service):
         if soft == self._soft:
             return
         old, self._soft = self._soft, soft
+        if raft.leader is not None and (old is None or old[2] != raft.leader):
+            self.leader_changes += 1
         if old is not None and old[0] is soft[0] and old[2] == soft[2]:
             return  # only the term moved (e.g. a failed election)
         if raft.role is not Role.LEADER:

@@ -1,6 +1,7 @@
 # test-case-name: tests.test_membership
 """Calling another node's ``dkv.v0.Cluster`` service: a follower forwarding a
-membership change or a leadership transfer to its leader.
+membership change or a leadership transfer to its leader; and asking a
+member for etcd's ``Maintenance.Status`` (the status page's view of it).
 
 A forwarded call carries ``dkv-forwarded`` metadata and is never forwarded
 again, so two nodes with stale views of the leader cannot bounce a request
@@ -19,7 +20,7 @@ from twisted.internet.defer import Deferred
 
 from dkv.aio import deferred_from
 from dkv.errors import BY_GRPC_CODE, DkvError, NoLeader, OutcomeUnknown
-from dkv.pb import kv_pb2, kv_pb2_grpc
+from dkv.pb import etcd_rpc_pb2, etcd_rpc_pb2_grpc, kv_pb2, kv_pb2_grpc
 from dkv.transport.grpc_peer import Credentials, open_channel
 
 FORWARDED = (("dkv-forwarded", "1"),)
@@ -38,15 +39,29 @@ class ClusterClient:
         status maps to (NoLeader when it cannot be reached)."""
         return deferred_from(self._call(address, method, request))
 
-    async def _call(self, address: str, method: str, request: Any) -> Any:
+    def _channel(self, address: str) -> aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = open_channel(address, self._credentials())
-        stub = kv_pb2_grpc.ClusterStub(channel)
+        return channel
+
+    async def _call(self, address: str, method: str, request: Any) -> Any:
+        stub = kv_pb2_grpc.ClusterStub(self._channel(address))
         try:
             return await getattr(stub, method)(request, timeout=self._timeout, metadata=FORWARDED)
         except aio.AioRpcError as e:
             raise to_dkv_error(e) from None
+
+    def member_status(self, address: str, timeout: float) -> Deferred[etcd_rpc_pb2.StatusResponse]:
+        """etcd's ``Maintenance.Status`` of the node at address, within
+        timeout seconds; fails with grpc's ``AioRpcError`` (UNAVAILABLE when
+        it cannot be reached, DEADLINE_EXCEEDED when it did not answer)."""
+        return deferred_from(self._status(address, timeout))
+
+    async def _status(self, address: str, timeout: float) -> etcd_rpc_pb2.StatusResponse:
+        stub = etcd_rpc_pb2_grpc.MaintenanceStub(self._channel(address))
+        response: etcd_rpc_pb2.StatusResponse = await stub.Status(etcd_rpc_pb2.StatusRequest(), timeout=timeout)
+        return response
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
