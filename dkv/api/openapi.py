@@ -277,6 +277,47 @@ _V0: dict[str, dict[str, Any]] = {
             **_dkv_errors(400),
         },
     },
+    "cluster": {
+        "summary": "The cluster as this node sees it: its status and every member's (the status page's data)",
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "role": {"type": "string"},
+                        "term": {"type": "integer"},
+                        "leader_id": {"type": "string"},
+                        "revision": {"type": "integer"},
+                        "reads": {"type": "integer"},
+                        "leader_changes": {"type": "integer"},
+                        "lag_basis": {"type": "string", "enum": ["match_index", "applied_index"]},
+                        "members": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "address": {"type": "string"},
+                                    "voter": {"type": "boolean"},
+                                    "reachable": {"type": "boolean"},
+                                    "lag": {"type": ["integer", "null"]},
+                                },
+                                "required": ["id", "address", "voter", "reachable"],
+                            },
+                        },
+                    },
+                    "required": ["id", "role", "term", "leader_id", "members"],
+                },
+                "this node's view of the cluster (see the README, Status page)",
+            ),
+            **_dkv_errors(503),
+        },
+    },
+    "status_page": {
+        "summary": "The status page: one self-contained HTML page (see the README, Status page)",
+        "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+    },
     "openapi": {
         "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},

@@ -150,10 +150,9 @@ class ReplicationService(Service):
         self._leading = False
         #: This node's watchers, fed after each apply from the applied state.
         self.watch_hub = WatchHub(clock, self.view, config.watch)
-        # What the metrics read at scrape time (``dkv.metrics.NodeState``):
-        #: times a new leader became known; snapshots taken (log
-        #: compactions) and installed (received from a leader).
-        self.leader_changes = 0
+        # What the metrics read at scrape time (``dkv.metrics.NodeState``,
+        # with ``leader_changes`` above): snapshots taken (log compactions)
+        # and installed (received from a leader).
         self.snapshots_saved = 0
         self.snapshots_installed = 0
         #: The highest commit index a leader's append carried to this node.
@@ -616,8 +615,6 @@ class ReplicationService(Service):
             self._shipper.drop_kept()
             if raft.leader is not None and self.requests.has_transfers:
                 self.requests.transfers_done(raft.leader)
-        if raft.leader is not None and (old is None or old[2] != raft.leader):
-            self.leader_changes += 1  # etcd's rule: a leader, other than the one known before
         if raft.role is Role.LEADER:
             log.info("became leader in term {term}", term=raft.term)
         elif raft.leader is not None:
