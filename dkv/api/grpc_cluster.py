@@ -28,11 +28,12 @@ def _forwarded(context: aio.ServicerContext) -> bool:
     return any(k == "dkv-forwarded" for k, _ in (context.invocation_metadata() or ()))
 
 
-async def _client(node: Node, context: aio.ServicerContext, method: str) -> Node:
+async def _client(node: Node, context: aio.ServicerContext, method: str, peer: bool = False) -> Node:
     """node carrying the call's token; a call from a client (not forwarded
-    by a member, which checked it) needs the root role (auth enabled)."""
+    by a member, which checked it, nor from a peer whose certificate the
+    peer CA signed: ``peer``) needs the root role (auth enabled)."""
     caller_node = await ready_caller(node, context)
-    if not _forwarded(context):
+    if not _forwarded(context) and not peer:
         try:
             caller_node.authorize_root()
         except EtcdError as e:
@@ -61,7 +62,9 @@ class ClusterServicer(kv_pb2_grpc.ClusterServicer):
         if self.guard is not None:
             # A node joining (not a forwarded call) must be who it says it is.
             await self.guard.admit(context, "Cluster/AddMember", address=request.address if forward else None)
-        node = await _client(self.node, context, "AddMember")
+        # A node that joins with --join has no user: with peer TLS its
+        # certificate (just checked) is what lets it in, as a member's.
+        node = await _client(self.node, context, "AddMember", peer=self.guard is not None)
         d = node.add_member(request.id, request.address, request.learner, forward=forward)
         return _members(await outcome(context, "AddMember", d))
 
