@@ -128,3 +128,11 @@ def test_a_reader_of_a_prefix_over_tls(setup) -> None:
     assert DENIED in etcdctl(*ALICE, "get", "/other").stderr
     assert DENIED in etcdctl(*ALICE, "get", "", "--prefix").stderr
     assert "authentication failed" in etcdctl("--user", "alice:wrong", "get", "/app/y").stderr
+
+
+def test_a_node_joins_by_its_peer_certificate_while_auth_is_on(setup) -> None:
+    cluster, _etcdctl, ok = setup
+    node = cluster.add_node("d", cluster.ids[1], timeout=60)
+    assert node.alive
+    members = json.loads(ok(*ROOT, "member", "list", "-w", "json"))["members"]
+    assert any(m["name"] == "d" and m.get("isLearner") for m in members), members
