@@ -77,6 +77,9 @@ class NodeState:
     #: Bytes of Raft messages sent to / received from each peer.
     peer_sent: Mapping[str, int] = attrs.field(factory=dict)
     peer_received: Mapping[str, int] = attrs.field(factory=dict)
+    #: Requests refused by auth (``dkv.auth``), by reason: ``no_user``,
+    #: ``bad_token``, ``denied``, ``authenticate`` (a wrong password).
+    auth_failures: Mapping[str, int] = attrs.field(factory=dict)
 
 
 class RequestMeter:
@@ -142,6 +145,10 @@ def _bound(value: float) -> str:
     return repr(float(value))
 
 
+#: The reasons ``dkv_auth_failures_total`` counts (each is always shown).
+_AUTH_REASONS = ("no_user", "bad_token", "denied", "authenticate")
+
+
 class _StateCollector:
     """The scrape-time families of ``NodeState``."""
 
@@ -181,6 +188,11 @@ class _StateCollector:
                        state.peer_sent)
         yield _by_peer("dkv_network_peer_received_bytes", "The total number of bytes received from peers.", "From",
                        state.peer_received)
+        failures = CounterMetricFamily("dkv_auth_failures", "Requests refused by authentication or authorization "
+                                       "(401 / 403 / etcd's auth errors), by reason.", labels=["reason"])
+        for reason in _AUTH_REASONS:
+            failures.add_metric([reason], state.auth_failures.get(reason, 0))
+        yield failures
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

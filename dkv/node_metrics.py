@@ -46,4 +46,5 @@ def node_state(node: Node, transport: GrpcTransport) -> NodeState | None:
         snapshots_installed=replication.snapshots_installed,
         peer_sent=dict(transport.sent_bytes),
         peer_received=dict(transport.received_bytes),
+        auth_failures=dict(node.auth.failures),
     )

@@ -44,6 +44,7 @@ def test_state_families_carry_etcds_names_types_and_values() -> None:
         has_leader=True, is_leader=False, leader_changes=3, committed_index=17, applied_index=16,
         proposals_pending=2, proposals_failed=1, db_size=65536, db_size_in_use=32768, keys=5, watchers=4,
         leases=2, snapshots_saved=6, snapshots_installed=1, peer_sent={"b": 10}, peer_received={"c": 20},
+        auth_failures={"denied": 3, "bad_token": 1},
     )  # fmt: skip
     text = metrics.render().decode()
     found = families(text)
@@ -72,6 +73,7 @@ def test_state_families_carry_etcds_names_types_and_values() -> None:
         "dkv_grpc_server_started": "counter",
         "dkv_grpc_server_handled": "counter",
         "dkv_grpc_server_handling_seconds": "histogram",
+        "dkv_auth_failures": "counter",
     }
     assert {name: found[name].type for name in expected_types} == expected_types
     values = samples(text)
@@ -90,6 +92,9 @@ def test_state_families_carry_etcds_names_types_and_values() -> None:
     assert values[("dkv_snapshot_install_total", ())] == 1
     assert values[("dkv_network_peer_sent_bytes_total", (("To", "b"),))] == 10
     assert values[("dkv_network_peer_received_bytes_total", (("From", "c"),))] == 20
+    reasons = ("no_user", "bad_token", "denied", "authenticate")
+    failures = {reason: values[("dkv_auth_failures_total", (("reason", reason),))] for reason in reasons}
+    assert failures == {"no_user": 0, "bad_token": 1, "denied": 3, "authenticate": 0}
     assert "_created" not in text
     assert CONTENT_TYPE.startswith("text/plain; version=0.0.4")
 

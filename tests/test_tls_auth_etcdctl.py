@@ -8,11 +8,13 @@ outside it."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dkv.testing.certs import ClusterCerts
 from dkv.testing.cluster import Cluster
@@ -61,11 +63,11 @@ def setup(tmp_path_factory):
         ok("user", "add", "alice", "--new-user-password=pw")
         ok("user", "grant-role", "alice", "reader")
         assert ok("auth", "enable") == "Authentication Enabled\n"
-        yield cluster, etcdctl, ok
+        yield cluster, etcdctl, ok, certs
 
 
 def test_the_etcdctl_set_as_root_over_tls(setup, tmp_path: Path) -> None:
-    cluster, etcdctl, ok = setup
+    cluster, etcdctl, ok, _certs = setup
     assert "user name is empty" in etcdctl("get", "x").stderr  # auth is on: no user, no answer
     for key, value in (("/app/x", "1"), ("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("zoo", "z")):
         assert ok(*ROOT, "put", key, value) == "OK\n"
@@ -121,17 +123,33 @@ def test_the_etcdctl_set_as_root_over_tls(setup, tmp_path: Path) -> None:
 
 
 def test_a_reader_of_a_prefix_over_tls(setup) -> None:
-    _cluster, etcdctl, ok = setup
+    cluster, etcdctl, ok, certs = setup
     assert ok(*ROOT, "put", "/app/y", "2") == "OK\n"
     assert ok(*ALICE, "get", "/app/y").split() == ["/app/y", "2"]
     assert DENIED in etcdctl(*ALICE, "put", "/app/y", "3").stderr
     assert DENIED in etcdctl(*ALICE, "get", "/other").stderr
     assert DENIED in etcdctl(*ALICE, "get", "", "--prefix").stderr
     assert "authentication failed" in etcdctl("--user", "alice:wrong", "get", "/app/y").stderr
+    # The refusals are counted in /metrics (over https with a client certificate).
+    counted: dict[str, float] = {}
+    for node in cluster.ids:
+        port = cluster.rest_ports[node]
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=certs.ssl_context())
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "dkv_auth_failures_total":
+                    reason = sample.labels["reason"]
+                    counted[reason] = counted.get(reason, 0) + sample.value
+    assert counted["denied"] >= 3 and counted["authenticate"] >= 1, counted
 
 
 def test_a_node_joins_by_its_peer_certificate_while_auth_is_on(setup) -> None:
-    cluster, _etcdctl, ok = setup
+    cluster, _etcdctl, ok, _certs = setup
     node = cluster.add_node("d", cluster.ids[1], timeout=60)
     assert node.alive
     members = json.loads(ok(*ROOT, "member", "list", "-w", "json"))["members"]
