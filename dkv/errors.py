@@ -19,6 +19,11 @@ class DkvError(Exception):
     #: gRPC status code number (grpc.StatusCode.X.value[0]).
     grpc_code = 13  # INTERNAL
     default_message = "internal error"
+    #: Whether the request was done: every error but OutcomeUnknown is an
+    #: answer given before anything was applied (``NOT_APPLIED``). The gRPC
+    #: layer sends it as ``OUTCOME_METADATA`` trailing metadata, so a
+    #: follower that forwarded the request keeps the 503/504 distinction.
+    outcome = "not-applied"
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.default_message)
@@ -101,6 +106,7 @@ class OutcomeUnknown(DkvError):
     http_status = 504
     grpc_code = 4
     default_message = "outcome unknown"
+    outcome = "unknown"
 
 
 class Unauthenticated(DkvError):
@@ -117,6 +123,12 @@ class PermissionDenied(DkvError):
     http_status = 403
     grpc_code = 7  # PERMISSION_DENIED
     default_message = "permission denied"
+
+
+#: The trailing metadata key that carries ``DkvError.outcome`` on a failed gRPC call.
+OUTCOME_METADATA = "dkv-outcome"
+NOT_APPLIED = "not-applied"
+UNKNOWN = "unknown"
 
 
 #: gRPC code number -> the error class a forwarded call's failure becomes.

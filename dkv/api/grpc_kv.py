@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 
 from dkv.aio import wait
 from dkv.auth.node_auth import v0_error
-from dkv.errors import DkvError, InvalidArgument, KeyNotFound
+from dkv.errors import OUTCOME_METADATA, DkvError, InvalidArgument, KeyNotFound
 from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
 from dkv.mvcc.errors import EtcdError
@@ -43,10 +43,17 @@ async def outcome(context: aio.ServicerContext, method: str, d: Deferred[Any]) -
 
 
 async def abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
+    """Abort the call with error's code and message, and its outcome
+    (``DkvError.outcome``) in ``dkv-outcome`` trailing metadata."""
     if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake (as in REST)
         name = _CODES[error.grpc_code].name
         log.info("rejected gRPC {method}: {code} {error}", method=method, code=name, error=error.message)
-    await context.abort(_CODES[error.grpc_code], error.message)
+    # The outcome travels as a typed field, so a follower that forwarded
+    # the call tells "not applied" (503) from "unknown" (504) without
+    # reading the message (``dkv.transport.cluster_client.to_dkv_error``).
+    await context.abort(
+        _CODES[error.grpc_code], error.message, trailing_metadata=((OUTCOME_METADATA, error.outcome),)
+    )
 
 
 async def _keyed(node: Node, context: aio.ServicerContext, method: str) -> Node:

@@ -6,6 +6,13 @@ member for etcd's ``Maintenance.Status`` (the status page's view of it).
 A forwarded call carries ``dkv-forwarded`` metadata and is never forwarded
 again, so two nodes with stale views of the leader cannot bounce a request
 between them.
+
+Whether a failed forwarded call was applied is decided by structure, never
+by reading messages: a call is sent only once its channel is connected, so
+one that could not connect was certainly not applied (NoLeader, 503); the
+leader's own refusals say what they are in ``dkv-outcome`` trailing
+metadata (``dkv.errors.OUTCOME_METADATA``); a call lost after it was sent,
+with no such answer, has an unknown outcome (OutcomeUnknown, 504).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from grpc import aio
 from twisted.internet.defer import Deferred
 
 from dkv.aio import deferred_from
-from dkv.errors import BY_GRPC_CODE, DkvError, NoLeader, OutcomeUnknown
+from dkv.errors import BY_GRPC_CODE, NOT_APPLIED, OUTCOME_METADATA, UNKNOWN, DkvError, NoLeader, OutcomeUnknown
 from dkv.pb import etcd_rpc_pb2, etcd_rpc_pb2_grpc, kv_pb2, kv_pb2_grpc
 from dkv.transport.grpc_peer import Credentials, open_channel
 
@@ -36,7 +43,8 @@ class ClusterClient:
 
     def call(self, address: str, method: str, request: Any) -> Deferred[Any]:
         """Call method on the node at address; fails with the DkvError its
-        status maps to (NoLeader when it cannot be reached)."""
+        status maps to (``to_dkv_error``; NoLeader when it cannot be
+        reached, OutcomeUnknown when the call was lost after it was sent)."""
         return deferred_from(self._call(address, method, request))
 
     def _channel(self, address: str) -> aio.Channel:
@@ -46,7 +54,9 @@ class ClusterClient:
         return channel
 
     async def _call(self, address: str, method: str, request: Any) -> Any:
-        stub = kv_pb2_grpc.ClusterStub(self._channel(address))
+        channel = self._channel(address)
+        await _connected(channel, address, self._timeout)
+        stub = kv_pb2_grpc.ClusterStub(channel)
         try:
             return await getattr(stub, method)(request, timeout=self._timeout, metadata=FORWARDED)
         except aio.AioRpcError as e:
@@ -75,18 +85,46 @@ class ClusterClient:
             asyncio.ensure_future(channel.close(grace=self._timeout))
 
 
+async def _connected(channel: aio.Channel, address: str, timeout: float) -> None:
+    """Return once channel is connected (READY); raise NoLeader if it fails
+    to connect, or does not within timeout seconds: nothing was sent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    state = channel.get_state(try_to_connect=True)
+    while state is not grpc.ChannelConnectivity.READY:
+        remaining = deadline - loop.time()
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN) or remaining <= 0:
+            raise NoLeader(f"cannot reach the leader at {address}")
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+        except TimeoutError:
+            raise NoLeader(f"cannot reach the leader at {address} (no connection within {timeout:g}s)") from None
+        state = channel.get_state(try_to_connect=True)
+
+
+#: Codes gRPC itself gives a call lost on the way (the connection broke,
+#: the deadline passed, the call was cancelled).
+_LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
 def to_dkv_error(error: aio.AioRpcError) -> DkvError:
-    """The error a failed forwarded call becomes. UNAVAILABLE is NoLeader
-    (certainly not applied) when the leader said so or we never connected;
-    a call lost after it was sent is OutcomeUnknown."""
-    details = error.details() or ""
-    if error.code() is grpc.StatusCode.UNAVAILABLE:
-        if details.startswith("no leader") or "failed to connect" in details:
-            return NoLeader(details if details.startswith("no leader") else None)
-        return OutcomeUnknown(f"lost contact with the leader ({details or 'unavailable'})")
-    if error.code() is grpc.StatusCode.CANCELLED:
-        return OutcomeUnknown("the forwarded request was cancelled")
-    return BY_GRPC_CODE.get(error.code().value[0], DkvError)(details or None)
+    """The error a failed forwarded call (sent on a connected channel)
+    becomes, by the leader's ``dkv-outcome`` trailing metadata: "unknown" is
+    OutcomeUnknown; "not-applied" is the error its code maps to (NoLeader
+    where that would be OutcomeUnknown). Without it (the answer is gRPC's,
+    not the leader's), a lost call (UNAVAILABLE, DEADLINE_EXCEEDED,
+    CANCELLED) is OutcomeUnknown, and other codes (refused before any
+    handler ran) map as the leader's would."""
+    details = error.details() or None
+    said = dict(error.trailing_metadata() or ()).get(OUTCOME_METADATA)
+    if said == UNKNOWN:
+        return OutcomeUnknown(details)
+    found = BY_GRPC_CODE.get(error.code().value[0], DkvError)
+    if said == NOT_APPLIED:
+        return (NoLeader if found is OutcomeUnknown else found)(details)
+    if error.code() in _LOST:
+        return OutcomeUnknown(f"lost contact with the leader ({details or error.code().name})")
+    return found(details)
 
 
 def join_cluster(
