@@ -54,6 +54,7 @@ from dkv.node_metrics import node_state
 from dkv.raft.membership import Member, Membership
 from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import NodeStore, PersistentState, StorageError
+from dkv.storage.disk_faults import install_from_environ
 from dkv.storage.lmdb_store import LmdbStore
 from dkv.storage.service import StoreService
 from dkv.systemd_notify import SystemdNotify, notifier_from_env, watchdog_interval
@@ -259,6 +260,7 @@ def _open_store(c: NodeConfig, reactor: Any, metrics: NodeMetrics) -> NodeStore:
     except StorageError as e:
         raise StartupError(str(e)) from None
     store.on_commit = metrics.observe_commit
+    install_from_environ(store)  # tests only (DKV_TESTING_ONLY_FAULTS)
     return store
 
 

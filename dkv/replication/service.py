@@ -63,6 +63,7 @@ from dkv.replication.requests import RequestTable
 from dkv.replication.snapshot_shipping import SnapshotSender, SnapshotShipper
 from dkv.statemachine import Outcome, apply_entries
 from dkv.storage import Applied, NodeStore, PersistentState, WriteBatch
+from dkv.storage.disk_faults import DiskFailed
 from dkv.storage.overlay import Overlay
 from dkv.transport import Transport
 from dkv.watch import WatchHub, WatchSettings
@@ -502,7 +503,10 @@ class ReplicationService(Service):
     def _persist_failed(self, failure: Failure) -> None:
         self._persisting = None
         self._failed = failure
-        log.failure("cannot write to the store; this node stops serving", failure)
+        if isinstance(failure.value, DiskFailed):
+            log.critical("{line}", line=failure.value.line)  # one line: the traceback says nothing more
+        else:
+            log.failure("cannot write to the store; this node stops serving", failure)
         self._on_fatal(failure)
 
     def _flush_commit(self) -> None:

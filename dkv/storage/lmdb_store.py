@@ -50,6 +50,7 @@ from dkv.storage import (
     bootstrap_state,
     record_crc,
 )
+from dkv.storage.disk_faults import DiskFailed, FaultHook, is_io_error
 from dkv.storage.lmdb_tables import LmdbTables
 
 T = TypeVar("T")
@@ -64,6 +65,13 @@ _SNAPSHOT = struct.Struct(">QQ")
 _INCOMING = struct.Struct(">QQQIB")
 
 DEFAULT_MAP_SIZE = 64 << 30
+
+
+def _damaged(path: str, why: str) -> str:
+    return (
+        f"db file {path} is damaged ({why}): remove this member's db and let it re-join, "
+        "or restore it from a backup (see 'Disk failures' in the README)"
+    )
 
 
 def _index_key(index: int) -> bytes:
@@ -149,6 +157,10 @@ class LmdbStore:
         #: whether it wrote log entries or hard state, and whether it
         #: applied entries to the state (for ``dkv.metrics``).
         self.on_commit: Callable[[float, bool, bool], None] | None = None
+        #: Tests only: called on the writer thread before each commit of a
+        #: write batch; what it raises, the commit does (``dkv.storage.disk_faults``).
+        self.fault_hook: FaultHook | None = None
+        self._disk_failed: DiskFailed | None = None
 
     @property
     def _kv(self) -> Any:
@@ -178,8 +190,17 @@ class LmdbStore:
                 readahead=False,
                 max_readers=256,
             )
+        except lmdb.InvalidError:
+            raise StorageError(_damaged(path, "its LMDB meta pages are not valid")) from None
         except lmdb.Error as e:
             raise StorageError(f"cannot open db path {path}: {e}") from None
+        # Reading past the end of a truncated file would kill the process
+        # (SIGBUS), so check the size the meta page promises first.
+        info, psize = env.info(), env.stat()["psize"]
+        expected, actual = (info["last_pgno"] + 1) * psize, os.path.getsize(path)
+        if actual < expected:
+            env.close()
+            raise StorageError(_damaged(path, f"it is truncated: {actual} bytes of the {expected} it holds"))
         # LMDB itself allows several processes on one environment; two nodes
         # sharing a db would be a disaster, so take an exclusive lock.
         fd = os.open(path, os.O_RDONLY)
@@ -313,7 +334,27 @@ class LmdbStore:
     # -- internals ---------------------------------------------------------------
 
     def _in_writer(self, fn: Callable[[], T]) -> Deferred[T]:
-        return deferToThreadPool(self._reactor, self._pool, fn)
+        def unless_failed() -> T:
+            if self._disk_failed is not None:
+                raise self._disk_failed  # never write (nor fsync) again after the disk failed
+            return fn()
+
+        return deferToThreadPool(self._reactor, self._pool, unless_failed)
+
+    def _commit(self, txn: lmdb.Transaction) -> None:
+        """Commit txn; a commit the disk fails (EIO) raises DiskFailed, and
+        the store takes no more writes: a failed fsync is never retried."""
+        try:
+            hook = self.fault_hook
+            if hook is not None:
+                hook()
+            txn.commit()
+        except Exception as e:
+            txn.abort()  # a no-op when the failed commit already ended it
+            if not is_io_error(e):
+                raise
+            self._disk_failed = DiskFailed(self._env.path(), e)
+            raise self._disk_failed from e
 
     def _release(self) -> None:
         self._env.close()
@@ -339,7 +380,7 @@ class LmdbStore:
             txn.abort()
             raise
         started = time.perf_counter()
-        txn.commit()
+        self._commit(txn)
         observe = self.on_commit
         if observe is not None:
             observe(
