@@ -240,9 +240,16 @@ def test_the_environment_hook_needs_the_test_flag(tmp_path) -> None:
     assert failed.value.errno == 5
 
 
-def test_a_slow_disk_spec_delays_each_commit() -> None:
+def test_a_slow_disk_spec_delays_each_commit(tmp_path) -> None:
     slept: list[float] = []
     hook_from_spec("commit-delay=0.5", sleep=slept.append)()
     assert slept == [0.5]
+    trigger = tmp_path / "slow-now"
+    later = hook_from_spec(f"commit-delay=0.25,slow-when={trigger}", sleep=slept.append)
+    later()
+    assert slept == [0.5]
+    trigger.touch()
+    later()
+    assert slept == [0.5, 0.25]
     with pytest.raises(ValueError):
         hook_from_spec("eio-sometimes")

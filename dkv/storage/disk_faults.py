@@ -16,7 +16,8 @@ only when ``DKV_TESTING_ONLY_FAULTS=1`` is set beside
 ``DKV_TEST_DISK_FAULTS``, a comma-separated list of:
 
 ``eio-when=PATH``     every commit fails with EIO once PATH exists;
-``commit-delay=SEC``  every commit first waits SEC seconds (a slow disk).
+``commit-delay=SEC``  every commit first waits SEC seconds (a slow disk);
+``slow-when=PATH``    ... only once PATH exists.
 
 Never set these in production.
 """
@@ -78,6 +79,7 @@ def hook_from_spec(spec: str, sleep: Callable[[float], None] = time.sleep) -> Fa
     """The fault hook that ``DKV_TEST_DISK_FAULTS`` spec describes; raises
     ValueError for a spec it does not understand."""
     trigger: str | None = None
+    slow_trigger: str | None = None
     delay = 0.0
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, value = part.partition("=")
@@ -85,11 +87,15 @@ def hook_from_spec(spec: str, sleep: Callable[[float], None] = time.sleep) -> Fa
             trigger = value
         elif name == "commit-delay":
             delay = float(value)
+        elif name == "slow-when" and value:
+            slow_trigger = value
         else:
-            raise ValueError(f"unknown disk fault {part!r} (expected eio-when=PATH or commit-delay=SECONDS)")
+            raise ValueError(
+                f"unknown disk fault {part!r} (expected eio-when=PATH, commit-delay=SECONDS or slow-when=PATH)"
+            )
 
     def hook() -> None:
-        if delay:
+        if delay and (slow_trigger is None or os.path.exists(slow_trigger)):
             sleep(delay)
         if trigger is not None and os.path.exists(trigger):
             raise eio(f"injected by {SPEC_VARIABLE}")

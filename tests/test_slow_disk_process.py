@@ -1,0 +1,63 @@
+"""A leader whose every commit (its fsync) takes 500 ms keeps its followers:
+heartbeats are not stuck behind its disk, so no follower starts an election
+while it writes (the test-only ``commit-delay`` of ``dkv.storage.disk_faults``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dkv.storage.disk_faults import ENABLE_VARIABLE, SPEC_VARIABLE
+from dkv.testing.cluster import Cluster
+from dkv.testing.poll import wait_until
+
+pytestmark = pytest.mark.process
+
+
+def test_a_leader_with_a_slow_disk_keeps_its_followers(tmp_path) -> None:
+    # Election timeout 0.5-1 s (50 ms ticks): one slow fsync is as long as
+    # the shortest timeout, so heartbeats queued behind the disk would cost
+    # the leader its followers.
+    slow = tmp_path / "slow-now"
+    with Cluster(tmp_path, request_timeout=10.0) as c:
+        c.node("a").env.update({ENABLE_VARIABLE: "1", SPEC_VARIABLE: f"commit-delay=0.5,slow-when={slow}"})
+        c.start()
+        leader = c.wait_settled()
+        if leader != "a":
+            code, body = c.request(leader, "POST", "/v0/leader/transfer", {"to": "a"}, timeout=20)
+            assert code == 200, body
+        wait_until(lambda: c.current_leader() == "a", 20.0, "a to lead")
+        term = c.statuses()["a"]["term"]
+        slow.touch()  # from now on every commit on a takes 500 ms
+
+        answers: list[int] = []
+        stop = threading.Event()
+
+        def write(worker: int) -> None:
+            n = 0
+            while not stop.is_set():
+                code, _ = c.put("b", f"w{worker}-{n}", "x" * 100)  # forwarded to the slow leader
+                answers.append(code)
+                n += 1
+
+        writers = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+        for t in writers:
+            t.start()
+        try:
+            deadline = time.monotonic() + 8.0
+            while time.monotonic() < deadline:
+                statuses = c.statuses()
+                for node_id, st in statuses.items():
+                    assert st is not None, f"{node_id} does not answer"
+                    assert st["term"] == term, f"an election happened: {statuses}"
+                    assert st["leader_id"] == "a", statuses
+                time.sleep(0.2)  # sampling the cluster's view, not waiting for a state
+        finally:
+            stop.set()
+            for t in writers:
+                t.join(30)
+        assert answers and set(answers) == {200}, answers
+        assert c.statuses()["a"]["term"] == term
