@@ -41,7 +41,7 @@ class AlarmReader:
         """Every active alarm, by member id then type."""
         for key, _ in self._tables.scan(ALARMS):
             member, alarm = _KEY.unpack(key)
-            yield AlarmMember(memberID=member, alarm=alarm)  # type: ignore[arg-type]
+            yield AlarmMember(memberID=member, alarm=alarm)
 
     def active(self, alarm: int = NOSPACE) -> bool:
         """Whether any member has alarm active."""
