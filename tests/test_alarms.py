@@ -134,3 +134,24 @@ def test_a_refused_keyed_write_is_not_remembered() -> None:
         [_entry(3, encode(RequestId(1, 3), DEACTIVATE)), _entry(4, encode_put(RequestId(1, 4), b"k", b"v", key))],
     )
     assert dict(outcome.results)[RequestId(1, 4)].header.revision == 2
+
+
+def test_dkvctl_alarm_prints_and_disarms_as_etcdctl() -> None:
+    from dkv.ctl_etcd import _disarm, alarm_lines
+
+    listed = {"alarms": [{"memberID": "7", "alarm": "NOSPACE"}, {"memberID": "9", "alarm": "NOSPACE"}]}
+    assert alarm_lines(listed) == ["memberID:7 alarm:NOSPACE", "memberID:9 alarm:NOSPACE"]
+    assert alarm_lines({"header": {}}) == []
+    calls = []
+
+    def call(path: str, body: dict) -> dict:
+        calls.append((path, body))
+        if not body:
+            return listed
+        return {"alarms": [{"memberID": body["memberID"], "alarm": body["alarm"]}]}
+
+    assert _disarm(call) == listed
+    assert calls[1:] == [
+        ("/v3/maintenance/alarm", {"action": "DEACTIVATE", "memberID": "7", "alarm": "NOSPACE"}),
+        ("/v3/maintenance/alarm", {"action": "DEACTIVATE", "memberID": "9", "alarm": "NOSPACE"}),
+    ]
