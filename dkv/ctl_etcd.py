@@ -145,8 +145,9 @@ def hashkv_line(endpoint: str, answer: dict[str, Any]) -> str:
 
 
 def alarm_lines(answer: dict[str, Any]) -> list[str]:
-    """An AlarmResponse as etcdctl prints it: ``memberID:ID alarm:TYPE``."""
-    return [f"memberID:{a.get('memberID', '0')} alarm:{a.get('alarm', 'NONE')}" for a in answer.get("alarms", [])]
+    """An AlarmResponse as etcdctl prints it: ``memberID:ID alarm:TYPE ``
+    (etcdctl ends the line with a space)."""
+    return [f"memberID:{a.get('memberID', '0')} alarm:{a.get('alarm', 'NONE')} " for a in answer.get("alarms", [])]
 
 
 def _disarm(call: Callable[[str, dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:

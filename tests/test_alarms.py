@@ -140,7 +140,7 @@ def test_dkvctl_alarm_prints_and_disarms_as_etcdctl() -> None:
     from dkv.ctl_etcd import _disarm, alarm_lines
 
     listed = {"alarms": [{"memberID": "7", "alarm": "NOSPACE"}, {"memberID": "9", "alarm": "NOSPACE"}]}
-    assert alarm_lines(listed) == ["memberID:7 alarm:NOSPACE", "memberID:9 alarm:NOSPACE"]
+    assert alarm_lines(listed) == ["memberID:7 alarm:NOSPACE ", "memberID:9 alarm:NOSPACE "]
     assert alarm_lines({"header": {}}) == []
     calls = []
 
