@@ -49,6 +49,8 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from dkv.commands import RequestId, stamp
+from dkv.disk_full import HINT as DISK_FULL_HINT
+from dkv.disk_full import is_disk_full
 from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
 from dkv.logs import logger
 from dkv.mvcc import MvccView
@@ -502,7 +504,14 @@ class ReplicationService(Service):
     def _persist_failed(self, failure: Failure) -> None:
         self._persisting = None
         self._failed = failure
-        log.failure("cannot write to the store; this node stops serving", failure)
+        # A full disk is not a bug: one clear line (nothing of the batch was stored).
+        if failure.value is not None and is_disk_full(failure.value):
+            log.critical(
+                "cannot write to the store: the disk is full ({error}); this node stops serving. " + DISK_FULL_HINT,
+                error=failure.value,
+            )
+        else:
+            log.failure("cannot write to the store; this node stops serving", failure)
         self._on_fatal(failure)
 
     def _flush_commit(self) -> None:
