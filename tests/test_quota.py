@@ -20,6 +20,7 @@ from dkv.config import Limits
 from dkv.ids import member_id
 from dkv.pb import etcd_rpc_pb2 as pb
 from dkv.pb import etcd_rpc_pb2_grpc as pb_grpc
+from dkv.pb.etcd_rpc_pb2 import NOSPACE, AlarmRequest
 from tests.conftest import Stack, start_stack, wait_for
 from tests.test_grpc_kv import wait
 from tests.test_rest import request
@@ -106,3 +107,68 @@ async def test_quota_raises_the_alarm_and_the_cluster_recovers(stack: Stack) -> 
     assert status == 200
     reply = await request("GET", stack.rest_url + "/health")
     assert reply.status == 200
+
+
+class _FakeReplication:
+    """What Quota uses of the driver: a clock, request ids, propose, view."""
+
+    def __init__(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.proposed: list[bytes] = []
+
+    def next_request_id(self):
+        from dkv.commands import RequestId
+
+        return RequestId(1, len(self.proposed) + 1)
+
+    def propose(self, rid, payload: bytes):
+        from twisted.internet.defer import Deferred
+
+        self.proposed.append(payload)
+        return Deferred()  # never applied here
+
+    def view(self):
+        import contextlib
+
+        from dkv.mvcc import MvccView
+        from dkv.storage.tables import MemoryTables
+
+        return contextlib.nullcontext(MvccView(MemoryTables()))
+
+
+def test_quota_measures_at_most_every_tenth_of_a_second_and_raises_the_alarm_once() -> None:
+    from dkv.commands import decode
+    from dkv.mvcc.errors import NoSpace
+    from dkv.quota import Quota
+
+    measured: list[int] = []
+    in_use = [1000]
+
+    def size() -> tuple[int, int]:
+        measured.append(in_use[0])
+        return in_use[0] * 2, in_use[0]
+
+    replication = _FakeReplication()
+    quota = Quota(replication, size, 7, quota_bytes=2000)  # type: ignore[arg-type]
+    quota.check(100)
+    quota.check(100)
+    assert len(measured) == 1  # the second used the estimate: 1000 + 2 x 100 + 100
+    quota.check(300)  # the estimate (1000 + 2 x 200 + 300) is still within the quota
+    assert len(measured) == 1
+    quota.check(300)  # the estimate (1000 + 2 x 500 + 300) is not: measured again, and it fits
+    assert len(measured) == 2
+    replication.clock.advance(0.1)
+    quota.check(50)  # stale: measured again
+    assert len(measured) == 3
+    in_use[0] = 1990
+    quota.check(10)  # within 0.1 s the estimate (1000 + 2 x 50 + 10) serves
+    assert len(measured) == 3
+    replication.clock.advance(0.1)
+    with pytest.raises(NoSpace):
+        quota.check(100)
+    with pytest.raises(NoSpace):
+        quota.check(100)
+    [alarm] = [decode(p).alarm for p in replication.proposed]  # raised once while in flight
+    assert (alarm.action, alarm.memberID, alarm.alarm) == (AlarmRequest.ACTIVATE, 7, NOSPACE)

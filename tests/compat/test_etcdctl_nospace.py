@@ -87,7 +87,8 @@ def test_fill_alarm_recover_disarm(small_quota_cluster: ApiEndpoints) -> None:
     # reads, deletes, compaction and defragment work meanwhile
     assert ok(etcdctl(api, "get", "big/0000", "--print-value-only")) == VALUE + "\n"
     deleted = ok(etcdctl(api, "del", "--prefix", "big/"))
-    assert int(deleted) == n
+    # dkv: the refused write was certainly not applied (etcd 3.4 now and then applies it anyway)
+    assert int(deleted) == n if api.system == "dkv" else int(deleted) >= n
     revision = int(api.ok("/v3/kv/range", {"key": _b64("x")})["header"]["revision"])
     assert ok(etcdctl(api, "compact", str(revision), "--physical")) == f"compacted revision {revision}\n"
     assert "Finished defragmenting" in ok(etcdctl(api, "defrag"))
