@@ -17,7 +17,7 @@ import pytest
 from dkv.testing.cluster import Cluster
 from dkv.testing.etcd_cluster import INSTALL_HINT, ApiEndpoints, EtcdCluster, etcd_binary
 from dkv.testing.poll import wait_until
-from tests.compat.clients import error_lines, etcdctl, ok
+from tests.compat.clients import dkvctl, error_lines, etcdctl, ok
 
 pytestmark = [pytest.mark.process, pytest.mark.etcd]
 
@@ -47,13 +47,17 @@ def small_quota_cluster(request: pytest.FixtureRequest) -> Iterator[ApiEndpoints
     with Cluster(extra_args=args) as dkv:
         dkv.start()
         dkv.wait_settled()
-        yield ApiEndpoints(
-            system="dkv",
-            names=tuple(dkv.ids),
-            gateway_urls=tuple(f"http://127.0.0.1:{dkv.rest_ports[i]}" for i in dkv.ids),
-            grpc_addresses=tuple(f"127.0.0.1:{dkv.rpc_ports[i]}" for i in dkv.ids),
-            directory=dkv.dir,
-        )
+        yield api_of(dkv)
+
+
+def api_of(dkv: Cluster) -> ApiEndpoints:
+    return ApiEndpoints(
+        system="dkv",
+        names=tuple(dkv.ids),
+        gateway_urls=tuple(f"http://127.0.0.1:{dkv.rest_ports[i]}" for i in dkv.ids),
+        grpc_addresses=tuple(f"127.0.0.1:{dkv.rpc_ports[i]}" for i in dkv.ids),
+        directory=dkv.dir,
+    )
 
 
 def _put(api: ApiEndpoints, key: str, member: int = 0) -> tuple[int, object]:
@@ -141,5 +145,8 @@ def test_the_alarm_survives_a_restart(tmp_path) -> None:
                 assert dkv.request(leader, "POST", "/v3/maintenance/alarm", body)[0] == 200
             return not listed
 
+        listed = ok(dkvctl(api_of(dkv), "alarm", "list", endpoints=f"127.0.0.1:{dkv.rest_ports[other]}"))
+        assert ALARMS.fullmatch(listed)
         wait_until(disarmed, timeout=30, what="every alarm disarmed")
+        assert ok(dkvctl(api_of(dkv), "alarm", "list")) == ""
         wait_until(lambda: dkv.request(other, "GET", "/health")[0] == 200, timeout=30, what="healthy after disarm")
