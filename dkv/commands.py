@@ -3,7 +3,7 @@
 
 A command is a ``dkv.raft.v0.Command`` protobuf: the request id
 ``(origin, seq)`` and one of etcd's write requests (Put, DeleteRange, Txn,
-Compaction), a lease write, or an Auth write (``dkv.auth.store``), which
+Compaction), a lease write, an alarm (``dkv.alarms``), or an Auth write (``dkv.auth.store``), which
 ``dkv.statemachine`` applies to the multi-version store or the auth tables.
 ``origin`` is random per process start, ``seq`` counts requests within it,
 so the node that took a request from a client recognises it when it applies
@@ -23,6 +23,7 @@ import attrs
 
 from dkv.pb import raft_pb2
 from dkv.pb.etcd_rpc_pb2 import (
+    AlarmRequest,
     AuthDisableRequest,
     AuthEnableRequest,
     AuthRoleAddRequest,
@@ -61,6 +62,8 @@ AuthRequest = (
     | AuthRoleRevokePermissionRequest
     | raft_pb2.IssuedToken
 )
+#: etcd's alarms (``dkv.alarms``): ACTIVATE / DEACTIVATE through the log.
+Request = WriteRequest | LeaseRequest | AuthRequest | AlarmRequest
 _FIELDS = {
     PutRequest: "put",
     DeleteRangeRequest: "delete_range",
@@ -80,6 +83,7 @@ _FIELDS = {
     AuthRoleGrantPermissionRequest: "role_grant_permission",
     AuthRoleRevokePermissionRequest: "role_revoke_permission",
     raft_pb2.IssuedToken: "auth_token",
+    AlarmRequest: "alarm",
 }
 
 
@@ -108,10 +112,10 @@ def digest(field: str, request: object) -> bytes:
 
 def encode(
     rid: RequestId,
-    request: WriteRequest | LeaseRequest | AuthRequest,
+    request: Request,
     idempotency: Idempotency | None = None,
     *,
-    as_asked: WriteRequest | LeaseRequest | AuthRequest | None = None,
+    as_asked: Request | None = None,
 ) -> bytes:
     """The command that carries request for rid, serialized. With an
     idempotency key, the digest is of ``as_asked`` (the request as the client

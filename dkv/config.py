@@ -25,6 +25,10 @@ class ConfigError(ValueError):
     """Configuration that cannot work; the message says what is wrong."""
 
 
+#: etcd's default space quota (its DefaultQuotaBytes): 2 GiB.
+DEFAULT_QUOTA_BYTES = 2 << 30
+
+
 @attrs.frozen
 class Limits:
     """What every API refuses beyond (413 / RESOURCE_EXHAUSTED)."""
@@ -39,6 +43,9 @@ class Limits:
     idempotency_window: float = 600.0
     #: Seconds an auth token lives after its last use (``--auth-token-ttl``, as etcd).
     auth_token_ttl: float = 300.0
+    #: The db's space quota (``--quota-backend-bytes``, as etcd): a write
+    #: that grows the db past it raises the NOSPACE alarm (``dkv.quota``).
+    quota_backend_bytes: int = DEFAULT_QUOTA_BYTES
 
 
 def host_port(host: str, port: int) -> str:

@@ -9,7 +9,7 @@
                    [--sort-by KEY|VERSION|CREATE|MODIFY|VALUE] [--order ASCEND|DESCEND]
                    [--keys-only] [--count-only]
     dkvctl put KEY VALUE --prev-kv | del KEY [END] [--prefix|--from-key] [--prev-kv]
-    dkvctl txn < FILE | compact REV | hash | hashkv [--rev N] | endpoint status
+    dkvctl txn < FILE | compact REV | hash | hashkv [--rev N] | endpoint status | alarm list|disarm
     dkvctl watch KEY [END] [--prefix] [--rev N] [--prev-kv]
     dkvctl lock NAME [--ttl N] [-- COMMAND ARGS...]
     dkvctl snapshot save FILE | snapshot status FILE [--skip-hash-check]
@@ -33,7 +33,7 @@ range END, ``--prefix``, ``--from-key``, ``--limit``, ``--rev``,
 ``--prev-kv``), or with ``--v3``, they speak etcd's v3 JSON gateway and print
 as etcdctl does (``dkv.ctl_etcd``): each key and its value, nothing for a
 missing key, ``del`` prints how many keys it deleted. ``txn``, ``compact``,
-``hash``, ``hashkv`` and ``endpoint status`` always speak the v3 gateway, so
+``hash``, ``hashkv``, ``endpoint status`` and ``alarm`` always speak the v3 gateway, so
 they work against etcd too (except ``hashkv``: etcd 3.4's gateway routes no
 HashKV); ``hash``, ``hashkv`` and ``endpoint status`` ask every endpoint.
 
@@ -134,6 +134,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("hashkv", help="each endpoint's hash of the keyspace's history").add_argument(
         "--rev", type=int, default=0, help="as of revision N (default: the newest)"
     )
+    alarm = sub.add_parser("alarm", help="list or disarm alarms (NOSPACE)").add_subparsers(dest="action", required=True)
+    alarm.add_parser("list", help="the active alarms")
+    alarm.add_parser("disarm", help="clear every active alarm (writes resume)")
     endpoint = sub.add_parser("endpoint", help="each endpoint's state").add_subparsers(dest="action", required=True)
     endpoint.add_parser("status", help="version, db size, leadership, raft term and index")
     ctl_stream.add_watch_arguments(sub.add_parser("watch", help="print each change of a key or range till interrupted"))
@@ -147,7 +150,7 @@ def parser() -> argparse.ArgumentParser:
 #: Commands that run on a reactor until done or interrupted (dkv.ctl_stream).
 STREAM_COMMANDS = ("watch", "lock")
 #: Commands that always speak etcd's v3 gateway.
-V3_COMMANDS = ("txn", "compact", "hash", "hashkv", "endpoint")
+V3_COMMANDS = ("txn", "compact", "hash", "hashkv", "endpoint", "alarm")
 
 
 def speaks_v3(args: argparse.Namespace) -> bool:

@@ -18,6 +18,9 @@ REST port), answers printed as etcdctl's simple format prints them, or, with
                                  (Maintenance.HashKV at /v3/maintenance/hashkv; etcd
                                  3.4's gateway does not route it: its HTTP rule repeats
                                  Hash's path, where Hash answers)
+    alarm list                   memberID:ID alarm:TYPE for every active alarm
+    alarm disarm                 the same for each alarm it cleared (a DEACTIVATE
+                                 for each listed alarm, as etcdctl's)
     endpoint status              ENDPOINT, ID, VERSION, DB SIZE, IS LEADER,
                                  IS LEARNER, RAFT TERM, RAFT INDEX,
                                  RAFT APPLIED INDEX, ERRORS for every endpoint
@@ -141,6 +144,22 @@ def hashkv_line(endpoint: str, answer: dict[str, Any]) -> str:
     return f"{hash_line(endpoint, answer)}, {answer.get('compact_revision', '0')}"
 
 
+def alarm_lines(answer: dict[str, Any]) -> list[str]:
+    """An AlarmResponse as etcdctl prints it: ``memberID:ID alarm:TYPE ``
+    (etcdctl ends the line with a space)."""
+    return [f"memberID:{a.get('memberID', '0')} alarm:{a.get('alarm', 'NONE')} " for a in answer.get("alarms", [])]
+
+
+def _disarm(call: Callable[[str, dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """etcdctl's ``alarm disarm``: list the alarms, then DEACTIVATE each;
+    the alarms cleared, as one AlarmResponse."""
+    cleared: list[dict[str, Any]] = []
+    for alarm in call("/v3/maintenance/alarm", {}).get("alarms", []):
+        body = {"action": "DEACTIVATE", "memberID": alarm.get("memberID", "0"), "alarm": alarm.get("alarm", "NONE")}
+        cleared += call("/v3/maintenance/alarm", body).get("alarms", [])
+    return {"alarms": cleared}
+
+
 def _each_endpoint(
     args: argparse.Namespace, path: str, body: dict[str, Any], line: Callable[[str, dict[str, Any]], str], out: TextIO
 ) -> None:
@@ -197,6 +216,9 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> None:
         _each_endpoint(args, "/v3/maintenance/hash", {}, hash_line, out)
     elif command == "hashkv":
         _each_endpoint(args, "/v3/maintenance/hashkv", {"revision": args.rev} if args.rev else {}, hashkv_line, out)
+    elif command == "alarm":
+        answer = call("/v3/maintenance/alarm", {}) if args.action == "list" else _disarm(call)
+        emit(answer, alarm_lines(answer))
     elif command == "endpoint":
         _each_endpoint(args, "/v3/maintenance/status", {}, status_line, out)
     else:

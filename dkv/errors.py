@@ -109,6 +109,16 @@ class OutcomeUnknown(DkvError):
     outcome = "unknown"
 
 
+class NoSpace(DkvError):
+    """The NOSPACE alarm is active (the db passed its space quota): a write
+    that grows the db is refused, certainly not applied (HTTP 507
+    Insufficient Storage, RESOURCE_EXHAUSTED as etcd)."""
+
+    http_status = 507
+    grpc_code = 8  # RESOURCE_EXHAUSTED
+    default_message = "etcdserver: mvcc: database space exceeded"
+
+
 class Unauthenticated(DkvError):
     """Auth is enabled and the request has no valid token."""
 

@@ -17,18 +17,22 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
+from dkv.alarms import txn_puts
 from dkv.auth import permissions
 from dkv.auth.node_auth import NodeAuth, v0_error
 from dkv.commands import Idempotency, WriteRequest, encode, encode_delete, encode_put
 from dkv.config import ConfigError, Limits, host_port, parse_address
 from dkv.errors import DkvError, InvalidArgument, KeyNotFound, NoLeader, TooLarge
+from dkv.errors import NoSpace as V0NoSpace
 from dkv.ids import cluster_number, member_id
 from dkv.metrics import NodeMetrics
 from dkv.mvcc import check_delete_range, check_put, check_range, check_txn
-from dkv.mvcc.errors import EtcdError, RequestTooLarge
+from dkv.mvcc.errors import EtcdError, NoSpace, RequestTooLarge
 from dkv.node_leases import NodeLeases
 from dkv.pb import kv_pb2
 from dkv.pb.etcd_rpc_pb2 import (
+    AlarmRequest,
+    AlarmResponse,
     DeleteRangeRequest,
     HashKVResponse,
     PutRequest,
@@ -37,6 +41,7 @@ from dkv.pb.etcd_rpc_pb2 import (
     ResponseHeader,
     TxnRequest,
 )
+from dkv.quota import Quota
 from dkv.raft import NotLeader
 from dkv.raft.membership import NODE_ID, Member, Membership
 from dkv.replication import ReplicationService
@@ -77,6 +82,16 @@ class Node:
     #: This node's metrics (``dkv.metrics``): the API layers count requests
     #: in it, ``GET /metrics`` renders it.
     metrics: NodeMetrics = attrs.field(factory=NodeMetrics)
+
+    #: The space quota and the NOSPACE alarm (``dkv.quota``). One per node.
+    quota: Quota = attrs.field(
+        default=attrs.Factory(
+            lambda self: Quota(
+                self.replication, self.store.size, member_id(self.replication.node_id), self.limits.quota_backend_bytes
+            ),
+            takes_self=True,
+        )
+    )
 
     #: Reads this node answered (shared with its ``keyed`` copies).
     counts: RequestCounts = attrs.field(factory=RequestCounts)
@@ -158,10 +173,14 @@ class Node:
             if len(value) > self.limits.max_body_bytes:
                 raise TooLarge(f"value is {len(value)} bytes; the limit is {self.limits.max_body_bytes}")
             self._authorize_v0(permissions.Access.WRITE, key)
+            self.quota.check(len(key) + len(value))
         except DkvError as e:
             return fail(e)
+        except NoSpace:
+            return fail(V0NoSpace())
         rid = self.replication.next_request_id()
-        return self.replication.propose(rid, encode_put(rid, key, value, self.idempotency))
+        d = self.replication.propose(rid, encode_put(rid, key, value, self.idempotency))
+        return d.addErrback(_v0_no_space)
 
     def delete(self, key: bytes) -> Deferred[Any]:
         try:
@@ -272,10 +291,25 @@ class Node:
         elif isinstance(request, TxnRequest):
             check_txn(request, max_txn_ops=self.limits.max_txn_ops)
             self.authorize(permissions.txn_needs(request))
+        if isinstance(request, PutRequest) or (isinstance(request, TxnRequest) and txn_puts(request)):
+            self.quota.check(request.ByteSize())
 
     def _check_size(self, key: bytes) -> None:
         if len(key) > self.limits.max_key_bytes:
             raise TooLarge(f"key is {len(key)} bytes; the limit is {self.limits.max_key_bytes}")
+
+    def alarm(self, request: AlarmRequest) -> Deferred[AlarmResponse]:
+        """etcd's Alarm: GET lists the alarms of this node's applied state;
+        ACTIVATE and DEACTIVATE go through the log (every member applies
+        them) and fire with etcd's answer once applied here."""
+        if request.action == AlarmRequest.GET:
+            response = AlarmResponse()
+            response.alarms.extend(
+                a for a in self.quota.alarms() if request.memberID in (0, a.memberID) and request.alarm in (0, a.alarm)
+            )
+            self.fill_header(response.header)
+            return succeed(response)
+        return self.quota.propose(request).addCallback(self._filled)
 
     def hash_kv(self, revision: int = 0) -> HashKVResponse:
         """etcd's HashKV of this node's applied state (a serializable read:
@@ -397,6 +431,13 @@ class Node:
                 for m in st.membership.members
             ],
         }
+
+
+def _v0_no_space(failure: Any) -> Any:
+    """etcd's NoSpace (the alarm refused the write at apply) as /v0 says it."""
+    if isinstance(failure.value, NoSpace):
+        raise V0NoSpace()
+    return failure
 
 
 def _members_view(membership: Membership, leader: str, cluster_id: str) -> dict[str, Any]:

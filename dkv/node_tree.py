@@ -44,6 +44,7 @@ from dkv.api.front_door import FrontDoorSettings, front_door
 from dkv.api.routes import OPERATIONS_ROUTES
 from dkv.auto_compaction import AutoCompaction, AutoCompactor
 from dkv.config import NodeConfig, host_port
+from dkv.disk_full import disk_full_line, is_disk_full
 from dkv.errors import StartupError
 from dkv.grpc_metrics import MetricsInterceptor
 from dkv.grpc_server import GrpcServerService
@@ -259,6 +260,10 @@ def _open_store(c: NodeConfig, reactor: Any, metrics: NodeMetrics) -> NodeStore:
         store = LmdbStore.open(c.db_path, reactor)
     except StorageError as e:
         raise StartupError(str(e)) from None
+    except Exception as e:
+        if is_disk_full(e):
+            raise StartupError(disk_full_line(c.db_path, e)) from None
+        raise
     store.on_commit = metrics.observe_commit
     install_from_environ(store)  # tests only (DKV_TESTING_ONLY_FAULTS)
     return store
@@ -268,6 +273,15 @@ def _prepare(c: NodeConfig, store: NodeStore, tree: NodeService, tls: NodeTls) -
     """The store's state: recovered, or a new cluster bootstrapped
     (--cluster), or joined through a member (--join, blocking: it runs
     before the reactor)."""
+    try:
+        return _prepare_store(c, store, tree, tls)
+    except Exception as e:
+        if is_disk_full(e):
+            raise StartupError(disk_full_line(c.db_path, e)) from None
+        raise
+
+
+def _prepare_store(c: NodeConfig, store: NodeStore, tree: NodeService, tls: NodeTls) -> PersistentState:
     state = store.load()
     if state is not None:
         tree.origin = f"(from the db; cluster id {state.cluster_id})"

@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from dkv import asyncio_reactor
 from dkv.config import (
+    DEFAULT_QUOTA_BYTES,
     ClusterSpec,
     ConfigError,
     Limits,
@@ -66,6 +67,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _bytes_or_default(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a number of bytes (0: the default), got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a number of bytes (0: the default), got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         return parse_port(text)
@@ -77,6 +88,7 @@ _positive_int.coerceDoc = "A positive whole number."  # type: ignore[attr-define
 _positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
 _port.coerceDoc = "A TCP port, 1-65535."  # type: ignore[attr-defined]
 _seconds.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
+_bytes_or_default.coerceDoc = "Bytes, 0 or more (0: the default)."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -149,6 +161,14 @@ class Options(usage.Options):
             300.0,
             "Seconds an auth token (Authenticate) stays valid after its last use, as etcd's --auth-token-ttl.",
             _positive_float,
+        ],
+        [
+            "quota-backend-bytes",
+            None,
+            0,
+            "Space quota of the db in bytes, as etcd's: past it the NOSPACE alarm is raised and writes that "
+            "grow the db are refused (0: etcd's default, 2 GiB).",
+            _bytes_or_default,
         ],
         ["auto-compaction-mode", None, "periodic", "periodic or revision, as etcd's."],
         [
@@ -288,6 +308,7 @@ class Options(usage.Options):
                 max_txn_ops=self["max-txn-ops"],
                 idempotency_window=self["idempotency-window"],
                 auth_token_ttl=self["auth-token-ttl"],
+                quota_backend_bytes=self["quota-backend-bytes"] or DEFAULT_QUOTA_BYTES,
             ),
             auto_compaction=parse_auto_compaction(self["auto-compaction-mode"], self["auto-compaction-retention"]),
             snapshot_entries=self["snapshot-entries"],

@@ -23,6 +23,10 @@ Commands carrying an idempotency key are answered from, and recorded in,
 the idempotency table (``dkv.idempotency``): a retry of a write already
 applied is answered with its first outcome and changes nothing. Each
 command's leader stamp moves log time first.
+
+While a NOSPACE alarm is active (``dkv.alarms``), the writes that grow the
+db (a put, a txn with a put, a lease grant) are refused with etcd's
+``NoSpace`` and change nothing, on every node alike.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from collections.abc import Iterable
 
 import attrs
 
+from dkv.alarms import AlarmTable, grows_db
 from dkv.auth.store import COMMAND_FIELDS as AUTH_FIELDS
 from dkv.auth.store import AuthStore
 from dkv.auth.tokens import token_of
 from dkv.commands import RequestId, decode
 from dkv.idempotency import IdempotencyTable
 from dkv.mvcc import MvccStore, lease_ops
-from dkv.mvcc.errors import EtcdError
+from dkv.mvcc.errors import EtcdError, NoSpace
 from dkv.mvcc.leases import TableLeases
 from dkv.pb.etcd_kv_pb2 import Event
 from dkv.pb.etcd_rpc_pb2 import AuthenticateResponse
@@ -65,6 +70,8 @@ class Outcome:
     #: token (``dkv.auth.tokens``: every member learns them; nothing is
     #: stored).
     tokens_issued: tuple[IssuedToken, ...] = ()
+    #: An alarm was raised or cleared (``dkv.alarms``).
+    alarms_changed: bool = False
 
 
 def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
@@ -81,6 +88,7 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
     revoked: list[int] = []
     auth_changed = False
     tokens: list[IssuedToken] = []
+    alarms_changed = False
     for entry in entries:
         last = entry.index
         if entry.kind != EntryKind.NORMAL or not entry.data:
@@ -103,6 +111,8 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
             results.append((RequestId(cmd.origin, cmd.seq), result))
             continue
         try:
+            if grows_db(op, getattr(cmd, op)) and AlarmTable(writer).active():
+                raise NoSpace()
             if op == "put":
                 written = store.put(cmd.put)
                 result, events_made = written.response, written.events
@@ -126,6 +136,9 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
                 issued.token = token_of(issued.token, entry.index)
                 tokens.append(issued)
                 result, events_made = AuthenticateResponse(token=issued.token), ()
+            elif op == "alarm":
+                result, events_made = AlarmTable(writer).apply(cmd.alarm), ()
+                alarms_changed = True
             elif op in AUTH_FIELDS:
                 result, events_made = AuthStore(writer).apply(op, getattr(cmd, op)), ()
                 auth_changed = True
@@ -133,7 +146,8 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
                 result, events_made = store.compact(cmd.compaction.revision), ()
         except EtcdError as e:
             result, events_made = e, ()
-        idem.remember(cmd, result)
+        if not isinstance(result, NoSpace):  # not applied: a retry after disarm may apply it
+            idem.remember(cmd, result)
         events.extend(events_made)
         results.append((RequestId(cmd.origin, cmd.seq), result))
     if idem is not None:
@@ -146,4 +160,5 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
         tuple(revoked),
         auth_changed,
         tuple(tokens),
+        alarms_changed,
     )

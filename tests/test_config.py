@@ -75,7 +75,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "idempotency-window": "0",
         "watch-progress-notify-interval": "2.5", "metrics-port": "7172",
         "log-format": "json",
-        "auth-token-ttl": "60.0",
+        "auth-token-ttl": "60.0", "quota-backend-bytes": "524288",
         "cert-file": "s.crt", "key-file": "s.key", "trusted-ca-file": "ca.crt",
         "peer-cert-file": "p.crt", "peer-key-file": "p.key", "peer-trusted-ca-file": "pca.crt",
     }
@@ -95,6 +95,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].limits.max_txn_ops == 7
     assert o["config"].limits.idempotency_window == 0.0
     assert o["config"].limits.auth_token_ttl == 60.0
+    assert o["config"].limits.quota_backend_bytes == 524288
     assert o["config"].auto_compaction == ("revision", 1000.0)
     assert o["config"].watch_progress_interval == 2.5
     assert o["config"].log_format == "json"

@@ -42,6 +42,8 @@ from dkv.storage.snapshot_file import append_trailer
 
 #: The etcd API version dkv speaks (clients pick their paths by it).
 ETCD_API_VERSION = "3.4.0"
+#: What a lease grant adds to the db, for the quota (etcd's leaseOverhead).
+LEASE_GRANT_COST = 64
 #: How much of a snapshot one message carries.
 SNAPSHOT_CHUNK = 1 << 20
 
@@ -257,10 +259,11 @@ def hash_all(node: Node, request: pb.HashRequest) -> pb.HashResponse:
     return response
 
 
-def alarm(node: Node, request: pb.AlarmRequest) -> pb.AlarmResponse:
-    """No alarms exist yet (NOSPACE comes with the disk quota): every action
-    answers the empty list."""
-    return _header(node, pb.AlarmResponse())
+def alarm(node: Node, request: pb.AlarmRequest) -> Deferred[pb.AlarmResponse]:
+    """etcd's Alarm (``dkv.alarms``): GET lists the active alarms; ACTIVATE
+    and DEACTIVATE go through the log (``etcdctl alarm disarm`` sends a
+    DEACTIVATE for each listed alarm). Needs no user, as etcd's."""
+    return node.alarm(request)
 
 
 def defragment(node: Node, request: pb.DefragmentRequest) -> pb.DefragmentResponse:
@@ -321,7 +324,11 @@ def _filled(node: Node) -> Callable[[Any], Any]:
 
 
 def lease_grant(node: Node, request: pb.LeaseGrantRequest) -> Deferred[pb.LeaseGrantResponse]:
-    return _checked(node.authorize_user, lambda: node.leases.grant(request, node.idempotency)).addCallback(
+    def check() -> None:
+        node.authorize_user()
+        node.quota.check(LEASE_GRANT_COST)
+
+    return _checked(check, lambda: node.leases.grant(request, node.idempotency)).addCallback(
         _filled(node)
     )
 

@@ -148,6 +148,7 @@ _V0_ERROR_MEANING = {
     422: "Idempotency-Key already used with a different request",
     503: "no leader (retryable: certainly not applied)",
     504: "outcome unknown (read first, or retry with the same Idempotency-Key)",
+    507: "NOSPACE alarm active (the db passed --quota-backend-bytes): certainly not applied; retry after disarm",
 }
 
 _IDEMPOTENCY_KEY = {
@@ -172,7 +173,7 @@ _V0: dict[str, dict[str, Any]] = {
         "summary": "Write a key (committed by a majority and applied here before the answer)",
         "parameters": [_IDEMPOTENCY_KEY],
         "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("KeyValueIn")}}},
-        "responses": {"200": _json(_ref("Empty"), "written"), **_dkv_errors(400, 413, 422, 503, 504)},
+        "responses": {"200": _json(_ref("Empty"), "written"), **_dkv_errors(400, 413, 422, 503, 504, 507)},
     },
     "get": {
         "summary": "Read a key (linearizable unless consistency=serializable)",

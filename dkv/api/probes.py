@@ -7,7 +7,9 @@ parsed).
   knows a leader and a linearizable read (a ReadIndex round: the leader
   confirms its leadership with a quorum, and this node applies up to the
   read index) completes within the request timeout (``--request-timeout``);
-  otherwise ``503 {"health":"false","reason":"..."}``.
+  otherwise ``503 {"health":"false","reason":"..."}``. While a NOSPACE
+  alarm is active (``dkv.alarms``) it answers ``503`` with the reason
+  ``ALARM NOSPACE``, as etcd's (writes that grow the db are refused).
 - ``/livez``: ``200 {"live":"true"}`` while the process serves (no Raft
   round); ``503`` with the reason once the node stopped serving (its store
   failed, or it is shutting down).
@@ -86,6 +88,8 @@ def health(node: Node, call: Call) -> RawAnswer | Deferred[RawAnswer]:
         return _refusal("health", "the node is not serving")
     if raft.leader is None:
         return _refusal("health", "no leader")
+    if node.quota.nospace():
+        return _refusal("health", "ALARM NOSPACE")
     timeout = replication.config.request_timeout
     d = replication.read_barrier()
     d.addTimeout(timeout, replication.clock)

@@ -114,7 +114,7 @@ class IssuedToken(_message.Message):
     def __init__(self, name: _Optional[str] = ..., token: _Optional[str] = ..., password_hash: _Optional[bytes] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("origin", "seq", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "auth_enable", "auth_disable", "user_add", "user_delete", "user_change_password", "user_grant_role", "user_revoke_role", "role_add", "role_delete", "role_grant_permission", "role_revoke_permission", "auth_token", "idempotency_key", "idempotency_digest", "idempotency_window_ms", "leader_time_ms")
+    __slots__ = ("origin", "seq", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "auth_enable", "auth_disable", "user_add", "user_delete", "user_change_password", "user_grant_role", "user_revoke_role", "role_add", "role_delete", "role_grant_permission", "role_revoke_permission", "auth_token", "alarm", "idempotency_key", "idempotency_digest", "idempotency_window_ms", "leader_time_ms")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class Command(_message.Message):
     ROLE_GRANT_PERMISSION_FIELD_NUMBER: _ClassVar[int]
     ROLE_REVOKE_PERMISSION_FIELD_NUMBER: _ClassVar[int]
     AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
@@ -159,11 +160,12 @@ class Command(_message.Message):
     role_grant_permission: _etcd_rpc_pb2.AuthRoleGrantPermissionRequest
     role_revoke_permission: _etcd_rpc_pb2.AuthRoleRevokePermissionRequest
     auth_token: IssuedToken
+    alarm: _etcd_rpc_pb2.AlarmRequest
     idempotency_key: bytes
     idempotency_digest: bytes
     idempotency_window_ms: int
     leader_time_ms: int
-    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ..., put: _Optional[_Union[_etcd_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_etcd_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_etcd_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_etcd_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_etcd_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_etcd_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., auth_enable: _Optional[_Union[_etcd_rpc_pb2.AuthEnableRequest, _Mapping]] = ..., auth_disable: _Optional[_Union[_etcd_rpc_pb2.AuthDisableRequest, _Mapping]] = ..., user_add: _Optional[_Union[_etcd_rpc_pb2.AuthUserAddRequest, _Mapping]] = ..., user_delete: _Optional[_Union[_etcd_rpc_pb2.AuthUserDeleteRequest, _Mapping]] = ..., user_change_password: _Optional[_Union[_etcd_rpc_pb2.AuthUserChangePasswordRequest, _Mapping]] = ..., user_grant_role: _Optional[_Union[_etcd_rpc_pb2.AuthUserGrantRoleRequest, _Mapping]] = ..., user_revoke_role: _Optional[_Union[_etcd_rpc_pb2.AuthUserRevokeRoleRequest, _Mapping]] = ..., role_add: _Optional[_Union[_etcd_rpc_pb2.AuthRoleAddRequest, _Mapping]] = ..., role_delete: _Optional[_Union[_etcd_rpc_pb2.AuthRoleDeleteRequest, _Mapping]] = ..., role_grant_permission: _Optional[_Union[_etcd_rpc_pb2.AuthRoleGrantPermissionRequest, _Mapping]] = ..., role_revoke_permission: _Optional[_Union[_etcd_rpc_pb2.AuthRoleRevokePermissionRequest, _Mapping]] = ..., auth_token: _Optional[_Union[IssuedToken, _Mapping]] = ..., idempotency_key: _Optional[bytes] = ..., idempotency_digest: _Optional[bytes] = ..., idempotency_window_ms: _Optional[int] = ..., leader_time_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, origin: _Optional[int] = ..., seq: _Optional[int] = ..., put: _Optional[_Union[_etcd_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_etcd_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_etcd_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_etcd_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_etcd_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_etcd_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., auth_enable: _Optional[_Union[_etcd_rpc_pb2.AuthEnableRequest, _Mapping]] = ..., auth_disable: _Optional[_Union[_etcd_rpc_pb2.AuthDisableRequest, _Mapping]] = ..., user_add: _Optional[_Union[_etcd_rpc_pb2.AuthUserAddRequest, _Mapping]] = ..., user_delete: _Optional[_Union[_etcd_rpc_pb2.AuthUserDeleteRequest, _Mapping]] = ..., user_change_password: _Optional[_Union[_etcd_rpc_pb2.AuthUserChangePasswordRequest, _Mapping]] = ..., user_grant_role: _Optional[_Union[_etcd_rpc_pb2.AuthUserGrantRoleRequest, _Mapping]] = ..., user_revoke_role: _Optional[_Union[_etcd_rpc_pb2.AuthUserRevokeRoleRequest, _Mapping]] = ..., role_add: _Optional[_Union[_etcd_rpc_pb2.AuthRoleAddRequest, _Mapping]] = ..., role_delete: _Optional[_Union[_etcd_rpc_pb2.AuthRoleDeleteRequest, _Mapping]] = ..., role_grant_permission: _Optional[_Union[_etcd_rpc_pb2.AuthRoleGrantPermissionRequest, _Mapping]] = ..., role_revoke_permission: _Optional[_Union[_etcd_rpc_pb2.AuthRoleRevokePermissionRequest, _Mapping]] = ..., auth_token: _Optional[_Union[IssuedToken, _Mapping]] = ..., alarm: _Optional[_Union[_etcd_rpc_pb2.AlarmRequest, _Mapping]] = ..., idempotency_key: _Optional[bytes] = ..., idempotency_digest: _Optional[bytes] = ..., idempotency_window_ms: _Optional[int] = ..., leader_time_ms: _Optional[int] = ...) -> None: ...
 
 class RequestVote(_message.Message):
     __slots__ = ("last_index", "last_term", "pre_vote", "transfer")

@@ -49,6 +49,8 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from dkv.commands import RequestId, stamp
+from dkv.disk_full import HINT as DISK_FULL_HINT
+from dkv.disk_full import is_disk_full
 from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
 from dkv.logs import logger
 from dkv.mvcc import MvccView
@@ -505,6 +507,12 @@ class ReplicationService(Service):
         self._failed = failure
         if isinstance(failure.value, DiskFailed):
             log.critical("{line}", line=failure.value.line)  # one line: the traceback says nothing more
+        # A full disk is not a bug: one clear line (nothing of the batch was stored).
+        elif failure.value is not None and is_disk_full(failure.value):
+            log.critical(
+                "cannot write to the store: the disk is full ({error}); this node stops serving. " + DISK_FULL_HINT,
+                error=failure.value,
+            )
         else:
             log.failure("cannot write to the store; this node stops serving", failure)
         self._on_fatal(failure)

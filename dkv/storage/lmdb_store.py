@@ -282,10 +282,14 @@ class LmdbStore:
             yield LmdbTables(txn, self._state_db(txn))
 
     def size(self) -> tuple[int, int]:
-        """The file's size, and the pages up to the last one in use (LMDB
-        reuses freed pages below it)."""
-        info, stat = self._env.info(), self._env.stat()
-        return os.path.getsize(self._env.path()), (info["last_pgno"] + 1) * stat["psize"]
+        """The file's size, and the bytes of the pages the databases hold
+        (the two meta pages and every tree's branch, leaf and overflow
+        pages; not the pages compaction freed, which LMDB reuses): etcd's
+        size in use, which falls when history is compacted away."""
+        main = self._env.stat()
+        with self._env.begin() as txn:
+            pages = 2 + _pages(main) + sum(_pages(txn.stat(db)) for db in (*self._kvs, self._log, self._meta))
+        return os.path.getsize(self._env.path()), pages * main["psize"]
 
     def copy(self, fd: int) -> None:
         self._env.copyfd(fd, compact=True)
@@ -465,3 +469,7 @@ class LmdbStore:
             txn.put(
                 b"incoming", _INCOMING.pack(index, term, seq + 1, running, 1 if last else 0), db=self._meta
             )
+
+
+def _pages(stat: Any) -> int:
+    return int(stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"])

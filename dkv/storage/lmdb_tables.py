@@ -48,6 +48,8 @@ TABLE_IDS: Mapping[str, int] = {
     "idem.records": 32,
     "idem.expiry": 33,
     "idem.meta": 34,
+    # dkv.alarms
+    "alarm.members": 40,
 }
 
 
