@@ -22,13 +22,15 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from dkv.pb.etcd_rpc_pb2 import NOSPACE, AlarmMember, AlarmRequest, AlarmResponse, TxnRequest
+from dkv.pb.etcd_rpc_pb2 import CORRUPT, NOSPACE, AlarmMember, AlarmRequest, AlarmResponse, TxnRequest
 
 if TYPE_CHECKING:
     from dkv.storage.tables import Tables, WritableTables
 
 ALARMS = "alarm.members"
 _KEY = struct.Struct(">QI")
+#: The alarm types there are (etcd's AlarmType without NONE).
+KNOWN_ALARMS = frozenset({NOSPACE, CORRUPT})
 
 
 class AlarmReader:
@@ -65,8 +67,10 @@ class AlarmTable(AlarmReader):
                 a for a in self.all() if request.memberID in (0, a.memberID) and request.alarm in (0, a.alarm)
             )
             return response
-        if request.alarm == 0:
-            return response  # NONE is no alarm: nothing to raise or clear
+        if request.alarm not in KNOWN_ALARMS or request.action not in (AlarmRequest.ACTIVATE, AlarmRequest.DEACTIVATE):
+            # NONE is no alarm, and an unknown type or action is nothing to
+            # raise or clear (the API refuses them first; applying must never fail)
+            return response
         key = _KEY.pack(request.memberID, request.alarm)
         member = AlarmMember(memberID=request.memberID, alarm=request.alarm)
         if request.action == AlarmRequest.ACTIVATE:

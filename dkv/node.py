@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
-from dkv.alarms import txn_puts
+from dkv.alarms import KNOWN_ALARMS, txn_puts
 from dkv.auth import permissions
 from dkv.auth.node_auth import NodeAuth, v0_error
 from dkv.commands import Idempotency, WriteRequest, encode, encode_delete, encode_put
@@ -302,6 +302,10 @@ class Node:
         """etcd's Alarm: GET lists the alarms of this node's applied state;
         ACTIVATE and DEACTIVATE go through the log (every member applies
         them) and fire with etcd's answer once applied here."""
+        if request.action not in (AlarmRequest.GET, AlarmRequest.ACTIVATE, AlarmRequest.DEACTIVATE):
+            return fail(InvalidArgument(f"unknown alarm action {request.action}"))
+        if request.alarm != 0 and request.alarm not in KNOWN_ALARMS:  # 0: NONE
+            return fail(InvalidArgument(f"unknown alarm type {request.alarm}"))
         if request.action == AlarmRequest.GET:
             response = AlarmResponse()
             response.alarms.extend(

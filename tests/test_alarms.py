@@ -54,6 +54,22 @@ def test_alarm_none_changes_nothing() -> None:
     assert not AlarmReader(tables).active()
 
 
+def test_an_unknown_alarm_type_or_action_applies_as_nothing() -> None:
+    """Applying never fails (a failure would stop every member): an alarm
+    type or action that does not exist changes nothing. (The API refuses
+    them before they are proposed: schemathesis sent alarm -509 and action
+    581461, and applying raised struct.error.)"""
+    tables = MemoryTables()
+    table = AlarmTable(tables)
+    for request in (
+        AlarmRequest(action=AlarmRequest.ACTIVATE, memberID=6, alarm=-509),  # type: ignore[arg-type]
+        AlarmRequest(action=AlarmRequest.ACTIVATE, memberID=6, alarm=99),  # type: ignore[arg-type]
+        AlarmRequest(action=581461, memberID=6, alarm=NOSPACE),  # type: ignore[arg-type]
+    ):
+        assert list(table.apply(request).alarms) == []
+    assert not table.active()
+
+
 def test_which_writes_grow_the_db() -> None:
     put = RequestOp(request_put=PutRequest(key=b"k"))
     delete = RequestOp(request_delete_range=DeleteRangeRequest(key=b"k"))
