@@ -115,16 +115,40 @@ def parse_cluster(text: str) -> ClusterSpec:
 
 
 def parse_routes(text: str) -> dict[str, str]:
-    """Parse ``b=127.0.0.1:9000,c=127.0.0.1:9001`` (peer id -> dial address)."""
-    routes: dict[str, str] = {}
+    """Parse ``b=127.0.0.1:9000,c=127.0.0.1:9001`` (peer id -> dial address
+    of its RPC port); an item may end in ``/PEER_PORT`` (see
+    ``parse_peer_port_routes``)."""
+    return {node_id: rpc for node_id, (rpc, _) in _routes(text).items()}
+
+
+def parse_peer_port_routes(text: str) -> dict[str, str]:
+    """The peer-port addresses of ``--peer-route``: ``b=HOST:9000/9005`` dials
+    b's RPC port at HOST:9000 and its peer port (``--peer-transport
+    twisted``) at HOST:9005; items without ``/PEER_PORT`` are not included
+    (their peer port is derived from the RPC port)."""
+    return {node_id: peer for node_id, (_, peer) in _routes(text).items() if peer}
+
+
+def _routes(text: str) -> dict[str, tuple[str, str]]:
+    routes: dict[str, tuple[str, str]] = {}
     for raw in text.split(","):
         item = raw.strip()
         node_id, sep, address = item.partition("=")
         if not sep or not NODE_ID.match(node_id):
-            raise ConfigError(f"peer route {item!r} is not ID=HOST:PORT")
+            raise ConfigError(f"peer route {item!r} is not ID=HOST:PORT[/PEER_PORT]")
+        address, slash, peer_port = address.partition("/")
         host, port = parse_address(address, f"peer route {item!r}")
-        routes[node_id] = host_port(host, port)
+        peer = host_port(host, parse_port(peer_port, f"peer route {item!r}: peer port")) if slash else ""
+        routes[node_id] = (host_port(host, port), peer)
     return routes
+
+
+#: A member's peer port (``--peer-transport twisted``) is its RPC port plus
+#: this, unless ``--peer-port`` says otherwise (then the others need a
+#: ``--peer-route`` with ``/PEER_PORT`` to it). Not + 1: that is the REST port
+#: of the default and documented layouts.
+PEER_PORT_OFFSET = 2
+PEER_TRANSPORTS = ("grpc", "twisted")
 
 
 @attrs.frozen
@@ -206,6 +230,16 @@ class NodeConfig:
     client_tls: TlsFiles | None = None
     #: Mutual TLS between peers (on the RPC port); None: plaintext.
     peer_tls: TlsFiles | None = None
+    #: How Raft messages travel: "grpc" (the RPC port) or "twisted" (the peer port).
+    peer_transport: str = "grpc"
+    #: The peer port (``--peer-transport twisted``); 0: RPC port + PEER_PORT_OFFSET.
+    peer_port: int = 0
+    #: Peer id -> HOST:PORT of its peer port, from ``--peer-route ID=HOST:PORT/PEER_PORT``.
+    peer_port_routes: dict[str, str] = attrs.Factory(dict)
+
+    @property
+    def effective_peer_port(self) -> int:
+        return self.peer_port or self.rpc_port + PEER_PORT_OFFSET
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(h|m|s)?$")

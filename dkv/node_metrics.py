@@ -12,10 +12,10 @@ from dkv.errors import NoLeader
 from dkv.metrics import NodeState
 from dkv.node import Node
 from dkv.raft import Role
-from dkv.transport.grpc_peer import GrpcTransport
+from dkv.transport.peer_common import PeerAccounting
 
 
-def node_state(node: Node, transport: GrpcTransport) -> NodeState | None:
+def node_state(node: Node, transport: PeerAccounting) -> NodeState | None:
     """The node's state now; None while it is not serving (not started yet,
     or stopping: its store may be closed)."""
     replication = node.replication

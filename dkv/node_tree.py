@@ -6,6 +6,8 @@
       StoreService                 opens LMDB, bootstraps / joins / recovers
       ReplicationService           the driver (Raft core, persist/send/apply)
       GrpcServerService            the RPC port: dkv.v0 KV and Cluster, the peer protocol
+      TCPServer                    (--peer-transport twisted) the peer port: the native
+                                   peer protocol (over peer TLS with --peer-cert-file)
       AutoPromote                  (--auto-promote) asks to become a voter
       TCPServer                    the REST port: the front door (over TLS with --cert-file)
       TCPServer                    (--metrics-port) /metrics and the probes, apart
@@ -36,6 +38,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.task import LoopingCall
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from dkv.aio import deferred_from
@@ -61,11 +64,13 @@ from dkv.storage.service import StoreService
 from dkv.systemd_notify import SystemdNotify, notifier_from_env, watchdog_interval
 from dkv.tls import NodeTls
 from dkv.tls.peer_guard import PeerGuard
+from dkv.tls.peer_port import PeerPortTls
 from dkv.tls.rest import tls_factory
 from dkv.tls.service import TlsService
 from dkv.transport.cluster_client import ClusterClient, join_cluster
 from dkv.transport.grpc_peer import GrpcTransport
 from dkv.transport.snapshots import SnapshotReceiver, send_snapshot
+from dkv.transport.twisted_peer import TwistedTransport
 from dkv.watch import WatchSettings
 
 log = logger("dkv")
@@ -98,12 +103,29 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         on_round_trip=lambda peer, seconds: metrics.peer_rtt.labels(peer).observe(seconds),
         channel_credentials=tls.peer_channel_credentials,
     )
-    guard = PeerGuard(tls, transport.member_address)
+    # gRPC's Raft service stays on the RPC port (snapshots travel there);
+    # with --peer-transport twisted the messages take the peer port instead.
+    raft_transport: GrpcTransport | TwistedTransport = transport
+    peer_port_tls = PeerPortTls(tls, lambda member: raft_transport.member_address(member))
+    if c.peer_transport == "twisted":
+        raft_transport = TwistedTransport(
+            c.node_id,
+            cluster_id=lambda: replication.cluster_id,
+            on_receive=lambda msgs: replication.receive(msgs),
+            on_unreachable=lambda peer: replication.unreachable(peer),
+            reactor=reactor,
+            routes=c.peer_routes,
+            peer_routes=c.peer_port_routes,
+            on_round_trip=lambda peer, seconds: metrics.peer_rtt.labels(peer).observe(seconds),
+            client_tls=peer_port_tls.client_creator,
+            cert_check=peer_port_tls.check,
+        )
+    guard = PeerGuard(tls, raft_transport.member_address)
     transport.guard = guard
     replication = ReplicationService(
         node_id=c.node_id,
         store=store,
-        transport=transport,
+        transport=raft_transport,
         clock=reactor,
         rng=random.Random(),
         config=DriverConfig(
@@ -119,7 +141,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         on_removed=lambda: reactor.callLater(0, reactor.stop),
         snapshot_sender=lambda peer, snap, term: deferred_from(
             send_snapshot(
-                transport.address_of(peer) or "", replication.cluster_id, c.node_id, term, snap,
+                raft_transport.address_of(peer) or "", replication.cluster_id, c.node_id, term, snap,
                 tls.peer_channel_credentials(),
             )  # fmt: skip
         ),
@@ -136,11 +158,18 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
     tls.on_reload.append(cluster_client.drop_channels)
     scheme = "https" if tls.enabled else "http"  # the RPC port serves TLS with either side's TLS
     tree.node = node = Node(
-        replication, store, c.limits, cluster_client, transport.address_of, url_scheme=scheme, metrics=metrics
+        replication, store, c.limits, cluster_client, raft_transport.address_of, url_scheme=scheme, metrics=metrics
     )
-    metrics.read_state = lambda: node_state(node, transport)
+    metrics.read_state = lambda: node_state(node, raft_transport)
+
+    def start_peers() -> None:
+        transport.start()
+        if isinstance(raft_transport, TwistedTransport):
+            raft_transport.start()
 
     async def stop_peers() -> None:
+        if isinstance(raft_transport, TwistedTransport):
+            raft_transport.stop()
         await transport.stop()
         await cluster_client.close()
 
@@ -154,12 +183,17 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
             lambda server: etcd_grpc.register(server, node),
         ],
         max_message_bytes=c.limits.max_body_bytes + 64 * 1024,
-        on_start=transport.start,
+        on_start=start_peers,
         on_stop=stop_peers,
         interceptors=[MetricsInterceptor(metrics)],
         credentials=tls.rpc_server_credentials,
     )
     grpc_server.setServiceParent(tree)
+    if isinstance(raft_transport, TwistedTransport):
+        peer_factory: IProtocolFactory = raft_transport.listener
+        if c.peer_tls is not None:
+            peer_factory = TLSMemoryBIOFactory(peer_port_tls.server_creator(), False, peer_factory)
+        internet.TCPServer(c.effective_peer_port, peer_factory, interface=c.listen_host).setServiceParent(tree)
     if c.auto_promote:
         AutoPromote(node, c.node_id, reactor).setServiceParent(tree)
     AutoCompactor(node, AutoCompaction(*c.auto_compaction), reactor).setServiceParent(tree)
@@ -217,11 +251,15 @@ class NodeService(MultiService):
         check_port_free(c.listen_host, c.rest_port, "rest")
         if c.metrics_port is not None:
             check_port_free(c.listen_host, c.metrics_port, "metrics")
+        if c.peer_transport == "twisted":
+            check_port_free(c.listen_host, c.effective_peer_port, "peer")
         try:
             super().privilegedStartService()
         except CannotListenError as e:
             self._store().close_now()
             what = "metrics" if e.port == c.metrics_port else "rest"
+            if c.peer_transport == "twisted" and e.port == c.effective_peer_port:
+                what = "peer"
             raise StartupError(f"cannot listen on {what} port {e.interface}:{e.port}: {e.socketError}") from None
         except BaseException:
             self._store().close_now()

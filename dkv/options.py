@@ -18,6 +18,8 @@ from twisted.python import usage
 from dkv import asyncio_reactor
 from dkv.config import (
     DEFAULT_QUOTA_BYTES,
+    PEER_PORT_OFFSET,
+    PEER_TRANSPORTS,
     ClusterSpec,
     ConfigError,
     Limits,
@@ -28,6 +30,7 @@ from dkv.config import (
     parse_address,
     parse_auto_compaction,
     parse_cluster,
+    parse_peer_port_routes,
     parse_port,
     parse_routes,
     parse_tls,
@@ -84,10 +87,15 @@ def _port(text: str) -> int:
         raise ValueError(str(e)) from None
 
 
+def _port_or_zero(text: str) -> int:
+    return 0 if text.strip() == "0" else _port(text)
+
+
 _positive_int.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
 _positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
 _port.coerceDoc = "A TCP port, 1-65535."  # type: ignore[attr-defined]
 _seconds.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
+_port_or_zero.coerceDoc = "A TCP port, 1-65535 (0: the default)."  # type: ignore[attr-defined]
 _bytes_or_default.coerceDoc = "Bytes, 0 or more (0: the default)."  # type: ignore[attr-defined]
 
 
@@ -130,8 +138,23 @@ class Options(usage.Options):
             "peer-route",
             None,
             "",
-            "ID=HOST:PORT,... reach these peers at these addresses instead of the ones in the cluster "
-            "configuration (NAT, tunnels, fault-injection tests).",
+            "ID=HOST:PORT[/PEER_PORT],... reach these peers at these addresses instead of the ones in the cluster "
+            "configuration (NAT, tunnels, fault-injection tests); /PEER_PORT: their peer port "
+            "(--peer-transport twisted) is there on that host.",
+        ],
+        [
+            "peer-transport",
+            None,
+            "grpc",
+            "How Raft messages travel between members: grpc (on the RPC port) or twisted (the native "
+            "peer protocol on --peer-port). All members must use the same.",
+        ],
+        [
+            "peer-port",
+            None,
+            0,
+            "Port of the native peer protocol (--peer-transport twisted); default: the RPC port + 2.",
+            _port_or_zero,
         ],
         ["request-timeout", None, 5.0, "Seconds a client request may wait for the cluster.", _positive_float],
         ["max-key-size", None, 4096, "Largest key in bytes.", _positive_int],
@@ -266,6 +289,15 @@ class Options(usage.Options):
             if all(m.id != node_id for m in cluster.members):
                 raise ConfigError(f"node id {node_id!r} is not in the cluster {str(cluster)!r}")
         routes = parse_routes(self["peer-route"]) if self["peer-route"].strip() else {}
+        peer_port_routes = parse_peer_port_routes(self["peer-route"]) if self["peer-route"].strip() else {}
+        transport = self["peer-transport"].strip().lower()
+        if transport not in PEER_TRANSPORTS:
+            raise ConfigError(f"peer transport {self['peer-transport']!r}: use one of {', '.join(PEER_TRANSPORTS)}")
+        peer_port = self["peer-port"] or self["rpc-port"] + PEER_PORT_OFFSET
+        if transport == "twisted" and peer_port in (self["rpc-port"], self["rest-port"], self["metrics-port"]):
+            raise ConfigError(
+                f"peer port {peer_port} is also the rpc, rest or metrics port: set --peer-port to a free one"
+            )
         join = None
         if self["join"].strip():
             host, port = parse_address(self["join"].strip(), "join")
@@ -324,6 +356,9 @@ class Options(usage.Options):
             metrics_port=self["metrics-port"],
             client_tls=client_tls,
             peer_tls=peer_tls,
+            peer_transport=transport,
+            peer_port=self["peer-port"],
+            peer_port_routes=peer_port_routes,
         )
 
     def _tls(self) -> tuple[TlsFiles | None, TlsFiles | None]:

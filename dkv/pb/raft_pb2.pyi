@@ -305,3 +305,16 @@ class Message(_message.Message):
     timeout_now: TimeoutNow
     not_member: NotMember
     def __init__(self, to: _Optional[str] = ..., term: _Optional[int] = ..., request_vote: _Optional[_Union[RequestVote, _Mapping]] = ..., vote_response: _Optional[_Union[VoteResponse, _Mapping]] = ..., append_entries: _Optional[_Union[AppendEntries, _Mapping]] = ..., append_response: _Optional[_Union[AppendResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_response: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., propose: _Optional[_Union[Propose, _Mapping]] = ..., propose_rejected: _Optional[_Union[ProposeRejected, _Mapping]] = ..., read_index_request: _Optional[_Union[ReadIndexRequest, _Mapping]] = ..., read_index_response: _Optional[_Union[ReadIndexResponse, _Mapping]] = ..., timeout_now: _Optional[_Union[TimeoutNow, _Mapping]] = ..., not_member: _Optional[_Union[NotMember, _Mapping]] = ..., **kwargs) -> None: ...
+
+class PeerHello(_message.Message):
+    __slots__ = ("version", "cluster_id", "to", "error")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    cluster_id: str
+    to: str
+    error: str
+    def __init__(self, version: _Optional[int] = ..., cluster_id: _Optional[str] = ..., to: _Optional[str] = ..., error: _Optional[str] = ..., **kwargs) -> None: ...

@@ -112,6 +112,7 @@ class Cluster:
         seed: int = 0,
         proxy_links: bool = True,
         tls: ClusterCerts | None = None,
+        peer_transport: str = "grpc",
     ) -> None:
         if configure_with not in ("flags", "env"):
             raise ValueError(f"configure_with must be 'flags' or 'env', not {configure_with!r}")
@@ -139,9 +140,16 @@ class Cluster:
         self._closed = False
         track(self)
         self.hub = ProxyHub(seed) if proxy_links else None
-        ports = free_ports(2 * len(self.ids))
-        self.rpc_ports = {i: ports[2 * n] for n, i in enumerate(self.ids)}
-        self.rest_ports = {i: ports[2 * n + 1] for n, i in enumerate(self.ids)}
+        #: "grpc", or "twisted": each node gets a peer port of its own (``peer_ports``),
+        #: and the proxies (if any) carry the native peer protocol, while RPC calls
+        #: between nodes (forwarding to the leader, snapshots) go direct.
+        self.peer_transport = peer_transport
+        twisted = peer_transport == "twisted"
+        width = 3 if twisted else 2
+        ports = free_ports(width * len(self.ids))
+        self.rpc_ports = {i: ports[width * n] for n, i in enumerate(self.ids)}
+        self.rest_ports = {i: ports[width * n + 1] for n, i in enumerate(self.ids)}
+        self.peer_ports = {i: ports[width * n + 2] for n, i in enumerate(self.ids)} if twisted else {}
         self.cluster_spec = ",".join(f"{i}@127.0.0.1:{self.rpc_ports[i]}" for i in self.ids)
         #: links[(a, b)]: the proxy a dials to reach b (none without proxy_links).
         self.links: dict[tuple[str, str], Proxy] = {}
@@ -149,8 +157,21 @@ class Cluster:
             self._make_links(self.hub, set(ports))
         self.nodes: dict[str, NodeProcess] = {}
         for i in self.ids:
-            routes = ",".join(f"{b}=127.0.0.1:{self.links[(i, b)].port}" for b in self.ids if (i, b) in self.links)
+            if twisted:
+                routes = ",".join(
+                    f"{b}=127.0.0.1:{self.rpc_ports[b]}/"
+                    f"{self.links[(i, b)].port if (i, b) in self.links else self.peer_ports[b]}"
+                    for b in self.ids
+                    if b != i
+                )
+                self.node_settings["extra_args"] = (
+                    *extra_args, "--peer-transport", "twisted", "--peer-port", str(self.peer_ports[i]),
+                )  # fmt: skip
+            else:
+                routes = ",".join(f"{b}=127.0.0.1:{self.links[(i, b)].port}" for b in self.ids if (i, b) in self.links)
             self._add(i, self.rpc_ports[i], self.rest_ports[i], cluster=self.cluster_spec, peer_route=routes or None)
+        if twisted:
+            self.node_settings["extra_args"] = (*extra_args, "--peer-transport", "twisted")
 
     @classmethod
     def for_benchmark(cls, directory: str | Path | None = None, ids: Sequence[str] = ("a", "b", "c")) -> Cluster:
@@ -165,10 +186,11 @@ class Cluster:
         for a in self.ids:
             for b in self.ids:
                 if a != b:
-                    proxy = hub.proxy(self.rpc_ports[b], name=f"{a}->{b}")
+                    target = self.peer_ports.get(b) or self.rpc_ports[b]
+                    proxy = hub.proxy(target, name=f"{a}->{b}")
                     while proxy.port in taken:  # the kernel reused a node's port: take another
                         spare = proxy
-                        proxy = hub.proxy(self.rpc_ports[b], name=f"{a}->{b}")
+                        proxy = hub.proxy(target, name=f"{a}->{b}")
                         hub._call(spare._close)
                     taken.add(proxy.port)
                     self.links[(a, b)] = proxy

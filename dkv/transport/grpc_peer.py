@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -31,8 +30,9 @@ from grpc import aio
 
 from dkv.logs import logger
 from dkv.pb import raft_pb2, raft_pb2_grpc
-from dkv.raft.messages import Heartbeat, HeartbeatResponse, Message
-from dkv.transport.codec import batch_to_pb, messages_from_batch
+from dkv.raft.messages import Heartbeat, Message
+from dkv.transport.codec import batch_to_pb
+from dkv.transport.peer_common import PeerAccounting
 
 #: gRPC channel/server options shared by peers (large appends, keepalive).
 MAX_MESSAGE_BYTES = 64 << 20
@@ -49,8 +49,6 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-#: Seconds after which a heartbeat's answer no longer counts as a round trip.
-RTT_FORGET = 1.0
 #: Messages queued for a peer whose stream does not drain; beyond this the
 #: oldest are dropped (Raft retransmits what matters).
 MAX_QUEUED = 4096
@@ -244,7 +242,7 @@ async def _prepend(first: Any, rest: Any) -> Any:
         yield item
 
 
-class GrpcTransport:
+class GrpcTransport(PeerAccounting):
     """Sends the core's messages to peers and hands received ones to on_receive.
 
     ``cluster_id`` is a callable because a joining node learns it late;
@@ -262,7 +260,7 @@ class GrpcTransport:
         guard: PeerGuard | None = None,
     ) -> None:
         """on_round_trip(peer, seconds): a heartbeat's round trip."""
-        self.node_id = node_id
+        self.init_accounting(node_id, cluster_id, on_receive, on_unreachable, on_round_trip)
         #: What links are opened with (see ``open_channel``), asked at each (re)connect.
         self.channel_credentials = channel_credentials
         #: Checks callers of the Raft service (None: anyone may call).
@@ -271,21 +269,11 @@ class GrpcTransport:
         self.members: dict[str, str] = {}
         #: Dial these peers here instead of at their configured address.
         self.routes = dict(routes or {})
-        self.cluster_id = cluster_id
-        self._on_receive = on_receive
-        self._on_unreachable = on_unreachable
         self._links: dict[str, _PeerLink] = {}
-        self._foreign_logged: set[str] = set()
         self.servicer = RaftServicer(self)
         #: Takes InstallSnapshot streams (dkv.transport.snapshots.SnapshotReceiver).
         self.snapshot_receiver: Any = None
         self._running = False
-        #: Bytes of Raft batches sent to / received from each peer.
-        self.sent_bytes: dict[str, int] = {}
-        self.received_bytes: dict[str, int] = {}
-        self._on_round_trip = on_round_trip
-        #: peer -> (seq, monotonic send time) of its heartbeat awaiting an answer.
-        self._heartbeats: dict[str, tuple[int, float]] = {}
 
     def register(self, server: aio.Server) -> None:
         """Serve ``dkv.raft.v0.Raft`` on server; requests arrive as raw bytes
@@ -347,43 +335,3 @@ class GrpcTransport:
             link = self._links.get(peer_id)
             if link is not None:
                 link.enqueue(msgs)
-
-    def _unreachable(self, peer_id: str) -> None:
-        self._on_unreachable(peer_id)
-
-    def _heartbeat_sent(self, msg: Heartbeat) -> None:
-        now = time.monotonic()
-        waiting = self._heartbeats.get(msg.to)
-        if waiting is None or now - waiting[1] > RTT_FORGET:
-            self._heartbeats[msg.to] = (msg.seq, now)
-
-    def _heartbeat_answered(self, msg: HeartbeatResponse) -> None:
-        waiting = self._heartbeats.get(msg.frm)
-        if waiting is not None and waiting[0] == msg.seq:
-            del self._heartbeats[msg.frm]
-            seconds = time.monotonic() - waiting[1]
-            if seconds <= RTT_FORGET:
-                self._on_round_trip(msg.frm, seconds)
-
-    def _receive(self, batch: raft_pb2.Batch, size: int = 0) -> None:
-        sender = getattr(batch, "from")
-        if batch.cluster_id != self.cluster_id():
-            if sender not in self._foreign_logged:
-                self._foreign_logged.add(sender)
-                log.warn(
-                    "dropping messages from {sender}: it belongs to cluster {theirs!r}, we to {ours!r}",
-                    sender=sender,
-                    theirs=batch.cluster_id,
-                    ours=self.cluster_id(),
-                )
-            return
-        received = self.received_bytes
-        received[sender] = received.get(sender, 0) + size
-        msgs = messages_from_batch(
-            batch, lambda e: log.warn("undecodable message from {sender}: {e}", sender=sender, e=e)
-        )
-        for msg in msgs:
-            if type(msg) is HeartbeatResponse:
-                self._heartbeat_answered(msg)
-        if msgs:
-            self._on_receive(msgs)

@@ -1,0 +1,205 @@
+# test-case-name: tests.test_peer_transport,tests.test_hostile_peer
+"""The listening side of the native peer protocol: the peer port.
+
+Each accepted connection must say hello within ``handshake_timeout``; the
+listener checks it (``dkv.transport.peer_handshake``; with peer TLS also
+that the dialler's certificate was issued by the peer CA and names the host
+of the member it says it is), answers, and then takes batches (each handed
+to the transport as received) and answers pings.
+
+A connection that breaks the protocol is dropped at once, with one log
+line per dialler host and reason (a refused or broken peer retries every
+second): garbage or an oversize length, a malformed message, a batch from
+another sender than the hello named, a second hello. So is one that stays
+silent for ``idle_timeout`` (a half-open connection: a live dialler pings
+every second), and one that does not read what the listener writes (its
+pongs fill the socket's buffer). The node goes on serving everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from OpenSSL import crypto
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from dkv.logs import logger
+from dkv.pb import raft_pb2
+from dkv.transport.peer_frames import BATCH, HELLO, PING, PONG, FrameError, FrameReader, frame
+from dkv.transport.peer_handshake import hello_frame, hello_refusal
+from dkv.transport.peer_link import PeerSettings
+
+__all__ = ["CertCheck", "PeerListenerFactory"]
+
+log = logger("dkv.transport")
+
+_PONG = frame(PONG)
+_MAX_LOGGED = 1024
+
+#: (the dialler's PEM certificate or None, the member id it claims) -> why it
+#: is refused ("" if it is not); None: no peer TLS, nothing to check.
+CertCheck = Callable[[bytes | None, str], str]
+
+
+class PeerListenerFactory(Factory):
+    """Builds one ``_Listened`` per accepted connection."""
+
+    noisy = False
+
+    def __init__(
+        self, owner: Any, clock: Any, settings: PeerSettings, cert_check: Callable[[], CertCheck | None]
+    ) -> None:
+        self.owner = owner
+        self.clock = clock
+        self.settings = settings
+        self.cert_check = cert_check
+        self._logged: set[tuple[str, str]] = set()
+        #: Connections open now (for tests and the metrics).
+        self.open: set[_Listened] = set()
+
+    def buildProtocol(self, addr: Any) -> _Listened:  # noqa: N802 - Twisted name
+        return _Listened(self, getattr(addr, "host", "?"))
+
+    def log_once(self, host: str, reason: str) -> None:
+        key = (host, reason)
+        if key in self._logged:
+            return
+        if len(self._logged) >= _MAX_LOGGED:
+            self._logged.clear()
+        self._logged.add(key)
+        log.warn("peer port: dropped a connection from {host}: {reason}", host=host, reason=reason)
+
+
+@implementer(IPushProducer)
+class _Listened(Protocol):
+    """One dialler's connection to our peer port."""
+
+    def __init__(self, factory: PeerListenerFactory, host: str) -> None:
+        self.factory = factory
+        self.host = host
+        self.reader = FrameReader(factory.settings.max_frame)
+        #: The member the hello named (None until a hello was accepted).
+        self.sender: str | None = None
+        self._timer: IDelayedCall | None = None
+        self._last_heard = 0.0
+        self._dropped = False
+
+    # -- Twisted ---------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.factory.open.add(self)
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        clock = self.factory.clock
+        self._last_heard = clock.seconds()
+        self._timer = clock.callLater(self.factory.settings.handshake_timeout, self._check_silence)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._dropped:
+            return
+        self._last_heard = self.factory.clock.seconds()
+        try:
+            frames = self.reader.feed(data)
+        except FrameError as e:
+            self._drop(f"it sent {e}")
+            return
+        for kind, body in frames:
+            if not self._frame(kind, body):
+                return
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: N802
+        self.factory.open.discard(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+
+    # -- the peer does not read: its pongs fill our send buffer ---------------------------------
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self._drop("it does not read what this node writes")
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        pass
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def _frame(self, kind: bytes, body: bytes) -> bool:
+        if self.sender is None:
+            if kind != HELLO:
+                return self._drop(f"its first frame was of kind {kind!r}, not a hello")
+            return self._hello(body)
+        if kind == BATCH:
+            try:
+                batch = raft_pb2.Batch.FromString(body)
+            except DecodeError:
+                return self._drop("it sent a malformed Batch message")
+            if getattr(batch, "from") != self.sender:
+                return self._drop(f"a batch from {getattr(batch, 'from')!r} on {self.sender!r}'s connection")
+            self.factory.owner._receive(batch, len(body))
+            return not self._dropped
+        if kind == PING:
+            self.transport.write(_PONG)  # type: ignore[union-attr]
+            return not self._dropped
+        return self._drop(f"it sent an unexpected frame of kind {kind!r}")
+
+    def _hello(self, body: bytes) -> bool:
+        owner = self.factory.owner
+        try:
+            hello = raft_pb2.PeerHello.FromString(body)
+        except DecodeError:
+            return self._drop("it sent a malformed PeerHello message")
+        sender = getattr(hello, "from")
+        refusal = hello_refusal(hello, cluster_id=owner.cluster_id(), node_id=owner.node_id)
+        if not refusal:
+            check = self.factory.cert_check()
+            if check is not None:
+                refusal = check(_peer_pem(self.transport), sender)
+        if refusal:
+            self.transport.write(hello_frame(owner.cluster_id(), owner.node_id, sender, error=refusal))  # type: ignore[union-attr]
+            self.factory.log_once(self.host, f"refused node {sender!r}: {refusal}")
+            self._dropped = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return False
+        self.sender = sender
+        self.transport.write(hello_frame(owner.cluster_id(), owner.node_id, sender))  # type: ignore[union-attr]
+        self._rearm(self.factory.settings.idle_timeout)
+        return True
+
+    def _check_silence(self) -> None:
+        settings = self.factory.settings
+        if self.sender is None:
+            self._drop(f"no hello within {settings.handshake_timeout:g}s")
+            return
+        silent = self.factory.clock.seconds() - self._last_heard
+        if silent >= settings.idle_timeout:
+            self._drop(f"nothing heard for {silent:.0f}s")
+        else:
+            self._rearm(settings.idle_timeout - silent)
+
+    def _rearm(self, delay: float) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.factory.clock.callLater(delay, self._check_silence)
+
+    def _drop(self, reason: str) -> bool:
+        """Log once (per host and reason) and drop the connection; False."""
+        if not self._dropped:
+            self._dropped = True
+            who = f"node {self.sender!r}" if self.sender else "a dialler"
+            self.factory.log_once(self.host, f"{who}: {reason}")
+            if self.transport is not None:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+        return False
+
+
+def _peer_pem(transport: Any) -> bytes | None:
+    """The dialler's certificate (PEM), from Twisted's TLS transport."""
+    get = getattr(transport, "getPeerCertificate", None)
+    cert = get() if get is not None else None
+    return crypto.dump_certificate(crypto.FILETYPE_PEM, cert) if cert is not None else None
