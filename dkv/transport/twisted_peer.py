@@ -9,7 +9,7 @@ frames are length-prefixed ``dkv.raft.v0`` messages
 (``dkv.transport.peer_frames``) after a hello that names the cluster, the
 protocol version and both ends (``dkv.transport.peer_handshake``).
 
-A member's peer port is its RPC port + 1 (the cluster configuration names
+A member's peer port is its RPC port + 2 (the cluster configuration names
 RPC addresses). ``peer_routes`` dials some peers' peer ports elsewhere
 (``--peer-route ID=HOST:RPC_PORT/PEER_PORT``, a NAT, a tunnel, the test
 proxies); ``routes`` says where their RPC ports are, for the calls that
@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IProtocolFactory
 
-from dkv.config import parse_address
+from dkv.config import PEER_PORT_OFFSET, parse_address
 from dkv.raft.messages import Heartbeat, Message
 from dkv.transport.peer_common import PeerAccounting
 from dkv.transport.peer_link import Connect, PeerLink, PeerSettings
@@ -39,7 +39,7 @@ from dkv.transport.peer_server import CertCheck, PeerListenerFactory
 __all__ = ["PeerSettings", "TwistedTransport", "peer_address"]
 
 
-def peer_address(rpc_address: str, offset: int = 1) -> str:
+def peer_address(rpc_address: str, offset: int = PEER_PORT_OFFSET) -> str:
     """HOST:PORT of the peer port of the member whose RPC port is at rpc_address."""
     host, _, port = rpc_address.rpartition(":")
     return f"{host}:{int(port) + offset}"
@@ -72,7 +72,7 @@ class TwistedTransport(PeerAccounting):
         self.members: dict[str, str] = {}
         #: Reach these peers' RPC ports here instead of at their configured address.
         self.routes = dict(routes or {})
-        #: Dial these peers' peer ports here instead of at RPC port + 1.
+        #: Dial these peers' peer ports here instead of at RPC port + PEER_PORT_OFFSET.
         self.peer_routes = dict(peer_routes or {})
         self.settings = settings or PeerSettings()
         self._client_tls = client_tls
