@@ -78,6 +78,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "auth-token-ttl": "60.0", "quota-backend-bytes": "524288",
         "cert-file": "s.crt", "key-file": "s.key", "trusted-ca-file": "ca.crt",
         "peer-cert-file": "p.crt", "peer-key-file": "p.key", "peer-trusted-ca-file": "pca.crt",
+        "peer-transport": "twisted", "peer-port": "7180",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -98,6 +99,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].limits.quota_backend_bytes == 524288
     assert o["config"].auto_compaction == ("revision", 1000.0)
     assert o["config"].watch_progress_interval == 2.5
+    assert (o["config"].peer_transport, o["config"].effective_peer_port) == ("twisted", 7180)
     assert o["config"].log_format == "json"
     assert o["config"].metrics_port == 7172
     assert o["config"].client_tls.client_cert_auth and o["config"].peer_tls.key_file == "p.key"
@@ -211,3 +213,18 @@ def test_metrics_port(tmp_path) -> None:
     base = ["--node-id", "a", "--cluster", CLUSTER, "--db-path", str(tmp_path / "a.db")]
     assert parse(base)["config"].metrics_port is None
     assert parse([*base, "--metrics-port", "9100"])["config"].metrics_port == 9100
+
+
+def test_peer_transport_flags(tmp_path) -> None:
+    base = ["--node-id", "a", "--db-path", str(tmp_path / "a.db"), "--cluster", "a@127.0.0.1:7070"]
+    c = parse(base)["config"]
+    assert (c.peer_transport, c.effective_peer_port, c.peer_port_routes) == ("grpc", 7072, {})
+    c = parse([*base, "--peer-transport", "twisted", "--peer-route", "b=10.0.0.2:7070/9000,c=10.0.0.3:7070"])["config"]
+    assert c.peer_routes == {"b": "10.0.0.2:7070", "c": "10.0.0.3:7070"}
+    assert c.peer_port_routes == {"b": "10.0.0.2:9000"}
+    with pytest.raises(usage.UsageError, match="peer transport 'udp'"):
+        parse([*base, "--peer-transport", "udp"])
+    with pytest.raises(usage.UsageError, match="peer port 7071 is also"):
+        parse([*base, "--peer-transport", "twisted", "--peer-port", "7071"])
+    with pytest.raises(usage.UsageError, match="peer route"):
+        parse([*base, "--peer-route", "b=10.0.0.2:7070/x"])

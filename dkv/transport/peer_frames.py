@@ -1,4 +1,4 @@
-# test-case-name: tests.test_peer_frames
+# test-case-name: tests.test_hostile_peer,tests.test_peer_transport
 """The native peer protocol's framing: length-prefixed, typed frames.
 
 A frame is a 4-byte big-endian length, a 1-byte kind and the body; the
