@@ -140,7 +140,9 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         on_fatal=lambda failure: _fatal(reactor, failure),
         on_removed=lambda: reactor.callLater(0, reactor.stop),
         snapshot_sender=lambda peer, snap, term: deferred_from(
-            send_snapshot(
+            raft_transport.send_snapshot(peer, snap, term)
+            if isinstance(raft_transport, TwistedTransport)
+            else send_snapshot(
                 raft_transport.address_of(peer) or "", replication.cluster_id, c.node_id, term, snap,
                 tls.peer_channel_credentials(),
             )  # fmt: skip
@@ -153,6 +155,8 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         replication.receive,
         busy=lambda: replication.installing_snapshot,
     )
+    if isinstance(raft_transport, TwistedTransport):
+        raft_transport.snapshot_receiver = transport.snapshot_receiver
     replication.setServiceParent(tree)
     cluster_client = ClusterClient(c.request_timeout, tls.peer_channel_credentials)
     tls.on_reload.append(cluster_client.drop_channels)

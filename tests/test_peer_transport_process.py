@@ -1,8 +1,8 @@
 """A real 3-node cluster on the native peer protocol (--peer-transport
 twisted), through the fault-injecting proxies (--peer-route ID=HOST:PORT/PEER_PORT):
 it elects a leader, replicates writes, a killed follower catches up after
-a restart (by snapshot too: the leader compacts its log meanwhile; snapshots
-still travel over gRPC), and a partitioned follower is cut off and heals."""
+a restart by a snapshot streamed over the peer port (the leader compacts
+its log meanwhile), and a partitioned follower is cut off and heals."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def test_three_nodes_over_the_native_peer_protocol(tmp_path) -> None:
         c.restart(follower)
         c.wait_applied(follower, c.status(leader)[1]["commit_index"], timeout=60)
         assert c.get_value(follower, b"k119", consistency="serializable") == (200, b"v119")
+        assert "staged and verified" in c.log_tail(follower, 400)
         # A partitioned follower falls behind; healed, it catches up over a new connection.
         other = next(i for i in c.ids if i not in (leader, follower))
         c.isolate(other)

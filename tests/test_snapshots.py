@@ -1,5 +1,6 @@
-"""Snapshot transfer over real gRPC: staged, verified, resumable, refused
-when corrupt or while an earlier snapshot awaits its install."""
+"""Snapshot transfer over real gRPC and over the native peer protocol:
+staged, verified, resumable, refused when corrupt or while an earlier
+snapshot awaits its install."""
 
 from __future__ import annotations
 
@@ -19,11 +20,16 @@ def run(coro) -> Deferred:
     return Deferred.fromFuture(asyncio.ensure_future(coro))
 
 
-@pytest_twisted.async_yield_fixture
-async def pair(tmp_path):
-    """A source store with 3000 keys and a receiving node (store + gRPC server)."""
+@pytest_twisted.async_yield_fixture(params=["grpc", "twisted"])
+async def pair(tmp_path, request):
+    """A source store with 3000 keys and a receiving node (store + gRPC
+    server or peer port), and send(cluster_id, from, term, snap) to it."""
+    from twisted.internet import reactor
+
     from dkv.grpc_server import GrpcServerService
+    from dkv.transport import peer_snapshots
     from dkv.transport.grpc_peer import GrpcTransport
+    from dkv.transport.twisted_peer import TwistedTransport
 
     source = open_lmdb(str(tmp_path / "source.db"))
     source.bootstrap("cid", MEMBERS)
@@ -37,12 +43,29 @@ async def pair(tmp_path):
     transport.snapshot_receiver = SnapshotReceiver(
         "b", lambda: "cid", lambda: target, delivered.extend, busy=lambda: state["busy"]
     )
-    server = GrpcServerService("127.0.0.1", 0, [transport.register], 1 << 20)
-    server.startService()
+    if request.param == "grpc":
+        server = GrpcServerService("127.0.0.1", 0, [transport.register], 1 << 20)
+        server.startService()
+
+        def send(cluster_id, frm, term, snap):
+            return send_snapshot(f"127.0.0.1:{server.port}", cluster_id, frm, term, snap)
+
+        stop = server.stopService
+    else:
+        native = TwistedTransport("b", lambda: "cid", delivered.extend, lambda peer: None, reactor=reactor)
+        native.snapshot_receiver = transport.snapshot_receiver
+        port = reactor.listenTCP(0, native.listener, interface="127.0.0.1")
+        dialler = TwistedTransport("a", lambda: "cid", lambda msgs: None, lambda peer: None, reactor=reactor)
+
+        def send(cluster_id, frm, term, snap):
+            address = f"127.0.0.1:{port.getHost().port}"
+            return peer_snapshots.send_snapshot(dialler._connect, address, cluster_id, frm, "b", term, snap)
+
+        stop = port.stopListening
     try:
-        yield source, target, f"127.0.0.1:{server.port}", delivered, state
+        yield source, target, send, delivered, state
     finally:
-        await server.stopService()
+        await stop()
         await source.close()
         await target.close()
 
@@ -54,9 +77,9 @@ def outgoing(source, chunk_bytes: int = 8192) -> OutgoingSnapshot:
 
 @pytest_twisted.ensureDeferred
 async def test_snapshot_is_staged_verified_and_installs(pair) -> None:
-    source, target, address, delivered, _ = pair
+    source, target, send, delivered, _ = pair
     snap = outgoing(source)
-    await run(send_snapshot(address, "cid", "a", 5, snap))
+    await run(send("cid", "a", 5, snap))
     assert delivered == [InstallSnapshot(frm="a", to="b", term=5, meta=snap.meta)]
     await target.write(WriteBatch(install=snap.meta))
     assert value(target, b"key-02999") == b"value-2999" * 20
@@ -66,7 +89,7 @@ async def test_snapshot_is_staged_verified_and_installs(pair) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_interrupted_transfer_resumes_from_the_last_staged_chunk(pair, monkeypatch) -> None:
-    source, target, address, delivered, _ = pair
+    source, target, send, delivered, _ = pair
     snap = outgoing(source)
     original = OutgoingSnapshot.chunk
     sent: list[int] = []
@@ -80,9 +103,9 @@ async def test_interrupted_transfer_resumes_from_the_last_staged_chunk(pair, mon
 
     monkeypatch.setattr(OutgoingSnapshot, "chunk", failing_chunk)
     with pytest.raises(ConnectionError):
-        await run(send_snapshot(address, "cid", "a", 5, snap))
+        await run(send("cid", "a", 5, snap))
     assert delivered == []
-    await run(send_snapshot(address, "cid", "a", 5, snap))
+    await run(send("cid", "a", 5, snap))
     assert sent[:6] == [0, 1, 2, 3, 4, -1]
     assert sent[6] == 5, "the second transfer resumes where the first stopped"
     assert len(delivered) == 1
@@ -91,7 +114,7 @@ async def test_interrupted_transfer_resumes_from_the_last_staged_chunk(pair, mon
 
 @pytest_twisted.ensureDeferred
 async def test_a_corrupt_chunk_is_refused(pair, monkeypatch) -> None:
-    source, target, address, delivered, _ = pair
+    source, target, send, delivered, _ = pair
     snap = outgoing(source)
     original = OutgoingSnapshot.chunk
 
@@ -103,25 +126,25 @@ async def test_a_corrupt_chunk_is_refused(pair, monkeypatch) -> None:
 
     monkeypatch.setattr(OutgoingSnapshot, "chunk", corrupt)
     with pytest.raises(RuntimeError, match="CRC"):
-        await run(send_snapshot(address, "cid", "a", 5, snap))
+        await run(send("cid", "a", 5, snap))
     assert delivered == []
     snap.reader.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_refused_while_an_earlier_snapshot_awaits_install(pair) -> None:
-    source, target, address, delivered, state = pair
+    source, target, send, delivered, state = pair
     state["busy"] = True
     snap = outgoing(source)
     with pytest.raises(RuntimeError, match="installing an earlier snapshot"):
-        await run(send_snapshot(address, "cid", "a", 5, snap))
+        await run(send("cid", "a", 5, snap))
     snap.reader.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_wrong_cluster_is_refused(pair) -> None:
-    source, target, address, delivered, _ = pair
+    source, target, send, delivered, _ = pair
     snap = outgoing(source)
-    with pytest.raises(RuntimeError, match="wrong cluster"):
-        await run(send_snapshot(address, "other", "a", 5, snap))
+    with pytest.raises(RuntimeError, match="wrong cluster|belongs to cluster"):
+        await run(send("other", "a", 5, snap))
     snap.reader.close()

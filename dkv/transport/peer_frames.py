@@ -4,7 +4,9 @@
 A frame is a 4-byte big-endian length, a 1-byte kind and the body; the
 length counts the kind byte and the body, so it is at least 1. Kinds:
 ``HELLO`` (a ``dkv.raft.v0.PeerHello``), ``BATCH`` (a ``dkv.raft.v0.Batch``),
-``PING`` and ``PONG`` (no body). A length above the reader's bound, a zero
+``PING`` and ``PONG`` (no body), and on a snapshot transfer's own
+connection ``SNAPSHOT`` (a ``SnapshotChunk``, dialler to listener) and
+``ACK`` (a ``SnapshotAck``, back). A length above the reader's bound, a zero
 length or an unknown kind is a ``FrameError``: the connection cannot be
 trusted any further and is dropped by its owner.
 """
@@ -13,10 +15,13 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["BATCH", "HELLO", "KINDS", "MAX_FRAME_BYTES", "PING", "PONG", "FrameError", "FrameReader", "frame"]
+__all__ = [
+    "ACK", "BATCH", "HELLO", "KINDS", "MAX_FRAME_BYTES", "PING", "PONG", "SNAPSHOT", "FrameError", "FrameReader",
+    "frame",
+]  # fmt: skip
 
-HELLO, BATCH, PING, PONG = b"H", b"B", b"P", b"Q"
-KINDS = frozenset((HELLO, BATCH, PING, PONG))
+HELLO, BATCH, PING, PONG, SNAPSHOT, ACK = b"H", b"B", b"P", b"Q", b"S", b"A"
+KINDS = frozenset((HELLO, BATCH, PING, PONG, SNAPSHOT, ACK))
 #: The largest frame a node accepts (as the gRPC transport's largest message).
 MAX_FRAME_BYTES = 64 << 20
 _HEADER = struct.Struct(">I")

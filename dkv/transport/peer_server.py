@@ -5,7 +5,8 @@ Each accepted connection must say hello within ``handshake_timeout``; the
 listener checks it (``dkv.transport.peer_handshake``; with peer TLS also
 that the dialler's certificate was issued by the peer CA and names the host
 of the member it says it is), answers, and then takes batches (each handed
-to the transport as received) and answers pings.
+to the transport as received) and answers pings; or, on a connection of its
+own, takes one snapshot transfer (``dkv.transport.peer_snapshots``).
 
 A connection that breaks the protocol is dropped at once, with one log
 line per dialler host and reason (a refused or broken peer retries every
@@ -30,9 +31,11 @@ from zope.interface import implementer
 
 from dkv.logs import logger
 from dkv.pb import raft_pb2
-from dkv.transport.peer_frames import BATCH, HELLO, PING, PONG, FrameError, FrameReader, frame
+from dkv.transport.peer_frames import BATCH, HELLO, PING, PONG, SNAPSHOT, FrameError, FrameReader, frame
 from dkv.transport.peer_handshake import hello_frame, hello_refusal
 from dkv.transport.peer_link import PeerSettings
+from dkv.transport.peer_snapshots import ReceivingSnapshot
+from dkv.transport.snapshots import STALL_TIMEOUT
 
 __all__ = ["CertCheck", "PeerListenerFactory"]
 
@@ -88,6 +91,9 @@ class _Listened(Protocol):
         self._timer: IDelayedCall | None = None
         self._last_heard = 0.0
         self._dropped = False
+        #: Seconds of silence after which the connection is dropped.
+        self._idle = factory.settings.idle_timeout
+        self.snapshot: ReceivingSnapshot | None = None
 
     # -- Twisted ---------------------------------------------------------------------------
 
@@ -113,6 +119,9 @@ class _Listened(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: N802
         self.factory.open.discard(self)
+        self._dropped = True
+        if self.snapshot is not None:
+            self.snapshot.close()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
 
@@ -143,6 +152,15 @@ class _Listened(Protocol):
                 return self._drop(f"a batch from {getattr(batch, 'from')!r} on {self.sender!r}'s connection")
             self.factory.owner._receive(batch, len(body))
             return not self._dropped
+        if kind == SNAPSHOT:
+            if self.snapshot is None:
+                owner = self.factory.owner
+                self.snapshot = ReceivingSnapshot(
+                    owner.snapshot_receiver, self.sender, self._write, self._snapshot_done
+                )
+                self._idle = STALL_TIMEOUT  # the leader waits for each chunk to be staged
+            reason = self.snapshot.take(body)
+            return self._drop(reason) if reason else True
         if kind == PING:
             self.transport.write(_PONG)  # type: ignore[union-attr]
             return not self._dropped
@@ -168,8 +186,19 @@ class _Listened(Protocol):
             return False
         self.sender = sender
         self.transport.write(hello_frame(owner.cluster_id(), owner.node_id, sender))  # type: ignore[union-attr]
-        self._rearm(self.factory.settings.idle_timeout)
+        self._rearm(self._idle)
         return True
+
+    def _write(self, data: bytes) -> None:
+        if not self._dropped:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def _snapshot_done(self, error: str) -> None:
+        if error:
+            self.factory.log_once(self.host, f"node {self.sender!r}: snapshot transfer ended: {error}")
+        if not self._dropped:
+            self._dropped = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _check_silence(self) -> None:
         settings = self.factory.settings
@@ -177,10 +206,10 @@ class _Listened(Protocol):
             self._drop(f"no hello within {settings.handshake_timeout:g}s")
             return
         silent = self.factory.clock.seconds() - self._last_heard
-        if silent >= settings.idle_timeout:
+        if silent >= self._idle:
             self._drop(f"nothing heard for {silent:.0f}s")
         else:
-            self._rearm(settings.idle_timeout - silent)
+            self._rearm(self._idle - silent)
 
     def _rearm(self, delay: float) -> None:
         if self._timer is not None and self._timer.active():

@@ -92,7 +92,7 @@ async def send_snapshot(
         setattr(header, "from", node_id)
         await call.write(header)
         ack = await asyncio.wait_for(call.read(), STALL_TIMEOUT)
-        _check_ack(ack)
+        check_ack(ack)
         seq = ack.next_seq
         while True:
             records, crc, last = await snap.chunk(seq)
@@ -108,7 +108,7 @@ async def send_snapshot(
                 STALL_TIMEOUT,
             )
             ack = await asyncio.wait_for(call.read(), STALL_TIMEOUT)
-            _check_ack(ack)
+            check_ack(ack)
             if last:
                 if not ack.done:
                     raise RuntimeError("the follower did not confirm the snapshot")
@@ -119,7 +119,8 @@ async def send_snapshot(
         await channel.close(grace=None)
 
 
-def _check_ack(ack: Any) -> None:
+def check_ack(ack: Any) -> None:
+    """Raise unless ack lets the transfer go on."""
     if ack is aio.EOF or ack is None:
         raise RuntimeError("the follower closed the snapshot stream")
     if ack.error:

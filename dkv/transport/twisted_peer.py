@@ -7,17 +7,17 @@ connection per directed pair, ``dkv.transport.peer_link``) and accepts its
 peers' connections for what they send it (``dkv.transport.peer_server``);
 frames are length-prefixed ``dkv.raft.v0`` messages
 (``dkv.transport.peer_frames``) after a hello that names the cluster, the
-protocol version and both ends (``dkv.transport.peer_handshake``).
+protocol version and both ends (``dkv.transport.peer_handshake``). Snapshots
+take a connection of their own (``dkv.transport.peer_snapshots``).
 
 A member's peer port is its RPC port + 2 (the cluster configuration names
 RPC addresses). ``peer_routes`` dials some peers' peer ports elsewhere
 (``--peer-route ID=HOST:RPC_PORT/PEER_PORT``, a NAT, a tunnel, the test
 proxies); ``routes`` says where their RPC ports are, for the calls that
-still go there (forwarding to the leader, snapshots).
+still go there (forwarding to the leader, joining).
 
 Everything runs on the reactor given; time comes from it (tests pass a
-``task.Clock`` and an in-memory ``connect``). Snapshots still travel over
-gRPC (``dkv.transport.snapshots``) on the RPC port.
+``task.Clock`` and an in-memory ``connect``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IProtoc
 
 from dkv.config import PEER_PORT_OFFSET, parse_address
 from dkv.raft.messages import Heartbeat, Message
+from dkv.transport import peer_snapshots
 from dkv.transport.peer_common import PeerAccounting
 from dkv.transport.peer_link import Connect, PeerLink, PeerSettings
 from dkv.transport.peer_server import CertCheck, PeerListenerFactory
+from dkv.transport.snapshots import OutgoingSnapshot
 
 __all__ = ["PeerSettings", "TwistedTransport", "peer_address"]
 
@@ -82,6 +84,8 @@ class TwistedTransport(PeerAccounting):
         self._running = False
         #: Serves the peer port (listen on it with ``reactor.listenTCP`` or a service).
         self.listener = PeerListenerFactory(self, reactor, self.settings, cert_check)
+        #: Takes snapshot transfers (dkv.transport.snapshots.SnapshotReceiver).
+        self.snapshot_receiver: Any = None
 
     def _dial(self, address: str, factory: IProtocolFactory) -> Deferred[Any]:
         host, port = parse_address(address, "peer address")
@@ -123,6 +127,15 @@ class TwistedTransport(PeerAccounting):
                 self._links[peer_id] = link
                 if self._running:
                     link.start()
+
+    async def send_snapshot(self, peer_id: str, snap: OutgoingSnapshot, term: int) -> None:
+        """Stream snap to peer_id over a connection of its own (see
+        ``dkv.transport.peer_snapshots.send_snapshot``); raises on failure."""
+        address = self.members.get(peer_id)
+        if address is None and peer_id not in self.peer_routes:
+            raise RuntimeError(f"{peer_id!r} is not a member")
+        where = self.peer_address_of(peer_id, address or "")
+        await peer_snapshots.send_snapshot(self._connect, where, self.cluster_id(), self.node_id, peer_id, term, snap)
 
     def link(self, peer_id: str) -> PeerLink | None:
         return self._links.get(peer_id)
