@@ -2,7 +2,8 @@
 twisted), through the fault-injecting proxies (--peer-route ID=HOST:PORT/PEER_PORT):
 it elects a leader, replicates writes, a killed follower catches up after
 a restart by a snapshot streamed over the peer port (the leader compacts
-its log meanwhile), and a partitioned follower is cut off and heals."""
+its log meanwhile), a partitioned follower is cut off and heals, and a new
+member joins."""
 
 from __future__ import annotations
 
@@ -40,3 +41,10 @@ def test_three_nodes_over_the_native_peer_protocol(tmp_path) -> None:
             "the healed follower to catch up",
         )
         assert "peer port: dropped" not in c.log_tail(leader, 400)
+        # A new member joins (over the RPC port), is found at RPC port + 2, and catches up.
+        c.add_node("d", join_via=leader, auto_promote=True)
+        wait_until(
+            lambda: c.get_value("d", b"during", consistency="serializable") == (200, b"partition"),
+            60,
+            "the new member to catch up",
+        )

@@ -38,17 +38,19 @@ from __future__ import annotations
 import contextlib
 import http.client
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dkv.config import PEER_PORT_OFFSET
 from dkv.testing.certs import ClusterCerts
 from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, dkv_command, free_ports, twistd_command
 from dkv.testing.poll import Timeout, wait_until
 from dkv.testing.process import Process, tail, track, untrack
-from dkv.testing.proxy import Proxy, ProxyHub
+from dkv.testing.proxy import Link, Proxy, ProxyHub, ProxyPair
 from dkv.testing.rest_client import b64, http_request, unb64
 
 __all__ = [
@@ -141,8 +143,8 @@ class Cluster:
         track(self)
         self.hub = ProxyHub(seed) if proxy_links else None
         #: "grpc", or "twisted": each node gets a peer port of its own (``peer_ports``),
-        #: and the proxies (if any) carry the native peer protocol, while RPC calls
-        #: between nodes (forwarding to the leader, snapshots) go direct.
+        #: and each link is a ``ProxyPair`` (the peer port's proxy, and the RPC
+        #: port's for the calls nodes forward), faulted together.
         self.peer_transport = peer_transport
         twisted = peer_transport == "twisted"
         width = 3 if twisted else 2
@@ -152,18 +154,13 @@ class Cluster:
         self.peer_ports = {i: ports[width * n + 2] for n, i in enumerate(self.ids)} if twisted else {}
         self.cluster_spec = ",".join(f"{i}@127.0.0.1:{self.rpc_ports[i]}" for i in self.ids)
         #: links[(a, b)]: the proxy a dials to reach b (none without proxy_links).
-        self.links: dict[tuple[str, str], Proxy] = {}
+        self.links: dict[tuple[str, str], Link] = {}
         if self.hub is not None:
             self._make_links(self.hub, set(ports))
         self.nodes: dict[str, NodeProcess] = {}
         for i in self.ids:
             if twisted:
-                routes = ",".join(
-                    f"{b}=127.0.0.1:{self.rpc_ports[b]}/"
-                    f"{self.links[(i, b)].port if (i, b) in self.links else self.peer_ports[b]}"
-                    for b in self.ids
-                    if b != i
-                )
+                routes = ",".join(self._twisted_route(i, b) for b in self.ids if b != i)
                 self.node_settings["extra_args"] = (
                     *extra_args, "--peer-transport", "twisted", "--peer-port", str(self.peer_ports[i]),
                 )  # fmt: skip
@@ -182,18 +179,33 @@ class Cluster:
             log_level="warn", proxy_links=False,
         )  # fmt: skip
 
+    def _twisted_route(self, a: str, b: str) -> str:
+        """a's --peer-route to b: both of b's ports, through the proxies if any."""
+        link = self.links.get((a, b))
+        if isinstance(link, ProxyPair):
+            return f"{b}=127.0.0.1:{link.second.port}/{link.first.port}"
+        return f"{b}=127.0.0.1:{self.rpc_ports[b]}/{self.peer_ports[b]}"
+
     def _make_links(self, hub: ProxyHub, taken: set[int]) -> None:
         for a in self.ids:
             for b in self.ids:
                 if a != b:
-                    target = self.peer_ports.get(b) or self.rpc_ports[b]
-                    proxy = hub.proxy(target, name=f"{a}->{b}")
-                    while proxy.port in taken:  # the kernel reused a node's port: take another
-                        spare = proxy
-                        proxy = hub.proxy(target, name=f"{a}->{b}")
-                        hub._call(spare._close)
-                    taken.add(proxy.port)
-                    self.links[(a, b)] = proxy
+                    proxy = self._free_proxy(hub, self.peer_ports.get(b) or self.rpc_ports[b], f"{a}->{b}", taken)
+                    if b in self.peer_ports:
+                        rpc = self._free_proxy(hub, self.rpc_ports[b], f"{a}->{b} rpc", taken)
+                        self.links[(a, b)] = ProxyPair(proxy, rpc)
+                    else:
+                        self.links[(a, b)] = proxy
+
+    @staticmethod
+    def _free_proxy(hub: ProxyHub, target: int, name: str, taken: set[int]) -> Proxy:
+        proxy = hub.proxy(target, name=name)
+        while proxy.port in taken:  # the kernel reused a node's port: take another
+            spare = proxy
+            proxy = hub.proxy(target, name=name)
+            hub._call(spare._close)
+        taken.add(proxy.port)
+        return proxy
 
     def _add(self, node_id: str, rpc_port: int, rest_port: int, **settings: Any) -> NodeProcess:
         if self.tls is not None:  # TLS flags first, so that extra_args can override them
@@ -267,11 +279,19 @@ class Cluster:
         ``join_via`` (``--join`` its RPC port), on free ports, with the
         cluster's settings and ``extra_args``. It dials its peers directly
         (the proxies cover only the bootstrap nodes) and is not one of
-        ``ids``."""
+        ``ids``. With the native peer protocol its peer port is the default,
+        its RPC port + 2 (how the members find it), and it is given routes to
+        the others' peer ports."""
         rpc, rest = free_ports(2)
+        routes = None
+        if self.peer_transport == "twisted":
+            while not _bindable(rpc + PEER_PORT_OFFSET):
+                rpc, rest = free_ports(2)
+            routes = ",".join(f"{b}=127.0.0.1:{self.rpc_ports[b]}/{p}" for b, p in self.peer_ports.items())
+            self.peer_ports[node_id] = rpc + PEER_PORT_OFFSET
         node = self._add(
             node_id, rpc, rest, join=f"127.0.0.1:{self.rpc_ports[join_via]}", auto_promote=auto_promote,
-            extra_args=(*self.node_settings["extra_args"], *extra_args),
+            extra_args=(*self.node_settings["extra_args"], *extra_args), peer_route=routes,
         )  # fmt: skip
         self.start_node(node_id, wait, timeout)
         return node
@@ -323,12 +343,12 @@ class Cluster:
 
     # -- network faults --------------------------------------------------------------
 
-    def _proxied(self) -> dict[tuple[str, str], Proxy]:
+    def _proxied(self) -> dict[tuple[str, str], Link]:
         if self.hub is None:
             raise RuntimeError("this cluster has no proxies on its peer links (proxy_links=False)")
         return self.links
 
-    def link(self, a: str, b: str) -> Proxy:
+    def link(self, a: str, b: str) -> Link:
         """The proxy a dials to reach b."""
         return self._proxied()[(a, b)]
 
@@ -378,7 +398,7 @@ class Cluster:
             self.link(b, a).flaky(drop_probability)
 
     @staticmethod
-    def _fault(proxy: Proxy, mode: str) -> None:
+    def _fault(proxy: Link, mode: str) -> None:
         if mode == "blackhole":
             proxy.blackhole()
         elif mode in ("refuse", "reset"):
@@ -500,3 +520,13 @@ class Cluster:
             parts.append(f"----- {i} (pid {node.pid}, {state}), last {lines} lines of {node.log_path} -----")
             parts.append(node.log_tail(lines))
         return "\n".join(parts) + "\n"
+
+
+def _bindable(port: int) -> bool:
+    """Whether a loopback port is free now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -279,6 +279,52 @@ class Proxy:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
 
+class ProxyPair:
+    """Two proxies of one directed link under one control: with the native
+    peer protocol a node reaches a peer at two ports (its peer port for Raft,
+    its RPC port for forwarded calls), and a fault must cut both. ``port``
+    is the first one's (the peer port's proxy)."""
+
+    def __init__(self, first: Proxy, second: Proxy) -> None:
+        self.first = first
+        self.second = second
+        self.name = first.name
+        self.port = first.port
+
+    def __repr__(self) -> str:
+        return f"<ProxyPair {self.first!r} {self.second!r}>"
+
+    @property
+    def mode(self) -> str:
+        return self.first.mode
+
+    def pass_through(self) -> None:
+        self.first.pass_through()
+        self.second.pass_through()
+
+    def blackhole(self) -> None:
+        self.first.blackhole()
+        self.second.blackhole()
+
+    def refuse(self) -> None:
+        self.first.refuse()
+        self.second.refuse()
+
+    reset = refuse
+
+    def delay(self, seconds: float, jitter: float = 0.0) -> None:
+        self.first.delay(seconds, jitter)
+        self.second.delay(seconds, jitter)
+
+    def flaky(self, drop_probability: float) -> None:
+        self.first.flaky(drop_probability)
+        self.second.flaky(drop_probability)
+
+
+#: A directed link's control: one proxy, or a pair (``--peer-transport twisted``).
+Link = Proxy | ProxyPair
+
+
 class ProxyHub:
     """One background thread and asyncio loop for any number of proxies.
 
