@@ -1,6 +1,6 @@
 """Hostile input on the peer port (--peer-transport twisted): garbage, an
 oversize length prefix, a connection that never says hello, one that goes
-silent after it, a malformed hello. Each time the node logs once, drops the
+silent after it, a malformed hello, a peer that never reads. Each time the node logs once, drops the
 connection, and goes on serving its real peers."""
 
 from __future__ import annotations
@@ -69,6 +69,46 @@ async def test_hostile_connection_is_dropped_and_the_node_serves_on(case: str) -
         assert sum(needle in line for line in lines) == 1, lines
         assert not b.transport.listener.open or all(c.sender == "a" for c in b.transport.listener.open)
         # A real peer still gets through.
+        a.transport.set_peers({"b": b.address})
+        hb = m.Heartbeat(frm="a", to="b", term=1, commit=0)
+        await wait_for(lambda: a.transport.send([hb]) or bool(b.inbox), what="a real peer's delivery")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        await a.stop()
+        await b.stop()
+
+
+def _flood_pings_never_read(port: int) -> int:
+    """Say hello, then send pings and never read the pongs: bytes sent
+    before the node dropped the connection."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        s.sendall(hello_frame("c1", "a", "b"))
+        pings = frame(b"P") * 40_000
+        sent = 0
+        try:
+            while sent < 200 << 20:
+                s.sendall(pings)
+                sent += len(pings)
+        except OSError:  # reset or broken pipe: the node dropped us
+            return sent
+        raise AssertionError("the node kept a connection that never reads")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_never_reads_is_dropped() -> None:
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+    observe = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observe)
+    b = await make("twisted", "b", "c1")
+    a = await make("twisted", "a", "c1")
+    try:
+        await threads.deferToThread(_flood_pings_never_read, b.port)
+        await wait_for(lambda: any("does not read" in line for line in lines), what="the log line")
         a.transport.set_peers({"b": b.address})
         hb = m.Heartbeat(frm="a", to="b", term=1, commit=0)
         await wait_for(lambda: a.transport.send([hb]) or bool(b.inbox), what="a real peer's delivery")

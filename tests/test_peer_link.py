@@ -1,0 +1,162 @@
+"""The native peer protocol's link, on a fake clock and in-memory
+connections: jittered exponential backoff, failure detection by pings,
+flow control, refusal logged once."""
+
+from __future__ import annotations
+
+import random
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+
+from dkv.raft import messages as m
+from dkv.transport.peer_frames import BATCH, PING, PONG, FrameReader, frame
+from dkv.transport.peer_handshake import hello_frame
+from dkv.transport.peer_link import PeerLink, PeerSettings
+
+SETTINGS = PeerSettings(max_pending_bytes=4096)
+
+
+class Owner:
+    node_id = "a"
+
+    def __init__(self) -> None:
+        self.sent_bytes: dict[str, int] = {}
+        self.unreachable: list[str] = []
+
+    def cluster_id(self) -> str:
+        return "c1"
+
+    def _unreachable(self, peer_id: str) -> None:
+        self.unreachable.append(peer_id)
+
+
+class Dialler:
+    """connect(): fails while ``refuse`` is set, else connects to a StringTransport."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self.clock = clock
+        self.refuse = False
+        self.attempts: list[float] = []
+        self.protocol = None
+        self.transport: StringTransport | None = None
+
+    def __call__(self, address, factory) -> Deferred:
+        self.attempts.append(self.clock.seconds())
+        if self.refuse:
+            return fail(ConnectionRefusedError())
+        self.protocol = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        return succeed(self.protocol)
+
+    def frames(self) -> list[tuple[bytes, bytes]]:
+        assert self.transport is not None
+        data = self.transport.value()
+        self.transport.clear()
+        return FrameReader().feed(data)
+
+    def close(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+
+
+def make(clock: task.Clock, dialler: Dialler) -> tuple[PeerLink, Owner]:
+    owner = Owner()
+    link = PeerLink(owner, "b", "127.0.0.1:1", clock=clock, connect=dialler, rng=random.Random(1), settings=SETTINGS)
+    return link, owner
+
+
+def up(dialler: Dialler) -> None:
+    dialler.protocol.dataReceived(hello_frame("c1", "b", "a"))
+
+
+def test_reconnects_with_jittered_exponential_backoff() -> None:
+    clock = task.Clock()
+    dialler = Dialler(clock)
+    dialler.refuse = True
+    link, _ = make(clock, dialler)
+    link.start()
+    clock.pump([0.001] * 8000)
+    gaps = [b - a for a, b in zip(dialler.attempts, dialler.attempts[1:], strict=False)]
+    backoff = SETTINGS.backoff_min
+    for gap in gaps[:5]:
+        assert backoff / 2 - 0.002 <= gap <= backoff + 0.002, (gap, backoff)
+        backoff = min(backoff * 2, SETTINGS.backoff_max)
+    assert max(gaps) <= SETTINGS.backoff_max + 0.002
+    assert len(set(gaps)) > 3, "the delays are jittered"
+
+
+def test_a_silent_peer_is_dropped_within_dead_after_and_reported() -> None:
+    clock = task.Clock()
+    dialler = Dialler(clock)
+    link, owner = make(clock, dialler)
+    link.start()
+    up(dialler)
+    assert link.ready
+    # Pings go out every ping_interval; answered ones keep the link up.
+    for _ in range(5):
+        clock.advance(SETTINGS.ping_interval)
+        assert (PING, b"") in dialler.frames()
+        dialler.protocol.dataReceived(frame(PONG))
+    assert not dialler.transport.disconnecting
+    # Then the peer goes silent.
+    waited = 0.0
+    while not dialler.transport.disconnecting:
+        clock.advance(SETTINGS.ping_interval)
+        waited += SETTINGS.ping_interval
+    assert SETTINGS.dead_after <= waited <= SETTINGS.dead_after + SETTINGS.ping_interval
+    dialler.close()
+    assert owner.unreachable == ["b"] and not link.ready
+    link.enqueue([m.Heartbeat(frm="a", to="b", term=1, commit=0)])
+    assert owner.unreachable == ["b", "b"], "messages for a peer that is down are dropped and reported"
+
+
+def test_flow_control_holds_a_bounded_backlog_and_never_duplicates() -> None:
+    clock = task.Clock()
+    dialler = Dialler(clock)
+    link, owner = make(clock, dialler)
+    link.start()
+    up(dialler)
+    dialler.frames()
+    hb = [m.Heartbeat(frm="a", to="b", term=1, commit=i) for i in range(200)]
+    dialler.transport.producer.pauseProducing()  # the socket's buffer is full
+    for msg in hb:
+        link.enqueue([msg])
+    assert link.pending_bytes <= SETTINGS.max_pending_bytes
+    assert owner.unreachable, "what did not fit was dropped and reported"
+    held = len(link.pending)
+    dialler.transport.producer.resumeProducing()
+    frames = [f for f in dialler.frames() if f[0] == BATCH]
+    assert len(frames) == held and not link.pending
+    from dkv.pb import raft_pb2
+
+    commits = [raft_pb2.Batch.FromString(body).messages[0].heartbeat.commit for _, body in frames]
+    assert commits == list(range(held)), "in order, each once"
+
+
+def test_a_refusal_is_logged_once_and_retried() -> None:
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        if "refused us" in str(event.get("reason", "")):
+            lines.append(event["reason"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        clock = task.Clock()
+        dialler = Dialler(clock)
+        link, _ = make(clock, dialler)
+        link.start()
+        for _ in range(3):
+            dialler.protocol.dataReceived(hello_frame("c1", "b", "a", error="it belongs to cluster 'x'"))
+            assert dialler.transport.disconnecting and not link.ready
+            dialler.close()
+            clock.advance(SETTINGS.backoff_max)
+        assert len(dialler.attempts) == 4
+        assert lines == ["it refused us: it belongs to cluster 'x'"]
+    finally:
+        globalLogPublisher.removeObserver(observe)
