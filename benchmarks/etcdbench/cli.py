@@ -130,6 +130,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--scale-wait", type=int, default=900, help="seconds allowed for a restart or a catch-up (default 900)"
     )
+    ap.add_argument(
+        "--peer-transport", choices=("grpc", "twisted"), default="grpc", help="dkv's --peer-transport (default grpc)"
+    )
     ap.add_argument("--skip-scale", action="store_true", help="no scale figures")
     ap.add_argument("--skip-compare", action="store_true", help="only the scale figures")
     ap.add_argument(
@@ -189,7 +192,9 @@ def compare(args: argparse.Namespace, results: list[dict[str, Any]], skipped: li
     for rnd in range(1, args.rounds + 1):
         for system in SYSTEMS:
             cluster: BenchCluster = (
-                EtcdCluster(args.etcd, args.tmp_dir) if system == "etcd" else DkvCluster(args.tmp_dir)
+                EtcdCluster(args.etcd, args.tmp_dir)
+                if system == "etcd"
+                else DkvCluster(args.tmp_dir, args.peer_transport)
             )
             with cluster:
                 cluster.start()

@@ -19,9 +19,10 @@ class DkvCluster:
     system = "dkv"
     own_api = "v0"
 
-    def __init__(self, base_dir: Path | None) -> None:
+    def __init__(self, base_dir: Path | None, peer_transport: str = "grpc") -> None:
+        """peer_transport: the nodes' --peer-transport."""
         self.dir = Path(tempfile.mkdtemp(prefix="vs-etcd-dkv-", dir=base_dir))
-        self.nodes = Cluster.for_benchmark(self.dir)
+        self.nodes = Cluster.for_benchmark(self.dir, peer_transport=peer_transport)
         self.voters = list(self.nodes.ids)
         #: Each node's RPC and REST port, joined nodes too.
         self.rpc = self.nodes.rpc_ports

@@ -171,12 +171,14 @@ class Cluster:
             self.node_settings["extra_args"] = (*extra_args, "--peer-transport", "twisted")
 
     @classmethod
-    def for_benchmark(cls, directory: str | Path | None = None, ids: Sequence[str] = ("a", "b", "c")) -> Cluster:
+    def for_benchmark(
+        cls, directory: str | Path | None = None, ids: Sequence[str] = ("a", "b", "c"), peer_transport: str = "grpc"
+    ) -> Cluster:
         """A cluster as a user runs one: the node's default timings, peers
         dialling each other directly (no proxies), warn-level logs."""
         return cls(
             directory, ids, tick_ms=None, election_ticks=None, heartbeat_ticks=None, request_timeout=None,
-            log_level="warn", proxy_links=False,
+            log_level="warn", proxy_links=False, peer_transport=peer_transport,
         )  # fmt: skip
 
     def _twisted_route(self, a: str, b: str) -> str:

@@ -305,6 +305,8 @@ class PeerLink:
         self.pending.clear()
         self.pending_bytes = 0
         self._cancel_timer()
+        if not self._running:
+            return  # stopped: nothing to report or retry
         if was_up:
             self.owner._unreachable(self.peer_id)
         self._went_down(_why(reason) if reason is not None else "closed")
