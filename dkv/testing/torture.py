@@ -116,6 +116,8 @@ class TortureConfig:
     #: Peers talk mutual TLS (certificates made for the run, in ``out/certs``);
     #: the clients' REST port stays plaintext.
     peer_tls: bool = False
+    #: The nodes' --peer-transport ("grpc" or "twisted").
+    peer_transport: str = attrs.field(default="grpc", validator=attrs.validators.in_(("grpc", "twisted")))
 
     def node_args(self) -> list[str]:
         """Extra command-line arguments of every node (the snapshot settings)."""
@@ -369,6 +371,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         seed=cfg.seed,
         extra_args=cfg.node_args(),
         tls=ClusterCerts(out / "certs", client=False, client_cert_auth=False) if cfg.peer_tls else None,
+        peer_transport=cfg.peer_transport,
     ) as cluster:
         cluster.start()
         cluster.leader(timeout=30)
@@ -563,6 +566,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
     p.add_argument(
         "--peer-tls", action="store_true", help="peers talk mutual TLS (a CA and certificates made for the run)"
     )
+    p.add_argument(
+        "--peer-transport", choices=("grpc", "twisted"), default="grpc", help="the nodes' --peer-transport"
+    )
     p.add_argument("--out", required=True, help="directory for the history, fault log, summary and node logs")
     a = p.parse_args(argv)
     if a.time <= a.tail:
@@ -577,7 +583,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         write_attempts=a.write_attempts, lock_ttl=a.lock_ttl,
         snapshot_entries=a.snapshot_entries or None, snapshot_keep=a.snapshot_keep_entries or None,
         nemesis_config=NemesisConfig(fault_seconds=a.fault_seconds, quiet_seconds=a.quiet_seconds),
-        peer_tls=a.peer_tls,
+        peer_tls=a.peer_tls, peer_transport=a.peer_transport,
     )  # fmt: skip
 
 
