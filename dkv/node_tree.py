@@ -272,10 +272,14 @@ class NodeService(MultiService):
     def startService(self) -> None:
         c = self.config
         _tune_gc()
+        peer = ""
+        if c.peer_transport == "twisted":
+            peer = f", peer {host_port(c.listen_host, c.effective_peer_port)}"
         log.info(
-            "dkv node {id} starting: rpc {rpc}, rest {rest}, db {db}, cluster {cluster}",
+            "dkv node {id} starting: rpc {rpc}{peer}, rest {rest}, db {db}, cluster {cluster}",
             id=c.node_id,
             rpc=host_port(c.listen_host, c.rpc_port),
+            peer=peer,
             rest=host_port(c.listen_host, c.rest_port),
             db=c.db_path,
             cluster=self.origin,

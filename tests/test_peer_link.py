@@ -160,3 +160,24 @@ def test_a_refusal_is_logged_once_and_retried() -> None:
         assert lines == ["it refused us: it belongs to cluster 'x'"]
     finally:
         globalLogPublisher.removeObserver(observe)
+
+
+def test_handshake_checks() -> None:
+    from dkv.pb import raft_pb2
+    from dkv.transport.peer_handshake import VERSION, answer_refusal, hello_refusal
+
+    def hello(**fields) -> raft_pb2.PeerHello:
+        h = raft_pb2.PeerHello(version=fields.pop("version", VERSION), cluster_id="c1", to="b", **fields)
+        setattr(h, "from", "a")
+        return h
+
+    assert hello_refusal(hello(), cluster_id="c1", node_id="b") == ""
+    assert "version 9" in hello_refusal(hello(version=9), cluster_id="c1", node_id="b")
+    assert "cluster 'c1'" in hello_refusal(hello(), cluster_id="c2", node_id="b")
+    assert "node 'b', this is node 'x'" in hello_refusal(hello(), cluster_id="c1", node_id="x")
+    answer = raft_pb2.PeerHello(version=VERSION, cluster_id="c1")
+    setattr(answer, "from", "b")
+    assert answer_refusal(answer, cluster_id="c1", peer_id="b") == ""
+    assert "not 'z'" in answer_refusal(answer, cluster_id="c1", peer_id="z")
+    answer.error = "no"
+    assert answer_refusal(answer, cluster_id="c1", peer_id="b") == "it refused us: no"

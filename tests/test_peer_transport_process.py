@@ -33,6 +33,8 @@ def test_three_nodes_over_the_native_peer_protocol(tmp_path) -> None:
         # A partitioned follower falls behind; healed, it catches up over a new connection.
         other = next(i for i in c.ids if i not in (leader, follower))
         c.isolate(other)
+        # A blackholed link is noticed by its pings (dead_after 3 s), as by gRPC's keepalive.
+        wait_until(lambda: "no answer for" in c.log_tail(leader, 400), 15, "the leader to notice the partition")
         assert c.put_retry(b"during", b"partition", via=[leader, follower])
         c.heal()
         wait_until(
