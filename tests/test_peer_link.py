@@ -181,3 +181,22 @@ def test_handshake_checks() -> None:
     assert "not 'z'" in answer_refusal(answer, cluster_id="c1", peer_id="z")
     answer.error = "no"
     assert answer_refusal(answer, cluster_id="c1", peer_id="b") == "it refused us: no"
+
+
+def test_peer_ports_are_derived_from_rpc_addresses_unless_routed() -> None:
+    from dkv.transport.twisted_peer import TwistedTransport
+
+    t = TwistedTransport(
+        "a", lambda: "c1", lambda msgs: None, lambda peer: None, reactor=task.Clock(),
+        routes={"c": "10.0.0.9:9000"}, peer_routes={"d": "10.0.0.8:5555"},
+    )  # fmt: skip
+    t.set_peers({"a": "10.0.0.1:7070", "b": "10.0.0.2:7070", "c": "10.0.0.3:7070", "d": "10.0.0.4:7070"})
+    assert t.link("a") is None
+    assert {p: t.link(p).address for p in "bcd"} == {
+        "b": "10.0.0.2:7072",  # RPC port + 2
+        "c": "10.0.0.9:9002",  # its RPC route + 2
+        "d": "10.0.0.8:5555",  # its peer-port route
+    }
+    assert (t.address_of("b"), t.address_of("c")) == ("10.0.0.2:7070", "10.0.0.9:9000")
+    t.set_peers({"a": "10.0.0.1:7070", "b": "10.0.0.2:7080"})
+    assert t.link("b").address == "10.0.0.2:7082" and t.link("c") is None
