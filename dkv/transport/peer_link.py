@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import attrs
 from google.protobuf.message import DecodeError
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TxProtocol
@@ -202,7 +202,7 @@ class PeerLink:
     def _dial(self) -> None:
         factory = Factory.forProtocol(lambda: _Dialled(self))
         factory.noisy = False
-        attempt = self._attempt = self._connect(self.address, factory)
+        attempt = self._attempt = maybeDeferred(self._connect, self.address, factory)
         attempt.addErrback(self._dial_failed, attempt)
 
     def _dial_failed(self, failure: Failure, attempt: Deferred[Any]) -> None:

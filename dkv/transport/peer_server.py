@@ -14,7 +14,8 @@ second): garbage or an oversize length, a malformed message, a batch from
 another sender than the hello named, a second hello. So is one that stays
 silent for ``idle_timeout`` (a half-open connection: a live dialler pings
 every second), and one that does not read what the listener writes (its
-pongs fill the socket's buffer). The node goes on serving everything else.
+pongs fill the socket's buffer for ``dead_after`` seconds). The node goes on
+serving everything else.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class _Listened(Protocol):
         #: Seconds of silence after which the connection is dropped.
         self._idle = factory.settings.idle_timeout
         self.snapshot: ReceivingSnapshot | None = None
+        #: Fires while our send buffer stays full (see ``pauseProducing``).
+        self._full: IDelayedCall | None = None
 
     # -- Twisted ---------------------------------------------------------------------------
 
@@ -122,16 +125,26 @@ class _Listened(Protocol):
         self._dropped = True
         if self.snapshot is not None:
             self.snapshot.close()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        for timer in (self._timer, self._full):
+            if timer is not None and timer.active():
+                timer.cancel()
 
     # -- the peer does not read: its pongs fill our send buffer ---------------------------------
 
     def pauseProducing(self) -> None:  # noqa: N802
-        self._drop("it does not read what this node writes")
+        """Our send buffer is full (or TLS is buffering): drop the connection
+        unless the dialler reads it within ``dead_after``."""
+        if self._full is None or not self._full.active():
+            self._full = self.factory.clock.callLater(self.factory.settings.dead_after, self._still_full)
 
     def resumeProducing(self) -> None:  # noqa: N802
-        pass
+        if self._full is not None and self._full.active():
+            self._full.cancel()
+        self._full = None
+
+    def _still_full(self) -> None:
+        self._full = None
+        self._drop("it does not read what this node writes")
 
     def stopProducing(self) -> None:  # noqa: N802
         pass
@@ -162,7 +175,8 @@ class _Listened(Protocol):
             reason = self.snapshot.take(body)
             return self._drop(reason) if reason else True
         if kind == PING:
-            self.transport.write(_PONG)  # type: ignore[union-attr]
+            if self._full is None:  # nothing more while the dialler does not read
+                self.transport.write(_PONG)  # type: ignore[union-attr]
             return not self._dropped
         return self._drop(f"it sent an unexpected frame of kind {kind!r}")
 
