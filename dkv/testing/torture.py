@@ -157,6 +157,8 @@ class TortureConfig:
                 args += [flag, f"{value[0]:g},{value[1]:g}"]
         if self.peer_tls:
             args.append("--peer-tls")
+        if self.peer_transport != "grpc":
+            args += ["--peer-transport", self.peer_transport]
         return shlex.join(args)
 
 
