@@ -49,7 +49,6 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from dkv.commands import RequestId, stamp
-from dkv.disk_full import HINT as DISK_FULL_HINT
 from dkv.disk_full import is_disk_full
 from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
 from dkv.logs import logger
@@ -72,6 +71,8 @@ from dkv.watch import WatchHub, WatchSettings
 
 #: How long a commit index may wait for an append to carry it (defer_commit).
 COMMIT_FLUSH_SECONDS = 0.002
+#: How often a write the full disk refused is tried again.
+DISK_FULL_RETRY_SECONDS = 1.0
 
 log = logger("dkv.replication")
 
@@ -136,6 +137,13 @@ class ReplicationService(Service):
         self._scheduled: IDelayedCall | None = None
         self._commit_flush: IDelayedCall | None = None
         self._persisting: Deferred | None = None
+        #: The disk is full: the batch it refused waits for this retry, and
+        #: nothing newer is written (see ``_stall``).
+        self._disk_retry: IDelayedCall | None = None
+        self._disk_full: BaseException | None = None
+        #: Told True when a write finds the disk full, False when a retry
+        #: gets through (the quota: the NOSPACE alarm).
+        self.disk_full_listeners: list[Callable[[bool], None]] = []
         self._installing: SnapshotMeta | None = None
         self._failed: Failure | None = None
         self._soft: tuple[Role, int, str | None] | None = None
@@ -205,10 +213,10 @@ class ReplicationService(Service):
         super().stopService()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        for call in (self._scheduled, self._commit_flush):
+        for call in (self._scheduled, self._commit_flush, self._disk_retry):
             if call is not None and call.active():
                 call.cancel()
-        self._scheduled = self._commit_flush = None
+        self._scheduled = self._commit_flush = self._disk_retry = None
         self.requests.fail_all()
         self._shipper.stop()
         if self._leading:
@@ -290,6 +298,11 @@ class ReplicationService(Service):
     def failed(self) -> bool:
         """The store or an internal check failed: the node serves no more."""
         return self._failed is not None
+
+    @property
+    def disk_full(self) -> bool:
+        """A write found the disk full and waits for space (``_stall``)."""
+        return self._disk_full is not None
 
     @property
     def known_commit(self) -> int:
@@ -445,7 +458,7 @@ class ReplicationService(Service):
             self._commit_flush = self._clock.callLater(COMMIT_FLUSH_SECONDS, self._flush_commit)
         self._watch_membership(raft)
         self._on_role_change(raft)
-        if self._persisting is None and raft.has_ready():
+        if self._persisting is None and self._disk_retry is None and raft.has_ready():
             self._persist(raft, raft.ready())
 
     def _persist(self, raft: Raft, rd: Ready) -> None:
@@ -471,9 +484,14 @@ class ReplicationService(Service):
         self._installing = rd.snapshot
         batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
+        self._write(batch, rd, applied)
+
+    def _write(self, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         d = self._store.write(batch)
         self._persisting = d
-        d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied))
+        d.addCallbacks(
+            self._persisted, self._persist_failed, callbackArgs=(rd, applied), errbackArgs=(batch, rd, applied)
+        )
 
     def _persisted(self, _: None, rd: Ready, applied: Applied | None) -> None:
         """rd is durable. Persist -> send -> apply -> advance: the store now
@@ -481,6 +499,11 @@ class ReplicationService(Service):
         now be released at."""
         self._persisting = None
         self._installing = None
+        if self._disk_full is not None:
+            self._disk_full = None
+            log.warn("the disk has room again: the write it refused is stored, this node writes again")
+            for listener in self.disk_full_listeners:
+                listener(False)
         raft = self.raft
         if not self.running or raft is None:
             return
@@ -502,20 +525,51 @@ class ReplicationService(Service):
         self._maybe_compact(raft)
         self._schedule()
 
-    def _persist_failed(self, failure: Failure) -> None:
+    def _persist_failed(self, failure: Failure, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         self._persisting = None
+        error = failure.value
+        if error is not None and not isinstance(error, DiskFailed) and is_disk_full(error):
+            self._stall(error, batch, rd, applied)
+            return
         self._failed = failure
-        if isinstance(failure.value, DiskFailed):
-            log.critical("{line}", line=failure.value.line)  # one line: the traceback says nothing more
-        # A full disk is not a bug: one clear line (nothing of the batch was stored).
-        elif failure.value is not None and is_disk_full(failure.value):
-            log.critical(
-                "cannot write to the store: the disk is full ({error}); this node stops serving. " + DISK_FULL_HINT,
-                error=failure.value,
-            )
+        if isinstance(error, DiskFailed):
+            log.critical("{line}", line=error.line)  # one line: the traceback says nothing more
         else:
             log.failure("cannot write to the store; this node stops serving", failure)
         self._on_fatal(failure)
+
+    def _stall(self, error: BaseException, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
+        """The disk (or LMDB's map) is full: nothing of batch was stored
+        (an LMDB transaction is all or nothing, and a full disk fails it
+        before its meta page is written, so trying it again is safe, unlike
+        an fsync that failed with EIO). The node keeps batch, writes nothing
+        newer and tries batch again every ``DISK_FULL_RETRY_SECONDS`` until
+        it gets through (space was freed) or the node stops (a restart
+        recovers from what is durable). Meanwhile its Ready is not advanced:
+        its votes and append acknowledgements stay unsent, nothing of it
+        counts towards a commit, and no later entry is applied here -- the
+        same entries, in the same order, are applied as on every member,
+        only later. What was applied before (the overlay holds it) is still
+        served. The listeners (the quota) raise the NOSPACE alarm."""
+        if self._disk_full is None:
+            log.critical(
+                "cannot write to the store: the disk is full ({error}); this node raises the NOSPACE alarm, "
+                "serves what it has applied and tries the write again every {retry:g} s (nothing acknowledged "
+                "is lost): free space on the db's file system and it resumes by itself, or stop it and move "
+                "the db to a larger one",
+                error=error,
+                retry=DISK_FULL_RETRY_SECONDS,
+            )
+            self._disk_full = error
+            for listener in self.disk_full_listeners:
+                listener(True)
+        if self.running:
+            self._disk_retry = self._clock.callLater(DISK_FULL_RETRY_SECONDS, self._retry_write, batch, rd, applied)
+
+    def _retry_write(self, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
+        self._disk_retry = None
+        if self.running and self._failed is None:
+            self._write(batch, rd, applied)
 
     def _flush_commit(self) -> None:
         """The commit index held back for the next append: send it now."""

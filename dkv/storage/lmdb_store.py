@@ -67,6 +67,19 @@ _INCOMING = struct.Struct(">QQQIB")
 DEFAULT_MAP_SIZE = 64 << 30
 
 
+def map_size_for(path: str, asked: int) -> int:
+    """The map to open path with: asked, or twice the file's size if that
+    is more. A write that found the map full (``lmdb.MapFullError``, which
+    the driver treats as a full disk: ``ReplicationService._stall``) gets
+    through after a restart; LMDB cannot grow the map of an environment
+    while another thread of the process reads it."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return asked
+    return max(asked, 2 * size)
+
+
 def _damaged(path: str, why: str) -> str:
     return (
         f"db file {path} is damaged ({why}): remove this member's db and let it re-join, "
@@ -183,7 +196,7 @@ class LmdbStore:
             env = lmdb.open(
                 path,
                 subdir=False,
-                map_size=map_size,
+                map_size=map_size_for(path, map_size),
                 max_dbs=8,
                 sync=True,
                 metasync=True,
@@ -441,8 +454,20 @@ class LmdbStore:
         txn.delete(b"incoming", db=self._meta)
         return active
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction committed through ``_commit`` (the fault hook,
+        and EIO handling) when the block ends, aborted if it raises."""
+        txn = self._env.begin(write=True)
+        try:
+            yield txn
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit(txn)
+
     def _stage_begin(self, meta: SnapshotMeta) -> int:
-        with self._env.begin(write=True) as txn:
+        with self._writing() as txn:
             raw = txn.get(b"incoming", db=self._meta)
             if raw is not None:
                 index, term, next_seq, _crc, complete = _INCOMING.unpack_from(raw)
@@ -453,7 +478,7 @@ class LmdbStore:
             return 0
 
     def _stage_chunk(self, seq: int, records: list[tuple[bytes, bytes]], crc: int, last: bool) -> None:
-        with self._env.begin(write=True) as txn:
+        with self._writing() as txn:
             raw = txn.get(b"incoming", db=self._meta)
             if raw is None:
                 raise StorageError("no snapshot is being received")
