@@ -18,7 +18,9 @@ same table writes in that Ready's transaction. A Ready that installs a
 snapshot carries no committed entries (the core holds them for the next
 Ready), and reads waiting for the snapshot's index are released only once it
 is in the store. The applied index never moves backwards (a violation stops
-the node).
+the node). A write the store refuses because the disk is full is held and
+tried again, unchanged, until it gets through (``_stall``); any other store
+failure stops the node.
 
 At most one Ready is being persisted at a time. Everything that arrives in the
 meantime (client proposals, peer messages) piles up in the core and goes into
