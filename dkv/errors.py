@@ -119,6 +119,23 @@ class NoSpace(DkvError):
     default_message = "etcdserver: mvcc: database space exceeded"
 
 
+class Overloaded(DkvError):
+    """Admission control refused new work: too many requests are waiting on
+    this node (``dkv.replication.admission``). Certainly not applied, safe to
+    retry after ``retry_after`` seconds (HTTP 429 with ``Retry-After``,
+    RESOURCE_EXHAUSTED; etcd's API says ``etcdserver: too many requests``).
+    ``reason`` names the bound that was passed (the metric's label)."""
+
+    http_status = 429
+    grpc_code = 8  # RESOURCE_EXHAUSTED
+    default_message = "too many requests"
+    retry_after = 1
+
+    def __init__(self, message: str | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class Unauthenticated(DkvError):
     """Auth is enabled and the request has no valid token."""
 

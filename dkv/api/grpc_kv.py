@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 
 from dkv.aio import wait
 from dkv.auth.node_auth import v0_error
-from dkv.errors import OUTCOME_METADATA, DkvError, InvalidArgument, KeyNotFound
+from dkv.errors import OUTCOME_METADATA, DkvError, InvalidArgument, KeyNotFound, Overloaded
 from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
 from dkv.mvcc.errors import EtcdError
@@ -45,7 +45,9 @@ async def outcome(context: aio.ServicerContext, method: str, d: Deferred[Any]) -
 async def abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
     """Abort the call with error's code and message, and its outcome
     (``DkvError.outcome``) in ``dkv-outcome`` trailing metadata."""
-    if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake (as in REST)
+    # Not-found is an answer, not a mistake (as in REST); admission control
+    # logs its refusals itself, a line per interval.
+    if not isinstance(error, (KeyNotFound, Overloaded)):
         name = _CODES[error.grpc_code].name
         log.info("rejected gRPC {method}: {code} {error}", method=method, code=name, error=error.message)
     # The outcome travels as a typed field, so a follower that forwarded
