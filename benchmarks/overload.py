@@ -14,14 +14,20 @@ leader:
    and the p99 of its answers the unloaded p99 (no request is refused at
    that load with the default bounds).
 2. **overload**: ``--connections`` (1,000) connections, each pausing
-   between its requests so that together they offer ``--factor`` (4) times
-   the sustainable rate, for ``--duration`` seconds. ``--probes`` (64) of
-   them run one per wrk thread, so each admitted answer is timed (wrk's
-   own latencies mix refused answers in); the rest count answers only.
+   between its requests (wrk's ``delay()``, ~connections / (factor x
+   sustainable) seconds, jittered) so that together they offer ``--factor``
+   (4) times the sustainable rate, for ``--duration`` seconds: an open-ish
+   load at a fixed rate, not wrk's closed loop, which would resend each
+   refusal at once. A connection refused with 429 waits its
+   ``Retry-After`` before its next request, as etcd's clients back off.
+   ``--probes`` (64) of them run one per wrk thread, so each admitted
+   answer is timed (wrk's own latencies mix refused answers in); the rest
+   count answers only.
    Every node's RSS is read from ``/proc/PID/status`` every second.
 
-It prints and writes (``--out``) JSON: peak RSS per node, the admitted p99
-against the unloaded p99, the admitted rate against the sustainable rate,
+It prints and writes (``--out``) JSON: the offered rate (target and
+actual), peak RSS per node, the admitted p99 against the unloaded p99, the
+admitted rate against the sustainable rate,
 how many were refused (429), other errors, and PASS / FAIL for each
 criterion: RSS of every node under ``--rss-bound-mib``; admitted p99 within
 2x the unloaded p99; admitted throughput at least 80 % of the sustainable
@@ -140,6 +146,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "refused_429": result["refused"],
         "other_non_2xx": result["other"],
         "refused_without_retry_after": result["no_retry_after"],
+        "retry_after_waits": result["backoffs"],
         "socket_errors": result["errors"],
         "requests": result["requests"],
         "seconds": round(result["duration_us"] / 1e6, 2),

@@ -7,11 +7,17 @@
 --           so the answer is the one to the last request sent (wrk times every answer,
 --           refused ones included, and cannot tell them apart).
 -- DELAY_MS  mean pause before each request of a connection (uniform in 0.5x .. 1.5x), to
---           offer a chosen rate from many connections; 0: none (closed loop).
+--           offer a chosen rate from many connections (wrk's delay() hook); 0: none (closed
+--           loop). A connection whose last answer was a 429 waits its Retry-After instead (plus
+--           a jitter of up to DELAY_MS), as etcd's clients back off, so a refusal is not resent
+--           at once. wrk's delay() does not say which connection it is for, but it is called
+--           exactly once before each connection's next request: each 429 owes one such wait,
+--           paid by the next delay() call of the thread (connections are interchangeable, so
+--           the waits and their number are those of per-connection back-off).
 -- TAG       a string in every key, unique per run, so keys never repeat.
 --
 -- done() prints one line "OVERLOAD_RESULT {json}": answers by class (2xx, 429, other),
--- 429s without Retry-After, socket errors, and the histogram of admitted latencies
+-- 429s without Retry-After, Retry-After waits taken (backoffs), socket errors, and the histogram of admitted latencies
 -- (bucket b holds latencies in [10^(b/50), 10^((b+1)/50)) microseconds).
 
 local ffi = require("ffi")
@@ -57,7 +63,9 @@ end
 -- In each thread's state.
 local timed, delay_ms, tag, value
 local sent, started = 0, nil
-ok, refused, other, no_retry_after = 0, 0, 0, 0
+-- Retry-After waits (ms) owed by connections refused with 429, first owed first.
+local owed, owed_first, owed_last = {}, 1, 0
+ok, refused, other, no_retry_after, backoffs = 0, 0, 0, 0, 0
 hist = {}
 
 function init(args)
@@ -69,6 +77,13 @@ function init(args)
 end
 
 function delay()
+   if owed_first <= owed_last then
+      local wait = owed[owed_first]
+      owed[owed_first] = nil
+      owed_first = owed_first + 1
+      backoffs = backoffs + 1
+      return wait + delay_ms * math.random()
+   end
    if delay_ms <= 0 then
       return 0
    end
@@ -94,9 +109,13 @@ function response(status, headers, body)
       end
    elseif status == 429 then
       refused = refused + 1
-      if headers["Retry-After"] == nil and headers["retry-after"] == nil then
+      local after = tonumber(headers["Retry-After"] or headers["retry-after"])
+      if after == nil then
          no_retry_after = no_retry_after + 1
+         after = 1
       end
+      owed_last = owed_last + 1
+      owed[owed_last] = after * 1000
    else
       other = other + 1
    end
@@ -104,7 +123,7 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-   local totals = { ok = 0, refused = 0, other = 0, no_retry_after = 0 }
+   local totals = { ok = 0, refused = 0, other = 0, no_retry_after = 0, backoffs = 0 }
    local merged = {}
    for _, thread in ipairs(threads) do
       for name, _ in pairs(totals) do
@@ -120,8 +139,9 @@ function done(summary, latency, requests)
    end
    local e = summary.errors
    io.write(string.format(
-      'OVERLOAD_RESULT {"ok":%d,"refused":%d,"other":%d,"no_retry_after":%d,"requests":%d,' ..
+      'OVERLOAD_RESULT {"ok":%d,"refused":%d,"other":%d,"no_retry_after":%d,"backoffs":%d,"requests":%d,' ..
       '"duration_us":%d,"errors":{"connect":%d,"read":%d,"write":%d,"timeout":%d},"hist":[%s]}\n',
-      totals.ok, totals.refused, totals.other, totals.no_retry_after, summary.requests, summary.duration,
+      totals.ok, totals.refused, totals.other, totals.no_retry_after, totals.backoffs, summary.requests,
+      summary.duration,
       e.connect, e.read, e.write, e.timeout, table.concat(cells, ",")))
 end

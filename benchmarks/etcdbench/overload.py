@@ -32,13 +32,13 @@ def parse_result(text: str) -> dict[str, Any]:
 def merge(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Several wrk processes run at once as one: counts add up, histograms
     merge, the duration is the longest."""
-    out: dict[str, Any] = {"ok": 0, "refused": 0, "other": 0, "no_retry_after": 0, "requests": 0}
+    out: dict[str, Any] = {"ok": 0, "refused": 0, "other": 0, "no_retry_after": 0, "backoffs": 0, "requests": 0}
     errors: dict[str, int] = {}
     hist: dict[int, int] = {}
     duration = 0
     for r in results:
         for name in out:
-            out[name] += r[name]
+            out[name] += r.get(name, 0)
         for name, n in r["errors"].items():
             errors[name] = errors.get(name, 0) + n
         for b, n in r["hist"].items():
