@@ -63,6 +63,11 @@ class Admission:
     #: Committed entries not yet applied here beyond which writes are refused
     #: (``--max-apply-gap``; etcd's maxGapBetweenApplyAndCommitIndex, 5000).
     max_apply_gap: int = 5000
+    #: Seconds the oldest write waiting on this node may have waited before
+    #: new writes are refused (``--max-queue-delay``; 0: no such bound): a
+    #: bound on queueing delay rather than on queue length, so the writes
+    #: admitted under overload are answered about as fast as without it.
+    max_queue_delay: float = 0.25
     #: Bytes of Raft messages queued for one peer (``--max-peer-queue-bytes``):
     #: beyond it messages are dropped and the core probes the peer again (or
     #: sends it a snapshot once the entries it needs are compacted).

@@ -225,6 +225,14 @@ class Options(usage.Options):
             _positive_int,
         ],
         [
+            "max-queue-delay",
+            None,
+            0.25,
+            "Seconds the oldest write waiting on this node may have waited; past it new writes are "
+            "refused at once with 429 / RESOURCE_EXHAUSTED (0: no such bound).",
+            _seconds,
+        ],
+        [
             "max-peer-queue-bytes",
             None,
             32 << 20,
@@ -372,6 +380,7 @@ class Options(usage.Options):
                 max_pending_proposals=self["max-pending-proposals"],
                 max_pending_reads=self["max-pending-reads"],
                 max_apply_gap=self["max-apply-gap"],
+                max_queue_delay=self["max-queue-delay"],
                 max_peer_queue_bytes=self["max-peer-queue-bytes"],
             ),
             watch_max_pending_events=self["max-watch-pending-events"],

@@ -20,7 +20,7 @@ from dkv.metrics import NodeMetrics, NodeState
 from dkv.mvcc.errors import Code
 from dkv.raft import RaftConfig, Role
 from dkv.replication import DriverConfig, ReplicationService
-from dkv.replication.admission import APPLY_GAP, PENDING_PROPOSALS, PENDING_READS, AdmissionControl
+from dkv.replication.admission import APPLY_GAP, PENDING_PROPOSALS, PENDING_READS, QUEUE_DELAY, AdmissionControl
 from tests.test_metrics import samples
 from tests.test_replication import TICK, GatedStore, Network, leader_of, make, ok, outcome, pump, put, stored
 
@@ -35,7 +35,7 @@ def refused_for(results: list, reason: str) -> bool:
     )
 
 
-def with_admission(services: dict[str, ReplicationService], clock: Clock, **bounds: int) -> None:
+def with_admission(services: dict[str, ReplicationService], clock: Clock, **bounds: float) -> None:
     for svc in services.values():
         svc.admission = AdmissionControl(Admission(**bounds), clock)
 
@@ -51,7 +51,7 @@ def test_writes_are_refused_at_the_pending_bound_and_counted() -> None:
     assert e.value.reason == PENDING_PROPOSALS
     assert e.value.http_status == 429 and e.value.grpc_code == 8
     assert "--max-pending-proposals" in e.value.message
-    assert control.refused == {PENDING_PROPOSALS: 1, PENDING_READS: 0, APPLY_GAP: 0}
+    assert control.refused == {PENDING_PROPOSALS: 1, PENDING_READS: 0, APPLY_GAP: 0, QUEUE_DELAY: 0}
 
 
 def test_writes_are_refused_while_the_apply_trails_the_commit() -> None:
@@ -63,6 +63,23 @@ def test_writes_are_refused_while_the_apply_trails_the_commit() -> None:
         control.check_write(0, commit=16, applied=10)
     assert e.value.reason == APPLY_GAP
     assert control.refused[APPLY_GAP] == 1
+
+
+def test_writes_are_refused_once_the_oldest_waiting_one_waited_past_the_delay_bound() -> None:
+    """The bound is on how long the oldest write waiting has waited, not on
+    how many wait: exactly the bound still admits; past it refuses."""
+    clock = Clock()
+    clock.advance(100.0)
+    control = AdmissionControl(Admission(max_queue_delay=0.25), clock)
+    control.check_write(0, commit=10, applied=10, oldest_since=None)  # none waits
+    control.check_write(500, commit=10, applied=10, oldest_since=99.75)
+    with pytest.raises(Overloaded) as e:
+        control.check_write(1, commit=10, applied=10, oldest_since=99.7)
+    assert e.value.reason == QUEUE_DELAY
+    assert "waited 300 ms" in e.value.message and "--max-queue-delay" in e.value.message
+    assert control.refused[QUEUE_DELAY] == 1
+    off = AdmissionControl(Admission(max_queue_delay=0.0), clock)
+    off.check_write(1, commit=10, applied=10, oldest_since=0.0)  # 0: no such bound
 
 
 def test_reads_are_refused_at_their_own_bound() -> None:
@@ -122,6 +139,49 @@ def test_a_refused_write_is_never_proposed_and_the_bound_frees_as_writes_finish(
     later = outcome(put(svc, b"later", b"v"))
     pump(clock, 0.05)
     assert ok(later)
+
+
+def test_writes_are_refused_while_the_oldest_waits_past_the_delay_bound_and_admitted_again_after() -> None:
+    clock = Clock()
+    net = Network(clock)
+    store = GatedStore()
+    svc = make(["a"], clock, net, stores={"a": store}, timeout=5.0)["a"]
+    with_admission({"a": svc}, clock, max_queue_delay=0.5)
+    pump(clock, 0.1)
+    assert svc.raft.role is Role.LEADER
+    store.gated = True
+    first = outcome(put(svc, b"first", b"v"))
+    clock.advance(0.4)
+    second = outcome(put(svc, b"second", b"v"))  # the oldest waited 0.4 s: admitted
+    clock.advance(0.2)
+    assert refused_for(outcome(put(svc, b"refused", b"v")), QUEUE_DELAY)  # it waited 0.6 s
+    assert svc.requests.pending_writes == 2
+    store.gated = False
+    store.release()
+    pump(clock, 0.05)
+    assert ok(first) and ok(second)
+    assert stored(store, b"refused") is None
+    assert svc.requests.oldest_write_since() is None
+    later = outcome(put(svc, b"later", b"v"))  # nothing waits any more
+    pump(clock, 0.05)
+    assert ok(later)
+
+
+def test_writes_waiting_for_a_leader_do_not_count_against_the_delay_bound() -> None:
+    """An election is not overload: while b knows no leader, its writes
+    wait for one however long the oldest has waited, and are applied."""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, timeout=5.0)
+    with_admission(services, clock, max_queue_delay=0.1)
+    b = services["b"]
+    first = outcome(put(b, b"first", b"v"))  # before any election: no leader known
+    clock.advance(0.2)
+    assert b.raft.leader is None
+    second = outcome(put(b, b"second", b"v"))
+    assert second == []  # waits, not refused
+    pump(clock, 1.0)
+    assert ok(first) and ok(second)
 
 
 def test_forwarded_writes_count_on_the_follower_that_took_them() -> None:
@@ -212,6 +272,7 @@ def test_default_bounds_are_etcds_gap_and_generous_queues() -> None:
     config = DriverConfig(raft=RaftConfig(), tick_seconds=TICK)
     assert config.admission == Admission()
     assert Admission().max_apply_gap == 5000
+    assert Admission().max_queue_delay == 0.25
 
 
 # -- what clients see ------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "cert-file": "s.crt", "key-file": "s.key", "trusted-ca-file": "ca.crt",
         "peer-cert-file": "p.crt", "peer-key-file": "p.key", "peer-trusted-ca-file": "pca.crt",
         "max-pending-proposals": "11", "max-pending-reads": "12", "max-apply-gap": "13",
-        "max-peer-queue-bytes": "14000", "max-watch-pending-events": "15",
+        "max-peer-queue-bytes": "14000", "max-watch-pending-events": "15", "max-queue-delay": "0.5",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -101,7 +101,8 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].auto_compaction == ("revision", 1000.0)
     assert o["config"].watch_progress_interval == 2.5
     assert o["config"].admission == Admission(
-        max_pending_proposals=11, max_pending_reads=12, max_apply_gap=13, max_peer_queue_bytes=14000
+        max_pending_proposals=11, max_pending_reads=12, max_apply_gap=13, max_peer_queue_bytes=14000,
+        max_queue_delay=0.5,
     )
     assert o["config"].watch_max_pending_events == 15
     assert o["config"].log_format == "json"

@@ -17,7 +17,14 @@ retry. The bounds, checked by the driver as each request arrives:
   the apply to reach their index;
 * ``apply_gap``: writes, while this node's applied index trails the commit
   index it knows of by more than ``max_apply_gap`` (etcd's
-  ``maxGapBetweenApplyAndCommitIndex``: the apply cannot keep up).
+  ``maxGapBetweenApplyAndCommitIndex``: the apply cannot keep up);
+* ``queue_delay``: writes, while the oldest write waiting on this node has
+  waited longer than ``max_queue_delay`` seconds (a bound on queueing delay,
+  as CoDel's target, rather than on queue length: however fast the node
+  commits, a write it admits waits behind at most that much work, so the
+  admitted ones are answered in about that time plus the unloaded latency,
+  and the node stops admitting as soon as a standing queue forms). Not
+  while the node knows no leader: writes then wait for one, as before.
 
 Internal work (a readiness probe's read barrier, the quota's alarm) is never
 refused. Refusals are counted by reason (``dkv_server_requests_refused_total``)
@@ -39,8 +46,9 @@ log = logger("dkv.admission")
 PENDING_PROPOSALS = "pending_proposals"
 PENDING_READS = "pending_reads"
 APPLY_GAP = "apply_gap"
+QUEUE_DELAY = "queue_delay"
 #: Every reason a request is refused for (the metric's labels).
-REASONS = (PENDING_PROPOSALS, PENDING_READS, APPLY_GAP)
+REASONS = (PENDING_PROPOSALS, PENDING_READS, APPLY_GAP, QUEUE_DELAY)
 
 #: Seconds between two log lines about refusals.
 LOG_EVERY = 10.0
@@ -59,8 +67,9 @@ class AdmissionControl:
     _logged_at: float | None = None
     _unlogged: int = 0
 
-    def check_write(self, pending_writes: int, commit: int, applied: int) -> None:
-        """Raise Overloaded unless one more write may wait."""
+    def check_write(self, pending_writes: int, commit: int, applied: int, oldest_since: float | None = None) -> None:
+        """Raise Overloaded unless one more write may wait; oldest_since is
+        when the oldest write still waiting was taken (None: none waits)."""
         limits = self.limits
         if pending_writes >= limits.max_pending_proposals:
             self._refuse(
@@ -75,6 +84,14 @@ class AdmissionControl:
                 f"{gap} committed entries are not applied yet on this node (the bound is "
                 f"{limits.max_apply_gap}, --max-apply-gap)",
             )
+        if limits.max_queue_delay > 0 and oldest_since is not None:
+            waited = self.clock.seconds() - oldest_since
+            if waited > limits.max_queue_delay:
+                self._refuse(
+                    QUEUE_DELAY,
+                    f"the oldest write waiting on this node has waited {waited * 1000:.0f} ms (the bound is "
+                    f"{limits.max_queue_delay * 1000:.0f} ms, --max-queue-delay)",
+                )
 
     def check_read(self, pending_reads: int) -> None:
         """Raise Overloaded unless one more linearizable read may wait."""

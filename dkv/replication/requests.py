@@ -65,6 +65,8 @@ class Request:
     key: int = 0
     #: A linearizable read (counted in ``pending_reads``).
     read: bool = False
+    #: When this node took it (the driver's clock).
+    since: float = 0.0
 
 
 def _write_expired(req: Request) -> Exception:
@@ -124,6 +126,13 @@ class RequestTable:
         proposals_pending)."""
         return len(self._writes)
 
+    def oldest_write_since(self) -> float | None:
+        """When the write that has waited longest on this node (of those
+        not yet answered) was taken; None when none waits."""
+        for req in self._writes.values():  # in the order they were taken
+            return req.since
+        return None
+
     @property
     def pending_reads(self) -> int:
         """Linearizable reads taken by this node and not yet finished
@@ -148,7 +157,7 @@ class RequestTable:
     def _new(self, now: float, expired: Callable[[Request], Exception]) -> Request:
         key = next(self._keys)
         deadline = now + self._timeout - self._tick
-        req = Request(Deferred(), deadline, expired, key=key)
+        req = Request(Deferred(), deadline, expired, key=key, since=now)
         self._pending[key] = req
         self._expiring.append((deadline, key))
         return req

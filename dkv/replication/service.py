@@ -252,7 +252,11 @@ class ReplicationService(Service):
             return fail(NoLeader("node is not running"))
         if not internal:
             try:
-                self.admission.check_write(self.requests.pending_writes, self.known_commit, self.applied)
+                # While no leader is known, writes wait for one (an
+                # election is not overload): their delay is not held against
+                # new ones.
+                waiting_since = self.requests.oldest_write_since() if self.raft.leader is not None else None
+                self.admission.check_write(self.requests.pending_writes, self.known_commit, self.applied, waiting_since)
             except Overloaded as e:
                 return fail(e)
         d = self.requests.add_write(self._clock.seconds(), rid, payload)
