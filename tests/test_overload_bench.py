@@ -35,6 +35,9 @@ def test_merged_runs_add_up() -> None:
     assert (both["ok"], both["refused"], both["requests"]) == (6, 10, 18)
     assert both["errors"]["read"] == 2 and both["hist"] == {150: 4, 200: 2}
     assert both["duration_us"] == 3_000_000
+    assert both["backoffs"] == 0  # a line without the field (an older script) counts none
+    waited = merge([parse_result(LINE.replace('"no_retry_after":0,', '"no_retry_after":0,"backoffs":4,')), a])
+    assert waited["backoffs"] == 4
 
 
 def test_percentiles_are_the_upper_edge_of_their_bucket() -> None:
