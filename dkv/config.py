@@ -68,6 +68,11 @@ class Admission:
     #: bound on queueing delay rather than on queue length, so the writes
     #: admitted under overload are answered about as fast as without it.
     max_queue_delay: float = 0.25
+    #: The delay bound applies only while at least this many writes wait
+    #: (as CoDel never drops from a near-empty queue): a few writes waiting
+    #: long on a slow disk or a dead leader are not overload, and keep
+    #: waiting for their deadline as before. No flag.
+    queue_delay_min_pending: int = 128
     #: Bytes of Raft messages queued for one peer (``--max-peer-queue-bytes``):
     #: beyond it messages are dropped and the core probes the peer again (or
     #: sends it a snapshot once the entries it needs are compacted).

@@ -228,8 +228,9 @@ class Options(usage.Options):
             "max-queue-delay",
             None,
             0.25,
-            "Seconds the oldest write waiting on this node may have waited; past it new writes are "
-            "refused at once with 429 / RESOURCE_EXHAUSTED (0: no such bound).",
+            "Seconds the oldest write waiting on this node may have waited (while 128 or more wait and "
+            "a leader is known); past it new writes are refused at once with 429 / RESOURCE_EXHAUSTED "
+            "(0: no such bound).",
             _seconds,
         ],
         [

@@ -70,16 +70,17 @@ def test_writes_are_refused_once_the_oldest_waiting_one_waited_past_the_delay_bo
     how many wait: exactly the bound still admits; past it refuses."""
     clock = Clock()
     clock.advance(100.0)
-    control = AdmissionControl(Admission(max_queue_delay=0.25), clock)
+    control = AdmissionControl(Admission(max_queue_delay=0.25, queue_delay_min_pending=3), clock)
     control.check_write(0, commit=10, applied=10, oldest_since=None)  # none waits
     control.check_write(500, commit=10, applied=10, oldest_since=99.75)
+    control.check_write(2, commit=10, applied=10, oldest_since=90.0)  # too few wait to call it overload
     with pytest.raises(Overloaded) as e:
-        control.check_write(1, commit=10, applied=10, oldest_since=99.7)
+        control.check_write(3, commit=10, applied=10, oldest_since=99.7)
     assert e.value.reason == QUEUE_DELAY
     assert "waited 300 ms" in e.value.message and "--max-queue-delay" in e.value.message
     assert control.refused[QUEUE_DELAY] == 1
     off = AdmissionControl(Admission(max_queue_delay=0.0), clock)
-    off.check_write(1, commit=10, applied=10, oldest_since=0.0)  # 0: no such bound
+    off.check_write(200, commit=10, applied=10, oldest_since=0.0)  # 0: no such bound
 
 
 def test_reads_are_refused_at_their_own_bound() -> None:
@@ -146,7 +147,7 @@ def test_writes_are_refused_while_the_oldest_waits_past_the_delay_bound_and_admi
     net = Network(clock)
     store = GatedStore()
     svc = make(["a"], clock, net, stores={"a": store}, timeout=5.0)["a"]
-    with_admission({"a": svc}, clock, max_queue_delay=0.5)
+    with_admission({"a": svc}, clock, max_queue_delay=0.5, queue_delay_min_pending=2)
     pump(clock, 0.1)
     assert svc.raft.role is Role.LEADER
     store.gated = True
@@ -173,7 +174,7 @@ def test_writes_waiting_for_a_leader_do_not_count_against_the_delay_bound() -> N
     clock = Clock()
     net = Network(clock)
     services = make(["a", "b", "c"], clock, net, timeout=5.0)
-    with_admission(services, clock, max_queue_delay=0.1)
+    with_admission(services, clock, max_queue_delay=0.1, queue_delay_min_pending=1)
     b = services["b"]
     first = outcome(put(b, b"first", b"v"))  # before any election: no leader known
     clock.advance(0.2)
@@ -273,6 +274,7 @@ def test_default_bounds_are_etcds_gap_and_generous_queues() -> None:
     assert config.admission == Admission()
     assert Admission().max_apply_gap == 5000
     assert Admission().max_queue_delay == 0.25
+    assert Admission().queue_delay_min_pending == 128  # a few slow writes are not overload
 
 
 # -- what clients see ------------------------------------------------------------------------

@@ -23,8 +23,11 @@ retry. The bounds, checked by the driver as each request arrives:
   as CoDel's target, rather than on queue length: however fast the node
   commits, a write it admits waits behind at most that much work, so the
   admitted ones are answered in about that time plus the unloaded latency,
-  and the node stops admitting as soon as a standing queue forms). Not
-  while the node knows no leader: writes then wait for one, as before.
+  and the node stops admitting as soon as a standing queue forms). Only
+  while at least ``queue_delay_min_pending`` writes wait (as CoDel never
+  drops from a near-empty queue: a few writes stuck on a slow disk or a
+  dead leader are not overload) and the node knows a leader (during an
+  election writes wait for one, as before).
 
 Internal work (a readiness probe's read barrier, the quota's alarm) is never
 refused. Refusals are counted by reason (``dkv_server_requests_refused_total``)
@@ -84,7 +87,8 @@ class AdmissionControl:
                 f"{gap} committed entries are not applied yet on this node (the bound is "
                 f"{limits.max_apply_gap}, --max-apply-gap)",
             )
-        if limits.max_queue_delay > 0 and oldest_since is not None:
+        queue = pending_writes >= limits.queue_delay_min_pending
+        if limits.max_queue_delay > 0 and queue and oldest_since is not None:
             waited = self.clock.seconds() - oldest_since
             if waited > limits.max_queue_delay:
                 self._refuse(
