@@ -97,6 +97,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         on_unreachable=lambda peer: replication.unreachable(peer),
         on_round_trip=lambda peer, seconds: metrics.peer_rtt.labels(peer).observe(seconds),
         channel_credentials=tls.peer_channel_credentials,
+        max_queue_bytes=c.admission.max_peer_queue_bytes,
     )
     guard = PeerGuard(tls, transport.member_address)
     transport.guard = guard
@@ -113,7 +114,10 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
             first_election_ticks=first_election_ticks,
             snapshot_entries=c.snapshot_entries,
             snapshot_keep=c.snapshot_keep,
-            watch=WatchSettings(progress_interval=c.watch_progress_interval),
+            watch=WatchSettings(
+                progress_interval=c.watch_progress_interval, max_pending_events=c.watch_max_pending_events
+            ),
+            admission=c.admission,
         ),
         on_fatal=lambda failure: _fatal(reactor, failure),
         on_removed=lambda: reactor.callLater(0, reactor.stop),

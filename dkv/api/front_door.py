@@ -92,6 +92,7 @@ from dkv.api import klein_channel
 from dkv.api.http_common import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
+    RETRY_AFTER_HEADER,
     RawAnswer,
     StreamAnswer,
     StreamSinkBase,
@@ -941,7 +942,8 @@ class FrontDoorFactory(Factory):
     def answer_head(self, version: bytes, status: int, close: bool, content_type: bytes = _JSON) -> bytes:
         """A JSON answer's (or a ``RawAnswer``'s) status line and headers as
         twisted.web writes them, up to the value of Content-Length (made once
-        a second: the Date changes)."""
+        a second: the Date changes). A 429 (too many requests) carries
+        ``Retry-After``."""
         now = int(self.clock.seconds())
         if now != self._date_second:
             self._date_second = now
@@ -950,7 +952,7 @@ class FrontDoorFactory(Factory):
         head = self._heads.get(key)
         if head is None:
             head = self._heads[key] = (
-                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: "
+                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\n%sContent-Type: %s\r\nContent-Length: "
                 % (
                     version,
                     status,
@@ -958,6 +960,7 @@ class FrontDoorFactory(Factory):
                     b"Connection: close\r\n" if close else b"",
                     server_version,
                     datetimeToString(now),
+                    RETRY_AFTER_HEADER if status == 429 else b"",
                     content_type,
                 )
             )

@@ -51,8 +51,9 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from dkv.commands import RequestId, stamp
+from dkv.config import Admission
 from dkv.disk_full import is_disk_full
-from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
+from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader, Overloaded
 from dkv.logs import logger
 from dkv.mvcc import MvccView
 from dkv.mvcc.view import key_count_change
@@ -60,6 +61,7 @@ from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
 from dkv.raft.messages import AppendEntries, Message, Propose, SnapshotMeta
+from dkv.replication.admission import AdmissionControl
 from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
@@ -96,6 +98,8 @@ class DriverConfig:
     promote_lag: int = 1000
     #: The watch hub's settings (``dkv.watch``).
     watch: WatchSettings = WatchSettings()
+    #: Admission control's bounds (``dkv.replication.admission``).
+    admission: Admission = Admission()
 
 
 class ReplicationService(Service):
@@ -127,6 +131,8 @@ class ReplicationService(Service):
         self._on_fatal = on_fatal
         self.raft: Raft | None = None
         self.requests = RequestTable(rng, config.request_timeout, config.tick_seconds)
+        #: Refuses new requests past the bounds (``config.admission``).
+        self.admission = AdmissionControl(config.admission, clock)
         self.applied = state.applied if state is not None else 0
         self._overlay = Overlay()
         self._compaction = CompactionPolicy(config.snapshot_entries, config.snapshot_keep, self.applied)
@@ -242,27 +248,45 @@ class ReplicationService(Service):
     def next_request_id(self) -> RequestId:
         return self.requests.next_request_id()
 
-    def propose(self, rid: RequestId, payload: bytes) -> Deferred[Any]:
+    def propose(self, rid: RequestId, payload: bytes, *, internal: bool = False) -> Deferred[Any]:
         """Fires when the entry carrying rid is committed and applied here.
 
         While no leader is known (an election, a transfer) the write waits for
         one. Fails with NoLeader when it was certainly not appended anywhere
         (no leader took it by the deadline, or the leader refused it), and
-        OutcomeUnknown when it was proposed but not seen applied in time."""
+        OutcomeUnknown when it was proposed but not seen applied in time.
+        Fails at once with Overloaded (never proposed) when admission control
+        refuses it; an internal write (the node's own, not a client's) is
+        never refused."""
         if not self.running or self.raft is None:
             return fail(NoLeader("node is not running"))
+        if not internal:
+            try:
+                # While no leader is known, writes wait for one (an
+                # election is not overload): their delay is not held against
+                # new ones.
+                waiting_since = self.requests.oldest_write_since() if self.raft.leader is not None else None
+                self.admission.check_write(self.requests.pending_writes, self.known_commit, self.applied, waiting_since)
+            except Overloaded as e:
+                return fail(e)
         d = self.requests.add_write(self._clock.seconds(), rid, payload)
         self._schedule()
         return d
 
-    def read_barrier(self) -> Deferred[None]:
+    def read_barrier(self, *, internal: bool = False) -> Deferred[None]:
         """Fires when a linearizable read may be served from the local state:
         leadership was confirmed by a quorum after this call (ReadIndex) and
         the read index is applied here. Waits for a leader as ``propose``
         does; fails with NoLeader when none confirms the read in time or the
-        leader lost its leadership meanwhile."""
+        leader lost its leadership meanwhile, and at once with Overloaded
+        when admission control refuses it (never an internal read)."""
         if not self.running or self.raft is None:
             return fail(NoLeader("node is not running"))
+        if not internal:
+            try:
+                self.admission.check_read(self.requests.pending_reads)
+            except Overloaded as e:
+                return fail(e)
         d = self.requests.add_read(self._clock.seconds())
         self._schedule()
         return d
