@@ -55,6 +55,7 @@ from dkv.testing.certs import ClusterCerts
 from dkv.testing.checks import CheckResult, check_removed_stop, final_checks, render_check
 from dkv.testing.cluster import Cluster
 from dkv.testing.code_version import code_version
+from dkv.testing.fault_schedule import run_schedule
 from dkv.testing.gateway import COMPACTED
 from dkv.testing.history import Op, op_to_json, write_history
 from dkv.testing.linearizability import Verdict
@@ -357,7 +358,6 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
     ids = [chr(ord("a") + n) for n in range(cfg.nodes)]
     errors: list[str] = []
     seconds: dict[str, float] = {}
-    heal_time: float | None = None
     started = time.monotonic()
     code = code_version()
     with Cluster(
@@ -393,27 +393,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         )
         nemesis = Nemesis(cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config)
         t0 = time.monotonic()
-        workload.start()
-        try:
-            time.sleep(cfg.warmup)  # schedule
-            nemesis.start()
-            time.sleep(max(0.0, t0 + cfg.time - cfg.tail - time.monotonic()))  # schedule
-            try:
-                nemesis.stop()
-            except RuntimeError as e:
-                errors.append(str(e))
-            try:
-                nemesis.heal_all()
-            except Exception as e:  # noqa: BLE001 - a node that will not come back is a finding
-                errors.append(f"final heal failed: {e}")
-            heal_time = time.monotonic()
-            progress(f"healed after {nemesis.injected} faults; healed tail of {cfg.tail:g}s")
-            time.sleep(cfg.tail)  # schedule
-        finally:
-            try:
-                workload.stop()
-            except RuntimeError as e:
-                errors.append(str(e))
+        heal_time = run_schedule(workload, nemesis, cfg, errors, progress)
         seconds["workload"] = time.monotonic() - t0
         requests = workload.requests
         compactions = workload.compactions
