@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from dkv.api.b64 import encode as b64_encode
+from dkv.testing import faketime
 from dkv.testing.checks import (
     CheckResult,
     check_hash_kv,
@@ -185,12 +186,15 @@ def run_lock_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambd
         seed=cfg.seed,
         extra_args=cfg.node_args(),
     ) as cluster:
+        clocks = faketime.for_schedule(cluster, cfg.nemesis, out / "clocks")
         cluster.start()
         cluster.leader(timeout=30)
         seconds["start"] = time.monotonic() - started
         progress(f"cluster of {cfg.nodes} up in {cluster.dir}; running {cfg.nemesis} for {cfg.time:g}s")
         workload = LockWorkload(cluster.rest_ports, lock_config, seed=cfg.seed)
-        nemesis = Nemesis(cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config)
+        nemesis = Nemesis(
+            cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config, clocks=clocks
+        )
         t0 = time.monotonic()
         heal_time = run_schedule(workload, nemesis, cfg, errors, progress)
         seconds["workload"] = time.monotonic() - t0

@@ -50,6 +50,7 @@ from typing import Any
 
 import attrs
 
+from dkv.testing import faketime
 from dkv.testing.applied_once import applied_once
 from dkv.testing.certs import ClusterCerts
 from dkv.testing.checks import CheckResult, check_removed_stop, final_checks, render_check
@@ -370,6 +371,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         extra_args=cfg.node_args(),
         tls=ClusterCerts(out / "certs", client=False, client_cert_auth=False) if cfg.peer_tls else None,
     ) as cluster:
+        clocks = faketime.for_schedule(cluster, cfg.nemesis, out / "clocks")
         cluster.start()
         cluster.leader(timeout=30)
         seconds["start"] = time.monotonic() - started
@@ -391,7 +393,9 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
             ),
             seed=cfg.seed,
         )
-        nemesis = Nemesis(cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config)
+        nemesis = Nemesis(
+            cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config, clocks=clocks
+        )
         t0 = time.monotonic()
         heal_time = run_schedule(workload, nemesis, cfg, errors, progress)
         seconds["workload"] = time.monotonic() - t0
