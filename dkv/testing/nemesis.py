@@ -130,9 +130,12 @@ class Nemesis:
         config: NemesisConfig = NemesisConfig(),
         clock: Callable[[], float] = time.monotonic,
         clocks: FakeClocks | None = None,
+        rotate: bool = False,
     ) -> None:
         """clocks: the nodes' fake wall clocks (``FakeClocks.install``ed on
-        cluster), for the clock fault; None: it is skipped."""
+        cluster), for the clock fault; None: it is skipped. rotate: ``mix``
+        takes the faults in turns (each round a seeded shuffle of all of
+        them) instead of at random, so a long run meets every one evenly."""
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown nemesis {schedule!r}; one of {', '.join(SCHEDULES)}")
         self.cluster = cluster
@@ -141,6 +144,8 @@ class Nemesis:
         self.config = config
         self.clock = clock
         self.clocks = clocks
+        self.rotate = rotate
+        self._round: list[str] = []
         self._events: list[FaultEvent] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -203,7 +208,7 @@ class Nemesis:
         try:
             while not self._stop.is_set():
                 self.check_exits()
-                fault = self.rng.choice(FAULTS) if self.schedule == "mix" else self.schedule
+                fault = self._next_fault()
                 undo = self.inject(fault)
                 try:
                     self._stop.wait(self.rng.uniform(*self.config.fault_seconds))  # schedule
@@ -213,6 +218,16 @@ class Nemesis:
         except BaseException as e:  # noqa: BLE001 - re-raised by stop()
             self._error = e
             self.log("note", detail=f"nemesis failed: {e!r}")
+
+    def _next_fault(self) -> str:
+        if self.schedule != "mix":
+            return self.schedule
+        if not self.rotate:
+            return self.rng.choice(FAULTS)
+        if not self._round:
+            self._round = list(FAULTS)
+            self.rng.shuffle(self._round)
+        return self._round.pop()
 
     # -- faults ------------------------------------------------------------------
 

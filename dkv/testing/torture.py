@@ -66,7 +66,7 @@ from dkv.testing.retries import RetryCounts
 from dkv.testing.revisions import check_read_at_revision, check_revision_order
 from dkv.testing.workload import WORKLOADS, Compaction, Request, Workload, WorkloadConfig, history_ops, retry_counts
 
-__all__ = ["TORTURE_WORKLOADS", "TortureConfig", "TortureResult", "main", "run_torture"]
+__all__ = ["TORTURE_WORKLOADS", "TortureConfig", "TortureResult", "history_checks", "main", "run_torture"]
 
 #: ``--workload``: the KV workloads of ``dkv.testing.workload`` (run by
 #: ``run_torture``) and ``lock``, the lock workload of
@@ -403,21 +403,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         compactions = workload.compactions
         progress(f"{len(requests)} operations; checking")
         t1 = time.monotonic()
-        checks, verdict, _ = final_checks(
-            cluster,
-            history_ops(requests),
-            workload.keys,
-            timeout=cfg.check_timeout,
-            unexpected_exits=nemesis.unexpected_exits,
-            stale=workload.side_reads,
-        )
-        retried = {(r.op.key, r.op.value) for r in requests if r.attempts > 1}
-        checks.append(applied_once(cluster, history_ops(requests), retried, timeout=cfg.check_timeout))
-        if cfg.workload != "kv":
-            checks += [check_revision_order(requests), check_read_at_revision(requests)]
-        checks.append(_recovered(requests, heal_time))
-        if cfg.nemesis in ("membership", "mix"):
-            checks.append(check_removed_stop(nemesis.events, nemesis.anomalies))
+        checks, verdict = history_checks(cluster, cfg, workload, requests, nemesis, heal_time)
         seconds["checks"] = time.monotonic() - t1
         events = nemesis.events
         snapshots = {
@@ -440,6 +426,36 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
     )
     write_files(result)
     return result
+
+
+def history_checks(
+    cluster: Cluster,
+    cfg: TortureConfig,
+    workload: Workload,
+    requests: list[Request],
+    nemesis: Nemesis,
+    heal_time: float | None,
+) -> tuple[list[CheckResult], Verdict | None]:
+    """Every check of the fault suite on a healed cluster whose workload has
+    stopped (the soak runs them too): ``final_checks``, applied-once, the
+    revisions' (txn and mixed workloads), recovered, removed-stop; and the
+    linearizability verdict."""
+    checks, verdict, _ = final_checks(
+        cluster,
+        history_ops(requests),
+        workload.keys,
+        timeout=cfg.check_timeout,
+        unexpected_exits=nemesis.unexpected_exits,
+        stale=workload.side_reads,
+    )
+    retried = {(r.op.key, r.op.value) for r in requests if r.attempts > 1}
+    checks.append(applied_once(cluster, history_ops(requests), retried, timeout=cfg.check_timeout))
+    if cfg.workload != "kv":
+        checks += [check_revision_order(requests), check_read_at_revision(requests)]
+    checks.append(_recovered(requests, heal_time))
+    if cfg.nemesis in ("membership", "mix"):
+        checks.append(check_removed_stop(nemesis.events, nemesis.anomalies))
+    return checks, verdict
 
 
 def _recovered(requests: Sequence[Request], heal_time: float | None) -> CheckResult:
