@@ -4,6 +4,7 @@ its judgements on made-up samples."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from dkv.testing.soak import (
     explain,
     fds_criterion,
     log_criterion,
+    parse_args,
     parse_duration,
     rss_criterion,
 )
@@ -28,6 +30,12 @@ def test_durations() -> None:
     assert [parse_duration(t) for t in ("2h", "30m", "90s", "90", "1.5m")] == [7200, 1800, 90, 90, 90]
     with pytest.raises(ValueError, match="such as 2h"):
         parse_duration("two hours")
+
+
+def test_the_command_repeats_the_soak(tmp_path: Path) -> None:
+    cfg = parse_args(["--soak", "2h", "--fault-every", "30s", "--clients", "6", "--seed", "4", "--out", str(tmp_path)])
+    assert (cfg.duration, cfg.fault_every, cfg.rss_warmup, cfg.clients) == (7200, 30, 300, 6)
+    assert parse_args(shlex.split(cfg.command())[3:]) == cfg
 
 
 def test_p99_is_the_nearest_rank() -> None:

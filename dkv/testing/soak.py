@@ -55,6 +55,7 @@ import argparse
 import json
 import random
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -142,10 +143,27 @@ class SoakConfig:
         ]  # fmt: skip
 
     def command(self) -> str:
-        return (
-            f"python -m dkv.torture --soak {self.duration:g}s --fault-every {self.fault_every:g}s "
-            f"--rss-warmup {self.rss_warmup:g}s --seed {self.seed} --out {self.out}"
-        )
+        """The command line that repeats this soak (as far as timing allows)."""
+        args = [
+            "python", "-m", "dkv.torture", "--soak", f"{self.duration:g}s", "--fault-every", f"{self.fault_every:g}s",
+            "--rss-warmup", f"{self.rss_warmup:g}s", "--seed", str(self.seed),
+        ]  # fmt: skip
+        default = SoakConfig(out=self.out, duration=self.duration)
+        for flag, name, unit in (
+            ("--rss-tolerance", "rss_tolerance", ""),
+            ("--sample-every", "sample_every", "s"),
+            ("--log-grace", "log_grace", "s"),
+            ("--tail", "tail", "s"),
+            ("--nemesis", "nemesis", ""),
+            ("--nodes", "nodes", ""),
+            ("--clients", "clients", ""),
+            ("--keys", "keys", ""),
+            ("--auto-compaction-retention", "auto_compaction_retention", ""),
+        ):
+            value = getattr(self, name)
+            if value != getattr(default, name):
+                args += [flag, f"{value:g}{unit}" if isinstance(value, float) else str(value)]
+        return shlex.join([*args, "--out", str(self.out)])
 
 
 @attrs.frozen(kw_only=True)

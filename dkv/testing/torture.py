@@ -501,6 +501,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
     p = argparse.ArgumentParser(
         prog="python -m dkv.torture",
         description="Run a workload against a real dkv cluster while injecting faults; check the history.",
+        epilog="--soak DURATION runs the soak instead (dkv.testing.soak): python -m dkv.torture --soak 1m --help",
     )
     p.add_argument("--time", type=float, default=_default("time"), help="seconds of workload, healed tail included")
     p.add_argument(
