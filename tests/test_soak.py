@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 
 from dkv.testing.nemesis import FaultEvent
-from dkv.testing.soak import (
-    db_criterion,
-    explain,
-    fds_criterion,
-    log_criterion,
-    parse_args,
-    parse_duration,
-    rss_criterion,
-)
+from dkv.testing.soak import parse_args, parse_duration
+from dkv.testing.soak_criteria import db_criterion, explain, fds_criterion, log_criterion, rss_criterion
 from dkv.testing.soak_sampler import LogLine, NodeSample, Tick, p99
 
 MIB = 1024 * 1024

@@ -19,7 +19,7 @@ duration, on a fixed key set:
   last ``--tail`` seconds;
 - ``dkv.testing.soak_sampler`` every ``--sample-every`` seconds.
 
-Then it judges, each PASS or FAIL:
+Then it judges (``dkv.testing.soak_criteria``), each PASS or FAIL:
 
 ``history``    every check of the fault suite (``torture.history_checks``)
                and the linearizability verdict;
@@ -41,7 +41,7 @@ Then it judges, each PASS or FAIL:
                any other line is unexplained and fails.
 
 It prints the table and writes ``DIR/soak.json`` (config, samples, criteria,
-log lines), ``DIR/soak.png`` (RSS, fds, throughput and p99 over time:
+log lines), ``DIR/soak.png`` (``dkv.testing.soak_chart``: RSS, fds, throughput and p99 over time:
 matplotlib, the ``bench`` extra, imported only here; without it the chart
 is skipped and the summary says so) beside the fault suite's files
 (``history.jsonl``, ``faults.jsonl``, ``summary.json``). Exit status 0
@@ -56,7 +56,6 @@ import json
 import random
 import re
 import shlex
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -69,7 +68,19 @@ from dkv.testing import faketime
 from dkv.testing.cluster import Cluster
 from dkv.testing.code_version import code_version
 from dkv.testing.fault_schedule import run_schedule
-from dkv.testing.nemesis import FAULT_ACTIONS, SCHEDULES, FaultEvent, Nemesis, NemesisConfig
+from dkv.testing.nemesis import SCHEDULES, FaultEvent, Nemesis, NemesisConfig
+from dkv.testing.soak_chart import write_chart
+from dkv.testing.soak_criteria import (
+    Criterion,
+    counts_text,
+    db_criterion,
+    explain,
+    fds_criterion,
+    history_criterion,
+    log_criterion,
+    rss_criterion,
+    side_criterion,
+)
 from dkv.testing.soak_sampler import LogLine, Sampler, Tick
 from dkv.testing.soak_side import LeaseChecker, WatchChecker
 from dkv.testing.torture import TortureConfig, TortureResult, history_checks, write_files
@@ -78,7 +89,6 @@ from dkv.testing.workload import Workload, WorkloadConfig
 __all__ = ["SoakConfig", "SoakResult", "main", "parse_duration", "run_soak"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([hms]?)\s*$")
-MIB = 1024 * 1024
 
 
 def parse_duration(text: str) -> float:
@@ -164,20 +174,6 @@ class SoakConfig:
             if value != getattr(default, name):
                 args += [flag, f"{value:g}{unit}" if isinstance(value, float) else str(value)]
         return shlex.join([*args, "--out", str(self.out)])
-
-
-@attrs.frozen(kw_only=True)
-class Criterion:
-    name: str
-    ok: bool | None  # None: could not be judged (not a failure)
-    detail: str
-
-    @property
-    def verdict(self) -> str:
-        return {True: "PASS", False: "FAIL", None: "n/a"}[self.ok]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "verdict": self.verdict, "detail": self.detail}
 
 
 @attrs.frozen(kw_only=True)
@@ -328,9 +324,9 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
             errors.append(f"the {name} thread failed: {thread_error!r}")
     explained = explain(sampler.log_lines, events, cfg.log_grace)
     criteria = [
-        _history(torture),
-        _side("watch", watch.violations, f"{watch.events} events, " + _counts(watch.counts)),
-        _side("leases", leases.violations, _counts(leases.counts)),
+        history_criterion(torture),
+        side_criterion("watch", watch.violations, f"{watch.events} events, " + counts_text(watch.counts)),
+        side_criterion("leases", leases.violations, counts_text(leases.counts)),
         rss_criterion(sampler.ticks, cfg.rss_warmup, cfg.rss_tolerance),
         fds_criterion(sampler.ticks, cfg.rss_warmup, cfg.clients + 8),
         db_criterion(sampler.ticks, t0 + cfg.rss_warmup),
@@ -351,205 +347,6 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
         json.dump(result.summary(), f, indent=1)
         f.write("\n")
     return result
-
-
-def _counts(counts: Any) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing done"
-
-
-def _history(torture: TortureResult) -> Criterion:
-    failed = [c for c in torture.checks if not c.passed]
-    verdict = torture.verdict
-    lin = (
-        "linearizable"
-        if verdict is not None and verdict.ok
-        else "linearizability: "
-        + ("not checked" if verdict is None else "timed out" if verdict.timed_out else "VIOLATED")
-    )
-    if failed or torture.errors:
-        detail = "; ".join([*(f"{c.name}: {c.detail}" for c in failed), *torture.errors])
-        return Criterion(name="history", ok=False, detail=detail)
-    ok: bool | None = True if torture.exit_status == 0 else None
-    return Criterion(
-        name="history",
-        ok=ok,
-        detail=f"{len(torture.checks)} checks passed ({', '.join(c.name for c in torture.checks)}); {lin}",
-    )
-
-
-def _side(name: str, violations: Sequence[str], counts: str) -> Criterion:
-    if violations:
-        shown = "\n".join(violations[:10]) + (f"\n... {len(violations) - 10} more" if len(violations) > 10 else "")
-        return Criterion(name=name, ok=False, detail=f"{len(violations)} violations ({counts}):\n{shown}")
-    return Criterion(name=name, ok=True, detail=counts)
-
-
-# -- resources ------------------------------------------------------------------------
-
-
-def _processes(ticks: Sequence[Tick]) -> dict[tuple[str, int], list[tuple[float, int | None, int | None]]]:
-    """(node, pid) -> [(time, rss KiB, fds)] in time order."""
-    out: dict[tuple[str, int], list[tuple[float, int | None, int | None]]] = {}
-    for tick in ticks:
-        for n in tick.nodes:
-            if n.pid is not None:
-                out.setdefault((n.node, n.pid), []).append((tick.time, n.rss_kib, n.fds))
-    return out
-
-
-def _judged(ticks: Sequence[Tick], warmup: float, field: int) -> tuple[list[tuple[str, int, int, int]], list[str]]:
-    """Per process that lived past warmup (and two samples more): (node, pid,
-    value after the warm-up, value at the end: the median of the last three
-    samples); and the processes too short-lived to judge."""
-    judged: list[tuple[str, int, int, int]] = []
-    young: list[str] = []
-    for (node, pid), samples in sorted(_processes(ticks).items()):
-        first = samples[0][0]
-        after = [(t, v) for t, v in ((s[0], s[1 + field]) for s in samples) if v is not None and t >= first + warmup]
-        if len(after) < 3:
-            young.append(f"{node} (pid {pid}, {samples[-1][0] - first:.0f}s)")
-            continue
-        end = int(statistics.median(v for _, v in after[-3:]))
-        judged.append((node, pid, int(after[0][1]), end))
-    return judged, young
-
-
-def rss_criterion(ticks: Sequence[Tick], warmup: float, tolerance: float) -> Criterion:
-    judged, young = _judged(ticks, warmup, 0)
-    rows = [
-        f"{node} pid {pid}: {ref / 1024:.1f} MiB after warm-up -> {end / 1024:.1f} MiB ({(end / ref - 1) * 100:+.1f}%)"
-        for node, pid, ref, end in judged
-    ]
-    bad = [(node, pid) for node, pid, ref, end in judged if end > ref * (1 + tolerance)]
-    note = [f"not judged (restarted, lived < warm-up {warmup:g}s + 3 samples): {', '.join(young)}"] if young else []
-    if not judged:
-        return Criterion(name="rss", ok=None, detail="\n".join(["no node process lived past the warm-up", *note]))
-    return Criterion(
-        name="rss",
-        ok=not bad,
-        detail="\n".join([f"at most {tolerance * 100:g}% above the value after the warm-up", *rows, *note]),
-    )
-
-
-def fds_criterion(ticks: Sequence[Tick], warmup: float, slack: int) -> Criterion:
-    judged, young = _judged(ticks, warmup, 1)
-    rows = [f"{node} pid {pid}: {ref} after warm-up -> {end}" for node, pid, ref, end in judged]
-    bad = [(node, pid) for node, pid, ref, end in judged if end > ref + max(slack, ref // 10)]
-    if not judged:
-        return Criterion(name="fds", ok=None, detail="no node process lived past the warm-up")
-    note = [f"not judged: {', '.join(young)}"] if young else []
-    return Criterion(
-        name="fds", ok=not bad, detail="\n".join([f"flat: at most +{slack} or +10% at the end", *rows, *note])
-    )
-
-
-def db_criterion(ticks: Sequence[Tick], after: float) -> Criterion:
-    late_ticks = [t for t in ticks if t.time >= after]
-    if len(late_ticks) < 4:
-        return Criterion(name="db-size", ok=None, detail="too few samples after the warm-up")
-    half = len(late_ticks) // 2
-    rows, bad = [], []
-    for node in sorted({n.node for t in late_ticks for n in t.nodes}):
-
-        def largest(part: Sequence[Tick], node: str = node) -> int:
-            return max((n.db_bytes or 0 for t in part for n in t.nodes if n.node == node), default=0)
-
-        early, late = largest(late_ticks[:half]), largest(late_ticks[half:])
-        rows.append(f"{node}: {early / MIB:.2f} MiB in the first half -> {late / MIB:.2f} MiB in the second")
-        if late > max(early * 1.25, early + 4 * MIB):
-            bad.append(node)
-    return Criterion(name="db-size", ok=not bad, detail="\n".join(["bounded: at most +25% or +4 MiB", *rows]))
-
-
-# -- log lines ------------------------------------------------------------------------
-
-#: Actions that end a fault (or a step of one).
-_UNDO = frozenset({"restart", "resume", "heal", "rejoin", "clock-reset"})
-
-
-def fault_windows(events: Sequence[FaultEvent], grace: float) -> list[tuple[float, float, FaultEvent]]:
-    """(from, to, fault) for each injected fault: from a second before it
-    until grace seconds after it was undone (its undos are the ones before
-    the next fault: a restart, resume, heal, rejoin or clock reset; a fault
-    with none, a leadership transfer, ends when it is made)."""
-    windows = []
-    for n, event in enumerate(events):
-        if event.action not in FAULT_ACTIONS:
-            continue
-        end = event.time
-        for later in events[n + 1 :]:
-            if later.action in FAULT_ACTIONS:
-                break
-            if later.action in _UNDO:
-                end = later.time
-        windows.append((event.time - 1.0, end + grace, event))
-    return windows
-
-
-def explain(
-    lines: Sequence[LogLine], events: Sequence[FaultEvent], grace: float
-) -> list[tuple[LogLine, FaultEvent | None]]:
-    """Each line with the fault whose window overlaps when it was seen
-    (the latest such), or None: unexplained."""
-    windows = fault_windows(events, grace)
-    out = []
-    for line in lines:
-        matches = [fault for start, end, fault in windows if start <= line.time and line.since <= end]
-        out.append((line, matches[-1] if matches else None))
-    return out
-
-
-def log_criterion(explained: Sequence[tuple[LogLine, FaultEvent | None]]) -> Criterion:
-    unexplained = [line for line, fault in explained if fault is None]
-    kinds: dict[str, int] = {}
-    for _, fault in explained:
-        if fault is not None:
-            kinds[fault.action] = kinds.get(fault.action, 0) + 1
-    summary = f"{len(explained)} warning-level lines, {len(explained) - len(unexplained)} within a fault's window" + (
-        " (" + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + ")" if kinds else ""
-    )
-    if unexplained:
-        shown = [f"{line.node}: {line.text[:160]}" for line in unexplained[:10]]
-        return Criterion(name="log", ok=False, detail="\n".join([summary, f"{len(unexplained)} unexplained:", *shown]))
-    return Criterion(name="log", ok=True, detail=summary)
-
-
-# -- the chart ------------------------------------------------------------------------
-
-
-def write_chart(path: Path, ticks: Sequence[Tick], t0: float) -> str:
-    """RSS, fds, throughput and p99 over time as a PNG; what was written, or
-    why not."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "not drawn: matplotlib is missing (pip install -e '.[bench]')"
-    if not ticks:
-        return "not drawn: no samples"
-    minutes = [(t.time - t0) / 60 for t in ticks]
-    nodes = sorted({n.node for t in ticks for n in t.nodes})
-    fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
-    for node in nodes:
-        rss = [next((n.rss_kib / 1024 for n in t.nodes if n.node == node and n.rss_kib), None) for t in ticks]
-        fds = [next((n.fds for n in t.nodes if n.node == node and n.fds is not None), None) for t in ticks]
-        axes[0].plot(minutes, [float("nan") if v is None else v for v in rss], label=node)
-        axes[1].plot(minutes, [float("nan") if v is None else v for v in fds], label=node)
-    axes[2].plot(minutes, [t.throughput for t in ticks])
-    axes[3].plot(minutes, [float("nan") if t.p99_ms is None else t.p99_ms for t in ticks])
-    for ax, label in zip(axes, ("RSS (MiB)", "open fds", "ok ops/s", "p99 latency (ms)"), strict=True):
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper left")
-    axes[1].legend(loc="upper left")
-    axes[3].set_xlabel("minutes")
-    fig.suptitle("dkv soak")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return str(path)
 
 
 # -- the command line -----------------------------------------------------------------
