@@ -81,18 +81,24 @@ class LeaderStamps:
     record of the window at once), and it carries on from the log time the
     last leader reached even on another machine, whose monotonic clock has
     another origin. A new leader whose applied state lags starts a little
-    behind; ``advance`` keeps log time from moving back meanwhile (records
-    then live a little longer, never shorter). ``stop`` when leadership
-    ends; the next ``now_ms`` starts again from ``log_time_ms()``."""
+    behind: ``advance`` keeps log time from moving back meanwhile (records
+    then live a little longer, never shorter), and once its applied log time
+    overtakes its stamps it starts again just past it. ``stop`` when
+    leadership ends; the next ``now_ms`` starts again from log time."""
 
     def __init__(self) -> None:
         self._origin: tuple[int, float] | None = None
 
     def now_ms(self, monotonic_seconds: float, log_time_ms: Callable[[], int]) -> int:
-        if self._origin is None:
-            self._origin = (log_time_ms() + 1, monotonic_seconds)  # never 0: 0 is "unstamped"
-        base, since = self._origin
-        return base + max(0, int((monotonic_seconds - since) * 1000))
+        """The stamp at monotonic_seconds; log_time_ms reads the applied log time."""
+        applied = log_time_ms()
+        if self._origin is not None:
+            base, since = self._origin
+            stamp = base + max(0, int((monotonic_seconds - since) * 1000))
+            if stamp > applied:
+                return stamp
+        self._origin = (applied + 1, monotonic_seconds)  # never 0: 0 is "unstamped"
+        return applied + 1
 
     def stop(self) -> None:
         self._origin = None

@@ -80,9 +80,11 @@ def test_a_keyed_retry_after_a_leader_change_gets_the_first_answer_until_the_win
 def test_leader_stamps_go_on_from_log_time_by_the_monotonic_clock_only() -> None:
     stamps = LeaderStamps()
     assert stamps.now_ms(50.0, lambda: 7_000) == 7_001  # starts just past the log time it finds
-    assert stamps.now_ms(52.5, lambda: 0) == 9_501  # then its own clock, not the log, moves it
+    assert stamps.now_ms(52.5, lambda: 7_001) == 9_501  # then its own clock, not the log, moves it
+    assert stamps.now_ms(53.0, lambda: 12_000) == 12_001  # a lagging start: applied log time overtook it
+    assert stamps.now_ms(53.5, lambda: 12_001) == 12_501
     stamps.stop()  # leadership ends; a new spell starts from log time again,
-    assert stamps.now_ms(10.0, lambda: 9_501) == 9_502  # whatever origin this machine's clock has
+    assert stamps.now_ms(10.0, lambda: 12_501) == 12_502  # whatever origin this machine's clock has
 
 
 def test_a_new_leader_stamps_on_from_the_log_time_the_old_one_reached() -> None:
