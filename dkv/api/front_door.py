@@ -72,6 +72,7 @@ interim answer, closing the connection.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -944,7 +945,7 @@ class FrontDoorFactory(Factory):
         twisted.web writes them, up to the value of Content-Length (made once
         a second: the Date changes). A 429 (too many requests) carries
         ``Retry-After``."""
-        now = int(self.clock.seconds())
+        now = int(time.time())  # the Date is wall time; the reactor clock is monotonic
         if now != self._date_second:
             self._date_second = now
             self._heads.clear()
@@ -973,7 +974,7 @@ class FrontDoorFactory(Factory):
         if close:
             headers.addRawHeader(b"Connection", b"close")
         headers.addRawHeader(b"Server", server_version)
-        headers.addRawHeader(b"Date", datetimeToString(int(self.clock.seconds())))
+        headers.addRawHeader(b"Date", datetimeToString(int(time.time())))
         headers.addRawHeader(b"Content-Type", answer.content_type)
         for name, value in answer.headers:
             headers.addRawHeader(name, value)

@@ -54,6 +54,7 @@ from dkv.commands import RequestId, stamp
 from dkv.config import Admission
 from dkv.disk_full import is_disk_full
 from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader, Overloaded
+from dkv.idempotency import LeaderStamps, stored_log_time_ms
 from dkv.logs import logger
 from dkv.mvcc import MvccView
 from dkv.mvcc.view import key_count_change
@@ -167,6 +168,8 @@ class ReplicationService(Service):
         #: Hooks told when a snapshot replaced the applied state (the auth cache).
         self.install_listeners: list[Callable[[], None]] = []
         self._leading = False
+        #: What this node stamps while it leads (``dkv.idempotency``).
+        self._stamps = LeaderStamps()
         #: This node's watchers, fed after each apply from the applied state.
         self.watch_hub = WatchHub(clock, self.view, config.watch)
         # What the metrics read at scrape time (``dkv.metrics.NodeState``,
@@ -628,8 +631,12 @@ class ReplicationService(Service):
         """payloads as this leader appends them: stamped with its clock, the
         source of log time (``dkv.idempotency``; a follower forwards them
         unstamped and the leader stamps them as it steps them in)."""
-        now_ms = int(self._clock.seconds() * 1000)
+        now_ms = self._stamps.now_ms(self._clock.seconds(), self._log_time_ms)
         return [stamp(p, now_ms) for p in payloads]
+
+    def _log_time_ms(self) -> int:
+        with self.view() as state:
+            return stored_log_time_ms(state.tables)
 
     def _read_new(self, raft: Raft) -> None:
         """This turn's reads share one ReadIndex request."""
@@ -693,6 +700,7 @@ class ReplicationService(Service):
         leading = raft.role is Role.LEADER
         if leading != self._leading:
             self._leading = leading
+            self._stamps.stop()
             for listener in self.leadership_listeners:
                 listener(leading)
         soft = (raft.role, raft.term, raft.leader)
