@@ -48,6 +48,37 @@ class Limits:
     quota_backend_bytes: int = DEFAULT_QUOTA_BYTES
 
 
+@attrs.frozen
+class Admission:
+    """Admission control (``dkv.replication.admission``): past these bounds
+    new work is refused at once (429 / RESOURCE_EXHAUSTED, etcd's
+    ``etcdserver: too many requests``) instead of queued."""
+
+    #: Writes taken by this node and not yet answered (``--max-pending-proposals``),
+    #: forwarded ones included.
+    max_pending_proposals: int = 1024
+    #: Linearizable reads waiting for a ReadIndex round or for the apply
+    #: (``--max-pending-reads``).
+    max_pending_reads: int = 4096
+    #: Committed entries not yet applied here beyond which writes are refused
+    #: (``--max-apply-gap``; etcd's maxGapBetweenApplyAndCommitIndex, 5000).
+    max_apply_gap: int = 5000
+    #: Seconds the oldest write waiting on this node may have waited before
+    #: new writes are refused (``--max-queue-delay``; 0: no such bound): a
+    #: bound on queueing delay rather than on queue length, so the writes
+    #: admitted under overload are answered about as fast as without it.
+    max_queue_delay: float = 0.25
+    #: The delay bound applies only while at least this many writes wait
+    #: (as CoDel never drops from a near-empty queue): a few writes waiting
+    #: long on a slow disk or a dead leader are not overload, and keep
+    #: waiting for their deadline as before. No flag.
+    queue_delay_min_pending: int = 128
+    #: Bytes of Raft messages queued for one peer (``--max-peer-queue-bytes``):
+    #: beyond it messages are dropped and the core probes the peer again (or
+    #: sends it a snapshot once the entries it needs are compacted).
+    max_peer_queue_bytes: int = 32 << 20
+
+
 def host_port(host: str, port: int) -> str:
     """HOST:PORT, with an IPv6 host in brackets (``[::1]:7070``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -230,6 +261,11 @@ class NodeConfig:
     client_tls: TlsFiles | None = None
     #: Mutual TLS between peers (on the RPC port); None: plaintext.
     peer_tls: TlsFiles | None = None
+    #: Admission control's bounds (``--max-pending-proposals`` and friends).
+    admission: Admission = Admission()
+    #: Events a watcher may have waiting in its stream before it is moved to
+    #: the unsynced group (``--max-watch-pending-events``).
+    watch_max_pending_events: int = 1024
     #: How Raft messages travel: "grpc" (the RPC port) or "twisted" (the peer port).
     peer_transport: str = "grpc"
     #: The peer port (``--peer-transport twisted``); 0: RPC port + PEER_PORT_OFFSET.

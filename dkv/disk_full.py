@@ -4,7 +4,8 @@
 LMDB reports ENOSPC as ``lmdb.DiskError`` and a full map as
 ``lmdb.MapFullError``; the file system reports it as ``OSError`` ENOSPC.
 None of these is a bug, so the node says so in one line (no traceback):
-at start-up as a ``StartupError``, at a write as the reason the node stops.
+at start-up as a ``StartupError``; at a write the driver holds its writes,
+retries them and raises the NOSPACE alarm (``ReplicationService._stall``).
 The space quota (``dkv.quota``) is what keeps a node from getting there.
 """
 

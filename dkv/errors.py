@@ -119,6 +119,23 @@ class NoSpace(DkvError):
     default_message = "etcdserver: mvcc: database space exceeded"
 
 
+class Overloaded(DkvError):
+    """Admission control refused new work: too many requests are waiting on
+    this node (``dkv.replication.admission``). Certainly not applied, safe to
+    retry after ``retry_after`` seconds (HTTP 429 with ``Retry-After``,
+    RESOURCE_EXHAUSTED; etcd's API says ``etcdserver: too many requests``).
+    ``reason`` names the bound that was passed (the metric's label)."""
+
+    http_status = 429
+    grpc_code = 8  # RESOURCE_EXHAUSTED
+    default_message = "too many requests"
+    retry_after = 1
+
+    def __init__(self, message: str | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class Unauthenticated(DkvError):
     """Auth is enabled and the request has no valid token."""
 
@@ -141,7 +158,48 @@ NOT_APPLIED = "not-applied"
 UNKNOWN = "unknown"
 
 
-#: gRPC code number -> the error class a forwarded call's failure becomes.
+#: The trailing metadata key that names the ``DkvError`` class of a failed
+#: gRPC call (``Overloaded``, ``NoSpace``...): several classes share a code
+#: (RESOURCE_EXHAUSTED is 413, 429 and 507), so a follower that forwarded
+#: the call maps the leader's answer back by this name (``BY_NAME``), and by
+#: the code (``BY_GRPC_CODE``) only when it is absent or unknown.
+ERROR_METADATA = "dkv-error"
+#: The trailing metadata key that carries ``Overloaded.reason``.
+REASON_METADATA = "dkv-reason"
+
+#: The errors a leader's answer to a forwarded call is named as, by class
+#: name. Answers about the HTTP exchange itself (RequestTimeout,
+#: HeadersTooLarge, MethodNotAllowed, RouteNotFound) are not among them: they
+#: concern the leader's own caller, and map by code.
+BY_NAME: dict[str, type[DkvError]] = {
+    cls.__name__: cls
+    for cls in (
+        InvalidArgument,
+        KeyNotFound,
+        MemberNotFound,
+        TooLarge,
+        FailedPrecondition,
+        NoLeader,
+        OutcomeUnknown,
+        NoSpace,
+        Overloaded,
+        Unauthenticated,
+        PermissionDenied,
+    )
+}
+
+
+def error_metadata(error: DkvError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata a failed gRPC call carries for error: its
+    outcome, its class name, and an Overloaded refusal's reason."""
+    pairs = [(OUTCOME_METADATA, error.outcome), (ERROR_METADATA, type(error).__name__)]
+    if isinstance(error, Overloaded):
+        pairs.append((REASON_METADATA, error.reason))
+    return tuple(pairs)
+
+
+#: gRPC code number -> the error class a forwarded call's failure becomes
+#: when its answer does not name one (``ERROR_METADATA``).
 BY_GRPC_CODE: dict[int, type[DkvError]] = {
     3: InvalidArgument,
     4: OutcomeUnknown,

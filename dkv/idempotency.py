@@ -2,9 +2,11 @@
 """Exactly-once writes: what the state machine remembers of writes that
 carried an idempotency key, and log time.
 
-**Log time.** The leader's driver stamps its clock (the injected reactor's
-``seconds()``, in milliseconds) into every command it appends, its own and
-those forwarded to it (``Command.leader_time_ms``, ``dkv.commands.stamp``).
+**Log time.** The leader's driver stamps its clock (``LeaderStamps``: the
+log time it found on taking the lead, moved on by the injected reactor's
+``seconds()``, which is monotonic, in milliseconds) into every command it
+appends, its own and those forwarded to it (``Command.leader_time_ms``,
+``dkv.commands.stamp``).
 Applying an entry moves log time to ``max(stamp, log time so far)``: it
 never goes backwards, even when a new leader's clock is behind the old
 one's, and an unstamped entry (0) leaves it alone. Log time is kept in the
@@ -36,6 +38,7 @@ Log time is written once per batch (``flush``).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from google.protobuf import descriptor_pool
@@ -48,7 +51,7 @@ from dkv.pb.idempotency_pb2 import IdempotencyRecord
 from dkv.pb.raft_pb2 import Command
 
 if TYPE_CHECKING:  # dkv.storage's package imports Twisted; this needs only the protocols
-    from dkv.storage.tables import WritableTables
+    from dkv.storage.tables import Tables, WritableTables
 
 RECORDS = "idem.records"
 EXPIRY = "idem.expiry"
@@ -63,6 +66,42 @@ PURGE_PER_ENTRY = 8
 
 _U64 = struct.Struct(">Q")
 _NEVER = 1 << 64
+
+
+def stored_log_time_ms(tables: Tables) -> int:
+    """Log time as the applied state in tables holds it (ms; 0: none yet)."""
+    raw = tables.get(META, LOG_TIME)
+    return 0 if raw is None else _U64.unpack(raw)[0]
+
+
+class LeaderStamps:
+    """What a leader stamps (ms): log time as it found it when it started
+    leading, advanced by its own *monotonic* clock since then. No wall-clock
+    step moves it (a wall clock stepped +1 h would otherwise expire every
+    record of the window at once), and it carries on from the log time the
+    last leader reached even on another machine, whose monotonic clock has
+    another origin. A new leader whose applied state lags starts a little
+    behind: ``advance`` keeps log time from moving back meanwhile (records
+    then live a little longer, never shorter), and once its applied log time
+    overtakes its stamps it starts again just past it. ``stop`` when
+    leadership ends; the next ``now_ms`` starts again from log time."""
+
+    def __init__(self) -> None:
+        self._origin: tuple[int, float] | None = None
+
+    def now_ms(self, monotonic_seconds: float, log_time_ms: Callable[[], int]) -> int:
+        """The stamp at monotonic_seconds; log_time_ms reads the applied log time."""
+        applied = log_time_ms()
+        if self._origin is not None:
+            base, since = self._origin
+            stamp = base + max(0, int((monotonic_seconds - since) * 1000))
+            if stamp > applied:
+                return stamp
+        self._origin = (applied + 1, monotonic_seconds)  # never 0: 0 is "unstamped"
+        return applied + 1
+
+    def stop(self) -> None:
+        self._origin = None
 
 
 class IdempotencyKeyReused(DkvError):

@@ -80,6 +80,9 @@ class NodeState:
     #: Requests refused by auth (``dkv.auth``), by reason: ``no_user``,
     #: ``bad_token``, ``denied``, ``authenticate`` (a wrong password).
     auth_failures: Mapping[str, int] = attrs.field(factory=dict)
+    #: Requests refused by admission control (``dkv.replication.admission``),
+    #: by reason: ``pending_proposals``, ``pending_reads``, ``apply_gap``.
+    requests_refused: Mapping[str, int] = attrs.field(factory=dict)
 
 
 class RequestMeter:
@@ -193,6 +196,12 @@ class _StateCollector:
         for reason in _AUTH_REASONS:
             failures.add_metric([reason], state.auth_failures.get(reason, 0))
         yield failures
+        refused = CounterMetricFamily("dkv_server_requests_refused", "Requests refused by admission control "
+                                      "(429 / RESOURCE_EXHAUSTED: too many requests), by the bound they passed.",
+                                      labels=["reason"])
+        for reason, count in sorted(state.requests_refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

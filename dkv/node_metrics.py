@@ -47,4 +47,5 @@ def node_state(node: Node, transport: PeerAccounting) -> NodeState | None:
         peer_sent=dict(transport.sent_bytes),
         peer_received=dict(transport.received_bytes),
         auth_failures=dict(node.auth.failures),
+        requests_refused=dict(replication.admission.refused),
     )

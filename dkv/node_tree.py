@@ -70,7 +70,7 @@ from dkv.tls.service import TlsService
 from dkv.transport.cluster_client import ClusterClient, join_cluster
 from dkv.transport.grpc_peer import GrpcTransport
 from dkv.transport.snapshots import SnapshotReceiver, send_snapshot
-from dkv.transport.twisted_peer import TwistedTransport
+from dkv.transport.twisted_peer import PeerSettings, TwistedTransport
 from dkv.watch import WatchSettings
 
 log = logger("dkv")
@@ -102,6 +102,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         on_unreachable=lambda peer: replication.unreachable(peer),
         on_round_trip=lambda peer, seconds: metrics.peer_rtt.labels(peer).observe(seconds),
         channel_credentials=tls.peer_channel_credentials,
+        max_queue_bytes=c.admission.max_peer_queue_bytes,
     )
     # gRPC's Raft service stays on the RPC port (snapshots travel there);
     # with --peer-transport twisted the messages take the peer port instead.
@@ -119,6 +120,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
             on_round_trip=lambda peer, seconds: metrics.peer_rtt.labels(peer).observe(seconds),
             client_tls=peer_port_tls.client_creator,
             cert_check=peer_port_tls.check,
+            settings=PeerSettings(max_pending_bytes=c.admission.max_peer_queue_bytes),
         )
     guard = PeerGuard(tls, raft_transport.member_address)
     transport.guard = guard
@@ -135,7 +137,10 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
             first_election_ticks=first_election_ticks,
             snapshot_entries=c.snapshot_entries,
             snapshot_keep=c.snapshot_keep,
-            watch=WatchSettings(progress_interval=c.watch_progress_interval),
+            watch=WatchSettings(
+                progress_interval=c.watch_progress_interval, max_pending_events=c.watch_max_pending_events
+            ),
+            admission=c.admission,
         ),
         on_fatal=lambda failure: _fatal(reactor, failure),
         on_removed=lambda: reactor.callLater(0, reactor.stop),

@@ -20,6 +20,7 @@ from dkv.config import (
     DEFAULT_QUOTA_BYTES,
     PEER_PORT_OFFSET,
     PEER_TRANSPORTS,
+    Admission,
     ClusterSpec,
     ConfigError,
     Limits,
@@ -222,6 +223,58 @@ class Options(usage.Options):
     ]
 
     optParameters += [
+        [
+            "max-pending-proposals",
+            None,
+            1024,
+            "Writes this node may have waiting for the cluster (forwarded ones included); "
+            "more are refused at once with 429 / RESOURCE_EXHAUSTED (too many requests).",
+            _positive_int,
+        ],
+        [
+            "max-pending-reads",
+            None,
+            4096,
+            "Linearizable reads this node may have waiting for a ReadIndex round or the apply; "
+            "more are refused at once with 429 / RESOURCE_EXHAUSTED.",
+            _positive_int,
+        ],
+        [
+            "max-apply-gap",
+            None,
+            5000,
+            "Writes are refused with 429 / RESOURCE_EXHAUSTED while this node's applied index trails "
+            "the commit index by more than this many entries (etcd's 5000).",
+            _positive_int,
+        ],
+        [
+            "max-queue-delay",
+            None,
+            0.25,
+            "Seconds the oldest write waiting on this node may have waited (while 128 or more wait and "
+            "a leader is known); past it new writes are refused at once with 429 / RESOURCE_EXHAUSTED "
+            "(0: no such bound).",
+            _seconds,
+        ],
+        [
+            "max-peer-queue-bytes",
+            None,
+            32 << 20,
+            "Bytes of Raft messages queued for one peer; beyond it the oldest are dropped and the "
+            "peer is probed again (or sent a snapshot).",
+            _positive_int,
+        ],
+        [
+            "max-watch-pending-events",
+            None,
+            1024,
+            "Events one watcher may have waiting in its stream; a slower watcher is moved to the "
+            "unsynced group and catches up from the store.",
+            _positive_int,
+        ],
+    ]
+
+    optParameters += [
         ["cert-file", None, "", "TLS certificate (PEM, chain) of the client ports: REST and gRPC on the RPC port."],
         ["key-file", None, "", "Private key (PEM) of --cert-file."],
         ["trusted-ca-file", None, "", "CA certificates (PEM) that client certificates must be signed by."],
@@ -359,6 +412,14 @@ class Options(usage.Options):
             peer_transport=transport,
             peer_port=self["peer-port"],
             peer_port_routes=peer_port_routes,
+            admission=Admission(
+                max_pending_proposals=self["max-pending-proposals"],
+                max_pending_reads=self["max-pending-reads"],
+                max_apply_gap=self["max-apply-gap"],
+                max_queue_delay=self["max-queue-delay"],
+                max_peer_queue_bytes=self["max-peer-queue-bytes"],
+            ),
+            watch_max_pending_events=self["max-watch-pending-events"],
         )
 
     def _tls(self) -> tuple[TlsFiles | None, TlsFiles | None]:

@@ -10,9 +10,14 @@ itself, once, through the log -- and refuses the write with etcd's
 at apply (``dkv.statemachine``) until ``alarm disarm`` clears it; a write
 that finds the db still over the quota raises it again.
 
-A store that reports the disk full (``lmdb.MapFullError``, ENOSPC) has the
-driver stop the node with one clear line; the quota is how dkv keeps from
-getting there (see the README, "Space quota and the NOSPACE alarm").
+A store that reports the disk full (``lmdb.MapFullError``, ENOSPC) makes
+the driver hold its writes and retry them (``ReplicationService._stall``);
+it tells the quota, which raises the alarm the same way, refuses the writes
+that grow the db at once, and lists this member's NOSPACE alarm locally
+(``alarms``, and so ``/health``) until a retry gets through, even while the
+replicated alarm cannot commit (every member's disk full). The quota is
+how dkv keeps from getting there (see the README, "Space quota and the
+NOSPACE alarm").
 """
 
 from __future__ import annotations
@@ -56,9 +61,19 @@ class Quota:
     _measured_at: float | None = attrs.field(default=None, init=False)
     _since: int = attrs.field(default=0, init=False)
 
+    def __attrs_post_init__(self) -> None:
+        self.replication.disk_full_listeners.append(self._disk_full_changed)
+
+    def _disk_full_changed(self, full: bool) -> None:
+        if full and not self._raising and not self._mine_active():
+            self._propose_alarm()
+
     def check(self, cost: int) -> None:
         """Raise NoSpace (and the alarm) if a write of cost bytes would take
         the db's bytes in use past the quota."""
+        if self.replication.disk_full:
+            self._disk_full_changed(True)  # the driver said why, in its one line
+            raise NoSpace()
         now = self.replication.clock.seconds()
         stale = self._measured_at is None or now - self._measured_at >= MEASURE_SECONDS
         if stale or self._in_use + self._since + cost > self.quota_bytes:
@@ -78,6 +93,9 @@ class Quota:
             in_use=in_use,
             quota=self.quota_bytes,
         )
+        self._propose_alarm()
+
+    def _propose_alarm(self) -> None:
         self._raising = True
         d = self.propose(AlarmRequest(action=AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=NOSPACE))
 
@@ -90,12 +108,22 @@ class Quota:
         )
 
     def _mine_active(self) -> bool:
-        return any(a.memberID == self.member_id and a.alarm == NOSPACE for a in self.alarms())
+        return any(a.memberID == self.member_id and a.alarm == NOSPACE for a in self._applied_alarms())
 
-    def alarms(self) -> list[AlarmMember]:
-        """The active alarms in this node's applied state."""
+    def _applied_alarms(self) -> list[AlarmMember]:
         with self.replication.view() as state:
             return list(AlarmReader(state.tables).all())
+
+    def alarms(self) -> list[AlarmMember]:
+        """The active alarms in this node's applied state, and this member's
+        NOSPACE while its disk is full (a local fact: it shows even before
+        the replicated alarm is applied here, or if it never can be)."""
+        alarms = self._applied_alarms()
+        mine = AlarmMember(memberID=self.member_id, alarm=NOSPACE)
+        if self.replication.disk_full and mine not in alarms:
+            alarms.append(mine)
+            alarms.sort(key=lambda a: (a.memberID, a.alarm))
+        return alarms
 
     def nospace(self) -> bool:
         """Whether a NOSPACE alarm is active (this node's applied state)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.python import usage
 
-from dkv.config import ConfigError, parse_cluster, parse_routes
+from dkv.config import Admission, ConfigError, parse_cluster, parse_routes
 from dkv.options import Options
 
 CLUSTER = "a@127.0.0.1:7070,b@127.0.0.1:8080,c@127.0.0.1:9090"
@@ -78,6 +78,8 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "auth-token-ttl": "60.0", "quota-backend-bytes": "524288",
         "cert-file": "s.crt", "key-file": "s.key", "trusted-ca-file": "ca.crt",
         "peer-cert-file": "p.crt", "peer-key-file": "p.key", "peer-trusted-ca-file": "pca.crt",
+        "max-pending-proposals": "11", "max-pending-reads": "12", "max-apply-gap": "13",
+        "max-peer-queue-bytes": "14000", "max-watch-pending-events": "15", "max-queue-delay": "0.5",
         "peer-transport": "twisted", "peer-port": "7180",
     }
     flags = {p[0] for p in Options.optParameters}
@@ -99,6 +101,11 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].limits.quota_backend_bytes == 524288
     assert o["config"].auto_compaction == ("revision", 1000.0)
     assert o["config"].watch_progress_interval == 2.5
+    assert o["config"].admission == Admission(
+        max_pending_proposals=11, max_pending_reads=12, max_apply_gap=13, max_peer_queue_bytes=14000,
+        max_queue_delay=0.5,
+    )
+    assert o["config"].watch_max_pending_events == 15
     assert (o["config"].peer_transport, o["config"].effective_peer_port) == ("twisted", 7180)
     assert o["config"].log_format == "json"
     assert o["config"].metrics_port == 7172

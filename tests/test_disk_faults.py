@@ -96,6 +96,39 @@ async def test_other_commit_errors_are_not_disk_failures(tmp_path) -> None:
         await store.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_eio_on_a_file_system_without_room_is_a_full_disk(tmp_path, monkeypatch) -> None:
+    """LMDB reports a write the disk cut short (the space ran out midway) as
+    EIO. With no room left on the file system that is a full disk: ENOSPC,
+    the store still takes writes, and the very same batch commits once
+    there is room again (nothing of it was committed)."""
+    from dkv.disk_full import is_disk_full
+    from dkv.storage import lmdb_store
+
+    store = open_lmdb(str(tmp_path / "n.db"))
+    store.bootstrap("cid", MEMBERS)
+    room = [0]
+    monkeypatch.setattr(lmdb_store, "free_bytes", lambda path: room[0])
+    store.fault_hook = _fail_with_eio
+    batch_entries = (put_entry(2, b"k", b"v"),)
+    batch = WriteBatch(HardState(2, "a", 2), batch_entries, applied(store, batch_entries))
+    try:
+        with pytest.raises(OSError) as full:
+            await store.write(batch)
+        assert is_disk_full(full.value) and not isinstance(full.value, DiskFailed)
+        assert "cut short by a full file system" in str(full.value)
+        assert value(store, b"k") is None
+        store.fault_hook = None
+        room[0] = 1 << 30
+        await store.write(batch)
+        assert value(store, b"k") == b"v"
+        store.fault_hook = _fail_with_eio  # with room, EIO is the disk failing
+        with pytest.raises(DiskFailed):
+            await store.write(WriteBatch(HardState(2, "a", 2)))
+    finally:
+        await store.close()
+
+
 # -- the driver ------------------------------------------------------------------------
 
 

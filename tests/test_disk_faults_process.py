@@ -92,3 +92,55 @@ def test_a_damaged_db_stops_start_up_with_one_line(tmp_path, procs, damage, need
             f.write(b"\0" * 8192)
     code, stderr, _, elapsed = run_failing(node.argv, node.env, tmp_path)
     assert_one_line_error(code, stderr, elapsed, str(db), needle, "re-join")
+
+
+def test_a_node_whose_disk_is_full_raises_nospace_serves_reads_and_resumes_when_space_is_freed(
+    tmp_path, procs
+) -> None:
+    """The test-only ``enospc-when`` hook: every commit fails with ENOSPC
+    while the trigger file exists. The node does not stop: it says so in one
+    line, reports NOSPACE (``/health``, the alarm list), serves what it has
+    applied, refuses writes that grow the db, and once space is freed the
+    write it held goes through; after ``alarm disarm`` writes resume."""
+    trigger = tmp_path / "disk-full-now"
+    faults = {ENABLE_VARIABLE: "1", SPEC_VARIABLE: f"enospc-when={trigger}"}
+    config = one_node(tmp_path / "a.db", log_level="info", request_timeout=2.0)
+    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command(), env=faults)
+    procs.append(node)
+    with _show_logs_on_failure(procs):
+        node.start()
+        node.wait_ready()
+        wait_leader(node)
+        for i in range(20):
+            assert put(node, b"key-%d" % i, b"value-%d" % i) == (200, {})
+
+        trigger.touch()  # the disk is full from now on
+        code, _ = put(node, b"held", b"x")
+        assert code == 504  # its entry could not be stored: outcome unknown, not lost
+        code, body = node.request("GET", "/health")
+        assert (code, body) == (503, {"health": "false", "reason": "ALARM NOSPACE"})
+        code, body = node.request("POST", "/v3/maintenance/alarm", {})
+        assert code == 200 and [a["alarm"] for a in body["alarms"]] == ["NOSPACE"], body
+        code, body = put(node, b"refused", b"x")
+        assert code == 507, body  # refused before it is proposed
+        for i in range(20):  # what was applied is served (linearizable reads)
+            code, body = get(node, b"key-%d" % i)
+            assert code == 200 and unb64(body["value"]) == b"value-%d" % i
+        assert node.alive
+        log = node.log_text()
+        assert len([line for line in log.splitlines() if "the disk is full" in line]) == 1, log
+        assert "Traceback" not in log
+
+        os.unlink(trigger)  # space was freed
+        wait_until(lambda: get(node, b"held")[0] == 200, 30.0, "the held write to be applied")
+        assert unb64(get(node, b"held")[1]["value"]) == b"x"
+        assert "has room again" in node.log_text()
+        code, body = node.request("POST", "/v3/maintenance/alarm", {})  # the replicated alarm stays
+        member = body["alarms"][0]["memberID"]
+        code, body = node.request(
+            "POST", "/v3/maintenance/alarm", {"action": "DEACTIVATE", "memberID": member, "alarm": "NOSPACE"}
+        )
+        assert code == 200, body
+        assert put(node, b"after", b"y") == (200, {})
+        assert node.request("GET", "/health")[0] == 200
+        assert node.stop() == 0

@@ -1,6 +1,8 @@
 """A full disk is told apart from other storage failures and said in one
-line: at start-up as a StartupError (no traceback), at a write as the one
-critical line the node stops with."""
+line: at start-up as a StartupError (no traceback); at a write as one
+critical line, after which the node holds its writes (retrying them),
+raises the NOSPACE alarm, serves what it applied, and resumes when space is
+freed -- without diverging from the other members."""
 
 from __future__ import annotations
 
@@ -13,15 +15,23 @@ import pytest
 from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
+from dkv.commands import encode_delete
 from dkv.config import NodeConfig
 from dkv.disk_full import is_disk_full
 from dkv.errors import StartupError
+from dkv.ids import member_id
+from dkv.mvcc.errors import NoSpace
+from dkv.node import Node
 from dkv.node_tree import _open_store, _prepare
+from dkv.pb.etcd_rpc_pb2 import NOSPACE, AlarmRequest
 from dkv.raft.membership import Member, Membership
+from dkv.raft.messages import HardState
 from dkv.replication import DriverConfig, ReplicationService
+from dkv.storage.disk_faults import enospc
 from dkv.storage.memory import MemoryStore
-from tests.test_replication import TICK, Network, pump
+from tests.test_replication import TICK, Network, leader_of, make, ok, outcome, pump, put, stored
 
 
 def test_disk_full_errors_are_recognised() -> None:
@@ -61,11 +71,25 @@ def test_preparing_on_a_full_disk_is_one_line(tmp_path) -> None:
     assert str(e.value).startswith(f"db path {tmp_path / 'a.db'}: the disk is full")
 
 
-def test_a_write_on_a_full_disk_stops_the_node_with_one_line() -> None:
-    clock = Clock()
-    store = MemoryStore()
-    fatal: list = []
-    svc = ReplicationService(
+class FullableStore(MemoryStore):
+    """A MemoryStore whose writes fail as a full disk does while ``full``
+    (nothing of the batch is stored), counting the attempts."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.full = False
+        self.refused = 0
+        self.error = error or lmdb.DiskError("mdb_txn_commit", errno.ENOSPC)
+
+    def write(self, batch):
+        if self.full:
+            self.refused += 1
+            return fail(self.error)
+        return super().write(batch)
+
+
+def _one_node(store: MemoryStore, clock: Clock, fatal: list) -> ReplicationService:
+    return ReplicationService(
         node_id="a",
         state=store.bootstrap("cid", Membership((Member("a", "x:1"),))),
         store=store,
@@ -75,14 +99,154 @@ def test_a_write_on_a_full_disk_stops_the_node_with_one_line() -> None:
         on_fatal=fatal.append,
         config=DriverConfig(tick_seconds=TICK, request_timeout=1, first_election_ticks=1),
     )
-    store.write = lambda batch: fail(lmdb.DiskError("mdb_txn_commit", errno.ENOSPC))  # type: ignore[method-assign]
+
+
+def _disk_full_lines(events: list[dict]) -> list[dict]:
+    return [e for e in events if e.get("log_namespace") == "dkv.replication" and "disk is full" in e["log_format"]]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [lmdb.DiskError("mdb_txn_commit", errno.ENOSPC), lmdb.MapFullError("mdb_put", -30792), enospc()],
+    ids=["lmdb-enospc", "map-full", "oserror-enospc"],
+)
+def test_a_full_disk_holds_the_writes_raises_nospace_and_resumes_when_space_is_freed(error) -> None:
+    clock = Clock()
+    store = FullableStore(error)
+    fatal: list = []
+    svc = _one_node(store, clock, fatal)
+    node = Node(svc, store)
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:
         svc.startService()
+        pump(clock, 0.1)
+        before = outcome(put(svc, b"before", b"1"))
         pump(clock, 0.05)
+        assert ok(before)
+        assert svc.read(b"before") == b"1"
+
+        store.full = True
+        pending = outcome(put(svc, b"during", b"2"))  # its entry cannot be stored: never acknowledged
+        pump(clock, 3.5)
+        assert not fatal and svc.running and svc.disk_full
+        assert store.refused >= 3  # tried again every second
+        assert len(_disk_full_lines(events)) == 1 and "log_failure" not in _disk_full_lines(events)[0]
+        assert len(pending) == 1 and isinstance(pending[0], Failure)  # timed out: outcome unknown, not lost
+        # NOSPACE shows locally at once; writes that grow the db are refused
+        # before they are proposed; what was applied is still served.
+        assert [(a.memberID, a.alarm) for a in node.quota.alarms()] == [(member_id("a"), NOSPACE)]
+        assert node.quota.nospace()
+        with pytest.raises(NoSpace):
+            node.quota.check(10)
+        assert svc.read(b"before") == b"1"
+        assert svc.read(b"during") is None
+
+        store.full = False  # space was freed
+        pump(clock, 1.5)
+        assert not svc.disk_full and not fatal
+        assert any("has room again" in e["log_format"] for e in events if e.get("log_namespace") == "dkv.replication")
+        # The held write went through: the entry the client gave up on is
+        # applied, and the replicated alarm (raised while full) is too.
+        assert svc.read(b"during") == b"2" and stored(store, b"during") == b"2"
+        assert [(a.memberID, a.alarm) for a in node.quota.alarms()] == [(member_id("a"), NOSPACE)]
+        disarmed = outcome(
+            node.quota.propose(AlarmRequest(action=AlarmRequest.DEACTIVATE, memberID=member_id("a"), alarm=NOSPACE))
+        )
+        pump(clock, 0.1)
+        assert len(disarmed) == 1 and not isinstance(disarmed[0], Failure)
+        assert not node.quota.nospace()
+        after = outcome(put(svc, b"after", b"3"))
+        pump(clock, 0.1)
+        assert ok(after) and stored(store, b"after") == b"3"
     finally:
         globalLogPublisher.removeObserver(events.append)
-    assert fatal and fatal[0].check(lmdb.DiskError)
-    [line] = [e for e in events if e.get("log_namespace") == "dkv.replication" and "disk is full" in e["log_format"]]
-    assert "log_failure" not in line  # no traceback
+        svc.stopService()
+
+
+def test_a_member_with_a_full_disk_does_not_diverge_from_the_others() -> None:
+    """A follower's disk fills: the other two go on committing (its appends
+    are not acknowledged while its disk is full); the replicated alarm it
+    raises is committed by them, so every member refuses writes that grow
+    the db, while deletes go through. Once space is freed it applies the
+    same entries in the same order and ends in the same state."""
+    clock = Clock()
+    net = Network(clock)
+    stores = {i: FullableStore() for i in ("a", "b", "c")}
+    services = make(["a", "b", "c"], clock, net, stores=stores)
+    pump(clock, 0.5)
+    leader = leader_of(services)
+    follower = next(i for i, s in services.items() if s is not leader)
+    for n in range(5):
+        outcome(put(leader, b"k%d" % n, b"v%d" % n))
+    pump(clock, 0.2)
+
+    quota = Node(services[follower], stores[follower]).quota  # the node's, from its start
+    stores[follower].full = True
+    written = [outcome(put(leader, b"while-%d" % n, b"x")) for n in range(3)]
+    pump(clock, 0.3)
+    assert all(ok(w) for w in written)  # a majority stores them: acknowledged
+    assert services[follower].disk_full
+    assert quota.nospace()
+    pump(clock, 0.5)  # its alarm, forwarded to the leader, commits on the other two
+    leader_quota = Node(leader, stores[leader.node_id]).quota
+    assert [(a.memberID, a.alarm) for a in leader_quota.alarms()] == [(member_id(follower), NOSPACE)]
+    refused = outcome(put(leader, b"grow", b"x"))
+    rid = leader.next_request_id()
+    deleted = outcome(leader.propose(rid, encode_delete(rid, b"k0")))
+    pump(clock, 0.3)
+    assert len(refused) == 1 and isinstance(refused[0], Failure) and refused[0].check(NoSpace)
+    assert ok(deleted)
+
+    stores[follower].full = False
+    pump(clock, 2.0)
+    assert not services[follower].disk_full
+    applied = {s.applied for s in services.values()}
+    assert len(applied) == 1, applied
+    for key in (b"k0", b"k1", b"while-0", b"while-2", b"grow"):
+        values = {i: stored(stores[i], key) for i in services}
+        assert len(set(values.values())) == 1, (key, values)
+    assert stored(stores[follower], b"while-2") == b"x" and stored(stores[follower], b"k0") is None
+    for s in services.values():
+        s.stopService()
+
+
+def test_a_full_lmdb_map_refuses_the_batch_whole_and_a_restart_grows_the_map(tmp_path) -> None:
+    """LMDB's map is full (a real ``MapFullError``): the batch is refused
+    whole, nothing of it stored, so the driver may hold it and try it again
+    (``test_a_full_disk_holds_the_writes...``). LMDB cannot grow the map of
+    an environment other threads read; reopening does (``map_size_for``),
+    and the very same batch then commits."""
+    from twisted.internet import reactor
+
+    from dkv.storage import WriteBatch
+    from dkv.storage.lmdb_store import LmdbStore
+    from tests.test_storage import MEMBERS, applied, put_entry, value
+
+    path = str(tmp_path / "small.db")
+    store = LmdbStore.open(path, reactor, map_size=1 << 20)
+    store.bootstrap("cid", MEMBERS)
+    index = 2
+    refused: WriteBatch | None = None
+    while refused is None:
+        entries = tuple(put_entry(i, b"key-%d" % i, b"v" * 4000) for i in range(index, index + 20))
+        batch = WriteBatch(HardState(2, "", entries[-1].index), entries, applied(store, entries))
+        try:
+            store._write_batch(batch)
+        except lmdb.MapFullError as e:
+            assert is_disk_full(e)
+            refused = batch
+        else:
+            index += 20
+        assert index < 2000, "the 1 MiB map never filled"
+    assert value(store, b"key-%d" % (index - 1)) == b"v" * 4000
+    assert value(store, b"key-%d" % index) is None  # nothing of the refused batch
+    store.close_now()
+
+    reopened = LmdbStore.open(path, reactor, map_size=1 << 20)
+    try:
+        reopened._write_batch(refused)
+        assert value(reopened, b"key-%d" % (index + 19)) == b"v" * 4000
+        assert value(reopened, b"key-2") == b"v" * 4000
+    finally:
+        reopened.close_now()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.driver_sim import DriverChaos, DriverCluster
+from tests.driver_sim import TICK, DriverChaos, DriverCluster
 
 SEEDS = int(os.environ.get("DKV_DRIVER_SEEDS", "60"))
 ONE_SEED = os.environ.get("DKV_DRIVER_SEED")
@@ -84,3 +84,39 @@ def test_drivers_snapshot_heavy(seed: int) -> None:
         steps=3000,
     )
     assert cluster.stats.get("snapshot-staged", 0) > 0, cluster.stats
+
+
+#: No faults but the one slow disk: the schedule that starved elections.
+_QUIET = DriverChaos(
+    drop=0.0, duplicate=0.0, delay=0.0, slow_write=0.0, crash_weight=0.0, partition_weight=0.0,
+    write_weight=0.0, read_weight=0.0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("slow", ["n1", "n2"])
+@pytest.mark.parametrize("seed", _seeds(4))
+def test_a_member_whose_disk_is_slow_from_start_up_does_not_starve_elections(seed: int, slow: str) -> None:
+    """Every write of one member takes as long as the shortest election
+    timeout (n1 is also the first listed, with the short first timeout).
+    Regression: that member used to start its next campaign before the vote
+    requests of the last one had left (they wait for its disk), and each
+    late request reset the others' timers: no leader in 60 s of a real
+    cluster. A leader must be known to every member within 2 s here
+    (20 election timeouts), and a write must then be acknowledged."""
+    cluster = DriverCluster(seed, chaos=_QUIET)
+    cluster.stores[slow].delay = lambda: 10 * TICK
+    start = cluster.clock.seconds()
+
+    def agreed() -> bool:
+        leader = cluster.leader()
+        return leader is not None and all(
+            s is not None and s.raft is not None and s.raft.leader == leader for s in cluster.services.values()
+        )
+
+    while not agreed():
+        assert cluster.clock.seconds() - start < 2.0, {
+            n: (s.raft.role.value, s.raft.term) for n, s in cluster.services.items() if s is not None and s.raft
+        }
+        cluster.clock.advance(TICK / 2)
+        cluster.check()
+    cluster.check_liveness()

@@ -2,10 +2,11 @@
 
 A real in-process gRPC server answers ``dkv.v0.Cluster/TransferLeader`` as
 each test asks: with a dkv error through ``dkv.api.grpc_kv.abort`` (which
-adds ``dkv-outcome`` trailing metadata), with a bare status and no metadata,
-or never. The client must say "not applied" (NoLeader, 503) only when the
-leader said so or the call was never sent, and "unknown" (OutcomeUnknown,
-504) otherwise, whatever the messages say.
+adds ``dkv-outcome`` and ``dkv-error`` trailing metadata), with a bare status
+and no metadata, or never. The client must say "not applied" (NoLeader, 503)
+only when the leader said so or the call was never sent, and "unknown"
+(OutcomeUnknown, 504) otherwise, whatever the messages say; and a refusal
+keeps its kind (429, 507 or 413, all RESOURCE_EXHAUSTED) by its name.
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ from grpc import aio
 
 from dkv.aio import deferred_from
 from dkv.api.grpc_kv import abort
+from dkv.auth.node_auth import v0_error
 from dkv.errors import (
     DkvError,
     FailedPrecondition,
     MemberNotFound,
     NoLeader,
+    NoSpace,
     OutcomeUnknown,
+    Overloaded,
     RequestTimeout,
+    TooLarge,
 )
+from dkv.mvcc import errors as etcd_errors
 from dkv.pb import kv_pb2, kv_pb2_grpc
 from dkv.transport.cluster_client import ClusterClient
 
@@ -94,6 +100,10 @@ def _aborting(error: DkvError) -> Answer:
         (MemberNotFound("no member c"), MemberNotFound),
         # DEADLINE_EXCEEDED that the leader says was not applied is not "unknown".
         (RequestTimeout(), NoLeader),
+        # Three kinds share RESOURCE_EXHAUSTED: the answer's dkv-error names which.
+        (Overloaded("too many requests: 9 writes are waiting", reason="pending_proposals"), Overloaded),
+        (NoSpace(), NoSpace),
+        (TooLarge("value is 2000000 bytes"), TooLarge),
     ],
 )
 @pytest_twisted.ensureDeferred
@@ -207,3 +217,63 @@ async def test_a_leader_that_answers_gives_its_response() -> None:
         await deferred_from(client.close())
         await deferred_from(server.stop(0))
     assert response.leader_id == "a"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_overloaded_leader_answers_429_with_its_reason() -> None:
+    """An admission-control refusal forwarded back stays a 429 with
+    Retry-After and its reason: certainly not applied, safe to retry."""
+    servicer = _Leader()
+    servicer.answer = _aborting(Overloaded("too many requests: 9 writes are waiting", reason="pending_proposals"))
+    server, address = await deferred_from(_serve(servicer))
+    client = ClusterClient(10.0)
+    try:
+        got = await _failure(client, address)
+    finally:
+        await deferred_from(client.close())
+        await deferred_from(server.stop(0))
+    assert isinstance(got, Overloaded)
+    assert (got.http_status, got.grpc_code, got.outcome) == (429, 8, "not-applied")
+    assert got.reason == "pending_proposals" and got.retry_after >= 1
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        # An older leader (no dkv-error): the code decides, as before.
+        ((("dkv-outcome", "not-applied"),), TooLarge),
+        # A name this side does not know: the code decides.
+        ((("dkv-outcome", "not-applied"), ("dkv-error", "SomethingNew")), TooLarge),
+        ((("dkv-outcome", "not-applied"), ("dkv-error", "NoSpace")), NoSpace),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_without_a_known_error_name_the_code_decides(
+    metadata: tuple[tuple[str, str], ...], expected: type[DkvError]
+) -> None:
+    async def answer(context: aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "refused", trailing_metadata=metadata)
+
+    servicer = _Leader()
+    servicer.answer = answer
+    server, address = await deferred_from(_serve(servicer))
+    client = ClusterClient(10.0)
+    try:
+        got = await _failure(client, address)
+    finally:
+        await deferred_from(client.close())
+        await deferred_from(server.stop(0))
+    assert type(got) is expected
+    assert got.message == "refused"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(etcd_errors.NoSpace(), NoSpace), (etcd_errors.TooManyRequests(), Overloaded)],
+)
+def test_etcds_resource_exhausted_errors_keep_their_kind_in_v0(
+    error: etcd_errors.EtcdError, expected: type[DkvError]
+) -> None:
+    """etcd's "no space" and "too many requests" share RESOURCE_EXHAUSTED
+    with "too large"; dkv's API answers them 507 and 429, not 413."""
+    assert type(v0_error(error)) is expected

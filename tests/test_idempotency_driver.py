@@ -1,15 +1,16 @@
-"""Log time at the driver: the leader stamps its (injected) clock into every
-command it appends, its own and those forwarded to it, so every replica
-applies the same stamps; nothing is appended for time to pass; and a keyed
-write retried on another node after a leader change gets the first answer,
-until the window of log time has passed."""
+"""Log time at the driver: the leader stamps log time (as it found it when it took
+the lead, moved on by its injected monotonic clock) into every command it
+appends, its own and those forwarded to it, so every replica applies the same
+stamps; nothing is appended for time to pass; and a keyed write retried on
+another node after a leader change gets the first answer, until the window of
+log time has passed."""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 
 from dkv.commands import Idempotency, decode, encode
-from dkv.idempotency import IdempotencyTable
+from dkv.idempotency import IdempotencyTable, LeaderStamps
 from dkv.pb.etcd_rpc_pb2 import PutRequest
 from dkv.raft.messages import EntryKind
 from dkv.storage.overlay import Overlay
@@ -36,8 +37,8 @@ def test_the_leader_stamps_what_it_appends_and_every_replica_holds_the_same() ->
     pump(clock, 0.1)
     assert ok(own) and ok(forwarded)
     stamps = _stamps(services["a"])
-    assert len(stamps) == 2 and all(START * 1000 < s <= clock.seconds() * 1000 for s in stamps)
-    assert stamps[0] < stamps[1]
+    # A fresh cluster's log time starts at 0; stamps move on with the leader's clock.
+    assert len(stamps) == 2 and 0 < stamps[0] < stamps[1] <= stamps[0] + 1000 * (clock.seconds() - START)
     for svc in services.values():
         assert _stamps(svc) == stamps
     # Time passing appends nothing (no clock entries move the log).
@@ -74,3 +75,35 @@ def test_a_keyed_retry_after_a_leader_change_gets_the_first_answer_until_the_win
     late = outcome(_keyed_put(services["c"], b"v", window=2.0))
     pump(clock, 0.1)
     assert ok(late) and late[0].header.revision == 3
+
+
+def test_leader_stamps_go_on_from_log_time_by_the_monotonic_clock_only() -> None:
+    stamps = LeaderStamps()
+    assert stamps.now_ms(50.0, lambda: 7_000) == 7_001  # starts just past the log time it finds
+    assert stamps.now_ms(52.5, lambda: 7_001) == 9_501  # then its own clock, not the log, moves it
+    assert stamps.now_ms(53.0, lambda: 12_000) == 12_001  # a lagging start: applied log time overtook it
+    assert stamps.now_ms(53.5, lambda: 12_001) == 12_501
+    stamps.stop()  # leadership ends; a new spell starts from log time again,
+    assert stamps.now_ms(10.0, lambda: 12_501) == 12_502  # whatever origin this machine's clock has
+
+
+def test_a_new_leader_stamps_on_from_the_log_time_the_old_one_reached() -> None:
+    clock = Clock()
+    clock.advance(START)
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net)
+    pump(clock, 0.3)
+    first = outcome(put(services["a"], b"k", b"1"))
+    pump(clock, 5.0)
+    second = outcome(put(services["a"], b"k", b"2"))
+    pump(clock, 0.1)
+    assert ok(first) and ok(second)
+    before = _stamps(services["b"])[-1]
+    net.down.add("a")
+    pump(clock, 0.5)
+    new = leader_of({i: s for i, s in services.items() if i != "a"})
+    third = outcome(put(new, b"k", b"3"))
+    pump(clock, 0.1)
+    assert ok(third)
+    after = _stamps(new)[-1]
+    assert before < after < before + 2_000

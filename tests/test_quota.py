@@ -110,13 +110,16 @@ async def test_quota_raises_the_alarm_and_the_cluster_recovers(stack: Stack) -> 
 
 
 class _FakeReplication:
-    """What Quota uses of the driver: a clock, request ids, propose, view."""
+    """What Quota uses of the driver: a clock, request ids, propose, view,
+    and whether its disk is full."""
 
     def __init__(self) -> None:
         from twisted.internet.task import Clock
 
         self.clock = Clock()
         self.proposed: list[bytes] = []
+        self.disk_full = False
+        self.disk_full_listeners: list = []
 
     def next_request_id(self):
         from dkv.commands import RequestId

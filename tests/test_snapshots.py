@@ -148,3 +148,29 @@ async def test_wrong_cluster_is_refused(pair) -> None:
     with pytest.raises(RuntimeError, match="wrong cluster|belongs to cluster"):
         await run(send("other", "a", 5, snap))
     snap.reader.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_disk_refuses_the_snapshot_with_a_reason_and_a_retry_resumes(pair) -> None:
+    """Staging a chunk fails with ENOSPC: the sender is told why (it tries
+    again later), the chunks staged before stay, and once space is freed the
+    transfer resumes and completes."""
+    from dkv.storage.disk_faults import enospc
+
+    source, target, send, delivered, _ = pair
+    snap = outgoing(source)
+    commits = [0]
+
+    def fill_after_three_commits() -> None:
+        commits[0] += 1
+        if commits[0] > 3:
+            raise enospc()
+
+    target.fault_hook = fill_after_three_commits
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        await run(send("cid", "a", 5, snap))
+    assert delivered == []
+    target.fault_hook = None
+    await run(send("cid", "a", 5, snap))
+    assert len(delivered) == 1
+    snap.reader.close()

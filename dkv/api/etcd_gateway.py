@@ -33,6 +33,7 @@ from dkv.api.etcd_v3 import (
     snapshot_file,
 )
 from dkv.api.http_common import Call, RawAnswer, StreamAnswer, StreamSink, log
+from dkv.errors import Overloaded
 from dkv.idempotency import IdempotencyKeyReused
 from dkv.node import Node
 from dkv.pb import etcd_rpc_pb2 as pb
@@ -90,7 +91,7 @@ def _error(path: str, error: BaseException) -> RawAnswer:
     status, body = etcd_json.format_error(code, message)
     if isinstance(error, IdempotencyKeyReused):
         status = error.http_status  # 422, as the Idempotency-Key draft says
-    if status < 500:
+    if status < 500 and not isinstance(error, Overloaded):  # admission control logs those itself
         log.info("rejected POST {path}: {status} {error}", path=path, status=status, error=message)
     return RawAnswer(status, body)
 

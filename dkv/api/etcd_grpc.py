@@ -36,6 +36,7 @@ from dkv.api.etcd_v3 import (
     snapshot_file,
     token_from_metadata,
 )
+from dkv.errors import Overloaded
 from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
 from dkv.mvcc.errors import Code
@@ -51,7 +52,8 @@ _QUIET = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.DEADLINE_EXCEEDE
 
 async def _abort(context: aio.ServicerContext, method: str, error: BaseException) -> None:
     code, message = answer_error(error)
-    emit = log.debug if code in _QUIET else log.info
+    # Refusals by admission control are logged by it, a line per interval.
+    emit = log.debug if code in _QUIET or isinstance(error, Overloaded) else log.info
     emit("etcd {method} refused: {code} {message}", method=method, code=_CODES[code].name, message=message)
     await context.abort(_CODES[code], message)
 

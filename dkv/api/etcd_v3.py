@@ -65,6 +65,8 @@ def answer_error(error: BaseException) -> tuple[int, str]:
         return int(errors.NoLeader.code), errors.NoLeader.message
     if isinstance(error, dkv_errors.OutcomeUnknown):
         return int(errors.Timeout.code), errors.Timeout.message
+    if isinstance(error, dkv_errors.Overloaded):
+        return int(errors.TooManyRequests.code), errors.TooManyRequests.message
     if isinstance(error, dkv_errors.TooLarge):
         return int(errors.RequestTooLarge.code), f"{errors.RequestTooLarge.message}: {error.message}"
     if isinstance(error, dkv_errors.DkvError):

@@ -72,6 +72,7 @@ interim answer, closing the connection.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -92,6 +93,7 @@ from dkv.api import klein_channel
 from dkv.api.http_common import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
+    RETRY_AFTER_HEADER,
     RawAnswer,
     StreamAnswer,
     StreamSinkBase,
@@ -941,8 +943,9 @@ class FrontDoorFactory(Factory):
     def answer_head(self, version: bytes, status: int, close: bool, content_type: bytes = _JSON) -> bytes:
         """A JSON answer's (or a ``RawAnswer``'s) status line and headers as
         twisted.web writes them, up to the value of Content-Length (made once
-        a second: the Date changes)."""
-        now = int(self.clock.seconds())
+        a second: the Date changes). A 429 (too many requests) carries
+        ``Retry-After``."""
+        now = int(time.time())  # the Date is wall time; the reactor clock is monotonic
         if now != self._date_second:
             self._date_second = now
             self._heads.clear()
@@ -950,7 +953,7 @@ class FrontDoorFactory(Factory):
         head = self._heads.get(key)
         if head is None:
             head = self._heads[key] = (
-                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: "
+                b"%s %d %s\r\n%sServer: %s\r\nDate: %s\r\n%sContent-Type: %s\r\nContent-Length: "
                 % (
                     version,
                     status,
@@ -958,6 +961,7 @@ class FrontDoorFactory(Factory):
                     b"Connection: close\r\n" if close else b"",
                     server_version,
                     datetimeToString(now),
+                    RETRY_AFTER_HEADER if status == 429 else b"",
                     content_type,
                 )
             )
@@ -970,7 +974,7 @@ class FrontDoorFactory(Factory):
         if close:
             headers.addRawHeader(b"Connection", b"close")
         headers.addRawHeader(b"Server", server_version)
-        headers.addRawHeader(b"Date", datetimeToString(int(self.clock.seconds())))
+        headers.addRawHeader(b"Date", datetimeToString(int(time.time())))
         headers.addRawHeader(b"Content-Type", answer.content_type)
         for name, value in answer.headers:
             headers.addRawHeader(name, value)

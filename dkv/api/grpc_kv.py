@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 
 from dkv.aio import wait
 from dkv.auth.node_auth import v0_error
-from dkv.errors import OUTCOME_METADATA, DkvError, InvalidArgument, KeyNotFound
+from dkv.errors import DkvError, InvalidArgument, KeyNotFound, Overloaded, error_metadata
 from dkv.idempotency import key_from_metadata
 from dkv.logs import logger
 from dkv.mvcc.errors import EtcdError
@@ -44,16 +44,18 @@ async def outcome(context: aio.ServicerContext, method: str, d: Deferred[Any]) -
 
 async def abort(context: aio.ServicerContext, error: DkvError, method: str) -> None:
     """Abort the call with error's code and message, and its outcome
-    (``DkvError.outcome``) in ``dkv-outcome`` trailing metadata."""
-    if not isinstance(error, KeyNotFound):  # not-found is an answer, not a mistake (as in REST)
+    (``DkvError.outcome``) and class name in ``dkv-outcome`` and
+    ``dkv-error`` trailing metadata (``dkv.errors.error_metadata``)."""
+    # Not-found is an answer, not a mistake (as in REST); admission control
+    # logs its refusals itself, a line per interval.
+    if not isinstance(error, (KeyNotFound, Overloaded)):
         name = _CODES[error.grpc_code].name
         log.info("rejected gRPC {method}: {code} {error}", method=method, code=name, error=error.message)
-    # The outcome travels as a typed field, so a follower that forwarded
-    # the call tells "not applied" (503) from "unknown" (504) without
-    # reading the message (``dkv.transport.cluster_client.to_dkv_error``).
-    await context.abort(
-        _CODES[error.grpc_code], error.message, trailing_metadata=((OUTCOME_METADATA, error.outcome),)
-    )
+    # The outcome and the error's kind travel as typed fields, so a follower
+    # that forwarded the call tells "not applied" (503) from "unknown" (504),
+    # and 429 from 413 or 507 (all RESOURCE_EXHAUSTED), without reading the
+    # message (``dkv.transport.cluster_client.to_dkv_error``).
+    await context.abort(_CODES[error.grpc_code], error.message, trailing_metadata=error_metadata(error))
 
 
 async def _keyed(node: Node, context: aio.ServicerContext, method: str) -> Node:

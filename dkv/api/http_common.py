@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
-from dkv.errors import DkvError, InvalidArgument, KeyNotFound
+from dkv.errors import DkvError, InvalidArgument, KeyNotFound, Overloaded
 from dkv.idempotency import parse_key
 from dkv.logs import logger
 
@@ -269,20 +269,30 @@ def _call_stop(stop: Callable[[], None]) -> None:
         log.failure("a streaming answer failed to stop")
 
 
+#: Every 429 answer (too many requests: admission control, or etcd's
+#: RESOURCE_EXHAUSTED on the gateway) tells the client when to retry.
+RETRY_AFTER_SECONDS = 1
+RETRY_AFTER_HEADER = b"Retry-After: %d\r\n" % RETRY_AFTER_SECONDS
+
+
 def encode_json(body: Any) -> bytes:
     """body as compact JSON."""
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 def error_body(error: DkvError) -> dict[str, Any]:
-    """The JSON body of an error answer."""
+    """The JSON body of an error answer; a refusal by admission control
+    also names its reason and the seconds to wait (``Retry-After``)."""
+    if isinstance(error, Overloaded):
+        return {"error": error.message, "code": error.grpc_code, "reason": error.reason,
+                "retry_after": error.retry_after}  # fmt: skip
     return {"error": error.message, "code": error.grpc_code}
 
 
 def log_rejection(method: str, path: str, error: DkvError) -> None:
     """Log a request the API rejected, once. "Key not found" is an answer,
     not a mistake, and is not logged."""
-    if isinstance(error, KeyNotFound):
+    if isinstance(error, (KeyNotFound, Overloaded)):  # admission control logs its refusals
         return
     # Client mistakes are logged at info; 5xx (no leader, unknown outcome)
     # are the cluster's state, logged by replication, so debug here.

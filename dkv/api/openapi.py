@@ -146,6 +146,8 @@ _V0_ERROR_MEANING = {
     409: "the cluster's state refuses it (e.g. a member already exists)",
     413: "key over --max-key-size or body over --max-body-size",
     422: "Idempotency-Key already used with a different request",
+    429: "too many requests (admission control: a bound such as --max-pending-proposals was passed): "
+    "certainly not applied; retry after the Retry-After header's seconds",
     503: "no leader (retryable: certainly not applied)",
     504: "outcome unknown (read first, or retry with the same Idempotency-Key)",
     507: "NOSPACE alarm active (the db passed --quota-backend-bytes): certainly not applied; retry after disarm",
@@ -173,7 +175,7 @@ _V0: dict[str, dict[str, Any]] = {
         "summary": "Write a key (committed by a majority and applied here before the answer)",
         "parameters": [_IDEMPOTENCY_KEY],
         "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("KeyValueIn")}}},
-        "responses": {"200": _json(_ref("Empty"), "written"), **_dkv_errors(400, 413, 422, 503, 504, 507)},
+        "responses": {"200": _json(_ref("Empty"), "written"), **_dkv_errors(400, 413, 422, 429, 503, 504, 507)},
     },
     "get": {
         "summary": "Read a key (linearizable unless consistency=serializable)",
@@ -186,12 +188,12 @@ _V0: dict[str, dict[str, Any]] = {
                 "schema": {"type": "string", "enum": ["linearizable", "serializable"]},
             },
         ],
-        "responses": {"200": _json(_ref("KeyValue"), "the key and its value"), **_dkv_errors(400, 404, 413, 503)},
+        "responses": {"200": _json(_ref("KeyValue"), "the key and its value"), **_dkv_errors(400, 404, 413, 429, 503)},
     },
     "delete": {
         "summary": "Delete a key (200 also when it is absent)",
         "parameters": [_B64KEY, _IDEMPOTENCY_KEY],
-        "responses": {"200": _json(_ref("Empty"), "deleted"), **_dkv_errors(400, 413, 422, 503, 504)},
+        "responses": {"200": _json(_ref("Empty"), "deleted"), **_dkv_errors(400, 413, 422, 429, 503, 504)},
     },
     "empty_key.GET": {
         "summary": "An empty key is refused",
@@ -454,7 +456,8 @@ _ETCD_ERROR_MEANING = {
     404: "NOT_FOUND (e.g. no such lease or member)",
     409: "ALREADY_EXISTS or ABORTED",
     412: "FAILED_PRECONDITION (e.g. learner not ready, member exists)",
-    429: "RESOURCE_EXHAUSTED (request too large for etcd's limits)",
+    429: "RESOURCE_EXHAUSTED: request too large for etcd's limits, or etcdserver: too many requests "
+    "(admission control; certainly not applied, retry after Retry-After)",
     501: "UNIMPLEMENTED",
     503: "UNAVAILABLE: no leader (retryable) or request timed out (retry with the same Idempotency-Key)",
     504: "DEADLINE_EXCEEDED",

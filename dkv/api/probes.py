@@ -91,7 +91,7 @@ def health(node: Node, call: Call) -> RawAnswer | Deferred[RawAnswer]:
     if node.quota.nospace():
         return _refusal("health", "ALARM NOSPACE")
     timeout = replication.config.request_timeout
-    d = replication.read_barrier()
+    d = replication.read_barrier(internal=True)  # a probe is never refused by admission control
     d.addTimeout(timeout, replication.clock)
 
     def failed(failure: Failure) -> RawAnswer:

@@ -46,6 +46,7 @@ from zope.interface import implementer
 from dkv.api.http_common import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
+    RETRY_AFTER_SECONDS,
     RawAnswer,
     StreamAnswer,
     StreamSinkBase,
@@ -181,6 +182,8 @@ def _json(request: IRequest, status: int, body: Any) -> bytes:
     else:
         data = encode_json(body)
     request.setResponseCode(status)
+    if status == 429:
+        request.setHeader(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(data))  # no chunked encoding
     return data

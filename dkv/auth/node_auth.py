@@ -41,7 +41,7 @@ from dkv.auth.permissions import ROOT, Access, Need
 from dkv.auth.store import AuthState, load
 from dkv.auth.tokens import DEFAULT_TTL, SimpleTokens, issued_at
 from dkv.commands import AuthRequest, encode
-from dkv.errors import BY_GRPC_CODE, DkvError, PermissionDenied, Unauthenticated
+from dkv.errors import BY_GRPC_CODE, DkvError, NoSpace, Overloaded, PermissionDenied, Unauthenticated
 from dkv.logs import logger
 from dkv.mvcc import errors
 from dkv.mvcc.errors import Code, EtcdError
@@ -254,15 +254,20 @@ class NodeAuth:
 
 def v0_error(error: EtcdError) -> DkvError:
     """etcd's error as dkv's own API answers it: no or a bad token is 401,
-    a refusal 403, anything else by its gRPC code (the reason without
-    etcd's ``etcdserver:`` prefix)."""
+    a refusal 403, no space 507 and too many requests 429 (both share
+    RESOURCE_EXHAUSTED with 413), anything else by its gRPC code (the
+    reason without etcd's ``etcdserver:`` prefix)."""
     if isinstance(error, errors.UserEmpty):
         return Unauthenticated("authentication required: send a token in the Authorization header")
     if isinstance(error, errors.InvalidAuthToken):
         return Unauthenticated("invalid auth token")
     if isinstance(error, errors.PermissionDenied):
         return PermissionDenied()
+    if isinstance(error, errors.NoSpace):
+        return NoSpace()
     reason = error.message.removeprefix("etcdserver: ")
+    if isinstance(error, errors.TooManyRequests):
+        return Overloaded(reason)
     return BY_GRPC_CODE.get(int(error.code), DkvError)(reason)
 
 

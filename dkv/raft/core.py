@@ -293,6 +293,14 @@ class Raft:
     def tick(self) -> None:
         if self.role is Role.LEADER:
             self._tick_leader()
+        elif self.role is Role.CANDIDATE and self.term > self._durable_term:
+            # The campaign has not begun for anyone else: its vote requests
+            # leave once its term and vote are on disk. Counting the time a
+            # slow disk takes would start the next campaign before this one
+            # asked anybody; the late requests of each abandoned term would
+            # then keep resetting the other members' timers (they grant
+            # them), and nobody would ever win.
+            return
         else:
             self.election_elapsed += 1
             if self.election_elapsed >= self._timeout and self._promotable():

@@ -63,6 +63,10 @@ class Request:
     #: A write's request id (to forget it when it expires).
     rid: RequestId | None = None
     key: int = 0
+    #: A linearizable read (counted in ``pending_reads``).
+    read: bool = False
+    #: When this node took it (the driver's clock).
+    since: float = 0.0
 
 
 def _write_expired(req: Request) -> Exception:
@@ -114,12 +118,27 @@ class RequestTable:
         #: or their outcome stayed unknown) by their deadline (etcd's
         #: proposals_failed_total).
         self.failed_writes = 0
+        self._reads_pending = 0
 
     @property
     def pending_writes(self) -> int:
         """Writes taken by this node and not yet answered (etcd's
         proposals_pending)."""
         return len(self._writes)
+
+    def oldest_write_since(self) -> float | None:
+        """When the write that has waited longest on this node (of those
+        not yet answered) was taken; None when none waits."""
+        for req in self._writes.values():  # in the order they were taken
+            return req.since
+        return None
+
+    @property
+    def pending_reads(self) -> int:
+        """Linearizable reads taken by this node and not yet finished
+        (answered, expired, or failed); one whose client went away counts
+        until its deadline."""
+        return self._reads_pending
 
     # -- names -----------------------------------------------------------------------
 
@@ -138,7 +157,7 @@ class RequestTable:
     def _new(self, now: float, expired: Callable[[Request], Exception]) -> Request:
         key = next(self._keys)
         deadline = now + self._timeout - self._tick
-        req = Request(Deferred(), deadline, expired, key=key)
+        req = Request(Deferred(), deadline, expired, key=key, since=now)
         self._pending[key] = req
         self._expiring.append((deadline, key))
         return req
@@ -153,6 +172,8 @@ class RequestTable:
 
     def add_read(self, now: float) -> Deferred[None]:
         req = self._new(now, _read_expired)
+        req.read = True
+        self._reads_pending += 1
         self._new_reads.append(req)
         return req.deferred
 
@@ -295,8 +316,11 @@ class RequestTable:
         """Expire what passed its deadline; refused requests try again."""
         expiring = self._expiring
         while expiring and expiring[0][0] <= now:
-            req = self._pending.pop(expiring.popleft()[1], None)
-            if req is None or req.deferred.called:
+            req = self._pending.get(expiring.popleft()[1])
+            if req is None:
+                continue
+            if req.deferred.called:  # e.g. cancelled: forget it
+                self.finish(req)
                 continue
             if req.rid is not None:
                 self._writes.pop(req.rid, None)
@@ -308,7 +332,8 @@ class RequestTable:
             self._new_reads[:0], self._retry_reads = self._retry_reads, []
 
     def finish(self, req: Request, result: object = None, failure: Exception | None = None) -> None:
-        self._pending.pop(req.key, None)
+        if self._pending.pop(req.key, None) is not None and req.read:
+            self._reads_pending -= 1
         if req.deferred.called:  # e.g. cancelled because the client went away
             return
         if failure is not None:
@@ -321,6 +346,7 @@ class RequestTable:
         for req in list(self._pending.values()):
             self.finish(req, failure=req.stopped(req))
         self._pending.clear()
+        self._reads_pending = 0
         self._expiring.clear()
         self._writes.clear()
         self._new_writes, self._retry_writes = [], []

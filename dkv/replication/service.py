@@ -18,7 +18,9 @@ same table writes in that Ready's transaction. A Ready that installs a
 snapshot carries no committed entries (the core holds them for the next
 Ready), and reads waiting for the snapshot's index are released only once it
 is in the store. The applied index never moves backwards (a violation stops
-the node).
+the node). A write the store refuses because the disk is full is held and
+tried again, unchanged, until it gets through (``_stall``); any other store
+failure stops the node.
 
 At most one Ready is being persisted at a time. Everything that arrives in the
 meantime (client proposals, peer messages) piles up in the core and goes into
@@ -49,9 +51,10 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from dkv.commands import RequestId, stamp
-from dkv.disk_full import HINT as DISK_FULL_HINT
+from dkv.config import Admission
 from dkv.disk_full import is_disk_full
-from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
+from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader, Overloaded
+from dkv.idempotency import LeaderStamps, stored_log_time_ms
 from dkv.logs import logger
 from dkv.mvcc import MvccView
 from dkv.mvcc.view import key_count_change
@@ -59,6 +62,7 @@ from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
 from dkv.raft.messages import AppendEntries, Message, Propose, SnapshotMeta
+from dkv.replication.admission import AdmissionControl
 from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
@@ -72,6 +76,8 @@ from dkv.watch import WatchHub, WatchSettings
 
 #: How long a commit index may wait for an append to carry it (defer_commit).
 COMMIT_FLUSH_SECONDS = 0.002
+#: How often a write the full disk refused is tried again.
+DISK_FULL_RETRY_SECONDS = 1.0
 
 log = logger("dkv.replication")
 
@@ -93,6 +99,8 @@ class DriverConfig:
     promote_lag: int = 1000
     #: The watch hub's settings (``dkv.watch``).
     watch: WatchSettings = WatchSettings()
+    #: Admission control's bounds (``dkv.replication.admission``).
+    admission: Admission = Admission()
 
 
 class ReplicationService(Service):
@@ -124,6 +132,8 @@ class ReplicationService(Service):
         self._on_fatal = on_fatal
         self.raft: Raft | None = None
         self.requests = RequestTable(rng, config.request_timeout, config.tick_seconds)
+        #: Refuses new requests past the bounds (``config.admission``).
+        self.admission = AdmissionControl(config.admission, clock)
         self.applied = state.applied if state is not None else 0
         self._overlay = Overlay()
         self._compaction = CompactionPolicy(config.snapshot_entries, config.snapshot_keep, self.applied)
@@ -136,6 +146,13 @@ class ReplicationService(Service):
         self._scheduled: IDelayedCall | None = None
         self._commit_flush: IDelayedCall | None = None
         self._persisting: Deferred | None = None
+        #: The disk is full: the batch it refused waits for this retry, and
+        #: nothing newer is written (see ``_stall``).
+        self._disk_retry: IDelayedCall | None = None
+        self._disk_full: BaseException | None = None
+        #: Told True when a write finds the disk full, False when a retry
+        #: gets through (the quota: the NOSPACE alarm).
+        self.disk_full_listeners: list[Callable[[bool], None]] = []
         self._installing: SnapshotMeta | None = None
         self._failed: Failure | None = None
         self._soft: tuple[Role, int, str | None] | None = None
@@ -151,6 +168,8 @@ class ReplicationService(Service):
         #: Hooks told when a snapshot replaced the applied state (the auth cache).
         self.install_listeners: list[Callable[[], None]] = []
         self._leading = False
+        #: What this node stamps while it leads (``dkv.idempotency``).
+        self._stamps = LeaderStamps()
         #: This node's watchers, fed after each apply from the applied state.
         self.watch_hub = WatchHub(clock, self.view, config.watch)
         # What the metrics read at scrape time (``dkv.metrics.NodeState``,
@@ -205,10 +224,10 @@ class ReplicationService(Service):
         super().stopService()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        for call in (self._scheduled, self._commit_flush):
+        for call in (self._scheduled, self._commit_flush, self._disk_retry):
             if call is not None and call.active():
                 call.cancel()
-        self._scheduled = self._commit_flush = None
+        self._scheduled = self._commit_flush = self._disk_retry = None
         self.requests.fail_all()
         self._shipper.stop()
         if self._leading:
@@ -232,27 +251,45 @@ class ReplicationService(Service):
     def next_request_id(self) -> RequestId:
         return self.requests.next_request_id()
 
-    def propose(self, rid: RequestId, payload: bytes) -> Deferred[Any]:
+    def propose(self, rid: RequestId, payload: bytes, *, internal: bool = False) -> Deferred[Any]:
         """Fires when the entry carrying rid is committed and applied here.
 
         While no leader is known (an election, a transfer) the write waits for
         one. Fails with NoLeader when it was certainly not appended anywhere
         (no leader took it by the deadline, or the leader refused it), and
-        OutcomeUnknown when it was proposed but not seen applied in time."""
+        OutcomeUnknown when it was proposed but not seen applied in time.
+        Fails at once with Overloaded (never proposed) when admission control
+        refuses it; an internal write (the node's own, not a client's) is
+        never refused."""
         if not self.running or self.raft is None:
             return fail(NoLeader("node is not running"))
+        if not internal:
+            try:
+                # While no leader is known, writes wait for one (an
+                # election is not overload): their delay is not held against
+                # new ones.
+                waiting_since = self.requests.oldest_write_since() if self.raft.leader is not None else None
+                self.admission.check_write(self.requests.pending_writes, self.known_commit, self.applied, waiting_since)
+            except Overloaded as e:
+                return fail(e)
         d = self.requests.add_write(self._clock.seconds(), rid, payload)
         self._schedule()
         return d
 
-    def read_barrier(self) -> Deferred[None]:
+    def read_barrier(self, *, internal: bool = False) -> Deferred[None]:
         """Fires when a linearizable read may be served from the local state:
         leadership was confirmed by a quorum after this call (ReadIndex) and
         the read index is applied here. Waits for a leader as ``propose``
         does; fails with NoLeader when none confirms the read in time or the
-        leader lost its leadership meanwhile."""
+        leader lost its leadership meanwhile, and at once with Overloaded
+        when admission control refuses it (never an internal read)."""
         if not self.running or self.raft is None:
             return fail(NoLeader("node is not running"))
+        if not internal:
+            try:
+                self.admission.check_read(self.requests.pending_reads)
+            except Overloaded as e:
+                return fail(e)
         d = self.requests.add_read(self._clock.seconds())
         self._schedule()
         return d
@@ -290,6 +327,11 @@ class ReplicationService(Service):
     def failed(self) -> bool:
         """The store or an internal check failed: the node serves no more."""
         return self._failed is not None
+
+    @property
+    def disk_full(self) -> bool:
+        """A write found the disk full and waits for space (``_stall``)."""
+        return self._disk_full is not None
 
     @property
     def known_commit(self) -> int:
@@ -445,7 +487,7 @@ class ReplicationService(Service):
             self._commit_flush = self._clock.callLater(COMMIT_FLUSH_SECONDS, self._flush_commit)
         self._watch_membership(raft)
         self._on_role_change(raft)
-        if self._persisting is None and raft.has_ready():
+        if self._persisting is None and self._disk_retry is None and raft.has_ready():
             self._persist(raft, raft.ready())
 
     def _persist(self, raft: Raft, rd: Ready) -> None:
@@ -471,9 +513,14 @@ class ReplicationService(Service):
         self._installing = rd.snapshot
         batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
+        self._write(batch, rd, applied)
+
+    def _write(self, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         d = self._store.write(batch)
         self._persisting = d
-        d.addCallbacks(self._persisted, self._persist_failed, callbackArgs=(rd, applied))
+        d.addCallbacks(
+            self._persisted, self._persist_failed, callbackArgs=(rd, applied), errbackArgs=(batch, rd, applied)
+        )
 
     def _persisted(self, _: None, rd: Ready, applied: Applied | None) -> None:
         """rd is durable. Persist -> send -> apply -> advance: the store now
@@ -481,6 +528,11 @@ class ReplicationService(Service):
         now be released at."""
         self._persisting = None
         self._installing = None
+        if self._disk_full is not None:
+            self._disk_full = None
+            log.warn("the disk has room again: the write it refused is stored, this node writes again")
+            for listener in self.disk_full_listeners:
+                listener(False)
         raft = self.raft
         if not self.running or raft is None:
             return
@@ -502,20 +554,51 @@ class ReplicationService(Service):
         self._maybe_compact(raft)
         self._schedule()
 
-    def _persist_failed(self, failure: Failure) -> None:
+    def _persist_failed(self, failure: Failure, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         self._persisting = None
+        error = failure.value
+        if error is not None and not isinstance(error, DiskFailed) and is_disk_full(error):
+            self._stall(error, batch, rd, applied)
+            return
         self._failed = failure
-        if isinstance(failure.value, DiskFailed):
-            log.critical("{line}", line=failure.value.line)  # one line: the traceback says nothing more
-        # A full disk is not a bug: one clear line (nothing of the batch was stored).
-        elif failure.value is not None and is_disk_full(failure.value):
-            log.critical(
-                "cannot write to the store: the disk is full ({error}); this node stops serving. " + DISK_FULL_HINT,
-                error=failure.value,
-            )
+        if isinstance(error, DiskFailed):
+            log.critical("{line}", line=error.line)  # one line: the traceback says nothing more
         else:
             log.failure("cannot write to the store; this node stops serving", failure)
         self._on_fatal(failure)
+
+    def _stall(self, error: BaseException, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
+        """The disk (or LMDB's map) is full: nothing of batch was stored
+        (an LMDB transaction is all or nothing, and a full disk fails it
+        before its meta page is written, so trying it again is safe, unlike
+        an fsync that failed with EIO). The node keeps batch, writes nothing
+        newer and tries batch again every ``DISK_FULL_RETRY_SECONDS`` until
+        it gets through (space was freed) or the node stops (a restart
+        recovers from what is durable). Meanwhile its Ready is not advanced:
+        its votes and append acknowledgements stay unsent, nothing of it
+        counts towards a commit, and no later entry is applied here -- the
+        same entries, in the same order, are applied as on every member,
+        only later. What was applied before (the overlay holds it) is still
+        served. The listeners (the quota) raise the NOSPACE alarm."""
+        if self._disk_full is None:
+            log.critical(
+                "cannot write to the store: the disk is full ({error}); this node raises the NOSPACE alarm, "
+                "serves what it has applied and tries the write again every {retry:g} s (nothing acknowledged "
+                "is lost): free space on the db's file system and it resumes by itself, or stop it and move "
+                "the db to a larger one",
+                error=error,
+                retry=DISK_FULL_RETRY_SECONDS,
+            )
+            self._disk_full = error
+            for listener in self.disk_full_listeners:
+                listener(True)
+        if self.running:
+            self._disk_retry = self._clock.callLater(DISK_FULL_RETRY_SECONDS, self._retry_write, batch, rd, applied)
+
+    def _retry_write(self, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
+        self._disk_retry = None
+        if self.running and self._failed is None:
+            self._write(batch, rd, applied)
 
     def _flush_commit(self) -> None:
         """The commit index held back for the next append: send it now."""
@@ -548,8 +631,12 @@ class ReplicationService(Service):
         """payloads as this leader appends them: stamped with its clock, the
         source of log time (``dkv.idempotency``; a follower forwards them
         unstamped and the leader stamps them as it steps them in)."""
-        now_ms = int(self._clock.seconds() * 1000)
+        now_ms = self._stamps.now_ms(self._clock.seconds(), self._log_time_ms)
         return [stamp(p, now_ms) for p in payloads]
+
+    def _log_time_ms(self) -> int:
+        with self.view() as state:
+            return stored_log_time_ms(state.tables)
 
     def _read_new(self, raft: Raft) -> None:
         """This turn's reads share one ReadIndex request."""
@@ -613,6 +700,7 @@ class ReplicationService(Service):
         leading = raft.role is Role.LEADER
         if leading != self._leading:
             self._leading = leading
+            self._stamps.stop()
             for listener in self.leadership_listeners:
                 listener(leading)
         soft = (raft.role, raft.term, raft.leader)

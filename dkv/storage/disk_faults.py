@@ -16,6 +16,8 @@ only when ``DKV_TESTING_ONLY_FAULTS=1`` is set beside
 ``DKV_TEST_DISK_FAULTS``, a comma-separated list of:
 
 ``eio-when=PATH``     every commit fails with EIO once PATH exists;
+``enospc-when=PATH``  every commit fails with ENOSPC (the disk is full)
+                      while PATH exists;
 ``commit-delay=SEC``  every commit first waits SEC seconds (a slow disk);
 ``slow-when=PATH``    ... only once PATH exists.
 
@@ -75,11 +77,17 @@ class _HasHook(Protocol):
     fault_hook: FaultHook | None
 
 
+def enospc(what: str = "write") -> OSError:
+    """The error a full disk gives."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), what)
+
+
 def hook_from_spec(spec: str, sleep: Callable[[float], None] = time.sleep) -> FaultHook:
     """The fault hook that ``DKV_TEST_DISK_FAULTS`` spec describes; raises
     ValueError for a spec it does not understand."""
     trigger: str | None = None
     slow_trigger: str | None = None
+    full_trigger: str | None = None
     delay = 0.0
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, value = part.partition("=")
@@ -89,9 +97,12 @@ def hook_from_spec(spec: str, sleep: Callable[[float], None] = time.sleep) -> Fa
             delay = float(value)
         elif name == "slow-when" and value:
             slow_trigger = value
+        elif name == "enospc-when" and value:
+            full_trigger = value
         else:
             raise ValueError(
-                f"unknown disk fault {part!r} (expected eio-when=PATH, commit-delay=SECONDS or slow-when=PATH)"
+                f"unknown disk fault {part!r} (expected eio-when=PATH, enospc-when=PATH, commit-delay=SECONDS "
+                "or slow-when=PATH)"
             )
 
     def hook() -> None:
@@ -99,6 +110,8 @@ def hook_from_spec(spec: str, sleep: Callable[[float], None] = time.sleep) -> Fa
             sleep(delay)
         if trigger is not None and os.path.exists(trigger):
             raise eio(f"injected by {SPEC_VARIABLE}")
+        if full_trigger is not None and os.path.exists(full_trigger):
+            raise enospc(f"injected by {SPEC_VARIABLE}")
 
     return hook
 

@@ -50,7 +50,7 @@ from dkv.storage import (
     bootstrap_state,
     record_crc,
 )
-from dkv.storage.disk_faults import DiskFailed, FaultHook, is_io_error
+from dkv.storage.disk_faults import DiskFailed, FaultHook, enospc, is_io_error
 from dkv.storage.lmdb_tables import LmdbTables
 
 T = TypeVar("T")
@@ -65,6 +65,32 @@ _SNAPSHOT = struct.Struct(">QQ")
 _INCOMING = struct.Struct(">QQQIB")
 
 DEFAULT_MAP_SIZE = 64 << 30
+#: A file system with less room than this is full (LMDB's pages are 4 KiB).
+FULL_BELOW_BYTES = 4096
+
+
+def free_bytes(path: str) -> int:
+    """The room left on path's file system for this process (root may use
+    the blocks reserved for it); a very large number if it cannot be told."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return 1 << 62
+    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
+
+
+def map_size_for(path: str, asked: int) -> int:
+    """The map to open path with: asked, or twice the file's size if that
+    is more. A write that found the map full (``lmdb.MapFullError``, which
+    the driver treats as a full disk: ``ReplicationService._stall``) gets
+    through after a restart; LMDB cannot grow the map of an environment
+    while another thread of the process reads it."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return asked
+    return max(asked, 2 * size)
 
 
 def _damaged(path: str, why: str) -> str:
@@ -183,7 +209,7 @@ class LmdbStore:
             env = lmdb.open(
                 path,
                 subdir=False,
-                map_size=map_size,
+                map_size=map_size_for(path, map_size),
                 max_dbs=8,
                 sync=True,
                 metasync=True,
@@ -347,7 +373,14 @@ class LmdbStore:
 
     def _commit(self, txn: lmdb.Transaction) -> None:
         """Commit txn; a commit the disk fails (EIO) raises DiskFailed, and
-        the store takes no more writes: a failed fsync is never retried."""
+        the store takes no more writes: a failed fsync is never retried.
+
+        Except on a full file system: LMDB reports a write that the disk cut
+        short (``pwrite`` wrote part of the pages, then the space ran out) as
+        EIO, not ENOSPC. An EIO while the file system has no room left is
+        that, and raises ENOSPC instead (the caller may try the whole
+        transaction again: nothing of it is committed, LMDB writes its meta
+        page last)."""
         try:
             hook = self.fault_hook
             if hook is not None:
@@ -357,8 +390,14 @@ class LmdbStore:
             txn.abort()  # a no-op when the failed commit already ended it
             if not is_io_error(e):
                 raise
+            if self._no_room():
+                raise enospc(f"{e}: a write cut short by a full file system") from e
             self._disk_failed = DiskFailed(self._env.path(), e)
             raise self._disk_failed from e
+
+    def _no_room(self) -> bool:
+        """Whether the db's file system has less than a page of room left."""
+        return free_bytes(self._env.path()) < FULL_BELOW_BYTES
 
     def _release(self) -> None:
         self._env.close()
@@ -441,8 +480,20 @@ class LmdbStore:
         txn.delete(b"incoming", db=self._meta)
         return active
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction committed through ``_commit`` (the fault hook,
+        and EIO handling) when the block ends, aborted if it raises."""
+        txn = self._env.begin(write=True)
+        try:
+            yield txn
+        except BaseException:
+            txn.abort()
+            raise
+        self._commit(txn)
+
     def _stage_begin(self, meta: SnapshotMeta) -> int:
-        with self._env.begin(write=True) as txn:
+        with self._writing() as txn:
             raw = txn.get(b"incoming", db=self._meta)
             if raw is not None:
                 index, term, next_seq, _crc, complete = _INCOMING.unpack_from(raw)
@@ -453,7 +504,7 @@ class LmdbStore:
             return 0
 
     def _stage_chunk(self, seq: int, records: list[tuple[bytes, bytes]], crc: int, last: bool) -> None:
-        with self._env.begin(write=True) as txn:
+        with self._writing() as txn:
             raw = txn.get(b"incoming", db=self._meta)
             if raw is None:
                 raise StorageError("no snapshot is being received")

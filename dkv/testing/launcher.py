@@ -226,6 +226,11 @@ class NodeProcess(Process):
         self._configure(attrs.evolve(self.config, **changes))
         return self.config
 
+    def add_env(self, variables: Mapping[str, str]) -> None:
+        """Add variables to what every later (re)start of this node gets."""
+        self.extra_env.update(variables)
+        self.env.update(variables)
+
     def full_env(self) -> dict[str, str]:
         return child_env(self.env)
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from dkv.api.b64 import encode as b64_encode
+from dkv.testing import faketime
 from dkv.testing.checks import (
     CheckResult,
     check_hash_kv,
@@ -52,6 +53,7 @@ from dkv.testing.checks import (
 )
 from dkv.testing.cluster import Cluster
 from dkv.testing.code_version import code_version
+from dkv.testing.fault_schedule import run_schedule
 from dkv.testing.lock_check import Attempt, LockVerdict, check_holds, write_attempts
 from dkv.testing.lock_workload import LockConfig, LockWorkload, prefix_end
 from dkv.testing.nemesis import FAULT_ACTIONS, FaultEvent, Nemesis
@@ -172,7 +174,6 @@ def run_lock_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambd
     ids = [chr(ord("a") + n) for n in range(cfg.nodes)]
     errors: list[str] = []
     seconds: dict[str, float] = {}
-    heal_time: float | None = None
     started = time.monotonic()
     code = code_version()
     lock_config = LockConfig(clients=cfg.clients, ttl=cfg.lock_ttl)
@@ -185,34 +186,17 @@ def run_lock_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambd
         seed=cfg.seed,
         extra_args=cfg.node_args(),
     ) as cluster:
+        clocks = faketime.for_schedule(cluster, cfg.nemesis, out / "clocks")
         cluster.start()
         cluster.leader(timeout=30)
         seconds["start"] = time.monotonic() - started
         progress(f"cluster of {cfg.nodes} up in {cluster.dir}; running {cfg.nemesis} for {cfg.time:g}s")
         workload = LockWorkload(cluster.rest_ports, lock_config, seed=cfg.seed)
-        nemesis = Nemesis(cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config)
+        nemesis = Nemesis(
+            cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config, clocks=clocks
+        )
         t0 = time.monotonic()
-        workload.start()
-        try:
-            time.sleep(cfg.warmup)  # schedule
-            nemesis.start()
-            time.sleep(max(0.0, t0 + cfg.time - cfg.tail - time.monotonic()))  # schedule
-            try:
-                nemesis.stop()
-            except RuntimeError as e:
-                errors.append(str(e))
-            try:
-                nemesis.heal_all()
-            except Exception as e:  # noqa: BLE001 - a node that will not come back is a finding
-                errors.append(f"final heal failed: {e}")
-            heal_time = time.monotonic()
-            progress(f"healed after {nemesis.injected} faults; healed tail of {cfg.tail:g}s")
-            time.sleep(cfg.tail)  # schedule
-        finally:
-            try:
-                workload.stop()
-            except RuntimeError as e:
-                errors.append(str(e))
+        heal_time = run_schedule(workload, nemesis, cfg, errors, progress)
         seconds["workload"] = time.monotonic() - t0
         attempts = workload.attempts
         progress(f"{len(attempts)} lock attempts; checking")

@@ -22,6 +22,11 @@ one fault away. Schedules:
                     with ``--join --auto-promote``: it comes back as a
                     learner, catches up (by snapshot if the log was
                     compacted) and becomes a voter again.
+``clock``           step the wall clock of the leader or a random node (a coin
+                    flip) an hour ahead or back, or make it run twice as fast
+                    (``dkv.testing.faketime``: libfaketime, the monotonic
+                    clock untouched), then set it right; skipped (a note) when
+                    the cluster was not started with fake clocks.
 ``mix``             each fault drawn at random from all of the above.
 
 Every choice (which fault, which node or links, how long) comes from the
@@ -47,6 +52,7 @@ from typing import Any
 import attrs
 
 from dkv.testing.cluster import Cluster
+from dkv.testing.faketime import REAL, SPECS, FakeClocks
 from dkv.testing.poll import Timeout, wait_until
 
 __all__ = ["FAULTS", "SCHEDULES", "FaultEvent", "Nemesis", "NemesisConfig"]
@@ -61,6 +67,7 @@ FAULTS: tuple[str, ...] = (
     "flaky",
     "transfer-leader",
     "membership",
+    "clock",
 )
 SCHEDULES: tuple[str, ...] = FAULTS + ("mix",)
 
@@ -69,7 +76,7 @@ REMOVED_STOP_SECONDS = 10.0
 
 #: Actions that inject a fault (counted in ``Nemesis.injected``); the rest
 #: undo one or leave notes.
-FAULT_ACTIONS = frozenset({"kill", "pause", "partition", "isolate", "flaky", "transfer", "remove"})
+FAULT_ACTIONS = frozenset({"kill", "pause", "partition", "isolate", "flaky", "transfer", "remove", "clock"})
 
 
 @attrs.frozen(kw_only=True)
@@ -122,7 +129,13 @@ class Nemesis:
         rng: random.Random,
         config: NemesisConfig = NemesisConfig(),
         clock: Callable[[], float] = time.monotonic,
+        clocks: FakeClocks | None = None,
+        rotate: bool = False,
     ) -> None:
+        """clocks: the nodes' fake wall clocks (``FakeClocks.install``ed on
+        cluster), for the clock fault; None: it is skipped. rotate: ``mix``
+        takes the faults in turns (each round a seeded shuffle of all of
+        them) instead of at random, so a long run meets every one evenly."""
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown nemesis {schedule!r}; one of {', '.join(SCHEDULES)}")
         self.cluster = cluster
@@ -130,6 +143,9 @@ class Nemesis:
         self.rng = rng
         self.config = config
         self.clock = clock
+        self.clocks = clocks
+        self.rotate = rotate
+        self._round: list[str] = []
         self._events: list[FaultEvent] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -192,7 +208,7 @@ class Nemesis:
         try:
             while not self._stop.is_set():
                 self.check_exits()
-                fault = self.rng.choice(FAULTS) if self.schedule == "mix" else self.schedule
+                fault = self._next_fault()
                 undo = self.inject(fault)
                 try:
                     self._stop.wait(self.rng.uniform(*self.config.fault_seconds))  # schedule
@@ -202,6 +218,16 @@ class Nemesis:
         except BaseException as e:  # noqa: BLE001 - re-raised by stop()
             self._error = e
             self.log("note", detail=f"nemesis failed: {e!r}")
+
+    def _next_fault(self) -> str:
+        if self.schedule != "mix":
+            return self.schedule
+        if not self.rotate:
+            return self.rng.choice(FAULTS)
+        if not self._round:
+            self._round = list(FAULTS)
+            self.rng.shuffle(self._round)
+        return self._round.pop()
 
     # -- faults ------------------------------------------------------------------
 
@@ -245,6 +271,8 @@ class Nemesis:
             return self._transfer()
         if fault == "membership":
             return self._remove_rejoin()
+        if fault == "clock":
+            return self._clock_fault()
         raise ValueError(f"unknown fault {fault!r}")
 
     def _transfer(self) -> Callable[[], None]:
@@ -258,6 +286,23 @@ class Nemesis:
             answer = f"no answer: {e!r}"
         self.log("transfer", [leader, to], f"{leader} asked to hand leadership to {to}: {answer}")
         return lambda: None
+
+    def _clock_fault(self) -> Callable[[], None]:
+        clocks = self.clocks
+        if clocks is None:
+            self.log("note", detail="clock fault skipped: the nodes run without fake clocks (libfaketime)")
+            return lambda: None
+        leader = self.rng.random() < 0.5
+        node = self._leader_or_random("step the clock of") if leader else self.rng.choice(self.cluster.ids)
+        spec = self.rng.choice(sorted(SPECS))
+        clocks.set(node, spec)
+        self.log("clock", [node], f"wall clock of {node} {SPECS[spec]} (faketime {spec!r})")
+
+        def undo() -> None:
+            clocks.set(node, REAL)
+            self.log("clock-reset", [node], f"wall clock of {node} real again")
+
+        return undo
 
     def _members(self, via: str) -> dict[str, bool] | None:
         """id -> voter, as node via sees the configuration; None if it does not answer."""
@@ -384,5 +429,10 @@ class Nemesis:
             c.start_node(i)
             self._down.discard(i)
             self.log("restart", [i], "restarted (final heal)")
+        if self.clocks is not None:
+            for i in c.ids:
+                if self.clocks.get(i) != REAL:
+                    self.clocks.set(i, REAL)
+                    self.log("clock-reset", [i], f"wall clock of {i} real again (final heal)")
         c.heal()
         self.log("heal", c.ids, "final heal: every node runs, every link passes")

@@ -50,11 +50,13 @@ from typing import Any
 
 import attrs
 
+from dkv.testing import faketime
 from dkv.testing.applied_once import applied_once
 from dkv.testing.certs import ClusterCerts
 from dkv.testing.checks import CheckResult, check_removed_stop, final_checks, render_check
 from dkv.testing.cluster import Cluster
 from dkv.testing.code_version import code_version
+from dkv.testing.fault_schedule import run_schedule
 from dkv.testing.gateway import COMPACTED
 from dkv.testing.history import Op, op_to_json, write_history
 from dkv.testing.linearizability import Verdict
@@ -64,7 +66,7 @@ from dkv.testing.retries import RetryCounts
 from dkv.testing.revisions import check_read_at_revision, check_revision_order
 from dkv.testing.workload import WORKLOADS, Compaction, Request, Workload, WorkloadConfig, history_ops, retry_counts
 
-__all__ = ["TORTURE_WORKLOADS", "TortureConfig", "TortureResult", "main", "run_torture"]
+__all__ = ["TORTURE_WORKLOADS", "TortureConfig", "TortureResult", "history_checks", "main", "run_torture"]
 
 #: ``--workload``: the KV workloads of ``dkv.testing.workload`` (run by
 #: ``run_torture``) and ``lock``, the lock workload of
@@ -361,7 +363,6 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
     ids = [chr(ord("a") + n) for n in range(cfg.nodes)]
     errors: list[str] = []
     seconds: dict[str, float] = {}
-    heal_time: float | None = None
     started = time.monotonic()
     code = code_version()
     with Cluster(
@@ -375,6 +376,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         tls=ClusterCerts(out / "certs", client=False, client_cert_auth=False) if cfg.peer_tls else None,
         peer_transport=cfg.peer_transport,
     ) as cluster:
+        clocks = faketime.for_schedule(cluster, cfg.nemesis, out / "clocks")
         cluster.start()
         cluster.leader(timeout=30)
         seconds["start"] = time.monotonic() - started
@@ -396,49 +398,17 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
             ),
             seed=cfg.seed,
         )
-        nemesis = Nemesis(cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config)
+        nemesis = Nemesis(
+            cluster, cfg.nemesis, random.Random(f"{cfg.seed}/nemesis"), cfg.nemesis_config, clocks=clocks
+        )
         t0 = time.monotonic()
-        workload.start()
-        try:
-            time.sleep(cfg.warmup)  # schedule
-            nemesis.start()
-            time.sleep(max(0.0, t0 + cfg.time - cfg.tail - time.monotonic()))  # schedule
-            try:
-                nemesis.stop()
-            except RuntimeError as e:
-                errors.append(str(e))
-            try:
-                nemesis.heal_all()
-            except Exception as e:  # noqa: BLE001 - a node that will not come back is a finding
-                errors.append(f"final heal failed: {e}")
-            heal_time = time.monotonic()
-            progress(f"healed after {nemesis.injected} faults; healed tail of {cfg.tail:g}s")
-            time.sleep(cfg.tail)  # schedule
-        finally:
-            try:
-                workload.stop()
-            except RuntimeError as e:
-                errors.append(str(e))
+        heal_time = run_schedule(workload, nemesis, cfg, errors, progress)
         seconds["workload"] = time.monotonic() - t0
         requests = workload.requests
         compactions = workload.compactions
         progress(f"{len(requests)} operations; checking")
         t1 = time.monotonic()
-        checks, verdict, _ = final_checks(
-            cluster,
-            history_ops(requests),
-            workload.keys,
-            timeout=cfg.check_timeout,
-            unexpected_exits=nemesis.unexpected_exits,
-            stale=workload.side_reads,
-        )
-        retried = {(r.op.key, r.op.value) for r in requests if r.attempts > 1}
-        checks.append(applied_once(cluster, history_ops(requests), retried, timeout=cfg.check_timeout))
-        if cfg.workload != "kv":
-            checks += [check_revision_order(requests), check_read_at_revision(requests)]
-        checks.append(_recovered(requests, heal_time))
-        if cfg.nemesis in ("membership", "mix"):
-            checks.append(check_removed_stop(nemesis.events, nemesis.anomalies))
+        checks, verdict = history_checks(cluster, cfg, workload, requests, nemesis, heal_time)
         seconds["checks"] = time.monotonic() - t1
         events = nemesis.events
         snapshots = {
@@ -461,6 +431,36 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
     )
     write_files(result)
     return result
+
+
+def history_checks(
+    cluster: Cluster,
+    cfg: TortureConfig,
+    workload: Workload,
+    requests: list[Request],
+    nemesis: Nemesis,
+    heal_time: float | None,
+) -> tuple[list[CheckResult], Verdict | None]:
+    """Every check of the fault suite on a healed cluster whose workload has
+    stopped (the soak runs them too): ``final_checks``, applied-once, the
+    revisions' (txn and mixed workloads), recovered, removed-stop; and the
+    linearizability verdict."""
+    checks, verdict, _ = final_checks(
+        cluster,
+        history_ops(requests),
+        workload.keys,
+        timeout=cfg.check_timeout,
+        unexpected_exits=nemesis.unexpected_exits,
+        stale=workload.side_reads,
+    )
+    retried = {(r.op.key, r.op.value) for r in requests if r.attempts > 1}
+    checks.append(applied_once(cluster, history_ops(requests), retried, timeout=cfg.check_timeout))
+    if cfg.workload != "kv":
+        checks += [check_revision_order(requests), check_read_at_revision(requests)]
+    checks.append(_recovered(requests, heal_time))
+    if cfg.nemesis in ("membership", "mix"):
+        checks.append(check_removed_stop(nemesis.events, nemesis.anomalies))
+    return checks, verdict
 
 
 def _recovered(requests: Sequence[Request], heal_time: float | None) -> CheckResult:
@@ -506,6 +506,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
     p = argparse.ArgumentParser(
         prog="python -m dkv.torture",
         description="Run a workload against a real dkv cluster while injecting faults; check the history.",
+        epilog="--soak DURATION runs the soak instead (dkv.testing.soak): python -m dkv.torture --soak 1m --help",
     )
     p.add_argument("--time", type=float, default=_default("time"), help="seconds of workload, healed tail included")
     p.add_argument(

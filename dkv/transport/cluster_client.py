@@ -10,8 +10,10 @@ between them.
 Whether a failed forwarded call was applied is decided by structure, never
 by reading messages: a call is sent only once its channel is connected, so
 one that could not connect was certainly not applied (NoLeader, 503); the
-leader's own refusals say what they are in ``dkv-outcome`` trailing
-metadata (``dkv.errors.OUTCOME_METADATA``); a call lost after it was sent,
+leader's own refusals say what they are in ``dkv-outcome`` and
+``dkv-error`` trailing metadata (``dkv.errors.error_metadata``: an
+Overloaded refusal stays a 429, a NoSpace one a 507, though both share
+TooLarge's RESOURCE_EXHAUSTED); a call lost after it was sent,
 with no such answer, has an unknown outcome (OutcomeUnknown, 504).
 """
 
@@ -26,7 +28,19 @@ from grpc import aio
 from twisted.internet.defer import Deferred
 
 from dkv.aio import deferred_from
-from dkv.errors import BY_GRPC_CODE, NOT_APPLIED, OUTCOME_METADATA, UNKNOWN, DkvError, NoLeader, OutcomeUnknown
+from dkv.errors import (
+    BY_GRPC_CODE,
+    BY_NAME,
+    ERROR_METADATA,
+    NOT_APPLIED,
+    OUTCOME_METADATA,
+    REASON_METADATA,
+    UNKNOWN,
+    DkvError,
+    NoLeader,
+    OutcomeUnknown,
+    Overloaded,
+)
 from dkv.pb import etcd_rpc_pb2, etcd_rpc_pb2_grpc, kv_pb2, kv_pb2_grpc
 from dkv.transport.grpc_peer import Credentials, open_channel
 
@@ -109,19 +123,25 @@ _LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.St
 
 def to_dkv_error(error: aio.AioRpcError) -> DkvError:
     """The error a failed forwarded call (sent on a connected channel)
-    becomes, by the leader's ``dkv-outcome`` trailing metadata: "unknown" is
-    OutcomeUnknown; "not-applied" is the error its code maps to (NoLeader
-    where that would be OutcomeUnknown). Without it (the answer is gRPC's,
-    not the leader's), a lost call (UNAVAILABLE, DEADLINE_EXCEEDED,
-    CANCELLED) is OutcomeUnknown, and other codes (refused before any
-    handler ran) map as the leader's would."""
+    becomes, by the leader's trailing metadata: ``dkv-outcome`` "unknown" is
+    OutcomeUnknown; "not-applied" is the error ``dkv-error`` names (by its
+    code when it names none this side knows; NoLeader where that would be
+    OutcomeUnknown). Without an outcome (the answer is gRPC's, not the
+    leader's), a lost call (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED) is
+    OutcomeUnknown, and other codes (refused before any handler ran) map as
+    the leader's would."""
     details = error.details() or None
-    said = dict(error.trailing_metadata() or ()).get(OUTCOME_METADATA)
+    metadata = {key: value for key, value in error.trailing_metadata() or () if isinstance(value, str)}
+    said = metadata.get(OUTCOME_METADATA)
     if said == UNKNOWN:
         return OutcomeUnknown(details)
-    found = BY_GRPC_CODE.get(error.code().value[0], DkvError)
+    found = BY_NAME.get(metadata.get(ERROR_METADATA, "")) or BY_GRPC_CODE.get(error.code().value[0], DkvError)
     if said == NOT_APPLIED:
-        return (NoLeader if found is OutcomeUnknown else found)(details)
+        if found is OutcomeUnknown:
+            return NoLeader(details)
+        if found is Overloaded:
+            return Overloaded(details, reason=metadata.get(REASON_METADATA, ""))
+        return found(details)
     if error.code() in _LOST:
         return OutcomeUnknown(f"lost contact with the leader ({details or error.code().name})")
     return found(details)

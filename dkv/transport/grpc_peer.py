@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -33,6 +32,7 @@ from dkv.pb import raft_pb2, raft_pb2_grpc
 from dkv.raft.messages import Heartbeat, Message
 from dkv.transport.codec import batch_to_pb
 from dkv.transport.peer_common import PeerAccounting
+from dkv.transport.peer_queue import PeerQueue
 
 #: gRPC channel/server options shared by peers (large appends, keepalive).
 MAX_MESSAGE_BYTES = 64 << 20
@@ -49,9 +49,11 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-#: Messages queued for a peer whose stream does not drain; beyond this the
-#: oldest are dropped (Raft retransmits what matters).
+#: Messages, and bytes of them, queued for a peer whose stream does not
+#: drain; beyond either the oldest are dropped (Raft retransmits what
+#: matters: ``dkv.transport.peer_queue``).
 MAX_QUEUED = 4096
+MAX_QUEUED_BYTES = 32 << 20
 MAX_BATCH = 512
 CONNECT_TIMEOUT = 2.0
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
@@ -85,7 +87,7 @@ class _PeerLink:
         self.transport = transport
         self.peer_id = peer_id
         self.address = address
-        self.queue: deque[Message] = deque()
+        self.queue = PeerQueue(MAX_QUEUED, transport.max_queue_bytes)
         self.wakeup = asyncio.Event()
         self.connected = False
         self.down_logged = False
@@ -105,10 +107,8 @@ class _PeerLink:
             # Nothing would carry them; the core retransmits what matters.
             self.transport._unreachable(self.peer_id)
             return
-        self.queue.extend(messages)
-        if len(self.queue) > MAX_QUEUED:
-            for _ in range(len(self.queue) - MAX_QUEUED):
-                self.queue.popleft()
+        if self.queue.push(messages):
+            # The peer does not keep up: the core probes it again.
             self.transport._unreachable(self.peer_id)
         self.wakeup.set()
 
@@ -142,8 +142,7 @@ class _PeerLink:
             if not self.queue:
                 self.wakeup.clear()
                 await self.wakeup.wait()
-            n = min(len(self.queue), MAX_BATCH)
-            batch = [self.queue.popleft() for _ in range(n)]
+            batch = self.queue.pop_batch(MAX_BATCH)
             message = batch_to_pb(self.transport.cluster_id(), self.transport.node_id, batch)
             sent = self.transport.sent_bytes
             sent[self.peer_id] = sent.get(self.peer_id, 0) + message.ByteSize()
@@ -258,9 +257,13 @@ class GrpcTransport(PeerAccounting):
         on_round_trip: Callable[[str, float], None] = lambda peer, seconds: None,
         channel_credentials: Credentials = lambda: None,
         guard: PeerGuard | None = None,
+        max_queue_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
-        """on_round_trip(peer, seconds): a heartbeat's round trip."""
+        """on_round_trip(peer, seconds): a heartbeat's round trip;
+        max_queue_bytes: the bytes of messages queued for one peer
+        (``--max-peer-queue-bytes``)."""
         self.init_accounting(node_id, cluster_id, on_receive, on_unreachable, on_round_trip)
+        self.max_queue_bytes = max_queue_bytes
         #: What links are opened with (see ``open_channel``), asked at each (re)connect.
         self.channel_credentials = channel_credentials
         #: Checks callers of the Raft service (None: anyone may call).

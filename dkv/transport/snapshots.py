@@ -28,6 +28,7 @@ import grpc
 from grpc import aio
 
 from dkv.aio import wait
+from dkv.disk_full import is_disk_full
 from dkv.logs import logger
 from dkv.pb import raft_pb2, raft_pb2_grpc
 from dkv.raft.membership import Membership
@@ -167,8 +168,8 @@ class SnapshotReceiver:
         store = self._store()
         try:
             next_seq = await wait(store.stage_begin(meta))
-        except StorageError as e:
-            yield raft_pb2.SnapshotAck(error=str(e))
+        except Exception as e:  # noqa: BLE001
+            yield raft_pb2.SnapshotAck(error=_staging_failed(e, sender))
             return
         log.info(
             "receiving a snapshot at index {index} from {sender} (from chunk {seq})",
@@ -184,9 +185,8 @@ class SnapshotReceiver:
             records = [(r.key, r.value) for r in chunk.records]
             try:
                 await wait(store.stage_chunk(chunk.seq, records, chunk.crc, chunk.last))
-            except StorageError as e:
-                log.warn("snapshot from {sender} rejected: {e}", sender=sender, e=e)
-                yield raft_pb2.SnapshotAck(error=str(e))
+            except Exception as e:  # noqa: BLE001
+                yield raft_pb2.SnapshotAck(error=_staging_failed(e, sender))
                 return
             if chunk.last:
                 self._deliver(
@@ -196,3 +196,14 @@ class SnapshotReceiver:
                 yield raft_pb2.SnapshotAck(next_seq=chunk.seq + 1, done=True)
                 return
             yield raft_pb2.SnapshotAck(next_seq=chunk.seq + 1)
+
+
+def _staging_failed(error: Exception, sender: str) -> str:
+    """Why staging a snapshot failed, for the sender (which tries again
+    later), logged in one line: the store refused it (``StorageError``) or
+    the disk is full; anything else is a bug and raised."""
+    if not isinstance(error, StorageError) and not is_disk_full(error):
+        raise error
+    reason = f"the disk is full ({error})" if is_disk_full(error) else str(error)
+    log.warn("snapshot from {sender} rejected: {reason}", sender=sender, reason=reason)
+    return reason

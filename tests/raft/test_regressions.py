@@ -7,6 +7,8 @@ simulation's schedule drifts.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from dkv.raft import (
@@ -16,6 +18,7 @@ from dkv.raft import (
     Member,
     Membership,
     ProposalDropped,
+    Raft,
     RaftConfig,
     Role,
 )
@@ -28,6 +31,7 @@ from dkv.raft.messages import (
     ProposeRejected,
     ReadIndexResponse,
     RequestVote,
+    VoteResponse,
 )
 from tests.raft.sim import Disk, Net, bootstrap_entry, bootstrap_membership
 
@@ -451,3 +455,43 @@ def test_a_leader_counts_the_refusal_of_a_proposal_it_forwarded_as_a_follower() 
     net.step(forward)  # the stale forward reaches n1, a follower of term 3 now
     net.deliver_all()
     assert net.failed_proposals["n2"] == [41]
+
+
+@pytest.mark.parametrize("pre_vote", [False, True])
+def test_a_candidate_counts_no_election_time_before_its_term_is_durable(pre_vote: bool) -> None:
+    """Issue 15 (found in a real cluster, reproduced by
+    ``test_driver_simulation``'s slow-disk test). A member whose disk takes
+    an election timeout per write started its next campaign before the vote
+    requests of the last one had left (they wait for the term and vote on
+    disk, thesis §3.8 / rule 1); each abandoned term's late requests reset the
+    other members' timers, and no leader was ever elected. The campaign only
+    begins for the others when its requests leave, so its timeout runs from
+    then (Raft §5.2: "If election timeout elapses without winning, start a
+    new election" -- an election not yet started cannot have timed out)."""
+    raft = Raft(
+        "n1",
+        RaftConfig(election_ticks=10, heartbeat_ticks=1, pre_vote=pre_vote),
+        random.Random(1),
+        hard_state=HardState(term=1, vote="", commit=1),
+        entries=[bootstrap_entry(IDS)],
+        first_election_ticks=2,
+    )
+    for _ in range(40):
+        if raft.role is Role.CANDIDATE:
+            break
+        raft.tick()
+        for m in raft.take_outbox().messages:  # grant the PreVotes, if any
+            if isinstance(m, RequestVote) and m.pre_vote:
+                raft.step(VoteResponse(frm=m.to, to="n1", term=m.term, granted=True, pre_vote=True))
+    assert raft.role is Role.CANDIDATE and raft.term == 2
+    assert not [m for m in raft.take_outbox().messages if isinstance(m, RequestVote) and not m.pre_vote]
+    for _ in range(100):  # the disk is slow: ten election timeouts pass
+        raft.tick()
+    assert raft.role is Role.CANDIDATE and raft.term == 2, "campaigned again before the first campaign began"
+    rd = raft.ready()  # the term and vote are written: the requests leave now
+    raft.advance(rd)
+    sent = [m for m in (*rd.messages, *raft.take_outbox().messages) if isinstance(m, RequestVote)]
+    assert {m.to for m in sent} == {"n2", "n3"} and {m.term for m in sent} == {2}
+    for _ in range(40):  # now unanswered, it times out and campaigns again
+        raft.tick()
+    assert raft.term > 2 or raft.role is Role.PRE_CANDIDATE

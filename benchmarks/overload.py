@@ -1,0 +1,242 @@
+"""dkv under 4x the load it can sustain: admission control keeps memory,
+latency and throughput in bounds (issue 15, overload).
+
+    python benchmarks/overload.py                 # 5 minutes of overload (the criterion's length)
+    python benchmarks/overload.py --duration 60   # a quick run
+
+Starts a 3-node dkv cluster (``dkv.testing.cluster``, the node's default
+timings, no proxies; ``--node-arg`` adds flags to every node), then, with
+wrk and ``etcdbench/overload.lua``, puts new keys through ``/v0`` on the
+leader:
+
+1. **sustainable**: 64 connections in a closed loop for ``--sustain``
+   seconds (after a warm-up): the admitted rate is the sustainable rate,
+   and the p99 of its answers the unloaded p99 (no request is refused at
+   that load with the default bounds).
+2. **overload**: ``--connections`` (1,000) connections, each pausing
+   between its requests (wrk's ``delay()``, ~connections / (factor x
+   sustainable) seconds, jittered) so that together they offer ``--factor``
+   (4) times the sustainable rate, for ``--duration`` seconds: an open-ish
+   load at a fixed rate, not wrk's closed loop, which would resend each
+   refusal at once. A connection refused with 429 waits its
+   ``Retry-After`` before its next request, as etcd's clients back off.
+   ``--probes`` (64) of them run one per wrk thread, so each admitted
+   answer is timed (wrk's own latencies mix refused answers in); the rest
+   count answers only.
+   Every node's RSS is read from ``/proc/PID/status`` every second.
+
+It prints and writes (``--out``) JSON: the offered rate (target and
+actual), peak RSS per node, the admitted p99 against the unloaded p99, the
+admitted rate against the sustainable rate,
+how many were refused (429), other errors, and PASS / FAIL for each
+criterion: RSS of every node under ``--rss-bound-mib``; admitted p99 within
+2x the unloaded p99; admitted throughput at least 80 % of the sustainable
+rate. Exits 1 if any criterion fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # etcdbench, then this checkout's dkv
+
+from etcdbench.overload import merge, parse_result, percentile_ms, rss_bytes, verdicts  # noqa: E402
+
+from dkv.testing.cluster import Cluster  # noqa: E402
+
+LUA = HERE / "etcdbench" / "overload.lua"
+SUSTAIN_CONNECTIONS = 64
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=300, help="seconds of overload (default 300)")
+    p.add_argument("--sustain", type=int, default=20, help="seconds of the sustainable-rate run (default 20)")
+    p.add_argument("--warmup", type=int, default=5, help="seconds of warm-up before it (default 5)")
+    p.add_argument("--connections", type=int, default=1000, help="connections during the overload (default 1000)")
+    p.add_argument("--probes", type=int, default=64, help="of them, timed ones, one per wrk thread (default 64)")
+    p.add_argument("--factor", type=float, default=4.0, help="offered load / sustainable rate (default 4)")
+    p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
+    p.add_argument("--rss-bound-mib", type=float, default=512.0, help="RSS bound per node (default 512 MiB)")
+    p.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        help="a flag for every node, e.g. --node-arg=--max-pending-proposals=256",
+    )
+    p.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "overload.json", help="where the JSON goes")
+    p.add_argument("--keep", action="store_true", help="keep the cluster's directory (logs) at the end")
+    return p.parse_args(argv)
+
+
+class RssSampler:
+    """Reads each node's RSS every second on a thread; keeps the peaks and the series."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak: dict[str, int] = {}
+        self.series: dict[str, list[int]] = {n: [] for n in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            for node, pid in self.pids.items():
+                rss = rss_bytes(pid)
+                if rss is not None:
+                    self.series[node].append(rss)
+                    self.peak[node] = max(self.peak.get(node, 0), rss)
+            if self._stop.wait(1.0):
+                return
+
+
+def run_wrk(
+    wrk: str, url: str, jobs: list[tuple[int, int, bool, float, str]], duration: int, value_size: int
+) -> dict[str, Any]:
+    """Run wrk processes at once, one per (threads, connections, timed,
+    delay_ms, tag); their merged result."""
+    procs = []
+    try:
+        for threads, connections, timed, delay_ms, tag in jobs:
+            argv = [
+                wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "30s", "-s", str(LUA), url,
+                "--", "1" if timed else "0", f"{delay_ms:.3f}", tag, str(value_size),
+            ]  # fmt: skip
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=duration + 120)
+            if proc.returncode != 0:
+                raise RuntimeError(f"wrk exited with {proc.returncode}:\n{out[-2000:]}")
+            results.append(parse_result(out))
+        return merge(results)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def rate(result: dict[str, Any], key: str = "ok") -> float:
+    return float(result[key]) / (result["duration_us"] / 1e6) if result["duration_us"] else 0.0
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "admitted": result["ok"],
+        "refused_429": result["refused"],
+        "other_non_2xx": result["other"],
+        "refused_without_retry_after": result["no_retry_after"],
+        "retry_after_waits": result["backoffs"],
+        "socket_errors": result["errors"],
+        "requests": result["requests"],
+        "seconds": round(result["duration_us"] / 1e6, 2),
+        "admitted_per_s": round(rate(result), 1),
+        "offered_per_s": round(rate(result, "requests"), 1),
+        "p50_admitted_ms": percentile_ms(result["hist"], 0.50),
+        "p99_admitted_ms": percentile_ms(result["hist"], 0.99),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    if args.probes >= args.connections:
+        raise SystemExit("--probes must be fewer than --connections")
+    workdir = Path(tempfile.mkdtemp(prefix="dkv-overload-"))
+    cluster = Cluster(
+        workdir, tick_ms=None, election_ticks=None, heartbeat_ticks=None, request_timeout=None,
+        log_level="warn", proxy_links=False, extra_args=tuple(args.node_arg),
+    )  # fmt: skip
+    report: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    tag = f"ov{int(time.time())}"
+    try:
+        cluster.start(timeout=60)
+        leader = cluster.wait_settled(60)
+        url = f"http://127.0.0.1:{cluster.rest_ports[leader]}"
+        pids = {n: p.pid for n, p in cluster.nodes.items() if p.pid is not None}
+        print(f"cluster up, leader {leader}; warm-up {args.warmup} s", file=sys.stderr)
+        one_each = (SUSTAIN_CONNECTIONS, SUSTAIN_CONNECTIONS, True, 0.0)
+        run_wrk(args.wrk, url, [(*one_each, f"{tag}w")], args.warmup, args.value_size)
+
+        print(f"sustainable rate: {SUSTAIN_CONNECTIONS} connections for {args.sustain} s", file=sys.stderr)
+        with RssSampler(pids) as rss_sustain:
+            sustained = run_wrk(args.wrk, url, [(*one_each, f"{tag}s")], args.sustain, args.value_size)
+        sustainable = rate(sustained)
+        report["sustainable"] = summary(sustained) | {"peak_rss_mib": _mib(rss_sustain.peak)}
+        print(json.dumps(report["sustainable"]), file=sys.stderr)
+        if sustainable <= 0:
+            raise RuntimeError("nothing was admitted at the sustainable load")
+
+        offered = args.factor * sustainable
+        delay_ms = 1000.0 * args.connections / offered  # per connection, between its requests
+        flood = args.connections - args.probes
+        print(
+            f"overload: {args.connections} connections offering ~{offered:.0f}/s "
+            f"({args.factor:g}x) for {args.duration} s",
+            file=sys.stderr,
+        )
+        with RssSampler(pids) as rss:
+            loaded = run_wrk(
+                args.wrk, url,
+                [(2, flood, False, delay_ms, f"{tag}f"), (args.probes, args.probes, True, delay_ms, f"{tag}p")],
+                args.duration, args.value_size,
+            )  # fmt: skip
+        report["overload"] = summary(loaded) | {
+            "target_offered_per_s": round(offered, 1),
+            "connections": args.connections,
+            "rss_mib_every_second": {n: [round(v / 2**20, 1) for v in s] for n, s in rss.series.items()},
+        }
+        # The p99 is read off the probes alone (the flood's answers are not timed).
+        report["overload"]["p99_admitted_ms"] = percentile_ms(loaded["hist"], 0.99)
+        report["peak_rss_mib"] = _mib(rss.peak)
+        report["criteria"] = verdicts(
+            peak_rss=rss.peak,
+            rss_bound=int(args.rss_bound_mib * 2**20),
+            p99_unloaded_ms=report["sustainable"]["p99_admitted_ms"],
+            p99_admitted_ms=report["overload"]["p99_admitted_ms"],
+            sustainable_rate=sustainable,
+            admitted_rate=rate(loaded),
+        )
+        code, _ = cluster.put(leader, f"{tag}-after", "1", timeout=10)
+        report["serving_after"] = code == 200
+    finally:
+        cluster.close()
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    printed = {k: v for k, v in report.items() if k != "overload"}
+    printed["overload"] = {k: v for k, v in report["overload"].items() if k != "rss_mib_every_second"}
+    print(json.dumps(printed, indent=2))
+    print(f"written to {args.out}", file=sys.stderr)
+    failed = [name for name, c in report["criteria"].items() if c["verdict"] != "PASS"]
+    return 1 if failed or not report["serving_after"] else 0
+
+
+def _mib(values: dict[str, int]) -> dict[str, float]:
+    return {n: round(v / 2**20, 1) for n, v in values.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
