@@ -26,6 +26,20 @@ from dkv.storage.lmdb_store import LmdbStore
 from dkv.testing.process import Process
 
 
+@pytest.fixture(autouse=True, scope="session")
+def monotonic_reactor_clock() -> None:
+    """The tests' reactor keeps time as a node's does: its ``seconds()`` is
+    the event loop's monotonic clock (``dkv.asyncio_reactor``). Set once,
+    before any test schedules a timer, rather than by whichever test first
+    parses a node's options (which would switch it under the timers and
+    gRPC waits of the tests that ran before)."""
+    from twisted.internet import reactor
+
+    from dkv import asyncio_reactor
+
+    asyncio_reactor.use_monotonic_clock(reactor)  # type: ignore[arg-type]
+
+
 class NullTransport:
     """A single node has no peers."""
 
