@@ -72,3 +72,13 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return out
+
+
+def no_delay(transport: object) -> None:
+    """Send small frames at once (TCP_NODELAY): a Raft round is a few small
+    frames each way, and Nagle's algorithm would hold one back until the
+    peer's delayed ACK (~40 ms). Through TLS the wrapper passes the call to
+    the TCP transport; a transport without the option (tests) is left as it is."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)

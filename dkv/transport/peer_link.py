@@ -41,7 +41,17 @@ from dkv.logs import logger
 from dkv.pb import raft_pb2
 from dkv.raft.messages import Message
 from dkv.transport.codec import batch_to_pb
-from dkv.transport.peer_frames import BATCH, HELLO, MAX_FRAME_BYTES, PING, PONG, FrameError, FrameReader, frame
+from dkv.transport.peer_frames import (
+    BATCH,
+    HELLO,
+    MAX_FRAME_BYTES,
+    PING,
+    PONG,
+    FrameError,
+    FrameReader,
+    frame,
+    no_delay,
+)
 from dkv.transport.peer_handshake import answer_refusal, hello_frame
 
 __all__ = ["Connect", "LinkOwner", "PeerLink", "PeerSettings"]
@@ -90,6 +100,7 @@ class _Dialled(TxProtocol):
         self.reader = FrameReader(link.settings.max_frame)
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted name
+        no_delay(self.transport)
         self.transport.registerProducer(_Producer(self.link, self), True)  # type: ignore[union-attr]
         self.link._made(self)
 

@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from dkv.logs import logger
 from dkv.pb import raft_pb2
-from dkv.transport.peer_frames import BATCH, HELLO, PING, PONG, SNAPSHOT, FrameError, FrameReader, frame
+from dkv.transport.peer_frames import BATCH, HELLO, PING, PONG, SNAPSHOT, FrameError, FrameReader, frame, no_delay
 from dkv.transport.peer_handshake import hello_frame, hello_refusal
 from dkv.transport.peer_link import PeerSettings
 from dkv.transport.peer_snapshots import ReceivingSnapshot
@@ -102,6 +102,7 @@ class _Listened(Protocol):
 
     def connectionMade(self) -> None:  # noqa: N802
         self.factory.open.add(self)
+        no_delay(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         clock = self.factory.clock
         self._last_heard = clock.seconds()

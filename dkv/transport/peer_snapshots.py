@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from dkv.aio import wait
 from dkv.pb import raft_pb2
-from dkv.transport.peer_frames import ACK, HELLO, SNAPSHOT, FrameError, FrameReader, frame
+from dkv.transport.peer_frames import ACK, HELLO, SNAPSHOT, FrameError, FrameReader, frame, no_delay
 from dkv.transport.peer_handshake import answer_refusal, hello_frame
 from dkv.transport.peer_link import Connect
 from dkv.transport.snapshots import STALL_TIMEOUT, OutgoingSnapshot, check_ack, meta_to_pb
@@ -40,6 +40,7 @@ class _Dialled(Protocol):
         self.reader = FrameReader()
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted name
+        no_delay(self.transport)
         self.transport.write(self.hello)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
