@@ -171,21 +171,12 @@ def run_lock_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambd
         raise ValueError(f"run_lock_torture runs the lock workload, not {cfg.workload!r}")
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    ids = [chr(ord("a") + n) for n in range(cfg.nodes)]
     errors: list[str] = []
     seconds: dict[str, float] = {}
     started = time.monotonic()
     code = code_version()
     lock_config = LockConfig(clients=cfg.clients, ttl=cfg.lock_ttl)
-    with Cluster(
-        out / "cluster",
-        ids,
-        tick_ms=cfg.tick_ms,
-        election_ticks=cfg.election_ticks,
-        request_timeout=cfg.request_timeout,
-        seed=cfg.seed,
-        extra_args=cfg.node_args(),
-    ) as cluster:
+    with cfg.cluster() as cluster:
         clocks = faketime.for_schedule(cluster, cfg.nemesis, out / "clocks")
         cluster.start()
         cluster.leader(timeout=30)

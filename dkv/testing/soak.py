@@ -65,7 +65,6 @@ from typing import Any
 import attrs
 
 from dkv.testing import faketime
-from dkv.testing.cluster import Cluster
 from dkv.testing.code_version import code_version
 from dkv.testing.fault_schedule import run_schedule
 from dkv.testing.nemesis import SCHEDULES, FaultEvent, Nemesis, NemesisConfig
@@ -145,12 +144,9 @@ class SoakConfig:
             ),
         )
 
-    def node_args(self) -> list[str]:
-        return [
-            *self.torture().node_args(),
-            "--auto-compaction-mode", "periodic",
-            "--auto-compaction-retention", self.auto_compaction_retention,
-        ]  # fmt: skip
+    def compaction_args(self) -> list[str]:
+        """The nodes' arguments beyond the fault run's: periodic auto-compaction."""
+        return ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", self.auto_compaction_retention]
 
     def command(self) -> str:
         """The command line that repeats this soak (as far as timing allows)."""
@@ -244,20 +240,11 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
     tcfg = cfg.torture()
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    ids = [chr(ord("a") + n) for n in range(cfg.nodes)]
     errors: list[str] = []
     seconds: dict[str, float] = {}
     started = time.monotonic()
     code = code_version()
-    with Cluster(
-        out / "cluster",
-        ids,
-        tick_ms=tcfg.tick_ms,
-        election_ticks=tcfg.election_ticks,
-        request_timeout=tcfg.request_timeout,
-        seed=cfg.seed,
-        extra_args=cfg.node_args(),
-    ) as cluster:
+    with tcfg.cluster(cfg.compaction_args()) as cluster:
         clocks = faketime.for_schedule(cluster, cfg.nemesis, out / "clocks")
         cluster.start()
         cluster.leader(timeout=30)

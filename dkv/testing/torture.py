@@ -130,6 +130,22 @@ class TortureConfig:
             args += ["--snapshot-keep-entries", str(self.snapshot_keep)]
         return args
 
+    def cluster(self, extra_args: Sequence[str] = ()) -> Cluster:
+        """The run's cluster, not yet started, in ``out/cluster``: its
+        timings, seed, node arguments (then extra_args), peer TLS and peer
+        transport. The KV, lock and soak runs all start theirs here."""
+        return Cluster(
+            self.out / "cluster",
+            [chr(ord("a") + n) for n in range(self.nodes)],
+            tick_ms=self.tick_ms,
+            election_ticks=self.election_ticks,
+            request_timeout=self.request_timeout,
+            seed=self.seed,
+            extra_args=[*self.node_args(), *extra_args],
+            tls=ClusterCerts(self.out / "certs", client=False, client_cert_auth=False) if self.peer_tls else None,
+            peer_transport=self.peer_transport,
+        )
+
     def command(self) -> str:
         """The command line that repeats this run (as far as timing allows)."""
         args = [
@@ -360,22 +376,11 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         raise ValueError(f"run_torture runs the workloads {WORKLOADS}, not {cfg.workload!r}")
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    ids = [chr(ord("a") + n) for n in range(cfg.nodes)]
     errors: list[str] = []
     seconds: dict[str, float] = {}
     started = time.monotonic()
     code = code_version()
-    with Cluster(
-        out / "cluster",
-        ids,
-        tick_ms=cfg.tick_ms,
-        election_ticks=cfg.election_ticks,
-        request_timeout=cfg.request_timeout,
-        seed=cfg.seed,
-        extra_args=cfg.node_args(),
-        tls=ClusterCerts(out / "certs", client=False, client_cert_auth=False) if cfg.peer_tls else None,
-        peer_transport=cfg.peer_transport,
-    ) as cluster:
+    with cfg.cluster() as cluster:
         clocks = faketime.for_schedule(cluster, cfg.nemesis, out / "clocks")
         cluster.start()
         cluster.leader(timeout=30)
@@ -413,7 +418,7 @@ def run_torture(cfg: TortureConfig, progress: Callable[[str], None] = lambda s: 
         events = nemesis.events
         snapshots = {
             "index": {i: (st or {}).get("snapshot_index") for i, st in cluster.statuses(cluster.ids).items()},
-            "installed": sum(cluster.node(i).log_text().count("installed a snapshot at index") for i in ids),
+            "installed": sum(cluster.node(i).log_text().count("installed a snapshot at index") for i in cluster.ids),
         }
     seconds["total"] = time.monotonic() - started
     result = TortureResult(
