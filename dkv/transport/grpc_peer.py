@@ -29,7 +29,7 @@ from grpc import aio
 
 from dkv.logs import logger
 from dkv.pb import raft_pb2, raft_pb2_grpc
-from dkv.raft.messages import Heartbeat, Message
+from dkv.raft.messages import Message
 from dkv.transport.codec import batch_to_pb
 from dkv.transport.peer_common import PeerAccounting
 from dkv.transport.peer_queue import PeerQueue
@@ -327,14 +327,3 @@ class GrpcTransport(PeerAccounting):
         """Where we dial peer_id (its route if one is set)."""
         link = self._links.get(peer_id)
         return link.address if link is not None else self.routes.get(peer_id)
-
-    def send(self, messages: Sequence[Message]) -> None:
-        by_peer: dict[str, list[Message]] = {}
-        for msg in messages:
-            by_peer.setdefault(msg.to, []).append(msg)
-            if type(msg) is Heartbeat:
-                self._heartbeat_sent(msg)
-        for peer_id, msgs in by_peer.items():
-            link = self._links.get(peer_id)
-            if link is not None:
-                link.enqueue(msgs)

@@ -9,7 +9,8 @@ its ``__init__`` (``init_accounting`` sets them all)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from dkv.logs import logger
 from dkv.pb import raft_pb2
@@ -20,6 +21,10 @@ from dkv.transport.codec import messages_from_batch
 RTT_FORGET = 1.0
 
 log = logger("dkv.transport")
+
+
+class _Queue(Protocol):
+    def enqueue(self, messages: Sequence[Message]) -> None: ...
 
 
 class PeerAccounting:
@@ -34,6 +39,8 @@ class PeerAccounting:
     #: peer -> (seq, monotonic send time) of its heartbeat awaiting an answer.
     _heartbeats: dict[str, tuple[int, float]]
     _foreign_logged: set[str]
+    #: peer -> the link that queues what is sent to it (the subclass's).
+    _links: Mapping[str, _Queue]
 
     def init_accounting(
         self,
@@ -52,6 +59,20 @@ class PeerAccounting:
         self.received_bytes = {}
         self._heartbeats = {}
         self._foreign_logged = set()
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Queue each message on its recipient's link, in order, noting the
+        heartbeats whose answers time a round trip; a message for a peer
+        without a link is dropped."""
+        by_peer: dict[str, list[Message]] = {}
+        for msg in messages:
+            by_peer.setdefault(msg.to, []).append(msg)
+            if type(msg) is Heartbeat:
+                self._heartbeat_sent(msg)
+        for peer_id, msgs in by_peer.items():
+            link = self._links.get(peer_id)
+            if link is not None:
+                link.enqueue(msgs)
 
     def _unreachable(self, peer_id: str) -> None:
         self._on_unreachable(peer_id)

@@ -23,7 +23,7 @@ Everything runs on the reactor given; time comes from it (tests pass a
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -31,7 +31,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IProtocolFactory
 
 from dkv.config import PEER_PORT_OFFSET, parse_address
-from dkv.raft.messages import Heartbeat, Message
+from dkv.raft.messages import Message
 from dkv.transport import peer_snapshots
 from dkv.transport.peer_common import PeerAccounting
 from dkv.transport.peer_link import Connect, PeerLink, PeerSettings
@@ -147,14 +147,3 @@ class TwistedTransport(PeerAccounting):
     def address_of(self, peer_id: str) -> str | None:
         """Where we reach peer_id's RPC port (its route if one is set)."""
         return self.routes.get(peer_id) or self.members.get(peer_id)
-
-    def send(self, messages: Sequence[Message]) -> None:
-        by_peer: dict[str, list[Message]] = {}
-        for msg in messages:
-            by_peer.setdefault(msg.to, []).append(msg)
-            if type(msg) is Heartbeat:
-                self._heartbeat_sent(msg)
-        for peer_id, msgs in by_peer.items():
-            link = self._links.get(peer_id)
-            if link is not None:
-                link.enqueue(msgs)
