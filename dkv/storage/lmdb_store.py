@@ -367,7 +367,11 @@ class LmdbStore:
         def unless_failed() -> T:
             if self._disk_failed is not None:
                 raise self._disk_failed  # never write (nor fsync) again after the disk failed
-            return fn()
+            try:
+                return fn()
+            except lmdb.PanicError as e:  # an earlier failure left LMDB unusable
+                self._disk_failed = DiskFailed(self._env.path(), e)
+                raise self._disk_failed from e
 
         return deferToThreadPool(self._reactor, self._pool, unless_failed)
 
@@ -380,7 +384,12 @@ class LmdbStore:
         EIO, not ENOSPC. An EIO while the file system has no room left is
         that, and raises ENOSPC instead (the caller may try the whole
         transaction again: nothing of it is committed, LMDB writes its meta
-        page last)."""
+        page last).
+
+        Whatever the error, if LMDB could not write its meta page it marks
+        the environment unusable (every later transaction fails with
+        ``MDB_PANIC``): that is a disk failure too (DiskFailed), even for
+        ENOSPC (a thin device out of room fails the meta page's write)."""
         try:
             hook = self.fault_hook
             if hook is not None:
@@ -388,12 +397,23 @@ class LmdbStore:
             txn.commit()
         except Exception as e:
             txn.abort()  # a no-op when the failed commit already ended it
+            if self._panicked():
+                self._disk_failed = DiskFailed(self._env.path(), e)
+                raise self._disk_failed from e
             if not is_io_error(e):
                 raise
             if self._no_room():
                 raise enospc(f"{e}: a write cut short by a full file system") from e
             self._disk_failed = DiskFailed(self._env.path(), e)
             raise self._disk_failed from e
+
+    def _panicked(self) -> bool:
+        """Whether LMDB has marked the environment unusable (MDB_PANIC)."""
+        try:
+            self._env.begin().abort()
+        except lmdb.PanicError:
+            return True
+        return False
 
     def _no_room(self) -> bool:
         """Whether the db's file system has less than a page of room left."""

@@ -1,0 +1,180 @@
+"""A real node on a real small file system (ext4 on a loop device,
+``dkv.testing.loop_disk``) that fills up, and on a thin device whose writes
+start failing while the file system still shows free space. No test hook:
+the errors are the kernel's. Every acknowledged write is kept, the node never
+prints a traceback, and it writes again once it has room.
+
+Needs root and loop devices (skipped otherwise, saying why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dkv.testing import loop_disk
+from dkv.testing.launcher import NodeProcess, dkv_command
+from dkv.testing.poll import wait_until
+from dkv.testing.rest_client import unb64
+from tests.test_process import _show_logs_on_failure, get, one_node, put, wait_leader
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(loop_disk.unavailable() is not None, reason=str(loop_disk.unavailable())),
+]
+
+VALUE = b"v" * 4096
+
+
+def _write_until_refused(node: NodeProcess, limit: int = 20000) -> tuple[dict[bytes, bytes], list[int]]:
+    """Writes 4 KiB values until the node refuses one; (the acknowledged
+    writes, the codes of the writes after the first refusal)."""
+    acknowledged: dict[bytes, bytes] = {}
+    for i in range(limit):
+        key = b"key-%05d" % i
+        try:
+            code, _ = put(node, key, VALUE)
+        except OSError:
+            code = 0  # the node went away before it answered
+        if code == 200:
+            acknowledged[key] = VALUE
+            continue
+        after = [code]
+        for j in range(3):
+            try:
+                after.append(put(node, b"more-%d" % j, VALUE)[0])
+            except OSError:
+                after.append(0)
+        return acknowledged, after
+    raise AssertionError(f"{limit} writes of 4 KiB all succeeded: the disk never filled")
+
+
+def _assert_all_there(node: NodeProcess, acknowledged: dict[bytes, bytes], consistency: str | None = None) -> None:
+    for key, value in acknowledged.items():
+        code, body = get(node, key, consistency)
+        assert code == 200 and unb64(body["value"]) == value, (key, code, body)
+
+
+def _disarm(node: NodeProcess) -> bool:
+    """Disarm every alarm; whether that worked (False if the node could not
+    commit a disarm, or is gone)."""
+    try:
+        code, body = node.request("POST", "/v3/maintenance/alarm", {})
+        for alarm in body.get("alarms", []):
+            code, _ = node.request(
+                "POST",
+                "/v3/maintenance/alarm",
+                {"action": "DEACTIVATE", "memberID": alarm["memberID"], "alarm": alarm["alarm"]},
+            )
+            if code != 200:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _writes_again(node: NodeProcess, key: bytes) -> bool:
+    if not _disarm(node):
+        return False
+    try:
+        return put(node, key, b"room")[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[loop_disk.LoopDisk]:
+    with loop_disk.LoopDisk.create(tmp_path / "disk", size_mib=24) as disk:
+        yield disk
+
+
+@pytest.fixture
+def thin_disk(tmp_path: Path) -> Iterator[loop_disk.LoopDisk]:
+    with loop_disk.LoopDisk.create(tmp_path / "disk", size_mib=64, backing_mib=12) as disk:
+        yield disk
+
+
+def test_a_node_on_a_file_system_that_fills_up_keeps_every_write_and_resumes(tmp_path, procs, small_disk) -> None:
+    config = one_node(small_disk.mount / "a.db", log_level="info", request_timeout=2.0)
+    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command())
+    procs.append(node)
+    with _show_logs_on_failure(procs):
+        node.start()
+        node.wait_ready()
+        wait_leader(node)
+        small_disk.fill(leave_bytes=512 * 1024)  # another program filled the disk
+
+        acknowledged, after = _write_until_refused(node)
+        assert acknowledged, "no write fitted in the room left"
+        assert after[0] == 504, after  # the write the disk refused is held: outcome unknown
+        assert set(after[1:]) == {507}, after  # then refused before they are proposed
+        assert node.alive
+        wait_until(
+            lambda: node.request("GET", "/health") == (503, {"health": "false", "reason": "ALARM NOSPACE"}),
+            20.0,
+            "/health to report the NOSPACE alarm",
+        )
+        _assert_all_there(node, acknowledged)  # reads are served meanwhile
+
+        # A restart on the full disk: it comes up and serves what it has. A
+        # linearizable read needs the new leader's first entry of its term on
+        # disk, which needs room: it waits (503 at the deadline) until then.
+        assert node.stop() == 0
+        node.start()
+        node.wait_ready()
+        wait_leader(node)
+        _assert_all_there(node, acknowledged, consistency="serializable")
+        code, body = get(node, b"key-00000")
+        assert code == 503, (code, body)
+
+        small_disk.unfill()  # the operator freed space
+        wait_until(lambda: _writes_again(node, b"after"), 30.0, "writes to resume")
+        _assert_all_there(node, acknowledged)
+        assert node.request("GET", "/health")[0] == 200
+        log = node.log_text()
+        assert "the disk is full" in log
+        assert "Traceback" not in log
+        assert node.stop() == 0
+
+
+def test_a_node_on_a_thin_device_that_runs_out_keeps_every_write(tmp_path, procs, thin_disk) -> None:
+    """The device fails writes with ENOSPC while ext4 shows free space. The
+    node holds the write and raises NOSPACE; if the device failed LMDB's meta
+    page write (LMDB then refuses every transaction), the node stops with one
+    ``disk failure`` line instead. Either way nothing acknowledged is lost and
+    once the device has room a restart (or the node by itself) writes again."""
+    config = one_node(thin_disk.mount / "a.db", log_level="info", request_timeout=2.0)
+    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command())
+    procs.append(node)
+    with _show_logs_on_failure(procs):
+        node.start()
+        node.wait_ready()
+        wait_leader(node)
+
+        acknowledged, after = _write_until_refused(node)
+        assert len(acknowledged) > 100, len(acknowledged)
+        assert after[0] in (0, 504), after
+        assert thin_disk.free_bytes() > 20 * 2**20  # ext4 still believes it has room
+
+        thin_disk.grow_backing(256)  # the thin pool was extended
+        wait_until(
+            lambda: not node.alive or _writes_again(node, b"after"), 30.0, "writes to resume or the node to stop"
+        )
+        log = node.log_text()
+        assert "Traceback" not in log
+        if not node.alive:
+            assert node.returncode == 1
+            failures = [line for line in log.splitlines() if "disk failure" in line]
+            assert len(failures) == 1, log
+            assert "stopped to protect its data" in failures[0]
+        assert node.stop() in (0, 1)
+
+        node.start()  # a restart recovers from what is on disk
+        node.wait_ready()
+        wait_leader(node)
+        _assert_all_there(node, acknowledged)
+        wait_until(lambda: _writes_again(node, b"after-restart"), 30.0, "writes after the restart")
+        assert "Traceback" not in node.log_text()
+        assert node.stop() == 0
