@@ -20,6 +20,7 @@ import attrs
 
 from dkv.testing.process import Process
 from dkv.testing.rest_client import b64, http_request
+from etcdbench.procstat import cpu_used, group_cpu_seconds
 from etcdbench.runs import RANGE_KEYS, BenchCluster, RunSpec
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "load.lua"
@@ -262,7 +263,8 @@ class Tags:
 
 def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags: Tags) -> dict[str, Any]:
     """Warm up, then measure one run against cluster; the raw and combined
-    results."""
+    results, with the CPU-seconds all members used during the measured part
+    (``members_cpu_s``) and per 10,000 answered requests (``cpu_s_per_10k``)."""
     urls = [cluster.leader_url()] if spec.target == "leader" else cluster.client_urls()
     leader_before = cluster.leader_url()
     api = spec.wire_api(cluster.own_api)
@@ -280,9 +282,19 @@ def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags
 
     warmup = combine(run_wrk(args.wrk, jobs(args.warmup))) if args.warmup > 0 else None
     load_before = os.getloadavg()
+    pids = cluster.member_pids()
+    cpu_before = group_cpu_seconds(pids)
     parts = run_wrk(args.wrk, jobs(args.duration))
+    cpu_after = group_cpu_seconds(pids)
     result = combine(parts)
+    cpu_s = cpu_used(cpu_before, cpu_after)
     leader_after = cluster.leader_url()
+    result.update(
+        members_cpu_s=cpu_s,
+        # CPU-seconds of all members per 10,000 answered requests (the whole
+        # measured window's CPU, idle time included, over the 2xx answers).
+        cpu_s_per_10k=cpu_s / result["ok"] * 10_000 if result["ok"] else None,
+    )
     result.update(
         run=spec.name,
         system=cluster.system,

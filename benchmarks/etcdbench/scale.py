@@ -15,23 +15,7 @@ from typing import Any
 from dkv.testing.poll import wait_until
 from etcdbench.dkv_cluster import DkvCluster
 from etcdbench.load import WrkJob, parse_wrk_output, run_has_errors
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    """Resident memory of pid in MiB from /proc/PID/status: ``rss_mb`` (VmRSS)
-    and its parts ``rss_anon_mb`` (heap and stacks) and ``rss_file_mb``
-    (file pages mapped in: mostly LMDB's read-only memory map of the db, page
-    cache the kernel can reclaim). Empty if the process is gone."""
-    fields = {"VmRSS:": "rss_mb", "RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}
-    out: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            words = line.split()
-            if words and words[0] in fields:
-                out[fields[words[0]]] = int(words[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return {}
-    return out
+from etcdbench.procstat import memory_mb
 
 
 def _node_line(node: str, info: dict[str, Any]) -> str:
@@ -47,7 +31,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
     follower restart and catch-up by snapshot of a new node."""
     n = args.scale
     out: dict[str, Any] = {"keys_requested": n, "connections": args.scale_connections}
-    with DkvCluster(args.tmp_dir) as c:
+    with DkvCluster(args.tmp_dir, getattr(args, "peer_transport", "grpc")) as c:
         c.start()
         leader = c.leader()
         out["leader"] = leader
