@@ -53,16 +53,19 @@ class EtcdCluster(_EtcdMembers):
         return next(n for n in self.names if n != leader)
 
     def progress(self, name: str) -> tuple[int, int] | None:
-        """(raft_index, raft_applied_index) of member name's status (etcd's
-        committed and applied index), or None if it does not answer."""
+        """(raftIndex, raftAppliedIndex) of member name's status (etcd's
+        committed and applied index), or None if it does not answer them."""
         try:
             url = self.client_urls()[self.names.index(name)]
             status, body = gateway_request(url, "/v3/maintenance/status", {}, 1.0)
         except (OSError, http.client.HTTPException):
             return None
-        if status != 200:
+        # etcd 3.4's gateway spells these two in camelCase (unlike the header's fields).
+        commit = body.get("raftIndex", body.get("raft_index")) if status == 200 else None
+        applied = body.get("raftAppliedIndex", body.get("raft_applied_index")) if status == 200 else None
+        if commit is None or applied is None:
             return None
-        return int(body.get("raft_index", 0)), int(body.get("raft_applied_index", 0))
+        return int(commit), int(applied)
 
     def pause(self, name: str) -> None:
         """SIGSTOP member name."""

@@ -131,6 +131,22 @@ class BenchCluster(Protocol):
     def member_pids(self) -> dict[str, int]:
         """The process id of every running member (for their CPU time)."""
 
+    def leader_member(self) -> str:
+        """The current leader's member name (node id)."""
+
+    def follower_member(self) -> str:
+        """A voting member that is not the leader."""
+
+    def progress(self, member: str) -> tuple[int, int] | None:
+        """(commit index, applied index) of member's Raft log, or None if it
+        does not answer."""
+
+    def pause(self, member: str) -> None:
+        """SIGSTOP member (it keeps its sockets)."""
+
+    def resume(self, member: str) -> None:
+        """SIGCONT a paused member."""
+
     def grpc_address(self, role: str) -> str:
         """host:port of the gRPC services (etcd's API) of the current leader
         (role "leader") or of a follower (role "follower")."""
