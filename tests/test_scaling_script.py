@@ -56,6 +56,8 @@ def test_points_medians_and_statements() -> None:
     text = scaling.conns_statement(pts)
     assert text.startswith("conns: dkv write saturates at 16 conn (1,100 req/s), p99 past it linear (1.00)")
     assert "etcd write saturates at 1 conn (500 req/s), p99 past it linear (1.00)" in text
+    pts[3]["rejected"] = 40
+    assert "p99 past it linear (1.00), sheds load (429) from 256 conn; etcd" in scaling.conns_statement(pts)
     cost = scaling.cost_statement("conns", pts, "connections", "time per request")
     assert "etcd write flat (0.00)" in cost and "dkv write falling" in cost
 
@@ -63,6 +65,14 @@ def test_points_medians_and_statements() -> None:
     rounds[1]["errors"] = True
     [merged] = scaling.median_points(rounds, "connections")
     assert merged["throughput"] == 20 and merged["rounds"] == 3 and merged["errors"] and merged["connections"] == 4
+
+
+def test_a_429_is_rejected_not_an_error() -> None:
+    base = {"throughput": 1.0, "p50_ms": 1.0, "p99_ms": 2.0, "socket_errors": 0, "misses": 0}
+    shed = scaling.point(base | {"non2xx": 5, "rejected": 5}, "dkv", "connections", 1024, "write")
+    assert not shed["errors"] and shed["rejected"] == 5
+    assert scaling.point(base | {"non2xx": 6, "rejected": 5}, "dkv", "connections", 1024, "write")["errors"]
+    assert scaling.point(base | {"non2xx": 0, "misses": 1}, "dkv", "connections", 1, "read")["errors"]
 
 
 def test_request_limit_and_read_keys() -> None:

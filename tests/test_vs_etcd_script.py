@@ -73,7 +73,7 @@ def result(**over: Any) -> dict[str, Any]:
 
 def test_parse_wrk_output() -> None:
     r = load.parse_wrk_output(SAMPLE)
-    assert r["requests"] == 16000 and r["ok"] == 15990 and r["non2xx"] == 10
+    assert r["requests"] == 16000 and r["ok"] == 15990 and r["non2xx"] == 10 and r["rejected"] == 0
     assert r["socket_errors"] == 3  # read + timeout; status errors are counted as non-2xx
     assert r["duration_s"] == 10.0
     assert r["throughput"] == pytest.approx(1599.0)  # 2xx answers per second
@@ -594,6 +594,7 @@ def test_lua_script_reports_non_2xx_and_wrong_answers() -> None:
         server.shutdown()
         server.server_close()
     assert d["non2xx"] == d["requests"] > 0 and d["ok"] == 0 and "no leader" in d["error_sample"]
+    assert d["rejected"] == 0  # a 503 is not a 429
     assert e["misses"] == e["requests"] > 0 and e["non2xx"] == 0
     assert g["misses"] == g["requests"] > 0 and g["error_sample"].startswith("count is not 100")
     assert c["misses"] == c["requests"] > 0 and c["cas_succeeded"] == c["cas_failed"] == 0
@@ -617,3 +618,21 @@ def test_v3_probe() -> None:
             server.shutdown()
             server.server_close()
     assert (why := load.v3_probe(missing_url)) is not None and "failed" in why  # nothing listens now
+
+
+@needs_wrk
+def test_lua_script_counts_429_as_rejected() -> None:
+    """A 429 (load shed) is a non-2xx answer, and counted apart as rejected."""
+
+    class Shedding(_Stub):
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(429, {"error": "etcdserver: too many requests", "code": 8})
+
+    server, url = _serve(Shedding)
+    try:
+        [r] = load.run_wrk("wrk", [_job(url, "v0", "read", connections=1, threads=1, nkeys=10, tag=1)])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r["rejected"] == r["non2xx"] == r["requests"] > 0 and load.run_has_errors(r)
+    assert load.combine([r, r])["rejected"] == 2 * r["rejected"]

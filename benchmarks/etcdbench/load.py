@@ -173,7 +173,8 @@ class WrkJob:
 
 def parse_wrk_output(text: str) -> dict[str, Any]:
     """The result line the Lua done() printed, as a dict with derived
-    fields: duration_s, socket_errors, throughput (2xx answers per second,
+    fields: rejected (the 429 answers among the non-2xx, 0 if not
+    reported), duration_s, socket_errors, throughput (2xx answers per second,
     failed compare-and-swaps included), cas_succeeded_per_s,
     cas_failed_per_s, p50_ms, p99_ms. Raises ValueError when there is none."""
     for line in reversed(text.splitlines()):
@@ -183,6 +184,7 @@ def parse_wrk_output(text: str) -> dict[str, Any]:
     else:
         raise ValueError(f"no {RESULT_MARK.strip()} line in wrk output:\n{text[-2000:]}")
     errors = raw["errors"]
+    raw.setdefault("rejected", 0)  # 429 answers, also counted in non2xx
     duration = raw["duration_us"] / 1e6
     raw["duration_s"] = duration
     raw["socket_errors"] = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
@@ -209,6 +211,7 @@ def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "requests": total,
         "ok": sum(p["ok"] for p in parts),
         "non2xx": sum(p["non2xx"] for p in parts),
+        "rejected": sum(p.get("rejected", 0) for p in parts),
         "misses": sum(p["misses"] for p in parts),
         "cas_succeeded": sum(p["cas_succeeded"] for p in parts),
         "cas_failed": sum(p["cas_failed"] for p in parts),

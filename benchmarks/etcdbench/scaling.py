@@ -29,7 +29,7 @@ from dkv.testing.poll import wait_until
 from etcdbench.dkv_cluster import DkvCluster
 from etcdbench.etcd import EtcdCluster
 from etcdbench.growth import describe, loglog_slope, name_slope, saturation
-from etcdbench.load import Tags, WrkJob, measure, parse_wrk_output, prepopulate, run_has_errors, v3_probe
+from etcdbench.load import Tags, WrkJob, measure, parse_wrk_output, prepopulate, v3_probe
 from etcdbench.procstat import memory_mb
 from etcdbench.runs import BenchCluster, RunSpec
 from etcdbench.scale import scale_phase
@@ -72,13 +72,21 @@ def spec(op: str, connections: int, api: str) -> RunSpec:
     return RunSpec(f"{prefix}{op}-{connections}", op, connections, "leader", api)
 
 
+def point_has_errors(r: dict[str, Any]) -> bool:
+    """Like ``load.run_has_errors``, except that 429 answers (a server
+    shedding load it cannot take: "too many requests") are not errors here:
+    the point counts them apart (``rejected``)."""
+    return bool(r["socket_errors"] or r["misses"] or r["non2xx"] - r.get("rejected", 0))
+
+
 def point(r: dict[str, Any], system: str, param: str, value: float, op: str, **extra: Any) -> dict[str, Any]:
-    """One measured run as a point of a section."""
+    """One measured run as a point of a section: throughput (2xx answers
+    per second), p50, p99, CPU per 10,000 requests, errors, rejected (429s)."""
     return {
         "system": system, param: value, "op": op, "throughput": r["throughput"], "p50_ms": r["p50_ms"],
-        "p99_ms": r["p99_ms"], "cpu_s_per_10k": r.get("cpu_s_per_10k"), "errors": run_has_errors(r),
-        "non2xx": r["non2xx"], "socket_errors": r["socket_errors"], "misses": r["misses"],
-        "error_sample": r.get("error_sample", ""), **extra,
+        "p99_ms": r["p99_ms"], "cpu_s_per_10k": r.get("cpu_s_per_10k"), "errors": point_has_errors(r),
+        "non2xx": r["non2xx"], "rejected": r.get("rejected", 0), "socket_errors": r["socket_errors"],
+        "misses": r["misses"], "error_sample": r.get("error_sample", ""), **extra,
     }  # fmt: skip
 
 
@@ -143,7 +151,8 @@ def measure_runs(
             print(
                 f"  {system:4} {size} members, {s.name:14} values {ns.value_size:>8,} B: "
                 f"{r['throughput']:>9,.0f} req/s  p99 {r['p99_ms']:8.2f} ms"
-                + ("  ERRORS " + r["error_sample"][:80] if run_has_errors(r) else ""),
+                + (f"  {r['rejected']:,} rejected (429)" if r.get("rejected") else "")
+                + ("  ERRORS " + r["error_sample"][:80] if point_has_errors(r) else ""),
                 flush=True,
             )
             out.append(r)
@@ -254,6 +263,9 @@ def conns_statement(points: Sequence[dict[str, Any]]) -> str:
         text = f"{name} saturates at {sat:g} conn ({max(ys):,.0f} req/s)"
         if slope is not None:
             text += f", p99 past it {name_slope(slope)} ({slope:.2f})"
+        shed = sorted(p["connections"] for p in points if f"{p['system']} {p['op']}" == name and p.get("rejected"))
+        if shed:
+            text += f", sheds load (429) from {shed[0]:g} conn"
         parts.append(text)
     return "conns: " + "; ".join(parts)
 
@@ -354,7 +366,8 @@ def catch_up(cluster: BenchCluster, args: argparse.Namespace, tag: int = 1) -> d
         "commits_per_s_before": _rate(before), "commits_per_s_paused": _rate(during),
         "leader_rss_mb_before": max(rss_before) if rss_before else None,
         "leader_rss_mb_max": max(rss) if rss else None,
-        "throughput": res["throughput"], "errors": run_has_errors(res), "non2xx": res["non2xx"],
+        "throughput": res["throughput"], "errors": point_has_errors(res), "non2xx": res["non2xx"],
+        "rejected": res["rejected"],
         "socket_errors": res["socket_errors"], "error_sample": res["error_sample"], "samples": samples,
         "paused_at": paused_at, "resumed_at": resumed_at, "caught_up_at": caught,
     }  # fmt: skip

@@ -41,7 +41,10 @@ and 12,000 keys, 1 and 16 connections, 1-second runs, a 2-second pause)
 unless a flag says otherwise. Results go to --out (default
 benchmarks/results/scaling/): scaling.json (every point, the statements, the
 machine) and SECTION.png per section (matplotlib: pip install '.[bench]').
-Exit status: 0; 1 if a run had errors (non-2xx, socket errors, wrong reads)
+A 429 answer (a server shedding load: "too many requests", which dkv's
+admission control and etcd answer past their limits, e.g. at 1,024
+connections) is counted apart as rejected, not as an error.
+Exit status: 0; 1 if a run had errors (non-2xx other than 429, socket errors, wrong reads)
 or a section failed; 2 when etcd or wrk is missing; 130 on Ctrl-C.
 """
 
