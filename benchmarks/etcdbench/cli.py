@@ -93,7 +93,7 @@ from etcdbench.machine import machine_info
 from etcdbench.report import CHART_HINT, format_result, format_table, have_matplotlib, summarize, write_chart
 from etcdbench.runs import GROUPS, RANGE_KEYS, RUNS, SYSTEMS, BenchCluster, RunSpec, needs_v3, select_runs
 from etcdbench.scale import format_scale, scale_phase
-from etcdbench.targets import evaluate, format_targets
+from etcdbench.targets import counts, evaluate, format_targets
 
 #: benchmarks/, where results go by default.
 BENCHMARKS = Path(__file__).resolve().parents[1]
@@ -285,13 +285,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["summary"] = rows
     bad = [f"{r['system']} {r['run']} round {r['round']}" for r in results if run_has_errors(r)]
     report["runs_with_errors"] = bad
-    verdicts = evaluate(rows) if rows else []
+    # Only the targets on the runs chosen (all of them with the default --runs).
+    verdicts = [v for v in evaluate(rows) if v["run"] in {r["run"] for r in rows}] if rows else []
     report["targets"] = verdicts
+    report["target_counts"] = counts(verdicts)
     if rows:
         print()
         print(format_table(rows))
         print()
         print(format_targets(verdicts, min((r[s]["rounds"] for r in rows for s in SYSTEMS if r[s]), default=None)))
+        if len(verdicts) < len(evaluate([])):
+            print("(only the targets on the runs chosen; the default --runs judges every target)")
     if "scale" in report:
         print()
         print(format_scale(report["scale"]))

@@ -124,7 +124,8 @@ def format_targets(verdicts: Sequence[Mapping[str, Any]], rounds: int | None = N
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    title = "TARGET TABLE (issue 16; dkv/etcd of the medians" + (f" over {rounds} rounds" if rounds else "") + ")"
+    over = f" over {rounds} round{'s' if rounds != 1 else ''}" if rounds else ""
+    title = f"TARGET TABLE (issue 16; dkv/etcd of the medians{over})"
     out = [title]
     for n, line in enumerate(lines):
         cells = [c.rjust(w) if 2 <= i <= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
