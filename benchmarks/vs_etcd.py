@@ -1,6 +1,7 @@
 """dkv against etcd on the same machine, with the same load generator.
 
-    python benchmarks/vs_etcd.py --duration 10 --rounds 2 --skip-scale
+    python benchmarks/vs_etcd.py                  # the target runs, 3 rounds, the TARGET TABLE
+    python benchmarks/vs_etcd.py --runs all --duration 10 --rounds 2
 
 The entry point of the ``etcdbench`` package beside this file (``--help``
 tells everything). It measures the ``dkv`` of this checkout.

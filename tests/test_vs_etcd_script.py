@@ -26,7 +26,7 @@ COST_SCRIPT = BENCHMARKS / "write_cost.py"
 sys.path.insert(0, str(BENCHMARKS))  # the script's package, etcdbench
 
 import lmdb  # noqa: E402
-from etcdbench import cli, cost, load, report, runs, scale  # noqa: E402
+from etcdbench import cli, cost, load, procstat, report, runs, scale, targets  # noqa: E402
 from etcdbench.runs import RunSpec  # noqa: E402
 
 SAMPLE = """Running 10s test @ http://127.0.0.1:4001
@@ -73,7 +73,7 @@ def result(**over: Any) -> dict[str, Any]:
 
 def test_parse_wrk_output() -> None:
     r = load.parse_wrk_output(SAMPLE)
-    assert r["requests"] == 16000 and r["ok"] == 15990 and r["non2xx"] == 10
+    assert r["requests"] == 16000 and r["ok"] == 15990 and r["non2xx"] == 10 and r["rejected"] == 0
     assert r["socket_errors"] == 3  # read + timeout; status errors are counted as non-2xx
     assert r["duration_s"] == 10.0
     assert r["throughput"] == pytest.approx(1599.0)  # 2xx answers per second
@@ -173,7 +173,7 @@ def test_run_selection() -> None:
     names = [r.name for r in runs.select_runs("all")]
     assert names == [r.name for r in runs.RUNS] and len(set(names)) == len(names)
     v0 = runs.select_runs("v0")
-    assert [r.name for r in v0] == ["write-1", "write-16", "write-64", "read-1", "read-64", "write-64-all"]
+    assert [r.name for r in v0] == ["write-1", "write-16", "write-64", "read-1", "read-16", "read-64", "write-64-all"]
     v3 = runs.select_runs("v3")
     assert all(r.name.startswith("v3-") and r.api == "v3" for r in v3)
     by_op: dict[str, set[int]] = {}
@@ -187,6 +187,9 @@ def test_run_selection() -> None:
     with pytest.raises(ValueError, match="no run"):
         runs.select_runs(",")
     assert runs.needs_v3(v3) and not runs.needs_v3(v0)
+    targets = [r.name for r in runs.select_runs("targets")]
+    assert sorted(targets) == sorted(runs.TARGET_RUNS) and len(targets) == 12
+    assert {r.connections for r in runs.select_runs("targets")} == {1, 16, 64}
 
 
 def test_wire_api_and_requests() -> None:
@@ -207,9 +210,18 @@ def test_wire_api_and_requests() -> None:
 
 def test_command_line_runs_and_range_prefixes() -> None:
     assert [r.name for r in cli.parse_args(["--runs", "v3"]).run_specs] == [r.name for r in runs.select_runs("v3")]
-    assert len(cli.parse_args([]).run_specs) == len(runs.RUNS)
-    assert cli.parse_args([]).range_prefixes == 100
-    for bad in (["--runs", "v4"], ["--range-prefixes", "0"], ["--key-size", "6", "--range-prefixes", str(256**3 + 1)]):
+    assert len(cli.parse_args(["--runs", "all"]).run_specs) == len(runs.RUNS)
+    default = cli.parse_args([])
+    assert [r.name for r in default.run_specs] == [r.name for r in runs.select_runs("targets")]
+    assert (default.rounds, default.duration, default.warmup, default.scale) == (3, 3, 1, 0)
+    assert default.range_prefixes == 100
+    assert cli.parse_args(["--scale", "1000"]).scale == 1000
+    assert cli.parse_args(["--scale", "1000", "--skip-scale"]).scale == 0
+    bad_lines = (
+        ["--runs", "v4"], ["--range-prefixes", "0"], ["--key-size", "6", "--range-prefixes", str(256**3 + 1)],
+        ["--skip-compare"], ["--scale", "-1"],
+    )  # fmt: skip
+    for bad in bad_lines:
         with pytest.raises(SystemExit):
             cli.parse_args(bad)
 
@@ -233,10 +245,10 @@ def test_format_scale() -> None:
 
 def test_memory_mb_reads_proc() -> None:
     """RSS and its parts for a live process (this one); nothing for a gone one."""
-    mem = scale.memory_mb(os.getpid())
+    mem = procstat.memory_mb(os.getpid())
     assert set(mem) >= {"rss_mb", "rss_anon_mb", "rss_file_mb"} and mem["rss_mb"] > 1
     assert mem["rss_anon_mb"] + mem["rss_file_mb"] <= mem["rss_mb"] + 1
-    assert scale.memory_mb(2**22 + 12345) == {}
+    assert procstat.memory_mb(2**22 + 12345) == {}
 
 
 def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -272,6 +284,76 @@ def test_cpu_seconds_of_this_process() -> None:
     before = cost.cpu_seconds(os.getpid())
     sum(i * i for i in range(300_000))
     assert cost.cpu_seconds(os.getpid()) >= before > 0
+
+
+def test_group_cpu_seconds_leaves_out_gone_processes() -> None:
+    before = procstat.group_cpu_seconds({"me": os.getpid(), "gone": 2**22 + 12345})
+    assert set(before) == {"me"}
+    sum(i * i for i in range(300_000))
+    after = procstat.group_cpu_seconds({"me": os.getpid()})
+    assert procstat.cpu_used(before, after) >= 0
+    assert procstat.cpu_used({"a": 1.0, "b": 2.0}, {"a": 1.5, "c": 9.0}) == pytest.approx(0.5)
+
+
+def _agg(throughput: float, p99: float, cpu: float | None, errors: int = 0) -> dict[str, Any]:
+    return {"rounds": 3, "errors": errors, "throughput": throughput, "p99_ms": p99, "cpu_s_per_10k": cpu}
+
+
+def _row(run: str, d: dict[str, Any] | None, e: dict[str, Any] | None) -> dict[str, Any]:
+    def r(field: str) -> float | None:
+        return report.ratio(d and d[field], e and e[field])
+
+    return {"run": run, "dkv": d, "etcd": e, "throughput_ratio": r("throughput"), "p99_ratio": r("p99_ms"),
+            "cpu_ratio": r("cpu_s_per_10k")}  # fmt: skip
+
+
+def test_targets_on_a_fake_summary() -> None:
+    """Each target judges its ratio on its runs: bounds are inclusive, a run
+    not measured (or with errors) is n/a, the table shows every verdict."""
+    rows = [_row(name, _agg(1000, 10, 2.0), _agg(1000, 10, 2.0)) for name in runs.TARGET_RUNS]
+    by = {row["run"]: row for row in rows}
+    by["write-64"].update(_row("write-64", _agg(1500, 5, 3.0), _agg(1000, 10, 2.0)))  # exactly 1.5x, CPU 1.5x
+    by["v3-read-64"].update(_row("v3-read-64", _agg(1999, 10.5, 3.1), _agg(1000, 10, 2.0)))  # < 2x, p99 and CPU over
+    by["read-1"].update(_row("read-1", _agg(990, 1, 1.0), None))  # etcd not measured
+    by["v3-write-16"].update(_row("v3-write-16", _agg(2000, 1, 1.0, errors=1), _agg(1000, 10, 2.0)))
+    verdicts = targets.evaluate(rows)
+    got = {(v["target"], v["run"]): v["verdict"] for v in verdicts}
+    assert len(verdicts) == 12 + 2 + 2 + 8 + 12
+    assert got[("throughput >= etcd's", "write-1")] == "PASS"  # 1.0x counts
+    assert got[("writes >= 1.5x at 64 conn", "write-64")] == "PASS"
+    assert got[("writes >= 1.5x at 64 conn", "v3-write-64")] == "FAIL"
+    assert got[("lin. reads >= 2x at 64 conn", "v3-read-64")] == "FAIL"
+    assert got[("p99 <= etcd's", "v3-read-64")] == "FAIL" and got[("p99 <= etcd's", "write-64")] == "PASS"
+    assert got[("CPU per op <= 1.5x etcd's", "write-64")] == "PASS"
+    assert got[("CPU per op <= 1.5x etcd's", "v3-read-64")] == "FAIL"
+    assert got[("throughput >= etcd's", "read-1")] == "n/a"
+    assert got[("throughput >= etcd's", "v3-write-16")] == "n/a"
+    assert ("p99 <= etcd's", "write-1") not in got  # p99 only at 16 and 64 connections
+    assert got[("lin. reads >= 2x at 64 conn", "read-64")] == "FAIL"  # 1.0x
+    # n/a: read-1 (throughput, CPU), v3-write-16 (throughput, p99, CPU)
+    assert targets.counts(verdicts) == {"PASS": 26, "FAIL": 5, "n/a": 5}
+    text = targets.format_targets(verdicts, rounds=3)
+    lines = text.splitlines()
+    assert lines[0].startswith("TARGET TABLE") and "3 rounds" in lines[0]
+    line = next(x for x in lines if x.startswith("writes >= 1.5x") and " write-64 " in x)
+    assert "1,500 req/s" in line and "1.50x" in line and ">= 1.5x" in line and line.endswith("PASS")
+    assert any("read-1" in x and "n/a (not measured)" in x for x in lines)
+    assert any("v3-write-16" in x and "n/a (errors in a round)" in x for x in lines)
+    assert lines[-1].startswith("targets: 26 PASS, 5 FAIL, 5 n/a") and "exit status" in lines[-1]
+
+
+def test_summary_carries_cpu_per_request() -> None:
+    spec = [RunSpec("write-16", "write", 16, "leader")]
+    results = []
+    for rnd, (d, e) in enumerate(((4.0, 2.0), (6.0, 2.0), (5.0, None)), 1):
+        for system, cpu in (("dkv", d), ("etcd", e)):
+            extra = {"run": "write-16", "system": system, "round": rnd, "cpu_s_per_10k": cpu}
+            results.append(load.combine([result()]) | extra)
+    [row] = report.summarize(results, spec)
+    assert row["dkv"]["cpu_s_per_10k"] == 5.0 and row["etcd"]["cpu_s_per_10k"] == 2.0
+    assert row["cpu_ratio"] == pytest.approx(2.5)
+    table = report.format_table([row])
+    assert "5.00" in table and "2.50x" in table
 
 
 def test_lmdb_usage_counts_pages_of_named_dbs(tmp_path: Path) -> None:
@@ -512,6 +594,7 @@ def test_lua_script_reports_non_2xx_and_wrong_answers() -> None:
         server.shutdown()
         server.server_close()
     assert d["non2xx"] == d["requests"] > 0 and d["ok"] == 0 and "no leader" in d["error_sample"]
+    assert d["rejected"] == 0  # a 503 is not a 429
     assert e["misses"] == e["requests"] > 0 and e["non2xx"] == 0
     assert g["misses"] == g["requests"] > 0 and g["error_sample"].startswith("count is not 100")
     assert c["misses"] == c["requests"] > 0 and c["cas_succeeded"] == c["cas_failed"] == 0
@@ -535,3 +618,21 @@ def test_v3_probe() -> None:
             server.shutdown()
             server.server_close()
     assert (why := load.v3_probe(missing_url)) is not None and "failed" in why  # nothing listens now
+
+
+@needs_wrk
+def test_lua_script_counts_429_as_rejected() -> None:
+    """A 429 (load shed) is a non-2xx answer, and counted apart as rejected."""
+
+    class Shedding(_Stub):
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(429, {"error": "etcdserver: too many requests", "code": 8})
+
+    server, url = _serve(Shedding)
+    try:
+        [r] = load.run_wrk("wrk", [_job(url, "v0", "read", connections=1, threads=1, nkeys=10, tag=1)])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r["rejected"] == r["non2xx"] == r["requests"] > 0 and load.run_has_errors(r)
+    assert load.combine([r, r])["rejected"] == 2 * r["rejected"]

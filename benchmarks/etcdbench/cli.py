@@ -1,8 +1,9 @@
 # test-case-name: tests.test_vs_etcd_script
 """dkv against etcd on the same machine, with the same load generator.
 
-    python benchmarks/vs_etcd.py                       # all runs, 2 rounds, scale figures at 1M keys
-    python benchmarks/vs_etcd.py --duration 10 --rounds 2 --skip-scale
+    python benchmarks/vs_etcd.py                       # the target runs, 3 rounds, the target table
+    python benchmarks/vs_etcd.py --runs all --duration 10 --rounds 2
+    python benchmarks/vs_etcd.py --scale 1000000       # ... and the scale figures at 1M keys
     python benchmarks/vs_etcd.py --skip-compare --scale 200000
 
 Needs the etcd and wrk binaries (``apt-get install etcd-server wrk``) and,
@@ -15,14 +16,16 @@ then every run is measured with wrk (2 threads, the Lua script
 ``etcdbench/load.lua`` beside this file) after a short warm-up that is not
 counted; then the cluster is stopped and its data removed. The two systems
 never run at the same time. Runs (``--runs``: names and the groups ``v0``,
-``v3`` and ``all``, comma-separated; default all):
+``v3``, ``targets`` and ``all``, comma-separated; default ``targets``:
+write-1/16/64, read-1/16/64 and their v3- twins, the runs issue 16's
+targets are judged on):
 
   v0: each system through its own API (issue 6's comparison): dkv through
   ``POST /v0/kv`` and ``GET /v0/kv/key/{b64}``, etcd through its JSON
   gateway ``POST /v3/kv/put`` and ``POST /v3/kv/range``
 
     write-1, write-16, write-64   puts of new unique keys to the leader, 1/16/64 connections
-    read-1, read-64               linearizable reads of prepopulated keys from the leader
+    read-1, read-16, read-64      linearizable reads of prepopulated keys from the leader
     write-64-all                  puts over 64 connections split across all 3 members
                                   (3 wrk processes at once; throughputs add up, latency
                                   is the worst p50/p99 of the three)
@@ -44,11 +47,20 @@ read keys are written through each system's own API (dkv's through /v0,
 which shares one keyspace with /v3), the range keys with one v3 txn per
 prefix.
 Each figure is the median over rounds; the spread is (max - min) / median.
+Every run also counts the CPU time (/proc/PID/stat) all members used while
+it was measured, per 10,000 answered requests.
+
+Targets. After the table comes the TARGET TABLE, issue 16's targets with
+PASS/FAIL (n/a when a run was not measured on both systems or had errors):
+dkv/etcd >= 1.0x for writes and reads at 1, 16 and 64 connections (v0 and
+v3 runs); >= 1.5x for writes and >= 2x for reads at 64; p99 <= etcd's at 16
+and 64; CPU per request <= 1.5x etcd's. A FAILed target does not change
+the exit status; the JSON carries the verdicts (``targets``).
 Any non-2xx answer, socket error, read that found nothing, range short of
 its 100 keys or txn answer without the key's revision makes the run fail
 (a failed CAS does not): the table is printed, then the script exits 1.
 
-Scale (``--scale N``, ``--skip-scale``). N unique keys are written into a
+Scale (``--scale N``; off unless N is given). N unique keys are written into a
 fresh 3-node dkv cluster with wrk (64 connections to the leader), then it
 reports the resident memory of every node, how long a killed follower takes
 to be back and caught up, and how long a new (4th) node joining with an
@@ -81,6 +93,7 @@ from etcdbench.machine import machine_info
 from etcdbench.report import CHART_HINT, format_result, format_table, have_matplotlib, summarize, write_chart
 from etcdbench.runs import GROUPS, RANGE_KEYS, RUNS, SYSTEMS, BenchCluster, RunSpec, needs_v3, select_runs
 from etcdbench.scale import format_scale, scale_phase
+from etcdbench.targets import counts, evaluate, format_targets
 
 #: benchmarks/, where results go by default.
 BENCHMARKS = Path(__file__).resolve().parents[1]
@@ -98,17 +111,17 @@ def _interrupt(signum: int, frame: object) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=10, help="seconds measured per run (default 10)")
+    ap.add_argument("--duration", type=int, default=3, help="seconds measured per run (default 3)")
     ap.add_argument(
-        "--warmup", type=int, default=2, help="seconds of warm-up before each run, not counted (default 2; 0: none)"
+        "--warmup", type=int, default=1, help="seconds of warm-up before each run, not counted (default 1; 0: none)"
     )
     ap.add_argument(
-        "--rounds", type=int, default=2, help="rounds; each runs dkv then etcd on fresh clusters (default 2)"
+        "--rounds", type=int, default=3, help="rounds; each runs dkv then etcd on fresh clusters (default 3)"
     )
     ap.add_argument(
         "--runs",
-        default="all",
-        help=f"comma-separated runs and groups ({', '.join(GROUPS)}); default all. Runs: "
+        default="targets",
+        help=f"comma-separated runs and groups ({', '.join(GROUPS)}); default targets. Runs: "
         + ", ".join(r.name for r in RUNS),
     )
     ap.add_argument("--threads", type=int, default=2, help="wrk threads per wrk process (default 2)")
@@ -122,7 +135,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"prefixes of {RANGE_KEYS} keys written before the range runs (default 100)",
     )
     ap.add_argument("--wrk-timeout", type=int, default=10, help="wrk's per-request timeout in seconds (default 10)")
-    ap.add_argument("--scale", type=int, default=1_000_000, help="keys for the scale figures (default 1,000,000)")
+    ap.add_argument(
+        "--scale", type=int, default=0, help="keys for the scale figures; 0 (the default): no scale figures"
+    )
     ap.add_argument("--scale-connections", type=int, default=64, help="connections loading the scale keys (default 64)")
     ap.add_argument(
         "--scale-timeout", type=int, default=3600, help="seconds allowed for loading the scale keys (default 3600)"
@@ -133,8 +148,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--peer-transport", choices=("grpc", "twisted"), default="grpc", help="dkv's --peer-transport (default grpc)"
     )
-    ap.add_argument("--skip-scale", action="store_true", help="no scale figures")
-    ap.add_argument("--skip-compare", action="store_true", help="only the scale figures")
+    ap.add_argument("--skip-scale", action="store_true", help="no scale figures, even with --scale")
+    ap.add_argument("--skip-compare", action="store_true", help="only the scale figures (needs --scale)")
     ap.add_argument(
         "--out", type=Path, default=BENCHMARKS / "results", help="output directory (default benchmarks/results/)"
     )
@@ -150,12 +165,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(str(e))
     if args.key_size < 6:
         ap.error("--key-size must be at least 6 (tag, thread and a 4-byte counter)")
-    if min(args.duration, args.rounds, args.threads, args.value_size, args.read_keys, args.scale) < 1:
-        ap.error("--duration, --rounds, --threads, --value-size, --read-keys and --scale must be positive")
+    if min(args.duration, args.rounds, args.threads, args.value_size, args.read_keys) < 1 or args.scale < 0:
+        ap.error("--duration, --rounds, --threads, --value-size and --read-keys must be positive, --scale not negative")
     if not 1 <= args.range_prefixes <= 256 ** (args.key_size - 3):
         ap.error(f"--range-prefixes must be between 1 and {256 ** (args.key_size - 3)} (with this --key-size)")
-    if args.skip_scale and args.skip_compare:
-        ap.error("--skip-scale and --skip-compare leave nothing to do")
+    if args.skip_scale:
+        args.scale = 0
+    if args.skip_compare and not args.scale:
+        ap.error("--skip-compare without --scale N leaves nothing to do")
     return args
 
 
@@ -217,7 +234,8 @@ def compare(args: argparse.Namespace, results: list[dict[str, Any]], skipped: li
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when every run was clean, 1 when one had errors,
-    2 when a tool is missing, 130 on Ctrl-C."""
+    2 when a tool is missing, 130 on Ctrl-C. The targets' verdicts do not
+    change it."""
     args = parse_args(argv)
     missing = missing_tools(args)
     if missing:
@@ -246,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not args.skip_compare:
             compare(args, results, skipped)
-        if not args.skip_scale:
+        if args.scale:
             report["scale"] = scale_phase(args)
     except (KeyboardInterrupt, Interrupted):
         print("\ninterrupted; stopping everything", file=sys.stderr)
@@ -267,9 +285,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["summary"] = rows
     bad = [f"{r['system']} {r['run']} round {r['round']}" for r in results if run_has_errors(r)]
     report["runs_with_errors"] = bad
+    # Only the targets on the runs chosen (all of them with the default --runs).
+    verdicts = [v for v in evaluate(rows) if v["run"] in {r["run"] for r in rows}] if rows else []
+    report["targets"] = verdicts
+    report["target_counts"] = counts(verdicts)
     if rows:
         print()
         print(format_table(rows))
+        print()
+        print(format_targets(verdicts, min((r[s]["rounds"] for r in rows for s in SYSTEMS if r[s]), default=None)))
+        if len(verdicts) < len(evaluate([])):
+            print("(only the targets on the runs chosen; the default --runs judges every target)")
     if "scale" in report:
         print()
         print(format_scale(report["scale"]))

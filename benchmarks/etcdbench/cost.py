@@ -67,23 +67,16 @@ from dkv.testing.process import close_all
 from etcdbench.dkv_cluster import DkvCluster
 from etcdbench.load import key_bytes, put_request, send_all, v3_probe
 from etcdbench.machine import machine_info
+from etcdbench.procstat import cpu_seconds
 
 #: benchmarks/, where results go by default.
 BENCHMARKS = Path(__file__).resolve().parents[1]
-_TICKS = os.sysconf("SC_CLK_TCK")
 #: Key tags (first key byte) of the warm-up and the measured writes.
 _WARMUP_TAG, _MEASURED_TAG = 1, 2
 
 
 class NotServed(RuntimeError):
     """dkv does not serve the API asked for."""
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process pid (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime: fields 14 and 15
 
 
 def lmdb_usage(path: Path) -> dict[str, Any]:

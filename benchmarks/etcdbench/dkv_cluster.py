@@ -1,5 +1,5 @@
-"""Three dkv nodes as a user runs them (the node's default timings, peers
-dialling each other directly, warn-level logs), launched by
+"""Three (or ``size``) dkv nodes as a user runs them (the node's default
+timings, peers dialling each other directly, warn-level logs), launched by
 ``dkv.testing.cluster``; more may join."""
 
 from __future__ import annotations
@@ -12,17 +12,23 @@ from typing import Any
 from dkv.testing.cluster import Cluster
 from dkv.testing.poll import Timeout
 
+#: Node ids, in order: the first ``size`` are the voters, the next the joiners.
+NODE_IDS = "abcdefghijklmnopqrstuvwxyz"
+
 
 class DkvCluster:
-    """Nodes a, b, c (``ids``) on free ports in a temporary directory."""
+    """Nodes a, b, c (``size`` of them, in NODE_IDS order) on free ports in
+    a temporary directory."""
 
     system = "dkv"
     own_api = "v0"
 
-    def __init__(self, base_dir: Path | None, peer_transport: str = "grpc") -> None:
-        """peer_transport: the nodes' --peer-transport."""
+    def __init__(self, base_dir: Path | None, peer_transport: str = "grpc", size: int = 3) -> None:
+        """peer_transport: the nodes' --peer-transport; size: the voters (at most 25)."""
+        if not 1 <= size < len(NODE_IDS):
+            raise ValueError(f"a dkv cluster of {size} nodes: choose 1 to {len(NODE_IDS) - 1}")
         self.dir = Path(tempfile.mkdtemp(prefix="vs-etcd-dkv-", dir=base_dir))
-        self.nodes = Cluster.for_benchmark(self.dir, peer_transport=peer_transport)
+        self.nodes = Cluster.for_benchmark(self.dir, tuple(NODE_IDS[:size]), peer_transport=peer_transport)
         self.voters = list(self.nodes.ids)
         #: Each node's RPC and REST port, joined nodes too.
         self.rpc = self.nodes.rpc_ports
@@ -61,6 +67,37 @@ class DkvCluster:
         if pid is None:
             raise RuntimeError(f"dkv node {node} was never started")
         return pid
+
+    def member_pids(self) -> dict[str, int]:
+        """The process id of every live node (joined ones too), by node id."""
+        return {n: node.pid for n, node in self.nodes.nodes.items() if node.alive and node.pid is not None}
+
+    def next_id(self) -> str:
+        """The id of a node that has not been started yet (for a join)."""
+        return next(n for n in NODE_IDS if n not in self.rest)
+
+    def leader_member(self) -> str:
+        """The leader's node id."""
+        return self.leader()
+
+    def follower_member(self) -> str:
+        """A voter that is not the leader."""
+        leader = self.leader()
+        return next(n for n in self.voters if n != leader)
+
+    def progress(self, node: str) -> tuple[int, int] | None:
+        """(commit index, applied index) of node's Raft log, or None if it
+        does not answer."""
+        s = self.status(node)
+        return None if s is None else (int(s["commit_index"]), int(s["applied_index"]))
+
+    def pause(self, node: str) -> None:
+        """SIGSTOP the node (it keeps its sockets)."""
+        self.nodes.pause(node)
+
+    def resume(self, node: str) -> None:
+        """SIGCONT a paused node."""
+        self.nodes.resume(node)
 
     def kill(self, node: str) -> None:
         """kill -9 the node and reap it."""

@@ -34,7 +34,8 @@
 -- key, so with etcd's semantics every CAS succeeds; a failed one (an answer
 -- without "succeeded": true) is counted apart, as an answer, not an error.
 --
--- Answers are checked: non-2xx counts as non2xx; a v3 read without "kvs", a
+-- Answers are checked: non-2xx counts as non2xx (a 429, load shed with "too
+-- many requests", also as rejected); a v3 read without "kvs", a
 -- range whose count is not RANGE_KEYS, or a txn answer without a known key
 -- and its mod_revision counts as a miss.
 --
@@ -104,6 +105,7 @@ local value_b64, headers
 local counter = 0
 local stopped = false
 ok, non2xx, misses, cas_succeeded, cas_failed, error_sample = 0, 0, 0, 0, 0, ""
+rejected = 0
 
 -- cas: last seen mod_revision (a decimal string) of every key of this
 -- thread, by its base64; the keys not in flight.
@@ -222,6 +224,9 @@ end
 function response(status, hdrs, body)
    if status < 200 or status > 299 then
       non2xx = non2xx + 1
+      if status == 429 then
+         rejected = rejected + 1
+      end
       sample(status .. " ", body)
       return
    end
@@ -250,9 +255,11 @@ end
 
 function done(summary, latency, requests)
    local t_ok, t_non2xx, t_misses, t_cas_ok, t_cas_failed, sample = 0, 0, 0, 0, 0, ""
+   local t_rejected = 0
    for _, thread in ipairs(threads) do
       t_ok = t_ok + (thread:get("ok") or 0)
       t_non2xx = t_non2xx + (thread:get("non2xx") or 0)
+      t_rejected = t_rejected + (thread:get("rejected") or 0)
       t_misses = t_misses + (thread:get("misses") or 0)
       t_cas_ok = t_cas_ok + (thread:get("cas_succeeded") or 0)
       t_cas_failed = t_cas_failed + (thread:get("cas_failed") or 0)
@@ -267,12 +274,12 @@ function done(summary, latency, requests)
       mean = 0
    end
    io.write(string.format(
-      'VS_ETCD_RESULT {"requests":%d,"ok":%d,"non2xx":%d,"misses":%d,' ..
+      'VS_ETCD_RESULT {"requests":%d,"ok":%d,"non2xx":%d,"rejected":%d,"misses":%d,' ..
       '"cas_succeeded":%d,"cas_failed":%d,"duration_us":%d,' ..
       '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
       '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"p999":%d,"mean":%.1f,"max":%d},' ..
       '"threads":%d,"error_sample":%s}\n',
-      summary.requests, t_ok, t_non2xx, t_misses, t_cas_ok, t_cas_failed, summary.duration,
+      summary.requests, t_ok, t_non2xx, t_rejected, t_misses, t_cas_ok, t_cas_failed, summary.duration,
       e.connect, e.read, e.write, e.status, e.timeout,
       latency:percentile(50), latency:percentile(90), latency:percentile(99),
       latency:percentile(99.9), mean, latency.max,

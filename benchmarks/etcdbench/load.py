@@ -20,6 +20,7 @@ import attrs
 
 from dkv.testing.process import Process
 from dkv.testing.rest_client import b64, http_request
+from etcdbench.procstat import cpu_used, group_cpu_seconds
 from etcdbench.runs import RANGE_KEYS, BenchCluster, RunSpec
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "load.lua"
@@ -172,7 +173,8 @@ class WrkJob:
 
 def parse_wrk_output(text: str) -> dict[str, Any]:
     """The result line the Lua done() printed, as a dict with derived
-    fields: duration_s, socket_errors, throughput (2xx answers per second,
+    fields: rejected (the 429 answers among the non-2xx, 0 if not
+    reported), duration_s, socket_errors, throughput (2xx answers per second,
     failed compare-and-swaps included), cas_succeeded_per_s,
     cas_failed_per_s, p50_ms, p99_ms. Raises ValueError when there is none."""
     for line in reversed(text.splitlines()):
@@ -182,6 +184,7 @@ def parse_wrk_output(text: str) -> dict[str, Any]:
     else:
         raise ValueError(f"no {RESULT_MARK.strip()} line in wrk output:\n{text[-2000:]}")
     errors = raw["errors"]
+    raw.setdefault("rejected", 0)  # 429 answers, also counted in non2xx
     duration = raw["duration_us"] / 1e6
     raw["duration_s"] = duration
     raw["socket_errors"] = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
@@ -208,6 +211,7 @@ def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "requests": total,
         "ok": sum(p["ok"] for p in parts),
         "non2xx": sum(p["non2xx"] for p in parts),
+        "rejected": sum(p.get("rejected", 0) for p in parts),
         "misses": sum(p["misses"] for p in parts),
         "cas_succeeded": sum(p["cas_succeeded"] for p in parts),
         "cas_failed": sum(p["cas_failed"] for p in parts),
@@ -262,7 +266,8 @@ class Tags:
 
 def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags: Tags) -> dict[str, Any]:
     """Warm up, then measure one run against cluster; the raw and combined
-    results."""
+    results, with the CPU-seconds all members used during the measured part
+    (``members_cpu_s``) and per 10,000 answered requests (``cpu_s_per_10k``)."""
     urls = [cluster.leader_url()] if spec.target == "leader" else cluster.client_urls()
     leader_before = cluster.leader_url()
     api = spec.wire_api(cluster.own_api)
@@ -280,9 +285,19 @@ def measure(cluster: BenchCluster, spec: RunSpec, args: argparse.Namespace, tags
 
     warmup = combine(run_wrk(args.wrk, jobs(args.warmup))) if args.warmup > 0 else None
     load_before = os.getloadavg()
+    pids = cluster.member_pids()
+    cpu_before = group_cpu_seconds(pids)
     parts = run_wrk(args.wrk, jobs(args.duration))
+    cpu_after = group_cpu_seconds(pids)
     result = combine(parts)
+    cpu_s = cpu_used(cpu_before, cpu_after)
     leader_after = cluster.leader_url()
+    result.update(
+        members_cpu_s=cpu_s,
+        # CPU-seconds of all members per 10,000 answered requests (the whole
+        # measured window's CPU, idle time included, over the 2xx answers).
+        cpu_s_per_10k=cpu_s / result["ok"] * 10_000 if result["ok"] else None,
+    )
     result.update(
         run=spec.name,
         system=cluster.system,

@@ -20,9 +20,11 @@ def summarize(
 ) -> list[dict[str, Any]]:
     """Per run and system: the median over rounds of throughput, p50, p99
     (and for CAS runs of succeeded and failed CAS per second), their min and
-    max, and the spread (max - min) / median; plus the dkv/etcd ratios of
-    the medians. A system that skipped a run has None, and the reason in
-    the row's ``skipped``."""
+    max, and the spread (max - min) / median; the median CPU-seconds of all
+    members per 10,000 requests (``cpu_s_per_10k``, None when not measured);
+    plus the dkv/etcd ratios of the medians (throughput, p99, CPU). A
+    system that skipped a run has None, and the reason in the row's
+    ``skipped``."""
     rows = []
     for spec in runs:
         row: dict[str, Any] = {"run": spec.name, "describe": spec.describe(), "op": spec.op, "skipped": {}}
@@ -45,10 +47,13 @@ def summarize(
                 agg[f"{field}_min"] = min(values)
                 agg[f"{field}_max"] = max(values)
                 agg[f"{field}_spread"] = (max(values) - min(values)) / med if med else 0.0
+            costs = [r["cpu_s_per_10k"] for r in mine if r.get("cpu_s_per_10k") is not None]
+            agg["cpu_s_per_10k"] = statistics.median(costs) if costs else None
             row[system] = agg
         d, e = row["dkv"], row["etcd"]
         row["throughput_ratio"] = ratio(d and d["throughput"], e and e["throughput"])
         row["p99_ratio"] = ratio(d and d["p99_ms"], e and e["p99_ms"])
+        row["cpu_ratio"] = ratio(d and d["cpu_s_per_10k"], e and e["cpu_s_per_10k"])
         rows.append(row)
     return rows
 
@@ -88,6 +93,13 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.0f}"
 
 
+def fmt_cpu(agg: dict[str, Any] | None) -> str:
+    """CPU-seconds per 10,000 requests, e.g. '3.21'; '-' when not measured."""
+    if agg is None or agg.get("cpu_s_per_10k") is None:
+        return "-"
+    return f"{agg['cpu_s_per_10k']:.2f}"
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison as an aligned text table."""
     header = [
@@ -101,6 +113,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         "dkv p99",
         "etcd p99",
         "p99 dkv/etcd",
+        "dkv CPU",
+        "etcd CPU",
+        "CPU dkv/etcd",
     ]
     lines = [header]
     for row in rows:
@@ -117,7 +132,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 fmt_ms(e and e["p50_ms"]),
                 fmt_ms(d and d["p99_ms"]),
                 fmt_ms(e and e["p99_ms"]),
-                fmt_ratio(row["p99_ratio"]) + (f"  {flag}" if flag else ""),
+                fmt_ratio(row["p99_ratio"]),
+                fmt_cpu(d),
+                fmt_cpu(e),
+                fmt_ratio(row.get("cpu_ratio")) + (f"  {flag}" if flag else ""),
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -128,6 +146,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     out.append("req/s: median over rounds, ± half the range; latencies in ms (median over rounds of wrk's p50/p99);")
+    out.append("CPU: CPU-seconds of all members per 10,000 requests (median over rounds).")
     out.append("write-64-all: 3 wrk processes, throughputs summed, latency = worst of the three.")
     if any(row["run"].startswith("v3-") for row in rows):
         out.append("v3-*: both systems through etcd's gateway paths, the same requests; the others: dkv through /v0.")

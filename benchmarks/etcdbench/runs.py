@@ -14,8 +14,9 @@ from typing import Protocol
 import attrs
 
 SYSTEMS = ("dkv", "etcd")
-#: The run groups --runs accepts besides run names.
-GROUPS = ("all", "v0", "v3")
+#: The run groups --runs accepts besides run names ("targets": the runs
+#: issue 16's targets are judged on, ``TARGET_RUNS``).
+GROUPS = ("all", "v0", "v3", "targets")
 #: Keys under each prefix of the range runs (issue 12: a range of 100 keys).
 RANGE_KEYS = 100
 
@@ -55,6 +56,7 @@ RUNS: tuple[RunSpec, ...] = (
     RunSpec("write-16", "write", 16, "leader"),
     RunSpec("write-64", "write", 64, "leader"),
     RunSpec("read-1", "read", 1, "leader"),
+    RunSpec("read-16", "read", 16, "leader"),
     RunSpec("read-64", "read", 64, "leader"),
     RunSpec("write-64-all", "write", 64, "all"),
     RunSpec("v3-write-1", "write", 1, "leader", "v3"),
@@ -70,9 +72,17 @@ RUNS: tuple[RunSpec, ...] = (
 )
 
 
+#: The runs of group "targets": writes and linearizable reads at 1, 16 and
+#: 64 connections to the leader, through each system's own API (v0) and
+#: through etcd's paths on both (v3).
+TARGET_RUNS = tuple(
+    f"{prefix}{op}-{conns}" for prefix in ("", "v3-") for op in ("write", "read") for conns in (1, 16, 64)
+)
+
+
 def select_runs(text: str) -> list[RunSpec]:
     """The runs a --runs value names: comma-separated run names and groups
-    (``all``, ``v0``, ``v3``), in RUNS order. ValueError on an unknown name
+    (``all``, ``v0``, ``v3``, ``targets``), in RUNS order. ValueError on an unknown name
     or when nothing is left."""
     names = {n.strip() for n in text.split(",")} - {""}
     unknown = names - set(GROUPS) - {r.name for r in RUNS}
@@ -81,7 +91,11 @@ def select_runs(text: str) -> list[RunSpec]:
             f"unknown runs {sorted(unknown)}; choose from the groups {list(GROUPS)} "
             f"or the runs {[r.name for r in RUNS]}"
         )
-    chosen = [r for r in RUNS if r.name in names or r.api in names or "all" in names]
+    chosen = [
+        r
+        for r in RUNS
+        if r.name in names or r.api in names or "all" in names or ("targets" in names and r.name in TARGET_RUNS)
+    ]
     if not chosen:
         raise ValueError("--runs names no run")
     return chosen
@@ -113,6 +127,25 @@ class BenchCluster(Protocol):
 
     def leader_url(self) -> str:
         """The client URL of the current leader."""
+
+    def member_pids(self) -> dict[str, int]:
+        """The process id of every running member (for their CPU time)."""
+
+    def leader_member(self) -> str:
+        """The current leader's member name (node id)."""
+
+    def follower_member(self) -> str:
+        """A voting member that is not the leader."""
+
+    def progress(self, member: str) -> tuple[int, int] | None:
+        """(commit index, applied index) of member's Raft log, or None if it
+        does not answer."""
+
+    def pause(self, member: str) -> None:
+        """SIGSTOP member (it keeps its sockets)."""
+
+    def resume(self, member: str) -> None:
+        """SIGCONT a paused member."""
 
     def grpc_address(self, role: str) -> str:
         """host:port of the gRPC services (etcd's API) of the current leader

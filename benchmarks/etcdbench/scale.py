@@ -15,23 +15,7 @@ from typing import Any
 from dkv.testing.poll import wait_until
 from etcdbench.dkv_cluster import DkvCluster
 from etcdbench.load import WrkJob, parse_wrk_output, run_has_errors
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    """Resident memory of pid in MiB from /proc/PID/status: ``rss_mb`` (VmRSS)
-    and its parts ``rss_anon_mb`` (heap and stacks) and ``rss_file_mb``
-    (file pages mapped in: mostly LMDB's read-only memory map of the db, page
-    cache the kernel can reclaim). Empty if the process is gone."""
-    fields = {"VmRSS:": "rss_mb", "RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}
-    out: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            words = line.split()
-            if words and words[0] in fields:
-                out[fields[words[0]]] = int(words[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return {}
-    return out
+from etcdbench.procstat import memory_mb
 
 
 def _node_line(node: str, info: dict[str, Any]) -> str:
@@ -47,7 +31,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
     follower restart and catch-up by snapshot of a new node."""
     n = args.scale
     out: dict[str, Any] = {"keys_requested": n, "connections": args.scale_connections}
-    with DkvCluster(args.tmp_dir) as c:
+    with DkvCluster(args.tmp_dir, getattr(args, "peer_transport", "grpc")) as c:
         c.start()
         leader = c.leader()
         out["leader"] = leader
@@ -159,12 +143,16 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
 
         leader = c.leader()
         leader_first_index = (c.status(leader) or {}).get("first_index")
+        # Below the node's compaction threshold the log still starts at its
+        # first entry, and a new node catches up by replaying it, not by snapshot.
+        by_snapshot = int(leader_first_index or 0) > 1
+        how = "by snapshot" if by_snapshot else "by log replay (the log was never compacted)"
         start = time.monotonic()
         c.join("d", via=leader)
         wait_until(lambda: c.status("d") is not None, args.scale_wait, "the new node to answer", 0.02)
         answers = time.monotonic() - start
         wait_until(
-            lambda: caught_up("d", need_snapshot=True), args.scale_wait, "the new node to catch up by snapshot", 0.02
+            lambda: caught_up("d", need_snapshot=by_snapshot), args.scale_wait, f"the new node to catch up {how}", 0.02
         )
         total = time.monotonic() - start
         sd = c.status("d") or {}
@@ -172,6 +160,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             "node": "d",
             "joined_via": leader,
             "leader_first_index": leader_first_index,
+            "by_snapshot": by_snapshot,
             "status_answers_s": answers,
             "caught_up_s": total,
             "snapshot_index": sd.get("snapshot_index"),
@@ -180,7 +169,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             "db_file_mb": _file_mb(c.dir / "d.db"),
         }
         print(
-            f"  new node d joined via {leader}: status answers after {answers:.2f}s, caught up by snapshot "
+            f"  new node d joined via {leader}: status answers after {answers:.2f}s, caught up {how} "
             f"(snapshot_index {sd.get('snapshot_index')}) after {total:.2f}s",
             flush=True,
         )
@@ -214,7 +203,8 @@ def format_scale(scale: dict[str, Any]) -> str:
     nn = scale.get("new_node")
     if nn:
         lines.append(
-            f"  new node catch-up by snapshot: {nn['caught_up_s']:.2f}s "
+            f"  new node catch-up {'by snapshot' if nn.get('by_snapshot', True) else 'by log replay'}: "
+            f"{nn['caught_up_s']:.2f}s "
             f"(answers after {nn['status_answers_s']:.2f}s, snapshot_index {nn['snapshot_index']})"
         )
     return "\n".join(lines)
