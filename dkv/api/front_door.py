@@ -111,6 +111,7 @@ from dkv.api.rest import RestApi
 from dkv.api.routes import ROUTES, Call, FastRoutes, Route
 from dkv.errors import DkvError, HeadersTooLarge, InvalidArgument, RequestTimeout, TooLarge
 from dkv.node import Node
+from dkv.write_now import write_now
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Lengths of the header names the front door reads (content-length,
@@ -211,7 +212,7 @@ class _Outflow:
 
     def _emit(self, data: bytes) -> None:
         if self.live:
-            self._door.transport.write(data)
+            write_now(self._door.transport, data)
         else:
             self._held.append(data)
 
@@ -628,7 +629,7 @@ class FrontDoor(Protocol):
                         if not ex.status:
                             ex.status = _status_of(held)
                         out.append(held)
-                        self.transport.write(b"".join(out))
+                        write_now(self.transport, b"".join(out))
                         out, size, wrote = [], 0, True
                         self._stream = stream
                         if self._write_blocked:
@@ -652,10 +653,10 @@ class FrontDoor(Protocol):
                     self._close_when_read = True
                 break
             if size >= _WRITE_CHUNK:
-                self.transport.write(b"".join(out))
+                write_now(self.transport, b"".join(out))
                 out, size, wrote = [], 0, True
         if out and not self._lost:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            write_now(self.transport, b"".join(out) if len(out) > 1 else out[0])
             wrote = True
         if wrote:
             self._last_activity = self._clock.seconds()

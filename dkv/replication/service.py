@@ -67,6 +67,7 @@ from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
 from dkv.replication.snapshot_shipping import SnapshotSender, SnapshotShipper
+from dkv.soon import Cancellable, soon_caller
 from dkv.statemachine import Outcome, apply_entries
 from dkv.storage import Applied, NodeStore, PersistentState, WriteBatch
 from dkv.storage.disk_faults import DiskFailed
@@ -143,7 +144,10 @@ class ReplicationService(Service):
         grace = 2 * config.raft.election_ticks * config.tick_seconds
         self._removal = RemovalWatch(node_id, clock, grace, on_removed)
         self._ticker: LoopingCall | None = None
-        self._scheduled: IDelayedCall | None = None
+        #: Runs the turn on the clock's next turn (``dkv.soon``: the event
+        #: loop's own call_soon on the asyncio reactor, callLater(0) else).
+        self._soon = soon_caller(clock)
+        self._scheduled: Cancellable | None = None
         self._commit_flush: IDelayedCall | None = None
         self._persisting: Deferred | None = None
         #: The disk is full: the batch it refused waits for this retry, and
@@ -224,7 +228,9 @@ class ReplicationService(Service):
         super().stopService()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        for call in (self._scheduled, self._commit_flush, self._disk_retry):
+        if self._scheduled is not None:
+            self._scheduled.cancel()  # not run yet: _process clears it first
+        for call in (self._commit_flush, self._disk_retry):
             if call is not None and call.active():
                 call.cancel()
         self._scheduled = self._commit_flush = self._disk_retry = None
@@ -471,7 +477,7 @@ class ReplicationService(Service):
 
     def _schedule(self) -> None:
         if self._scheduled is None and self.running:
-            self._scheduled = self._clock.callLater(0, self._process)
+            self._scheduled = self._soon(self._process)
 
     def _process(self) -> None:
         self._scheduled = None

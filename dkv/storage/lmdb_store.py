@@ -37,8 +37,6 @@ from typing import Any, TypeVar, cast
 import lmdb
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Entry, EntryKind, HardState, SnapshotMeta
@@ -52,6 +50,7 @@ from dkv.storage import (
 )
 from dkv.storage.disk_faults import DiskFailed, FaultHook, enospc, is_io_error
 from dkv.storage.lmdb_tables import LmdbTables
+from dkv.storage.writer_thread import WriterThread
 
 T = TypeVar("T")
 
@@ -175,8 +174,8 @@ class LmdbStore:
         self._meta = env.open_db(b"meta")
         with env.begin() as txn:
             self._active = 1 if txn.get(b"kv_active", db=self._meta) == b"1" else 0
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="dkv-lmdb-writer")
-        self._pool.start()
+        self._writer = WriterThread(reactor, name="dkv-lmdb-writer")
+        self._writer.start()
         self._closed = False
         #: Told (seconds, wrote_log, applied) after each committed write
         #: batch, on the writer thread: the commit's duration (its fsync),
@@ -345,7 +344,7 @@ class LmdbStore:
         d = self._in_writer(lambda: None)
 
         def release(_: object) -> None:
-            self._pool.stop()
+            self._writer.stop()
             self._release()
 
         d.addBoth(release)
@@ -358,7 +357,7 @@ class LmdbStore:
         if self._closed:
             return
         self._closed = True
-        self._pool.stop()
+        self._writer.stop()
         self._release()
 
     # -- internals ---------------------------------------------------------------
@@ -373,7 +372,7 @@ class LmdbStore:
                 self._disk_failed = DiskFailed(self._env.path(), e)
                 raise self._disk_failed from e
 
-        return deferToThreadPool(self._reactor, self._pool, unless_failed)
+        return self._writer.submit(unless_failed)
 
     def _commit(self, txn: lmdb.Transaction) -> None:
         """Commit txn; a commit the disk fails (EIO) raises DiskFailed, and

@@ -53,6 +53,7 @@ from dkv.transport.peer_frames import (
     no_delay,
 )
 from dkv.transport.peer_handshake import answer_refusal, hello_frame
+from dkv.write_now import write_now
 
 __all__ = ["Connect", "LinkOwner", "PeerLink", "PeerSettings"]
 
@@ -187,7 +188,7 @@ class PeerLink:
         sent = owner.sent_bytes
         sent[self.peer_id] = sent.get(self.peer_id, 0) + len(data) - 5
         if not self.paused:
-            protocol.transport.write(data)  # type: ignore[union-attr]
+            write_now(protocol.transport, data)
         elif self.pending_bytes + len(data) <= self.settings.max_pending_bytes:
             self.pending.append(data)
             self.pending_bytes += len(data)

@@ -37,6 +37,7 @@ from dkv.transport.peer_handshake import hello_frame, hello_refusal
 from dkv.transport.peer_link import PeerSettings
 from dkv.transport.peer_snapshots import ReceivingSnapshot
 from dkv.transport.snapshots import STALL_TIMEOUT
+from dkv.write_now import write_now
 
 __all__ = ["CertCheck", "PeerListenerFactory"]
 
@@ -206,7 +207,7 @@ class _Listened(Protocol):
 
     def _write(self, data: bytes) -> None:
         if not self._dropped:
-            self.transport.write(data)  # type: ignore[union-attr]
+            write_now(self.transport, data)
 
     def _snapshot_done(self, error: str) -> None:
         if error:
