@@ -65,8 +65,8 @@ class FakeNode:
     overloaded: Overloaded | None = None
 
     def check_write_admission(self) -> None:
-        if self.overloaded is not None:
-            raise self.overloaded
+        if self.overloaded is not None:  # a new one each time, as admission control raises
+            raise Overloaded(self.overloaded.message, reason=self.overloaded.reason)
 
     def _answer(self, result: Any) -> Deferred[Any]:
         if not self.hold:
