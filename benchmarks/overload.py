@@ -6,8 +6,13 @@ latency and throughput in bounds (issue 15, overload).
 
 Starts a 3-node dkv cluster (``dkv.testing.cluster``, the node's default
 timings, no proxies; ``--node-arg`` adds flags to every node), then, with
-wrk and ``etcdbench/overload.lua``, puts new keys through ``/v0`` on the
-leader:
+wrk and ``etcdbench/overload.lua``, puts keys through ``/v0`` on the
+leader: ``--keys`` (100,000) keys of a fixed set, drawn at random, so every
+write is a new revision but the data (keys and values) stays bounded
+(``--keys 0``: a new key per write, as before: memory then follows the
+keys written, not the load). dkv keeps every revision until its history is
+compacted; the nodes compact only when asked (``--node-arg
+--auto-compaction-retention=1m``, off by default, as etcd's).
 
 1. **sustainable**: 64 connections in a closed loop for ``--sustain``
    seconds (after a warm-up): the admitted rate is the sustainable rate,
@@ -23,7 +28,10 @@ leader:
    ``--probes`` (64) of them run one per wrk thread, so each admitted
    answer is timed (wrk's own latencies mix refused answers in); the rest
    count answers only.
-   Every node's RSS is read from ``/proc/PID/status`` every second.
+   Every node's RSS is read from ``/proc/PID/status`` every second: VmRSS
+   and its parts RssAnon (heap, stacks: what the queues and the node's
+   state take) and RssFile (file pages mapped in: mostly LMDB's read-only
+   map of the db, page cache the kernel can reclaim).
 
 It prints and writes (``--out``) JSON: the offered rate (target and
 actual), peak RSS per node, the admitted p99 against the unloaded p99, the
@@ -50,7 +58,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # etcdbench, then this checkout's dkv
 
-from etcdbench.overload import merge, parse_result, percentile_ms, rss_bytes, verdicts  # noqa: E402
+from etcdbench.overload import merge, parse_result, percentile_ms, verdicts  # noqa: E402
+from etcdbench.scale import memory_mb  # noqa: E402
 
 from dkv.testing.cluster import Cluster  # noqa: E402
 
@@ -67,7 +76,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--probes", type=int, default=64, help="of them, timed ones, one per wrk thread (default 64)")
     p.add_argument("--factor", type=float, default=4.0, help="offered load / sustainable rate (default 4)")
     p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
-    p.add_argument("--rss-bound-mib", type=float, default=512.0, help="RSS bound per node (default 512 MiB)")
+    p.add_argument(
+        "--keys",
+        type=int,
+        default=100_000,
+        help="keys written, drawn at random from a fixed set (default 100000; 0: a new key per write)",
+    )
+    p.add_argument("--rss-bound-mib", type=float, default=512.0, help="VmRSS bound per node (default 512 MiB)")
+    p.add_argument("--rss-anon-bound-mib", type=float, default=256.0, help="RssAnon bound per node (default 256 MiB)")
     p.add_argument(
         "--node-arg",
         action="append",
@@ -81,14 +97,30 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class RssSampler:
-    """Reads each node's RSS every second on a thread; keeps the peaks and the series."""
+    """Reads each node's memory every second on a thread (VmRSS, RssAnon,
+    RssFile, in MiB: ``etcdbench.scale.memory_mb``); keeps the peaks and the
+    series."""
+
+    FIELDS = ("rss_mb", "rss_anon_mb", "rss_file_mb")
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.peak: dict[str, int] = {}
-        self.series: dict[str, list[int]] = {n: [] for n in pids}
+        #: node -> field -> the highest value seen.
+        self.peaks: dict[str, dict[str, float]] = {}
+        #: node -> field -> a value a second.
+        self.series: dict[str, dict[str, list[float]]] = {n: {f: [] for f in self.FIELDS} for n in pids}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def peak(self, field: str = "rss_mb") -> dict[str, int]:
+        """Node -> the peak of field (VmRSS by default) in bytes."""
+        return {n: int(p[field] * 2**20) for n, p in self.peaks.items() if field in p}
+
+    def peak_mib(self) -> dict[str, dict[str, float]]:
+        return {n: {f: round(v, 1) for f, v in p.items()} for n, p in self.peaks.items()}
+
+    def series_mib(self) -> dict[str, dict[str, list[float]]]:
+        return {n: {f: [round(v, 1) for v in s] for f, s in fields.items()} for n, fields in self.series.items()}
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -101,16 +133,17 @@ class RssSampler:
     def _run(self) -> None:
         while True:
             for node, pid in self.pids.items():
-                rss = rss_bytes(pid)
-                if rss is not None:
-                    self.series[node].append(rss)
-                    self.peak[node] = max(self.peak.get(node, 0), rss)
+                memory = memory_mb(pid)
+                peaks = self.peaks.setdefault(node, {})
+                for field, value in memory.items():
+                    self.series[node][field].append(value)
+                    peaks[field] = max(peaks.get(field, 0.0), value)
             if self._stop.wait(1.0):
                 return
 
 
 def run_wrk(
-    wrk: str, url: str, jobs: list[tuple[int, int, bool, float, str]], duration: int, value_size: int
+    wrk: str, url: str, jobs: list[tuple[int, int, bool, float, str]], duration: int, value_size: int, keys: int
 ) -> dict[str, Any]:
     """Run wrk processes at once, one per (threads, connections, timed,
     delay_ms, tag); their merged result."""
@@ -119,7 +152,7 @@ def run_wrk(
         for threads, connections, timed, delay_ms, tag in jobs:
             argv = [
                 wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "30s", "-s", str(LUA), url,
-                "--", "1" if timed else "0", f"{delay_ms:.3f}", tag, str(value_size),
+                "--", "1" if timed else "0", f"{delay_ms:.3f}", tag, str(value_size), str(keys),
             ]  # fmt: skip
             procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         results = []
@@ -175,13 +208,15 @@ def main(argv: list[str] | None = None) -> int:
         pids = {n: p.pid for n, p in cluster.nodes.items() if p.pid is not None}
         print(f"cluster up, leader {leader}; warm-up {args.warmup} s", file=sys.stderr)
         one_each = (SUSTAIN_CONNECTIONS, SUSTAIN_CONNECTIONS, True, 0.0)
-        run_wrk(args.wrk, url, [(*one_each, f"{tag}w")], args.warmup, args.value_size)
+        # With a fixed key set every phase writes the same keys (one tag).
+        tags = dict.fromkeys("wsfp", f"{tag}k") if args.keys > 0 else {p: f"{tag}{p}" for p in "wsfp"}
+        run_wrk(args.wrk, url, [(*one_each, tags["w"])], args.warmup, args.value_size, args.keys)
 
         print(f"sustainable rate: {SUSTAIN_CONNECTIONS} connections for {args.sustain} s", file=sys.stderr)
         with RssSampler(pids) as rss_sustain:
-            sustained = run_wrk(args.wrk, url, [(*one_each, f"{tag}s")], args.sustain, args.value_size)
+            sustained = run_wrk(args.wrk, url, [(*one_each, tags["s"])], args.sustain, args.value_size, args.keys)
         sustainable = rate(sustained)
-        report["sustainable"] = summary(sustained) | {"peak_rss_mib": _mib(rss_sustain.peak)}
+        report["sustainable"] = summary(sustained) | {"peak_rss_mib": rss_sustain.peak_mib()}
         print(json.dumps(report["sustainable"]), file=sys.stderr)
         if sustainable <= 0:
             raise RuntimeError("nothing was admitted at the sustainable load")
@@ -197,20 +232,24 @@ def main(argv: list[str] | None = None) -> int:
         with RssSampler(pids) as rss:
             loaded = run_wrk(
                 args.wrk, url,
-                [(2, flood, False, delay_ms, f"{tag}f"), (args.probes, args.probes, True, delay_ms, f"{tag}p")],
-                args.duration, args.value_size,
+                [(2, flood, False, delay_ms, tags["f"]), (args.probes, args.probes, True, delay_ms, tags["p"])],
+                args.duration, args.value_size, args.keys,
             )  # fmt: skip
         report["overload"] = summary(loaded) | {
             "target_offered_per_s": round(offered, 1),
             "connections": args.connections,
-            "rss_mib_every_second": {n: [round(v / 2**20, 1) for v in s] for n, s in rss.series.items()},
+            "rss_mib_every_second": rss.series_mib(),
         }
         # The p99 is read off the probes alone (the flood's answers are not timed).
         report["overload"]["p99_admitted_ms"] = percentile_ms(loaded["hist"], 0.99)
-        report["peak_rss_mib"] = _mib(rss.peak)
+        report["peak_rss_mib"] = rss.peak_mib()
+        # The history written stays in the db (no compaction): its mapped pages are RssFile.
+        report["db_file_mib"] = {n: round(_size(workdir / f"{n}.db") / 2**20, 1) for n in pids}
         report["criteria"] = verdicts(
-            peak_rss=rss.peak,
+            peak_rss=rss.peak(),
             rss_bound=int(args.rss_bound_mib * 2**20),
+            peak_rss_anon=rss.peak("rss_anon_mb"),
+            rss_anon_bound=int(args.rss_anon_bound_mib * 2**20),
             p99_unloaded_ms=report["sustainable"]["p99_admitted_ms"],
             p99_admitted_ms=report["overload"]["p99_admitted_ms"],
             sustainable_rate=sustainable,
@@ -234,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed or not report["serving_after"] else 0
 
 
-def _mib(values: dict[str, int]) -> dict[str, float]:
-    return {n: round(v / 2**20, 1) for n, v in values.items()}
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 if __name__ == "__main__":

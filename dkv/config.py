@@ -63,15 +63,28 @@ class Admission:
     #: Committed entries not yet applied here beyond which writes are refused
     #: (``--max-apply-gap``; etcd's maxGapBetweenApplyAndCommitIndex, 5000).
     max_apply_gap: int = 5000
-    #: Seconds the oldest write waiting on this node may have waited before
-    #: new writes are refused (``--max-queue-delay``; 0: no such bound): a
-    #: bound on queueing delay rather than on queue length, so the writes
-    #: admitted under overload are answered about as fast as without it.
+    #: The most the queueing-delay target may be, in seconds
+    #: (``--max-queue-delay``; 0: no delay bound). New writes (and
+    #: linearizable reads) are refused while the oldest one waiting on this
+    #: node has waited past the target: a bound on queueing delay rather
+    #: than on queue length, as CoDel's, so the requests admitted under
+    #: overload are answered about as fast as without it.
     max_queue_delay: float = 0.25
-    #: The delay bound applies only while at least this many writes wait
-    #: (as CoDel never drops from a near-empty queue): a few writes waiting
-    #: long on a slow disk or a dead leader are not overload, and keep
-    #: waiting for their deadline as before. No flag.
+    #: The least the target may be (``--min-queue-delay``): the target is
+    #: ``queue_delay_factor`` times the fastest write answered lately (about
+    #: one commit round trip, ``dkv.replication.admission``), clamped to
+    #: [min_queue_delay, max_queue_delay].
+    min_queue_delay: float = 0.02
+    #: Target = this many times the fastest recent write. No flag.
+    queue_delay_factor: float = 4.0
+    #: Seconds over which the fastest write is taken (the minimum of the
+    #: last one to two windows). No flag.
+    queue_delay_window: float = 10.0
+    #: The delay bound applies only while at least this many requests of
+    #: its kind wait (as CoDel never drops from a near-empty queue): a few
+    #: writes waiting long on a slow disk or a dead leader are not overload,
+    #: and keep waiting for their deadline as before; nor is a client's
+    #: closed loop of up to this many connections. No flag.
     queue_delay_min_pending: int = 128
     #: Bytes of Raft messages queued for one peer (``--max-peer-queue-bytes``):
     #: beyond it messages are dropped and the core probes the peer again (or

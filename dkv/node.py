@@ -165,6 +165,12 @@ class Node:
         if len(key) > self.limits.max_key_bytes:
             raise TooLarge(f"key is {len(key)} bytes; the limit is {self.limits.max_key_bytes}")
 
+    def check_write_admission(self) -> None:
+        """Raise Overloaded if admission control refuses client writes now
+        (``ReplicationService.check_write_admission``): lets the REST front
+        door refuse a write before it parses the body."""
+        self.replication.check_write_admission()
+
     def put(self, key: bytes, value: bytes) -> Deferred[Any]:
         """Fires (with etcd's PutResponse) once the write is committed and
         applied on this node."""

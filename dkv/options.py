@@ -251,9 +251,18 @@ class Options(usage.Options):
             "max-queue-delay",
             None,
             0.25,
-            "Seconds the oldest write waiting on this node may have waited (while 128 or more wait and "
-            "a leader is known); past it new writes are refused at once with 429 / RESOURCE_EXHAUSTED "
+            "The most the queueing-delay target may be, in seconds: new writes (reads) are refused at "
+            "once with 429 / RESOURCE_EXHAUSTED while the oldest one waiting on this node has waited past "
+            "the target (while 128 or more wait; writes: and a leader is known). The target is 4x the "
+            "fastest write answered in the last 10 to 20 s, clamped to --min-queue-delay .. this "
             "(0: no such bound).",
+            _seconds,
+        ],
+        [
+            "min-queue-delay",
+            None,
+            0.02,
+            "The least the queueing-delay target may be, in seconds (see --max-queue-delay).",
             _seconds,
         ],
         [
@@ -417,6 +426,7 @@ class Options(usage.Options):
                 max_pending_reads=self["max-pending-reads"],
                 max_apply_gap=self["max-apply-gap"],
                 max_queue_delay=self["max-queue-delay"],
+                min_queue_delay=self["min-queue-delay"],
                 max_peer_queue_bytes=self["max-peer-queue-bytes"],
             ),
             watch_max_pending_events=self["max-watch-pending-events"],

@@ -67,20 +67,71 @@ def test_writes_are_refused_while_the_apply_trails_the_commit() -> None:
 
 def test_writes_are_refused_once_the_oldest_waiting_one_waited_past_the_delay_bound() -> None:
     """The bound is on how long the oldest write waiting has waited, not on
-    how many wait: exactly the bound still admits; past it refuses."""
+    how many wait: exactly the bound still admits; past it refuses. With no
+    write answered yet the target is the maximum."""
     clock = Clock()
     clock.advance(100.0)
     control = AdmissionControl(Admission(max_queue_delay=0.25, queue_delay_min_pending=3), clock)
+    assert control.queue_delay_target() == 0.25
     control.check_write(0, commit=10, applied=10, oldest_since=None)  # none waits
     control.check_write(500, commit=10, applied=10, oldest_since=99.75)
     control.check_write(2, commit=10, applied=10, oldest_since=90.0)  # too few wait to call it overload
     with pytest.raises(Overloaded) as e:
         control.check_write(3, commit=10, applied=10, oldest_since=99.7)
     assert e.value.reason == QUEUE_DELAY
-    assert "waited 300 ms" in e.value.message and "--max-queue-delay" in e.value.message
+    assert "waited 300 ms" in e.value.message and "target is 250 ms" in e.value.message
+    assert "--max-queue-delay" in e.value.message
     assert control.refused[QUEUE_DELAY] == 1
     off = AdmissionControl(Admission(max_queue_delay=0.0), clock)
     off.check_write(200, commit=10, applied=10, oldest_since=0.0)  # 0: no such bound
+    assert off.queue_delay_target() == 0.0
+
+
+def test_the_delay_target_is_a_multiple_of_the_fastest_recent_write_within_its_bounds() -> None:
+    """factor x the fastest write answered over the last one to two
+    windows, clamped to [min, max]; it forgets a window two windows old."""
+    clock = Clock()
+    limits = Admission(min_queue_delay=0.02, max_queue_delay=0.25, queue_delay_factor=4.0, queue_delay_window=10.0)
+    control = AdmissionControl(limits, clock)
+    control.write_answered(0.030)
+    control.write_answered(0.012)  # the fastest: 4 x 12 ms
+    control.write_answered(0.050)
+    assert control.queue_delay_target() == pytest.approx(0.048)
+    clock.advance(10.0)  # a new window: the last one's fastest still counts
+    control.write_answered(0.040)
+    assert control.queue_delay_target() == pytest.approx(0.048)
+    clock.advance(10.0)  # the 12 ms write is two windows old: forgotten
+    assert control.queue_delay_target() == pytest.approx(0.160)
+    control.write_answered(0.001)
+    assert control.queue_delay_target() == 0.02  # never below the minimum
+    clock.advance(10.0)
+    control.write_answered(0.5)
+    clock.advance(10.0)
+    assert control.queue_delay_target() == 0.25  # nor above the maximum
+    clock.advance(25.0)  # nothing answered for two windows: the maximum again
+    assert control.queue_delay_target() == 0.25
+
+
+def test_a_fast_node_refuses_on_its_own_target_not_the_maximum() -> None:
+    clock = Clock()
+    clock.advance(100.0)
+    control = AdmissionControl(Admission(queue_delay_min_pending=2), clock)
+    control.write_answered(0.005)  # target: max(20 ms, 4 x 5 ms) = 20 ms
+    control.check_write(5, commit=1, applied=1, oldest_since=100.0 - 0.020)
+    with pytest.raises(Overloaded) as e:
+        control.check_write(5, commit=1, applied=1, oldest_since=100.0 - 0.021)
+    assert e.value.reason == QUEUE_DELAY and "target is 20 ms" in e.value.message
+
+
+def test_reads_are_refused_once_the_oldest_waiting_read_waited_past_the_target() -> None:
+    clock = Clock()
+    clock.advance(100.0)
+    control = AdmissionControl(Admission(max_queue_delay=0.1, queue_delay_min_pending=2), clock)
+    control.check_read(1, oldest_since=0.0)  # too few wait
+    control.check_read(2, oldest_since=99.9)
+    with pytest.raises(Overloaded) as e:
+        control.check_read(2, oldest_since=99.8)
+    assert e.value.reason == QUEUE_DELAY and "oldest read" in e.value.message
 
 
 def test_reads_are_refused_at_their_own_bound() -> None:
@@ -166,6 +217,55 @@ def test_writes_are_refused_while_the_oldest_waits_past_the_delay_bound_and_admi
     later = outcome(put(svc, b"later", b"v"))  # nothing waits any more
     pump(clock, 0.05)
     assert ok(later)
+
+
+def test_answered_writes_set_the_target_and_the_front_doors_check_refuses_as_propose_does() -> None:
+    """The driver feeds each answered write's time to the target; the check
+    a caller makes before it builds a write (the REST front door) refuses
+    exactly when ``propose`` would, counted once, and proposes nothing."""
+    clock = Clock()
+    net = Network(clock)
+    store = GatedStore()
+    svc = make(["a"], clock, net, stores={"a": store}, timeout=5.0)["a"]
+    with_admission({"a": svc}, clock, min_queue_delay=0.01, queue_delay_min_pending=2)
+    pump(clock, 0.1)
+    assert svc.admission.queue_delay_target() == 0.25  # nothing answered yet
+    done = outcome(put(svc, b"k", b"v"))
+    pump(clock, 0.05)
+    assert ok(done)
+    assert svc.admission.queue_delay_target() == 0.01  # 4 x a write answered at once: the minimum
+    store.gated = True
+    waiting = [outcome(put(svc, b"w%d" % i, b"v")) for i in range(2)]
+    svc.check_write_admission()  # nothing has waited yet
+    clock.advance(0.02)
+    with pytest.raises(Overloaded):
+        svc.check_write_admission()
+    assert refused_for(outcome(put(svc, b"refused", b"v")), QUEUE_DELAY)
+    assert svc.admission.refused[QUEUE_DELAY] == 2
+    store.gated = False
+    store.release()
+    pump(clock, 0.05)
+    assert all(ok(r) for r in waiting) and stored(store, b"refused") is None
+
+
+def test_reads_waiting_past_the_target_refuse_new_reads_but_never_a_probes() -> None:
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, timeout=5.0)
+    with_admission(services, clock, max_queue_delay=0.1, queue_delay_min_pending=2)
+    pump(clock, 0.3)
+    net.held.add("a")  # the ReadIndex requests of b wait on the way
+    b = services["b"]
+    waiting = [outcome(b.read_barrier()) for _ in range(2)]
+    clock.advance(0.05)
+    assert outcome(b.read_barrier()) == []  # the oldest waited 50 ms: admitted
+    clock.advance(0.06)
+    assert refused_for(outcome(b.read_barrier()), QUEUE_DELAY)  # 110 ms
+    assert outcome(b.read_barrier(internal=True)) == []
+    net.release("a")
+    pump(clock, 0.2)
+    assert waiting == [[None], [None]]
+    assert b.requests.pending_reads == 0 and b.requests.oldest_read_since() is None
 
 
 def test_writes_waiting_for_a_leader_do_not_count_against_the_delay_bound() -> None:
@@ -273,7 +373,8 @@ def test_default_bounds_are_etcds_gap_and_generous_queues() -> None:
     config = DriverConfig(raft=RaftConfig(), tick_seconds=TICK)
     assert config.admission == Admission()
     assert Admission().max_apply_gap == 5000
-    assert Admission().max_queue_delay == 0.25
+    assert (Admission().min_queue_delay, Admission().max_queue_delay) == (0.02, 0.25)
+    assert Admission().queue_delay_factor == 4.0
     assert Admission().queue_delay_min_pending == 128  # a few slow writes are not overload
 
 

@@ -36,7 +36,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from dkv.config import Limits
-from dkv.errors import InvalidArgument, KeyNotFound
+from dkv.errors import InvalidArgument, KeyNotFound, Overloaded
 from dkv.metrics import NodeMetrics
 from tests.stream_route import CONTENT_TYPE, FAST_STREAM_PATH, STREAM_PATH, Streams, dechunk
 
@@ -61,6 +61,12 @@ class FakeNode:
     cancelled: list[Any] = attrs.Factory(list)
     #: Where the front door counts requests (``dkv.metrics``).
     metrics: NodeMetrics = attrs.Factory(NodeMetrics)
+    #: Set: admission control refuses writes with it (``check_write_admission``).
+    overloaded: Overloaded | None = None
+
+    def check_write_admission(self) -> None:
+        if self.overloaded is not None:  # a new one each time, as admission control raises
+            raise Overloaded(self.overloaded.message, reason=self.overloaded.reason)
 
     def _answer(self, result: Any) -> Deferred[Any]:
         if not self.hold:
@@ -294,6 +300,44 @@ def test_ten_thousand_pipelined_requests_in_one_read_are_answered_in_order() -> 
     assert [(r.status, r.json()) for r in c.replies()] == expected
     assert not c.transport.disconnecting
     assert c.reading
+
+
+def test_writes_refused_by_admission_control_are_answered_429_before_their_body_is_parsed() -> None:
+    """While the node refuses writes, a write route answers 429 with
+    Retry-After in its own API's form without parsing its body (a malformed
+    body too) or reaching the node; reads are served; once the node admits
+    again, writes go through."""
+    conn = connect()
+    conn.node.overloaded = Overloaded("too many requests: the oldest write waited 90 ms", reason="queue_delay")
+    etcd_put = request(b"POST", b"/v3/kv/put", b"{not json", ((b"Content-Type", b"application/json"),))
+    conn.send(
+        request(b"POST", b"/v0/kv", b"{not json")
+        + delete(b"k")
+        + etcd_put
+        + request(b"POST", b"/v3/kv/deleterange", b"[]")
+        + get(b"missing")
+    )
+    v0_put, v0_delete, etcd, etcd_delete, read = conn.replies()
+    for reply in (v0_put, v0_delete, etcd, etcd_delete):
+        assert reply.status == 429 and reply.header(b"Retry-After") == b"1"
+    assert json.loads(v0_put.body) == {
+        "error": "too many requests: the oldest write waited 90 ms",
+        "code": 8,
+        "reason": "queue_delay",
+        "retry_after": 1,
+    }
+    assert json.loads(etcd.body) == {
+        "error": "etcdserver: too many requests",
+        "message": "etcdserver: too many requests",
+        "code": 8,
+    }
+    assert read.status == 404
+    assert conn.node.calls == [("get", b"missing")]
+    conn.node.overloaded = None
+    conn.transport.clear()
+    conn.send(put(b"k", b"v"))
+    assert [r.status for r in conn.replies()] == [200]
+    assert conn.node.calls[-1] == ("put", b"k")
 
 
 def test_pipelined_requests_run_one_at_a_time_in_order() -> None:

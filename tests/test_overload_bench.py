@@ -55,6 +55,20 @@ def test_rss_of_this_process_and_of_none() -> None:
     assert rss_bytes(2**22 + 12345) is None
 
 
+def test_the_anonymous_rss_is_judged_when_its_bound_is_given() -> None:
+    common = dict(rss_bound=512 << 20, p99_unloaded_ms=10.0, p99_admitted_ms=19.0, sustainable_rate=100.0,
+                  admitted_rate=90.0)  # fmt: skip
+    assert "rss_anon" not in verdicts(peak_rss={"a": 100 << 20}, **common)  # type: ignore[arg-type]
+    judged = verdicts(
+        peak_rss={"a": 600 << 20, "b": 100 << 20},
+        peak_rss_anon={"a": 90 << 20, "b": 300 << 20},
+        rss_anon_bound=256 << 20,
+        **common,  # type: ignore[arg-type]
+    )
+    assert judged["rss"]["verdict"] == "FAIL"
+    assert judged["rss_anon"] == {"verdict": "FAIL", "peak_mib": {"a": 90.0, "b": 300.0}, "bound_mib": 256.0}
+
+
 def test_verdicts() -> None:
     good = verdicts(peak_rss={"a": 100 << 20}, rss_bound=512 << 20, p99_unloaded_ms=10.0, p99_admitted_ms=19.0,
                     sustainable_rate=1000.0, admitted_rate=850.0)  # fmt: skip

@@ -746,6 +746,9 @@ class FailingNode:
     limits: Limits = Limits()
     metrics = NodeMetrics()
 
+    def check_write_admission(self) -> None:
+        """Admission control admits: the write reaches put."""
+
     def put(self, key: bytes, value: bytes) -> defer.Deferred[None]:
         return defer.fail(RuntimeError("boom"))
 

@@ -1,6 +1,6 @@
 -- wrk script of benchmarks/overload.py: puts of new keys through dkv's /v0 API, answers counted by status.
 --
---   wrk -tT -cC -dD -s overload.lua http://127.0.0.1:PORT -- TIMED DELAY_MS TAG VALUE_SIZE
+--   wrk -tT -cC -dD -s overload.lua http://127.0.0.1:PORT -- TIMED DELAY_MS TAG VALUE_SIZE [KEYS]
 --
 -- TIMED     1: time every admitted (2xx) answer into a histogram. Only valid with one
 --           connection per thread (-tN -cN): a thread's requests and answers then alternate,
@@ -8,13 +8,19 @@
 --           refused ones included, and cannot tell them apart).
 -- DELAY_MS  mean pause before each request of a connection (uniform in 0.5x .. 1.5x), to
 --           offer a chosen rate from many connections (wrk's delay() hook); 0: none (closed
---           loop). A connection whose last answer was a 429 waits its Retry-After instead (plus
---           a jitter of up to DELAY_MS), as etcd's clients back off, so a refusal is not resent
---           at once. wrk's delay() does not say which connection it is for, but it is called
+--           loop). A connection whose last answer was a 429 waits its Retry-After instead,
+--           jittered (uniform in 0.5x .. 1.5x, mean Retry-After), so a refusal is not resent at
+--           once and the connections refused in one burst do not all come back together (a
+--           fixed wait keeps them in step: waves of requests a second apart, each refused
+--           nearly whole). wrk's delay() does not say which connection it is for, but it is called
 --           exactly once before each connection's next request: each 429 owes one such wait,
 --           paid by the next delay() call of the thread (connections are interchangeable, so
 --           the waits and their number are those of per-connection back-off).
--- TAG       a string in every key, unique per run, so keys never repeat.
+-- TAG       a string in every key.
+-- KEYS      0 (the default): every request puts a new key (TAG, the thread and a counter), so keys
+--           never repeat; N > 0: each request puts one of N keys (TAG-0 .. TAG-N-1) drawn at random,
+--           a new revision of a key of a fixed set, so the data stays bounded (give every run of
+--           one benchmark the same TAG).
 --
 -- done() prints one line "OVERLOAD_RESULT {json}": answers by class (2xx, 429, other),
 -- 429s without Retry-After, Retry-After waits taken (backoffs), socket errors, and the histogram of admitted latencies
@@ -61,7 +67,7 @@ function setup(thread)
 end
 
 -- In each thread's state.
-local timed, delay_ms, tag, value
+local timed, delay_ms, tag, value, keys
 local sent, started = 0, nil
 -- Retry-After waits (ms) owed by connections refused with 429, first owed first.
 local owed, owed_first, owed_last = {}, 1, 0
@@ -73,6 +79,7 @@ function init(args)
    delay_ms = tonumber(args[2]) or 0
    tag = args[3] or "ov"
    value = b64(string.rep("v", tonumber(args[4]) or 100))
+   keys = tonumber(args[5]) or 0
    math.randomseed(id * 7919 + os.time())
 end
 
@@ -82,7 +89,7 @@ function delay()
       owed[owed_first] = nil
       owed_first = owed_first + 1
       backoffs = backoffs + 1
-      return wait + delay_ms * math.random()
+      return wait * (0.5 + math.random())
    end
    if delay_ms <= 0 then
       return 0
@@ -92,7 +99,13 @@ end
 
 function request()
    sent = sent + 1
-   local body = '{"key":"' .. b64(tag .. "-" .. id .. "-" .. sent) .. '","value":"' .. value .. '"}'
+   local name
+   if keys > 0 then
+      name = tag .. "-" .. math.random(0, keys - 1)
+   else
+      name = tag .. "-" .. id .. "-" .. sent
+   end
+   local body = '{"key":"' .. b64(name) .. '","value":"' .. value .. '"}'
    if timed then
       started = now_us()
    end

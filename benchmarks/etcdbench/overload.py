@@ -86,8 +86,12 @@ def verdicts(
     admitted_rate: float,
     p99_factor: float = 2.0,
     throughput_floor: float = 0.8,
+    peak_rss_anon: Mapping[str, int] | None = None,
+    rss_anon_bound: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """PASS / FAIL for each criterion, with the figures it compares."""
+    """PASS / FAIL for each criterion, with the figures it compares; with
+    peak_rss_anon and rss_anon_bound, also ``rss_anon``: the anonymous part
+    of RSS (heap, stacks) of every node under its bound."""
 
     def verdict(ok: bool, **figures: Any) -> dict[str, Any]:
         return {"verdict": "PASS" if ok else "FAIL", **figures}
@@ -115,4 +119,14 @@ def verdicts(
             sustainable_per_s=round(sustainable_rate, 1),
             ratio=round(admitted_rate / sustainable_rate, 3) if sustainable_rate > 0 else None,
         ),
-    }
+    } | (
+        {}
+        if peak_rss_anon is None or rss_anon_bound is None
+        else {
+            "rss_anon": verdict(
+                bool(peak_rss_anon) and all(v < rss_anon_bound for v in peak_rss_anon.values()),
+                peak_mib={n: round(v / 2**20, 1) for n, v in peak_rss_anon.items()},
+                bound_mib=round(rss_anon_bound / 2**20, 1),
+            )
+        }
+    )

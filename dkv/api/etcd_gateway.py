@@ -84,6 +84,8 @@ PATHS: dict[str, tuple[str, str]] = {
 }
 #: The paths the front door answers itself (the hot ones).
 FAST_PATHS = frozenset({"/v3/kv/range", "/v3/kv/put", "/v3/kv/deleterange", "/v3/kv/txn"})
+#: The fast paths whose every request is a write (a txn may only read).
+WRITE_PATHS = frozenset({"/v3/kv/put", "/v3/kv/deleterange"})
 
 
 def _error(path: str, error: BaseException) -> RawAnswer:
@@ -119,9 +121,10 @@ def handler_for(path: str) -> Callable[[Node, Call], Any]:
 
 
 def _etcd_errors(path: str, handler: Callable[[Node, Call], Any]) -> Callable[[Node, Call], Any]:
-    """handler, answering a bad ``Idempotency-Key`` as etcd's gateway answers
-    errors (``dkv.api.http_common.call_handler``)."""
-    handler.answer_bad_key = lambda error: _error(path, error)  # type: ignore[attr-defined]
+    """handler, answering a bad ``Idempotency-Key`` (``dkv.api.http_common.call_handler``)
+    and a refusal before the body is read (``dkv.api.front_door``) as etcd's
+    gateway answers errors."""
+    handler.answer_bad_key = handler.answer_error = lambda error: _error(path, error)  # type: ignore[attr-defined]
     return handler
 
 

@@ -109,7 +109,7 @@ from dkv.api.http_common import (
 from dkv.api.http_metrics import HttpMeter
 from dkv.api.rest import RestApi
 from dkv.api.routes import ROUTES, Call, FastRoutes, Route
-from dkv.errors import DkvError, HeadersTooLarge, InvalidArgument, RequestTimeout, TooLarge
+from dkv.errors import DkvError, HeadersTooLarge, InvalidArgument, Overloaded, RequestTimeout, TooLarge
 from dkv.node import Node
 from dkv.write_now import write_now
 
@@ -673,6 +673,8 @@ class FrontDoor(Protocol):
                 return
             route, params = hit
             ex.route = route
+            if route.write and self._refused_write(ex, route):
+                return
             args = parse_qs(query, 1) if query else {}
             call = Call(ex.body, args, params, ex.idempotency_key, authorization=ex.authorization)
             result = call_handler(route.handler, self._node, call)
@@ -692,6 +694,22 @@ class FrontDoor(Protocol):
             result.addBoth(self._finish, ex)
         else:
             self._answer_ok(ex, result)
+
+    def _refused_write(self, ex: _Exchange, route: Route) -> bool:
+        """Answer ex with 429 if admission control refuses writes now,
+        before its body is parsed or checked (a refusal costs no JSON or
+        base64 decoding, and says 429 whatever the body);
+        the answer is the handler's own (``answer_error``) or dkv's."""
+        try:
+            self._node.check_write_admission()
+        except Overloaded as e:
+            answer_error = getattr(route.handler, "answer_error", None)
+            if answer_error is None:
+                self._answer_error(ex, e)
+            else:
+                self._answer_ok(ex, answer_error(e))
+            return True
+        return False
 
     def _finish(self, result: Any, ex: _Exchange) -> None:
         ex.deferred = None

@@ -65,6 +65,11 @@ class Route:
     #: The front door serves it without twisted.web. Only a literal path, or
     #: a literal prefix followed by ``<rest:NAME>``, can be fast.
     fast: bool = False
+    #: Every request of it is a client write: when admission control
+    #: refuses writes, the front door answers 429 before it reads the body
+    #: (in the handler's own error form: ``answer_error``, if the handler
+    #: has one, as etcd's gateway handlers do).
+    write: bool = False
 
 
 # -- body and query parsing ------------------------------------------------------------
@@ -207,9 +212,9 @@ OPERATIONS_ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES: tuple[Route, ...] = (
-    Route("put", ("POST",), "/v0/kv", put, fast=True),
+    Route("put", ("POST",), "/v0/kv", put, fast=True, write=True),
     Route("get", ("GET",), f"/v0/kv/key/<{REST_OF_PATH}:b64key>", get, fast=True),
-    Route("delete", ("DELETE",), f"/v0/kv/key/<{REST_OF_PATH}:b64key>", delete, fast=True),
+    Route("delete", ("DELETE",), f"/v0/kv/key/<{REST_OF_PATH}:b64key>", delete, fast=True, write=True),
     Route("empty_key", ("GET", "DELETE"), "/v0/kv/key/", empty_key),
     Route("status", ("GET",), "/v0/status", status),
     Route("members", ("GET",), "/v0/members", members),
@@ -222,7 +227,7 @@ ROUTES: tuple[Route, ...] = (
     # etcd's JSON gateway (dkv.api.etcd_gateway) on the same keyspace.
     *(
         Route(f"etcd{path.replace('/', '_').replace('-', '_')}", ("POST",), path, etcd_gateway.handler_for(path),
-              fast=path in etcd_gateway.FAST_PATHS)
+              fast=path in etcd_gateway.FAST_PATHS, write=path in etcd_gateway.WRITE_PATHS)
         for path in etcd_gateway.PATHS
     ),
     Route("etcd_snapshot", ("POST",), "/v3/maintenance/snapshot", etcd_gateway.snapshot),

@@ -118,7 +118,9 @@ class RequestTable:
         #: or their outcome stayed unknown) by their deadline (etcd's
         #: proposals_failed_total).
         self.failed_writes = 0
-        self._reads_pending = 0
+        #: When each linearizable read still pending was taken, by key,
+        #: oldest first.
+        self._reads_since: dict[int, float] = {}
 
     @property
     def pending_writes(self) -> int:
@@ -138,7 +140,14 @@ class RequestTable:
         """Linearizable reads taken by this node and not yet finished
         (answered, expired, or failed); one whose client went away counts
         until its deadline."""
-        return self._reads_pending
+        return len(self._reads_since)
+
+    def oldest_read_since(self) -> float | None:
+        """When the read that has waited longest on this node (of those
+        counted in ``pending_reads``) was taken; None when none waits."""
+        for since in self._reads_since.values():  # in the order they were taken
+            return since
+        return None
 
     # -- names -----------------------------------------------------------------------
 
@@ -173,7 +182,7 @@ class RequestTable:
     def add_read(self, now: float) -> Deferred[None]:
         req = self._new(now, _read_expired)
         req.read = True
-        self._reads_pending += 1
+        self._reads_since[req.key] = now
         self._new_reads.append(req)
         return req.deferred
 
@@ -244,18 +253,24 @@ class RequestTable:
                 req.proposed = False
                 self._retry_writes.append((rid, payload))
 
-    def applied_writes(self, results: Iterable[tuple[RequestId, object]]) -> None:
+    def applied_writes(self, results: Iterable[tuple[RequestId, object]]) -> float | None:
         """The entries carrying these request ids were applied, with these
-        results: a response, or the exception the request failed with."""
+        results: a response, or the exception the request failed with.
+        Returns when the newest of the writes this answers was taken (the
+        fastest of them; None if it answers none)."""
         origin = self.origin
+        newest = None
         for rid, result in results:
             if rid.origin == origin:
                 req = self._writes.pop(rid, None)
                 if req is not None:
+                    if newest is None or req.since > newest:
+                        newest = req.since
                     if isinstance(result, Exception):
                         self.finish(req, failure=result)
                     else:
                         self.finish(req, result)
+        return newest
 
     # -- reads -------------------------------------------------------------------------
 
@@ -333,7 +348,7 @@ class RequestTable:
 
     def finish(self, req: Request, result: object = None, failure: Exception | None = None) -> None:
         if self._pending.pop(req.key, None) is not None and req.read:
-            self._reads_pending -= 1
+            del self._reads_since[req.key]
         if req.deferred.called:  # e.g. cancelled because the client went away
             return
         if failure is not None:
@@ -346,7 +361,7 @@ class RequestTable:
         for req in list(self._pending.values()):
             self.finish(req, failure=req.stopped(req))
         self._pending.clear()
-        self._reads_pending = 0
+        self._reads_since.clear()
         self._expiring.clear()
         self._writes.clear()
         self._new_writes, self._retry_writes = [], []

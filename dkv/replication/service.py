@@ -271,16 +271,25 @@ class ReplicationService(Service):
             return fail(NoLeader("node is not running"))
         if not internal:
             try:
-                # While no leader is known, writes wait for one (an
-                # election is not overload): their delay is not held against
-                # new ones.
-                waiting_since = self.requests.oldest_write_since() if self.raft.leader is not None else None
-                self.admission.check_write(self.requests.pending_writes, self.known_commit, self.applied, waiting_since)
+                self.check_write_admission()
             except Overloaded as e:
                 return fail(e)
         d = self.requests.add_write(self._clock.seconds(), rid, payload)
         self._schedule()
         return d
+
+    def check_write_admission(self) -> None:
+        """Raise Overloaded (counted and logged as a refusal) if a client
+        write taken now would be refused by admission control: what
+        ``propose`` checks first, for callers that can refuse a write
+        before they build it (the REST front door, before it reads the
+        body)."""
+        if self.raft is None:
+            return
+        # While no leader is known, writes wait for one (an election is not
+        # overload): their delay is not held against new ones.
+        waiting_since = self.requests.oldest_write_since() if self.raft.leader is not None else None
+        self.admission.check_write(self.requests.pending_writes, self.known_commit, self.applied, waiting_since)
 
     def read_barrier(self, *, internal: bool = False) -> Deferred[None]:
         """Fires when a linearizable read may be served from the local state:
@@ -293,7 +302,7 @@ class ReplicationService(Service):
             return fail(NoLeader("node is not running"))
         if not internal:
             try:
-                self.admission.check_read(self.requests.pending_reads)
+                self.admission.check_read(self.requests.pending_reads, self.requests.oldest_read_since())
             except Overloaded as e:
                 return fail(e)
         d = self.requests.add_read(self._clock.seconds())
@@ -508,7 +517,9 @@ class ReplicationService(Service):
                 outcome = apply_entries(rd.committed, self._overlay.writer(base))
             applied = outcome.applied
             self._set_applied(applied.index)
-            self.requests.applied_writes(outcome.results)
+            newest = self.requests.applied_writes(outcome.results)
+            if newest is not None:
+                self.admission.write_answered(self._clock.seconds() - newest)
             self.requests.release_applied(self.applied)
             for listener in self.apply_listeners:
                 listener(outcome)
