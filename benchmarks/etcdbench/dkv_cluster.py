@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dkv.config import DEFAULT_PEER_TRANSPORT
 from dkv.testing.cluster import Cluster
 from dkv.testing.poll import Timeout
 
@@ -19,7 +20,7 @@ class DkvCluster:
     system = "dkv"
     own_api = "v0"
 
-    def __init__(self, base_dir: Path | None, peer_transport: str = "grpc") -> None:
+    def __init__(self, base_dir: Path | None, peer_transport: str = DEFAULT_PEER_TRANSPORT) -> None:
         """peer_transport: the nodes' --peer-transport."""
         self.dir = Path(tempfile.mkdtemp(prefix="vs-etcd-dkv-", dir=base_dir))
         self.nodes = Cluster.for_benchmark(self.dir, peer_transport=peer_transport)
