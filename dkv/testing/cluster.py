@@ -104,7 +104,10 @@ class Cluster:
     proxies, peers dial each other directly (no link faults). ``tls``: the
     nodes run with the TLS flags of these certificates
     (``dkv.testing.certs.ClusterCerts``), and REST requests go over HTTPS
-    with its client certificate when client TLS is on."""
+    with its client certificate when client TLS is on. ``peer_transport``:
+    the nodes' ``--peer-transport``, by default the node's own default
+    (``twisted``, each peer port derived as RPC port + 2); ``"grpc"`` passes
+    ``--peer-transport grpc``."""
 
     def __init__(
         self,
