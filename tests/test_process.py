@@ -200,14 +200,15 @@ def test_empty_db_without_cluster(tmp_path) -> None:
 
 @pytest.mark.parametrize("which", ["rpc", "rest", "peer"])
 def test_port_in_use(tmp_path, which) -> None:
-    """The peer port (the default native peer protocol) is the RPC port + 2."""
+    """The peer port (the default native peer protocol) is the RPC port + 2, and the line says so."""
     env = base_env(tmp_path)
     port = int(env["DKV_RPC_PORT"]) + 2 if which == "peer" else int(env[f"DKV_{which.upper()}_PORT"])
     with socket.socket() as occupier:
         occupier.bind(("127.0.0.1", port))
         occupier.listen()
         code, stderr, _, elapsed = run_failing(dkv_command(), env, tmp_path)
-    assert_one_line_error(code, stderr, elapsed, f"{which} port", str(port))
+    needles = ("the RPC port + 2",) if which == "peer" else ()
+    assert_one_line_error(code, stderr, elapsed, f"{which} port", str(port), *needles)
 
 
 def test_twistd_refuses_another_reactor(tmp_path) -> None:
