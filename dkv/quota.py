@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred
 
 from dkv.alarms import AlarmReader
 from dkv.commands import encode
+from dkv.errors import NoLeader
 from dkv.logs import logger
 from dkv.mvcc.errors import NoSpace
 from dkv.pb.etcd_rpc_pb2 import NOSPACE, AlarmMember, AlarmRequest
@@ -74,6 +75,8 @@ class Quota:
         if self.replication.disk_full:
             self._disk_full_changed(True)  # the driver said why, in its one line
             raise NoSpace()
+        if not self.replication.running:  # stopping: the store may be closed already
+            raise NoLeader("node is shutting down")
         now = self.replication.clock.seconds()
         stale = self._measured_at is None or now - self._measured_at >= MEASURE_SECONDS
         if stale or self._in_use + self._since + cost > self.quota_bytes:

@@ -120,6 +120,7 @@ class _FakeReplication:
         self.proposed: list[bytes] = []
         self.disk_full = False
         self.disk_full_listeners: list = []
+        self.running = True
 
     def next_request_id(self):
         from dkv.commands import RequestId
@@ -175,3 +176,20 @@ def test_quota_measures_at_most_every_tenth_of_a_second_and_raises_the_alarm_onc
         quota.check(100)
     [alarm] = [decode(p).alarm for p in replication.proposed]  # raised once while in flight
     assert (alarm.action, alarm.memberID, alarm.alarm) == (AlarmRequest.ACTIVATE, 7, NOSPACE)
+
+
+def test_a_write_checked_while_the_node_stops_is_refused_as_not_applied() -> None:
+    """The store closes as the node stops, before the REST port does: a write
+    that arrives in between is told the node is shutting down (503, safe to
+    retry), not a 500 from measuring a closed store."""
+    from dkv.errors import NoLeader
+    from dkv.quota import Quota
+
+    def size() -> tuple[int, int]:
+        raise AssertionError("the store is not measured while the node stops")
+
+    replication = _FakeReplication()
+    replication.running = False
+    quota = Quota(replication, size, 7, quota_bytes=2000)  # type: ignore[arg-type]
+    with pytest.raises(NoLeader, match="shutting down"):
+        quota.check(100)
