@@ -64,7 +64,7 @@ def malloc_info() -> dict[str, int]:
         return {}
     fn.restype = _Mallinfo2
     info = fn()
-    return {name: int(getattr(info, name)) for name, _ in _Mallinfo2._fields_}
+    return {field[0]: int(getattr(info, field[0])) for field in _Mallinfo2._fields_}
 
 
 def _to_file(write: Any, path: Path) -> str:

@@ -1,6 +1,6 @@
 """How a node's memory grows per unique key written (a measurement, not a test).
 
-    python tools/rss_per_key.py [--keys 200000] [--value-bytes 256] [--clients 8] [--every 50000] [--trace]
+    python tools/rss_per_key.py [--keys 200000] [--value-bytes 256] [--clients 8] [--every 50000] [--trace DIR]
 
 Starts one node (``dkv.testing.cluster.Cluster``, a temp dir), writes
 ``--keys`` unique 8-byte keys with ``--value-bytes`` values through
@@ -8,8 +8,8 @@ Starts one node (``dkv.testing.cluster.Cluster``, a temp dir), writes
 every ``--every`` keys prints the node's VmRSS, RssAnon and RssFile
 (``/proc/PID/status``) and its db file's size, then the growth per key
 between the first and the last checkpoint. ``--trace`` runs the node with
-``DKV_TRACEMALLOC=1`` (``dkv.memory_debug``) and dumps at each checkpoint:
-the ``a.db.memory-*`` files say which lines hold the memory (tracing costs
+``DKV_TRACEMALLOC=1`` (``dkv.memory_debug``), dumps at each checkpoint and
+copies the dumps (``a.db.memory-*``) into DIR: they say which lines hold the memory (tracing costs
 memory of its own, so the RSS figures of a traced run are not the ones to
 quote).
 """
@@ -21,6 +21,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -56,7 +57,7 @@ def main() -> None:
     p.add_argument("--value-bytes", type=int, default=256)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--every", type=int, default=50_000)
-    p.add_argument("--trace", action="store_true")
+    p.add_argument("--trace", metavar="DIR", type=Path, help="trace the node; copy its dumps into DIR")
     p.add_argument("--node-arg", action="append", default=[], help="an extra flag for the node (repeatable)")
     a = p.parse_args()
     env = {"DKV_TRACEMALLOC": "1"} if a.trace else {}
@@ -105,8 +106,10 @@ def main() -> None:
             print(f"{name}: {(m1.get(name, 0) - m0.get(name, 0)) * 1024 / keys:.0f} bytes per key")
         print(f"db file: {(d1 - d0) / keys:.0f} bytes per key")
         if a.trace:
-            print("dumps:", *sorted(str(x) for x in Path(c.dir).glob("a.db.memory-*")))
-            input("dumps kept until you press enter ")
+            a.trace.mkdir(parents=True, exist_ok=True)
+            for dump in sorted(Path(c.dir).glob("a.db.memory-*")):
+                shutil.copy(dump, a.trace / dump.name)
+                print("dump:", a.trace / dump.name)
 
 
 if __name__ == "__main__":

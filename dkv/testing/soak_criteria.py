@@ -84,9 +84,13 @@ def side_criterion(name: str, violations: Sequence[str], counts: str) -> Criteri
 _RSS, _FDS, _ANON, _FILE = range(4)
 
 
-def _processes(ticks: Sequence[Tick]) -> dict[tuple[str, int], list[tuple[float, int | None, ...]]]:
+#: (time, rss KiB, fds, anon rss KiB, file rss KiB)
+_Sample = tuple[float, int | None, int | None, int | None, int | None]
+
+
+def _processes(ticks: Sequence[Tick]) -> dict[tuple[str, int], list[_Sample]]:
     """(node, pid) -> [(time, rss KiB, fds, anon rss KiB, file rss KiB)] in time order."""
-    out: dict[tuple[str, int], list[tuple[float, int | None, ...]]] = {}
+    out: dict[tuple[str, int], list[_Sample]] = {}
     for tick in ticks:
         for n in tick.nodes:
             if n.pid is not None:
