@@ -157,7 +157,9 @@ class MemoryDumper:
         lines += [f"{n} {name}" for name, n in types.most_common(TOP)]
         self.count += 1
         path = self.prefix.with_name(f"{self.prefix.name}{self.count}.txt")
-        path.write_text("\n".join(lines) + "\n")
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("\n".join(lines) + "\n")
+        partial.replace(path)  # whole or not there
         self._snapshot, self._types = snapshot, types
         return path
 

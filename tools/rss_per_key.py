@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from dkv.testing.cluster import Cluster
+from dkv.testing.poll import wait_until
 from dkv.testing.soak_sampler import proc_memory
 
 
@@ -81,8 +82,9 @@ def main() -> None:
                 flush=True,
             )
             if a.trace:
+                dumps = len(list(c.dir.glob("a.db.memory-*.txt")))
                 os.kill(node.pid, signal.SIGUSR2)
-                time.sleep(5.0)
+                wait_until(lambda: len(list(c.dir.glob("a.db.memory-*.txt"))) > dumps, 120.0, "the memory dump")
 
         checkpoint(0)
         errors: list[str] = []
@@ -107,7 +109,7 @@ def main() -> None:
         print(f"db file: {(d1 - d0) / keys:.0f} bytes per key")
         if a.trace:
             a.trace.mkdir(parents=True, exist_ok=True)
-            for dump in sorted(Path(c.dir).glob("a.db.memory-*")):
+            for dump in sorted(Path(c.dir).glob("a.db.memory-*.txt")):
                 shutil.copy(dump, a.trace / dump.name)
                 print("dump:", a.trace / dump.name)
 
