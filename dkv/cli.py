@@ -10,11 +10,12 @@ node that cannot start prints one line (``dkv: reason``) and exits 1.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from twisted.logger import globalLogBeginner
 from twisted.python import usage
 
-from dkv import logs
+from dkv import logs, memory_debug
 from dkv.errors import StartupError
 from dkv.tap import Options, build  # dkv.tap installs the asyncio reactor first
 
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"dkv: {e}")
 
     from twisted.internet import reactor  # the asyncio reactor, installed by dkv.tap
+
+    # Tests and soaks only (DKV_TRACEMALLOC): dumps beside the db on SIGUSR2.
+    memory_debug.install(Path(options["config"].db_path).absolute())
 
     observer = logs.log_observer(options["config"].log_format, sys.stdout)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 from dkv.testing.nemesis import FaultEvent
@@ -48,6 +49,26 @@ def _ticks(rss: list[int], fds: list[int], db: list[int], pid: int = 7) -> list[
         )
         for n, (r, f, d) in enumerate(zip(rss, fds, db, strict=True))
     ]
+
+
+def test_anonymous_rss_is_judged_file_pages_are_shown() -> None:
+    """The db's pages (RssFile) may grow; what the process holds itself may not."""
+
+    def ticks(anon: list[int], file: list[int]) -> list[Tick]:
+        return [
+            attrs.evolve(
+                t,
+                nodes=(attrs.evolve(t.nodes[0], rss_kib=a + f, rss_anon_kib=a, rss_file_kib=f),),
+            )
+            for t, a, f in zip(_ticks([0] * len(anon), [30] * len(anon), [MIB] * len(anon)), anon, file, strict=True)
+        ]
+
+    db_pages = rss_criterion(ticks([50_000] * 6, [30_000, 40_000, 50_000, 60_000, 70_000, 80_000]), 1.0, 0.10)
+    assert db_pages.ok is True, db_pages.detail
+    row = "a pid 7: anon 48.8 -> 48.8 MiB (+0.0%); VmRSS 87.9 -> 117.2 MiB (+33.3%); file 39.1 -> 68.4 MiB"
+    assert row in db_pages.detail
+    leak = rss_criterion(ticks([50_000, 50_000, 55_000, 60_000, 65_000, 70_000], [30_000] * 6), 1.0, 0.10)
+    assert leak.ok is False, leak.detail
 
 
 def test_rss_growth_past_the_tolerance_after_the_warm_up_fails() -> None:

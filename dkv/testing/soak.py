@@ -25,10 +25,15 @@ Then it judges (``dkv.testing.soak_criteria``), each PASS or FAIL:
                and the linearizability verdict;
 ``watch``      events in revision order, no revision skipped;
 ``leases``     no key outlives its revoke, no kept-alive lease expires early;
-``rss``        each node process's RSS at the end is at most
-               ``--rss-tolerance`` (10%) above its RSS ``--rss-warmup``
-               after it started (processes that did not live that long,
-               restarted by a fault, are listed, not judged);
+``rss``        each node process's anonymous RSS (``RssAnon``) at the end
+               is at most ``--rss-tolerance`` (10%) above its value
+               ``--rss-warmup`` after it started (processes that did not
+               live that long, restarted by a fault, are listed, not
+               judged); VmRSS and its file-backed part (``RssFile``) are
+               shown beside it, not judged: file pages are mostly the LMDB
+               db's memory map, resident as the db is used, clean page
+               cache the kernel reclaims, and follow the db's size, which
+               ``db-size`` judges (``soak_criteria.rss_criterion``);
 ``fds``        each node process's open descriptors at the end are at most
                what they were after the warm-up plus the clients' share
                (clients + 8, or 10%);
@@ -41,7 +46,7 @@ Then it judges (``dkv.testing.soak_criteria``), each PASS or FAIL:
                any other line is unexplained and fails.
 
 It prints the table and writes ``DIR/soak.json`` (config, samples, criteria,
-log lines), ``DIR/soak.png`` (``dkv.testing.soak_chart``: RSS, fds, throughput and p99 over time:
+log lines), ``DIR/soak.png`` (``dkv.testing.soak_chart``: RSS (anon dashed), fds, throughput and p99 over time:
 matplotlib, the ``bench`` extra, imported only here; without it the chart
 is skipped and the summary says so) beside the fault suite's files
 (``history.jsonl``, ``faults.jsonl``, ``summary.json``). Exit status 0

@@ -1,5 +1,5 @@
 # test-case-name: tests.test_soak
-"""The soak's chart: RSS and open fds per node, throughput and p99 over
+"""The soak's chart: RSS (solid; its anonymous part dashed) and open fds per node, throughput and p99 over
 time, one PNG. matplotlib (the ``bench`` extra) is imported only here, and
 only when drawing; without it the chart is skipped with a reason."""
 
@@ -31,11 +31,22 @@ def write_chart(path: Path, ticks: Sequence[Tick], t0: float) -> str:
     for node in nodes:
         rss = [next((n.rss_kib / 1024 for n in t.nodes if n.node == node and n.rss_kib), None) for t in ticks]
         fds = [next((n.fds for n in t.nodes if n.node == node and n.fds is not None), None) for t in ticks]
-        axes[0].plot(minutes, [float("nan") if v is None else v for v in rss], label=node)
+        anon = [
+            next((n.rss_anon_kib / 1024 for n in t.nodes if n.node == node and n.rss_anon_kib), None) for t in ticks
+        ]
+        (line,) = axes[0].plot(minutes, [float("nan") if v is None else v for v in rss], label=node)
+        if any(v is not None for v in anon):
+            axes[0].plot(
+                minutes,
+                [float("nan") if v is None else v for v in anon],
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{node} anon",
+            )
         axes[1].plot(minutes, [float("nan") if v is None else v for v in fds], label=node)
     axes[2].plot(minutes, [t.throughput for t in ticks])
     axes[3].plot(minutes, [float("nan") if t.p99_ms is None else t.p99_ms for t in ticks])
-    for ax, label in zip(axes, ("RSS (MiB)", "open fds", "ok ops/s", "p99 latency (ms)"), strict=True):
+    for ax, label in zip(axes, ("RSS, anon dashed (MiB)", "open fds", "ok ops/s", "p99 latency (ms)"), strict=True):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper left")

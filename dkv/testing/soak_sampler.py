@@ -2,7 +2,10 @@
 """What a soak run samples every few seconds, on a thread of its own.
 
 For each node: its process's resident memory (``VmRSS`` of
-``/proc/PID/status``), its open file descriptors (the entries of
+``/proc/PID/status``, and its two parts ``RssAnon`` -- heap, stacks: what
+the process itself holds -- and ``RssFile`` -- pages of mapped files, above
+all the LMDB db, which the kernel drops under memory pressure and reads
+back), its open file descriptors (the entries of
 ``/proc/PID/fd``) and the size of its db file; for the cluster: the ok
 operations the workload completed in the interval and their p99 latency;
 and every new warning-level line of each node's log (``#warn]``,
@@ -29,7 +32,7 @@ import attrs
 from dkv.testing.cluster import Cluster
 from dkv.testing.workload import Request
 
-__all__ = ["LogLine", "NodeSample", "Sampler", "Tick", "p99"]
+__all__ = ["LogLine", "NodeSample", "Sampler", "Tick", "p99", "proc_memory"]
 
 #: A log line at warning level or above (twisted.logger's ``[namespace#level]``).
 WARNING_LINE = re.compile(r"#(warn|error|critical)\]|Traceback \(most recent call last\)")
@@ -42,6 +45,8 @@ class NodeSample:
     rss_kib: int | None
     fds: int | None
     db_bytes: int | None
+    rss_anon_kib: int | None = None
+    rss_file_kib: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -93,22 +98,30 @@ def p99(values: Sequence[float]) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * 0.99 + 0.5) - 1))]
 
 
-def _proc(pid: int) -> tuple[int | None, int | None]:
-    """(VmRSS in KiB, open fds) of pid; None for what cannot be read."""
-    rss = fds = None
+#: The fields of ``/proc/PID/status`` sampled, in KiB.
+_MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile")
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """``VmRSS``, ``RssAnon`` and ``RssFile`` of pid in KiB, those that
+    could be read (none for a process that is gone)."""
+    out: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                    break
-    except (OSError, ValueError):
+                name, _, value = line.partition(":")
+                if name in _MEMORY_FIELDS:
+                    out[name] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
         pass
+    return out
+
+
+def _fds(pid: int) -> int | None:
     try:
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
-        pass
-    return rss, fds
+        return None
 
 
 class Sampler:
@@ -163,13 +176,24 @@ class Sampler:
         for i in self.cluster.ids:
             node = self.cluster.node(i)
             pid = node.pid if node.alive else None
-            rss, fds = _proc(pid) if pid is not None else (None, None)
+            memory = proc_memory(pid) if pid is not None else {}
+            fds = _fds(pid) if pid is not None else None
             db = self.cluster.dir / f"{i}.db"
             try:
                 size: int | None = db.stat().st_size
             except OSError:
                 size = None
-            nodes.append(NodeSample(node=i, pid=pid, rss_kib=rss, fds=fds, db_bytes=size))
+            nodes.append(
+                NodeSample(
+                    node=i,
+                    pid=pid,
+                    rss_kib=memory.get("VmRSS"),
+                    fds=fds,
+                    db_bytes=size,
+                    rss_anon_kib=memory.get("RssAnon"),
+                    rss_file_kib=memory.get("RssFile"),
+                )
+            )
         requests = self.requests()
         fresh = requests[self._seen_requests :]
         done = [r for r in fresh if r.op.complete is not None]
