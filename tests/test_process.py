@@ -262,6 +262,9 @@ def test_db_in_use_by_another_node(tmp_path, procs) -> None:
 _HARNESS_CHILD = """
 import json, signal, sys
 from dkv.testing.cluster import Cluster
+# A shell's background job starts with SIGINT ignored (SIG_IGN is inherited);
+# an operator's Ctrl-C reaches a harness in the foreground: act as one.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 directory, style = sys.argv[1], sys.argv[2]
 if style == "with":
     with Cluster(directory, ids=["a", "b"]) as c:
