@@ -369,8 +369,7 @@ class LmdbStore:
             try:
                 return fn()
             except lmdb.PanicError as e:  # an earlier failure left LMDB unusable
-                self._disk_failed = DiskFailed(self._env.path(), e)
-                raise self._disk_failed from e
+                raise self._fail(e) from e
 
         return self._writer.submit(unless_failed)
 
@@ -397,14 +396,18 @@ class LmdbStore:
         except Exception as e:
             txn.abort()  # a no-op when the failed commit already ended it
             if self._panicked():
-                self._disk_failed = DiskFailed(self._env.path(), e)
-                raise self._disk_failed from e
+                raise self._fail(e) from e
             if not is_io_error(e):
                 raise
             if self._no_room():
                 raise enospc(f"{e}: a write cut short by a full file system") from e
-            self._disk_failed = DiskFailed(self._env.path(), e)
-            raise self._disk_failed from e
+            raise self._fail(e) from e
+
+    def _fail(self, error: BaseException) -> DiskFailed:
+        """The disk failed with error: the store takes no more writes.
+        Returns the DiskFailed for the caller to raise."""
+        self._disk_failed = DiskFailed(self._env.path(), error)
+        return self._disk_failed
 
     def _panicked(self) -> bool:
         """Whether LMDB has marked the environment unusable (MDB_PANIC)."""
