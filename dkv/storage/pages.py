@@ -1,4 +1,4 @@
-# test-case-name: tests.test_db_pages
+# test-case-name: tests.test_db_pages,tests.test_db_growth
 """Where a node's db file's pages go: per named database (entries, depth,
 branch / leaf / overflow pages), the pages free for reuse, and the readers
 that pin old pages.
@@ -64,7 +64,6 @@ class DbPages:
     page_size: int
     #: Pages in use up to the file's high-water mark (``last_pgno + 1``).
     high_water: int
-    map_size: int
     last_txnid: int
     trees: tuple[TreeStat, ...]
     readers: tuple[Reader, ...]
@@ -142,7 +141,6 @@ def measure_env(env: lmdb.Environment) -> DbPages:
         file_bytes=os.path.getsize(path),
         page_size=int(main["psize"]),
         high_water=int(info["last_pgno"]) + 1,
-        map_size=int(info["map_size"]),
         last_txnid=int(info["last_txnid"]),
         trees=tuple(trees),
         readers=parse_readers(env.readers()),
@@ -163,7 +161,7 @@ def render(p: DbPages) -> str:
     """A human-readable table of p."""
     mib = 1 << 20
     lines = [
-        f"{p.path}: {p.file_bytes / mib:.2f} MiB file, page {p.page_size} B, map {p.map_size / mib:.0f} MiB",
+        f"{p.path}: {p.file_bytes / mib:.2f} MiB file, page {p.page_size} B",
         f"pages: {p.high_water} to the high-water mark, {p.used} used, {p.free} free "
         f"({p.free * p.page_size / mib:.2f} MiB), last txn {p.last_txnid}",
         f"{'database':<10} {'entries':>10} {'depth':>5} {'branch':>8} {'leaf':>8} {'overflow':>8} {'MiB':>8}",

@@ -1,4 +1,4 @@
-# test-case-name: tests.test_snapshot_spool
+# test-case-name: tests.test_db_growth,tests.test_storage
 """A snapshot's records copied out of the db into an unlinked temporary file,
 cut into chunks, so the read transaction that saw them can end.
 
