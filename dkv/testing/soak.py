@@ -130,6 +130,8 @@ class SoakConfig:
     #: judges (dkv's default, 10 min, would still be filling).
     idempotency_window: float = 120.0
     request_timeout: float = 2.0
+    #: The nodes' ``--peer-transport``; None: the fault run's default.
+    peer_transport: str | None = None
 
     @property
     def healed_tail(self) -> float:
@@ -138,7 +140,7 @@ class SoakConfig:
     def torture(self) -> TortureConfig:
         """The fault run inside: its workload, node settings and checks."""
         fault = (min(10.0, self.fault_every / 6), min(15.0, self.fault_every / 4))
-        return TortureConfig(
+        config = TortureConfig(
             out=self.out,
             nemesis=self.nemesis,
             time=self.duration,
@@ -156,6 +158,7 @@ class SoakConfig:
                 quiet_seconds=(max(0.0, self.fault_every - fault[1]), max(0.0, self.fault_every - fault[0])),
             ),
         )
+        return config if self.peer_transport is None else attrs.evolve(config, peer_transport=self.peer_transport)
 
     def node_args(self) -> list[str]:
         """The nodes' arguments beyond the fault run's: periodic auto-compaction
@@ -392,6 +395,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SoakConfig:
         "--idempotency-window", type=_duration, default=120.0, metavar="DURATION",
         help="the nodes' --idempotency-window; default 2m (shorter than the warm-up: see db-size)",
     )  # fmt: skip
+    p.add_argument("--peer-transport", choices=("grpc", "twisted"), default=None, help="the nodes' --peer-transport")
     p.add_argument("--out", required=True, help="directory for the summary, chart, history and node logs")
     a = p.parse_args(argv)
     if a.soak <= 0 or a.fault_every <= 0:
@@ -400,7 +404,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SoakConfig:
         out=a.out, duration=a.soak, fault_every=a.fault_every, rss_warmup=a.rss_warmup, rss_tolerance=a.rss_tolerance,
         sample_every=a.sample_every, log_grace=a.log_grace, tail=a.tail, nemesis=a.nemesis, seed=a.seed,
         nodes=a.nodes, clients=a.clients, keys=a.keys, auto_compaction_retention=a.auto_compaction_retention,
-        idempotency_window=a.idempotency_window,
+        idempotency_window=a.idempotency_window, peer_transport=a.peer_transport,
     )  # fmt: skip
     if cfg.healed_tail >= cfg.duration:
         p.error("--tail must be shorter than --soak")
