@@ -144,3 +144,32 @@ def test_quick_conns_and_catchup_on_dkv(tmp_path: Path) -> None:
     assert "conns: dkv write saturates at" in out.stdout and "catchup: dkv " in out.stdout
     if scaling_chart._pyplot() is not None:
         assert (tmp_path / "out" / "conns.png").exists() and (tmp_path / "out" / "catchup.png").exists()
+
+
+def test_the_size_and_value_sections_sweep_every_system_value_and_op(monkeypatch) -> None:
+    """With measure_runs faked: one point per (system, value, op), the
+    median over rounds, and the value section's MiB/s."""
+    import argparse
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def fake(system: str, args: Any, specs: list, **kw: Any) -> list[dict[str, Any]]:
+        calls.append((system, kw))
+        value = kw.get("size") or kw.get("value_size")
+        base = {"p50_ms": 1.0, "p99_ms": 2.0, "non2xx": 0, "socket_errors": 0, "misses": 0}
+        return [base | {"throughput": 1000.0 / value + len(calls) % 2} for _ in specs]
+
+    monkeypatch.setattr(scaling, "measure_runs", fake)
+    args = argparse.Namespace(
+        rounds=2, systems=["dkv", "etcd"], api="v0", sizes=[3, 5], size_connections=64,
+        value_sizes=[256, 4096], value_connections=16, read_keys=100, value_read_mib=64,
+    )  # fmt: skip
+    size = scaling.section_size(args)
+    assert len(calls) == 2 * 2 * 2 and {kw["size"] for _, kw in calls} == {3, 5}
+    assert sorted((p["system"], p["members"], p["op"]) for p in size["points"]) == sorted(
+        (s, n, op) for s in ("dkv", "etcd") for n in (3, 5) for op in ("write", "read")
+    )
+    assert all(p["rounds"] == 2 for p in size["points"])
+    value = scaling.section_value(args)
+    four_k = [p for p in value["points"] if p["value_bytes"] == 4096]
+    assert len(four_k) == 4 and all(p["mib_per_s"] == pytest.approx(p["throughput"] * 4096 / 2**20) for p in four_k)

@@ -159,16 +159,33 @@ def measure_runs(
     return out
 
 
-def section_size(args: argparse.Namespace) -> dict[str, Any]:
-    """Cluster size: writes and reads at 64 connections, per system."""
+def sweep(
+    args: argparse.Namespace,
+    param: str,
+    values: Sequence[int],
+    connections: int,
+    run: Callable[[str, list[RunSpec], int], list[dict[str, Any]]],
+    extra: Callable[[dict[str, Any], int], dict[str, Any]] = lambda r, v: {},
+) -> list[dict[str, Any]]:
+    """Writes and reads at each value of param, per system, args.rounds
+    times (run measures the specs for a system at a value); the median
+    point of each (system, value, op)."""
     points = []
     for _ in range(args.rounds):
-        for n in args.sizes:
+        for value in values:
             for system in args.systems:
-                specs = [spec(op, args.size_connections, args.api) for op in ("write", "read")]
-                for r, s in zip(measure_runs(system, args, specs, size=n), specs, strict=True):
-                    points.append(point(r, system, "members", n, s.op))
-    points = median_points(points, "members")
+                specs = [spec(op, connections, args.api) for op in ("write", "read")]
+                for r, s in zip(run(system, specs, value), specs, strict=True):
+                    points.append(point(r, system, param, value, s.op, **extra(r, value)))
+    return median_points(points, param)
+
+
+def section_size(args: argparse.Namespace) -> dict[str, Any]:
+    """Cluster size: writes and reads at 64 connections, per system."""
+    points = sweep(
+        args, "members", args.sizes, args.size_connections,
+        lambda system, specs, n: measure_runs(system, args, specs, size=n),
+    )  # fmt: skip
     panels = [("throughput", "req/s", False), ("cpu_s_per_10k", "CPU-s of all members per 10k requests", False)]
     return {
         "points": points,
@@ -185,15 +202,13 @@ def value_read_keys(args: argparse.Namespace, value_size: int) -> int:
 
 def section_value(args: argparse.Namespace) -> dict[str, Any]:
     """Value size: writes and reads, req/s and MiB/s, per system."""
-    points = []
-    for _ in range(args.rounds):
-        for size in args.value_sizes:
-            for system in args.systems:
-                specs = [spec(op, args.value_connections, args.api) for op in ("write", "read")]
-                found = measure_runs(system, args, specs, value_size=size, read_keys=value_read_keys(args, size))
-                for r, s in zip(found, specs, strict=True):
-                    points.append(point(r, system, "value_bytes", size, s.op, mib_per_s=r["throughput"] * size / 2**20))
-    points = median_points(points, "value_bytes")
+    points = sweep(
+        args, "value_bytes", args.value_sizes, args.value_connections,
+        lambda system, specs, size: measure_runs(
+            system, args, specs, value_size=size, read_keys=value_read_keys(args, size)
+        ),
+        extra=lambda r, size: {"mib_per_s": r["throughput"] * size / 2**20},
+    )  # fmt: skip
     return {
         "points": points,
         "statement": cost_statement("value", points, "value_bytes", "time per request"),
