@@ -1,6 +1,8 @@
 """Leader CPU per REST request: microseconds of the node's CPU time for each
 ``POST /v0/kv`` (also with an ``Idempotency-Key``: the cost of exactly-once
-writes) and ``GET /v0/kv/key/...`` (serializable and linearizable).
+writes) and ``GET /v0/kv/key/...`` (serializable and linearizable), and the
+same through etcd's JSON gateway (``POST /v3/kv/put``, linearizable
+``POST /v3/kv/range``).
 
     python benchmarks/http_cpu.py                       # 20,000 requests per phase
     python benchmarks/http_cpu.py --requests 5000 --repeat 3
@@ -45,6 +47,16 @@ def post(key: bytes, value: bytes, idempotency_key: bytes | None = None) -> byte
     return (
         b"POST /v0/kv HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
         % (extra, len(body), body)
+    )
+
+
+def gateway(path: bytes, fields: dict[str, str]) -> bytes:
+    """A POST to etcd's JSON gateway path with fields as its body."""
+    body = json.dumps(fields).encode()
+    return b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        path,
+        len(body),
+        body,
     )
 
 
@@ -170,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         "POST + Idem-Key": lambda run: [post(k, value + b"%d" % run, b"op-%d-%s" % (run, k)) for k in keys],
         "GET serializable": lambda run: [get(k, "serializable") for k in keys],
         "GET linearizable": lambda run: [get(k, None) for k in keys],
+        "POST /v3/kv/put": lambda run: [
+            gateway(b"/v3/kv/put", {"key": b64(k), "value": b64(value + b"%d" % run)}) for k in keys
+        ],
+        "POST /v3/kv/range": lambda run: [gateway(b"/v3/kv/range", {"key": b64(k)}) for k in keys],
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
     with tempfile.TemporaryDirectory(prefix="dkv-http-cpu-") as tmp:

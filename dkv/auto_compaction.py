@@ -2,7 +2,7 @@
 """Automatic compaction of the keyspace's history, as etcd's
 ``--auto-compaction-mode`` and ``--auto-compaction-retention``.
 
-Only the leader compacts, through the log (``Node.write(CompactionRequest)``),
+Only the leader compacts, through the log (``compaction_steps.compact_in_steps``),
 so every member drops the same history at the same point:
 
 ``revision``  keep the last ``retention`` revisions: every five minutes,
@@ -25,6 +25,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from dkv.compaction_steps import compact_in_steps
 from dkv.logs import logger
 from dkv.node import Node
 from dkv.pb.etcd_rpc_pb2 import CompactionRequest
@@ -89,7 +90,7 @@ class AutoCompactor(Service):
         if raft.role is not Role.LEADER or target <= self._compacted or target <= 1:
             return
         self._compacted = target
-        d = self._node.write(CompactionRequest(revision=target))
+        d = compact_in_steps(self._node, CompactionRequest(revision=target))
         d.addCallbacks(
             lambda _: log.info("compacted the history up to revision {revision}", revision=target),
             lambda f: log.debug("compaction to {revision} not done: {why}", revision=target, why=f.getErrorMessage()),

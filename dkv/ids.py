@@ -10,14 +10,17 @@ reads as "none"); a cluster's is its 16-hex-digit id read as a number.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 
+@functools.lru_cache(maxsize=256)  # every answer's header names its member
 def member_id(node_id: str) -> int:
     number = int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:8], "big")
     return number or 1
 
 
+@functools.lru_cache(maxsize=16)
 def cluster_number(cluster_id: str) -> int:
     try:
         return int(cluster_id, 16) & 0xFFFF_FFFF_FFFF_FFFF

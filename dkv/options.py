@@ -273,6 +273,14 @@ class Options(usage.Options):
             _seconds,
         ],
         [
+            "queue-delay-factor",
+            None,
+            4.0,
+            "The queueing-delay target is this many times the fastest write answered in the last 10 to "
+            "20 s (see --max-queue-delay).",
+            _positive_float,
+        ],
+        [
             "max-peer-queue-bytes",
             None,
             32 << 20,
@@ -439,6 +447,7 @@ class Options(usage.Options):
                 max_apply_gap=self["max-apply-gap"],
                 max_queue_delay=self["max-queue-delay"],
                 min_queue_delay=self["min-queue-delay"],
+                queue_delay_factor=self["queue-delay-factor"],
                 max_peer_queue_bytes=self["max-peer-queue-bytes"],
             ),
             watch_max_pending_events=self["max-watch-pending-events"],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import attrs
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
@@ -16,9 +19,20 @@ class _Raft:
 
 
 @attrs.define
+class _State:
+    revision: int
+    compact_revision: int = -1
+
+
+@attrs.define
 class _Replication:
     raft: _Raft = attrs.Factory(_Raft)
     running: bool = True
+    state: _State = attrs.Factory(lambda: _State(1))
+
+    @contextlib.contextmanager
+    def view(self) -> Iterator[_State]:
+        yield self.state
 
 
 @attrs.define
@@ -30,6 +44,7 @@ class FakeNode:
     compactions: list[int] = attrs.Factory(list)
 
     def revision(self) -> int:
+        self.replication.state.revision = self.rev
         return self.rev
 
     def write(self, request):

@@ -10,16 +10,16 @@ import os
 import pytest
 
 from dkv.storage.disk_faults import ENABLE_VARIABLE, SPEC_VARIABLE
-from dkv.testing.launcher import NodeProcess, dkv_command
 from dkv.testing.poll import wait_until
 from dkv.testing.rest_client import unb64
 from tests.test_process import (
     _show_logs_on_failure,
     assert_one_line_error,
     get,
-    one_node,
+    one_node_process,
     put,
     run_failing,
+    start_leading,
     wait_leader,
 )
 
@@ -31,13 +31,9 @@ def test_a_node_whose_disk_fails_stops_with_one_line_and_restarts_with_every_ack
 ) -> None:
     trigger = tmp_path / "disk-fails-now"
     faults = {ENABLE_VARIABLE: "1", SPEC_VARIABLE: f"eio-when={trigger}"}
-    config = one_node(tmp_path / "a.db", log_level="info")
-    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command(), env=faults)
-    procs.append(node)
+    node = one_node_process(tmp_path, procs, tmp_path / "a.db", env=faults, log_level="info")
     with _show_logs_on_failure(procs):
-        node.start()
-        node.wait_ready()
-        wait_leader(node)
+        start_leading(node)
         acknowledged = {}
         for i in range(20):
             key, value = b"key-%d" % i, b"value-%d" % i
@@ -74,13 +70,9 @@ def test_a_node_whose_disk_fails_stops_with_one_line_and_restarts_with_every_ack
     [("truncate", "it is truncated"), ("zero-meta", "meta pages are not valid")],
 )
 def test_a_damaged_db_stops_start_up_with_one_line(tmp_path, procs, damage, needle) -> None:
-    config = one_node(tmp_path / "a.db")
-    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command())
-    procs.append(node)
+    node = one_node_process(tmp_path, procs, tmp_path / "a.db")
     with _show_logs_on_failure(procs):
-        node.start()
-        node.wait_ready()
-        wait_leader(node)
+        start_leading(node)
         for i in range(300):
             assert put(node, b"key-%d" % i, b"v" * 1000) == (200, {})
         assert node.stop() == 0
@@ -94,9 +86,7 @@ def test_a_damaged_db_stops_start_up_with_one_line(tmp_path, procs, damage, need
     assert_one_line_error(code, stderr, elapsed, str(db), needle, "re-join")
 
 
-def test_a_node_whose_disk_is_full_raises_nospace_serves_reads_and_resumes_when_space_is_freed(
-    tmp_path, procs
-) -> None:
+def test_a_node_whose_disk_is_full_raises_nospace_serves_reads_and_resumes_when_space_is_freed(tmp_path, procs) -> None:
     """The test-only ``enospc-when`` hook: every commit fails with ENOSPC
     while the trigger file exists. The node does not stop: it says so in one
     line, reports NOSPACE (``/health``, the alarm list), serves what it has
@@ -104,13 +94,9 @@ def test_a_node_whose_disk_is_full_raises_nospace_serves_reads_and_resumes_when_
     write it held goes through; after ``alarm disarm`` writes resume."""
     trigger = tmp_path / "disk-full-now"
     faults = {ENABLE_VARIABLE: "1", SPEC_VARIABLE: f"enospc-when={trigger}"}
-    config = one_node(tmp_path / "a.db", log_level="info", request_timeout=2.0)
-    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command(), env=faults)
-    procs.append(node)
+    node = one_node_process(tmp_path, procs, tmp_path / "a.db", env=faults, log_level="info", request_timeout=2.0)
     with _show_logs_on_failure(procs):
-        node.start()
-        node.wait_ready()
-        wait_leader(node)
+        start_leading(node)
         for i in range(20):
             assert put(node, b"key-%d" % i, b"value-%d" % i) == (200, {})
 

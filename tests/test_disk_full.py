@@ -211,6 +211,47 @@ def test_a_member_with_a_full_disk_does_not_diverge_from_the_others() -> None:
         s.stopService()
 
 
+def test_a_leader_with_a_full_disk_hands_leadership_over_so_deletes_are_answered() -> None:
+    """The leader's disk fills: it could not apply or answer, so it hands
+    leadership to a member with room; the new leader answers the deletes
+    that free space (the alarm refuses growing writes meanwhile), and once
+    space is freed the old leader catches up to the same state."""
+    clock = Clock()
+    net = Network(clock)
+    stores = {i: FullableStore() for i in ("a", "b", "c")}
+    services = make(["a", "b", "c"], clock, net, stores=stores)
+    pump(clock, 0.5)
+    old = leader_of(services)
+    for n in range(3):
+        outcome(put(old, b"k%d" % n, b"v%d" % n))
+    pump(clock, 0.2)
+
+    quotas = {i: Node(s, stores[i]).quota for i, s in services.items()}  # each node's, from its start
+    stores[old.node_id].full = True
+    outcome(put(old, b"stuck", b"x"))  # fills the disk: the leader's batch is refused
+    pump(clock, 1.0)
+    assert services[old.node_id].disk_full
+    new = leader_of(services)
+    assert new is not old and not new.disk_full and quotas[old.node_id].nospace()
+    rid = new.next_request_id()
+    deleted = outcome(new.propose(rid, encode_delete(rid, b"k0")))
+    refused = outcome(put(new, b"grow", b"x"))
+    pump(clock, 0.5)
+    assert ok(deleted)
+    assert [(a.memberID, a.alarm) for a in quotas[new.node_id].alarms()] == [(member_id(old.node_id), NOSPACE)]
+    assert len(refused) == 1 and isinstance(refused[0], Failure) and refused[0].check(NoSpace)
+
+    stores[old.node_id].full = False
+    pump(clock, 2.0)
+    assert not services[old.node_id].disk_full
+    assert len({s.applied for s in services.values()}) == 1
+    for key in (b"k0", b"k1", b"stuck", b"grow"):
+        assert len({stored(stores[i], key) for i in services}) == 1, key
+    assert stored(stores[old.node_id], b"k0") is None and stored(stores[old.node_id], b"k1") == b"v1"
+    for s in services.values():
+        s.stopService()
+
+
 def test_a_full_lmdb_map_refuses_the_batch_whole_and_a_restart_grows_the_map(tmp_path) -> None:
     """LMDB's map is full (a real ``MapFullError``): the batch is refused
     whole, nothing of it stored, so the driver may hold it and try it again

@@ -380,3 +380,34 @@ async def test_outcome_unknown(stuck_leader: Client) -> None:
     assert client.stack.replication.read(b"k") is None
     # Reads cannot be confirmed by a quorum either: UNAVAILABLE, not a stale answer.
     assert_status(await rpc_error(client.get(b"k")), grpc.StatusCode.UNAVAILABLE)
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_refused_by_admission_control_are_refused_before_their_request_is_parsed(
+    client: Client,
+) -> None:
+    """While admission control refuses writes, a gRPC write (dkv.v0's Put and
+    Delete, etcd's Put and DeleteRange) is answered RESOURCE_EXHAUSTED before
+    its request is read: even bytes that are no message at all get the
+    refusal, not INVALID_ARGUMENT. Reads and other calls are served."""
+    await client.put(b"k", b"v")
+    admission = client.stack.replication.admission
+    admission.limits = attrs.evolve(admission.limits, max_pending_proposals=0)  # every write refused
+    before = indexes(client.stack)
+    garbage = b"\xff\xff\xff"
+    for method, details in [
+        ("/dkv.v0.KV/Put", None),
+        ("/dkv.v0.KV/Delete", None),
+        ("/etcdserverpb.KV/Put", "etcdserver: too many requests"),
+        ("/etcdserverpb.KV/DeleteRange", "etcdserver: too many requests"),
+    ]:
+        fn = client.channel.unary_unary(method, lambda b: b, lambda b: b)
+        error = await rpc_error(wait(fn(garbage, timeout=TIMEOUT)))
+        assert_status(error, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+        assert dict(error.trailing_metadata() or ()).get("dkv-error", "Overloaded") == "Overloaded", method
+    assert indexes(client.stack) == before
+    assert admission.refused["pending_proposals"] == 4
+    range_fn = client.channel.unary_unary("/etcdserverpb.KV/Range", lambda b: b, lambda b: b)
+    error = await rpc_error(wait(range_fn(garbage, timeout=TIMEOUT)))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)  # a read is parsed (and refused as malformed)
+    assert (await client.get(b"k")).value == b"v"

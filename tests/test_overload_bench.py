@@ -69,6 +69,21 @@ def test_the_anonymous_rss_is_judged_when_its_bound_is_given() -> None:
     assert judged["rss_anon"] == {"verdict": "FAIL", "peak_mib": {"a": 90.0, "b": 300.0}, "bound_mib": 256.0}
 
 
+def test_the_vmrss_bound_of_a_node_grows_by_its_db_file() -> None:
+    """LMDB's map of the db is resident once touched: a node's VmRSS bound
+    is the fixed bound plus its own db file's size."""
+    judged = verdicts(
+        peak_rss={"a": 700 << 20, "b": 700 << 20}, rss_bound=512 << 20, db_bytes={"a": 300 << 20, "b": 100 << 20},
+        p99_unloaded_ms=10.0, p99_admitted_ms=19.0, sustainable_rate=100.0, admitted_rate=90.0,
+    )  # fmt: skip
+    assert judged["rss"]["verdict"] == "FAIL"
+    assert judged["rss"]["bound_mib"] == {"a": 812.0, "b": 612.0}
+    assert verdicts(
+        peak_rss={"a": 700 << 20}, rss_bound=512 << 20, db_bytes={"a": 300 << 20},
+        p99_unloaded_ms=10.0, p99_admitted_ms=19.0, sustainable_rate=100.0, admitted_rate=90.0,
+    )["rss"]["verdict"] == "PASS"  # fmt: skip
+
+
 def test_verdicts() -> None:
     good = verdicts(peak_rss={"a": 100 << 20}, rss_bound=512 << 20, p99_unloaded_ms=10.0, p99_admitted_ms=19.0,
                     sustainable_rate=1000.0, admitted_rate=850.0)  # fmt: skip

@@ -69,6 +69,25 @@ def one_node(db_path: str | Path, **settings: Any) -> NodeConfig:
     )  # fmt: skip
 
 
+def one_node_process(
+    log_dir: Path, procs: list, db_path: str | Path, env: dict[str, str] | None = None, **settings: Any
+) -> NodeProcess:
+    """The ``dkv`` command as a one-node cluster (``one_node``) on db_path,
+    started by DKV_* variables with env added, logging to log_dir/a.log;
+    not started yet, but in procs, so it is killed at the end."""
+    config = one_node(db_path, **settings)
+    node = NodeProcess.from_config(config, log_dir / "a.log", style="env", program=dkv_command(), env=env)
+    procs.append(node)
+    return node
+
+
+def start_leading(node: NodeProcess) -> None:
+    """Start node (a one-node cluster) and wait until it leads."""
+    node.start()
+    node.wait_ready()
+    wait_leader(node)
+
+
 def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, procs) -> None:
     # DKV_* variables only; the db path is relative to the working directory, as in the README.
     config = one_node("a.db", log_level="info")

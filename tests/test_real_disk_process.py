@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from dkv.testing import loop_disk
-from dkv.testing.launcher import NodeProcess, dkv_command
+from dkv.testing.launcher import NodeProcess
 from dkv.testing.poll import wait_until
 from dkv.testing.rest_client import unb64
-from tests.test_process import _show_logs_on_failure, get, one_node, put, wait_leader
+from tests.test_process import _show_logs_on_failure, get, one_node_process, put, start_leading, wait_leader
 
 pytestmark = [
     pytest.mark.process,
@@ -97,13 +97,9 @@ def thin_disk(tmp_path: Path) -> Iterator[loop_disk.LoopDisk]:
 
 
 def test_a_node_on_a_file_system_that_fills_up_keeps_every_write_and_resumes(tmp_path, procs, small_disk) -> None:
-    config = one_node(small_disk.mount / "a.db", log_level="info", request_timeout=2.0)
-    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command())
-    procs.append(node)
+    node = one_node_process(tmp_path, procs, small_disk.mount / "a.db", log_level="info", request_timeout=2.0)
     with _show_logs_on_failure(procs):
-        node.start()
-        node.wait_ready()
-        wait_leader(node)
+        start_leading(node)
         small_disk.fill(leave_bytes=512 * 1024)  # another program filled the disk
 
         acknowledged, after = _write_until_refused(node)
@@ -145,13 +141,9 @@ def test_a_node_on_a_thin_device_that_runs_out_keeps_every_write(tmp_path, procs
     page write (LMDB then refuses every transaction), the node stops with one
     ``disk failure`` line instead. Either way nothing acknowledged is lost and
     once the device has room a restart (or the node by itself) writes again."""
-    config = one_node(thin_disk.mount / "a.db", log_level="info", request_timeout=2.0)
-    node = NodeProcess.from_config(config, tmp_path / "a.log", style="env", program=dkv_command())
-    procs.append(node)
+    node = one_node_process(tmp_path, procs, thin_disk.mount / "a.db", log_level="info", request_timeout=2.0)
     with _show_logs_on_failure(procs):
-        node.start()
-        node.wait_ready()
-        wait_leader(node)
+        start_leading(node)
 
         acknowledged, after = _write_until_refused(node)
         assert len(acknowledged) > 100, len(acknowledged)

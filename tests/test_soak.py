@@ -32,6 +32,19 @@ def test_the_command_repeats_the_soak(tmp_path: Path) -> None:
     assert parse_args(shlex.split(cfg.command())[3:]) == cfg
 
 
+def test_the_nodes_remember_idempotency_keys_for_less_than_the_warm_up(tmp_path: Path) -> None:
+    """Every write carries a fresh key, so the db holds a record per write
+    of the window: a window still filling after the warm-up grows the db
+    (dkv's default is 10 min), which ``db-size`` would take for a leak."""
+    default = parse_args(["--soak", "30m", "--out", str(tmp_path)])
+    assert default.idempotency_window + 60 < default.rss_warmup
+    cfg = parse_args(["--soak", "30m", "--idempotency-window", "90s", "--out", str(tmp_path)])
+    args = cfg.node_args()
+    assert args[args.index("--idempotency-window") + 1] == "90"
+    assert args[args.index("--auto-compaction-retention") + 1] == "1m"
+    assert parse_args(shlex.split(cfg.command())[3:]) == cfg
+
+
 def test_p99_is_the_nearest_rank() -> None:
     assert p99([]) is None
     assert p99([5.0]) == 5.0

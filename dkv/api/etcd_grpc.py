@@ -58,8 +58,21 @@ async def _abort(context: aio.ServicerContext, method: str, error: BaseException
     await context.abort(_CODES[code], message)
 
 
-def _unary(node: Node, method: str, handler: Handler, request_type: Any) -> Any:
+#: (service, method) of the calls that always write: refused by admission
+#: control before their request is parsed, as the gateway's write paths are.
+WRITE_METHODS = frozenset({("KV", "Put"), ("KV", "DeleteRange")})
+
+
+def _unary(node: Node, method: str, handler: Handler, request_type: Any, writes: bool = False) -> Any:
+    """The handler of a unary call; one that writes (``WRITE_METHODS``) is
+    refused first if admission control refuses writes now."""
+
     async def handle(raw: bytes, context: aio.ServicerContext) -> Any:
+        if writes:
+            try:
+                node.check_write_admission()
+            except Overloaded as e:
+                await _abort(context, method, e)
         try:
             request = request_type.FromString(raw)
         except DecodeError:
@@ -137,7 +150,8 @@ def register(server: aio.Server, node: Node) -> None:
     for service, methods in SERVICES.items():
         full_name = pb.DESCRIPTOR.services_by_name[service].full_name
         handlers = {
-            name: _unary(node, name, handler, request_type) for name, (handler, request_type) in methods.items()
+            name: _unary(node, name, handler, request_type, (service, name) in WRITE_METHODS)
+            for name, (handler, request_type) in methods.items()
         }
         if service == "Maintenance":
             handlers["Snapshot"] = _snapshot(node)

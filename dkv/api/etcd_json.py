@@ -94,7 +94,7 @@ def parse_request(body: bytes, message_type: type[M]) -> M:
     if not text:
         return message
     try:
-        value, _end = json.JSONDecoder().raw_decode(text)
+        value, _end = _DECODER.raw_decode(text)
     except json.JSONDecodeError as error:
         raise MalformedRequest(_go_syntax_error(error)) from None
     if value is None:
@@ -179,8 +179,13 @@ _GO_ESCAPE = {"\\b": "\\u0008", "\\f": "\\u000c", "<": "\\u003c", ">": "\\u003e"
 _GO_SPECIAL = ("\\", "<", ">", "&", "\u2028", "\u2029")
 
 
+#: One of each, built once (``json.dumps`` with options builds an encoder per call).
+_DECODER = json.JSONDecoder()
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(value: object) -> bytes:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(value)
     if any(char in text for char in _GO_SPECIAL):
         text = _GO_ESCAPES.sub(lambda m: _GO_ESCAPE.get(m.group(0), m.group(0)), text)
     return text.encode("utf-8")

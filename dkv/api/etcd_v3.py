@@ -31,6 +31,7 @@ from twisted.internet.threads import deferToThread
 
 from dkv import errors as dkv_errors
 from dkv.auth.permissions import Access
+from dkv.compaction_steps import compact_in_steps
 from dkv.config import ConfigError, parse_address
 from dkv.ids import member_id
 from dkv.mvcc import errors
@@ -94,6 +95,7 @@ def _checked(check: Callable[[], None], then: Callable[[], Any]) -> Deferred[Any
         return fail(e)
     return maybeDeferred(then)
 
+
 # ---- KV ---------------------------------------------------------------------------
 
 
@@ -115,10 +117,13 @@ def kv_txn(node: Node, request: pb.TxnRequest) -> Deferred[pb.TxnResponse]:
 
 def kv_compact(node: Node, request: pb.CompactionRequest) -> Deferred[pb.CompactionResponse]:
     """Compaction goes through the log: every member drops the same history
-    at the same point. ``physical`` needs nothing more: the drop is done when
-    the answer comes. Any user may compact (auth enabled); the node's own
-    auto-compaction calls ``Node.write`` without a user."""
-    return _checked(node.authorize_user, lambda: node.write(pb.CompactionRequest(revision=request.revision)))
+    at the same point, in steps of at most ``compaction_steps.STEP``
+    revisions. ``physical`` needs nothing more: the drop is done when the
+    answer comes. Any user may compact (auth enabled); the node's own
+    auto-compaction proposes without a user."""
+    return _checked(
+        node.authorize_user, lambda: compact_in_steps(node, pb.CompactionRequest(revision=request.revision))
+    )
 
 
 # ---- Cluster ----------------------------------------------------------------------
@@ -330,9 +335,7 @@ def lease_grant(node: Node, request: pb.LeaseGrantRequest) -> Deferred[pb.LeaseG
         node.authorize_user()
         node.quota.check(LEASE_GRANT_COST)
 
-    return _checked(check, lambda: node.leases.grant(request, node.idempotency)).addCallback(
-        _filled(node)
-    )
+    return _checked(check, lambda: node.leases.grant(request, node.idempotency)).addCallback(_filled(node))
 
 
 def _authorize_revoke(node: Node, lease_id: int) -> None:

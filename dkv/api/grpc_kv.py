@@ -10,6 +10,7 @@ DEADLINE_EXCEEDED), and, with auth enabled, UNAUTHENTICATED (no or a bad
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Any
 
 import grpc
@@ -114,11 +115,18 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         )
 
 
-def _parsing(handler: Any, request_type: Any, method: str) -> Any:
+def _parsing(handler: Any, request_type: Any, method: str, admit: Callable[[], None] | None = None) -> Any:
     """handler, taking the raw request bytes: a message that does not parse is
-    INVALID_ARGUMENT (gRPC's own deserializer would answer UNKNOWN, unlogged)."""
+    INVALID_ARGUMENT (gRPC's own deserializer would answer UNKNOWN, unlogged).
+    With admit (a write's admission check), a call it refuses (Overloaded)
+    is aborted before its request is parsed."""
 
     async def parse_then_handle(raw: bytes, context: aio.ServicerContext) -> Any:
+        if admit is not None:
+            try:
+                admit()
+            except Overloaded as e:
+                await abort(context, e, method)
         try:
             request = request_type.FromString(raw)
         except DecodeError:
@@ -128,14 +136,24 @@ def _parsing(handler: Any, request_type: Any, method: str) -> Any:
     return parse_then_handle
 
 
-def register_parsed(server: aio.Server, servicer: Any, module: Any, service_name: str) -> None:
+def register_parsed(
+    server: aio.Server,
+    servicer: Any,
+    module: Any,
+    service_name: str,
+    writes: Collection[str] = (),
+    admit: Callable[[], None] | None = None,
+) -> None:
     """Register servicer for service_name of module (a generated ``*_pb2``)
     as the generated ``add_*Servicer_to_server`` would, but with requests
-    parsed by ``_parsing``."""
+    parsed by ``_parsing``; the methods named in writes are checked by
+    admit (admission control) before they are parsed."""
     service = module.DESCRIPTOR.services_by_name[service_name]
     handlers = {
         m.name: grpc.unary_unary_rpc_method_handler(
-            _parsing(getattr(servicer, m.name), GetMessageClass(m.input_type), m.name),
+            _parsing(
+                getattr(servicer, m.name), GetMessageClass(m.input_type), m.name, admit if m.name in writes else None
+            ),
             response_serializer=GetMessageClass(m.output_type).SerializeToString,
         )
         for m in service.methods
@@ -145,4 +163,4 @@ def register_parsed(server: aio.Server, servicer: Any, module: Any, service_name
 
 
 def register(server: aio.Server, node: Node) -> None:
-    register_parsed(server, KVServicer(node), kv_pb2, "KV")
+    register_parsed(server, KVServicer(node), kv_pb2, "KV", writes=("Put", "Delete"), admit=node.check_write_admission)

@@ -382,6 +382,11 @@ class Raft:
             self._dirty.add(to)
         return to
 
+    @property
+    def transferring_to(self) -> str | None:
+        """The voter a leadership transfer under way hands over to; None if none."""
+        return self._transferee
+
     def report_snapshot(self, peer: str, ok: bool) -> None:
         """The driver finished sending peer a snapshot (ok) or gave up. Either
         way we probe next; after a failure only once a heartbeat answers, so

@@ -596,7 +596,12 @@ class ReplicationService(Service):
         counts towards a commit, and no later entry is applied here -- the
         same entries, in the same order, are applied as on every member,
         only later. What was applied before (the overlay holds it) is still
-        served. The listeners (the quota) raise the NOSPACE alarm."""
+        served. The listeners (the quota) raise the NOSPACE alarm.
+
+        A leader whose disk is full hands leadership to the most up-to-date
+        voter (and again at each retry while it still leads): the others
+        commit without it, but it could neither apply nor answer, so the
+        deletes, compactions and disarms that free space would hang."""
         if self._disk_full is None:
             log.critical(
                 "cannot write to the store: the disk is full ({error}); this node raises the NOSPACE alarm, "
@@ -610,7 +615,27 @@ class ReplicationService(Service):
             for listener in self.disk_full_listeners:
                 listener(True)
         if self.running:
+            self._hand_over_leadership()
             self._disk_retry = self._clock.callLater(DISK_FULL_RETRY_SECONDS, self._retry_write, batch, rd, applied)
+
+    def _hand_over_leadership(self) -> None:
+        """Leader with a full disk: start a transfer to the most up-to-date
+        voter, unless one is under way or no other voter exists. The writes
+        taken so far (the NOSPACE alarm the listeners just proposed) are
+        proposed first: a transfer refuses proposals until it ends."""
+        raft = self.raft
+        if raft is None or raft.role is not Role.LEADER or raft.transferring_to is not None:
+            return
+        if not raft.membership.voters - {self.node_id}:
+            return
+        if self.requests.has_new_writes:
+            self._propose_new(raft)
+        try:
+            target = raft.transfer_leadership(None)
+        except (MembershipError, NotLeader):
+            return
+        log.warn("this leader's disk is full: it hands leadership to {target}", target=target)
+        self._schedule()
 
     def _retry_write(self, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         self._disk_retry = None

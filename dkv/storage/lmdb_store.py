@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import os
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -38,6 +39,7 @@ import lmdb
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 
+from dkv.logs import logger
 from dkv.raft.membership import Membership
 from dkv.raft.messages import Entry, EntryKind, HardState, SnapshotMeta
 from dkv.storage import (
@@ -50,6 +52,7 @@ from dkv.storage import (
 )
 from dkv.storage.disk_faults import DiskFailed, FaultHook, enospc, is_io_error
 from dkv.storage.lmdb_tables import LmdbTables
+from dkv.storage.snapshot_spool import RECORD_OVERHEAD, SpooledChunks
 from dkv.storage.writer_thread import WriterThread
 
 T = TypeVar("T")
@@ -66,6 +69,10 @@ _INCOMING = struct.Struct(">QQQIB")
 DEFAULT_MAP_SIZE = 64 << 30
 #: A file system with less room than this is full (LMDB's pages are 4 KiB).
 FULL_BELOW_BYTES = 4096
+#: Room a snapshot's spool leaves free on the db's file system, at least.
+SPOOL_HEADROOM_BYTES = 64 << 20
+
+log = logger("dkv.storage")
 
 
 def free_bytes(path: str) -> int:
@@ -133,16 +140,70 @@ def _decode_snapshot(raw: bytes) -> SnapshotMeta:
 class LmdbSnapshotReader:
     """A read transaction over the applied state, read in chunks of about
     chunk_bytes. Chunk boundaries are remembered, so an interrupted transfer
-    can resume at any chunk already read."""
+    can resume at any chunk already read.
 
-    def __init__(self, txn: lmdb.Transaction, db: Any, index: int, chunk_bytes: int) -> None:
-        self._txn = txn
+    The first ``read`` copies the whole state into a temporary file in
+    spool_dir (``dkv.storage.snapshot_spool``) and ends the transaction, so
+    the transfer, however slow, and the minute a failed one is kept for
+    resuming, pin no LMDB pages (a live reader keeps LMDB from reusing the
+    pages freed after it began, and the db file grows). When spool_dir is
+    None or its file system lacks the room (the state's pages and
+    ``SPOOL_HEADROOM_BYTES`` besides: the spool must never fill the db's disk), or
+    the copy fails, it reads through the transaction as it goes instead."""
+
+    def __init__(
+        self, txn: lmdb.Transaction, db: Any, index: int, chunk_bytes: int, spool_dir: str | None = None
+    ) -> None:
+        self._txn: lmdb.Transaction | None = txn
+        self._db = db
         self._cursor = txn.cursor(db=db)
         self.index = index
         self._chunk_bytes = chunk_bytes
         self._starts: list[bytes | None] = [None]
+        self._spool_dir = spool_dir
+        self._spool: SpooledChunks | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def holds_transaction(self) -> bool:
+        """Whether the reader still holds its LMDB read transaction."""
+        return self._txn is not None
 
     def read(self, seq: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        with self._lock:
+            if self._spool is None and self._spool_dir is not None and self._txn is not None:
+                self._spool = self._spool_state(self._txn, self._spool_dir)
+            if self._spool is not None:
+                return self._spool.read(seq)
+            return self._read_txn(seq)
+
+    def _spool_state(self, txn: lmdb.Transaction, directory: str) -> SpooledChunks | None:
+        stat = txn.stat(self._db)
+        needed = _pages(stat) * int(stat["psize"])
+        if free_bytes(os.path.join(directory, "x")) < needed + SPOOL_HEADROOM_BYTES:
+            log.info(
+                "snapshot at index {index}: too little room in {dir} to copy the state ({mib:.1f} MiB), "
+                "sending it from a read transaction held for the transfer",
+                index=self.index, dir=directory, mib=needed / (1 << 20),
+            )
+            return None
+        try:
+            spool = SpooledChunks.write(
+                cast("Iterator[tuple[bytes, bytes]]", self._cursor.iternext(keys=True, values=True)),
+                self._chunk_bytes,
+                directory,
+            )
+        except OSError as e:
+            log.info(
+                "snapshot at index {index}: copying the state to {dir} failed ({error}), "
+                "sending it from a read transaction held for the transfer",
+                index=self.index, dir=directory, error=e,
+            )
+            return None
+        self._release_txn()
+        return spool
+
+    def _read_txn(self, seq: int) -> tuple[list[tuple[bytes, bytes]], bool]:
         if seq >= len(self._starts):
             raise ValueError(f"chunk {seq} is not next to a chunk read")
         start = self._starts[seq]
@@ -152,14 +213,22 @@ class LmdbSnapshotReader:
         while more and size < self._chunk_bytes:
             key, value = cast("tuple[bytes, bytes]", self._cursor.item())  # no buffers=True: bytes
             records.append((key, value))
-            size += len(key) + len(value) + 16
+            size += len(key) + len(value) + RECORD_OVERHEAD
             more = self._cursor.next()
         if more and seq + 1 == len(self._starts):
             self._starts.append(cast(bytes, self._cursor.key()))
         return records, not more
 
+    def _release_txn(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+
     def close(self) -> None:
-        self._txn.abort()
+        self._release_txn()
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
 
 class LmdbStore:
@@ -322,7 +391,10 @@ class LmdbStore:
     def snapshot_reader(self, chunk_bytes: int) -> LmdbSnapshotReader:
         txn = self._env.begin(buffers=False)
         raw = txn.get(b"applied", db=self._meta)
-        return LmdbSnapshotReader(txn, self._state_db(txn), _INDEX.unpack(raw)[0] if raw else 0, chunk_bytes)
+        return LmdbSnapshotReader(
+            txn, self._state_db(txn), _INDEX.unpack(raw)[0] if raw else 0, chunk_bytes,
+            spool_dir=os.path.dirname(os.path.abspath(self._env.path())),
+        )
 
     def _state_db(self, txn: lmdb.Transaction) -> Any:
         """The state database as txn sees it: an install switches it in the
@@ -369,8 +441,7 @@ class LmdbStore:
             try:
                 return fn()
             except lmdb.PanicError as e:  # an earlier failure left LMDB unusable
-                self._disk_failed = DiskFailed(self._env.path(), e)
-                raise self._disk_failed from e
+                raise self._fail(e) from e
 
         return self._writer.submit(unless_failed)
 
@@ -397,14 +468,18 @@ class LmdbStore:
         except Exception as e:
             txn.abort()  # a no-op when the failed commit already ended it
             if self._panicked():
-                self._disk_failed = DiskFailed(self._env.path(), e)
-                raise self._disk_failed from e
+                raise self._fail(e) from e
             if not is_io_error(e):
                 raise
             if self._no_room():
                 raise enospc(f"{e}: a write cut short by a full file system") from e
-            self._disk_failed = DiskFailed(self._env.path(), e)
-            raise self._disk_failed from e
+            raise self._fail(e) from e
+
+    def _fail(self, error: BaseException) -> DiskFailed:
+        """The disk failed with error: the store takes no more writes.
+        Returns the DiskFailed for the caller to raise."""
+        self._disk_failed = DiskFailed(self._env.path(), error)
+        return self._disk_failed
 
     def _panicked(self) -> bool:
         """Whether LMDB has marked the environment unusable (MDB_PANIC)."""

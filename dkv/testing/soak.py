@@ -5,7 +5,8 @@ the fault suite's checks and the resource criteria.
     python -m dkv.torture --soak 30m --out DIR [--fault-every 60s] [--rss-warmup 5m] [--seed N]
 
 Starts a cluster as ``dkv.testing.torture`` does, with automatic compaction
-on (``--auto-compaction-mode periodic --auto-compaction-retention``) and
+on (``--auto-compaction-mode periodic --auto-compaction-retention``), the
+nodes' idempotency window at ``--idempotency-window`` (2 min) and
 fake wall clocks when libfaketime is installed, and runs for the whole
 duration, on a fixed key set:
 
@@ -39,7 +40,9 @@ Then it judges (``dkv.testing.soak_criteria``), each PASS or FAIL:
                (clients + 8, or 10%);
 ``db-size``    each db file's largest size in the second half of the run
                (after the warm-up) is at most 25% or 4 MiB above its largest
-               in the first half: the fixed key set's history is compacted;
+               in the first half: the fixed key set's history is compacted
+               (what the db holds then is that history's retention and the
+               idempotency records of the last window: a record per write);
 ``log``        every warning-level node log line appeared within a fault's
                window (from just before it was injected to ``--log-grace``
                seconds after it was undone), and is listed with that fault;
@@ -121,7 +124,14 @@ class SoakConfig:
     clients: int = 4
     keys: int = 5
     auto_compaction_retention: str = "1m"
+    #: The nodes' ``--idempotency-window`` (seconds): each write of the
+    #: workload carries a fresh key, so the db holds a record per write of
+    #: the last window; shorter than the warm-up, it is full before ``db-size``
+    #: judges (dkv's default, 10 min, would still be filling).
+    idempotency_window: float = 120.0
     request_timeout: float = 2.0
+    #: The nodes' ``--peer-transport``; None: the fault run's default.
+    peer_transport: str | None = None
 
     @property
     def healed_tail(self) -> float:
@@ -130,7 +140,7 @@ class SoakConfig:
     def torture(self) -> TortureConfig:
         """The fault run inside: its workload, node settings and checks."""
         fault = (min(10.0, self.fault_every / 6), min(15.0, self.fault_every / 4))
-        return TortureConfig(
+        config = TortureConfig(
             out=self.out,
             nemesis=self.nemesis,
             time=self.duration,
@@ -148,10 +158,16 @@ class SoakConfig:
                 quiet_seconds=(max(0.0, self.fault_every - fault[1]), max(0.0, self.fault_every - fault[0])),
             ),
         )
+        return config if self.peer_transport is None else attrs.evolve(config, peer_transport=self.peer_transport)
 
-    def compaction_args(self) -> list[str]:
-        """The nodes' arguments beyond the fault run's: periodic auto-compaction."""
-        return ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", self.auto_compaction_retention]
+    def node_args(self) -> list[str]:
+        """The nodes' arguments beyond the fault run's: periodic auto-compaction
+        and the idempotency window, the two things that bound the db under a
+        fixed key set."""
+        return [
+            "--auto-compaction-mode", "periodic", "--auto-compaction-retention", self.auto_compaction_retention,
+            "--idempotency-window", f"{self.idempotency_window:g}",
+        ]  # fmt: skip
 
     def command(self) -> str:
         """The command line that repeats this soak (as far as timing allows)."""
@@ -170,6 +186,7 @@ class SoakConfig:
             ("--clients", "clients", ""),
             ("--keys", "keys", ""),
             ("--auto-compaction-retention", "auto_compaction_retention", ""),
+            ("--idempotency-window", "idempotency_window", "s"),
         ):
             value = getattr(self, name)
             if value != getattr(default, name):
@@ -249,7 +266,7 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
     seconds: dict[str, float] = {}
     started = time.monotonic()
     code = code_version()
-    with tcfg.cluster(cfg.compaction_args()) as cluster:
+    with tcfg.cluster(cfg.node_args()) as cluster:
         clocks = faketime.for_schedule(cluster, cfg.nemesis, out / "clocks")
         cluster.start()
         cluster.leader(timeout=30)
@@ -374,6 +391,11 @@ def parse_args(argv: Sequence[str] | None = None) -> SoakConfig:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--keys", type=int, default=5)
     p.add_argument("--auto-compaction-retention", default="1m", help="the nodes' periodic retention; default 1m")
+    p.add_argument(
+        "--idempotency-window", type=_duration, default=120.0, metavar="DURATION",
+        help="the nodes' --idempotency-window; default 2m (shorter than the warm-up: see db-size)",
+    )  # fmt: skip
+    p.add_argument("--peer-transport", choices=("grpc", "twisted"), default=None, help="the nodes' --peer-transport")
     p.add_argument("--out", required=True, help="directory for the summary, chart, history and node logs")
     a = p.parse_args(argv)
     if a.soak <= 0 or a.fault_every <= 0:
@@ -382,6 +404,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SoakConfig:
         out=a.out, duration=a.soak, fault_every=a.fault_every, rss_warmup=a.rss_warmup, rss_tolerance=a.rss_tolerance,
         sample_every=a.sample_every, log_grace=a.log_grace, tail=a.tail, nemesis=a.nemesis, seed=a.seed,
         nodes=a.nodes, clients=a.clients, keys=a.keys, auto_compaction_retention=a.auto_compaction_retention,
+        idempotency_window=a.idempotency_window, peer_transport=a.peer_transport,
     )  # fmt: skip
     if cfg.healed_tail >= cfg.duration:
         p.error("--tail must be shorter than --soak")
