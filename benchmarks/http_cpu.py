@@ -34,7 +34,7 @@ from pathlib import Path
 
 from etcdbench.cost import cpu_seconds  # beside this file
 
-from dkv.testing.cluster import NodeProcess, free_ports, wait_until
+from dkv.testing.cluster import NodeProcess, free_node_ports, wait_until
 
 
 def b64(data: bytes) -> str:
@@ -145,7 +145,7 @@ def measure(pid: int, port: int, requests: list[bytes], connections: int, window
 
 
 def start_node(directory: Path, tree: str | None) -> NodeProcess:
-    rpc, rest = free_ports(2)
+    [(rpc, rest)] = free_node_ports(1)
     argv = [
         sys.executable, "-m", "dkv.cli",
         "--node-id", "a",

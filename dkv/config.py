@@ -193,6 +193,9 @@ def _routes(text: str) -> dict[str, tuple[str, str]]:
 #: of the default and documented layouts.
 PEER_PORT_OFFSET = 2
 PEER_TRANSPORTS = ("grpc", "twisted")
+#: The peer transport of a node that is not told one: the native peer
+#: protocol; ``grpc`` (Raft messages on the RPC port) stays selectable.
+DEFAULT_PEER_TRANSPORT = "twisted"
 
 
 @attrs.frozen
@@ -279,8 +282,8 @@ class NodeConfig:
     #: Events a watcher may have waiting in its stream before it is moved to
     #: the unsynced group (``--max-watch-pending-events``).
     watch_max_pending_events: int = 1024
-    #: How Raft messages travel: "grpc" (the RPC port) or "twisted" (the peer port).
-    peer_transport: str = "grpc"
+    #: How Raft messages travel: "twisted" (the peer port) or "grpc" (the RPC port).
+    peer_transport: str = DEFAULT_PEER_TRANSPORT
     #: The peer port (``--peer-transport twisted``); 0: RPC port + PEER_PORT_OFFSET.
     peer_port: int = 0
     #: Peer id -> HOST:PORT of its peer port, from ``--peer-route ID=HOST:PORT/PEER_PORT``.

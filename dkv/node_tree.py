@@ -46,7 +46,7 @@ from dkv.api import etcd_grpc, grpc_cluster, grpc_kv
 from dkv.api.front_door import FrontDoorSettings, front_door
 from dkv.api.routes import OPERATIONS_ROUTES
 from dkv.auto_compaction import AutoCompaction, AutoCompactor
-from dkv.config import NodeConfig, host_port
+from dkv.config import PEER_PORT_OFFSET, NodeConfig, host_port
 from dkv.disk_full import disk_full_line, is_disk_full
 from dkv.errors import StartupError
 from dkv.grpc_metrics import MetricsInterceptor
@@ -261,7 +261,9 @@ class NodeService(MultiService):
         if c.metrics_port is not None:
             check_port_free(c.listen_host, c.metrics_port, "metrics")
         if c.peer_transport == "twisted":
-            check_port_free(c.listen_host, c.effective_peer_port, "peer")
+            # a derived peer port is a port the operator never named: say where it comes from
+            note = "" if c.peer_port else f" (the RPC port + {PEER_PORT_OFFSET}; --peer-port sets another)"
+            check_port_free(c.listen_host, c.effective_peer_port, "peer", note)
         try:
             super().privilegedStartService()
         except CannotListenError as e:
@@ -296,14 +298,15 @@ class NodeService(MultiService):
             raise
 
 
-def check_port_free(host: str, port: int, what: str) -> None:
+def check_port_free(host: str, port: int, what: str, note: str = "") -> None:
+    """Raise StartupError, one line naming the port (then ``note``), if it is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as e:
-            raise StartupError(f"cannot listen on {what} port {host}:{port}: {e.strerror}") from None
+            raise StartupError(f"cannot listen on {what} port {host}:{port}{note}: {e.strerror}") from None
 
 
 def _open_store(c: NodeConfig, reactor: Any, metrics: NodeMetrics) -> NodeStore:

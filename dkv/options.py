@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from dkv import asyncio_reactor
 from dkv.config import (
+    DEFAULT_PEER_TRANSPORT,
     DEFAULT_QUOTA_BYTES,
     PEER_PORT_OFFSET,
     PEER_TRANSPORTS,
@@ -115,7 +116,13 @@ class Options(usage.Options):
             "Bootstrap cluster, ID@HOST:RPC_PORT,... The first member gets the first chance to lead. "
             "Only read when the db is empty.",
         ],
-        ["rpc-port", None, 7070, "Port for gRPC: the KV API and the peer protocol.", _port],
+        [
+            "rpc-port",
+            None,
+            7070,
+            "Port for gRPC: the KV API and joins (and Raft messages with --peer-transport grpc).",
+            _port,
+        ],
         ["rest-port", None, 7071, "Port for the REST API.", _port],
         [
             "metrics-port",
@@ -146,15 +153,15 @@ class Options(usage.Options):
         [
             "peer-transport",
             None,
-            "grpc",
-            "How Raft messages travel between members: grpc (on the RPC port) or twisted (the native "
-            "peer protocol on --peer-port). All members must use the same.",
+            DEFAULT_PEER_TRANSPORT,
+            "How Raft messages travel between members: twisted (the native peer protocol on --peer-port) "
+            "or grpc (on the RPC port). All members must use the same.",
         ],
         [
             "peer-port",
             None,
             0,
-            "Port of the native peer protocol (--peer-transport twisted); default: the RPC port + 2.",
+            "Port of the native peer protocol (--peer-transport twisted, the default); default: the RPC port + 2.",
             _port_or_zero,
         ],
         ["request-timeout", None, 5.0, "Seconds a client request may wait for the cluster.", _positive_float],
@@ -364,10 +371,15 @@ class Options(usage.Options):
         if transport not in PEER_TRANSPORTS:
             raise ConfigError(f"peer transport {self['peer-transport']!r}: use one of {', '.join(PEER_TRANSPORTS)}")
         peer_port = self["peer-port"] or self["rpc-port"] + PEER_PORT_OFFSET
-        if transport == "twisted" and peer_port in (self["rpc-port"], self["rest-port"], self["metrics-port"]):
-            raise ConfigError(
-                f"peer port {peer_port} is also the rpc, rest or metrics port: set --peer-port to a free one"
-            )
+        if transport == "twisted":
+            clash = [n for n in ("rpc", "rest", "metrics") if self[f"{n}-port"] == peer_port]
+            if clash:
+                which = "--peer-port" if self["peer-port"] else f"the RPC port + {PEER_PORT_OFFSET}"
+                raise ConfigError(
+                    f"peer port {peer_port} ({which}) is also the {clash[0]} port: move the {clash[0]} port, "
+                    "or set --peer-port to a free one (the other members then need --peer-route "
+                    "ID=HOST:RPC_PORT/PEER_PORT to it), or use --peer-transport grpc"
+                )
         join = None
         if self["join"].strip():
             host, port = parse_address(self["join"].strip(), "join")

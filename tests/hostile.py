@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 from hypothesis import HealthCheck, settings
 
-from dkv.testing.launcher import NodeConfig, NodeProcess, free_ports
+from dkv.testing.launcher import NodeConfig, NodeProcess, free_node_ports
 from dkv.testing.poll import wait_until
 from dkv.testing.rest_client import b64
 
@@ -277,7 +277,7 @@ class Node:
 def start_node(directory: Path) -> Iterator[Node]:
     """A one-node cluster in a real ``dkv`` process with MAX_KEY / MAX_BODY,
     leading and holding the sentinel keys; killed when the generator closes."""
-    rpc, rest = free_ports(2)
+    [(rpc, rest)] = free_node_ports(1)
     log_path = directory / "node.log"
     config = NodeConfig(
         node_id="a", cluster=f"a@127.0.0.1:{rpc}", rpc_port=rpc, rest_port=rest, db_path=directory / "node.db",

@@ -83,6 +83,38 @@ def test_readme_three_nodes(tmp_path) -> None:
         assert all(m["voter"] for m in lead["members"])
 
 
+@pytest.mark.parametrize("transport", ["twisted", "grpc"])
+def test_a_follower_whose_link_to_the_leader_is_down_never_answers_outcome_unknown(tmp_path, transport) -> None:
+    """What failed test_readme_three_nodes under load: b followed a (it hears
+    a on a's link) while its own link to a was still down (its proxy had
+    reset it: a's port was not yet listening), so b's transport dropped the
+    first forward unsent, and b answered 504 as if it might have been
+    applied. A forward the transport did not send is proposed again each
+    tick: applied once the link is up, else 503 (certainly not applied)."""
+    with Cluster(tmp_path, request_timeout=5.0, peer_transport=transport) as c:
+        c.start()
+        leader = c.leader()
+        follower = next(i for i in c.ids if i != leader)
+        assert c.put(follower, "warm", "1") == (200, {})
+        log = c.node(follower).log_text
+        down_before = log().count(f"peer {leader} at")
+        c.cut(follower, leader, mode="refuse")  # every (re)connection is reset at once
+        wait_until(lambda: log().count(f"peer {leader} at") > down_before, 15.0, f"{follower} to see its link down")
+        # Down for the whole request timeout: certainly not applied.
+        code, body = c.put(follower, "k1", "never")
+        assert (code, body.get("code")) == (503, 14), body
+        # Up again within the request timeout: the write is applied, once.
+        answer: list[tuple[int, Any]] = []
+        writer = threading.Thread(target=lambda: answer.append(c.put(follower, "k2", "once")))
+        writer.start()
+        c.heal()
+        writer.join(c.client_timeout + 1.0)
+        assert answer == [(200, {})]
+        for i in c.ids:
+            assert c.get_value(i, "k2") == (200, b"once")
+            assert c.get(i, "k1")[0] == 404
+
+
 def test_kill_leader_then_it_restarts_and_catches_up(tmp_path) -> None:
     with Cluster(tmp_path) as c:
         c.start()

@@ -81,7 +81,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "max-pending-proposals": "11", "max-pending-reads": "12", "max-apply-gap": "13",
         "max-peer-queue-bytes": "14000", "max-watch-pending-events": "15", "max-queue-delay": "0.5",
         "min-queue-delay": "0.03", "queue-delay-factor": "2.5",
-        "peer-transport": "twisted", "peer-port": "7180",
+        "peer-transport": "grpc", "peer-port": "7180",
     }
     flags = {p[0] for p in Options.optParameters}
     assert flags == set(values), "update this test when adding an option"
@@ -107,7 +107,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         max_queue_delay=0.5, min_queue_delay=0.03, queue_delay_factor=2.5,
     )
     assert o["config"].watch_max_pending_events == 15
-    assert (o["config"].peer_transport, o["config"].effective_peer_port) == ("twisted", 7180)
+    assert (o["config"].peer_transport, o["config"].effective_peer_port) == ("grpc", 7180)
     assert o["config"].log_format == "json"
     assert o["config"].metrics_port == 7172
     assert o["config"].client_tls.client_cert_auth and o["config"].peer_tls.key_file == "p.key"
@@ -226,13 +226,25 @@ def test_metrics_port(tmp_path) -> None:
 def test_peer_transport_flags(tmp_path) -> None:
     base = ["--node-id", "a", "--db-path", str(tmp_path / "a.db"), "--cluster", "a@127.0.0.1:7070"]
     c = parse(base)["config"]
-    assert (c.peer_transport, c.effective_peer_port, c.peer_port_routes) == ("grpc", 7072, {})
-    c = parse([*base, "--peer-transport", "twisted", "--peer-route", "b=10.0.0.2:7070/9000,c=10.0.0.3:7070"])["config"]
+    assert (c.peer_transport, c.effective_peer_port, c.peer_port_routes) == ("twisted", 7072, {})
+    assert parse([*base, "--peer-transport", "grpc"])["config"].peer_transport == "grpc"
+    c = parse([*base, "--peer-route", "b=10.0.0.2:7070/9000,c=10.0.0.3:7070"])["config"]
     assert c.peer_routes == {"b": "10.0.0.2:7070", "c": "10.0.0.3:7070"}
     assert c.peer_port_routes == {"b": "10.0.0.2:9000"}
     with pytest.raises(usage.UsageError, match="peer transport 'udp'"):
         parse([*base, "--peer-transport", "udp"])
-    with pytest.raises(usage.UsageError, match="peer port 7071 is also"):
-        parse([*base, "--peer-transport", "twisted", "--peer-port", "7071"])
+    with pytest.raises(usage.UsageError, match=r"peer port 7071 \(--peer-port\) is also the rest port"):
+        parse([*base, "--peer-port", "7071"])
+
+
+def test_a_derived_peer_port_on_another_port_is_refused_with_the_way_out(tmp_path) -> None:
+    base = ["--node-id", "a", "--db-path", str(tmp_path / "a.db"), "--cluster", "a@127.0.0.1:7070"]
+    for flags, which in ((["--rest-port", "7072"], "rest"), (["--metrics-port", "7072"], "metrics")):
+        with pytest.raises(usage.UsageError) as e:
+            parse([*base, *flags])
+        assert str(e.value).startswith(f"peer port 7072 (the RPC port + 2) is also the {which} port:")
+        assert "--peer-port" in str(e.value) and "--peer-transport grpc" in str(e.value)
+        assert parse([*base, *flags, "--peer-transport", "grpc"])["config"].peer_transport == "grpc"
+    assert parse([*base, "--rest-port", "7072", "--peer-port", "7080"])["config"].effective_peer_port == 7080
     with pytest.raises(usage.UsageError, match="peer route"):
         parse([*base, "--peer-route", "b=10.0.0.2:7070/x"])

@@ -311,15 +311,17 @@ def test_schedule_with_peer_tls(tmp_path) -> None:
     assert "--peer-tls" in TortureConfig(out=tmp_path, peer_tls=True).command()
 
 
-def test_schedule_on_the_native_peer_protocol(tmp_path) -> None:
-    """One schedule with --peer-transport twisted (each link's proxy cuts
-    the peer port and the RPC port together): every check holds."""
+def test_schedule_on_the_grpc_peer_transport(tmp_path) -> None:
+    """One schedule with --peer-transport grpc (the other tests run the
+    default, the native peer protocol, whose links' proxies cut the peer
+    port and the RPC port together): every check holds."""
     seed = SEED_OFFSET + 400
     result = run_torture(
         TortureConfig(
-            out=tmp_path / "native", nemesis="mix", time=RUN_SECONDS, tail=TAIL_SECONDS, seed=seed,
-            peer_transport="twisted",
+            out=tmp_path / "grpc", nemesis="mix", time=RUN_SECONDS, tail=TAIL_SECONDS, seed=seed,
+            peer_transport="grpc",
         )
     )  # fmt: skip
     assert_sensible(result)
-    assert "--peer-transport twisted" in TortureConfig(out=tmp_path, peer_transport="twisted").command()
+    assert "--peer-transport grpc" in TortureConfig(out=tmp_path, peer_transport="grpc").command()
+    assert "--peer-transport" not in TortureConfig(out=tmp_path).command()

@@ -37,6 +37,7 @@ from dkv.errors import (
 )
 from dkv.mvcc import errors as etcd_errors
 from dkv.pb import kv_pb2, kv_pb2_grpc
+from dkv.testing.proxy import ProxyHub
 from dkv.transport.cluster_client import ClusterClient
 
 Answer = Callable[[aio.ServicerContext], Awaitable[None]]
@@ -204,6 +205,40 @@ async def test_an_unreachable_leader_is_not_applied() -> None:
         await deferred_from(client.close())
     assert isinstance(got, NoLeader) and address in got.message
     assert isinstance(again, NoLeader)
+
+
+@pytest_twisted.ensureDeferred
+async def test_through_a_proxy_that_cannot_reach_the_leader_nothing_is_sent() -> None:
+    """The harness's fault proxy accepts a connection before it dials its
+    target, so TCP alone says nothing. gRPC counts a channel connected only
+    once the server's HTTP/2 settings came back through it: a forward via a
+    proxy whose leader is not listening yet (the proxy resets) or cannot be
+    reached (the proxy holds the connection) is never sent, NoLeader (503);
+    once the leader listens, the same address answers, and the leader saw
+    the call once."""
+    leader_port = _unused_port()
+    with ProxyHub() as hub:
+        resetting, holding = hub.proxy(leader_port), hub.proxy(leader_port)
+        holding.blackhole()
+        client = ClusterClient(1.0)
+        try:
+            reset = await _failure(client, f"127.0.0.1:{resetting.port}")
+            held = await _failure(client, f"127.0.0.1:{holding.port}")
+            servicer = _Leader()
+            server = aio.server()
+            kv_pb2_grpc.add_ClusterServicer_to_server(servicer, server)
+            server.add_insecure_port(f"127.0.0.1:{leader_port}")
+            await deferred_from(server.start())
+            try:
+                holding.pass_through()
+                response = await deferred_from(_settled(client, f"127.0.0.1:{holding.port}"))
+            finally:
+                await deferred_from(server.stop(0))
+        finally:
+            await deferred_from(client.close())
+    assert isinstance(reset, NoLeader), reset
+    assert isinstance(held, NoLeader), held
+    assert response.leader_id == "a" and servicer.calls == 1
 
 
 @pytest_twisted.ensureDeferred

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from dkv.testing.cluster import NodeProcess, free_ports, wait_until
+from dkv.testing.cluster import NodeProcess, free_node_ports, wait_until
 from tests.hostile import Reply, parse_replies, read_until_closed
 
 pytestmark = pytest.mark.process
@@ -54,7 +54,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     def start(*flags: str) -> NodeProcess:
         directory = tmp_path / f"node{len(started)}"
         directory.mkdir()
-        rpc, rest = free_ports(2)
+        [(rpc, rest)] = free_node_ports(1)
         argv = [
             sys.executable, "-m", "dkv.cli",
             "--node-id", "a",

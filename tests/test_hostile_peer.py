@@ -71,7 +71,7 @@ async def test_hostile_connection_is_dropped_and_the_node_serves_on(case: str) -
         # A real peer still gets through.
         a.transport.set_peers({"b": b.address})
         hb = m.Heartbeat(frm="a", to="b", term=1, commit=0)
-        await wait_for(lambda: a.transport.send([hb]) or bool(b.inbox), what="a real peer's delivery")
+        await wait_for(lambda: (a.transport.send([hb]), bool(b.inbox))[1], what="a real peer's delivery")
     finally:
         globalLogPublisher.removeObserver(observe)
         await a.stop()
@@ -111,7 +111,7 @@ async def test_a_peer_that_never_reads_is_dropped() -> None:
         await wait_for(lambda: any("does not read" in line for line in lines), what="the log line")
         a.transport.set_peers({"b": b.address})
         hb = m.Heartbeat(frm="a", to="b", term=1, commit=0)
-        await wait_for(lambda: a.transport.send([hb]) or bool(b.inbox), what="a real peer's delivery")
+        await wait_for(lambda: (a.transport.send([hb]), bool(b.inbox))[1], what="a real peer's delivery")
     finally:
         globalLogPublisher.removeObserver(observe)
         await a.stop()

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from dkv.logs import json_line, json_observer, log_observer, predicate
 from dkv.options import Options
-from dkv.testing.launcher import NodeConfig, NodeProcess, free_ports
+from dkv.testing.launcher import NodeConfig, NodeProcess, free_node_ports
 
 
 def emitted(emit) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -142,7 +142,7 @@ def test_an_unknown_log_format_is_refused(tmp_path: Path) -> None:
 @pytest.mark.process
 @pytest.mark.parametrize("style", ["flags", "twistd"])
 def test_a_node_logs_only_json_lines(style: str, tmp_path: Path) -> None:
-    rpc, rest = free_ports(2)
+    [(rpc, rest)] = free_node_ports(1)
     config = NodeConfig(
         node_id="a",
         rpc_port=rpc,

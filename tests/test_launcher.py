@@ -18,12 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 
+from dkv.config import PEER_PORT_OFFSET
 from dkv.testing.cluster import Cluster, agreed_leader
-from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, free_ports, twistd_command
+from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, free_node_ports, free_ports, twistd_command
 from dkv.testing.poll import Timeout, wait_until
 from dkv.testing.process import Process, pid_gone, run_to_exit, terminate
+from dkv.testing.proxy import ProxyPair
 
 #: A child that says it is up, then waits for a signal.
 IDLE = "import signal; print('up', flush=True); signal.pause()"
@@ -125,6 +128,28 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     for port in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_free_node_ports_leave_each_derived_peer_port_free() -> None:
+    """Nodes on the default transport listen on RPC + 2 too: each pair's
+    ports and that one are distinct from all the others, and bindable."""
+    pairs = free_node_ports(4)
+    ports = [p for rpc, rest in pairs for p in (rpc, rest, rpc + PEER_PORT_OFFSET)]
+    assert len(pairs) == 4 and len(set(ports)) == 12
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+def test_the_peer_transport_and_port_are_flags_and_variables_when_given() -> None:
+    config = attrs.evolve(CONFIG, peer_transport="grpc", peer_port=9000, peer_route="a=h:7070/7072")
+    assert config.flags()[-8:] == [
+        "--peer-route", "a=h:7070/7072", "--peer-transport", "grpc", "--peer-port", "9000", "--max-inflight", "8",
+    ]  # fmt: skip
+    assert "--peer-transport" not in CONFIG.flags() and "DKV_PEER_PORT" not in CONFIG.variables()
+    assert {k: config.variables()[k] for k in ("DKV_PEER_TRANSPORT", "DKV_PEER_PORT")} == {
+        "DKV_PEER_TRANSPORT": "grpc", "DKV_PEER_PORT": "9000",
+    }  # fmt: skip
 
 
 # -- processes ------------------------------------------------------------------------
@@ -255,8 +280,16 @@ def test_cluster_node_command_lines(tmp_path: Path) -> None:
     with Cluster(tmp_path / "fast", extra_args=["--max-inflight", "8"]) as c:
         argv = c.node("a").argv
         assert argv[argv.index("--tick-ms") + 1] == "50" and argv[argv.index("--request-timeout") + 1] == "2.0"
+        # the default transport: the peer port is derived (RPC + 2), each route names both proxies
+        assert "--peer-transport" not in argv and "--peer-port" not in argv
+        assert c.peer_ports["a"] == c.rpc_ports["a"] + PEER_PORT_OFFSET
         routes = argv[argv.index("--peer-route") + 1]
-        assert routes == f"b=127.0.0.1:{c.link('a', 'b').port},c=127.0.0.1:{c.link('a', 'c').port}"
+        ab, ac = c.link("a", "b"), c.link("a", "c")
+        assert isinstance(ab, ProxyPair) and isinstance(ac, ProxyPair)
+        assert routes == (
+            f"b=127.0.0.1:{ab.second.port}/{ab.first.port},c=127.0.0.1:{ac.second.port}/{ac.first.port}"
+        )
+        assert ab.first.target_port == c.peer_ports["b"] and ab.second.target_port == c.rpc_ports["b"]
         assert argv[-2:] == ["--max-inflight", "8"] and c.node("a").cwd == str(tmp_path / "fast")
         c.rejoin_empty("b", "c")
         argv = c.node("b").argv
@@ -266,6 +299,12 @@ def test_cluster_node_command_lines(tmp_path: Path) -> None:
         node = c.node("c")
         assert node.argv == [sys.executable, "-m", "dkv.cli"]
         assert node.env["DKV_NODE_ID"] == "c" and node.env["DKV_DB_PATH"] == str(tmp_path / "env" / "c.db")
+    with Cluster(tmp_path / "grpc", peer_transport="grpc") as c:
+        argv = c.node("a").argv
+        assert argv[argv.index("--peer-transport") + 1] == "grpc" and c.peer_ports == {}
+        assert argv[argv.index("--peer-route") + 1] == (
+            f"b=127.0.0.1:{c.link('a', 'b').port},c=127.0.0.1:{c.link('a', 'c').port}"
+        )
 
 
 def test_benchmark_cluster_uses_node_defaults_and_direct_links(tmp_path: Path) -> None:
@@ -273,6 +312,8 @@ def test_benchmark_cluster_uses_node_defaults_and_direct_links(tmp_path: Path) -
         argv = c.node("b").argv
         assert argv[argv.index("--log-level") + 1] == "warn"
         for flag in ("--tick-ms", "--election-ticks", "--heartbeat-ticks", "--request-timeout", "--peer-route"):
+            assert flag not in argv
+        for flag in ("--peer-port", "--peer-transport"):  # the default transport, peer port RPC + 2
             assert flag not in argv
         assert c.client_timeout == 10.0  # the node's default request timeout, plus a margin
         with pytest.raises(RuntimeError, match="no proxies"):

@@ -111,8 +111,25 @@ def test_a_silent_peer_is_dropped_within_dead_after_and_reported() -> None:
     assert SETTINGS.dead_after <= waited <= SETTINGS.dead_after + SETTINGS.ping_interval
     dialler.close()
     assert owner.unreachable == ["b"] and not link.ready
-    link.enqueue([m.Heartbeat(frm="a", to="b", term=1, commit=0)])
+    hb = m.Heartbeat(frm="a", to="b", term=1, commit=0)
+    assert list(link.enqueue([hb])) == [hb], "returned: dropped unsent"
     assert owner.unreachable == ["b", "b"], "messages for a peer that is down are dropped and reported"
+
+
+def test_a_forward_before_the_peer_answers_the_hello_is_returned_unsent() -> None:
+    """Connected (to a proxy, say) but not yet greeted: nothing is written,
+    and the caller learns the forward was certainly not sent."""
+    clock = task.Clock()
+    dialler = Dialler(clock)
+    link, _ = make(clock, dialler)
+    link.start()
+    dialler.frames()  # our hello
+    forward = m.Propose(frm="a", to="b", term=1, ctx=7, payloads=(b"x",))
+    assert list(link.enqueue([forward])) == [forward]
+    assert dialler.frames() == []
+    up(dialler)
+    assert list(link.enqueue([forward])) == []
+    assert [kind for kind, _ in dialler.frames()] == [BATCH]
 
 
 def test_flow_control_holds_a_bounded_backlog_and_never_duplicates() -> None:
@@ -124,10 +141,10 @@ def test_flow_control_holds_a_bounded_backlog_and_never_duplicates() -> None:
     dialler.frames()
     hb = [m.Heartbeat(frm="a", to="b", term=1, commit=i) for i in range(200)]
     dialler.transport.producer.pauseProducing()  # the socket's buffer is full
-    for msg in hb:
-        link.enqueue([msg])
+    unsent = [u for msg in hb for u in link.enqueue([msg])]
     assert link.pending_bytes <= SETTINGS.max_pending_bytes
     assert owner.unreachable, "what did not fit was dropped and reported"
+    assert unsent and len(unsent) + len(link.pending) == len(hb), "and returned unsent"
     held = len(link.pending)
     dialler.transport.producer.resumeProducing()
     frames = [f for f in dialler.frames() if f[0] == BATCH]

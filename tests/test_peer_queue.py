@@ -25,9 +25,11 @@ def test_a_message_costs_its_data_and_a_small_overhead() -> None:
 
 def test_past_the_byte_bound_the_oldest_messages_are_dropped() -> None:
     queue = PeerQueue(max_messages=1000, max_bytes=10_000)
-    assert queue.push([append(i, 1000) for i in range(1, 9)]) == 0
+    assert queue.push([append(i, 1000) for i in range(1, 9)]) == []
     dropped = queue.push([append(i, 1000) for i in range(9, 21)])
-    assert dropped > 0 and queue.dropped == dropped
+    assert dropped and queue.dropped == len(dropped)
+    # The dropped ones are returned (never sent), oldest first.
+    assert [m.entries[0].index for m in dropped] == list(range(1, len(dropped) + 1))
     assert queue.bytes <= 10_000
     kept = queue.pop_batch(100)
     assert [m.entries[0].index for m in kept] == list(range(21 - len(kept), 21))  # the newest survive
@@ -36,7 +38,7 @@ def test_past_the_byte_bound_the_oldest_messages_are_dropped() -> None:
 
 def test_past_the_message_bound_the_oldest_are_dropped() -> None:
     queue = PeerQueue(max_messages=3, max_bytes=1 << 20)
-    assert queue.push([append(i, 1) for i in range(1, 6)]) == 2
+    assert [m.entries[0].index for m in queue.push([append(i, 1) for i in range(1, 6)])] == [1, 2]
     assert len(queue) == 3
     assert [m.entries[0].index for m in queue.pop_batch(2)] == [3, 4]
     assert len(queue) == 1
@@ -44,9 +46,9 @@ def test_past_the_message_bound_the_oldest_are_dropped() -> None:
 
 def test_one_message_larger_than_the_bound_is_still_sent() -> None:
     queue = PeerQueue(max_messages=10, max_bytes=100)
-    assert queue.push([append(1, 5000)]) == 0
+    assert queue.push([append(1, 5000)]) == []
     assert len(queue) == 1
-    assert queue.push([append(2, 5000)]) == 1  # the older one goes
+    assert [m.entries[0].index for m in queue.push([append(2, 5000)])] == [1]  # the older one goes
     assert queue.pop_batch(10)[0].entries[0].index == 2
 
 

@@ -1,7 +1,7 @@
 """The transport suite, run against both peer transports (gRPC on the RPC
 port, the native Twisted protocol on the peer port): delivery in order,
-another cluster refused, messages for an unreachable peer dropped and
-reported, reconnection after the peer restarts, and a bounded backlog for a
+another cluster refused, messages for an unreachable peer dropped,
+reported and returned unsent, reconnection after the peer restarts, and a bounded backlog for a
 peer that never reads."""
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ async def test_messages_arrive_in_order(kind: str) -> None:
     try:
         a.transport.set_peers({"a": a.address, "b": b.address})
         b.transport.set_peers({"a": a.address, "b": b.address})
-        await wait_for(lambda: a.transport.send([hb()]) or bool(b.inbox), what="a's link to b")
+        await wait_for(lambda: (a.transport.send([hb()]), bool(b.inbox))[1], what="a's link to b")
         await wait_for(
-            lambda: b.transport.send([m.HeartbeatResponse(frm="b", to="a", term=1)]) or bool(a.inbox),
+            lambda: (b.transport.send([m.HeartbeatResponse(frm="b", to="a", term=1)]), bool(a.inbox))[1],
             what="b's link to a",
         )
         b.inbox.clear()
@@ -56,7 +56,7 @@ async def test_another_cluster_is_refused(kind: str) -> None:
     try:
         x.transport.set_peers({"b": b.address})
         a.transport.set_peers({"b": b.address})
-        await wait_for(lambda: a.transport.send([hb()]) or bool(b.inbox), what="a's link to b")
+        await wait_for(lambda: (a.transport.send([hb()]), bool(b.inbox))[1], what="a's link to b")
         deadline = reactor.seconds() + 1.5
         while reactor.seconds() < deadline:
             x.transport.send([hb(frm="x")])
@@ -79,8 +79,13 @@ async def test_messages_for_an_unreachable_peer_are_dropped_and_reported(kind: s
         a.transport.set_peers({"b": address})
         for _ in range(3):
             a.transport.send([hb()])
-        await wait_for(lambda: a.transport.send([hb()]) or "b" in a.unreachable, what="an unreachable report")
+        await wait_for(lambda: (a.transport.send([hb()]), "b" in a.unreachable)[1], what="an unreachable report")
         assert held(a.transport, "b") == 0
+        # What was dropped is returned, so a forwarded proposal among it is
+        # known never to have been sent (the driver proposes it again).
+        forward = m.Propose(frm="a", to="b", term=1, ctx=5, payloads=(b"w",))
+        assert list(a.transport.send([hb(), forward])) == [hb(), forward]
+        assert list(a.transport.send([hb(to="nobody")])) == [hb(to="nobody")], "no link at all"
     finally:
         await a.stop()
 
@@ -91,13 +96,13 @@ async def test_link_reconnects_after_the_peer_restarts(kind: str) -> None:
     a = await make(kind, "a", "c1")
     try:
         a.transport.set_peers({"b": b.address})
-        await wait_for(lambda: a.transport.send([hb()]) or bool(b.inbox), what="first delivery")
+        await wait_for(lambda: (a.transport.send([hb()]), bool(b.inbox))[1], what="first delivery")
         port = b.port
         await b.stop()
         a.unreachable.clear()
-        await wait_for(lambda: a.transport.send([hb()]) or bool(a.unreachable), what="unreachable report")
+        await wait_for(lambda: (a.transport.send([hb()]), bool(a.unreachable))[1], what="unreachable report")
         b = await make(kind, "b", "c1", port=port)
-        await wait_for(lambda: a.transport.send([hb(7)]) or bool(b.inbox), timeout=15, what="reconnect")
+        await wait_for(lambda: (a.transport.send([hb(7)]), bool(b.inbox))[1], timeout=15, what="reconnect")
         assert all(msg.frm == "a" for msg in b.inbox)
     finally:
         await a.stop()
@@ -162,7 +167,7 @@ async def test_both_ends_of_a_native_peer_connection_send_small_frames_at_once(k
     b = await make(kind, "b", "c1")
     try:
         a.transport.set_peers({"a": a.address, "b": b.address})
-        await wait_for(lambda: a.transport.send([hb()]) or bool(b.inbox), what="a's link to b")
+        await wait_for(lambda: (a.transport.send([hb()]), bool(b.inbox))[1], what="a's link to b")
         dialled = a.transport._links["b"]._protocol.transport.getHandle()
         (accepted,) = [c.transport.getHandle() for c in b.transport.listener.open]
         for sock in (dialled, accepted):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, dkv_command, free_ports, twistd_command
+from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, dkv_command, free_node_ports, twistd_command
 from dkv.testing.poll import wait_until
 from dkv.testing.process import Process, pid_gone, run_to_exit
 from dkv.testing.rest_client import b64, unb64
@@ -62,7 +62,7 @@ def _show_logs_on_failure(procs: list[Process]) -> Iterator[None]:
 
 def one_node(db_path: str | Path, **settings: Any) -> NodeConfig:
     """Node a of a one-node cluster on free ports, with fast ticks."""
-    rpc, rest = free_ports(2)
+    [(rpc, rest)] = free_node_ports(1)
     return NodeConfig(
         node_id="a", rpc_port=rpc, rest_port=rest, db_path=db_path, cluster=f"a@127.0.0.1:{rpc}", tick_ms=50,
         **settings,
@@ -162,7 +162,7 @@ def assert_one_line_error(code: int, stderr: str, elapsed: float, *needles: str)
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A two-node cluster's node a as ``DKV_*`` variables, then ``extra``
     (any text: the tests below break them on purpose)."""
-    rpc, rest = free_ports(2)
+    [(rpc, rest)] = free_node_ports(1)
     config = NodeConfig(
         node_id="a", rpc_port=rpc, rest_port=rest, db_path=tmp_path / "a.db",
         cluster=f"a@127.0.0.1:{rpc},b@127.0.0.1:{rpc + 1}",
@@ -217,15 +217,17 @@ def test_empty_db_without_cluster(tmp_path) -> None:
     assert_one_line_error(code, stderr, elapsed, "no data", "--cluster")
 
 
-@pytest.mark.parametrize("which", ["rpc", "rest"])
+@pytest.mark.parametrize("which", ["rpc", "rest", "peer"])
 def test_port_in_use(tmp_path, which) -> None:
+    """The peer port (the default native peer protocol) is the RPC port + 2, and the line says so."""
     env = base_env(tmp_path)
-    port = int(env[f"DKV_{which.upper()}_PORT"])
+    port = int(env["DKV_RPC_PORT"]) + 2 if which == "peer" else int(env[f"DKV_{which.upper()}_PORT"])
     with socket.socket() as occupier:
         occupier.bind(("127.0.0.1", port))
         occupier.listen()
         code, stderr, _, elapsed = run_failing(dkv_command(), env, tmp_path)
-    assert_one_line_error(code, stderr, elapsed, f"{which} port", str(port))
+    needles = ("the RPC port + 2",) if which == "peer" else ()
+    assert_one_line_error(code, stderr, elapsed, f"{which} port", str(port), *needles)
 
 
 def test_twistd_refuses_another_reactor(tmp_path) -> None:
@@ -269,7 +271,7 @@ def test_db_in_use_by_another_node(tmp_path, procs) -> None:
     with _show_logs_on_failure(procs):
         first.start()
         first.wait_ready()
-        rpc2, rest2 = free_ports(2)
+        [(rpc2, rest2)] = free_node_ports(1)
         env2 = dict(env, DKV_RPC_PORT=str(rpc2), DKV_REST_PORT=str(rest2))
         code, stderr, _, elapsed = run_failing(dkv_command(), env2, tmp_path)
         assert_one_line_error(code, stderr, elapsed, "in use")

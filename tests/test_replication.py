@@ -38,6 +38,9 @@ class Network:
         #: Nodes whose incoming messages wait (in order) until ``release``.
         self.held: set[str] = set()
         self._held_messages: list[Message] = []
+        #: Directed links (frm, to) whose transport is not up: it drops
+        #: their messages unsent and says so (``Transport.send``).
+        self.not_up: set[tuple[str, str]] = set()
 
     def transport(self, node_id: str) -> NetTransport:
         return NetTransport(self, node_id)
@@ -65,8 +68,10 @@ class NetTransport:
         self.node_id = node_id
         self.peers: dict[str, str] = {}
 
-    def send(self, messages) -> None:
-        self.net.deliver(messages)
+    def send(self, messages) -> list[Message]:
+        unsent = [m for m in messages if (m.frm, m.to) in self.net.not_up]
+        self.net.deliver([m for m in messages if (m.frm, m.to) not in self.net.not_up])
+        return unsent
 
     def set_peers(self, addresses) -> None:
         self.peers = dict(addresses)
@@ -302,6 +307,42 @@ def test_forwarded_write_without_answer_is_outcome_unknown() -> None:
     assert result == []
     clock.advance(0.5)
     assert result[0].check(OutcomeUnknown)
+
+
+def test_a_forward_the_transport_did_not_send_is_retried_until_the_link_is_up() -> None:
+    """b follows a but its link to a is not up yet (it hears a's heartbeats
+    on a's link): the forward is dropped unsent, so it is proposed again each
+    tick and applied once the link comes up, once."""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, timeout=1.0)
+    pump(clock, 0.3)
+    assert leader_of(services).node_id == "a"
+    net.not_up = {("b", "a")}
+    sent_before = len(net.sent)
+    result = outcome(put(services["b"], b"k", b"v"))
+    pump(clock, 0.3)
+    assert result == [] and services["b"].raft.leader == "a"
+    net.not_up = set()
+    pump(clock, 0.3)
+    assert ok(result)
+    assert all(stored(svc._store, b"k") == b"v" for svc in services.values())
+    delivered = [m for m in net.sent[sent_before:] if type(m).__name__ == "Propose" and m.frm == "b"]
+    assert len(delivered) == 1, "never sent twice"
+
+
+def test_a_forward_never_sent_by_its_deadline_is_no_leader_not_outcome_unknown() -> None:
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, timeout=0.5)
+    pump(clock, 0.3)
+    net.not_up = {("b", "a")}
+    write = outcome(put(services["b"], b"k", b"v"))
+    read = outcome(services["b"].read_barrier())
+    pump(clock, 0.6)
+    assert write and write[0].check(NoLeader), "certainly not applied: 503, safe to retry"
+    assert read and read[0].check(NoLeader)
+    assert all(stored(svc._store, b"k") is None for svc in services.values())
 
 
 def test_minority_leader_answers_outcome_unknown_and_steps_down() -> None:

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from dkv.systemd_notify import Notifier, SystemdNotify, notifier_from_env, socket_address, watchdog_interval
-from dkv.testing.launcher import NodeConfig, NodeProcess, free_ports
+from dkv.testing.launcher import NodeConfig, NodeProcess, free_node_ports
 from dkv.testing.poll import wait_until
 
 UNIT = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "dkv@.service"
@@ -239,7 +239,7 @@ def _connects(port: int) -> bool:
 def test_a_real_node_under_twistd_says_ready_when_serving_and_stopping_on_sigterm(
     tmp_path: Path, path_systemd: FakeSystemd
 ) -> None:
-    rpc, rest = free_ports(2)
+    [(rpc, rest)] = free_node_ports(1)
     config = NodeConfig(
         node_id="a", rpc_port=rpc, rest_port=rest, db_path=tmp_path / "a.db", cluster=f"a@127.0.0.1:{rpc}"
     )

@@ -16,7 +16,7 @@ from dkv.config import ConfigError, TlsFiles, parse_tls
 from dkv.errors import StartupError
 from dkv.options import Options
 from dkv.testing.certs import CertificateAuthority, ClusterCerts
-from dkv.testing.launcher import child_env, free_ports
+from dkv.testing.launcher import child_env, free_node_ports
 from dkv.tls import NodeTls, TlsError, load_material
 from dkv.tls.peer_guard import cert_refusal, host_of, names_host
 from dkv.tls.service import TlsService
@@ -170,7 +170,7 @@ def test_the_node_refuses_to_start_with_one_line(tmp_path, ca) -> None:
     one line naming both files, before anything is opened."""
     one = ca.write_pair(tmp_path, "one")
     two = ca.write_pair(tmp_path, "two")
-    rpc, rest = free_ports(2)
+    [(rpc, rest)] = free_node_ports(1)
     argv = [
         sys.executable, "-m", "dkv.cli", "--node-id", "a", "--db-path", str(tmp_path / "a.db"),
         "--cluster", f"a@127.0.0.1:{rpc}", "--rpc-port", str(rpc), "--rest-port", str(rest),

@@ -114,16 +114,16 @@ async def test_link_reports_unreachable_and_reconnects() -> None:
     ta.start()
     try:
         hb = m.Heartbeat(frm="a", to="b", term=1, commit=0)
-        await wait_for(lambda: ta.send([hb]) or bool(inbox_b), what="first delivery")
+        await wait_for(lambda: (ta.send([hb]), bool(inbox_b))[1], what="first delivery")
         await sb.stopService()
         unreachable.clear()
-        await wait_for(lambda: ta.send([hb]) or bool(unreachable), what="unreachable report")
+        await wait_for(lambda: (ta.send([hb]), bool(unreachable))[1], what="unreachable report")
         tb2, sb2 = _endpoint("b", "c1", inbox_b)
         sb2.port = port
         sb2.startService()
         inbox_b.clear()
         try:
-            await wait_for(lambda: ta.send([hb]) or bool(inbox_b), timeout=15, what="reconnect")
+            await wait_for(lambda: (ta.send([hb]), bool(inbox_b))[1], timeout=15, what="reconnect")
         finally:
             await sb2.stopService()
     finally:

@@ -1,12 +1,13 @@
 """Start, inspect or stop a local 3-node dkv cluster (the README's example).
 
-    python tools/local_cluster.py start    # nodes a, b, c on 7070/7071, 8080/8081, 9090/9091
+    python tools/local_cluster.py start    # nodes a, b, c on RPC/REST 7070/7071, 8080/8081, 9090/9091
     python tools/local_cluster.py status
     python tools/local_cluster.py stop
 
 Data and logs live in ./.cluster/ (a.db, a.log, a.pid, ...). ``start`` runs
 each node in the background with the ``dkv`` command next to this Python and
-the README's ``DKV_*`` variables, waits until the cluster has a leader, and
+the README's ``DKV_*`` variables (each node's peer port is its RPC port + 2:
+7072, 8082, 9092, the default native peer protocol), waits until the cluster has a leader, and
 prints curl examples. Starting an already running cluster is a no-op;
 ``stop`` sends SIGTERM and waits. The nodes are launched by
 ``dkv.testing.launcher``, which ships with the package.

@@ -84,6 +84,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dkv.config import DEFAULT_PEER_TRANSPORT, PEER_TRANSPORTS
 from dkv.testing.poll import Timeout
 from dkv.testing.process import close_all
 from etcdbench.dkv_cluster import DkvCluster
@@ -146,7 +147,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--scale-wait", type=int, default=900, help="seconds allowed for a restart or a catch-up (default 900)"
     )
     ap.add_argument(
-        "--peer-transport", choices=("grpc", "twisted"), default="grpc", help="dkv's --peer-transport (default grpc)"
+        "--peer-transport",
+        choices=PEER_TRANSPORTS,
+        default=DEFAULT_PEER_TRANSPORT,
+        help=f"dkv's --peer-transport (default {DEFAULT_PEER_TRANSPORT})",
     )
     ap.add_argument("--skip-scale", action="store_true", help="no scale figures, even with --scale")
     ap.add_argument("--skip-compare", action="store_true", help="only the scale figures (needs --scale)")

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dkv.config import DEFAULT_PEER_TRANSPORT
 from dkv.testing.cluster import Cluster
 from dkv.testing.poll import Timeout
 
@@ -23,7 +24,7 @@ class DkvCluster:
     system = "dkv"
     own_api = "v0"
 
-    def __init__(self, base_dir: Path | None, peer_transport: str = "grpc", size: int = 3) -> None:
+    def __init__(self, base_dir: Path | None, peer_transport: str = DEFAULT_PEER_TRANSPORT, size: int = 3) -> None:
         """peer_transport: the nodes' --peer-transport; size: the voters (at most 25)."""
         if not 1 <= size < len(NODE_IDS):
             raise ValueError(f"a dkv cluster of {size} nodes: choose 1 to {len(NODE_IDS) - 1}")

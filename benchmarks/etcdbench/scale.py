@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dkv.config import DEFAULT_PEER_TRANSPORT
 from dkv.testing.poll import wait_until
 from etcdbench.dkv_cluster import DkvCluster
 from etcdbench.load import WrkJob, parse_wrk_output, run_has_errors
@@ -31,7 +32,7 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
     follower restart and catch-up by snapshot of a new node."""
     n = args.scale
     out: dict[str, Any] = {"keys_requested": n, "connections": args.scale_connections}
-    with DkvCluster(args.tmp_dir, getattr(args, "peer_transport", "grpc")) as c:
+    with DkvCluster(args.tmp_dir, getattr(args, "peer_transport", DEFAULT_PEER_TRANSPORT)) as c:
         c.start()
         leader = c.leader()
         out["leader"] = leader

@@ -59,6 +59,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dkv.config import DEFAULT_PEER_TRANSPORT
 from dkv.testing.poll import Timeout
 from dkv.testing.process import close_all
 from etcdbench.machine import machine_info
@@ -131,7 +132,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="wrk threads per wrk process (default 2)")
     ap.add_argument("--wrk-timeout", type=int, default=10, help="wrk's per-request timeout, seconds (default 10)")
     ap.add_argument(
-        "--peer-transport", choices=("grpc", "twisted"), default="grpc", help="dkv's --peer-transport"
+        "--peer-transport",
+        choices=("grpc", "twisted"),
+        default=DEFAULT_PEER_TRANSPORT,
+        help=f"dkv's --peer-transport (default {DEFAULT_PEER_TRANSPORT})",
     )
     ap.add_argument("--out", type=Path, default=BENCHMARKS / "results" / "scaling", help="output directory")
     ap.add_argument("--tmp-dir", type=Path, default=None, help="where the clusters' data go (default: system temp)")

@@ -8,8 +8,8 @@ passes. The table knows what to tell the client in each case:
 * a write that was never handed to the core (no leader took it) fails with
   ``NoLeader`` (certainly not applied, safe to retry); one that was handed to
   the core (appended here or forwarded) and not seen applied in time fails
-  with ``OutcomeUnknown``; a forward the leader refused is certainly not
-  appended and waits again;
+  with ``OutcomeUnknown``; a forward the leader refused, or the transport
+  dropped unsent, is certainly not appended and waits again;
 * a read fails with ``NoLeader`` (nothing is ever wrong about a refused read).
 
 Names. A write is named by its ``RequestId`` (``origin``, random per process,
@@ -244,8 +244,9 @@ class RequestTable:
             del self._forwarded[first_ctx]
 
     def refused(self, ctx: int) -> None:
-        """The leader refused the forward ctx: certainly not appended, so no
-        longer "proposed"; retried at the next tick."""
+        """The leader refused the forward ctx, or the transport dropped it
+        unsent: certainly not appended, so no longer "proposed"; retried at
+        the next tick."""
         _, refused = self._forwarded.pop(ctx, (0.0, []))
         for rid, payload in refused:
             req = self._writes.get(rid)
@@ -302,8 +303,8 @@ class RequestTable:
             heapq.heappush(self._apply_waiters, (index, ctx, reqs))
 
     def read_refused(self, ctx: int) -> None:
-        """No leader confirmed the reads of ctx (it lost leadership): retried
-        at the next tick."""
+        """No leader confirmed the reads of ctx (it lost leadership, or the
+        transport dropped the request unsent): retried at the next tick."""
         self._retry_reads.extend(self._reads.pop(ctx, []))
 
     def release_applied(self, applied: int) -> None:

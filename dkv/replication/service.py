@@ -61,7 +61,7 @@ from dkv.mvcc.view import key_count_change
 from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
-from dkv.raft.messages import AppendEntries, Message, Propose, SnapshotMeta
+from dkv.raft.messages import AppendEntries, Message, Propose, ReadIndexRequest, SnapshotMeta
 from dkv.replication.admission import AdmissionControl
 from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
@@ -553,7 +553,7 @@ class ReplicationService(Service):
         raft = self.raft
         if not self.running or raft is None:
             return
-        self._transport.send(rd.messages)
+        self._send(rd.messages)
         if rd.snapshot is not None:
             log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
             self.snapshots_installed += 1
@@ -669,6 +669,23 @@ class ReplicationService(Service):
         if raft.role is not Role.LEADER:
             self.requests.forwarded(self._clock.seconds(), ctx, live)
 
+    def _send(self, messages: Sequence[Message]) -> None:
+        """Hand messages to the transport. A forward it dropped unsent (no
+        link to the leader yet, or the link down) certainly reached no log:
+        its writes are no longer "proposed" and are proposed again at the
+        next tick, as after the leader's refusal (they end as NoLeader, not
+        OutcomeUnknown, if no leader takes them by their deadline); a
+        forwarded read is asked again the same way."""
+        unsent = self._transport.send(messages)
+        if not unsent:
+            return
+        requests = self.requests
+        for msg in unsent:
+            if type(msg) is Propose and requests.ours(msg.ctx):
+                requests.refused(msg.ctx)
+            elif type(msg) is ReadIndexRequest and requests.ours(msg.ctx):
+                requests.read_refused(msg.ctx)
+
     def _stamped(self, payloads: Sequence[bytes]) -> list[bytes]:
         """payloads as this leader appends them: stamped with its clock, the
         source of log time (``dkv.idempotency``; a follower forwards them
@@ -697,7 +714,7 @@ class ReplicationService(Service):
         if not out:
             return
         if out.messages:
-            self._transport.send(out.messages)
+            self._send(out.messages)
         requests = self.requests
         for rs in out.read_states:
             if requests.ours(rs.ctx):

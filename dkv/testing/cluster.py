@@ -14,7 +14,8 @@ with deadlines; nothing here needs a reactor in the test process.
 
 Every node is a ``dkv.testing.launcher.NodeProcess``: ``sys.executable -m
 dkv.cli`` (the same interpreter and the same ``dkv`` package as the caller),
-in its own session (process group), with free ports chosen at run time, its
+in its own session (process group), with free ports chosen at run time (an
+RPC, a REST and, on the default native peer protocol, a peer port), its
 db and log in the cluster's directory. Node ``a`` reaches peer ``b`` through
 the proxy of the directed link a->b (``--peer-route``), so links can be
 partitioned, cut one way, delayed or made flaky without touching the nodes;
@@ -29,7 +30,7 @@ an exception, the tail of every node's log is printed to stderr, so a
 failing test shows what the nodes did.
 
 The harness's smaller parts are importable from here too (``NodeProcess``,
-``free_ports``, ``wait_until``, ``http_request``, ``b64`` ...); they live in
+``free_ports``, ``free_node_ports``, ``wait_until``, ``http_request``, ``b64`` ...); they live in
 ``launcher``, ``process``, ``poll`` and ``rest_client``.
 """
 
@@ -38,16 +39,23 @@ from __future__ import annotations
 import contextlib
 import http.client
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dkv.config import PEER_PORT_OFFSET
+from dkv.config import DEFAULT_PEER_TRANSPORT, PEER_PORT_OFFSET
 from dkv.testing.certs import ClusterCerts
-from dkv.testing.launcher import NodeConfig, NodeProcess, child_env, dkv_command, free_ports, twistd_command
+from dkv.testing.launcher import (
+    NodeConfig,
+    NodeProcess,
+    child_env,
+    dkv_command,
+    free_node_ports,
+    free_ports,
+    twistd_command,
+)
 from dkv.testing.poll import Timeout, wait_until
 from dkv.testing.process import Process, tail, track, untrack
 from dkv.testing.proxy import Link, Proxy, ProxyHub, ProxyPair
@@ -55,7 +63,7 @@ from dkv.testing.rest_client import b64, http_request, unb64
 
 __all__ = [
     "Cluster", "NodeConfig", "NodeProcess", "Process", "Timeout", "agreed_leader", "b64", "child_env",
-    "dkv_command", "free_ports", "http_request", "tail", "twistd_command", "unb64", "wait_until",
+    "dkv_command", "free_node_ports", "free_ports", "http_request", "tail", "twistd_command", "unb64", "wait_until",
 ]  # fmt: skip
 
 #: The node's own default request timeout (README), for clients' socket timeouts.
@@ -96,7 +104,10 @@ class Cluster:
     proxies, peers dial each other directly (no link faults). ``tls``: the
     nodes run with the TLS flags of these certificates
     (``dkv.testing.certs.ClusterCerts``), and REST requests go over HTTPS
-    with its client certificate when client TLS is on."""
+    with its client certificate when client TLS is on. ``peer_transport``:
+    the nodes' ``--peer-transport``, by default the node's own default
+    (``twisted``, each peer port derived as RPC port + 2); ``"grpc"`` passes
+    ``--peer-transport grpc``."""
 
     def __init__(
         self,
@@ -114,7 +125,7 @@ class Cluster:
         seed: int = 0,
         proxy_links: bool = True,
         tls: ClusterCerts | None = None,
-        peer_transport: str = "grpc",
+        peer_transport: str = DEFAULT_PEER_TRANSPORT,
     ) -> None:
         if configure_with not in ("flags", "env"):
             raise ValueError(f"configure_with must be 'flags' or 'env', not {configure_with!r}")
@@ -142,37 +153,40 @@ class Cluster:
         self._closed = False
         track(self)
         self.hub = ProxyHub(seed) if proxy_links else None
-        #: "grpc", or "twisted": each node gets a peer port of its own (``peer_ports``),
-        #: and each link is a ``ProxyPair`` (the peer port's proxy, and the RPC
-        #: port's for the calls nodes forward), faulted together.
+        #: "twisted" (the default): each node listens on its RPC port + 2 as
+        #: its peer port (``peer_ports``; derived, as a user's node does, so
+        #: ``free_node_ports`` keeps it free), and each link is a ``ProxyPair``
+        #: (the peer port's proxy, and the RPC port's for the calls nodes
+        #: forward), faulted together; "grpc" (``--peer-transport grpc``):
+        #: Raft messages take the RPC port.
         self.peer_transport = peer_transport
         twisted = peer_transport == "twisted"
-        width = 3 if twisted else 2
-        ports = free_ports(width * len(self.ids))
-        self.rpc_ports = {i: ports[width * n] for n, i in enumerate(self.ids)}
-        self.rest_ports = {i: ports[width * n + 1] for n, i in enumerate(self.ids)}
-        self.peer_ports = {i: ports[width * n + 2] for n, i in enumerate(self.ids)} if twisted else {}
+        pairs = free_node_ports(len(self.ids))
+        self.rpc_ports = {i: pairs[n][0] for n, i in enumerate(self.ids)}
+        self.rest_ports = {i: pairs[n][1] for n, i in enumerate(self.ids)}
+        self.peer_ports = {i: self.rpc_ports[i] + PEER_PORT_OFFSET for i in self.ids} if twisted else {}
         self.cluster_spec = ",".join(f"{i}@127.0.0.1:{self.rpc_ports[i]}" for i in self.ids)
         #: links[(a, b)]: the proxy a dials to reach b (none without proxy_links).
         self.links: dict[tuple[str, str], Link] = {}
         if self.hub is not None:
-            self._make_links(self.hub, set(ports))
+            taken = {p for rpc, rest in pairs for p in (rpc, rest, rpc + PEER_PORT_OFFSET)}
+            self._make_links(self.hub, taken)
         self.nodes: dict[str, NodeProcess] = {}
+        if peer_transport != DEFAULT_PEER_TRANSPORT:
+            self.node_settings["peer_transport"] = peer_transport
         for i in self.ids:
             if twisted:
-                routes = ",".join(self._twisted_route(i, b) for b in self.ids if b != i)
-                self.node_settings["extra_args"] = (
-                    *extra_args, "--peer-transport", "twisted", "--peer-port", str(self.peer_ports[i]),
-                )  # fmt: skip
+                routes = ",".join(self._twisted_route(i, b) for b in self.ids if (i, b) in self.links)
             else:
                 routes = ",".join(f"{b}=127.0.0.1:{self.links[(i, b)].port}" for b in self.ids if (i, b) in self.links)
             self._add(i, self.rpc_ports[i], self.rest_ports[i], cluster=self.cluster_spec, peer_route=routes or None)
-        if twisted:
-            self.node_settings["extra_args"] = (*extra_args, "--peer-transport", "twisted")
 
     @classmethod
     def for_benchmark(
-        cls, directory: str | Path | None = None, ids: Sequence[str] = ("a", "b", "c"), peer_transport: str = "grpc"
+        cls,
+        directory: str | Path | None = None,
+        ids: Sequence[str] = ("a", "b", "c"),
+        peer_transport: str = DEFAULT_PEER_TRANSPORT,
     ) -> Cluster:
         """A cluster as a user runs one: the node's default timings, peers
         dialling each other directly (no proxies), warn-level logs."""
@@ -182,11 +196,10 @@ class Cluster:
         )  # fmt: skip
 
     def _twisted_route(self, a: str, b: str) -> str:
-        """a's --peer-route to b: both of b's ports, through the proxies if any."""
-        link = self.links.get((a, b))
-        if isinstance(link, ProxyPair):
-            return f"{b}=127.0.0.1:{link.second.port}/{link.first.port}"
-        return f"{b}=127.0.0.1:{self.rpc_ports[b]}/{self.peer_ports[b]}"
+        """a's --peer-route to b: both of b's ports, through the link's proxies."""
+        link = self.links[(a, b)]
+        assert isinstance(link, ProxyPair)
+        return f"{b}=127.0.0.1:{link.second.port}/{link.first.port}"
 
     def _make_links(self, hub: ProxyHub, taken: set[int]) -> None:
         for a in self.ids:
@@ -281,19 +294,15 @@ class Cluster:
         ``join_via`` (``--join`` its RPC port), on free ports, with the
         cluster's settings and ``extra_args``. It dials its peers directly
         (the proxies cover only the bootstrap nodes) and is not one of
-        ``ids``. With the native peer protocol its peer port is the default,
-        its RPC port + 2 (how the members find it), and it is given routes to
-        the others' peer ports."""
-        rpc, rest = free_ports(2)
-        routes = None
+        ``ids``. With the native peer protocol every peer port is the
+        default, the RPC port + 2 (``free_node_ports`` keeps the new one
+        free): it finds the members, and they find it, with no route."""
+        [(rpc, rest)] = free_node_ports(1)
         if self.peer_transport == "twisted":
-            while not _bindable(rpc + PEER_PORT_OFFSET):
-                rpc, rest = free_ports(2)
-            routes = ",".join(f"{b}=127.0.0.1:{self.rpc_ports[b]}/{p}" for b, p in self.peer_ports.items())
             self.peer_ports[node_id] = rpc + PEER_PORT_OFFSET
         node = self._add(
             node_id, rpc, rest, join=f"127.0.0.1:{self.rpc_ports[join_via]}", auto_promote=auto_promote,
-            extra_args=(*self.node_settings["extra_args"], *extra_args), peer_route=routes,
+            extra_args=(*self.node_settings["extra_args"], *extra_args),
         )  # fmt: skip
         self.start_node(node_id, wait, timeout)
         return node
@@ -522,13 +531,3 @@ class Cluster:
             parts.append(f"----- {i} (pid {node.pid}, {state}), last {lines} lines of {node.log_path} -----")
             parts.append(node.log_tail(lines))
         return "\n".join(parts) + "\n"
-
-
-def _bindable(port: int) -> bool:
-    """Whether a loopback port is free now."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

@@ -2,7 +2,7 @@
 """One real ``dkv`` node as a process: its ports, its command line, its
 environment, starting it and waiting until it serves.
 
-    rpc, rest = free_ports(2)
+    [(rpc, rest)] = free_node_ports(1)     # rpc + 2, its peer port, is free too
     config = NodeConfig(node_id="a", rpc_port=rpc, rest_port=rest, db_path=tmp / "a.db",
                         cluster=f"a@127.0.0.1:{rpc}")
     node = NodeProcess.from_config(config, tmp / "a.log")   # python -m dkv.cli --node-id a ...
@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 
 import dkv
+from dkv.config import PEER_PORT_OFFSET
 from dkv.testing.poll import Timeout, wait_until
 from dkv.testing.process import Process
 from dkv.testing.rest_client import http_request
@@ -58,6 +59,44 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
+            s.close()
+
+
+def free_node_ports(n: int, host: str = "127.0.0.1") -> list[tuple[int, int]]:
+    """n (RPC port, REST port) pairs for nodes that derive their peer port
+    (the default ``--peer-transport twisted`` without ``--peer-port``): every
+    port, and every RPC port + ``PEER_PORT_OFFSET``, was free a moment ago,
+    and all of them differ (held together while chosen)."""
+    held: list[socket.socket] = []
+    taken: set[int] = set()
+
+    def bind(port: int) -> int | None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((host, port))
+        except OSError:
+            s.close()
+            return None
+        held.append(s)
+        chosen: int = s.getsockname()[1]
+        taken.add(chosen)
+        return chosen
+
+    pairs: list[tuple[int, int]] = []
+    try:
+        while len(pairs) < n:
+            rpc = bind(0)
+            # an RPC port whose peer port is taken stays held, so it is not offered again
+            if rpc is None or rpc + PEER_PORT_OFFSET > 65535 or rpc + PEER_PORT_OFFSET in taken:
+                continue
+            if bind(rpc + PEER_PORT_OFFSET) is None:
+                continue
+            rest = bind(0)
+            if rest is not None:
+                pairs.append((rpc, rest))
+        return pairs
+    finally:
+        for s in held:
             s.close()
 
 
@@ -106,8 +145,12 @@ class NodeConfig:
     cluster: str | None = None
     #: ``HOST:RPC_PORT`` of a member: join its cluster as a learner.
     join: str | None = None
-    #: ``ID=HOST:PORT,...``: dial these peers there (the fault proxies).
+    #: ``ID=HOST:PORT[/PEER_PORT],...``: dial these peers there (the fault proxies).
     peer_route: str | None = None
+    #: ``--peer-transport``; None: the node's default (twisted).
+    peer_transport: str | None = None
+    #: ``--peer-port``; None: the node's default, its RPC port + 2.
+    peer_port: int | None = None
     log_level: str | None = None
     tick_ms: int | None = None
     election_ticks: int | None = None
@@ -132,6 +175,8 @@ class NodeConfig:
             "heartbeat-ticks": self.heartbeat_ticks,
             "request-timeout": self.request_timeout,
             "peer-route": self.peer_route,
+            "peer-transport": self.peer_transport,
+            "peer-port": self.peer_port,
             "auto-promote": "true" if self.auto_promote else None,
         }
         return {name: str(value) for name, value in values.items() if value is not None}

@@ -50,6 +50,7 @@ from typing import Any
 
 import attrs
 
+from dkv.config import DEFAULT_PEER_TRANSPORT, PEER_TRANSPORTS
 from dkv.testing import faketime
 from dkv.testing.applied_once import applied_once
 from dkv.testing.certs import ClusterCerts
@@ -118,8 +119,8 @@ class TortureConfig:
     #: Peers talk mutual TLS (certificates made for the run, in ``out/certs``);
     #: the clients' REST port stays plaintext.
     peer_tls: bool = False
-    #: The nodes' --peer-transport ("grpc" or "twisted").
-    peer_transport: str = attrs.field(default="grpc", validator=attrs.validators.in_(("grpc", "twisted")))
+    #: The nodes' --peer-transport ("twisted", the default, or "grpc").
+    peer_transport: str = attrs.field(default=DEFAULT_PEER_TRANSPORT, validator=attrs.validators.in_(PEER_TRANSPORTS))
 
     def node_args(self) -> list[str]:
         """Extra command-line arguments of every node (the snapshot settings)."""
@@ -175,7 +176,7 @@ class TortureConfig:
                 args += [flag, f"{value[0]:g},{value[1]:g}"]
         if self.peer_tls:
             args.append("--peer-tls")
-        if self.peer_transport != "grpc":
+        if self.peer_transport != DEFAULT_PEER_TRANSPORT:
             args += ["--peer-transport", self.peer_transport]
         return shlex.join(args)
 
@@ -575,7 +576,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TortureConfig:
         "--peer-tls", action="store_true", help="peers talk mutual TLS (a CA and certificates made for the run)"
     )
     p.add_argument(
-        "--peer-transport", choices=("grpc", "twisted"), default="grpc", help="the nodes' --peer-transport"
+        "--peer-transport",
+        choices=PEER_TRANSPORTS,
+        default=DEFAULT_PEER_TRANSPORT,
+        help=f"the nodes' --peer-transport (default {DEFAULT_PEER_TRANSPORT})",
     )
     p.add_argument("--out", required=True, help="directory for the history, fault log, summary and node logs")
     a = p.parse_args(argv)

@@ -102,15 +102,21 @@ class _PeerLink:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
 
-    def enqueue(self, messages: Sequence[Message]) -> None:
+    def enqueue(self, messages: Sequence[Message]) -> Sequence[Message]:
+        """Queue messages for the stream; returns those dropped unsent (all
+        of them when the stream is not up; the oldest queued ones when the
+        queue passes its bounds)."""
         if not self.connected:
-            # Nothing would carry them; the core retransmits what matters.
+            # Nothing would carry them; the core retransmits what matters,
+            # and the driver retries the forwards among them (returned).
             self.transport._unreachable(self.peer_id)
-            return
-        if self.queue.push(messages):
+            return messages
+        dropped = self.queue.push(messages)
+        if dropped:
             # The peer does not keep up: the core probes it again.
             self.transport._unreachable(self.peer_id)
         self.wakeup.set()
+        return dropped
 
     async def _run(self) -> None:
         backoff = BACKOFF_MIN

@@ -24,7 +24,7 @@ log = logger("dkv.transport")
 
 
 class _Queue(Protocol):
-    def enqueue(self, messages: Sequence[Message]) -> None: ...
+    def enqueue(self, messages: Sequence[Message]) -> Sequence[Message]: ...
 
 
 class PeerAccounting:
@@ -60,19 +60,24 @@ class PeerAccounting:
         self._heartbeats = {}
         self._foreign_logged = set()
 
-    def send(self, messages: Sequence[Message]) -> None:
+    def send(self, messages: Sequence[Message]) -> list[Message]:
         """Queue each message on its recipient's link, in order, noting the
         heartbeats whose answers time a round trip; a message for a peer
-        without a link is dropped."""
+        without a link is dropped. Returns the messages dropped unsent
+        (``dkv.transport.Transport.send``)."""
         by_peer: dict[str, list[Message]] = {}
         for msg in messages:
             by_peer.setdefault(msg.to, []).append(msg)
             if type(msg) is Heartbeat:
                 self._heartbeat_sent(msg)
+        unsent: list[Message] = []
         for peer_id, msgs in by_peer.items():
             link = self._links.get(peer_id)
-            if link is not None:
-                link.enqueue(msgs)
+            if link is None:
+                unsent.extend(msgs)
+            else:
+                unsent.extend(link.enqueue(msgs))
+        return unsent
 
     def _unreachable(self, peer_id: str) -> None:
         self._on_unreachable(peer_id)

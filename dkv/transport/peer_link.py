@@ -13,7 +13,10 @@ socket's send buffer is full, Twisted pauses it; frames then wait in the
 link up to ``max_pending_bytes``, and a batch beyond that is dropped and the
 core told the peer is unreachable (it goes back to probing). Nothing is ever
 sent twice: a dropped batch is gone, and Raft retransmits what matters.
-Messages for a peer whose link is not up are dropped the same way.
+Messages for a peer whose link is not up are dropped the same way. Either
+drop is reported to the caller (``enqueue`` returns what it dropped): those
+messages were certainly never sent, so a client proposal forwarded among
+them can be proposed again (``dkv.transport.Transport.send``).
 
 A link that fails or breaks reconnects after a jittered exponential
 backoff (``backoff_min`` doubling up to ``backoff_max``, each delay drawn
@@ -177,12 +180,16 @@ class PeerLink:
 
     # -- the core's side ------------------------------------------------------------------
 
-    def enqueue(self, messages: Sequence[Message]) -> None:
+    def enqueue(self, messages: Sequence[Message]) -> Sequence[Message]:
+        """Write messages to the peer now (or hold them while the socket's
+        buffer is full); returns those dropped unsent (all of them when the
+        link is not up or the held bytes would pass the bound, else none)."""
         protocol = self._protocol
         if not self.ready or protocol is None:
-            # Nothing would carry them; the core retransmits what matters.
+            # Nothing would carry them; the core retransmits what matters,
+            # and the driver retries the forwards among them (returned).
             self.owner._unreachable(self.peer_id)
-            return
+            return messages
         owner = self.owner
         data = frame(BATCH, batch_to_pb(owner.cluster_id(), owner.node_id, messages).SerializeToString())
         sent = owner.sent_bytes
@@ -194,6 +201,8 @@ class PeerLink:
             self.pending_bytes += len(data)
         else:
             owner._unreachable(self.peer_id)
+            return messages
+        return ()
 
     # -- lifecycle ----------------------------------------------------------------------
 

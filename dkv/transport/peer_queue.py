@@ -56,20 +56,20 @@ class PeerQueue:
     def __bool__(self) -> bool:
         return bool(self._items)
 
-    def push(self, messages: Sequence[Message]) -> int:
-        """Queue messages; returns how many (older) messages were dropped to
-        stay within the bounds."""
+    def push(self, messages: Sequence[Message]) -> list[Message]:
+        """Queue messages; returns the (older) messages dropped to stay
+        within the bounds, oldest first (never sent)."""
         items = self._items
         for m in messages:
             size = message_bytes(m)
             items.append((m, size))
             self.bytes += size
-        dropped = 0
+        dropped: list[Message] = []
         while len(items) > 1 and (len(items) > self.max_messages or self.bytes > self.max_bytes):
-            _, size = items.popleft()
+            m, size = items.popleft()
             self.bytes -= size
-            dropped += 1
-        self.dropped += dropped
+            dropped.append(m)
+        self.dropped += len(dropped)
         return dropped
 
     def pop_batch(self, n: int) -> list[Message]:
