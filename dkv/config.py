@@ -85,7 +85,7 @@ class Admission:
     #: writes waiting long on a slow disk or a dead leader are not overload,
     #: and keep waiting for their deadline as before; nor is a client's
     #: closed loop of up to this many connections. No flag.
-    queue_delay_min_pending: int = 128
+    queue_delay_min_pending: int = 80
     #: Bytes of Raft messages queued for one peer (``--max-peer-queue-bytes``):
     #: beyond it messages are dropped and the core probes the peer again (or
     #: sends it a snapshot once the entries it needs are compacted).

@@ -260,7 +260,7 @@ class Options(usage.Options):
             0.25,
             "The most the queueing-delay target may be, in seconds: new writes (reads) are refused at "
             "once with 429 / RESOURCE_EXHAUSTED while the oldest one waiting on this node has waited past "
-            "the target (while 128 or more wait; writes: and a leader is known). The target is 4x the "
+            "the target (while --queue-delay-min-pending or more wait; writes: and a leader is known). The target is 4x the "
             "fastest write answered in the last 10 to 20 s, clamped to --min-queue-delay .. this "
             "(0: no such bound).",
             _seconds,
@@ -279,6 +279,14 @@ class Options(usage.Options):
             "The queueing-delay target is this many times the fastest write answered in the last 10 to "
             "20 s (see --max-queue-delay).",
             _positive_float,
+        ],
+        [
+            "queue-delay-min-pending",
+            None,
+            80,
+            "The queueing-delay bound refuses new writes (reads) only while at least this many wait on "
+            "this node (see --max-queue-delay).",
+            _positive_int,
         ],
         [
             "max-peer-queue-bytes",
@@ -448,6 +456,7 @@ class Options(usage.Options):
                 max_queue_delay=self["max-queue-delay"],
                 min_queue_delay=self["min-queue-delay"],
                 queue_delay_factor=self["queue-delay-factor"],
+                queue_delay_min_pending=self["queue-delay-min-pending"],
                 max_peer_queue_bytes=self["max-peer-queue-bytes"],
             ),
             watch_max_pending_events=self["max-watch-pending-events"],

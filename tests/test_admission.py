@@ -375,7 +375,7 @@ def test_default_bounds_are_etcds_gap_and_generous_queues() -> None:
     assert Admission().max_apply_gap == 5000
     assert (Admission().min_queue_delay, Admission().max_queue_delay) == (0.02, 0.25)
     assert Admission().queue_delay_factor == 4.0
-    assert Admission().queue_delay_min_pending == 128  # a few slow writes are not overload
+    assert Admission().queue_delay_min_pending == 80  # a few slow writes are not overload
 
 
 # -- what clients see ------------------------------------------------------------------------

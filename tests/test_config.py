@@ -80,7 +80,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
         "peer-cert-file": "p.crt", "peer-key-file": "p.key", "peer-trusted-ca-file": "pca.crt",
         "max-pending-proposals": "11", "max-pending-reads": "12", "max-apply-gap": "13",
         "max-peer-queue-bytes": "14000", "max-watch-pending-events": "15", "max-queue-delay": "0.5",
-        "min-queue-delay": "0.03", "queue-delay-factor": "2.5",
+        "min-queue-delay": "0.03", "queue-delay-factor": "2.5", "queue-delay-min-pending": "64",
         "peer-transport": "grpc", "peer-port": "7180",
     }
     flags = {p[0] for p in Options.optParameters}
@@ -104,7 +104,7 @@ def test_every_flag_has_a_variable(tmp_path, monkeypatch) -> None:
     assert o["config"].watch_progress_interval == 2.5
     assert o["config"].admission == Admission(
         max_pending_proposals=11, max_pending_reads=12, max_apply_gap=13, max_peer_queue_bytes=14000,
-        max_queue_delay=0.5, min_queue_delay=0.03, queue_delay_factor=2.5,
+        max_queue_delay=0.5, min_queue_delay=0.03, queue_delay_factor=2.5, queue_delay_min_pending=64,
     )
     assert o["config"].watch_max_pending_events == 15
     assert (o["config"].peer_transport, o["config"].effective_peer_port) == ("grpc", 7180)
