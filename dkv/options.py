@@ -260,8 +260,8 @@ class Options(usage.Options):
             0.25,
             "The most the queueing-delay target may be, in seconds: new writes (reads) are refused at "
             "once with 429 / RESOURCE_EXHAUSTED while the oldest one waiting on this node has waited past "
-            "the target (while --queue-delay-min-pending or more wait; writes: and a leader is known). The target is 4x the "
-            "fastest write answered in the last 10 to 20 s, clamped to --min-queue-delay .. this "
+            "the target (while --queue-delay-min-pending or more wait; writes: and a leader is known). "
+            "The target is 4x the fastest write answered in the last 10 to 20 s, clamped to --min-queue-delay .. this "
             "(0: no such bound).",
             _seconds,
         ],
