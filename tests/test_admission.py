@@ -219,6 +219,32 @@ def test_writes_are_refused_while_the_oldest_waits_past_the_delay_bound_and_admi
     assert ok(later)
 
 
+def test_a_write_whose_client_went_away_does_not_age_the_queue() -> None:
+    """Clients that gave up (their requests cancelled: a closed connection)
+    leave writes pending until applied, but nobody waits for those: the
+    delay bound judges the oldest write a client still waits for."""
+    clock = Clock()
+    net = Network(clock)
+    store = GatedStore()
+    svc = make(["a"], clock, net, stores={"a": store}, timeout=5.0)["a"]
+    with_admission({"a": svc}, clock, max_queue_delay=0.5, queue_delay_min_pending=2)
+    pump(clock, 0.1)
+    store.gated = True
+    abandoned = [put(svc, b"gone-%d" % i, b"v") for i in range(2)]
+    clock.advance(0.6)
+    for d in abandoned:
+        d.cancel()
+    assert svc.requests.pending_writes == 2 and svc.requests.oldest_write_since() is None
+    again = outcome(put(svc, b"again", b"v"))  # would be refused for the abandoned ones' 0.6 s
+    assert again == []
+    clock.advance(0.6)
+    assert refused_for(outcome(put(svc, b"late", b"v")), QUEUE_DELAY)  # "again" itself waited 0.6 s
+    store.gated = False
+    store.release()
+    pump(clock, 0.05)
+    assert ok(again)
+
+
 def test_answered_writes_set_the_target_and_the_front_doors_check_refuses_as_propose_does() -> None:
     """The driver feeds each answered write's time to the target; the check
     a caller makes before it builds a write (the REST front door) refuses

@@ -130,9 +130,14 @@ class RequestTable:
 
     def oldest_write_since(self) -> float | None:
         """When the write that has waited longest on this node (of those
-        not yet answered) was taken; None when none waits."""
+        not yet answered, whose client still waits) was taken; None when
+        none waits. A write whose client went away (its Deferred cancelled)
+        stays in ``pending_writes`` until applied, but nobody waits for it:
+        a client that gives up and asks again must not have its new request
+        judged by the age of the one it abandoned."""
         for req in self._writes.values():  # in the order they were taken
-            return req.since
+            if not req.deferred.called:
+                return req.since
         return None
 
     @property
