@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -234,6 +235,7 @@ def test_a_write_whose_client_went_away_does_not_age_the_queue() -> None:
     clock.advance(0.6)
     for d in abandoned:
         d.cancel()
+        d.addErrback(lambda f: f.trap(CancelledError))
     assert svc.requests.pending_writes == 2 and svc.requests.oldest_write_since() is None
     again = outcome(put(svc, b"again", b"v"))  # would be refused for the abandoned ones' 0.6 s
     assert again == []
