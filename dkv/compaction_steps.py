@@ -28,6 +28,7 @@ answer is the last step's: the request's own.
 
 from __future__ import annotations
 
+import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from dkv.errors import NoLeader
@@ -61,10 +62,13 @@ def _applied(node: Node) -> tuple[int, int]:
 
 
 async def _steps(node: Node, request: CompactionRequest, done: int, step: int) -> CompactionResponse:
+    # The client's idempotency key names its request, the last step: the
+    # steps before it go without (each is safe to repeat anyway).
+    unkeyed = attrs.evolve(node, idempotency_key=None) if node.idempotency_key is not None else node
     while request.revision - done > step:
         done += step
         try:
-            await node.write(CompactionRequest(revision=done))
+            await unkeyed.write(CompactionRequest(revision=done))
         except errors.Compacted:
             # Another compaction got here first: go on past what it did.
             done = max(done, _applied(node)[0])

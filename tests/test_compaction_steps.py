@@ -125,3 +125,19 @@ def test_steps_leave_what_one_compaction_leaves_whatever_the_history(revision) -
     once.compact(revision)
     assert list(tables.scan(HISTORY)) == list(reference.scan(HISTORY))
     assert MvccView(tables).hash_kv() == MvccView(reference).hash_kv()
+
+
+def test_a_keyed_compaction_in_steps_carries_its_key_on_the_last_step_only() -> None:
+    """With an Idempotency-Key the request is the last step: the steps
+    before it go without the key, and a retry with the key gets the first
+    answer again (not a "key reused for another request" error)."""
+    clock, services, node = _cluster(24)
+    keyed = node.keyed(b"compact-once")
+    first = outcome(compact_in_steps(keyed, CompactionRequest(revision=22), step=5))
+    pump(clock, 1.0)
+    assert ok(first)
+    retry = outcome(compact_in_steps(keyed, CompactionRequest(revision=22), step=5))
+    pump(clock, 1.0)
+    assert ok(retry) and retry[0] == first[0]
+    for svc in services.values():
+        assert _history(svc) == _at_once(24, 22)
