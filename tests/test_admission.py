@@ -41,6 +41,28 @@ def with_admission(services: dict[str, ReplicationService], clock: Clock, **boun
         svc.admission = AdmissionControl(Admission(**bounds), clock)
 
 
+def gated_leader(clock: Clock, timeout: float = 1.0, **bounds: float) -> tuple[ReplicationService, GatedStore]:
+    """A one-node leader with these admission bounds (requests time out
+    after timeout seconds) whose store writes only while not ``gated``."""
+    store = GatedStore()
+    svc = make(["a"], clock, Network(clock), stores={"a": store}, timeout=timeout)["a"]
+    with_admission({"a": svc}, clock, **bounds)
+    pump(clock, 0.1)
+    assert svc.raft.role is Role.LEADER
+    return svc, store
+
+
+def reads_held_on_b(clock: Clock, timeout: float, **bounds: float) -> tuple[Network, ReplicationService]:
+    """Three nodes with these admission bounds, a leading; the messages to a
+    are held, so the ReadIndex requests of follower b wait on the way."""
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, timeout=timeout)
+    with_admission(services, clock, **bounds)
+    pump(clock, 0.3)
+    net.held.add("a")
+    return net, services["b"]
+
+
 # -- the policy ------------------------------------------------------------------------------
 
 
@@ -170,12 +192,7 @@ def test_refusals_are_logged_once_per_interval_with_a_count() -> None:
 
 def test_a_refused_write_is_never_proposed_and_the_bound_frees_as_writes_finish() -> None:
     clock = Clock()
-    net = Network(clock)
-    store = GatedStore()
-    svc = make(["a"], clock, net, stores={"a": store})["a"]
-    with_admission({"a": svc}, clock, max_pending_proposals=3)
-    pump(clock, 0.1)
-    assert svc.raft.role is Role.LEADER
+    svc, store = gated_leader(clock, max_pending_proposals=3)
     store.gated = True
     admitted = [outcome(put(svc, b"k%d" % i, b"v")) for i in range(3)]
     refused = outcome(put(svc, b"refused", b"v"))
@@ -196,12 +213,7 @@ def test_a_refused_write_is_never_proposed_and_the_bound_frees_as_writes_finish(
 
 def test_writes_are_refused_while_the_oldest_waits_past_the_delay_bound_and_admitted_again_after() -> None:
     clock = Clock()
-    net = Network(clock)
-    store = GatedStore()
-    svc = make(["a"], clock, net, stores={"a": store}, timeout=5.0)["a"]
-    with_admission({"a": svc}, clock, max_queue_delay=0.5, queue_delay_min_pending=2)
-    pump(clock, 0.1)
-    assert svc.raft.role is Role.LEADER
+    svc, store = gated_leader(clock, timeout=5.0, max_queue_delay=0.5, queue_delay_min_pending=2)
     store.gated = True
     first = outcome(put(svc, b"first", b"v"))
     clock.advance(0.4)
@@ -225,11 +237,7 @@ def test_a_write_whose_client_went_away_does_not_age_the_queue() -> None:
     leave writes pending until applied, but nobody waits for those: the
     delay bound judges the oldest write a client still waits for."""
     clock = Clock()
-    net = Network(clock)
-    store = GatedStore()
-    svc = make(["a"], clock, net, stores={"a": store}, timeout=5.0)["a"]
-    with_admission({"a": svc}, clock, max_queue_delay=0.5, queue_delay_min_pending=2)
-    pump(clock, 0.1)
+    svc, store = gated_leader(clock, timeout=5.0, max_queue_delay=0.5, queue_delay_min_pending=2)
     store.gated = True
     abandoned = [put(svc, b"gone-%d" % i, b"v") for i in range(2)]
     clock.advance(0.6)
@@ -252,11 +260,7 @@ def test_answered_writes_set_the_target_and_the_front_doors_check_refuses_as_pro
     a caller makes before it builds a write (the REST front door) refuses
     exactly when ``propose`` would, counted once, and proposes nothing."""
     clock = Clock()
-    net = Network(clock)
-    store = GatedStore()
-    svc = make(["a"], clock, net, stores={"a": store}, timeout=5.0)["a"]
-    with_admission({"a": svc}, clock, min_queue_delay=0.01, queue_delay_min_pending=2)
-    pump(clock, 0.1)
+    svc, store = gated_leader(clock, timeout=5.0, min_queue_delay=0.01, queue_delay_min_pending=2)
     assert svc.admission.queue_delay_target() == 0.25  # nothing answered yet
     done = outcome(put(svc, b"k", b"v"))
     pump(clock, 0.05)
@@ -278,12 +282,7 @@ def test_answered_writes_set_the_target_and_the_front_doors_check_refuses_as_pro
 
 def test_reads_waiting_past_the_target_refuse_new_reads_but_never_a_probes() -> None:
     clock = Clock()
-    net = Network(clock)
-    services = make(["a", "b", "c"], clock, net, timeout=5.0)
-    with_admission(services, clock, max_queue_delay=0.1, queue_delay_min_pending=2)
-    pump(clock, 0.3)
-    net.held.add("a")  # the ReadIndex requests of b wait on the way
-    b = services["b"]
+    net, b = reads_held_on_b(clock, 5.0, max_queue_delay=0.1, queue_delay_min_pending=2)
     waiting = [outcome(b.read_barrier()) for _ in range(2)]
     clock.advance(0.05)
     assert outcome(b.read_barrier()) == []  # the oldest waited 50 ms: admitted
@@ -334,12 +333,7 @@ def test_forwarded_writes_count_on_the_follower_that_took_them() -> None:
 
 def test_reads_wait_up_to_their_bound_then_are_refused() -> None:
     clock = Clock()
-    net = Network(clock)
-    services = make(["a", "b", "c"], clock, net, timeout=1.0)
-    with_admission(services, clock, max_pending_reads=2)
-    pump(clock, 0.3)
-    net.held.add("a")  # the ReadIndex requests of b wait on the way
-    b = services["b"]
+    net, b = reads_held_on_b(clock, 1.0, max_pending_reads=2)
     waiting = [outcome(b.read_barrier()) for _ in range(2)]
     assert refused_for(outcome(b.read_barrier()), PENDING_READS)
     internal = outcome(b.read_barrier(internal=True))  # a probe's read is never refused

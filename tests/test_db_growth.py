@@ -9,6 +9,10 @@ read transaction older than the frees is still open.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 import pytest_twisted
 
@@ -21,17 +25,12 @@ from dkv.statemachine import apply_entries
 from dkv.storage import WriteBatch, lmdb_store
 from dkv.storage.overlay import Overlay
 from dkv.storage.pages import measure_env
+from tests.test_storage import open_lmdb, read_all_chunks
 
 MEMBERS = Membership((Member("a", "127.0.0.1:7070"),))
 KEYS = 40
 VALUE = b"v" * 300
 ROUNDS = 60
-
-
-def open_lmdb(path: str) -> lmdb_store.LmdbStore:
-    from twisted.internet import reactor
-
-    return lmdb_store.LmdbStore.open(path, reactor)
 
 
 class Rounds:
@@ -65,6 +64,25 @@ class Rounds:
         return measure_env(self.store._env).high_water
 
 
+@contextlib.asynccontextmanager
+async def warm_store_and_reader(tmp_path) -> AsyncIterator[tuple[lmdb_store.LmdbStore, Rounds, int, Any]]:
+    """A store after ROUNDS // 3 rounds, its high-water mark then (pages),
+    and a snapshot reader of it (2 KiB chunks); the reader (close is
+    idempotent) and the store are closed at the end."""
+    store = open_lmdb(str(tmp_path / "n.db"))
+    try:
+        rounds = Rounds(store)
+        await rounds.run(ROUNDS // 3)
+        warm = rounds.pages()
+        reader = store.snapshot_reader(chunk_bytes=2048)
+        try:
+            yield store, rounds, warm, reader
+        finally:
+            reader.close()
+    finally:
+        await store.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_fixed_key_set_with_compaction_keeps_the_db_bounded(tmp_path) -> None:
     store = open_lmdb(str(tmp_path / "n.db"))
@@ -86,28 +104,16 @@ async def test_a_fixed_key_set_with_compaction_keeps_the_db_bounded(tmp_path) ->
 
 @pytest_twisted.ensureDeferred
 async def test_a_snapshot_reader_releases_its_transaction_after_the_first_chunk(tmp_path) -> None:
-    store = open_lmdb(str(tmp_path / "n.db"))
-    try:
-        rounds = Rounds(store)
-        await rounds.run(ROUNDS // 3)
-        warm = rounds.pages()
-        reader = store.snapshot_reader(chunk_bytes=2048)
-        try:
-            first, last = reader.read(0)
-            assert first and not last
-            assert not reader.holds_transaction
-            assert not measure_env(store._env).readers  # no read transaction pins pages
-            await rounds.run(ROUNDS)  # the transfer goes on while the state changes
-            assert rounds.pages() <= warm + 16, (warm, rounds.pages())
-            # The view is still the one taken: chunk 0 again, and the rest.
-            assert reader.read(0) == (first, False)
-            seq = 1
-            while not reader.read(seq)[1]:
-                seq += 1
-        finally:
-            reader.close()
-    finally:
-        await store.close()
+    async with warm_store_and_reader(tmp_path) as (store, rounds, warm, reader):
+        first, last = reader.read(0)
+        assert first and not last
+        assert not reader.holds_transaction
+        assert not measure_env(store._env).readers  # no read transaction pins pages
+        await rounds.run(ROUNDS)  # the transfer goes on while the state changes
+        assert rounds.pages() <= warm + 16, (warm, rounds.pages())
+        # The view is still the one taken: chunk 0 again, and the rest.
+        assert reader.read(0) == (first, False)
+        assert len(read_all_chunks(reader)) > 1
 
 
 @pytest_twisted.ensureDeferred
@@ -116,27 +122,18 @@ async def test_a_reader_that_holds_its_transaction_grows_the_file(tmp_path, monk
     its transaction for the transfer, and every page freed meanwhile stays
     unused: the file grows with the writes."""
     monkeypatch.setattr(lmdb_store, "free_bytes", lambda path: 0)
-    store = open_lmdb(str(tmp_path / "n.db"))
-    try:
-        rounds = Rounds(store)
-        await rounds.run(ROUNDS // 3)
-        warm = rounds.pages()
-        reader = store.snapshot_reader(chunk_bytes=2048)
-        try:
-            first, _ = reader.read(0)
-            assert reader.holds_transaction
-            assert [r.txnid for r in measure_env(store._env).readers]
-            await rounds.run(ROUNDS)
-            grown = rounds.pages()
-            assert grown > 2 * warm, (warm, grown)
-            assert reader.read(0)[0] == first  # still a consistent view
-        finally:
-            reader.close()
+    async with warm_store_and_reader(tmp_path) as (store, rounds, warm, reader):
+        first, _ = reader.read(0)
+        assert reader.holds_transaction
+        assert [r.txnid for r in measure_env(store._env).readers]
+        await rounds.run(ROUNDS)
+        grown = rounds.pages()
+        assert grown > 2 * warm, (warm, grown)
+        assert reader.read(0)[0] == first  # still a consistent view
+        reader.close()
         # Once it ends, the pages it held are reused: no more growth.
         await rounds.run(ROUNDS)
         assert rounds.pages() <= grown + 16
-    finally:
-        await store.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -146,7 +143,7 @@ async def test_spooled_and_direct_chunks_are_the_same(tmp_path, monkeypatch) -> 
         await Rounds(store).run(5)
         spooled = store.snapshot_reader(chunk_bytes=1500)
         try:
-            chunks_spooled = _read_all(spooled)
+            chunks_spooled = read_all_chunks(spooled)
             with pytest.raises(ValueError):
                 spooled.read(len(chunks_spooled))
         finally:
@@ -154,20 +151,10 @@ async def test_spooled_and_direct_chunks_are_the_same(tmp_path, monkeypatch) -> 
         monkeypatch.setattr(lmdb_store, "free_bytes", lambda path: 0)
         direct = store.snapshot_reader(chunk_bytes=1500)
         try:
-            assert _read_all(direct) == chunks_spooled
+            assert read_all_chunks(direct) == chunks_spooled
             assert direct.holds_transaction
         finally:
             direct.close()
         assert len(chunks_spooled) > 3
     finally:
         await store.close()
-
-
-def _read_all(reader) -> list[list[tuple[bytes, bytes]]]:
-    chunks, seq = [], 0
-    while True:
-        records, last = reader.read(seq)
-        chunks.append(records)
-        seq += 1
-        if last:
-            return chunks

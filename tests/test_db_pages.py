@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest_twisted
 
 from dkv.storage.pages import measure, parse_readers, render
-from tests.test_db_growth import Rounds, open_lmdb
+from tests.test_db_growth import Rounds
+from tests.test_storage import open_lmdb
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "db_pages.py"
 

@@ -164,6 +164,24 @@ def test_a_full_disk_holds_the_writes_raises_nospace_and_resumes_when_space_is_f
         svc.stopService()
 
 
+def _three_fullable(clock: Clock, keys: int) -> tuple[dict[str, ReplicationService], dict[str, FullableStore]]:
+    """Three members on stores whose disk can be made full, a leader
+    elected, and keys k0..k{keys-1} (values v0..) written and applied."""
+    stores = {i: FullableStore() for i in ("a", "b", "c")}
+    services = make(["a", "b", "c"], clock, Network(clock), stores=stores)
+    pump(clock, 0.5)
+    leader = leader_of(services)
+    for n in range(keys):
+        outcome(put(leader, b"k%d" % n, b"v%d" % n))
+    pump(clock, 0.2)
+    return services, stores
+
+
+def _delete(svc: ReplicationService, key: bytes) -> list:
+    rid = svc.next_request_id()
+    return outcome(svc.propose(rid, encode_delete(rid, key)))
+
+
 def test_a_member_with_a_full_disk_does_not_diverge_from_the_others() -> None:
     """A follower's disk fills: the other two go on committing (its appends
     are not acknowledged while its disk is full); the replicated alarm it
@@ -171,15 +189,9 @@ def test_a_member_with_a_full_disk_does_not_diverge_from_the_others() -> None:
     the db, while deletes go through. Once space is freed it applies the
     same entries in the same order and ends in the same state."""
     clock = Clock()
-    net = Network(clock)
-    stores = {i: FullableStore() for i in ("a", "b", "c")}
-    services = make(["a", "b", "c"], clock, net, stores=stores)
-    pump(clock, 0.5)
+    services, stores = _three_fullable(clock, keys=5)
     leader = leader_of(services)
     follower = next(i for i, s in services.items() if s is not leader)
-    for n in range(5):
-        outcome(put(leader, b"k%d" % n, b"v%d" % n))
-    pump(clock, 0.2)
 
     quota = Node(services[follower], stores[follower]).quota  # the node's, from its start
     stores[follower].full = True
@@ -192,8 +204,7 @@ def test_a_member_with_a_full_disk_does_not_diverge_from_the_others() -> None:
     leader_quota = Node(leader, stores[leader.node_id]).quota
     assert [(a.memberID, a.alarm) for a in leader_quota.alarms()] == [(member_id(follower), NOSPACE)]
     refused = outcome(put(leader, b"grow", b"x"))
-    rid = leader.next_request_id()
-    deleted = outcome(leader.propose(rid, encode_delete(rid, b"k0")))
+    deleted = _delete(leader, b"k0")
     pump(clock, 0.3)
     assert len(refused) == 1 and isinstance(refused[0], Failure) and refused[0].check(NoSpace)
     assert ok(deleted)
@@ -217,14 +228,8 @@ def test_a_leader_with_a_full_disk_hands_leadership_over_so_deletes_are_answered
     that free space (the alarm refuses growing writes meanwhile), and once
     space is freed the old leader catches up to the same state."""
     clock = Clock()
-    net = Network(clock)
-    stores = {i: FullableStore() for i in ("a", "b", "c")}
-    services = make(["a", "b", "c"], clock, net, stores=stores)
-    pump(clock, 0.5)
+    services, stores = _three_fullable(clock, keys=3)
     old = leader_of(services)
-    for n in range(3):
-        outcome(put(old, b"k%d" % n, b"v%d" % n))
-    pump(clock, 0.2)
 
     quotas = {i: Node(s, stores[i]).quota for i, s in services.items()}  # each node's, from its start
     stores[old.node_id].full = True
@@ -233,8 +238,7 @@ def test_a_leader_with_a_full_disk_hands_leadership_over_so_deletes_are_answered
     assert services[old.node_id].disk_full
     new = leader_of(services)
     assert new is not old and not new.disk_full and quotas[old.node_id].nospace()
-    rid = new.next_request_id()
-    deleted = outcome(new.propose(rid, encode_delete(rid, b"k0")))
+    deleted = _delete(new, b"k0")
     refused = outcome(put(new, b"grow", b"x"))
     pump(clock, 0.5)
     assert ok(deleted)

@@ -280,7 +280,7 @@ async def _fill(store, n: int) -> None:
     await store.write(WriteBatch(HardState(2, "", n + 1), entries, applied(store, entries)))
 
 
-def _read_all(reader) -> list[list[tuple[bytes, bytes]]]:
+def read_all_chunks(reader) -> list[list[tuple[bytes, bytes]]]:
     chunks, seq = [], 0
     while True:
         records, last = reader.read(seq)
@@ -299,7 +299,7 @@ async def test_snapshot_reader_is_a_consistent_view(store) -> None:
         # Writes after the view was taken are not in it.
         e = put_entry(2002, b"zzz-late", b"x")
         await store.write(WriteBatch(None, (e,), applied(store, (e,))))
-        chunks = _read_all(reader)
+        chunks = read_all_chunks(reader)
         assert len(chunks) > 3
         records = [r for c in chunks for r in c]
         # Per key: its history, its index entry and its live entry; and the revision.
