@@ -226,6 +226,16 @@ def test_command_line_runs_and_range_prefixes() -> None:
             cli.parse_args(bad)
 
 
+def test_the_scale_runs_quota_holds_its_keys() -> None:
+    """5 million 256-byte values need about 3.6 GiB of db: more than the
+    default 2 GiB quota, which stopped such a load with NOSPACE halfway."""
+    gib = 1 << 30
+    assert scale.quota_bytes_for(10_000, 8, 256) == 2 * gib  # never below the default
+    assert scale.quota_bytes_for(1_000_000, 8, 256) == 2 * gib
+    assert scale.quota_bytes_for(5_000_000, 8, 256) == 5 * gib
+    assert scale.quota_bytes_for(5_000_000, 8, 256) > 5_000_000 * 760  # the measured db bytes per key
+
+
 def test_format_scale() -> None:
     figures = {
         "connections": 64,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,21 @@ class DkvCluster:
     system = "dkv"
     own_api = "v0"
 
-    def __init__(self, base_dir: Path | None, peer_transport: str = DEFAULT_PEER_TRANSPORT, size: int = 3) -> None:
-        """peer_transport: the nodes' --peer-transport; size: the voters (at most 25)."""
+    def __init__(
+        self,
+        base_dir: Path | None,
+        peer_transport: str = DEFAULT_PEER_TRANSPORT,
+        size: int = 3,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """peer_transport: the nodes' --peer-transport; size: the voters (at
+        most 25); extra_args: flags for every node, joined ones too."""
         if not 1 <= size < len(NODE_IDS):
             raise ValueError(f"a dkv cluster of {size} nodes: choose 1 to {len(NODE_IDS) - 1}")
         self.dir = Path(tempfile.mkdtemp(prefix="vs-etcd-dkv-", dir=base_dir))
-        self.nodes = Cluster.for_benchmark(self.dir, tuple(NODE_IDS[:size]), peer_transport=peer_transport)
+        self.nodes = Cluster.for_benchmark(
+            self.dir, tuple(NODE_IDS[:size]), peer_transport=peer_transport, extra_args=extra_args
+        )
         self.voters = list(self.nodes.ids)
         #: Each node's RPC and REST port, joined nodes too.
         self.rpc = self.nodes.rpc_ports

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dkv.config import DEFAULT_PEER_TRANSPORT
+from dkv.config import DEFAULT_PEER_TRANSPORT, DEFAULT_QUOTA_BYTES
 from dkv.testing.poll import wait_until
 from etcdbench.dkv_cluster import DkvCluster
 from etcdbench.load import WrkJob, parse_wrk_output, run_has_errors
@@ -27,12 +27,31 @@ def _node_line(node: str, info: dict[str, Any]) -> str:
     return f"node {node} ({info['role']}): {text}, db file {info['db_file_mb']:.0f} MiB"
 
 
+#: Seconds without a commit while loading after which the load is given up.
+STALL_SECONDS = 60.0
+
+
+def quota_bytes_for(keys: int, key_size: int, value_size: int) -> int:
+    """A space quota (``--quota-backend-bytes``) that holds keys of this
+    size with room to spare: four times the payload (a key costs about
+    three times its payload in the db: its live state, index entry, history
+    record and log entry), in whole GiB, and never below the node's default
+    (2 GiB, as etcd's): 5 million 256-byte values need about 3.6 GiB."""
+    need = keys * (key_size + value_size) * 4
+    gib = 1 << 30
+    return max(DEFAULT_QUOTA_BYTES, -(-need // gib) * gib)
+
+
 def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
-    """Load args.scale keys into a fresh dkv cluster, then measure memory,
-    follower restart and catch-up by snapshot of a new node."""
+    """Load args.scale keys into a fresh dkv cluster (its space quota sized
+    for them: ``quota_bytes_for``), then measure memory, follower restart
+    and catch-up by snapshot of a new node. A load that commits nothing for
+    ``STALL_SECONDS`` is given up, with the error saying so."""
     n = args.scale
-    out: dict[str, Any] = {"keys_requested": n, "connections": args.scale_connections}
-    with DkvCluster(args.tmp_dir, getattr(args, "peer_transport", DEFAULT_PEER_TRANSPORT)) as c:
+    quota_bytes = quota_bytes_for(n, args.key_size, args.value_size)
+    out: dict[str, Any] = {"keys_requested": n, "connections": args.scale_connections, "quota_bytes": quota_bytes}
+    flags = ("--quota-backend-bytes", str(quota_bytes))
+    with DkvCluster(args.tmp_dir, getattr(args, "peer_transport", DEFAULT_PEER_TRANSPORT), extra_args=flags) as c:
         c.start()
         leader = c.leader()
         out["leader"] = leader
@@ -58,12 +77,16 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             done_dir=str(done_dir),
         )
         print(
-            f"scale: loading {n:,} keys into dkv ({args.scale_connections} connections to the leader) ...", flush=True
+            f"scale: loading {n:,} keys into dkv ({args.scale_connections} connections to the leader, "
+            f"space quota {quota_bytes / (1 << 30):.0f} GiB) ...",
+            flush=True,
         )
         start = time.monotonic()
         wrk = job.process(args.wrk)
         wrk.start()
-        last_report = start
+        last_report = last_moved = start
+        last_commit = base
+        stalled = ""
         while len(list(done_dir.iterdir())) < threads and wrk.alive and time.monotonic() - start < cap:
             time.sleep(0.1)
             if time.monotonic() - last_report >= 15:
@@ -74,6 +97,11 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
                         f"  ... {s['commit_index'] - base:,} entries committed after {last_report - start:.0f}s",
                         flush=True,
                     )
+                    if s["commit_index"] != last_commit:
+                        last_commit, last_moved = s["commit_index"], last_report
+                if last_report - last_moved >= STALL_SECONDS:
+                    stalled = f"the load stalled: nothing committed for {last_report - last_moved:.0f}s"
+                    break
         load_s = time.monotonic() - start
         wrk.signal(signal.SIGINT)  # wrk prints its results (done()) on SIGINT
         try:
@@ -89,9 +117,11 @@ def scale_phase(args: argparse.Namespace) -> dict[str, Any]:
             "all_threads_done": len(list(done_dir.iterdir())) >= threads,
         }
         print(f"  loaded {res['ok']:,} keys in {load_s:.1f}s ({res['ok'] / load_s:,.0f} keys/s)", flush=True)
-        if run_has_errors(res) or not out["load"]["all_threads_done"]:
+        if stalled or run_has_errors(res) or not out["load"]["all_threads_done"]:
+            sample = res.get("error_sample") or ""
             out["error"] = (
-                f"load incomplete or with errors: {res['non2xx']} non-2xx, {res['socket_errors']} socket errors"
+                f"load incomplete or with errors{': ' + stalled if stalled else ''}: {res['non2xx']} non-2xx, "
+                f"{res['socket_errors']} socket errors{'; e.g. ' + sample if sample else ''}"
             )
             return out
 

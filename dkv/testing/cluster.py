@@ -187,12 +187,14 @@ class Cluster:
         directory: str | Path | None = None,
         ids: Sequence[str] = ("a", "b", "c"),
         peer_transport: str = DEFAULT_PEER_TRANSPORT,
+        extra_args: Sequence[str] = (),
     ) -> Cluster:
         """A cluster as a user runs one: the node's default timings, peers
-        dialling each other directly (no proxies), warn-level logs."""
+        dialling each other directly (no proxies), warn-level logs;
+        extra_args: flags for every node (e.g. a larger space quota)."""
         return cls(
             directory, ids, tick_ms=None, election_ticks=None, heartbeat_ticks=None, request_timeout=None,
-            log_level="warn", proxy_links=False, peer_transport=peer_transport,
+            log_level="warn", proxy_links=False, peer_transport=peer_transport, extra_args=extra_args,
         )  # fmt: skip
 
     def _twisted_route(self, a: str, b: str) -> str:
