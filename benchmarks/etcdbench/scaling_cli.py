@@ -1,7 +1,7 @@
 # test-case-name: tests.test_scaling_script
 """The scaling picture: how dkv's and etcd's costs grow, one parameter at a time.
 
-    python benchmarks/scaling.py                               # every section (about 20 min on 2 cores)
+    python benchmarks/scaling.py                               # every section (about 10 min on 2 cores)
     python benchmarks/scaling.py --sections size,conns         # some of them
     python benchmarks/scaling.py --quick                       # a smoke version (a few minutes)
     python benchmarks/scaling.py --sections keys --key-counts 10000,1000000,5000000
@@ -15,8 +15,9 @@ Sections (``--sections``, comma-separated; default all):
             systems refuse requests over 1.5 MiB by default (dkv's body limit,
             etcd's --max-request-bytes), so a value's JSON put must fit in it;
             fewer read keys are written for big values (--value-read-mib)
-  keys      10k, 100k and 1M keys (--key-counts; 5M takes more than half an hour
-            here, so it is not a default): dkv only, the scale figures of
+  keys      10k, 100k and 1M keys (--key-counts; 5M takes about 18 minutes
+            here, so it is not a default; each count's cluster gets a space
+            quota that holds its keys): dkv only, the scale figures of
             vs_etcd.py --scale at each count: write rate while loading, RSS per
             node (anonymous and file-mapped), db size, a follower's restart
             (kill -9) to serving and caught up, a new member's catch-up by snapshot
