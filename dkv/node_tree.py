@@ -75,6 +75,15 @@ from dkv.watch import WatchSettings
 
 log = logger("dkv")
 
+#: The listen backlog of the REST, metrics and peer ports: connections the
+#: kernel completes and queues while the node has not accepted them yet (it
+#: caps the number at net.core.somaxconn). Twisted's default, 50, let a burst
+#: of clients connecting at once (wrk's 256 or 1,024 connections) overflow
+#: the queue: the kernel dropped the overflow's handshakes, and their first
+#: requests waited for a SYN retransmission, 1 s and more. etcd (Go) listens
+#: with somaxconn.
+LISTEN_BACKLOG = 4096
+
 __all__ = ["NodeService", "build"]
 
 
@@ -148,7 +157,11 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
             raft_transport.send_snapshot(peer, snap, term)
             if isinstance(raft_transport, TwistedTransport)
             else send_snapshot(
-                raft_transport.address_of(peer) or "", replication.cluster_id, c.node_id, term, snap,
+                raft_transport.address_of(peer) or "",
+                replication.cluster_id,
+                c.node_id,
+                term,
+                snap,
                 tls.peer_channel_credentials(),
             )  # fmt: skip
         ),
@@ -202,7 +215,9 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         peer_factory: IProtocolFactory = raft_transport.listener
         if c.peer_tls is not None:
             peer_factory = TLSMemoryBIOFactory(peer_port_tls.server_creator(), False, peer_factory)
-        internet.TCPServer(c.effective_peer_port, peer_factory, interface=c.listen_host).setServiceParent(tree)
+        internet.TCPServer(
+            c.effective_peer_port, peer_factory, backlog=LISTEN_BACKLOG, interface=c.listen_host
+        ).setServiceParent(tree)
     if c.auto_promote:
         AutoPromote(node, c.node_id, reactor).setServiceParent(tree)
     AutoCompactor(node, AutoCompaction(*c.auto_compaction), reactor).setServiceParent(tree)
@@ -212,10 +227,13 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
     rest: IProtocolFactory = front_door(node, reactor, settings)
     if tls.rest_enabled:
         rest = tls_factory(rest, tls)
-    internet.TCPServer(c.rest_port, rest, interface=c.listen_host).setServiceParent(tree)
+    internet.TCPServer(c.rest_port, rest, backlog=LISTEN_BACKLOG, interface=c.listen_host).setServiceParent(tree)
     if c.metrics_port is not None:
         internet.TCPServer(
-            c.metrics_port, front_door(node, reactor, settings, OPERATIONS_ROUTES), interface=c.listen_host
+            c.metrics_port,
+            front_door(node, reactor, settings, OPERATIONS_ROUTES),
+            backlog=LISTEN_BACKLOG,
+            interface=c.listen_host,
         ).setServiceParent(tree)
     # Last, so it starts when everything else has (and stops first).
     SystemdNotify(
