@@ -5,20 +5,21 @@ It ticks the core from an injected clock, steps received messages into it,
 and runs the turn the core's contract asks for::
 
     take_outbox()  -> send at once (leader appends, heartbeats, read answers)
-    ready()        -> apply committed entries and answer their clients, then
-                      persist hard state + entries and the applied writes,
-                      all in ONE store transaction
+    ready()        -> persist hard state + entries, with the applied writes that
+                      waited for a transaction, in ONE store transaction; apply
+                      the committed entries and answer their clients meanwhile
                    -> then send the Ready's messages (votes, append acks)
                    -> then advance()
 
 Committed entries are applied (``dkv.statemachine``: etcd's multi-version
 store) to an in-memory overlay over the store and their writes answered as
 soon as the Ready is taken (they are on a majority's disk); the store gets the
-same table writes in that Ready's transaction -- or, for a Ready that brings
-nothing else to write (committed entries and a new commit index only), in
-the next transaction, within ``APPLY_STORE_DELAY`` (``dkv.replication.unstored``:
-such a Ready is advanced at once, and the next Ready's entries are not held
-behind a transaction of their own). A Ready that installs a
+same table writes in the next transaction the driver writes (usually the next
+Ready's), or on their own within ``APPLY_STORE_DELAY``
+(``dkv.replication.unstored``). A Ready with nothing that must be durable
+before its messages leave (committed entries and a new commit index only) is
+not written at all: it is advanced at once, and the next Ready's entries are
+not held behind a transaction of its own. A Ready that installs a
 snapshot carries no committed entries (the core holds them for the next
 Ready), and reads waiting for the snapshot's index are released only once it
 is in the store. The applied index never moves backwards (a violation stops

@@ -12,7 +12,10 @@ leader's apply of write N delayed the append of write N+1 by a whole commit.
 
 So its table writes wait here, and ride in the next transaction the driver
 writes anyway (the next Ready's entries, a vote), or are written on their own
-after ``APPLY_STORE_DELAY`` seconds if none comes. Nothing is lost by a crash
+after ``APPLY_STORE_DELAY`` seconds if none comes. Every Ready's applied
+writes wait the same way: a Ready's transaction carries the writes that
+waited before it and is handed to the store before its own committed entries
+are applied, so its fsync runs while they are. Nothing is lost by a crash
 meanwhile: the store's applied index is where a restart replays the log from,
 and the log up to the commit index is durable and is never compacted past
 what the store holds (``dkv.replication.compaction``).
