@@ -33,8 +33,6 @@ class CompactionPolicy:
         the log starts now."""
         if not self.every or applied - self.last < self.every:
             return None
-        point = stored_applied - self.keep
-        if point <= log_base:
-            return None  # due, but the store must first hold more: asked again after the next write
         self.last = applied
-        return point
+        point = stored_applied - self.keep
+        return point if point > log_base else None

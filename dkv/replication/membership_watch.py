@@ -60,7 +60,9 @@ class PeerLinks:
 
 
 class RemovalWatch:
-    def __init__(self, node_id: str, clock: IReactorTime, grace_seconds: float, on_removed: Callable[[], None]) -> None:
+    def __init__(
+        self, node_id: str, clock: IReactorTime, grace_seconds: float, on_removed: Callable[[], None]
+    ) -> None:
         self._node_id = node_id
         self._clock = clock
         self._grace = grace_seconds

@@ -5,21 +5,16 @@ It ticks the core from an injected clock, steps received messages into it,
 and runs the turn the core's contract asks for::
 
     take_outbox()  -> send at once (leader appends, heartbeats, read answers)
-    ready()        -> persist hard state + entries, with the applied writes that
-                      waited for a transaction, in ONE store transaction; apply
-                      the committed entries and answer their clients meanwhile
+    ready()        -> persist hard state + entries and apply committed entries,
+                      all in ONE store transaction (one fsync)
                    -> then send the Ready's messages (votes, append acks)
+                   -> then answer the clients whose entries were applied
                    -> then advance()
 
 Committed entries are applied (``dkv.statemachine``: etcd's multi-version
 store) to an in-memory overlay over the store and their writes answered as
 soon as the Ready is taken (they are on a majority's disk); the store gets the
-same table writes in the next transaction the driver writes (usually the next
-Ready's), or on their own within ``APPLY_STORE_DELAY``
-(``dkv.replication.unstored``). A Ready with nothing that must be durable
-before its messages leave (committed entries and a new commit index only) is
-not written at all: it is advanced at once, and the next Ready's entries are
-not held behind a transaction of its own. A Ready that installs a
+same table writes in that Ready's transaction. A Ready that installs a
 snapshot carries no committed entries (the core holds them for the next
 Ready), and reads waiting for the snapshot's index are released only once it
 is in the store. The applied index never moves backwards (a violation stops
@@ -66,13 +61,12 @@ from dkv.mvcc.view import key_count_change
 from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
-from dkv.raft.messages import AppendEntries, Entry, Message, Propose, ReadIndexRequest, SnapshotMeta
+from dkv.raft.messages import AppendEntries, Message, Propose, ReadIndexRequest, SnapshotMeta
 from dkv.replication.admission import AdmissionControl
 from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
 from dkv.replication.snapshot_shipping import SnapshotSender, SnapshotShipper
-from dkv.replication.unstored import APPLY_STORE_DELAY, Unstored
 from dkv.soon import Cancellable, soon_caller
 from dkv.statemachine import Outcome, apply_entries
 from dkv.storage import Applied, NodeStore, PersistentState, WriteBatch
@@ -143,11 +137,6 @@ class ReplicationService(Service):
         self.admission = AdmissionControl(config.admission, clock)
         self.applied = state.applied if state is not None else 0
         self._overlay = Overlay()
-        #: Applied writes and a commit index not yet handed to the store,
-        #: and the index up to which the store holds the applied state.
-        self._unstored = Unstored()
-        self._stored_applied = self.applied
-        self._store_later: IDelayedCall | None = None
         self._compaction = CompactionPolicy(config.snapshot_entries, config.snapshot_keep, self.applied)
         self._pending_compact: SnapshotMeta | None = None
         self._shipper = SnapshotShipper(store, snapshot_sender, clock, self._snapshot_reported)
@@ -217,8 +206,6 @@ class ReplicationService(Service):
             self._compaction.reset(self.applied)
         super().startService()
         st = self._state
-        self._stored_applied = st.applied
-        self._unstored = Unstored((st.hard_state.term, st.hard_state.vote))
         self.raft = Raft(
             self.node_id,
             self.config.raft,
@@ -243,12 +230,10 @@ class ReplicationService(Service):
             self._ticker.stop()
         if self._scheduled is not None:
             self._scheduled.cancel()  # not run yet: _process clears it first
-        for call in (self._commit_flush, self._disk_retry, self._store_later):
+        for call in (self._commit_flush, self._disk_retry):
             if call is not None and call.active():
                 call.cancel()
-        self._scheduled = self._commit_flush = self._disk_retry = self._store_later = None
-        # Applied writes still waiting for the store are not written now: a
-        # restart replays them from the log.
+        self._scheduled = self._commit_flush = self._disk_retry = None
         self.requests.fail_all()
         self._shipper.stop()
         if self._leading:
@@ -473,7 +458,6 @@ class ReplicationService(Service):
         raft = self.raft
         if raft is None or not self.running:
             return
-
         def step_all() -> None:
             for m in messages:
                 if isinstance(m, AppendEntries):
@@ -522,94 +506,52 @@ class ReplicationService(Service):
             self._persist(raft, raft.ready())
 
     def _persist(self, raft: Raft, rd: Ready) -> None:
-        """Hand rd to the store, then apply and answer its committed entries
-        (a Ready that installs a snapshot has none: see the module
-        docstring). Their table writes wait for the next transaction
-        (``dkv.replication.unstored``): this one carries the writes that
-        waited before them, so the entries' fsync starts before the apply
-        and runs while it does. A Ready with nothing that must be durable
-        before its messages leave is not written at all."""
-        must_write = rd.entries or rd.snapshot or self._pending_compact or not self._unstored.may_wait(rd.hard_state)
-        if must_write:
-            applied, hard_state = self._unstored.take(rd.hard_state)
-            if rd.snapshot is not None:
-                applied = None  # the snapshot supersedes every write applied before it
-            self._installing = rd.snapshot
-            batch = WriteBatch(hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
-            self._pending_compact = None
-            self._write(batch, rd, applied)
-        else:
-            self._unstored.add(None, rd.hard_state)
+        """Hand rd to the store; apply and answer its committed entries now
+        (a Ready that installs a snapshot has none: see the module docstring)."""
+        applied = None
         if rd.committed:
-            self._apply(rd.committed)
-        if not must_write:
-            self._persisted(None, None, rd, None)
+            # Committed entries are on a majority's disk already: apply them
+            # to the overlay and answer now; the store gets the same writes
+            # in this batch's transaction.
+            with self._store.reading() as base:
+                outcome = apply_entries(rd.committed, self._overlay.writer(base))
+            applied = outcome.applied
+            self._set_applied(applied.index)
+            newest = self.requests.applied_writes(outcome.results)
+            if newest is not None:
+                self.admission.write_answered(self._clock.seconds() - newest)
+            self.requests.release_applied(self.applied)
+            for listener in self.apply_listeners:
+                listener(outcome)
+            # Readable now (the overlay holds them): watchers may be given them.
+            self.watch_hub.applied(outcome.events)
+            if self._live_keys is not None:
+                self._live_keys += key_count_change(outcome.events)
+        self._installing = rd.snapshot
+        batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
+        self._pending_compact = None
+        self._write(batch, rd, applied)
 
-    def _apply(self, entries: Sequence[Entry]) -> None:
-        """Committed entries are on a majority's disk already: apply them to
-        the overlay and answer now; the store gets the same writes in the
-        next transaction, within ``APPLY_STORE_DELAY``."""
-        with self._store.reading() as base:
-            outcome = apply_entries(entries, self._overlay.writer(base))
-        self._unstored.add(outcome.applied, None, self._clock.seconds())
-        if self._store_later is None:
-            self._store_later = self._clock.callLater(APPLY_STORE_DELAY, self._store_unstored)
-        self._set_applied(outcome.applied.index)
-        newest = self.requests.applied_writes(outcome.results)
-        if newest is not None:
-            self.admission.write_answered(self._clock.seconds() - newest)
-        self.requests.release_applied(self.applied)
-        for listener in self.apply_listeners:
-            listener(outcome)
-        # Readable now (the overlay holds them): watchers may be given them.
-        self.watch_hub.applied(outcome.events)
-        if self._live_keys is not None:
-            self._live_keys += key_count_change(outcome.events)
-
-    def _store_unstored(self) -> None:
-        """Hand the applied writes that waited ``APPLY_STORE_DELAY`` to the
-        store on their own (no other transaction took them), or once the
-        transaction under way is done."""
-        self._store_later = None
-        since = self._unstored.since
-        if since is None or self._failed is not None:
-            return
-        due = since + APPLY_STORE_DELAY - self._clock.seconds()
-        if due > 0 or self._persisting is not None or self._disk_retry is not None:
-            self._store_later = self._clock.callLater(max(due, APPLY_STORE_DELAY / 2), self._store_unstored)
-            return
-        applied, hard_state = self._unstored.take(None)
-        self._write(WriteBatch(hard_state, (), applied), None, applied)
-
-    def _write(self, batch: WriteBatch, rd: Ready | None, applied: Applied | None) -> None:
+    def _write(self, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         d = self._store.write(batch)
         self._persisting = d
         d.addCallbacks(
-            self._persisted, self._persist_failed, callbackArgs=(batch, rd, applied), errbackArgs=(batch, rd, applied)
+            self._persisted, self._persist_failed, callbackArgs=(rd, applied), errbackArgs=(batch, rd, applied)
         )
 
-    def _persisted(self, _: object, batch: WriteBatch | None, rd: Ready | None, applied: Applied | None) -> None:
-        """batch is durable (None: rd needed no write); rd is the Ready it
-        was written for (None: only applied writes that waited). Persist ->
-        send -> apply -> advance: the store now holds what the overlay had,
-        or the snapshot, whose index reads may now be released at."""
-        if batch is not None:
-            self._persisting = None
-            self._installing = None
-            self._unstored.written(batch.hard_state)
-            if self._disk_full is not None:
-                self._disk_full = None
-                log.warn("the disk has room again: the write it refused is stored, this node writes again")
-                for listener in self.disk_full_listeners:
-                    listener(False)
+    def _persisted(self, _: None, rd: Ready, applied: Applied | None) -> None:
+        """rd is durable. Persist -> send -> apply -> advance: the store now
+        holds what the overlay had, or the snapshot, whose index reads may
+        now be released at."""
+        self._persisting = None
+        self._installing = None
+        if self._disk_full is not None:
+            self._disk_full = None
+            log.warn("the disk has room again: the write it refused is stored, this node writes again")
+            for listener in self.disk_full_listeners:
+                listener(False)
         raft = self.raft
         if not self.running or raft is None:
-            return
-        if rd is None:
-            if applied is not None:
-                self._stored(applied.index)
-            self._maybe_compact(raft)
-            self._schedule()
             return
         self._send(rd.messages)
         if rd.snapshot is not None:
@@ -618,24 +560,18 @@ class ReplicationService(Service):
             self._live_keys = None
             self._overlay.clear()
             self._compaction.reset(rd.snapshot.index)
-            self._stored_applied = rd.snapshot.index
             self._set_applied(rd.snapshot.index)
             self.requests.release_applied(self.applied)
             self.watch_hub.replaced()
             for hook in self.install_listeners:
                 hook()
         elif applied is not None:
-            self._stored(applied.index)
+            self._overlay.stored(applied.index)
         self._guard(lambda: raft.advance(rd))
         self._maybe_compact(raft)
         self._schedule()
 
-    def _stored(self, index: int) -> None:
-        """The store holds the applied state up to index."""
-        self._stored_applied = index
-        self._overlay.stored(index)
-
-    def _persist_failed(self, failure: Failure, batch: WriteBatch, rd: Ready | None, applied: Applied | None) -> None:
+    def _persist_failed(self, failure: Failure, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         self._persisting = None
         error = failure.value
         if error is not None and not isinstance(error, DiskFailed) and is_disk_full(error):
@@ -648,7 +584,7 @@ class ReplicationService(Service):
             log.failure("cannot write to the store; this node stops serving", failure)
         self._on_fatal(failure)
 
-    def _stall(self, error: BaseException, batch: WriteBatch, rd: Ready | None, applied: Applied | None) -> None:
+    def _stall(self, error: BaseException, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         """The disk (or LMDB's map) is full: nothing of batch was stored
         (an LMDB transaction is all or nothing, and a full disk fails it
         before its meta page is written, so trying it again is safe, unlike
@@ -701,7 +637,7 @@ class ReplicationService(Service):
         log.warn("this leader's disk is full: it hands leadership to {target}", target=target)
         self._schedule()
 
-    def _retry_write(self, batch: WriteBatch, rd: Ready | None, applied: Applied | None) -> None:
+    def _retry_write(self, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         self._disk_retry = None
         if self.running and self._failed is None:
             self._write(batch, rd, applied)
@@ -805,7 +741,7 @@ class ReplicationService(Service):
             self._schedule()
 
     def _maybe_compact(self, raft: Raft) -> None:
-        point = self._compaction.point(self.applied, self._stored_applied, raft.log_base)
+        point = self._compaction.point(self.applied, raft.applied_index, raft.log_base)
         if point is not None:
             self._pending_compact = raft.compact(point)
             self.snapshots_saved += 1
