@@ -93,6 +93,11 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         from twisted.internet import reactor  # installed by dkv.tap before this module was imported
     c = config
     tree = NodeService(c)
+
+    def listen(port: int, factory: IProtocolFactory) -> None:
+        """Serve factory on port (at --listen-host, with LISTEN_BACKLOG) in the tree."""
+        internet.TCPServer(port, factory, backlog=LISTEN_BACKLOG, interface=c.listen_host).setServiceParent(tree)
+
     metrics = NodeMetrics()
     tls = NodeTls(c.client_tls, c.peer_tls)
     TlsService(tls, reactor).setServiceParent(tree)
@@ -157,11 +162,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
             raft_transport.send_snapshot(peer, snap, term)
             if isinstance(raft_transport, TwistedTransport)
             else send_snapshot(
-                raft_transport.address_of(peer) or "",
-                replication.cluster_id,
-                c.node_id,
-                term,
-                snap,
+                raft_transport.address_of(peer) or "", replication.cluster_id, c.node_id, term, snap,
                 tls.peer_channel_credentials(),
             )  # fmt: skip
         ),
@@ -215,9 +216,7 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
         peer_factory: IProtocolFactory = raft_transport.listener
         if c.peer_tls is not None:
             peer_factory = TLSMemoryBIOFactory(peer_port_tls.server_creator(), False, peer_factory)
-        internet.TCPServer(
-            c.effective_peer_port, peer_factory, backlog=LISTEN_BACKLOG, interface=c.listen_host
-        ).setServiceParent(tree)
+        listen(c.effective_peer_port, peer_factory)
     if c.auto_promote:
         AutoPromote(node, c.node_id, reactor).setServiceParent(tree)
     AutoCompactor(node, AutoCompaction(*c.auto_compaction), reactor).setServiceParent(tree)
@@ -227,14 +226,9 @@ def build(config: NodeConfig, reactor: Any = None) -> NodeService:
     rest: IProtocolFactory = front_door(node, reactor, settings)
     if tls.rest_enabled:
         rest = tls_factory(rest, tls)
-    internet.TCPServer(c.rest_port, rest, backlog=LISTEN_BACKLOG, interface=c.listen_host).setServiceParent(tree)
+    listen(c.rest_port, rest)
     if c.metrics_port is not None:
-        internet.TCPServer(
-            c.metrics_port,
-            front_door(node, reactor, settings, OPERATIONS_ROUTES),
-            backlog=LISTEN_BACKLOG,
-            interface=c.listen_host,
-        ).setServiceParent(tree)
+        listen(c.metrics_port, front_door(node, reactor, settings, OPERATIONS_ROUTES))
     # Last, so it starts when everything else has (and stops first).
     SystemdNotify(
         notifier_from_env(),
