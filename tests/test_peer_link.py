@@ -132,6 +132,49 @@ def test_a_forward_before_the_peer_answers_the_hello_is_returned_unsent() -> Non
     assert [kind for kind, _ in dialler.frames()] == [BATCH]
 
 
+def test_frames_held_when_the_connection_drops_are_returned_unsent_once() -> None:
+    """Held frames were never written: when their connection is lost, the
+    next enqueue returns their messages (a forward among them is proposed
+    again at once, not left to time out), and they are never written later."""
+    clock = task.Clock()
+    dialler = Dialler(clock)
+    link, _ = make(clock, dialler)
+    link.start()
+    up(dialler)
+    dialler.frames()
+    dialler.transport.producer.pauseProducing()  # the socket's buffer is full
+    hb = m.Heartbeat(frm="a", to="b", term=1, commit=1)
+    forward = m.Propose(frm="a", to="b", term=1, ctx=9, payloads=(b"w",))
+    assert list(link.enqueue([hb])) == [] and list(link.enqueue([forward])) == []
+    assert len(link.pending) == 2 and dialler.frames() == []
+    dialler.close()
+    assert not link.pending and link.pending_bytes == 0
+    later = m.Heartbeat(frm="a", to="b", term=1, commit=2)
+    assert list(link.enqueue([later])) == [hb, forward, later], "held first, then this call's (the link is down)"
+    assert list(link.enqueue([later])) == [later], "returned once"
+    clock.advance(SETTINGS.backoff_max)  # reconnects
+    up(dialler)
+    dialler.frames()
+    assert list(link.enqueue([later])) == []
+    sent = [f for f in dialler.frames() if f[0] == BATCH]
+    from dkv.pb import raft_pb2
+
+    assert [raft_pb2.Batch.FromString(body).messages[0].heartbeat.commit for _, body in sent] == [2]
+
+
+def test_frames_held_by_a_stopped_link_are_not_returned() -> None:
+    clock = task.Clock()
+    dialler = Dialler(clock)
+    link, _ = make(clock, dialler)
+    link.start()
+    up(dialler)
+    dialler.transport.producer.pauseProducing()
+    link.enqueue([m.Heartbeat(frm="a", to="b", term=1, commit=1)])
+    link.stop()
+    dialler.close()
+    assert link._unsent == []
+
+
 def test_flow_control_holds_a_bounded_backlog_and_never_duplicates() -> None:
     clock = task.Clock()
     dialler = Dialler(clock)

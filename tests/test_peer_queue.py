@@ -60,3 +60,13 @@ def test_memory_stays_bounded_however_much_is_pushed() -> None:
         assert queue.bytes <= 1 << 20 and len(queue) <= 4096
     queue.clear()
     assert queue.bytes == 0 and len(queue) == 0
+
+
+def test_clearing_returns_what_was_queued_oldest_first() -> None:
+    """A stream that ended left these unsent: the link returns them to the
+    driver (a forward among them is proposed again)."""
+    queue = PeerQueue(max_messages=16, max_bytes=1 << 20)
+    forward = Propose(frm="b", to="a", term=1, ctx=3, payloads=(b"w",))
+    queue.push([append(1, 10), forward])
+    assert queue.clear() == [append(1, 10), forward]
+    assert queue.bytes == 0 and len(queue) == 0 and queue.clear() == []

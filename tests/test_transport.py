@@ -129,3 +129,33 @@ async def test_link_reports_unreachable_and_reconnects() -> None:
     finally:
         # A Twisted-driven coroutine awaits Deferreds, so bridge the asyncio side.
         await Deferred.fromFuture(asyncio.ensure_future(ta.stop()))
+
+
+class _Owner:
+    """What a gRPC peer link asks of its transport."""
+
+    max_queue_bytes = 1 << 20
+
+    def __init__(self) -> None:
+        self.unreachable: list[str] = []
+
+    def _unreachable(self, peer_id: str) -> None:
+        self.unreachable.append(peer_id)
+
+
+def test_a_grpc_link_returns_what_an_ended_stream_left_queued_once() -> None:
+    """Messages still queued when the stream ended were never written: the
+    next enqueue returns them (a forward among them is proposed again)."""
+    from dkv.transport.grpc_peer import _PeerLink
+
+    link = _PeerLink(_Owner(), "b", "127.0.0.1:1")  # type: ignore[arg-type]
+    link.connected = True
+    hb = m.Heartbeat(frm="a", to="b", term=1, commit=1)
+    forward = m.Propose(frm="a", to="b", term=1, ctx=4, payloads=(b"w",))
+    assert list(link.enqueue([hb, forward])) == []
+    link.ended()
+    later = m.Heartbeat(frm="a", to="b", term=1, commit=2)
+    assert list(link.enqueue([later])) == [hb, forward, later]
+    assert list(link.enqueue([later])) == [later], "returned once"
+    link.connected = True
+    assert list(link.enqueue([later])) == [] and len(link.queue) == 1

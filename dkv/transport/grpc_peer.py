@@ -92,6 +92,9 @@ class _PeerLink:
         self.connected = False
         self.down_logged = False
         self.task: asyncio.Task[None] | None = None
+        #: Messages still queued when a stream ended, never written:
+        #: returned by the next ``enqueue``.
+        self.unsent: list[Message] = []
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
@@ -105,18 +108,27 @@ class _PeerLink:
     def enqueue(self, messages: Sequence[Message]) -> Sequence[Message]:
         """Queue messages for the stream; returns those dropped unsent (all
         of them when the stream is not up; the oldest queued ones when the
-        queue passes its bounds)."""
+        queue passes its bounds), after those an ended stream left queued."""
+        earlier = self.unsent
+        if earlier:
+            self.unsent = []
         if not self.connected:
             # Nothing would carry them; the core retransmits what matters,
             # and the driver retries the forwards among them (returned).
             self.transport._unreachable(self.peer_id)
-            return messages
+            return [*earlier, *messages]
         dropped = self.queue.push(messages)
         if dropped:
             # The peer does not keep up: the core probes it again.
             self.transport._unreachable(self.peer_id)
         self.wakeup.set()
-        return dropped
+        return [*earlier, *dropped]
+
+    def ended(self) -> None:
+        """The stream is down: what is still queued was never written, and
+        the next ``enqueue`` returns it (a forward among it is proposed again)."""
+        self.connected = False
+        self.unsent.extend(self.queue.clear())
 
     async def _run(self) -> None:
         backoff = BACKOFF_MIN
@@ -137,8 +149,7 @@ class _PeerLink:
             except Exception as e:  # noqa: BLE001 - any failure means the link is down
                 self._went_down(await _reason(e, call))
             finally:
-                self.connected = False
-                self.queue.clear()
+                self.ended()
                 await channel.close(grace=None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)

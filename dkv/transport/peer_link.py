@@ -16,7 +16,10 @@ sent twice: a dropped batch is gone, and Raft retransmits what matters.
 Messages for a peer whose link is not up are dropped the same way. Either
 drop is reported to the caller (``enqueue`` returns what it dropped): those
 messages were certainly never sent, so a client proposal forwarded among
-them can be proposed again (``dkv.transport.Transport.send``).
+them can be proposed again (``dkv.transport.Transport.send``). So are the
+frames still held when their connection is lost: no byte of them was
+written, and the next ``enqueue`` returns their messages (a forward among
+them is proposed again at once instead of waiting for its deadline).
 
 A link that fails or breaks reconnects after a jittered exponential
 backoff (``backoff_min`` doubling up to ``backoff_max``, each delay drawn
@@ -171,8 +174,12 @@ class PeerLink:
         #: The peer answered our hello: batches may flow.
         self.ready = False
         self.paused = False
-        self.pending: deque[bytes] = deque()
+        #: Frames held while the socket's buffer is full, with their messages.
+        self.pending: deque[tuple[bytes, Sequence[Message]]] = deque()
         self.pending_bytes = 0
+        #: The messages of held frames lost with their connection, never
+        #: written: returned by the next ``enqueue``.
+        self._unsent: list[Message] = []
         self._backoff = settings.backoff_min
         self._last_heard = 0.0
         self._down_logged = False
@@ -182,14 +189,18 @@ class PeerLink:
 
     def enqueue(self, messages: Sequence[Message]) -> Sequence[Message]:
         """Write messages to the peer now (or hold them while the socket's
-        buffer is full); returns those dropped unsent (all of them when the
-        link is not up or the held bytes would pass the bound, else none)."""
+        buffer is full); returns those dropped unsent: all of them when the
+        link is not up or the held bytes would pass the bound, and before
+        them those of frames held when an earlier connection was lost."""
+        earlier = self._unsent
+        if earlier:
+            self._unsent = []
         protocol = self._protocol
         if not self.ready or protocol is None:
             # Nothing would carry them; the core retransmits what matters,
             # and the driver retries the forwards among them (returned).
             self.owner._unreachable(self.peer_id)
-            return messages
+            return [*earlier, *messages] if earlier else messages
         owner = self.owner
         data = frame(BATCH, batch_to_pb(owner.cluster_id(), owner.node_id, messages).SerializeToString())
         sent = owner.sent_bytes
@@ -197,12 +208,12 @@ class PeerLink:
         if not self.paused:
             write_now(protocol.transport, data)
         elif self.pending_bytes + len(data) <= self.settings.max_pending_bytes:
-            self.pending.append(data)
+            self.pending.append((data, messages))
             self.pending_bytes += len(data)
         else:
             owner._unreachable(self.peer_id)
-            return messages
-        return ()
+            return [*earlier, *messages] if earlier else messages
+        return earlier
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -305,7 +316,7 @@ class PeerLink:
         self.paused = False
         protocol = self._protocol
         while self.pending and not self.paused and protocol is not None:
-            data = self.pending.popleft()
+            data, _ = self.pending.popleft()
             self.pending_bytes -= len(data)
             protocol.transport.write(data)  # type: ignore[union-attr]
 
@@ -323,6 +334,9 @@ class PeerLink:
         self._protocol = None
         self.ready = False
         self.paused = False
+        if self._running:
+            for _, held in self.pending:
+                self._unsent.extend(held)
         self.pending.clear()
         self.pending_bytes = 0
         self._cancel_timer()

@@ -82,6 +82,9 @@ class PeerQueue:
             batch.append(m)
         return batch
 
-    def clear(self) -> None:
+    def clear(self) -> list[Message]:
+        """Empty the queue; returns its messages, oldest first (never sent)."""
+        messages = [m for m, _ in self._items]
         self._items.clear()
         self.bytes = 0
+        return messages
