@@ -116,13 +116,13 @@ class _PeerLink:
             # Nothing would carry them; the core retransmits what matters,
             # and the driver retries the forwards among them (returned).
             self.transport._unreachable(self.peer_id)
-            return [*earlier, *messages]
+            return [*earlier, *messages] if earlier else messages
         dropped = self.queue.push(messages)
         if dropped:
             # The peer does not keep up: the core probes it again.
             self.transport._unreachable(self.peer_id)
         self.wakeup.set()
-        return [*earlier, *dropped]
+        return [*earlier, *dropped] if earlier else dropped
 
     def ended(self) -> None:
         """The stream is down: what is still queued was never written, and

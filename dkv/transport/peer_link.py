@@ -213,7 +213,7 @@ class PeerLink:
         else:
             owner._unreachable(self.peer_id)
             return [*earlier, *messages] if earlier else messages
-        return earlier
+        return earlier or ()
 
     # -- lifecycle ----------------------------------------------------------------------
 
