@@ -19,7 +19,7 @@ messages were certainly never sent, so a client proposal forwarded among
 them can be proposed again (``dkv.transport.Transport.send``). So are the
 frames still held when their connection is lost: no byte of them was
 written, and the next ``enqueue`` returns their messages (a forward among
-them is proposed again at once instead of waiting for its deadline).
+them is proposed again at the next tick instead of waiting for its deadline).
 
 A link that fails or breaks reconnects after a jittered exponential
 backoff (``backoff_min`` doubling up to ``backoff_max``, each delay drawn
