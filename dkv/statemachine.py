@@ -89,6 +89,9 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
     auth_changed = False
     tokens: list[IssuedToken] = []
     alarms_changed = False
+    # Whether a NOSPACE alarm is active: read once per batch, read again
+    # after an alarm entry (the only writer of the alarms).
+    nospace: bool | None = None
     for entry in entries:
         last = entry.index
         if entry.kind != EntryKind.NORMAL or not entry.data:
@@ -111,8 +114,11 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
             results.append((RequestId(cmd.origin, cmd.seq), result))
             continue
         try:
-            if grows_db(op, getattr(cmd, op)) and AlarmTable(writer).active():
-                raise NoSpace()
+            if grows_db(op, getattr(cmd, op)):
+                if nospace is None:
+                    nospace = AlarmTable(writer).active()
+                if nospace:
+                    raise NoSpace()
             if op == "put":
                 written = store.put(cmd.put)
                 result, events_made = written.response, written.events
@@ -139,6 +145,7 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
             elif op == "alarm":
                 result, events_made = AlarmTable(writer).apply(cmd.alarm), ()
                 alarms_changed = True
+                nospace = None
             elif op in AUTH_FIELDS:
                 result, events_made = AuthStore(writer).apply(op, getattr(cmd, op)), ()
                 auth_changed = True

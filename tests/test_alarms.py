@@ -171,3 +171,28 @@ def test_dkvctl_alarm_prints_and_disarms_as_etcdctl() -> None:
         ("/v3/maintenance/alarm", {"action": "DEACTIVATE", "memberID": "7", "alarm": "NOSPACE"}),
         ("/v3/maintenance/alarm", {"action": "DEACTIVATE", "memberID": "9", "alarm": "NOSPACE"}),
     ]
+
+
+def test_an_alarm_entry_takes_effect_for_the_entries_after_it_in_the_same_batch() -> None:
+    """The state machine reads the alarms once per batch: an alarm entry
+    must make it read them again, in either direction."""
+    tables = MemoryTables()
+    outcome = _apply(
+        tables,
+        [
+            _entry(1, encode_put(RequestId(1, 1), b"a", b"1")),
+            _entry(2, encode(RequestId(1, 2), ACTIVATE)),
+            _entry(3, encode_put(RequestId(1, 3), b"b", b"2")),
+            _entry(4, encode(RequestId(1, 4), DEACTIVATE)),
+            _entry(5, encode_put(RequestId(1, 5), b"c", b"3")),
+            _entry(6, encode(RequestId(1, 6), ACTIVATE)),
+            _entry(7, encode(RequestId(1, 7), LeaseGrantRequest(ID=5, TTL=60))),
+        ],
+    )
+    results = dict(outcome.results)
+    assert not isinstance(results[RequestId(1, 1)], Exception)
+    assert isinstance(results[RequestId(1, 3)], NoSpace)
+    assert not isinstance(results[RequestId(1, 5)], Exception)
+    assert isinstance(results[RequestId(1, 7)], NoSpace)
+    keys = MvccView(tables).range(RangeRequest(key=b"\0", range_end=b"\0")).kvs
+    assert [kv.key for kv in keys] == [b"a", b"c"]
