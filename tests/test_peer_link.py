@@ -74,6 +74,25 @@ def up(dialler: Dialler) -> None:
     dialler.protocol.dataReceived(hello_frame("c1", "b", "a"))
 
 
+def greeted() -> tuple[task.Clock, Dialler, PeerLink, Owner]:
+    """A started link whose peer answered its hello, the hello taken off the wire."""
+    clock = task.Clock()
+    dialler = Dialler(clock)
+    link, owner = make(clock, dialler)
+    link.start()
+    up(dialler)
+    dialler.frames()
+    return clock, dialler, link, owner
+
+
+def heartbeat_commits(dialler: Dialler) -> list[int]:
+    """The commit of the first heartbeat of each batch written since the last look."""
+    from dkv.pb import raft_pb2
+
+    batches = [body for kind, body in dialler.frames() if kind == BATCH]
+    return [raft_pb2.Batch.FromString(body).messages[0].heartbeat.commit for body in batches]
+
+
 def test_reconnects_with_jittered_exponential_backoff() -> None:
     clock = task.Clock()
     dialler = Dialler(clock)
@@ -135,13 +154,8 @@ def test_a_forward_before_the_peer_answers_the_hello_is_returned_unsent() -> Non
 def test_frames_held_when_the_connection_drops_are_returned_unsent_once() -> None:
     """Held frames were never written: when their connection is lost, the
     next enqueue returns their messages (a forward among them is proposed
-    again at once, not left to time out), and they are never written later."""
-    clock = task.Clock()
-    dialler = Dialler(clock)
-    link, _ = make(clock, dialler)
-    link.start()
-    up(dialler)
-    dialler.frames()
+    again at the next tick, not left to time out), and they are never written later."""
+    clock, dialler, link, _ = greeted()
     dialler.transport.producer.pauseProducing()  # the socket's buffer is full
     hb = m.Heartbeat(frm="a", to="b", term=1, commit=1)
     forward = m.Propose(frm="a", to="b", term=1, ctx=9, payloads=(b"w",))
@@ -156,18 +170,11 @@ def test_frames_held_when_the_connection_drops_are_returned_unsent_once() -> Non
     up(dialler)
     dialler.frames()
     assert list(link.enqueue([later])) == []
-    sent = [f for f in dialler.frames() if f[0] == BATCH]
-    from dkv.pb import raft_pb2
-
-    assert [raft_pb2.Batch.FromString(body).messages[0].heartbeat.commit for _, body in sent] == [2]
+    assert heartbeat_commits(dialler) == [2]
 
 
 def test_frames_held_by_a_stopped_link_are_not_returned() -> None:
-    clock = task.Clock()
-    dialler = Dialler(clock)
-    link, _ = make(clock, dialler)
-    link.start()
-    up(dialler)
+    _, dialler, link, _ = greeted()
     dialler.transport.producer.pauseProducing()
     link.enqueue([m.Heartbeat(frm="a", to="b", term=1, commit=1)])
     link.stop()
@@ -176,12 +183,7 @@ def test_frames_held_by_a_stopped_link_are_not_returned() -> None:
 
 
 def test_flow_control_holds_a_bounded_backlog_and_never_duplicates() -> None:
-    clock = task.Clock()
-    dialler = Dialler(clock)
-    link, owner = make(clock, dialler)
-    link.start()
-    up(dialler)
-    dialler.frames()
+    _, dialler, link, owner = greeted()
     hb = [m.Heartbeat(frm="a", to="b", term=1, commit=i) for i in range(200)]
     dialler.transport.producer.pauseProducing()  # the socket's buffer is full
     unsent = [u for msg in hb for u in link.enqueue([msg])]
@@ -190,11 +192,8 @@ def test_flow_control_holds_a_bounded_backlog_and_never_duplicates() -> None:
     assert unsent and len(unsent) + len(link.pending) == len(hb), "and returned unsent"
     held = len(link.pending)
     dialler.transport.producer.resumeProducing()
-    frames = [f for f in dialler.frames() if f[0] == BATCH]
-    assert len(frames) == held and not link.pending
-    from dkv.pb import raft_pb2
-
-    commits = [raft_pb2.Batch.FromString(body).messages[0].heartbeat.commit for _, body in frames]
+    commits = heartbeat_commits(dialler)
+    assert len(commits) == held and not link.pending
     assert commits == list(range(held)), "in order, each once"
 
 
