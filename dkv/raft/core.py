@@ -903,7 +903,10 @@ class Raft:
                 return
             entries = entries[skip:]
             prev_index, prev_term = committed, self.log.term(committed) or 0
+        truncations = self.log.truncations
         last_new = self.log.maybe_append(prev_index, prev_term, m.commit, entries)
+        if self.log.truncations != truncations:
+            self._forget_acks_after(prev_index)
         if m.commit_only and not entries:
             return  # just the commit index; a mismatch shows in heartbeat answers
         if last_new is not None:
@@ -924,6 +927,18 @@ class Raft:
                     seq=m.seq,
                 )
             )
+
+    def _forget_acks_after(self, index: int) -> None:
+        """Entries after index were just replaced: acknowledgements of them
+        still waiting for a Ready (held until the disk has the entries) would
+        leave after the next Ready is on disk, which no longer holds what
+        they acknowledge -- an old leader could count them towards a commit.
+        Drop them (an acknowledgement lost is harmless: the leader asks again)."""
+        self._durable_msgs = [
+            m
+            for m in self._durable_msgs
+            if not (type(m) is AppendResponse and m.success and m.index > index)
+        ]
 
     # -- leader ------------------------------------------------------------------
 

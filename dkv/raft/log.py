@@ -50,6 +50,9 @@ class RaftLog:
             raise LogSafetyError(f"commit {committed} beyond last index {self.last_index()}")
         self.applying = max(applied, snapshot_index)
         self.applied = self.applying
+        #: How many times appending replaced a suffix of the log (a new
+        #: leader's entries conflicting with an old leader's).
+        self.truncations = 0
 
     # -- queries ---------------------------------------------------------------
 
@@ -132,6 +135,8 @@ class RaftLog:
             raise LogSafetyError(f"truncating committed entry {first} (commit {self.committed})")
         if first > self.last_index() + 1:
             raise LogSafetyError(f"gap: appending {first} after {self.last_index()}")
+        if first <= self.last_index():
+            self.truncations += 1
         del self._entries[first - self.snapshot_index - 1 :]
         self._entries.extend(entries)
         while self.config_indexes and self.config_indexes[-1] >= first:

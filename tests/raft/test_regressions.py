@@ -495,3 +495,31 @@ def test_a_candidate_counts_no_election_time_before_its_term_is_durable(pre_vote
     for _ in range(40):  # now unanswered, it times out and campaigns again
         raft.tick()
     assert raft.term > 2 or raft.role is Role.PRE_CANDIDATE
+
+
+def test_an_acknowledgement_of_replaced_entries_never_leaves() -> None:
+    """Found by the driver simulation (test_one_voter_driver_with_learners
+    seed 23, once applied writes were held between transactions): a
+    follower acknowledges entries appended while a Ready is on its way to
+    disk; the acknowledgement waits for the next Ready. A newer leader
+    replaced those entries meanwhile, so the next Ready did not hold them,
+    yet the old acknowledgement left after it -- a promise about entries the
+    disk never had, which the old leader could count towards a commit."""
+    f = Raft(
+        "f",
+        RaftConfig(),
+        random.Random(1),
+        hard_state=HardState(1, "", 1),
+        entries=(bootstrap_entry(("a", "b", "f")),),
+    )
+    f.step(AppendEntries(frm="a", to="f", term=3, prev_index=1, prev_term=1, entries=(Entry(2, 3),), commit=1))
+    first = f.ready()  # entry 2 on its way to disk
+    assert [m.index for m in first.messages if isinstance(m, AppendResponse)] == [2]
+    f.step(AppendEntries(frm="a", to="f", term=3, prev_index=2, prev_term=3, entries=(Entry(3, 3),), commit=1))
+    # b, leader of term 4, never had a's entry 3: its own replaces it.
+    f.step(AppendEntries(frm="b", to="f", term=4, prev_index=2, prev_term=3, entries=(Entry(3, 4),), commit=1))
+    f.advance(first)
+    second = f.ready()
+    assert [e.term for e in second.entries] == [4]
+    acks = [(m.to, m.term, m.index) for m in second.messages if isinstance(m, AppendResponse) and m.success]
+    assert acks == [("b", 4, 3)]
