@@ -129,6 +129,29 @@ async def test_eio_on_a_file_system_without_room_is_a_full_disk(tmp_path, monkey
         await store.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_eio_with_only_the_file_systems_reserve_left_is_a_full_disk(tmp_path, monkeypatch) -> None:
+    """ext4 keeps 2% of its blocks (at most 16 MiB) back and refuses a write
+    that needs them, while statvfs counts them free: seen on a real 24 MiB
+    ext4 refusing writes with 491 KiB "free" (tests/test_real_disk_process.py)."""
+    from dkv.disk_full import is_disk_full
+    from dkv.storage import lmdb_store
+
+    store = open_lmdb(str(tmp_path / "n.db"))
+    store.bootstrap("cid", MEMBERS)
+    reserve = lmdb_store.reserve_bytes(str(tmp_path / "n.db"))
+    assert 0 < reserve <= lmdb_store.RESERVE_MAX_BYTES
+    monkeypatch.setattr(lmdb_store, "free_bytes", lambda path: reserve)
+    store.fault_hook = _fail_with_eio
+    try:
+        with pytest.raises(OSError) as full:
+            await store.write(WriteBatch(HardState(2, "a", 2)))
+        assert is_disk_full(full.value) and not isinstance(full.value, DiskFailed)
+    finally:
+        store.fault_hook = None
+        await store.close()
+
+
 # -- the driver ------------------------------------------------------------------------
 
 

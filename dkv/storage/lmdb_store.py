@@ -67,12 +67,31 @@ _SNAPSHOT = struct.Struct(">QQ")
 _INCOMING = struct.Struct(">QQQIB")
 
 DEFAULT_MAP_SIZE = 64 << 30
-#: A file system with less room than this is full (LMDB's pages are 4 KiB).
+#: A file system with less room than this (beyond its own reserve, see
+#: ``reserve_bytes``) is full (LMDB's pages are 4 KiB).
 FULL_BELOW_BYTES = 4096
+#: ext4 keeps back 2% of its blocks, at most 4096 clusters (16 MiB), for the
+#: metadata of delayed allocation (``s_resv_clusters``): ``statvfs`` counts
+#: them free, but a write that needs them fails with ENOSPC. The 2% is of
+#: all blocks, journal and other overhead included, which ``statvfs`` does
+#: not count: 1/40 of what it counts covers overhead up to a fifth.
+RESERVE_FRACTION = 40
+RESERVE_MAX_BYTES = 16 << 20
 #: Room a snapshot's spool leaves free on the db's file system, at least.
 SPOOL_HEADROOM_BYTES = 64 << 20
 
 log = logger("dkv.storage")
+
+
+def reserve_bytes(path: str) -> int:
+    """The room path's file system may refuse although ``free_bytes``
+    counts it (ext4's reserve for delayed allocation; see RESERVE_FRACTION);
+    0 if it cannot be told."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return 0
+    return min(st.f_blocks * st.f_frsize // RESERVE_FRACTION, RESERVE_MAX_BYTES)
 
 
 def free_bytes(path: str) -> int:
@@ -451,8 +470,9 @@ class LmdbStore:
 
         Except on a full file system: LMDB reports a write that the disk cut
         short (``pwrite`` wrote part of the pages, then the space ran out) as
-        EIO, not ENOSPC. An EIO while the file system has no room left is
-        that, and raises ENOSPC instead (the caller may try the whole
+        EIO, not ENOSPC. An EIO while the file system has no room left
+        (``_no_room``: ext4 refuses writes while its reserve is still counted
+        free) is that, and raises ENOSPC instead (the caller may try the whole
         transaction again: nothing of it is committed, LMDB writes its meta
         page last).
 
@@ -490,8 +510,11 @@ class LmdbStore:
         return False
 
     def _no_room(self) -> bool:
-        """Whether the db's file system has less than a page of room left."""
-        return free_bytes(self._env.path()) < FULL_BELOW_BYTES
+        """Whether the db's file system has less than a page of room left
+        beyond what it keeps back (a write that needs the reserve is refused
+        although ``statvfs`` counts it free)."""
+        path = self._env.path()
+        return free_bytes(path) < reserve_bytes(path) + FULL_BELOW_BYTES
 
     def _release(self) -> None:
         self._env.close()
