@@ -428,6 +428,7 @@ class Node:
             "leader_id": st.leader or "",
             "commit_index": st.commit,
             "applied_index": self.replication.applied,
+            "stored_index": self.replication.stored_applied,
             "last_index": st.last_index,
             "first_index": st.first_index,
             "snapshot_index": st.snapshot_index,

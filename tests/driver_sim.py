@@ -495,8 +495,10 @@ class DriverCluster:
         assert svc is not None
         self._log(f"crash {nid}")
         self.services[nid] = None
-        self.stores[nid].crash()
+        # Stopped first, so that what stopping writes (the held applied
+        # writes) is lost with everything else not yet durable.
         svc.stopService()
+        self.stores[nid].crash()
         self._count("crash")
         self.clock.callLater(self.rng.uniform(0.05, 1.0), self.restart, nid)
 

@@ -135,7 +135,7 @@ def test_v0_answers_match_the_schemas(doc: dict[str, Any]) -> None:
     )
     status = {
         "id": "a", "role": "leader", "term": 2, "leader_id": "a", "commit_index": 5, "applied_index": 5,
-        "last_index": 5, "first_index": 1, "snapshot_index": 0,
+        "stored_index": 5, "last_index": 5, "first_index": 1, "snapshot_index": 0,
         "members": [{"id": "a", "address": "127.0.0.1:7070", "voter": True, "match_index": 5}],
     }  # fmt: skip
     assert validates(doc, response_schema(doc, "/v0/status", "get", 200), status)

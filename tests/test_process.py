@@ -82,10 +82,16 @@ def one_node_process(
 
 
 def start_leading(node: NodeProcess) -> None:
-    """Start node (a one-node cluster) and wait until it leads."""
+    """Start node (a one-node cluster) and wait until it leads and its db
+    holds all it applied (no held writes are still to be written)."""
     node.start()
     node.wait_ready()
     wait_leader(node)
+    wait_until(
+        lambda: (st := node.try_status()) and st["stored_index"] == st["applied_index"],
+        10.0,
+        f"{node.name}'s db to hold what it applied",
+    )
 
 
 def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, procs) -> None:
@@ -104,11 +110,12 @@ def test_dkv_command_with_env_round_trip_kill9_restart(tmp_path, procs) -> None:
         assert node.returncode == -signal.SIGKILL
         node.start()  # same variables, same db, same ports
         node.wait_ready()
-        # The state machine is on disk: a local read has it at once...
+        # The write is in the log on disk; its apply may have been held for
+        # the next transaction (``held_apply``) when the kill came: the node
+        # applies it again once it knows it committed, here as it leads again.
+        wait_leader(node)
         code, body = get(node, b"hello", "serializable")
         assert code == 200 and unb64(body["value"]) == b"world"
-        # ... and a linearizable one once the node leads again.
-        wait_leader(node)
         code, body = get(node, b"hello")
         assert code == 200 and unb64(body["value"]) == b"world"
         assert put(node, b"hello", b"again") == (200, {})

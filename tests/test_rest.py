@@ -358,7 +358,7 @@ async def test_status(stack: Stack) -> None:
     assert (reply.status, reply.content_type) == (200, JSON)
     st = reply.body
     assert set(st) == {
-        "id", "role", "term", "leader_id", "commit_index", "applied_index",
+        "id", "role", "term", "leader_id", "commit_index", "applied_index", "stored_index",
         "last_index", "first_index", "snapshot_index", "members",
     }
     assert st["id"] == "a"
@@ -366,6 +366,7 @@ async def test_status(stack: Stack) -> None:
     assert st["leader_id"] == "a"
     assert isinstance(st["term"], int) and st["term"] >= 1
     assert st["commit_index"] == st["applied_index"] == st["last_index"] >= 3
+    assert st["stored_index"] <= st["applied_index"]  # the last apply may be held (held_apply)
     assert st["first_index"] == 1
     assert st["snapshot_index"] == 0
     assert st["members"] == [

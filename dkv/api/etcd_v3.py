@@ -296,7 +296,8 @@ def move_leader(node: Node, request: pb.MoveLeaderRequest) -> Deferred[pb.MoveLe
 def snapshot_file(node: Node) -> Deferred[tuple[str, int]]:
     """A consistent copy of this node's db in a temporary file, followed by
     the SHA-256 of the copy (as etcd's snapshot ends with its hash: the
-    format of ``dkv.storage.snapshot_file``); fires with (path, size). The
+    format of ``dkv.storage.snapshot_file``), once the store holds every
+    write answered before the call; fires with (path, size). The
     caller removes the file. Root only while auth is enabled."""
     try:
         node.authorize_root()
@@ -316,7 +317,8 @@ def snapshot_file(node: Node) -> Deferred[tuple[str, int]]:
         os.close(fd)
         return path, size
 
-    return deferToThread(copy)
+    # The copy is of the store: it must hold every write answered so far.
+    return node.replication.stored().addCallback(lambda _: deferToThread(copy))
 
 
 # ---- Lease ------------------------------------------------------------------------

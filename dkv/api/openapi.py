@@ -101,6 +101,7 @@ _COMPONENTS: dict[str, Any] = {
             "leader_id": {"type": "string"},
             "commit_index": {"type": "integer", "minimum": 0},
             "applied_index": {"type": "integer", "minimum": 0},
+            "stored_index": {"type": "integer", "minimum": 0},
             "last_index": {"type": "integer", "minimum": 0},
             "first_index": {"type": "integer", "minimum": 0},
             "snapshot_index": {"type": "integer", "minimum": 0},
@@ -120,8 +121,8 @@ _COMPONENTS: dict[str, Any] = {
             },
         },
         "required": [
-            "id", "role", "term", "leader_id", "commit_index", "applied_index", "last_index", "first_index",
-            "snapshot_index", "members",
+            "id", "role", "term", "leader_id", "commit_index", "applied_index", "stored_index", "last_index",
+            "first_index", "snapshot_index", "members",
         ],
         "additionalProperties": False,
     },

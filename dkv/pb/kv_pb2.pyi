@@ -128,7 +128,7 @@ class MemberStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., voter: _Optional[bool] = ..., match_index: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("id", "role", "term", "leader_id", "commit_index", "applied_index", "last_index", "first_index", "members", "snapshot_index")
+    __slots__ = ("id", "role", "term", "leader_id", "commit_index", "applied_index", "last_index", "first_index", "members", "snapshot_index", "stored_index")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class StatusResponse(_message.Message):
     FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STORED_INDEX_FIELD_NUMBER: _ClassVar[int]
     id: str
     role: str
     term: int
@@ -149,4 +150,5 @@ class StatusResponse(_message.Message):
     first_index: int
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
     snapshot_index: int
-    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., snapshot_index: _Optional[int] = ...) -> None: ...
+    stored_index: int
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., snapshot_index: _Optional[int] = ..., stored_index: _Optional[int] = ...) -> None: ...

@@ -33,6 +33,8 @@ class CompactionPolicy:
         the log starts now."""
         if not self.every or applied - self.last < self.every:
             return None
-        self.last = applied
         point = stored_applied - self.keep
-        return point if point > log_base else None
+        if point <= log_base:
+            return None  # asked again next time (the store's applied index may lag: held writes)
+        self.last = applied
+        return point

@@ -14,9 +14,12 @@ and runs the turn the core's contract asks for::
 Committed entries are applied (``dkv.statemachine``: etcd's multi-version
 store) to an in-memory overlay over the store and their writes answered as
 soon as the Ready is taken (they are on a majority's disk); the store gets the
-same table writes in that Ready's transaction. A Ready that installs a
-snapshot carries no committed entries (the core holds them for the next
-Ready), and reads waiting for the snapshot's index are released only once it
+same table writes in that Ready's transaction. A Ready with nothing to make
+durable but those writes and the commit index gets no transaction: it is
+advanced at once and its writes are held (``held_apply``) for the store's
+next transaction, or one of their own within ``HELD_FLUSH_SECONDS``. A Ready
+that installs a snapshot carries no committed entries (the core holds them
+for the next Ready), and reads waiting for the snapshot's index are released only once it
 is in the store. The applied index never moves backwards (a violation stops
 the node). A write the store refuses because the disk is full is held and
 tried again, unchanged, until it gets through (``_stall``); any other store
@@ -64,6 +67,7 @@ from dkv.raft.membership import Member, Membership, MembershipError
 from dkv.raft.messages import AppendEntries, Message, Propose, ReadIndexRequest, SnapshotMeta
 from dkv.replication.admission import AdmissionControl
 from dkv.replication.compaction import CompactionPolicy
+from dkv.replication.held_apply import HeldApply
 from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
 from dkv.replication.snapshot_shipping import SnapshotSender, SnapshotShipper
@@ -79,6 +83,13 @@ from dkv.watch import WatchHub, WatchSettings
 COMMIT_FLUSH_SECONDS = 0.002
 #: How often a write the full disk refused is tried again.
 DISK_FULL_RETRY_SECONDS = 1.0
+#: How long applied writes may be held for the store's next transaction
+#: before they get one of their own (``held_apply``) ...
+HELD_FLUSH_SECONDS = 0.02
+#: ... and how many table writes may be held at most.
+HELD_FLUSH_WRITES = 10_000
+#: A Ready that asks the store for nothing (the held writes' flush).
+_NO_READY = Ready(hard_state=None, entries=(), committed=(), messages=())
 
 log = logger("dkv.replication")
 
@@ -137,6 +148,16 @@ class ReplicationService(Service):
         self.admission = AdmissionControl(config.admission, clock)
         self.applied = state.applied if state is not None else 0
         self._overlay = Overlay()
+        #: Applied writes answered but not given to the store yet (``held_apply``),
+        #: flushed by ``_held_flush`` if no transaction takes them first.
+        self._held = HeldApply()
+        self._held_flush: IDelayedCall | None = None
+        #: The applied index the store holds (or is being given), and the
+        #: term and vote it holds: a hard state with others is never held.
+        self._stored_applied = self.applied
+        self._stored_vote: tuple[int, str] = (state.hard_state.term, state.hard_state.vote) if state else (0, "")
+        #: ``stored()`` callers: (applied index, fired once the store holds it).
+        self._stored_waiters: list[tuple[int, Deferred[None]]] = []
         self._compaction = CompactionPolicy(config.snapshot_entries, config.snapshot_keep, self.applied)
         self._pending_compact: SnapshotMeta | None = None
         self._shipper = SnapshotShipper(store, snapshot_sender, clock, self._snapshot_reported)
@@ -202,7 +223,8 @@ class ReplicationService(Service):
             self._state = self._store.load()
             if self._state is None:
                 raise RuntimeError("the store holds no node: bootstrap or initialize it first")
-            self.applied = self._state.applied
+            self.applied = self._stored_applied = self._state.applied
+            self._stored_vote = (self._state.hard_state.term, self._state.hard_state.vote)
             self._compaction.reset(self.applied)
         super().startService()
         st = self._state
@@ -230,11 +252,14 @@ class ReplicationService(Service):
             self._ticker.stop()
         if self._scheduled is not None:
             self._scheduled.cancel()  # not run yet: _process clears it first
-        for call in (self._commit_flush, self._disk_retry):
+        for call in (self._commit_flush, self._disk_retry, self._held_flush):
             if call is not None and call.active():
                 call.cancel()
-        self._scheduled = self._commit_flush = self._disk_retry = None
+        self._scheduled = self._commit_flush = self._disk_retry = self._held_flush = None
         self.requests.fail_all()
+        waiters, self._stored_waiters = self._stored_waiters, []
+        for _, waiter in waiters:
+            waiter.errback(NoLeader("node is shutting down"))
         self._shipper.stop()
         if self._leading:
             self._leading = False
@@ -250,7 +275,22 @@ class ReplicationService(Service):
 
             self._persisting.addBoth(written)
             return d
+        if self._held and self._failed is None and self._disk_full is None:
+            # Not needed (a restart applies them again from the log), but a
+            # node stopped in good order starts from where it stopped.
+            applied, hard_state = self._held.take(None, None)
+            flushed = self._store.write(WriteBatch(hard_state, (), applied))
+            flushed.addErrback(self._held_lost)
+            return flushed
         return succeed(None)
+
+    @staticmethod
+    def _held_lost(failure: Failure) -> None:
+        log.warn(
+            "the last applied writes were not stored at stop ({error}); the node applies them again "
+            "from its log when it starts",
+            error=failure.getErrorMessage(),
+        )
 
     # -- API for the node --------------------------------------------------------
 
@@ -309,6 +349,22 @@ class ReplicationService(Service):
         self._schedule()
         return d
 
+    def stored(self) -> Deferred[None]:
+        """Fires once the store holds the applied state as it is now (every
+        write answered so far): what a copy of the store (a snapshot file)
+        waits for. Held writes are given to the store at once; fails with
+        NoLeader if the node stops first."""
+        index = self.applied
+        if self._stored_applied >= index and not self._held:
+            return succeed(None)
+        if not self.running:
+            return fail(NoLeader("node is not running"))
+        d: Deferred[None] = Deferred()
+        self._stored_waiters.append((index, d))
+        if self._held and self._persisting is None and self._disk_retry is None:
+            self._flush_held()
+        return d
+
     def wait_applied(self, index: int) -> Deferred[None]:
         """Fires once this node has applied index (at once if it has);
         fails with NoLeader if it has not within the request timeout."""
@@ -347,6 +403,12 @@ class ReplicationService(Service):
     def disk_full(self) -> bool:
         """A write found the disk full and waits for space (``_stall``)."""
         return self._disk_full is not None
+
+    @property
+    def stored_applied(self) -> int:
+        """The applied index the store holds: ``applied`` less the writes
+        held for the next transaction (``held_apply``) or being written."""
+        return self._stored_applied
 
     @property
     def known_commit(self) -> int:
@@ -528,11 +590,70 @@ class ReplicationService(Service):
             if self._live_keys is not None:
                 self._live_keys += key_count_change(outcome.events)
         self._installing = rd.snapshot
-        batch = WriteBatch(rd.hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
+        if rd.snapshot is not None:
+            self._held.drop_writes()  # the snapshot replaces the state they made
+        elif self._may_hold(rd, applied):
+            self._held.hold(applied, rd.hard_state, self._clock.seconds())
+            if self._held_flush is None:
+                self._held_flush = self._clock.callLater(HELD_FLUSH_SECONDS, self._held_due)
+            # Nothing to make durable: the Ready's messages (acknowledgements
+            # of entries stored by earlier Readys) may leave now.
+            self._send(rd.messages)
+            self._guard(lambda: raft.advance(rd))
+            self._maybe_compact(raft)
+            self._schedule()
+            return
+        applied, hard_state = self._held.take(applied, rd.hard_state)
+        batch = WriteBatch(hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
         self._write(batch, rd, applied)
 
+    def _may_hold(self, rd: Ready, applied: Applied | None) -> bool:
+        """rd (no snapshot) needs no transaction now: it brings no entries
+        and no new term or vote, no compaction waits, no one waits for the
+        store, and the held writes stay few (``held_apply``)."""
+        if rd.entries or self._pending_compact is not None or self._stored_waiters:
+            return False
+        hs = rd.hard_state
+        if hs is not None and (hs.term, hs.vote) != self._stored_vote:
+            return False
+        return self._held.writes + (len(applied.writes) if applied is not None else 0) < HELD_FLUSH_WRITES
+
+    def _held_due(self) -> None:
+        """The flush timer: one per HELD_FLUSH_SECONDS at most, not one per
+        hold. What it finds held since less than that waits for the rest of
+        its time (a transaction took what was held when it was set)."""
+        self._held_flush = None
+        since = self._held.since
+        if since is None or not self.running:
+            return
+        wait = since + HELD_FLUSH_SECONDS - self._clock.seconds()
+        if wait > 0:
+            self._held_flush = self._clock.callLater(wait, self._held_due)
+            return
+        self._flush_held()
+
+    def _flush_held(self) -> None:
+        """Give the held writes (and any compaction waiting) to the store in
+        a transaction of their own: no Ready took them in time, or someone
+        waits for the store. Only while no transaction is under way (one that
+        is carries them already: they are held only between transactions)."""
+        if self._held_flush is not None:
+            if self._held_flush.active():
+                self._held_flush.cancel()
+            self._held_flush = None
+        if not self._held or not self.running or self._failed is not None:
+            return
+        if self._persisting is not None or self._disk_retry is not None:
+            return
+        applied, hard_state = self._held.take(None, None)
+        batch = WriteBatch(hard_state, (), applied, compact=self._pending_compact)
+        self._pending_compact = None
+        self._write(batch, _NO_READY, applied)
+
     def _write(self, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
+        if batch.hard_state is not None:
+            self._stored_vote = (batch.hard_state.term, batch.hard_state.vote)
         d = self._store.write(batch)
         self._persisting = d
         d.addCallbacks(
@@ -567,9 +688,22 @@ class ReplicationService(Service):
                 hook()
         elif applied is not None:
             self._overlay.stored(applied.index)
+        if rd.snapshot is not None or applied is not None:
+            self._stored_applied = rd.snapshot.index if rd.snapshot is not None else applied.index  # type: ignore[union-attr]
+            self._release_stored()
         self._guard(lambda: raft.advance(rd))
         self._maybe_compact(raft)
         self._schedule()
+
+    def _release_stored(self) -> None:
+        if not self._stored_waiters:
+            return
+        waiting, self._stored_waiters = self._stored_waiters, []
+        for index, waiter in waiting:
+            if index <= self._stored_applied:
+                waiter.callback(None)
+            else:
+                self._stored_waiters.append((index, waiter))
 
     def _persist_failed(self, failure: Failure, batch: WriteBatch, rd: Ready, applied: Applied | None) -> None:
         self._persisting = None
@@ -741,7 +875,7 @@ class ReplicationService(Service):
             self._schedule()
 
     def _maybe_compact(self, raft: Raft) -> None:
-        point = self._compaction.point(self.applied, raft.applied_index, raft.log_base)
+        point = self._compaction.point(self.applied, self._stored_applied, raft.log_base)
         if point is not None:
             self._pending_compact = raft.compact(point)
             self.snapshots_saved += 1

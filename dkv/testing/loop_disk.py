@@ -31,7 +31,7 @@ from types import TracebackType
 
 import attrs
 
-_TOOLS = ("mount", "umount", "mkfs.ext4")
+_TOOLS = ("mount", "umount", "mkfs.ext4", "e2fsck")
 
 
 def _run(*argv: str) -> None:
@@ -114,6 +114,21 @@ class LoopDisk:
         if self.backing is None:
             raise ValueError("this disk is not thin (no backing_mib)")
         _run("mount", "-o", f"remount,size={backing_mib}m", str(self.backing))
+
+    def repair(self) -> None:
+        """What an operator does after a disk failure: unmount, check
+        (``e2fsck -fy``: replays the journal, fixes what it finds) and mount
+        again. Needed after ext4 aborted its journal (on a thin device out
+        of room, a block of the journal may be the first write refused):
+        the program sees the same EIO as for a failed write of its own, but
+        the file system turns read-only until it is checked."""
+        _run("umount", str(self.mount))
+        self._mounted.remove(self.mount)
+        fsck = subprocess.run(["e2fsck", "-fy", str(self.image)], capture_output=True, text=True, timeout=120)
+        if fsck.returncode >= 4:  # 1 and 2: errors corrected
+            raise RuntimeError(f"e2fsck could not repair {self.image}: {fsck.stdout}{fsck.stderr}")
+        _run("mount", "-o", "loop", str(self.image), str(self.mount))
+        self._mounted.append(self.mount)
 
     def close(self) -> None:
         """Unmount everything this disk mounted, innermost first; a busy

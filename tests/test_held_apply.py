@@ -1,0 +1,187 @@
+"""Applied writes held for the store's next transaction (``dkv.replication.held_apply``):
+the bookkeeping, and the driver's use of it on a fake clock."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from dkv.raft import Role
+from dkv.raft.messages import HardState
+from dkv.replication.held_apply import HeldApply
+from dkv.replication.service import HELD_FLUSH_SECONDS
+from dkv.storage import Applied, WriteBatch
+from dkv.storage.memory import MemoryStore
+from tests.test_replication import GatedStore, Network, make, ok, outcome, pump, put, stored
+
+
+class RecordingStore(GatedStore):
+    """Every batch it was asked to write, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[WriteBatch] = []
+
+    def write(self, batch):
+        self.batches.append(batch)
+        return super().write(batch)
+
+
+def _writes(*keys: bytes) -> tuple:
+    return tuple(("kv", k, b"v") for k in keys)
+
+
+# -- the bookkeeping -------------------------------------------------------------
+
+
+def test_held_writes_join_in_order_with_the_newest_index_and_hard_state() -> None:
+    held = HeldApply()
+    assert not held and held.writes == 0
+    held.hold(Applied(5, _writes(b"a")), HardState(2, "", 5), 1.0)
+    assert held.since == 1.0
+    held.hold(Applied(7, _writes(b"b", b"c")), None, 2.0)
+    assert held.since == 1.0  # the oldest
+    assert held and held.writes == 3
+    applied, hs = held.take(Applied(9, _writes(b"d")), None)
+    assert applied == Applied(9, _writes(b"a", b"b", b"c", b"d"))
+    assert hs == HardState(2, "", 5)  # the newest held: the Ready brought none
+    assert not held and held.since is None
+    assert held.take(None, None) == (None, None)
+
+
+def test_a_newer_hard_state_wins_and_a_snapshot_drops_the_writes() -> None:
+    held = HeldApply()
+    held.hold(Applied(5, _writes(b"a")), HardState(2, "", 5), 1.0)
+    held.drop_writes()
+    assert held.writes == 0
+    assert held.take(None, HardState(3, "b", 8)) == (None, HardState(3, "b", 8))
+
+
+# -- the driver --------------------------------------------------------------------
+
+
+def _leader(store: MemoryStore):
+    clock = Clock()
+    net = Network(clock)
+    svc = make(["a"], clock, net, stores={"a": store})["a"]
+    pump(clock, 0.1)
+    assert svc.raft.role is Role.LEADER
+    pump(clock, HELD_FLUSH_SECONDS * 2)  # the election's no-op is in the store
+    return clock, svc
+
+
+def test_a_write_costs_one_transaction_and_its_apply_is_held_then_flushed() -> None:
+    """Single node: the entry's transaction; its apply (nothing else to make
+    durable) is answered from the overlay without one, then stored by the
+    flush once no other transaction came in time."""
+    store = RecordingStore()
+    clock, svc = _leader(store)
+    before = len(store.batches)
+    result = outcome(put(svc, b"k", b"v"))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(result)
+    assert svc.read(b"k") == b"v"
+    assert len(store.batches) == before + 1 and store.batches[-1].entries
+    assert stored(store, b"k") is None  # held
+    clock.advance(HELD_FLUSH_SECONDS)
+    clock.advance(0)
+    assert len(store.batches) == before + 2
+    flush = store.batches[-1]
+    assert not flush.entries and flush.apply is not None and flush.apply.index == svc.applied
+    assert stored(store, b"k") == b"v"
+    assert store.load().applied == svc.applied
+
+
+def test_the_next_entries_transaction_carries_the_held_writes() -> None:
+    store = RecordingStore()
+    clock, svc = _leader(store)
+    before = len(store.batches)
+    first = outcome(put(svc, b"k1", b"v1"))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(first)
+    held_index = svc.applied
+    second = outcome(put(svc, b"k2", b"v2"))
+    clock.advance(0)
+    batch = store.batches[before + 1]
+    assert batch.entries and batch.entries[-1].index == held_index + 1
+    assert batch.apply is not None and batch.apply.index == held_index
+    assert stored(store, b"k1") == b"v1"
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(second)
+    assert len(store.batches) == before + 2  # k2's apply is held in turn
+
+
+def test_writes_held_after_a_transaction_took_the_others_wait_their_own_time() -> None:
+    store = RecordingStore()
+    clock, svc = _leader(store)
+    before = len(store.batches)
+    first = outcome(put(svc, b"k1", b"v1"))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(first)  # k1's apply held, the flush timer set
+    clock.advance(HELD_FLUSH_SECONDS / 2)
+    second = outcome(put(svc, b"k2", b"v2"))  # its entries' transaction takes k1's apply
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(second) and stored(store, b"k1") == b"v1" and stored(store, b"k2") is None
+    assert len(store.batches) == before + 2
+    clock.advance(HELD_FLUSH_SECONDS / 2)  # the timer's time, not k2's
+    clock.advance(0)
+    assert len(store.batches) == before + 2 and stored(store, b"k2") is None
+    clock.advance(HELD_FLUSH_SECONDS / 2)
+    clock.advance(0)
+    assert len(store.batches) == before + 3 and stored(store, b"k2") == b"v2"
+
+
+def test_stored_flushes_the_held_writes_at_once() -> None:
+    """What a copy of the store (a snapshot file) waits for: every answered
+    write in the store, without waiting for the flush delay."""
+    store = RecordingStore()
+    clock, svc = _leader(store)
+    result = outcome(put(svc, b"k", b"v"))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(result) and stored(store, b"k") is None
+    store.gated = True
+    done = outcome(svc.stored())
+    assert done == [] and len(store.pending) == 1  # the flush is under way
+    store.release()
+    assert done == [None]
+    assert stored(store, b"k") == b"v"
+    assert outcome(svc.stored()) == [None]  # nothing held: at once
+
+
+def test_a_node_that_crashes_with_held_writes_applies_them_again() -> None:
+    """The store has the entry but not its apply: a restart applies it
+    again from the log (the store's applied index says where to start)."""
+    store = RecordingStore()
+    clock, svc = _leader(store)
+    result = outcome(put(svc, b"k", b"v"))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(result) and stored(store, b"k") is None
+    store.gated = True
+    svc.stopService()
+    store.pending.clear()  # the crash: stopping's write never lands
+    store.gated = False
+    assert stored(store, b"k") is None and store.load().applied < svc.applied
+    clock2 = Clock()
+    again = make(["a"], clock2, Network(clock2), stores={"a": store})["a"]
+    pump(clock2, 0.2)
+    assert again.raft.role is Role.LEADER
+    assert again.read(b"k") == b"v"
+
+
+def test_a_graceful_stop_stores_the_held_writes() -> None:
+    store = RecordingStore()
+    clock, svc = _leader(store)
+    result = outcome(put(svc, b"k", b"v"))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(result) and stored(store, b"k") is None
+    stopped = outcome(svc.stopService())
+    assert stopped == [None]
+    assert stored(store, b"k") == b"v"
+    assert store.load().applied == svc.applied
