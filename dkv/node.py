@@ -397,15 +397,22 @@ class Node:
         request: Any,
         forward: bool,
         from_response: Callable[[Any], dict[str, Any]] | None = None,
+        waited: bool = False,
     ) -> Deferred[dict[str, Any]]:
         """Run local on the leader; from a follower, forward the request to
         the leader's Cluster service (once: a forwarded request is never
-        forwarded again). The API layers check the caller's permission
+        forwarded again). While this node knows no leader (an election) the
+        request waits for one, once, up to the request timeout, as writes
+        do. The API layers check the caller's permission
         (``authorize_root``) before they call: the node's own calls (a
         learner promoting itself) need none."""
         try:
             d = local(self.replication)
         except NotLeader as e:
+            if e.leader is None and forward and not waited:
+                return self.replication.leader_known().addCallback(
+                    lambda _: self._on_leader(local, method, request, forward, from_response, waited=True)
+                )
             address = self.address_of(e.leader) if e.leader else None
             if not forward or address is None or self.cluster is None:
                 return fail(NoLeader())

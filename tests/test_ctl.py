@@ -6,11 +6,13 @@ import io
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from dkv.ctl import CtlError, parser, run
 from dkv.testing.cluster import Cluster
+from dkv.testing.poll import wait_until
 
 pytestmark = pytest.mark.process
 
@@ -54,6 +56,26 @@ def test_dkvctl_end_to_end() -> None:
         target = next(n for n in "abc" if n not in (leader, follower))
         assert ctl(ep, "leader", "transfer", target) == f"leader: {target}\n"
         assert cluster.leader(timeout=10) == target
+
+
+def test_dkvctl_leader_transfer_during_an_election_waits_for_the_leader() -> None:
+    """A node that knows no leader holds a transfer (or membership change)
+    until one is elected, as it holds writes, instead of refusing at once."""
+    with Cluster(request_timeout=15.0) as cluster:
+        cluster.start()
+        leader = cluster.leader(timeout=20)
+        survivor, other = (n for n in "abc" if n != leader)
+        cluster.stop(leader)
+        cluster.stop(other)
+        wait_until(
+            lambda: cluster.status(survivor)[1]["leader_id"] == "", timeout=15, what=f"{survivor} to know no leader"
+        )
+        ep = f"127.0.0.1:{cluster.rest_ports[survivor]}"
+        with ThreadPoolExecutor(1) as pool:
+            transfer = pool.submit(ctl, ep, "leader", "transfer", survivor)
+            cluster.start_node(other)
+            assert transfer.result(timeout=60) == f"leader: {survivor}\n"
+        assert cluster.leader(timeout=10, among=(survivor, other)) == survivor
 
 
 def test_dkvctl_command_reports_unreachable_and_refusals() -> None:

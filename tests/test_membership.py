@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from dkv.errors import FailedPrecondition, MemberNotFound
+from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
 from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import InstallSnapshot
@@ -213,6 +213,31 @@ def test_transfer_leadership(world) -> None:
     pump(clock, 0.3)
     assert result and result[0] in ("a", "b")
     assert svcs[result[0]].raft.role is Role.LEADER
+
+
+def test_a_request_waits_until_a_leader_is_known() -> None:
+    clock = Clock()
+    net = Network(clock)
+    svcs = {i: node(i, clock, net, MemoryStore(), first=i == "a") for i in "abc"}
+    assert svcs["b"].raft.leader is None
+    known = outcome(svcs["b"].leader_known())
+    assert known == []
+    pump(clock, 0.3)
+    assert known == ["a"]
+    # Known already: at once.
+    assert outcome(svcs["c"].leader_known()) == ["a"]
+
+
+def test_a_wait_for_a_leader_ends_at_the_request_timeout() -> None:
+    clock = Clock()
+    net = Network(clock)
+    alone = node("b", clock, net, MemoryStore())  # a and c never start: no quorum
+    waited = outcome(alone.leader_known())
+    pump(clock, 1.9)
+    assert waited == []
+    pump(clock, 0.2)
+    assert len(waited) == 1 and waited[0].check(NoLeader)
+    assert "no leader was elected in time" in str(waited[0].value)
 
 
 def test_transfer_to_a_non_voter_is_refused(world) -> None:

@@ -114,6 +114,8 @@ class RequestTable:
         #: reaches index: read barriers and membership changes.
         self._apply_waiters: list[tuple[int, int, list[Request]]] = []
         self._transfers: list[Request] = []
+        #: Requests waiting until this node knows a leader (``add_leader_wait``).
+        self._leader_waits: list[Request] = []
         #: Writes that failed for want of the cluster (no leader took them,
         #: or their outcome stayed unknown) by their deadline (etcd's
         #: proposals_failed_total).
@@ -210,6 +212,14 @@ class RequestTable:
     def add_transfer(self, now: float, target: str) -> Deferred[str]:
         req = self._new(now, lambda _: NoLeader(f"leadership transfer to {target} did not complete in time"))
         self._transfers.append(req)
+        return req.deferred
+
+    def add_leader_wait(self, now: float) -> Deferred[str]:
+        """Fires with the leader's id once this node knows one
+        (``leader_known``); fails with NoLeader if none is known by the
+        request's deadline or the node stops."""
+        req = self._new(now, lambda _: NoLeader("no leader was elected in time"))
+        self._leader_waits.append(req)
         return req.deferred
 
     def failed(self, error: Exception) -> Deferred:
@@ -331,6 +341,17 @@ class RequestTable:
     def has_transfers(self) -> bool:
         return bool(self._transfers)
 
+    # -- waiting for a leader ------------------------------------------------------------
+
+    def leader_known(self, leader: str) -> None:
+        waits, self._leader_waits = self._leader_waits, []
+        for req in waits:
+            self.finish(req, leader)
+
+    @property
+    def has_leader_waits(self) -> bool:
+        return bool(self._leader_waits)
+
     # -- time and the end -----------------------------------------------------------
 
     def on_tick(self, now: float) -> None:
@@ -373,4 +394,4 @@ class RequestTable:
         self._new_writes, self._retry_writes = [], []
         self._forwarded.clear()
         self._new_reads, self._retry_reads, self._reads = [], [], {}
-        self._apply_waiters, self._transfers = [], []
+        self._apply_waiters, self._transfers, self._leader_waits = [], [], []

@@ -513,6 +513,17 @@ class ReplicationService(Service):
         self._schedule()
         return d
 
+    def leader_known(self) -> Deferred[str]:
+        """Fires with the leader's id once this node knows one (at once when
+        it does); fails with NoLeader when no leader is elected within the
+        request timeout or the node stops."""
+        raft = self.raft
+        if raft is None or not self.running:
+            return fail(NoLeader("node is not running"))
+        if raft.leader is not None:
+            return succeed(raft.leader)
+        return self.requests.add_leader_wait(self._clock.seconds())
+
     # -- inputs from the transport -------------------------------------------------
 
     def receive(self, messages: Sequence[Message]) -> None:
@@ -888,7 +899,8 @@ class ReplicationService(Service):
 
     def _on_role_change(self, raft: Raft) -> None:
         """Log leadership changes once; a node that stops leading drops the
-        snapshot views it kept, and pending transfers learn the new leader.
+        snapshot views it kept, pending transfers learn the new leader, and
+        requests waiting for a leader (``leader_known``) learn of one.
         The leadership listeners hear when this node starts or stops leading."""
         leading = raft.role is Role.LEADER
         if leading != self._leading:
@@ -902,6 +914,8 @@ class ReplicationService(Service):
         old, self._soft = self._soft, soft
         if raft.leader is not None and (old is None or old[2] != raft.leader):
             self.leader_changes += 1
+        if raft.leader is not None and self.requests.has_leader_waits:
+            self.requests.leader_known(raft.leader)
         if old is not None and old[0] is soft[0] and old[2] == soft[2]:
             return  # only the term moved (e.g. a failed election)
         if raft.role is not Role.LEADER:
