@@ -69,6 +69,15 @@ def _leader(store: MemoryStore):
     return clock, svc
 
 
+def _answered(clock: Clock, svc, key: bytes, value: bytes) -> None:
+    """Put key=value on the single-node leader svc and turn the clock (not
+    forward) until it is answered."""
+    result = outcome(put(svc, key, value))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(result)
+
+
 def test_a_write_costs_one_transaction_and_its_apply_is_held_then_flushed() -> None:
     """Single node: the entry's transaction; its apply (nothing else to make
     durable) is answered from the overlay without one, then stored by the
@@ -76,10 +85,7 @@ def test_a_write_costs_one_transaction_and_its_apply_is_held_then_flushed() -> N
     store = RecordingStore()
     clock, svc = _leader(store)
     before = len(store.batches)
-    result = outcome(put(svc, b"k", b"v"))
-    for _ in range(5):
-        clock.advance(0)
-    assert ok(result)
+    _answered(clock, svc, b"k", b"v")
     assert svc.read(b"k") == b"v"
     assert len(store.batches) == before + 1 and store.batches[-1].entries
     assert stored(store, b"k") is None  # held
@@ -96,10 +102,7 @@ def test_the_next_entries_transaction_carries_the_held_writes() -> None:
     store = RecordingStore()
     clock, svc = _leader(store)
     before = len(store.batches)
-    first = outcome(put(svc, b"k1", b"v1"))
-    for _ in range(5):
-        clock.advance(0)
-    assert ok(first)
+    _answered(clock, svc, b"k1", b"v1")
     held_index = svc.applied
     second = outcome(put(svc, b"k2", b"v2"))
     clock.advance(0)
@@ -117,10 +120,7 @@ def test_writes_held_after_a_transaction_took_the_others_wait_their_own_time() -
     store = RecordingStore()
     clock, svc = _leader(store)
     before = len(store.batches)
-    first = outcome(put(svc, b"k1", b"v1"))
-    for _ in range(5):
-        clock.advance(0)
-    assert ok(first)  # k1's apply held, the flush timer set
+    _answered(clock, svc, b"k1", b"v1")  # k1's apply held, the flush timer set
     clock.advance(HELD_FLUSH_SECONDS / 2)
     second = outcome(put(svc, b"k2", b"v2"))  # its entries' transaction takes k1's apply
     for _ in range(5):
@@ -140,10 +140,8 @@ def test_stored_flushes_the_held_writes_at_once() -> None:
     write in the store, without waiting for the flush delay."""
     store = RecordingStore()
     clock, svc = _leader(store)
-    result = outcome(put(svc, b"k", b"v"))
-    for _ in range(5):
-        clock.advance(0)
-    assert ok(result) and stored(store, b"k") is None
+    _answered(clock, svc, b"k", b"v")
+    assert stored(store, b"k") is None
     store.gated = True
     done = outcome(svc.stored())
     assert done == [] and len(store.pending) == 1  # the flush is under way
@@ -158,10 +156,8 @@ def test_a_node_that_crashes_with_held_writes_applies_them_again() -> None:
     again from the log (the store's applied index says where to start)."""
     store = RecordingStore()
     clock, svc = _leader(store)
-    result = outcome(put(svc, b"k", b"v"))
-    for _ in range(5):
-        clock.advance(0)
-    assert ok(result) and stored(store, b"k") is None
+    _answered(clock, svc, b"k", b"v")
+    assert stored(store, b"k") is None
     store.gated = True
     svc.stopService()
     store.pending.clear()  # the crash: stopping's write never lands
@@ -177,10 +173,8 @@ def test_a_node_that_crashes_with_held_writes_applies_them_again() -> None:
 def test_a_graceful_stop_stores_the_held_writes() -> None:
     store = RecordingStore()
     clock, svc = _leader(store)
-    result = outcome(put(svc, b"k", b"v"))
-    for _ in range(5):
-        clock.advance(0)
-    assert ok(result) and stored(store, b"k") is None
+    _answered(clock, svc, b"k", b"v")
+    assert stored(store, b"k") is None
     stopped = outcome(svc.stopService())
     assert stopped == [None]
     assert stored(store, b"k") == b"v"
