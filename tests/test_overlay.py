@@ -56,3 +56,21 @@ def test_reads_through_the_overlay_are_reads_of_the_applied_state(stored, batch1
     _apply(base, batch2)
     overlay.stored(8)
     assert len(overlay) == 0
+
+
+def test_tables_emptied_by_stored_take_writes_again() -> None:
+    base = MemoryTables()
+    overlay = Overlay()
+    for index in (1, 2, 3):
+        writer = overlay.writer(base)
+        writer.index = index
+        writer.put("a", b"k%d" % index, b"v")
+        writer.delete("b", b"gone")
+        assert overlay.view(base).get("a", b"k%d" % index) == b"v"
+        assert list(overlay.view(base).scan("a")) == [(b"k%d" % i, b"v") for i in range(1, index + 1)]
+        assert len(overlay) == 2
+        _apply(base, writer.writes)
+        overlay.stored(index)
+        assert len(overlay) == 0
+        assert overlay.lookup("a", b"k%d" % index) == (False, None)
+        assert list(overlay.view(base).scan("a")) == [(b"k%d" % i, b"v") for i in range(1, index + 1)]

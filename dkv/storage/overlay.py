@@ -66,14 +66,19 @@ class Overlay:
         return [(k, t[k][1]) for k in keys]
 
     def stored(self, index: int) -> None:
-        """The store now holds every write of the entries up to index."""
-        for name in list(self._tables):
-            t = self._tables[name]
-            stale = [k for k, (i, _) in t.items() if i <= index]
+        """The store now holds every write of the entries up to index. A
+        table left empty is kept (the same few tables fill again at the next
+        apply, and a new ``SortedDict`` costs more than the apply's own work)."""
+        for t in self._tables.values():
+            if not t:
+                continue
+            # SortedDict is a dict: its plain items are the fast way round.
+            stale = [k for k, (i, _) in dict.items(t) if i <= index]
+            if len(stale) == len(t):
+                t.clear()
+                continue
             for k in stale:
                 del t[k]
-            if not t:
-                del self._tables[name]
 
     def clear(self) -> None:
         self._tables.clear()
