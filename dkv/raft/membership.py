@@ -38,23 +38,28 @@ class Membership:
     deterministic (every bootstrapping node must write identical bytes)."""
 
     members: tuple[Member, ...] = attrs.field(converter=_sorted_members, default=())
+    # Derived from members once (the core asks for them on every message).
+    _ids: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
+    _voters: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         ids = [m.id for m in self.members]
         if len(set(ids)) != len(ids):
             raise MembershipError(f"duplicate member id in {ids}")
+        object.__setattr__(self, "_ids", frozenset(ids))
+        object.__setattr__(self, "_voters", frozenset(m.id for m in self.members if m.voter))
 
     @property
     def voters(self) -> frozenset[str]:
-        return frozenset(m.id for m in self.members if m.voter)
+        return self._voters
 
     @property
     def learners(self) -> frozenset[str]:
-        return frozenset(m.id for m in self.members if not m.voter)
+        return self._ids - self._voters
 
     @property
     def ids(self) -> frozenset[str]:
-        return frozenset(m.id for m in self.members)
+        return self._ids
 
     def get(self, node_id: str) -> Member | None:
         for m in self.members:
