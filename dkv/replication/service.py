@@ -908,14 +908,15 @@ class ReplicationService(Service):
             self._stamps.stop()
             for listener in self.leadership_listeners:
                 listener(leading)
+        # Whatever the turn saw in between, a known leader is what they wait for.
+        if raft.leader is not None and self.requests.has_leader_waits:
+            self.requests.leader_known(raft.leader)
         soft = (raft.role, raft.term, raft.leader)
         if soft == self._soft:
             return
         old, self._soft = self._soft, soft
         if raft.leader is not None and (old is None or old[2] != raft.leader):
             self.leader_changes += 1
-        if raft.leader is not None and self.requests.has_leader_waits:
-            self.requests.leader_known(raft.leader)
         if old is not None and old[0] is soft[0] and old[2] == soft[2]:
             return  # only the term moved (e.g. a failed election)
         if raft.role is not Role.LEADER:
