@@ -361,8 +361,8 @@ class ReplicationService(Service):
             return fail(NoLeader("node is not running"))
         d: Deferred[None] = Deferred()
         self._stored_waiters.append((index, d))
-        if self._held and self._persisting is None and self._disk_retry is None:
-            self._flush_held()
+        if self._held:
+            self._flush_held()  # it leaves them to a transaction under way
         return d
 
     def wait_applied(self, index: int) -> Deferred[None]:
