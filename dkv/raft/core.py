@@ -1164,7 +1164,8 @@ class Raft:
 
     @property
     def commit_waiting(self) -> bool:
-        """Some follower waits for a commit index held back (defer_commit)."""
+        """Some follower waits for a commit index held back (defer_commit)
+        that no append has carried to it since."""
         return bool(self._commit_waiting)
 
     def flush_commit(self) -> None:
@@ -1198,6 +1199,7 @@ class Raft:
             )
         )
         pr.sent_commit = commit
+        self._commit_waiting.discard(to)  # this append carries the commit index
         if commit_only:
             return  # no answer will come: neither a read round nor flow control
         self._reads.round_sent()

@@ -571,8 +571,7 @@ class ReplicationService(Service):
         if self.requests.has_new_reads:
             self._read_new(raft)
         self._deliver(raft, raft.take_outbox())
-        if raft.commit_waiting and self._commit_flush is None:
-            self._commit_flush = self._clock.callLater(COMMIT_FLUSH_SECONDS, self._flush_commit)
+        self._watch_commit(raft)
         self._watch_membership(raft)
         self._on_role_change(raft)
         if self._persisting is None and self._disk_retry is None and raft.has_ready():
@@ -786,6 +785,20 @@ class ReplicationService(Service):
         self._disk_retry = None
         if self.running and self._failed is None:
             self._write(batch, rd, applied)
+
+    def _watch_commit(self, raft: Raft) -> None:
+        """A commit index held back gets COMMIT_FLUSH_SECONDS for an append
+        to carry it, counted from when it was first held back: an append
+        that carried it ends the wait (and the timer), so that under a steady
+        trickle of writes (one connection) followers learn every commit index
+        from the next append and no commit-only message is ever sent."""
+        if raft.commit_waiting:
+            if self._commit_flush is None:
+                self._commit_flush = self._clock.callLater(COMMIT_FLUSH_SECONDS, self._flush_commit)
+        elif self._commit_flush is not None:
+            if self._commit_flush.active():
+                self._commit_flush.cancel()
+            self._commit_flush = None
 
     def _flush_commit(self) -> None:
         """The commit index held back for the next append: send it now."""
