@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dkv.auth.tokens import issued_at
 from dkv.testing.cluster import Cluster
 from dkv.testing.poll import wait_until
 from dkv.testing.rest_client import b64
@@ -93,6 +94,15 @@ def test_a_token_issued_by_one_member_is_good_on_every_member() -> None:
         token = authenticate(cluster, follower, "root", "rootpw")
         for node in cluster.ids:  # at once: a member that has not applied the token yet waits until it has
             must(cluster, node, "/v3/kv/put", {"key": b64(node.encode()), "value": "MQ=="}, token)
+        # The restart is a crash: a member applies again the entries whose
+        # apply its db had yet to store (held_apply), an Authenticate among
+        # them re-issuing its token; wait until the db holds this one's.
+        issued = issued_at(token)
+        wait_until(
+            lambda: (st := cluster.nodes[follower].try_status()) and st["stored_index"] >= issued,
+            10.0,
+            f"{follower}'s db to hold the apply of entry {issued}",
+        )
         cluster.restart(follower)
         status, answer = post(cluster, follower, "/v3/kv/range", {"key": b64(b"a")}, token)
         assert (status, answer["message"]) == (401, "etcdserver: invalid auth token")

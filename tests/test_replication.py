@@ -80,8 +80,8 @@ class NetTransport:
 class GatedStore(MemoryStore):
     """A MemoryStore whose writes complete only when the test says so."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, log_apart: bool = False) -> None:
+        super().__init__(log_apart=log_apart)
         self.gated = False
         self.pending: list[tuple[Deferred, WriteBatch]] = []
 

@@ -118,12 +118,17 @@ def kv_txn(node: Node, request: pb.TxnRequest) -> Deferred[pb.TxnResponse]:
 def kv_compact(node: Node, request: pb.CompactionRequest) -> Deferred[pb.CompactionResponse]:
     """Compaction goes through the log: every member drops the same history
     at the same point, in steps of at most ``compaction_steps.STEP``
-    revisions. ``physical`` needs nothing more: the drop is done when the
-    answer comes. Any user may compact (auth enabled); the node's own
-    auto-compaction proposes without a user."""
-    return _checked(
+    revisions. ``physical`` (etcd: answer once the compacted history is
+    gone from the backend database) also waits for this member's db to
+    hold the drop (``ReplicationService.stored``: applied writes reach it
+    within 20 ms otherwise). Any user may compact (auth enabled); the
+    node's own auto-compaction proposes without a user."""
+    done = _checked(
         node.authorize_user, lambda: compact_in_steps(node, pb.CompactionRequest(revision=request.revision))
     )
+    if request.physical:
+        done.addCallback(lambda answer: node.replication.stored().addCallback(lambda _: answer))
+    return done
 
 
 # ---- Cluster ----------------------------------------------------------------------

@@ -10,7 +10,10 @@ member. A member that has not applied that entry yet waits until it has
 before it looks the token up (``issued_at`` gives the index; etcd's members
 wait the same way). Tokens live in memory only: a restarted member knows
 none of the tokens applied before it stopped and answers ``invalid auth
-token``, on which etcdctl and clientv3 re-authenticate. A token is valid
+token``, on which etcdctl and clientv3 re-authenticate -- except, after a
+crash, those its db had yet to store the apply of (the last 20 ms or so,
+``held_apply``): it applies those entries again, and so re-learns them,
+as an etcd member does with the entries after its last backend commit. A token is valid
 for ``ttl`` seconds after its last use on each member (each use extends it
 there, as etcd's do). It names its user and the password hash it was
 issued against, so a password change or a deleted user ends it

@@ -14,6 +14,13 @@ none comes in time, a transaction of their own (``ReplicationService``'s
 flush). At one connection this is one transaction and one fsync per write
 on the leader instead of two: the entry's, then its apply's.
 
+Over a store that keeps its log apart (``NodeStore.log_apart``: LMDB's log
+file), a Ready with entries or a new term or vote holds its applied writes
+too: its entries and hard state (the newest, held or its own) go to the log
+file alone, and the writes wait for the next LMDB transaction, which
+carries the log file's records before them. Under load that is one LMDB
+transaction per ``HELD_FLUSH_SECONDS`` instead of one per Raft round.
+
 Holding never loses an acknowledged write: every write answered from here is
 committed (in the log of a majority), and nothing that must be durable
 before a message leaves is ever held. What a crash can lose is only work:
@@ -62,6 +69,27 @@ class HeldApply:
         newest = hard_state if hard_state is not None else self.hard_state
         self.applied = self.hard_state = self.since = None
         return joined, newest
+
+    def take_hard_state(self, hard_state: HardState | None) -> HardState | None:
+        """What a log-only write made now must carry as hard state:
+        hard_state, or, when None, the held one. The writes stay held."""
+        newest = hard_state if hard_state is not None else self.hard_state
+        self.hard_state = None
+        if self.applied is None:
+            self.since = None
+        return newest
+
+    def put_back(self, applied: Applied | None, hard_state: HardState | None, now: float) -> None:
+        """A transaction that took what was held failed (nothing of it was
+        stored): hold applied's writes again, before those held since, and
+        hard_state unless a newer one is held."""
+        if applied is None and hard_state is None:
+            return
+        if self.since is None:
+            self.since = now
+        self.applied = _joined(applied, self.applied)
+        if self.hard_state is None:
+            self.hard_state = hard_state
 
     def drop_writes(self) -> None:
         """A snapshot is installed: it replaces the state the held writes

@@ -64,7 +64,7 @@ from dkv.mvcc.view import key_count_change
 from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
-from dkv.raft.messages import AppendEntries, Message, Propose, ReadIndexRequest, SnapshotMeta
+from dkv.raft.messages import AppendEntries, HardState, Message, Propose, ReadIndexRequest, SnapshotMeta
 from dkv.replication.admission import AdmissionControl
 from dkv.replication.compaction import CompactionPolicy
 from dkv.replication.held_apply import HeldApply
@@ -270,11 +270,14 @@ class ReplicationService(Service):
             d: Deferred[None] = Deferred()
 
             def written(result: object) -> object:
-                d.callback(None)
+                self._store_held_at_stop().addBoth(lambda _: d.callback(None))
                 return result
 
             self._persisting.addBoth(written)
             return d
+        return self._store_held_at_stop()
+
+    def _store_held_at_stop(self) -> Deferred[None]:
         if self._held and self._failed is None and self._disk_full is None:
             # Not needed (a restart applies them again from the log), but a
             # node stopped in good order starts from where it stopped.
@@ -362,7 +365,7 @@ class ReplicationService(Service):
         d: Deferred[None] = Deferred()
         self._stored_waiters.append((index, d))
         if self._held:
-            self._flush_held()  # it leaves them to a transaction under way
+            self._flush_held()  # or, a write under way, right after it
         return d
 
     def wait_applied(self, index: int) -> Deferred[None]:
@@ -602,32 +605,48 @@ class ReplicationService(Service):
         self._installing = rd.snapshot
         if rd.snapshot is not None:
             self._held.drop_writes()  # the snapshot replaces the state they made
-        elif self._may_hold(rd, applied):
-            self._held.hold(applied, rd.hard_state, self._clock.seconds())
-            if self._held_flush is None:
-                self._held_flush = self._clock.callLater(HELD_FLUSH_SECONDS, self._held_due)
-            # Nothing to make durable: the Ready's messages (acknowledgements
-            # of entries stored by earlier Readys) may leave now.
-            self._send(rd.messages)
-            self._guard(lambda: raft.advance(rd))
-            self._maybe_compact(raft)
-            self._schedule()
-            return
+        elif self._may_hold(applied):
+            if not self._makes_durable(rd):
+                self._hold(applied, rd.hard_state)
+                # Nothing to make durable: the Ready's messages (acknowledgements
+                # of entries stored by earlier Readys) may leave now.
+                self._send(rd.messages)
+                self._guard(lambda: raft.advance(rd))
+                self._maybe_compact(raft)
+                self._schedule()
+                return
+            if self._store.log_apart:
+                # The store's log file takes the entries and hard state (one
+                # fdatasync); the applied writes wait for its next transaction.
+                hard_state = self._held.take_hard_state(rd.hard_state)
+                self._hold(applied, None)
+                self._write(WriteBatch(hard_state, rd.entries), rd, None)
+                return
         applied, hard_state = self._held.take(applied, rd.hard_state)
         batch = WriteBatch(hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
         self._write(batch, rd, applied)
 
-    def _may_hold(self, rd: Ready, applied: Applied | None) -> bool:
-        """rd (no snapshot) needs no transaction now: it brings no entries
-        and no new term or vote, no compaction waits, no one waits for the
-        store, and the held writes stay few (``held_apply``)."""
-        if rd.entries or self._pending_compact is not None or self._stored_waiters:
-            return False
-        hs = rd.hard_state
-        if hs is not None and (hs.term, hs.vote) != self._stored_vote:
+    def _may_hold(self, applied: Applied | None) -> bool:
+        """The applied writes of a Ready (no snapshot) may be held for a
+        later transaction: no compaction waits, no one waits for the store,
+        and the held writes stay few (``held_apply``)."""
+        if self._pending_compact is not None or self._stored_waiters:
             return False
         return self._held.writes + (len(applied.writes) if applied is not None else 0) < HELD_FLUSH_WRITES
+
+    def _makes_durable(self, rd: Ready) -> bool:
+        """rd brings entries or a new term or vote: the store must have them
+        before its messages leave."""
+        hs = rd.hard_state
+        return bool(rd.entries) or (hs is not None and (hs.term, hs.vote) != self._stored_vote)
+
+    def _hold(self, applied: Applied | None, hard_state: HardState | None) -> None:
+        if applied is None and hard_state is None:
+            return
+        self._held.hold(applied, hard_state, self._clock.seconds())
+        if self._held_flush is None:
+            self._held_flush = self._clock.callLater(HELD_FLUSH_SECONDS, self._held_due)
 
     def _held_due(self) -> None:
         """The flush timer: one per HELD_FLUSH_SECONDS at most, not one per
@@ -646,8 +665,9 @@ class ReplicationService(Service):
     def _flush_held(self) -> None:
         """Give the held writes (and any compaction waiting) to the store in
         a transaction of their own: no Ready took them in time, or someone
-        waits for the store. Only while no transaction is under way (one that
-        is carries them already: they are held only between transactions)."""
+        waits for the store. Only while no write is under way: a transaction
+        under way carries them already, and a log-only write under way is
+        followed by this flush (``_persisted``)."""
         if self._held_flush is not None:
             if self._held_flush.active():
                 self._held_flush.cancel()
@@ -667,16 +687,16 @@ class ReplicationService(Service):
         d = self._store.write(batch)
         self._persisting = d
         d.addCallbacks(
-            self._persisted, self._persist_failed, callbackArgs=(rd, applied), errbackArgs=(batch, rd, applied)
+            self._persisted, self._persist_failed, callbackArgs=(rd, applied, batch), errbackArgs=(batch, rd, applied)
         )
 
-    def _persisted(self, _: None, rd: Ready, applied: Applied | None) -> None:
+    def _persisted(self, _: None, rd: Ready, applied: Applied | None, batch: WriteBatch | None = None) -> None:
         """rd is durable. Persist -> send -> apply -> advance: the store now
         holds what the overlay had, or the snapshot, whose index reads may
         now be released at."""
         self._persisting = None
         self._installing = None
-        if self._disk_full is not None:
+        if self._disk_full is not None and (batch is None or not self._log_only(batch)):
             self._disk_full = None
             log.warn("the disk has room again: the write it refused is stored, this node writes again")
             for listener in self.disk_full_listeners:
@@ -703,6 +723,10 @@ class ReplicationService(Service):
             self._release_stored()
         self._guard(lambda: raft.advance(rd))
         self._maybe_compact(raft)
+        if self._held and (self._held_flush is None or self._stored_waiters):
+            # Its time came, or someone began to wait for the store, while
+            # this write (log-only: it took none of them) was under way.
+            self._flush_held()
         self._schedule()
 
     def _release_stored(self) -> None:
@@ -719,7 +743,10 @@ class ReplicationService(Service):
         self._persisting = None
         error = failure.value
         if error is not None and not isinstance(error, DiskFailed) and is_disk_full(error):
-            self._stall(error, batch, rd, applied)
+            if rd is _NO_READY and self._store.log_apart:
+                self._flush_refused(error, batch)
+            else:
+                self._stall(error, batch, rd, applied)
             return
         self._failed = failure
         if isinstance(error, DiskFailed):
@@ -746,6 +773,33 @@ class ReplicationService(Service):
         voter (and again at each retry while it still leads): the others
         commit without it, but it could neither apply nor answer, so the
         deletes, compactions and disarms that free space would hang."""
+        self._note_disk_full(error)
+        if self.running:
+            self._hand_over_leadership()
+            self._disk_retry = self._clock.callLater(DISK_FULL_RETRY_SECONDS, self._retry_write, batch, rd, applied)
+
+    def _flush_refused(self, error: BaseException, batch: WriteBatch) -> None:
+        """The disk refused a flush of held writes (nothing of it stored)
+        over a store whose log file needs no room (it is preallocated). The
+        node does not stall: it keeps appending to the log file, applying
+        and answering; the disk is full all the same (the NOSPACE alarm is
+        raised, writes that grow the db are refused), the flush's writes are
+        held again, before any held since, and the flush is tried again every
+        ``DISK_FULL_RETRY_SECONDS``. Past ``HELD_FLUSH_WRITES`` held writes,
+        or with a compaction due, the next Ready is a transaction, which the
+        full disk refuses in turn: that one stalls (``_stall``)."""
+        self._note_disk_full(error)
+        self._held.put_back(batch.apply, batch.hard_state, self._clock.seconds())
+        if batch.compact is not None and self._pending_compact is None:
+            self._pending_compact = batch.compact
+        if self.running:
+            self._hand_over_leadership()
+            if self._held_flush is not None and self._held_flush.active():
+                self._held_flush.cancel()
+            self._held_flush = self._clock.callLater(DISK_FULL_RETRY_SECONDS, self._flush_held)
+            self._schedule()
+
+    def _note_disk_full(self, error: BaseException) -> None:
         if self._disk_full is None:
             log.critical(
                 "cannot write to the store: the disk is full ({error}); this node raises the NOSPACE alarm, "
@@ -758,9 +812,16 @@ class ReplicationService(Service):
             self._disk_full = error
             for listener in self.disk_full_listeners:
                 listener(True)
-        if self.running:
-            self._hand_over_leadership()
-            self._disk_retry = self._clock.callLater(DISK_FULL_RETRY_SECONDS, self._retry_write, batch, rd, applied)
+
+    def _log_only(self, batch: WriteBatch) -> bool:
+        """Whether the store writes batch to its log file, not as a transaction."""
+        return (
+            self._store.log_apart
+            and batch.apply is None
+            and batch.install is None
+            and batch.compact is None
+            and (bool(batch.entries) or batch.hard_state is not None)
+        )
 
     def _hand_over_leadership(self) -> None:
         """Leader with a full disk: start a transfer to the most up-to-date

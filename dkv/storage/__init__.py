@@ -98,6 +98,11 @@ class SnapshotReader(Protocol):
 
 
 class NodeStore(Protocol):
+    #: Whether a batch of only entries and hard state is made durable apart
+    #: from the state (a log file): cheaply, and the state's writes are best
+    #: held for a later batch (the driver's ``held_apply``).
+    log_apart: bool
+
     def load(self) -> PersistentState | None:
         """The recovered state, or None for an empty store. Called once,
         before serving (it may read the disk on the calling thread)."""

@@ -11,17 +11,27 @@ databases:
 ``log``             8-byte big-endian index -> term (8 bytes), kind (1 byte), data;
 ``meta``            ``format``, ``cluster_id``, ``hard_state``, ``applied``,
                     ``kv_active``, ``snapshot`` (the log's base: index, term,
-                    configuration) and ``incoming`` (progress of a staged
-                    snapshot: index, term, next chunk, CRC, complete).
+                    configuration), ``incoming`` (progress of a staged
+                    snapshot: index, term, next chunk, CRC, complete) and
+                    ``log_epoch`` (the log file's, below).
 
-Every write is one LMDB transaction committed with fsync (``sync=True``), on a
+Beside it, ``a.db-wal`` (``dkv.storage.log_file``): a write batch that only
+appends entries or sets the hard state is made durable there, with one
+``fdatasync``, and reaches LMDB with the next transaction, which carries
+every such batch since the last, in order, before its own writes, and
+starts the file afresh under a new epoch. Every other write is one LMDB
+transaction committed with fsync (``sync=True``). All writes run on a
 single writer thread, so the reactor never waits on the disk; reads use
 short read transactions on the calling thread (LMDB readers never block on
-the writer). LMDB commits are atomic, so a crash (kill -9, power loss) at any
-moment leaves the last committed transaction and nothing torn: a snapshot
-being received survives as its committed chunks (the transfer resumes from
-there) and becomes the state in one transaction; compaction is one
-transaction. dkv writes nothing outside LMDB transactions.
+the writer). LMDB commits are atomic and log file records are checksummed,
+so a crash (kill -9, power loss) at any moment leaves the last committed
+transaction and the records appended since, and nothing torn: opening the
+store reads them back (``load`` returns the log and hard state they make).
+A snapshot being received survives as its committed chunks (the transfer
+resumes from there) and becomes the state in one transaction; compaction
+is one transaction. The db is the two files: copy or remove both or neither.
+When the log file cannot be made (no room for it), the store runs without
+it and every write is an LMDB transaction, as the log entries then need.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import struct
 import threading
 import time
@@ -52,6 +63,7 @@ from dkv.storage import (
 )
 from dkv.storage.disk_faults import DiskFailed, FaultHook, enospc, is_io_error
 from dkv.storage.lmdb_tables import LmdbTables
+from dkv.storage.log_file import DEFAULT_LOG_FILE_BYTES, LogFile, LogFileFull, LogRecord, log_file_path
 from dkv.storage.snapshot_spool import RECORD_OVERHEAD, SpooledChunks
 from dkv.storage.writer_thread import WriterThread
 
@@ -77,6 +89,8 @@ FULL_BELOW_BYTES = 4096
 #: not count: 1/40 of what it counts covers overhead up to a fifth.
 RESERVE_FRACTION = 40
 RESERVE_MAX_BYTES = 16 << 20
+#: A log file smaller than this is not made (the store does without).
+MIN_LOG_FILE_BYTES = 256 << 10
 #: Room a snapshot's spool leaves free on the db's file system, at least.
 SPOOL_HEADROOM_BYTES = 64 << 20
 
@@ -133,9 +147,33 @@ def encode_entry(entry: Entry) -> bytes:
     return _ENTRY_HEAD.pack(entry.term, entry.kind) + entry.data
 
 
+def _pages_written(pending: list[tuple[HardState | None, tuple[Entry, ...]]], batch: WriteBatch) -> int:
+    """About the bytes a transaction of the pending log records and batch
+    writes: each record on a page of its own at worst (copy-on-write pages
+    and their branches), entries and values in full."""
+    records = [*(e for _, entries in pending for e in entries), *batch.entries]
+    size = sum(len(e.data) for e in records) + 64 * len(records)
+    if batch.apply is not None:
+        size += sum(len(key) + len(value or b"") + 64 for _, key, value in batch.apply.writes)
+    return 2 * size + 16 * 4096
+
+
+def _decoded(record: LogRecord) -> tuple[HardState | None, tuple[Entry, ...]]:
+    hard_state, entries = record
+    return (
+        _decode_hard_state(hard_state) if hard_state is not None else None,
+        tuple(decode_entry(index, raw) for index, raw in entries),
+    )
+
+
 def decode_entry(index: int, raw: bytes) -> Entry:
     term, kind = _ENTRY_HEAD.unpack_from(raw)
     return Entry(index, term, EntryKind(kind), bytes(raw[_ENTRY_HEAD.size :]))
+
+
+def _new_epoch() -> int:
+    """A log file epoch: random, never 0 (the value of a file's unwritten bytes)."""
+    return secrets.randbits(64) or 1
 
 
 def _encode_hard_state(hs: HardState) -> bytes:
@@ -253,7 +291,15 @@ class LmdbSnapshotReader:
 class LmdbStore:
     """Open with ``LmdbStore.open(path, reactor)``; ``close()`` when done."""
 
-    def __init__(self, env: lmdb.Environment, lock_fd: int, reactor: IReactorFromThreads) -> None:
+    def __init__(
+        self,
+        env: lmdb.Environment,
+        lock_fd: int,
+        reactor: IReactorFromThreads,
+        log_file: LogFile | None = None,
+    ) -> None:
+        """log_file: the log file (None: none); its records of the db's
+        epoch are read now (``load`` returns what they make)."""
         self._env = env
         self._lock_fd = lock_fd
         self._reactor = reactor
@@ -274,6 +320,15 @@ class LmdbStore:
         #: write batch; what it raises, the commit does (``dkv.storage.disk_faults``).
         self.fault_hook: FaultHook | None = None
         self._disk_failed: DiskFailed | None = None
+        self._log_file = log_file
+        #: The log-only batches appended to the log file since LMDB's last
+        #: transaction (hard state, entries), oldest first.
+        self._pending: list[tuple[HardState | None, tuple[Entry, ...]]] = []
+        if log_file is not None:
+            with env.begin() as txn:
+                raw = txn.get(b"log_epoch", db=self._meta)
+            epoch = _INDEX.unpack(raw)[0] if raw else 0
+            self._pending = [_decoded(record) for record in log_file.records(epoch)]
 
     @property
     def _kv(self) -> Any:
@@ -283,12 +338,27 @@ class LmdbStore:
     def _staging(self) -> Any:
         return self._kvs[1 - self._active]
 
+    @property
+    def log_apart(self) -> bool:
+        """Whether log-only batches go to the log file (then LMDB only gets
+        them with the next transaction that has other writes: the driver
+        holds its applied writes for that one, ``held_apply``)."""
+        return self._log_file is not None
+
     @classmethod
     def open(
-        cls, path: str, reactor: IReactorFromThreads, map_size: int = DEFAULT_MAP_SIZE
+        cls,
+        path: str,
+        reactor: IReactorFromThreads,
+        map_size: int = DEFAULT_MAP_SIZE,
+        log_file_bytes: int = DEFAULT_LOG_FILE_BYTES,
     ) -> LmdbStore:
-        """Open (creating if needed) the store at path; raise StorageError
-        with a readable reason when that is impossible."""
+        """Open (creating if needed) the store at path, and its log file;
+        raise StorageError with a readable reason when that is impossible.
+        A new log file gets log_file_bytes, at most 1/16 of the room left
+        (0, or less than ``MIN_LOG_FILE_BYTES``: none); one that cannot be
+        made is done without. One that exists must open (it may hold
+        acknowledged entries), whatever log_file_bytes says."""
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise StorageError(f"cannot open db path {path}: directory {parent} does not exist")
@@ -326,6 +396,8 @@ class LmdbStore:
         meta = env.open_db(b"meta")
         with env.begin(write=True) as txn:
             fmt = txn.get(b"format", db=meta)
+            if txn.get(b"log_epoch", db=meta) is None:
+                txn.put(b"log_epoch", _INDEX.pack(_new_epoch()), db=meta)
             if fmt is None:
                 txn.put(b"format", FORMAT, db=meta)
             elif fmt != FORMAT:
@@ -338,7 +410,37 @@ class LmdbStore:
                         "(--join), or export its keys with the old version first"
                     )
                 raise StorageError(f"db path {path} has unknown format {fmt!r}")
-        return cls(env, fd, reactor)
+        log_file = None
+        wal = log_file_path(path)
+        existed = os.path.exists(wal)
+        # A new file takes at most 1/16 of the room left (a small file system
+        # keeps room for the db); one that exists keeps its size.
+        size = 0 if existed else min(log_file_bytes, free_bytes(path) // 16)
+        if existed or size >= MIN_LOG_FILE_BYTES:
+            try:
+                log_file = LogFile.open(wal, size)
+            except OSError as e:
+                if existed:
+                    env.close()
+                    os.close(fd)
+                    raise StorageError(f"cannot open the log file {wal} of db {path}: {e}") from None
+                log.warn(
+                    "no log file beside db {path} ({error}): every write is an LMDB transaction",
+                    path=path, error=e,
+                )
+        elif log_file_bytes > 0:
+            log.warn(
+                "no log file beside db {path} (too little room for one): every write is an LMDB transaction",
+                path=path,
+            )
+        try:
+            return cls(env, fd, reactor, log_file)
+        except BaseException:
+            if log_file is not None:
+                log_file.close()
+            env.close()
+            os.close(fd)
+            raise
 
     # -- NodeStore ---------------------------------------------------------------
 
@@ -356,6 +458,8 @@ class LmdbStore:
                 decode_entry(_INDEX.unpack(k)[0], v)
                 for k, v in txn.cursor(db=self._log).iternext(keys=True, values=True)
             )
+        if self._pending:
+            hard_state, entries = self._with_pending(hard_state, entries, snap.index)
         return PersistentState(
             cluster_id=cluster_id.decode(),
             hard_state=hard_state,
@@ -365,6 +469,30 @@ class LmdbStore:
             snapshot_term=snap.term,
             snapshot_membership=snap.membership,
         )
+
+    def _with_pending(
+        self, hard_state: HardState, entries: tuple[Entry, ...], base: int
+    ) -> tuple[HardState, tuple[Entry, ...]]:
+        """The hard state and log LMDB holds, as the log file's records
+        (applied in order, as ``_write_raft`` would) leave them."""
+        log_entries = list(entries)
+        for hs, appended in self._pending:
+            if hs is not None:
+                hard_state = hs
+            if not appended:
+                continue
+            first = appended[0].index
+            last = log_entries[-1].index if log_entries else base
+            if first <= base or first > last + 1:
+                raise StorageError(
+                    _damaged(
+                        self._env.path(),
+                        f"its log file appends entries from {first} to a log of {base + 1}..{last}",
+                    )
+                )
+            del log_entries[first - base - 1 :]
+            log_entries.extend(appended)
+        return hard_state, tuple(log_entries)
 
     def bootstrap(self, cluster_id: str, membership: Membership) -> PersistentState:
         state = bootstrap_state(cluster_id, membership)
@@ -398,11 +526,15 @@ class LmdbStore:
         """The file's size, and the bytes of the pages the databases hold
         (the two meta pages and every tree's branch, leaf and overflow
         pages; not the pages compaction freed, which LMDB reuses): etcd's
-        size in use, which falls when history is compacted away."""
+        size in use, which falls when history is compacted away. Both
+        count the log file's records that LMDB has yet to get (twice in
+        use: their entries' writes, applied and held, will land as well),
+        so that the quota sees a write as soon as it is in the log."""
         main = self._env.stat()
         with self._env.begin() as txn:
             pages = 2 + _pages(main) + sum(_pages(txn.stat(db)) for db in (*self._kvs, self._log, self._meta))
-        return os.path.getsize(self._env.path()), pages * main["psize"]
+        pending = self._log_file.offset if self._log_file is not None else 0
+        return os.path.getsize(self._env.path()) + pending, pages * main["psize"] + 2 * pending
 
     def copy(self, fd: int) -> None:
         self._env.copyfd(fd, compact=True)
@@ -432,7 +564,7 @@ class LmdbStore:
         if self._closed:
             return succeed(None)
         self._closed = True
-        d = self._in_writer(lambda: None)
+        d = self._in_writer(self._absorb)
 
         def release(_: object) -> None:
             self._writer.stop()
@@ -464,15 +596,16 @@ class LmdbStore:
 
         return self._writer.submit(unless_failed)
 
-    def _commit(self, txn: lmdb.Transaction) -> None:
+    def _commit(self, txn: lmdb.Transaction, size: int = 0) -> None:
         """Commit txn; a commit the disk fails (EIO) raises DiskFailed, and
         the store takes no more writes: a failed fsync is never retried.
 
         Except on a full file system: LMDB reports a write that the disk cut
         short (``pwrite`` wrote part of the pages, then the space ran out) as
-        EIO, not ENOSPC. An EIO while the file system has no room left
-        (``_no_room``: ext4 refuses writes while its reserve is still counted
-        free) is that, and raises ENOSPC instead (the caller may try the whole
+        EIO, not ENOSPC. An EIO while the file system has no room left for
+        the transaction (``_no_room``: ext4 refuses writes while its reserve
+        is still counted free; size: about the bytes the transaction writes,
+        0 for a small one) is that, and raises ENOSPC instead (the caller may try the whole
         transaction again: nothing of it is committed, LMDB writes its meta
         page last).
 
@@ -491,7 +624,7 @@ class LmdbStore:
                 raise self._fail(e) from e
             if not is_io_error(e):
                 raise
-            if self._no_room():
+            if self._no_room(size):
                 raise enospc(f"{e}: a write cut short by a full file system") from e
             raise self._fail(e) from e
 
@@ -509,14 +642,16 @@ class LmdbStore:
             return True
         return False
 
-    def _no_room(self) -> bool:
-        """Whether the db's file system has less than a page of room left
-        beyond what it keeps back (a write that needs the reserve is refused
-        although ``statvfs`` counts it free)."""
+    def _no_room(self, size: int = 0) -> bool:
+        """Whether the db's file system has less room than size bytes (at
+        least a page) beyond what it keeps back (a write that needs the
+        reserve is refused although ``statvfs`` counts it free)."""
         path = self._env.path()
-        return free_bytes(path) < reserve_bytes(path) + FULL_BELOW_BYTES
+        return free_bytes(path) < reserve_bytes(path) + max(FULL_BELOW_BYTES, size)
 
     def _release(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
         self._env.close()
         os.close(self._lock_fd)
 
@@ -525,9 +660,22 @@ class LmdbStore:
             raise StorageError("store is not empty")
 
     def _write_batch(self, batch: WriteBatch) -> None:
+        log_only = batch.install is None and batch.apply is None and batch.compact is None
+        if log_only and self._log_file is not None and (batch.entries or batch.hard_state is not None):
+            try:
+                self._append(batch.hard_state, batch.entries)
+                return
+            except LogFileFull:
+                pass  # an LMDB transaction takes it, and empties the file
         active = self._active
+        pending = self._pending
+        epoch = _new_epoch() if pending else None
         txn = self._env.begin(write=True)
         try:
+            for hard_state, entries in pending:
+                self._write_raft(txn, hard_state, entries)
+            if epoch is not None:
+                txn.put(b"log_epoch", _INDEX.pack(epoch), db=self._meta)
             if batch.install is not None:
                 active = self._install(txn, batch.install)
             self._write_raft(txn, batch.hard_state, batch.entries)
@@ -540,15 +688,52 @@ class LmdbStore:
             txn.abort()
             raise
         started = time.perf_counter()
-        self._commit(txn)
+        self._commit(txn, _pages_written(pending, batch))
+        if epoch is not None:
+            self._pending = []
+            self._log_file.restart(epoch)  # type: ignore[union-attr]
         observe = self.on_commit
         if observe is not None:
             observe(
                 time.perf_counter() - started,
-                bool(batch.entries) or batch.hard_state is not None,
+                bool(batch.entries) or batch.hard_state is not None or bool(pending),
                 batch.apply is not None,
             )
         self._active = active  # readers switch only once the install committed
+
+    def _append(self, hard_state: HardState | None, entries: tuple[Entry, ...]) -> None:
+        """Make a log-only batch durable in the log file (LogFileFull when it
+        does not fit); a failure of the disk is handled as ``_commit``'s."""
+        record: LogRecord = (
+            _encode_hard_state(hard_state) if hard_state is not None else None,
+            [(e.index, encode_entry(e)) for e in entries],
+        )
+        started = time.perf_counter()
+        try:
+            self._log_file.append(record, self.fault_hook)  # type: ignore[union-attr]
+        except LogFileFull:
+            raise
+        except Exception as e:
+            if not is_io_error(e):
+                raise
+            if self._no_room():
+                raise enospc(f"{e}: a write cut short by a full file system") from e
+            raise self._fail(e) from e
+        self._pending.append((hard_state, entries))
+        observe = self.on_commit
+        if observe is not None:
+            observe(time.perf_counter() - started, True, False)
+
+    def _absorb(self) -> None:
+        """Give LMDB what the log file holds, and empty the file: at a clean
+        close, so that the db file alone is the whole store at rest. A
+        failure leaves the records where they are (read again at opening)."""
+        if not self._pending or self._disk_failed is not None:
+            return
+        try:
+            self._write_batch(WriteBatch())
+        except Exception as e:
+            log.warn("the log file's records stay in it until the next start ({error})", error=e)
 
     def _write_raft(
         self, txn: lmdb.Transaction, hard_state: HardState | None, entries: tuple[Entry, ...]

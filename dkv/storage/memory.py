@@ -49,7 +49,11 @@ class MemorySnapshotReader:
 
 
 class MemoryStore:
-    def __init__(self) -> None:
+    def __init__(self, log_apart: bool = False) -> None:
+        """log_apart: say so (``NodeStore.log_apart``), for tests of the
+        driver's behaviour over a store with a log file; the writes are the
+        same either way."""
+        self.log_apart = log_apart
         self.cluster_id = ""
         self.hard_state = HardState()
         self.log: dict[int, Entry] = {}

@@ -177,6 +177,9 @@ def _rewrite(path: str, fd_out: int, cluster_id: str, membership: Membership) ->
             txn.drop(staging, delete=False)
             txn.drop(log, delete=False)
             txn.delete(b"incoming", db=meta)
+            # A new db: no log file record of the old one's may count for it
+            # (opening gives it a new epoch).
+            txn.delete(b"log_epoch", db=meta)
             txn.put(b"cluster_id", cluster_id.encode(), db=meta)
             txn.put(b"hard_state", _encode_hard_state(HardState(RESTORED_TERM, "", index)), db=meta)
             txn.put(b"snapshot", _encode_snapshot(SnapshotMeta(index, RESTORED_TERM, membership)), db=meta)

@@ -68,6 +68,10 @@ class StoreService(Service):
 
     # -- NodeStore, by delegation -------------------------------------------------
 
+    @property
+    def log_apart(self) -> bool:
+        return self.store.log_apart
+
     def load(self) -> PersistentState | None:
         return self.state
 
