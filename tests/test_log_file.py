@@ -402,3 +402,15 @@ def test_the_db_file_alone_is_an_lmdb_environment_that_holds_the_epoch(tmp_path)
         meta = env.open_db(b"meta", txn=txn, create=False)
         assert txn.get(b"log_epoch", db=meta) is not None
     env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_record_that_does_not_decode_is_a_damaged_db_not_a_traceback(tmp_path) -> None:
+    path = str(tmp_path / "n.db")
+    s = LmdbStore.open(path, reactor)
+    s.bootstrap("cid", MEMBERS)
+    await s.write(WriteBatch(None, _entries(2, 2)))
+    s._log_file.append((None, [(3, b"\x00" * 8 + b"\xff")]))  # a kind no entry has, checksummed
+    _crash(s)
+    with pytest.raises(StorageError, match="is damaged .*does not decode"):
+        LmdbStore.open(path, reactor)

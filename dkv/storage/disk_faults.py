@@ -10,7 +10,8 @@ one line (``DiskFailed.line``); a restart recovers from what is durable
 (LMDB's last committed transaction).
 
 Test-only fault injection: ``LmdbStore.fault_hook`` is called on the writer
-thread just before each commit of a write batch; tests set it directly, or
+thread just before each commit of a write batch, and before each append to
+the log file (``dkv.storage.log_file``: "commit" below means both); tests set it directly, or
 a node process installs one from its environment (``install_from_environ``)
 only when ``DKV_TESTING_ONLY_FAULTS=1`` is set beside
 ``DKV_TEST_DISK_FAULTS``, a comma-separated list of:

@@ -147,7 +147,7 @@ def encode_entry(entry: Entry) -> bytes:
     return _ENTRY_HEAD.pack(entry.term, entry.kind) + entry.data
 
 
-def _pages_written(pending: list[tuple[HardState | None, tuple[Entry, ...]]], batch: WriteBatch) -> int:
+def _bytes_written(pending: list[tuple[HardState | None, tuple[Entry, ...]]], batch: WriteBatch) -> int:
     """About the bytes a transaction of the pending log records and batch
     writes: each record on a page of its own at worst (copy-on-write pages
     and their branches), entries and values in full."""
@@ -328,7 +328,12 @@ class LmdbStore:
             with env.begin() as txn:
                 raw = txn.get(b"log_epoch", db=self._meta)
             epoch = _INDEX.unpack(raw)[0] if raw else 0
-            self._pending = [_decoded(record) for record in log_file.records(epoch)]
+            try:
+                self._pending = [_decoded(record) for record in log_file.records(epoch)]
+            except (ValueError, struct.error) as e:
+                raise StorageError(
+                    _damaged(env.path(), f"its log file {log_file.path} holds a record that does not decode: {e}")
+                ) from None
 
     @property
     def _kv(self) -> Any:
@@ -688,7 +693,7 @@ class LmdbStore:
             txn.abort()
             raise
         started = time.perf_counter()
-        self._commit(txn, _pages_written(pending, batch))
+        self._commit(txn, _bytes_written(pending, batch))
         if epoch is not None:
             self._pending = []
             self._log_file.restart(epoch)  # type: ignore[union-attr]
