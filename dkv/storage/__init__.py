@@ -98,10 +98,11 @@ class SnapshotReader(Protocol):
 
 
 class NodeStore(Protocol):
-    #: Whether a batch of only entries and hard state is made durable apart
-    #: from the state (a log file): cheaply, and the state's writes are best
-    #: held for a later batch (the driver's ``held_apply``).
-    log_apart: bool
+    @property
+    def log_apart(self) -> bool:
+        """Whether a batch of only entries and hard state is made durable
+        apart from the state (a log file): cheaply, and the state's writes
+        are best held for a later batch (the driver's ``held_apply``)."""
 
     def load(self) -> PersistentState | None:
         """The recovered state, or None for an empty store. Called once,

@@ -35,6 +35,7 @@ start-up, before the writer runs).
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -145,7 +146,7 @@ class LogFile:
             before_sync()
         written = os.pwrite(self._fd, data, self.offset)
         if written != len(data):
-            raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
+            raise OSError(errno.EIO, f"short write to {self.path}: {written} of {len(data)} bytes")
         os.fdatasync(self._fd)
         self.offset += len(data)
 
