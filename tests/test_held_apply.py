@@ -283,3 +283,27 @@ def test_over_a_log_file_stored_waits_for_a_write_under_way_then_flushes() -> No
     assert done == [] and len(store.pending) == 1 and store.pending[0][1].apply is not None
     store.release()
     assert done == [None] and stored(store, b"k1") == b"v1"
+
+
+def test_over_a_log_file_a_stop_ends_even_when_the_store_closed_meanwhile() -> None:
+    """The store's service stops beside the driver: by the time the write
+    under way lands, the store may refuse the held writes at once (raise).
+    The stop still ends (a removed member that never exits was the bug)."""
+    store = RecordingStore(log_apart=True)
+    clock, svc = _leader(store)
+    _answered(clock, svc, b"k1", b"v1")
+    store.gated = True
+    put(svc, b"k2", b"v2")
+    clock.advance(0)
+    stopped = outcome(svc.stopService())
+    assert stopped == []
+
+    def closed(batch):
+        raise RuntimeError("the writer thread is stopped")
+
+    pending = store.pending
+    store.pending = []
+    store.write = closed  # type: ignore[method-assign]
+    for d, batch in pending:
+        MemoryStore.write(store, batch).chainDeferred(d)
+    assert stopped == [None]

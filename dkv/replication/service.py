@@ -48,7 +48,7 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -278,11 +278,14 @@ class ReplicationService(Service):
         return self._store_held_at_stop()
 
     def _store_held_at_stop(self) -> Deferred[None]:
+        """Fires once the held writes are stored, or could not be (the store
+        may be closing already: its service stops beside this one); never
+        fails, never raises."""
         if self._held and self._failed is None and self._disk_full is None:
             # Not needed (a restart applies them again from the log), but a
             # node stopped in good order starts from where it stopped.
             applied, hard_state = self._held.take(None, None)
-            flushed = self._store.write(WriteBatch(hard_state, (), applied))
+            flushed: Deferred[None] = maybeDeferred(self._store.write, WriteBatch(hard_state, (), applied))
             flushed.addErrback(self._held_lost)
             return flushed
         return succeed(None)
