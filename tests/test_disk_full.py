@@ -307,7 +307,7 @@ class LogApartFullStore(FullableStore):
         self.log_apart = True
 
     def write(self, batch):
-        if batch.apply is None and batch.install is None and batch.compact is None and batch.entries:
+        if batch.log_only:
             return MemoryStore.write(self, batch)
         return super().write(batch)
 

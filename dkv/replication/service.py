@@ -699,7 +699,7 @@ class ReplicationService(Service):
         now be released at."""
         self._persisting = None
         self._installing = None
-        if self._disk_full is not None and (batch is None or not self._log_only(batch)):
+        if self._disk_full is not None and (batch is None or not (self._store.log_apart and batch.log_only)):
             self._disk_full = None
             log.warn("the disk has room again: the write it refused is stored, this node writes again")
             for listener in self.disk_full_listeners:
@@ -815,16 +815,6 @@ class ReplicationService(Service):
             self._disk_full = error
             for listener in self.disk_full_listeners:
                 listener(True)
-
-    def _log_only(self, batch: WriteBatch) -> bool:
-        """Whether the store writes batch to its log file, not as a transaction."""
-        return (
-            self._store.log_apart
-            and batch.apply is None
-            and batch.install is None
-            and batch.compact is None
-            and (bool(batch.entries) or batch.hard_state is not None)
-        )
 
     def _hand_over_leadership(self) -> None:
         """Leader with a full disk: start a transfer to the most up-to-date

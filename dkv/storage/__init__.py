@@ -82,6 +82,17 @@ class WriteBatch:
     install: SnapshotMeta | None = None
     compact: SnapshotMeta | None = None
 
+    @property
+    def log_only(self) -> bool:
+        """Whether the batch only appends entries or sets the hard state
+        (what a store with a log file writes there, not as a transaction)."""
+        return (
+            self.apply is None
+            and self.install is None
+            and self.compact is None
+            and (bool(self.entries) or self.hard_state is not None)
+        )
+
 
 class SnapshotReader(Protocol):
     """A consistent view of the applied state, read chunk by chunk."""

@@ -629,9 +629,15 @@ class LmdbStore:
                 raise self._fail(e) from e
             if not is_io_error(e):
                 raise
-            if self._no_room(size):
-                raise enospc(f"{e}: a write cut short by a full file system") from e
-            raise self._fail(e) from e
+            raise self._io_failure(e, size) from e
+
+    def _io_failure(self, error: BaseException, size: int = 0) -> BaseException:
+        """What an EIO from a write of about size bytes is: ENOSPC (a write
+        the full file system cut short, ``_no_room``), or else DiskFailed
+        (``_fail``): the error for the caller to raise."""
+        if self._no_room(size):
+            return enospc(f"{error}: a write cut short by a full file system")
+        return self._fail(error)
 
     def _fail(self, error: BaseException) -> DiskFailed:
         """The disk failed with error: the store takes no more writes.
@@ -665,8 +671,7 @@ class LmdbStore:
             raise StorageError("store is not empty")
 
     def _write_batch(self, batch: WriteBatch) -> None:
-        log_only = batch.install is None and batch.apply is None and batch.compact is None
-        if log_only and self._log_file is not None and (batch.entries or batch.hard_state is not None):
+        if batch.log_only and self._log_file is not None:
             try:
                 self._append(batch.hard_state, batch.entries)
                 return
@@ -716,14 +721,10 @@ class LmdbStore:
         started = time.perf_counter()
         try:
             self._log_file.append(record, self.fault_hook)  # type: ignore[union-attr]
-        except LogFileFull:
-            raise
-        except Exception as e:
+        except Exception as e:  # LogFileFull, as any error but EIO, goes up as it is
             if not is_io_error(e):
                 raise
-            if self._no_room():
-                raise enospc(f"{e}: a write cut short by a full file system") from e
-            raise self._fail(e) from e
+            raise self._io_failure(e) from e
         self._pending.append((hard_state, entries))
         observe = self.on_commit
         if observe is not None:
