@@ -53,6 +53,16 @@ async def _apply(store: LmdbStore, entries: list[Entry]) -> None:
     )
 
 
+def _save_backup(store: LmdbStore, path: Path) -> None:
+    """A backup file of store at path: a copy of its db and the SHA-256."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        store.copy(fd)
+        append_trailer(fd)
+    finally:
+        os.close(fd)
+
+
 @pytest_twisted.async_yield_fixture
 async def backup(tmp_path: Path):
     """A node's db with KEYS keys (one on a lease), compacted, and its
@@ -68,12 +78,7 @@ async def backup(tmp_path: Path):
     await _apply(store, entries)
     await store.write(WriteBatch(compact=SnapshotMeta(10, 2, OLD)))
     path = tmp_path / "backup.db"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        store.copy(fd)
-        append_trailer(fd)
-    finally:
-        os.close(fd)
+    _save_backup(store, path)
     with store.reading() as tables:
         view = MvccView(tables)
         expected = (view.revision, view.hash_kv(0))
@@ -202,12 +207,7 @@ async def test_a_restored_db_reads_no_log_file_record_of_the_db_backed_up(tmp_pa
     put = Entry(2, 2, EntryKind.NORMAL, encode_put(RequestId(7, 2), b"k", b"v"))
     await _apply(store, [put])
     path = tmp_path / "backup.db"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        store.copy(fd)
-        append_trailer(fd)
-    finally:
-        os.close(fd)
+    _save_backup(store, path)
     late = Entry(3, 2, EntryKind.NORMAL, encode_put(RequestId(7, 3), b"late", b"v"))
     await store.write(WriteBatch(HardState(2, "a", 3), (late,)))  # in the log file only
     store.close_now()  # a crash: the record stays in the log file

@@ -219,16 +219,23 @@ def test_over_a_log_file_entries_go_alone_and_the_flush_stores_the_applies() -> 
     assert stored(store, b"k1") == b"v1" and stored(store, b"k2") == b"v2"
 
 
-def test_over_a_log_file_a_flush_due_during_a_write_comes_right_after_it() -> None:
-    """Under steady writes a log-only write is nearly always under way when
-    the flush's time comes: the flush follows it, it is not skipped."""
+def _k2_under_way() -> tuple:
+    """Over a log file: k1 answered (its apply held), then k2's entry write
+    under way (gated). (store, clock, svc, k2's outcome)."""
     store = RecordingStore(log_apart=True)
     clock, svc = _leader(store)
-    _answered(clock, svc, b"k1", b"v1")  # its apply held, the flush timer set
+    _answered(clock, svc, b"k1", b"v1")
     store.gated = True
     second = outcome(put(svc, b"k2", b"v2"))
     clock.advance(0)
-    assert len(store.pending) == 1 and store.pending[0][1].entries  # k2's entry, under way
+    assert len(store.pending) == 1 and store.pending[0][1].entries  # k2's entry, log-only
+    return store, clock, svc, second
+
+
+def test_over_a_log_file_a_flush_due_during_a_write_comes_right_after_it() -> None:
+    """Under steady writes a log-only write is nearly always under way when
+    the flush's time comes: the flush follows it, it is not skipped."""
+    store, clock, svc, second = _k2_under_way()  # k1's flush timer set
     clock.advance(HELD_FLUSH_SECONDS)  # the flush's time, during that write
     clock.advance(0)
     assert len(store.pending) == 1
@@ -242,12 +249,7 @@ def test_over_a_log_file_a_flush_due_during_a_write_comes_right_after_it() -> No
 
 
 def test_over_a_log_file_a_stop_during_a_write_stores_the_held_writes_after_it() -> None:
-    store = RecordingStore(log_apart=True)
-    clock, svc = _leader(store)
-    _answered(clock, svc, b"k1", b"v1")
-    store.gated = True
-    put(svc, b"k2", b"v2")
-    clock.advance(0)
+    store, clock, svc, _ = _k2_under_way()
     stopped = outcome(svc.stopService())
     assert stopped == [] and len(store.pending) == 1
     store.gated = False
@@ -270,13 +272,7 @@ def test_over_a_log_file_a_new_term_or_vote_is_never_left_held() -> None:
 
 
 def test_over_a_log_file_stored_waits_for_a_write_under_way_then_flushes() -> None:
-    store = RecordingStore(log_apart=True)
-    clock, svc = _leader(store)
-    _answered(clock, svc, b"k1", b"v1")
-    store.gated = True
-    put(svc, b"k2", b"v2")
-    clock.advance(0)
-    assert len(store.pending) == 1  # k2's entry, log-only
+    store, clock, svc, _ = _k2_under_way()
     done = outcome(svc.stored())
     assert done == []
     store.release()  # the entry write lands: the flush follows at once
@@ -289,12 +285,7 @@ def test_over_a_log_file_a_stop_ends_even_when_the_store_closed_meanwhile() -> N
     """The store's service stops beside the driver: by the time the write
     under way lands, the store may refuse the held writes at once (raise).
     The stop still ends (a removed member that never exits was the bug)."""
-    store = RecordingStore(log_apart=True)
-    clock, svc = _leader(store)
-    _answered(clock, svc, b"k1", b"v1")
-    store.gated = True
-    put(svc, b"k2", b"v2")
-    clock.advance(0)
+    store, clock, svc, _ = _k2_under_way()
     stopped = outcome(svc.stopService())
     assert stopped == []
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
-import textwrap
 
 import lmdb
 import pytest
@@ -20,7 +17,7 @@ from dkv.storage import StorageError, WriteBatch
 from dkv.storage.disk_faults import DiskFailed, eio, enospc
 from dkv.storage.lmdb_store import MIN_LOG_FILE_BYTES, LmdbStore
 from dkv.storage.log_file import LogFile, LogFileFull, log_file_path
-from tests.test_storage import MEMBERS, applied, put_entry, value
+from tests.test_storage import MEMBERS, acked_before_kill_9, applied, put_entry, value
 
 # -- the file ------------------------------------------------------------------------
 
@@ -134,6 +131,14 @@ def _lmdb_log(store: LmdbStore) -> list[int]:
         return [int.from_bytes(k, "big") for k in txn.cursor(db=store._log).iternext(values=False)]
 
 
+def _bootstrapped(tmp_path) -> tuple[str, LmdbStore]:
+    """A new store (with its log file) at tmp_path/n.db, bootstrapped."""
+    path = str(tmp_path / "n.db")
+    store = LmdbStore.open(path, reactor)
+    store.bootstrap("cid", MEMBERS)
+    return path, store
+
+
 def _crash(store: LmdbStore) -> None:
     """Stop as a crash would: the log file's records are not given to LMDB."""
     store.close_now()
@@ -168,9 +173,7 @@ async def test_log_only_batches_go_to_the_log_file_and_load_returns_them(tmp_pat
 
 @pytest_twisted.ensureDeferred
 async def test_the_next_transaction_takes_the_records_in_order_and_empties_the_file(tmp_path) -> None:
-    path = str(tmp_path / "n.db")
-    s = LmdbStore.open(path, reactor)
-    s.bootstrap("cid", MEMBERS)
+    path, s = _bootstrapped(tmp_path)
     entries = _entries(2, 6)
     await s.write(WriteBatch(HardState(2, "a", 1), entries[:3]))
     await s.write(WriteBatch(HardState(2, "a", 4), entries[3:]))
@@ -190,9 +193,7 @@ async def test_the_next_transaction_takes_the_records_in_order_and_empties_the_f
 
 @pytest_twisted.ensureDeferred
 async def test_a_clean_close_gives_lmdb_the_records(tmp_path) -> None:
-    path = str(tmp_path / "n.db")
-    s = LmdbStore.open(path, reactor)
-    s.bootstrap("cid", MEMBERS)
+    path, s = _bootstrapped(tmp_path)
     await s.write(WriteBatch(HardState(2, "a", 1), _entries(2, 4)))
     await s.close()
     s = LmdbStore.open(path, reactor)
@@ -205,9 +206,7 @@ async def test_a_clean_close_gives_lmdb_the_records(tmp_path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_torn_last_record_loses_only_that_unacknowledged_batch(tmp_path) -> None:
-    path = str(tmp_path / "n.db")
-    s = LmdbStore.open(path, reactor)
-    s.bootstrap("cid", MEMBERS)
+    path, s = _bootstrapped(tmp_path)
     await s.write(WriteBatch(HardState(2, "a", 1), _entries(2, 3)))
     end = s._log_file.offset
     await s.write(WriteBatch(HardState(3, "", 1), _entries(4, 5)))
@@ -228,9 +227,7 @@ async def test_a_torn_last_record_loses_only_that_unacknowledged_batch(tmp_path)
 
 @pytest_twisted.ensureDeferred
 async def test_a_log_file_left_by_another_db_counts_for_nothing(tmp_path) -> None:
-    path = str(tmp_path / "n.db")
-    s = LmdbStore.open(path, reactor)
-    s.bootstrap("cid", MEMBERS)
+    path, s = _bootstrapped(tmp_path)
     await s.write(WriteBatch(HardState(2, "a", 1), _entries(2, 9)))
     _crash(s)
     os.unlink(path)  # a new db at the same path; the old log file stays
@@ -293,9 +290,7 @@ async def test_a_small_file_system_gets_a_small_log_file_or_none(tmp_path, monke
 
 @pytest_twisted.ensureDeferred
 async def test_a_log_file_that_exists_is_read_whatever_the_size_asked(tmp_path) -> None:
-    path = str(tmp_path / "n.db")
-    s = LmdbStore.open(path, reactor)
-    s.bootstrap("cid", MEMBERS)
+    path, s = _bootstrapped(tmp_path)
     await s.write(WriteBatch(HardState(2, "a", 1), _entries(2, 3)))
     _crash(s)
     s = LmdbStore.open(path, reactor, log_file_bytes=0)
@@ -355,32 +350,14 @@ async def test_log_file_records_survive_kill_9(tmp_path) -> None:
     one, and is killed with SIGKILL; every acknowledged entry is there on
     reopen, LMDB's own log holding none of the later ones."""
     path = str(tmp_path / "n.db")
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from twisted.internet import reactor
-        from dkv.storage.lmdb_store import MIN_LOG_FILE_BYTES, LmdbStore
-        from dkv.storage import WriteBatch
-        from dkv.raft.messages import HardState
-        sys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})
-        from tests.test_storage import put_entry, MEMBERS
-        s = LmdbStore.open({path!r}, reactor)
-        s.bootstrap("cid", MEMBERS)
+    acked = acked_before_kill_9(
+        path,
+        """
         for i in range(2, 100000):
             s._write_batch(WriteBatch(HardState(2, "a", i - 1), (put_entry(i, b"k%d" % i, b"v%d" % i),)))
             print(i, flush=True)
-        """
+        """,
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    acked = 0
-    try:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            acked = int(line)
-            if acked >= 300:
-                break
-    finally:
-        proc.kill()
-        proc.wait()
     s = LmdbStore.open(path, reactor)
     try:
         assert _lmdb_log(s) == [1]
@@ -393,9 +370,7 @@ async def test_log_file_records_survive_kill_9(tmp_path) -> None:
 
 def test_the_db_file_alone_is_an_lmdb_environment_that_holds_the_epoch(tmp_path) -> None:
     """The db file alone is a valid LMDB environment (what a backup copies)."""
-    path = str(tmp_path / "n.db")
-    s = LmdbStore.open(path, reactor)
-    s.bootstrap("cid", MEMBERS)
+    path, s = _bootstrapped(tmp_path)
     s.close_now()
     env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=8)
     with env.begin() as txn:
@@ -406,9 +381,7 @@ def test_the_db_file_alone_is_an_lmdb_environment_that_holds_the_epoch(tmp_path)
 
 @pytest_twisted.ensureDeferred
 async def test_a_record_that_does_not_decode_is_a_damaged_db_not_a_traceback(tmp_path) -> None:
-    path = str(tmp_path / "n.db")
-    s = LmdbStore.open(path, reactor)
-    s.bootstrap("cid", MEMBERS)
+    path, s = _bootstrapped(tmp_path)
     await s.write(WriteBatch(None, _entries(2, 2)))
     s._log_file.append((None, [(3, b"\x00" * 8 + b"\xff")]))  # a kind no entry has, checksummed
     _crash(s)

@@ -173,38 +173,52 @@ async def test_lmdb_reopen_finds_everything(tmp_path) -> None:
         await s.close()
 
 
-@pytest_twisted.ensureDeferred
-async def test_lmdb_survives_kill_9(tmp_path) -> None:
-    """A child process writes, reports each acknowledged write, and is
-    killed with SIGKILL; every acknowledged write is there on reopen."""
-    path = str(tmp_path / "n.db")
-    script = textwrap.dedent(
+def acked_before_kill_9(path: str, loop: str, at: int = 300) -> int:
+    """Run loop (Python, dedented) in a child process on a bootstrapped
+    LmdbStore ``s`` at path (``WriteBatch``, ``HardState``, ``put_entry``
+    and ``applied`` at hand); it prints the index of each write the store
+    acknowledged. Kill it with SIGKILL once it printed at; the last index
+    printed."""
+    prelude = textwrap.dedent(
         f"""
         import sys
         from twisted.internet import reactor
         from dkv.storage.lmdb_store import LmdbStore
         from dkv.storage import WriteBatch
-        from dkv.raft.membership import Member, Membership
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_storage import put_entry, MEMBERS, applied
+        from dkv.raft.messages import HardState
+        sys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})
+        from tests.test_storage import put_entry, MEMBERS, applied
         s = LmdbStore.open({path!r}, reactor)
         s.bootstrap("cid", MEMBERS)
-        for i in range(2, 100000):
-            e = put_entry(i, b"k%d" % i, b"v%d" % i)
-            s._write_batch(WriteBatch(None, (e,), applied(s, (e,))))
-            print(i, flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", prelude + textwrap.dedent(loop)], stdout=subprocess.PIPE, text=True)
     acked = 0
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
             acked = int(line)
-            if acked >= 300:
+            if acked >= at:
                 break
     finally:
         proc.kill()
         proc.wait()
+    return acked
+
+
+@pytest_twisted.ensureDeferred
+async def test_lmdb_survives_kill_9(tmp_path) -> None:
+    """A child process writes, reports each acknowledged write, and is
+    killed with SIGKILL; every acknowledged write is there on reopen."""
+    path = str(tmp_path / "n.db")
+    acked = acked_before_kill_9(
+        path,
+        """
+        for i in range(2, 100000):
+            e = put_entry(i, b"k%d" % i, b"v%d" % i)
+            s._write_batch(WriteBatch(None, (e,), applied(s, (e,))))
+            print(i, flush=True)
+        """,
+    )
     s = open_lmdb(path)
     try:
         assert s.load().applied >= acked
