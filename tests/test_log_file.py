@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 import lmdb
 import pytest
@@ -13,7 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from dkv.raft.messages import HardState
-from dkv.storage import StorageError, WriteBatch
+from dkv.storage import StorageError, WriteBatch, lmdb_store
 from dkv.storage.disk_faults import DiskFailed, eio, enospc
 from dkv.storage.lmdb_store import MIN_LOG_FILE_BYTES, LmdbStore
 from dkv.storage.log_file import LogFile, LogFileFull, log_file_path
@@ -251,7 +252,9 @@ async def test_a_batch_too_big_for_the_log_file_is_a_transaction(tmp_path) -> No
         await s.write(WriteBatch(None, _entries(2, 2)))
         assert _lmdb_log(s) == [1] and len(s._pending) == 1
         big = (put_entry(3, b"big", b"x" * MIN_LOG_FILE_BYTES),)
-        await s.write(WriteBatch(None, big))
+        transaction = s.write(WriteBatch(None, big))
+        assert not transaction.called  # the writer thread makes it, not the caller's
+        await transaction
         assert _lmdb_log(s) == [1, 2, 3] and s._pending == [] and s._log_file.offset == 0
     finally:
         await s.close()
@@ -387,3 +390,77 @@ async def test_a_record_that_does_not_decode_is_a_damaged_db_not_a_traceback(tmp
     _crash(s)
     with pytest.raises(StorageError, match="is damaged .*does not decode"):
         LmdbStore.open(path, reactor)
+
+
+# -- appends on the caller's thread ----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_append_while_the_writer_is_idle_is_durable_when_write_returns(tmp_path) -> None:
+    path, s = _bootstrapped(tmp_path)
+    threads: list[threading.Thread] = []
+    s.on_commit = lambda *_: threads.append(threading.current_thread())
+    d = s.write(WriteBatch(HardState(2, "a", 1), _entries(2, 3)))
+    assert d.called and threads == [threading.main_thread()]
+    await d
+    _crash(s)  # the record is on disk: a crash keeps it
+    s = LmdbStore.open(path, reactor)
+    try:
+        assert [e.index for e in s.load().entries] == [1, 2, 3]
+    finally:
+        await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_append_waits_its_turn_behind_the_writers_work_and_a_fault_hook(tmp_path) -> None:
+    _, s = _bootstrapped(tmp_path)
+    entries = _entries(2, 3)
+    await s.write(WriteBatch(HardState(2, "a", 1), entries))
+    transaction = s.write(WriteBatch(None, (), applied(s, entries)))
+    append = s.write(WriteBatch(None, _entries(4, 4)))
+    assert not transaction.called and not append.called  # in order, after the transaction
+    await transaction
+    await append
+    assert _lmdb_log(s) == [1, 2, 3] and [e.index for e in s.load().entries] == [1, 2, 3, 4]
+    s.fault_hook = lambda: None  # a test's hook runs on the writer thread only
+    hooked = s.write(WriteBatch(None, _entries(5, 5)))
+    assert not hooked.called
+    await hooked
+    await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_slow_append_appends_go_to_the_writer_until_one_there_is_fast(tmp_path, monkeypatch) -> None:
+    _, s = _bootstrapped(tmp_path)
+    monkeypatch.setattr(lmdb_store, "INLINE_APPEND_SECONDS", 0.0)  # every append is slow
+    first = s.write(WriteBatch(None, _entries(2, 2)))
+    assert first.called  # none was slow before it
+    slow = s.write(WriteBatch(None, _entries(3, 3)))
+    assert not slow.called
+    await slow
+    monkeypatch.setattr(lmdb_store, "INLINE_APPEND_SECONDS", 60.0)  # the disk is fast again
+    fast = s.write(WriteBatch(None, _entries(4, 4)))
+    assert fast.called
+    await fast
+    assert [e.index for e in s.load().entries] == [1, 2, 3, 4]
+    await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_append_that_the_disk_fails_on_the_callers_thread_fails_the_store(tmp_path, monkeypatch) -> None:
+    _, s = _bootstrapped(tmp_path)
+
+    def fdatasync(fd: int) -> None:
+        raise eio()
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    failed = s.write(WriteBatch(None, _entries(2, 2)))
+    assert failed.called
+    with pytest.raises(DiskFailed):
+        await failed
+    monkeypatch.undo()
+    with pytest.raises(DiskFailed):  # never written to again
+        await s.write(WriteBatch(None, _entries(2, 2)))
+    assert [e.index for e in s.load().entries] == [1]
+    await s.close()
+

@@ -131,11 +131,18 @@ async def test_writes_complete_in_call_order(store) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_lmdb_write_runs_off_the_reactor_thread(tmp_path) -> None:
+async def test_lmdb_transactions_run_off_the_reactor_thread(tmp_path) -> None:
+    """A transaction (here: over a store whose log file could not be made)
+    never blocks the reactor; log-only appends may (``test_log_file``)."""
     import threading
 
-    s = open_lmdb(str(tmp_path / "n.db"))
+    from twisted.internet import reactor
+
+    from dkv.storage.lmdb_store import LmdbStore
+
+    s = LmdbStore.open(str(tmp_path / "n.db"), reactor, log_file_bytes=0)
     try:
+        assert not s.log_apart
         s.bootstrap("cid", MEMBERS)
         seen: list[str] = []
         original = s._write_batch

@@ -68,3 +68,26 @@ async def test_stop_finishes_what_was_submitted_then_refuses_more() -> None:
     await second
     with pytest.raises(RuntimeError):
         writer.submit(lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_only_once_everything_submitted_has_been_delivered() -> None:
+    from twisted.internet import reactor
+
+    writer = WriterThread(reactor)
+    writer.start()
+    assert writer.idle
+    gate = threading.Event()
+    first = writer.submit(lambda: gate.wait(5))
+    second = writer.submit(lambda: "second")
+    assert not writer.idle
+    gate.set()
+    await first
+    assert not writer.idle or second.called  # delivered together or not yet
+    await second
+    assert writer.idle
+    failed = writer.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        await failed
+    assert writer.idle  # a failure is delivered too
+    writer.stop()

@@ -47,6 +47,14 @@ class WriterThread:
         self._done: list[tuple[Deferred[Any], bool, Any]] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopped = False
+        self._busy = 0  # submitted, not yet delivered (reactor thread only)
+
+    @property
+    def idle(self) -> bool:
+        """Everything submitted has run and its Deferred has fired: nothing
+        runs on the thread now, and what the caller does next comes after
+        it all. Read on the reactor's thread (where submit and delivery run)."""
+        return self._busy == 0
 
     def start(self) -> None:
         self._thread.start()
@@ -57,6 +65,7 @@ class WriterThread:
         if self._stopped:
             raise RuntimeError("the writer thread is stopped")
         d: Deferred[T] = Deferred()
+        self._busy += 1
         self._queue.put((fn, d))
         return d
 
@@ -91,6 +100,7 @@ class WriterThread:
         with self._lock:
             done, self._done = self._done, []
         for d, ok, value in done:
+            self._busy -= 1  # idle only once the last has fired: later ones still wait
             if ok:
                 d.callback(value)
             else:
