@@ -463,4 +463,3 @@ async def test_an_append_that_the_disk_fails_on_the_callers_thread_fails_the_sto
         await s.write(WriteBatch(None, _entries(2, 2)))
     assert [e.index for e in s.load().entries] == [1]
     await s.close()
-
