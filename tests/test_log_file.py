@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Callable
 
 import lmdb
 import pytest
@@ -310,32 +311,41 @@ def test_a_log_file_that_exists_but_cannot_be_opened_stops_the_start(tmp_path) -
         LmdbStore.open(path, reactor)
 
 
+def _raising(error: Callable[[], OSError]) -> Callable[..., None]:
+    """A stand-in (a fault hook, or ``os.fdatasync``) that raises error()."""
+
+    def fail(*_: object) -> None:
+        raise error()
+
+    return fail
+
+
+@pytest.mark.parametrize("thread", ["writer", "caller"])
 @pytest_twisted.ensureDeferred
-async def test_a_disk_that_fails_an_append_fails_the_store(tmp_path) -> None:
-    s = LmdbStore.open(str(tmp_path / "n.db"), reactor)
-    s.bootstrap("cid", MEMBERS)
-
-    def failing() -> None:
-        raise eio()
-
-    s.fault_hook = failing
+async def test_a_disk_that_fails_an_append_fails_the_store(tmp_path, monkeypatch, thread) -> None:
+    """On the writer thread (a fault hook sends appends there) or on the
+    caller's (an inline append whose fdatasync fails)."""
+    _, s = _bootstrapped(tmp_path)
+    if thread == "writer":
+        s.fault_hook = _raising(eio)
+    else:
+        monkeypatch.setattr(os, "fdatasync", _raising(eio))
+    failed = s.write(WriteBatch(None, _entries(2, 2)))
+    assert failed.called == (thread == "caller")
     with pytest.raises(DiskFailed):
-        await s.write(WriteBatch(None, _entries(2, 2)))
+        await failed
     s.fault_hook = None
+    monkeypatch.undo()
     with pytest.raises(DiskFailed):  # never written to again
         await s.write(WriteBatch(None, _entries(2, 2)))
+    assert [e.index for e in s.load().entries] == [1]
     await s.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_full_disk_refuses_an_append_that_a_retry_then_makes(tmp_path) -> None:
-    s = LmdbStore.open(str(tmp_path / "n.db"), reactor)
-    s.bootstrap("cid", MEMBERS)
-
-    def full() -> None:
-        raise enospc()
-
-    s.fault_hook = full
+    _, s = _bootstrapped(tmp_path)
+    s.fault_hook = _raising(enospc)
     with pytest.raises(OSError) as refused:
         await s.write(WriteBatch(None, _entries(2, 2)))
     assert refused.value.errno == errno.ENOSPC
@@ -443,23 +453,4 @@ async def test_after_a_slow_append_appends_go_to_the_writer_until_one_there_is_f
     assert fast.called
     await fast
     assert [e.index for e in s.load().entries] == [1, 2, 3, 4]
-    await s.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_an_append_that_the_disk_fails_on_the_callers_thread_fails_the_store(tmp_path, monkeypatch) -> None:
-    _, s = _bootstrapped(tmp_path)
-
-    def fdatasync(fd: int) -> None:
-        raise eio()
-
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
-    failed = s.write(WriteBatch(None, _entries(2, 2)))
-    assert failed.called
-    with pytest.raises(DiskFailed):
-        await failed
-    monkeypatch.undo()
-    with pytest.raises(DiskFailed):  # never written to again
-        await s.write(WriteBatch(None, _entries(2, 2)))
-    assert [e.index for e in s.load().entries] == [1]
     await s.close()
