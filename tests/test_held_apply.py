@@ -6,12 +6,13 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 
 from dkv.raft import Role
-from dkv.raft.messages import HardState
+from dkv.raft.messages import AppendResponse, HardState
+from dkv.replication import service
 from dkv.replication.held_apply import HeldApply
 from dkv.replication.service import HELD_FLUSH_SECONDS
 from dkv.storage import Applied, WriteBatch
 from dkv.storage.memory import MemoryStore
-from tests.test_replication import GatedStore, Network, make, ok, outcome, pump, put, stored
+from tests.test_replication import GatedStore, Network, leader_of, make, ok, outcome, pump, put, stored
 
 
 class RecordingStore(GatedStore):
@@ -298,3 +299,74 @@ def test_over_a_log_file_a_stop_ends_even_when_the_store_closed_meanwhile() -> N
     for d, batch in pending:
         MemoryStore.write(store, batch).chainDeferred(d)
     assert stopped == [None]
+
+
+
+def _follower_hears_k1_and_k2(store: RecordingStore) -> tuple:
+    """Three nodes, b over store: k1 commits on a and c while b hears
+    nothing, k2 is proposed, then b hears it all at once; b's store is
+    gated before. (clock, net, leader, b, k1's index, k2's outcome)"""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, stores={"b": store})
+    pump(clock, 0.5)
+    leader, b = leader_of(services), services["b"]
+    assert leader is services["a"]
+    pump(clock, HELD_FLUSH_SECONDS * 2)
+    net.held.add("b")
+    first = outcome(put(leader, b"k1", b"v1"))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(first)
+    k1 = leader.applied
+    second = outcome(put(leader, b"k2", b"v2"))
+    clock.advance(0)
+    store.gated = True
+    net.release("b")
+    clock.advance(0)
+    return clock, net, leader, b, k1, second
+
+
+def test_a_follower_acknowledges_new_entries_before_it_applies_the_committed_ones() -> None:
+    """On a follower over a log file, a Ready with new entries and committed
+    ones writes the new entries first (log-only) and sends their
+    acknowledgement once they are stored; only then are the committed
+    entries applied (their writes held). A leader's applies answer clients
+    and still come first (the tests above)."""
+    store = RecordingStore(log_apart=True)
+    clock, net, leader, b, k1, second = _follower_hears_k1_and_k2(store)
+    assert len(store.pending) == 1
+    batch = store.pending[0][1]
+    assert batch.log_only and [e.index for e in batch.entries] == [k1, k1 + 1]
+    assert b.applied < k1  # k1 is known committed, not applied yet
+    assert not [m for m in net.sent[-10:] if isinstance(m, AppendResponse) and m.frm == "b" and m.index > k1]
+    before, sent_before = len(store.batches), len(net.sent)
+    store.gated = False
+    store.release()
+    acks = [m for m in net.sent[sent_before:] if isinstance(m, AppendResponse) and m.frm == "b"]
+    assert acks and all(m.success for m in acks) and acks[-1].index == k1 + 1
+    assert b.applied >= k1 and b.read(b"k1") == b"v1"  # applied after the write, from the overlay
+    assert stored(store, b"k1") is None  # its writes held for a later transaction
+    assert len(store.batches) == before
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(second)
+    pump(clock, HELD_FLUSH_SECONDS * 2)
+    assert stored(store, b"k1") == b"v1" and stored(store, b"k2") == b"v2"
+
+
+def test_a_follower_flushes_its_late_applies_at_the_held_writes_bound(monkeypatch) -> None:
+    """The writes a follower applies after acknowledging are held like any
+    others: at HELD_FLUSH_WRITES they get a transaction at once, not at the
+    flush timer."""
+    monkeypatch.setattr(service, "HELD_FLUSH_WRITES", 1)
+    store = RecordingStore(log_apart=True)
+    clock, net, leader, b, k1, _ = _follower_hears_k1_and_k2(store)
+    assert len(store.pending) == 1 and store.pending[0][1].log_only
+    store.release()  # the entries; the applies pass the bound and are flushed at once
+    assert len(store.pending) == 1
+    flush = store.pending[0][1]
+    assert not flush.entries and flush.apply is not None and flush.apply.index >= k1
+    store.gated = False
+    store.release()
+    assert stored(store, b"k1") == b"v1"

@@ -17,7 +17,11 @@ soon as the Ready is taken (they are on a majority's disk); the store gets the
 same table writes in that Ready's transaction. A Ready with nothing to make
 durable but those writes and the commit index gets no transaction: it is
 advanced at once and its writes are held (``held_apply``) for the store's
-next transaction, or one of their own within ``HELD_FLUSH_SECONDS``. A Ready
+next transaction, or one of their own within ``HELD_FLUSH_SECONDS``. A
+follower whose store keeps its log apart turns that order round for a Ready
+that also brings new entries: it stores them and sends their acknowledgement
+first, then applies (``_acknowledges_first``), because no client waits on a
+follower's apply and the leader's commit waits on that acknowledgement. A Ready
 that installs a snapshot carries no committed entries (the core holds them
 for the next Ready), and reads waiting for the snapshot's index are released only once it
 is in the store. The applied index never moves backwards (a violation stops
@@ -585,26 +589,14 @@ class ReplicationService(Service):
 
     def _persist(self, raft: Raft, rd: Ready) -> None:
         """Hand rd to the store; apply and answer its committed entries now
-        (a Ready that installs a snapshot has none: see the module docstring)."""
-        applied = None
-        if rd.committed:
-            # Committed entries are on a majority's disk already: apply them
-            # to the overlay and answer now; the store gets the same writes
-            # in this batch's transaction.
-            with self._store.reading() as base:
-                outcome = apply_entries(rd.committed, self._overlay.writer(base))
-            applied = outcome.applied
-            self._set_applied(applied.index)
-            newest = self.requests.applied_writes(outcome.results)
-            if newest is not None:
-                self.admission.write_answered(self._clock.seconds() - newest)
-            self.requests.release_applied(self.applied)
-            for listener in self.apply_listeners:
-                listener(outcome)
-            # Readable now (the overlay holds them): watchers may be given them.
-            self.watch_hub.applied(outcome.events)
-            if self._live_keys is not None:
-                self._live_keys += key_count_change(outcome.events)
+        (a Ready that installs a snapshot has none: see the module docstring),
+        or, on a follower, once its new entries are stored and acknowledged
+        (``_acknowledges_first``)."""
+        if self._acknowledges_first(raft, rd):
+            self._installing = None
+            self._write(WriteBatch(self._held.take_hard_state(rd.hard_state), rd.entries), rd, None)
+            return
+        applied = self._apply(rd)
         self._installing = rd.snapshot
         if rd.snapshot is not None:
             self._held.drop_writes()  # the snapshot replaces the state they made
@@ -629,6 +621,46 @@ class ReplicationService(Service):
         batch = WriteBatch(hard_state, rd.entries, applied, install=rd.snapshot, compact=self._pending_compact)
         self._pending_compact = None
         self._write(batch, rd, applied)
+
+    def _acknowledges_first(self, raft: Raft, rd: Ready) -> bool:
+        """Whether rd's new entries go to the store before its committed
+        entries are applied: on a follower (whose applies answer no client
+        waiting on this Ready) whose store appends them to its log file
+        alone, the acknowledgement that lets the leader commit them leaves
+        one apply sooner. The committed entries are applied in
+        ``_persisted``, before ``advance``, and their writes held; not while
+        a compaction or someone waits for the store (their transaction
+        takes the applied writes at once)."""
+        return (
+            bool(rd.committed and rd.entries)
+            and rd.snapshot is None
+            and raft.role is not Role.LEADER
+            and self._store.log_apart
+            and self._pending_compact is None
+            and not self._stored_waiters
+        )
+
+    def _apply(self, rd: Ready) -> Applied | None:
+        """Apply rd's committed entries to the overlay and answer their
+        clients: they are on a majority's disk already. The store gets the
+        same writes in a later transaction (held, or the batch's own)."""
+        if not rd.committed:
+            return None
+        with self._store.reading() as base:
+            outcome = apply_entries(rd.committed, self._overlay.writer(base))
+        applied = outcome.applied
+        self._set_applied(applied.index)
+        newest = self.requests.applied_writes(outcome.results)
+        if newest is not None:
+            self.admission.write_answered(self._clock.seconds() - newest)
+        self.requests.release_applied(self.applied)
+        for listener in self.apply_listeners:
+            listener(outcome)
+        # Readable now (the overlay holds them): watchers may be given them.
+        self.watch_hub.applied(outcome.events)
+        if self._live_keys is not None:
+            self._live_keys += key_count_change(outcome.events)
+        return applied
 
     def _may_hold(self, applied: Applied | None) -> bool:
         """The applied writes of a Ready (no snapshot) may be held for a
@@ -708,6 +740,9 @@ class ReplicationService(Service):
         if not self.running or raft is None:
             return
         self._send(rd.messages)
+        if rd.committed and rd.committed[-1].index > self.applied:
+            # Stored and acknowledged before they were applied (_acknowledges_first).
+            self._hold(self._apply(rd), None)
         if rd.snapshot is not None:
             log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
             self.snapshots_installed += 1
@@ -726,9 +761,10 @@ class ReplicationService(Service):
             self._release_stored()
         self._guard(lambda: raft.advance(rd))
         self._maybe_compact(raft)
-        if self._held and (self._held_flush is None or self._stored_waiters):
-            # Its time came, or someone began to wait for the store, while
-            # this write (log-only: it took none of them) was under way.
+        if self._held and (self._held_flush is None or self._stored_waiters or self._held.writes >= HELD_FLUSH_WRITES):
+            # Its time came, someone began to wait for the store, or the
+            # held writes grew to their bound, while this write (log-only:
+            # it took none of them) was under way.
             self._flush_held()
         self._schedule()
 
