@@ -17,7 +17,7 @@ from dkv.mvcc import MvccStore, MvccView
 from dkv.pb.etcd_rpc_pb2 import PutRequest, RangeRequest
 from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
-from dkv.raft.messages import Message, RequestVote, VoteResponse
+from dkv.raft.messages import AppendResponse, Message, RequestVote, VoteResponse
 from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import WriteBatch
 from dkv.storage.memory import MemoryStore
@@ -223,6 +223,45 @@ def test_three_nodes_elect_the_first_and_replicate() -> None:
     assert ok(result)
     for svc in services.values():
         assert stored(svc._store, b"k") == b"v"
+
+
+def _acks_held_at_the_leader(more: bool):
+    """Three nodes; a put on the leader whose acknowledgements wait (held),
+    and, if more, a second put made after them. (clock, leader, the acks,
+    the first put's outcome)"""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net)
+    pump(clock, 0.3)
+    leader = leader_of(services)
+    net.held.add(leader.node_id)
+    first = outcome(put(leader, b"k1", b"v1"))
+    for _ in range(5):
+        clock.advance(0)
+    acks = [m for m in net._held_messages if isinstance(m, AppendResponse) and m.index >= leader.raft.log.last_index()]
+    assert acks and first == []
+    if more:
+        put(leader, b"k2", b"v2")
+    return clock, leader, acks, first
+
+
+def test_an_acknowledgement_that_commits_is_answered_in_its_own_turn() -> None:
+    """A leader that steps an acknowledgement committing entries applies
+    and answers them at once, not after the rest of the turn, when no
+    client request of the turn waits to join a proposal."""
+    clock, leader, acks, first = _acks_held_at_the_leader(more=False)
+    leader.receive(acks[:1])
+    assert ok(first)
+
+
+def test_an_acknowledgement_that_commits_waits_for_the_turns_new_requests() -> None:
+    """With a client request of this turn waiting, the acknowledgement is
+    processed on the next turn with it (one proposal for the turn)."""
+    clock, leader, acks, first = _acks_held_at_the_leader(more=True)
+    leader.receive(acks[:1])
+    assert first == []
+    clock.advance(0)
+    assert ok(first)
 
 
 def test_linearizable_read_barrier_on_follower() -> None:

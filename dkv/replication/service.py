@@ -537,7 +537,10 @@ class ReplicationService(Service):
     # -- inputs from the transport -------------------------------------------------
 
     def receive(self, messages: Sequence[Message]) -> None:
-        """Messages from peers (called by the transport)."""
+        """Messages from peers (called by the transport), stepped into the
+        core; the turn runs next (``_process``), or at once on a leader whose
+        commit index they moved while no client request of this turn waits
+        to join a proposal."""
         raft = self.raft
         if raft is None or not self.running:
             return
@@ -550,7 +553,21 @@ class ReplicationService(Service):
                     m = attrs.evolve(m, payloads=tuple(self._stamped(m.payloads)))
                 raft.step(m)
 
+        committed = raft.commit_index
         self._guard(step_all)
+        if (
+            raft.commit_index > committed
+            and raft.role is Role.LEADER
+            and not self.requests.has_new_writes
+            and not self.requests.has_new_reads
+        ):
+            # An acknowledgement committed entries and no client request of
+            # this turn waits to join a proposal: apply and answer now, not
+            # after the rest of the turn (another peer's messages).
+            if self._scheduled is not None:
+                self._scheduled.cancel()
+            self._process()
+            return
         self._schedule()
 
     def unreachable(self, peer: str) -> None:
