@@ -355,6 +355,36 @@ def test_a_follower_acknowledges_new_entries_before_it_applies_the_committed_one
     assert stored(store, b"k1") == b"v1" and stored(store, b"k2") == b"v2"
 
 
+def test_a_follower_on_which_a_client_waits_applies_first() -> None:
+    """A client of the follower waiting for an apply there (here: for an
+    index, as a read at its read index does) keeps the old order: the
+    committed entries are applied (and their waiters answered) before the
+    new entries are written."""
+    store = RecordingStore(log_apart=True)
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, stores={"b": store})
+    pump(clock, 0.5)
+    leader, b = leader_of(services), services["b"]
+    pump(clock, HELD_FLUSH_SECONDS * 2)
+    net.held.add("b")
+    first = outcome(put(leader, b"k1", b"v1"))
+    for _ in range(5):
+        clock.advance(0)
+    assert ok(first)
+    k1 = leader.applied
+    waiting = outcome(b.wait_applied(k1))
+    put(leader, b"k2", b"v2")
+    clock.advance(0)
+    store.gated = True
+    net.release("b")
+    clock.advance(0)
+    assert len(store.pending) == 1 and [e.index for e in store.pending[0][1].entries] == [k1, k1 + 1]
+    assert b.applied >= k1 and waiting == [None]  # applied and answered before the write
+    store.gated = False
+    store.release()
+
+
 def test_a_follower_flushes_its_late_applies_at_the_held_writes_bound(monkeypatch) -> None:
     """The writes a follower applies after acknowledging are held like any
     others: at HELD_FLUSH_WRITES they get a transaction at once, not at the

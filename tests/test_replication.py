@@ -9,6 +9,7 @@ import random
 import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from dkv.commands import encode_put
@@ -252,6 +253,25 @@ def test_an_acknowledgement_that_commits_is_answered_in_its_own_turn() -> None:
     clock, leader, acks, first = _acks_held_at_the_leader(more=False)
     leader.receive(acks[:1])
     assert ok(first)
+
+
+def test_an_error_in_a_turn_run_at_once_does_not_reach_the_transport() -> None:
+    """The turn an acknowledgement runs at once is logged if it raises, as a
+    turn run soon is; the transport's connection never sees the error."""
+    clock, leader, acks, first = _acks_held_at_the_leader(more=False)
+
+    def broken() -> None:
+        raise RuntimeError("a bug in the turn")
+
+    leader._process = broken  # type: ignore[method-assign]
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        leader.receive(acks[:1])  # does not raise
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    failures = [e for e in events if "log_failure" in e]
+    assert len(failures) == 1 and isinstance(failures[0]["log_failure"].value, RuntimeError)
 
 
 def test_an_acknowledgement_that_commits_waits_for_the_turns_new_requests() -> None:

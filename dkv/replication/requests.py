@@ -149,6 +149,14 @@ class RequestTable:
         until its deadline."""
         return len(self._reads_since)
 
+    @property
+    def waits_for_apply(self) -> bool:
+        """Whether a client of this node may be waiting for an apply here: a
+        write it took is not yet answered, or something (a read at its read
+        index, a membership change, ``wait_applied``) waits for the applied
+        index to reach an index."""
+        return bool(self._writes or self._apply_waiters)
+
     def oldest_read_since(self) -> float | None:
         """When the read that has waited longest on this node (of those
         counted in ``pending_reads``) was taken; None when none waits."""

@@ -18,10 +18,11 @@ same table writes in that Ready's transaction. A Ready with nothing to make
 durable but those writes and the commit index gets no transaction: it is
 advanced at once and its writes are held (``held_apply``) for the store's
 next transaction, or one of their own within ``HELD_FLUSH_SECONDS``. A
-follower whose store keeps its log apart turns that order round for a Ready
-that also brings new entries: it stores them and sends their acknowledgement
-first, then applies (``_acknowledges_first``), because no client waits on a
-follower's apply and the leader's commit waits on that acknowledgement. A Ready
+follower whose store keeps its log apart, and on which no client waits for an
+apply, turns that order round for a Ready that also brings new entries: it
+stores them and sends their acknowledgement first, then applies
+(``_acknowledges_first``), because the leader's commit waits on that
+acknowledgement and nobody on the apply. A Ready
 that installs a snapshot carries no committed entries (the core holds them
 for the next Ready), and reads waiting for the snapshot's index are released only once it
 is in the store. The applied index never moves backwards (a violation stops
@@ -563,10 +564,15 @@ class ReplicationService(Service):
         ):
             # An acknowledgement committed entries and no client request of
             # this turn waits to join a proposal: apply and answer now, not
-            # after the rest of the turn (another peer's messages).
+            # after the rest of the turn (another peer's messages). What the
+            # turn raises is logged and goes no further, as when it runs
+            # soon: not into the transport's connection.
             if self._scheduled is not None:
                 self._scheduled.cancel()
-            self._process()
+            try:
+                self._process()
+            except Exception:  # noqa: BLE001
+                log.failure("unhandled error in the driver's turn")
             return
         self._schedule()
 
@@ -641,13 +647,14 @@ class ReplicationService(Service):
 
     def _acknowledges_first(self, raft: Raft, rd: Ready) -> bool:
         """Whether rd's new entries go to the store before its committed
-        entries are applied: on a follower (whose applies answer no client
-        waiting on this Ready) whose store appends them to its log file
-        alone, the acknowledgement that lets the leader commit them leaves
-        one apply sooner. The committed entries are applied in
-        ``_persisted``, before ``advance``, and their writes held; not while
-        a compaction or someone waits for the store (their transaction
-        takes the applied writes at once)."""
+        entries are applied: on a follower on which no client waits for an
+        apply (no write it took is unanswered, no read waits for its index)
+        and whose store appends them to its log file alone, the
+        acknowledgement that lets the leader commit them leaves one apply
+        sooner. The committed entries are applied in ``_persisted``, before
+        ``advance``, and their writes held; not while a compaction or
+        someone waits for the store (their transaction takes the applied
+        writes at once)."""
         return (
             bool(rd.committed and rd.entries)
             and rd.snapshot is None
@@ -655,6 +662,7 @@ class ReplicationService(Service):
             and self._store.log_apart
             and self._pending_compact is None
             and not self._stored_waiters
+            and not self.requests.waits_for_apply
         )
 
     def _apply(self, rd: Ready) -> Applied | None:
