@@ -301,11 +301,12 @@ def test_over_a_log_file_a_stop_ends_even_when_the_store_closed_meanwhile() -> N
     assert stopped == [None]
 
 
-
-def _follower_hears_k1_and_k2(store: RecordingStore) -> tuple:
+def _follower_hears_k1_and_k2(store: RecordingStore, client_waits: bool = False) -> tuple:
     """Three nodes, b over store: k1 commits on a and c while b hears
     nothing, k2 is proposed, then b hears it all at once; b's store is
-    gated before. (clock, net, leader, b, k1's index, k2's outcome)"""
+    gated before. If client_waits, a client of b waits for k1's apply
+    there (as a read at its read index does). (clock, net, leader, b, k1's
+    index, k2's outcome, the waiting client's outcome)"""
     clock = Clock()
     net = Network(clock)
     services = make(["a", "b", "c"], clock, net, stores={"b": store})
@@ -319,12 +320,13 @@ def _follower_hears_k1_and_k2(store: RecordingStore) -> tuple:
         clock.advance(0)
     assert ok(first)
     k1 = leader.applied
+    waiting = outcome(b.wait_applied(k1)) if client_waits else []
     second = outcome(put(leader, b"k2", b"v2"))
     clock.advance(0)
     store.gated = True
     net.release("b")
     clock.advance(0)
-    return clock, net, leader, b, k1, second
+    return clock, net, leader, b, k1, second, waiting
 
 
 def test_a_follower_acknowledges_new_entries_before_it_applies_the_committed_ones() -> None:
@@ -334,7 +336,7 @@ def test_a_follower_acknowledges_new_entries_before_it_applies_the_committed_one
     entries applied (their writes held). A leader's applies answer clients
     and still come first (the tests above)."""
     store = RecordingStore(log_apart=True)
-    clock, net, leader, b, k1, second = _follower_hears_k1_and_k2(store)
+    clock, net, leader, b, k1, second, _ = _follower_hears_k1_and_k2(store)
     assert len(store.pending) == 1
     batch = store.pending[0][1]
     assert batch.log_only and [e.index for e in batch.entries] == [k1, k1 + 1]
@@ -356,33 +358,13 @@ def test_a_follower_acknowledges_new_entries_before_it_applies_the_committed_one
 
 
 def test_a_follower_on_which_a_client_waits_applies_first() -> None:
-    """A client of the follower waiting for an apply there (here: for an
-    index, as a read at its read index does) keeps the old order: the
-    committed entries are applied (and their waiters answered) before the
-    new entries are written."""
+    """A client of the follower waiting for an apply there keeps the old
+    order: the committed entries are applied (and their waiters answered)
+    before the new entries are written."""
     store = RecordingStore(log_apart=True)
-    clock = Clock()
-    net = Network(clock)
-    services = make(["a", "b", "c"], clock, net, stores={"b": store})
-    pump(clock, 0.5)
-    leader, b = leader_of(services), services["b"]
-    pump(clock, HELD_FLUSH_SECONDS * 2)
-    net.held.add("b")
-    first = outcome(put(leader, b"k1", b"v1"))
-    for _ in range(5):
-        clock.advance(0)
-    assert ok(first)
-    k1 = leader.applied
-    waiting = outcome(b.wait_applied(k1))
-    put(leader, b"k2", b"v2")
-    clock.advance(0)
-    store.gated = True
-    net.release("b")
-    clock.advance(0)
+    _, _, _, b, k1, _, waiting = _follower_hears_k1_and_k2(store, client_waits=True)
     assert len(store.pending) == 1 and [e.index for e in store.pending[0][1].entries] == [k1, k1 + 1]
     assert b.applied >= k1 and waiting == [None]  # applied and answered before the write
-    store.gated = False
-    store.release()
 
 
 def test_a_follower_flushes_its_late_applies_at_the_held_writes_bound(monkeypatch) -> None:
@@ -391,7 +373,7 @@ def test_a_follower_flushes_its_late_applies_at_the_held_writes_bound(monkeypatc
     flush timer."""
     monkeypatch.setattr(service, "HELD_FLUSH_WRITES", 1)
     store = RecordingStore(log_apart=True)
-    clock, net, leader, b, k1, _ = _follower_hears_k1_and_k2(store)
+    _, _, _, _, k1, _, _ = _follower_hears_k1_and_k2(store)
     assert len(store.pending) == 1 and store.pending[0][1].log_only
     store.release()  # the entries; the applies pass the bound and are flushed at once
     assert len(store.pending) == 1
