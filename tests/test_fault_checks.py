@@ -19,6 +19,7 @@ from dkv.testing.checks import (
     check_acknowledged,
     check_convergence,
     check_failed_invisible,
+    check_hash_kv,
     check_no_phantoms,
     hash_kv_result,
     scan_logs,
@@ -188,6 +189,47 @@ def test_hash_kv_equal() -> None:
 def test_hash_kv_differs(statuses, hashes, says) -> None:
     result = hash_kv_result(statuses, hashes)
     assert result.ok is False and says in result.detail, result.detail
+
+
+class _MovingCluster:
+    """Answers HashKV from a script, one entry per round of asking: each a
+    (hash, compact revision) per node; the last entry repeats. Every status
+    says revision 9 and equal applied indexes."""
+
+    ids = ("a", "b", "c")
+
+    def __init__(self, rounds: list[dict[str, tuple[int, int]]]) -> None:
+        self.rounds = rounds
+        self.asked = 0
+
+    def request(self, node: str, method: str, path: str, body: dict) -> tuple[int, dict]:
+        if path.endswith("/status"):
+            return _status(9)
+        answer = self.rounds[min(self.asked // len(self.ids), len(self.rounds) - 1)][node]
+        self.asked += 1
+        return _hash(*answer)
+
+    def statuses(self, ids) -> dict[str, dict]:
+        return {i: {"applied_index": 40, "commit_index": 40} for i in ids}
+
+
+def test_hash_kv_asks_again_while_a_compaction_is_applied_on_some_nodes_only() -> None:
+    """The leader applied a compaction the followers had not yet when asked:
+    compact revisions differ, so the hashes cannot be compared. Asked again
+    once the applied indexes agree, they match."""
+    cluster = _MovingCluster([{"a": (1, 5), "b": (1, 5), "c": (2, 6)}, {n: (2, 6) for n in "abc"}])
+    result = check_hash_kv(cluster, timeout=5.0)  # type: ignore[arg-type]
+    assert result.passed and "compact_revision 6" in result.detail
+    assert cluster.asked == 6
+
+
+def test_hash_kv_fails_at_once_on_equal_compact_revisions_and_after_the_timeout_on_others() -> None:
+    differ = _MovingCluster([{"a": (1, 5), "b": (1, 5), "c": (2, 5)}])
+    result = check_hash_kv(differ, timeout=5.0)  # type: ignore[arg-type]
+    assert result.ok is False and "c: hash 2" in result.detail and differ.asked == 3
+    stuck = _MovingCluster([{"a": (1, 5), "b": (1, 5), "c": (2, 6)}])
+    result = check_hash_kv(stuck, timeout=0.0)  # type: ignore[arg-type]
+    assert result.ok is False and "compact_revision 6" in result.detail and stuck.asked == 3
 
 
 # -- runner ------------------------------------------------------------------------------
