@@ -615,11 +615,9 @@ class ReplicationService(Service):
         (a Ready that installs a snapshot has none: see the module docstring),
         or, on a follower, once its new entries are stored and acknowledged
         (``_acknowledges_first``)."""
-        if self._acknowledges_first(raft, rd):
-            self._installing = None
-            self._write(WriteBatch(self._held.take_hard_state(rd.hard_state), rd.entries), rd, None)
-            return
-        applied = self._apply(rd)
+        # Acknowledging first, the Ready is a log-only write like any other
+        # whose applies are held (below); they are made in _persisted.
+        applied = None if self._acknowledges_first(raft, rd) else self._apply(rd)
         self._installing = rd.snapshot
         if rd.snapshot is not None:
             self._held.drop_writes()  # the snapshot replaces the state they made
@@ -652,17 +650,16 @@ class ReplicationService(Service):
         and whose store appends them to its log file alone, the
         acknowledgement that lets the leader commit them leaves one apply
         sooner. The committed entries are applied in ``_persisted``, before
-        ``advance``, and their writes held; not while a compaction or
-        someone waits for the store (their transaction takes the applied
-        writes at once)."""
+        ``advance``, and their writes held; only while writes may be held
+        (``_may_hold``: no compaction and no one waits for the store, whose
+        transaction takes the applied writes at once). A Ready with
+        committed entries installs no snapshot (the module docstring)."""
         return (
             bool(rd.committed and rd.entries)
-            and rd.snapshot is None
             and raft.role is not Role.LEADER
             and self._store.log_apart
-            and self._pending_compact is None
-            and not self._stored_waiters
             and not self.requests.waits_for_apply
+            and self._may_hold(None)
         )
 
     def _apply(self, rd: Ready) -> Applied | None:

@@ -332,6 +332,14 @@ def _header_revision(answer: tuple[int | None, Any]) -> int | None:
         return None
 
 
+def _hash_and_compacted(body: Any) -> tuple[int, int] | None:
+    """A HashKV answer's (hash, compact revision); None if it has none."""
+    try:
+        return int(body["hash"]), int(body.get("compact_revision", 0))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def hash_kv_result(statuses: Answers, hashes: Answers) -> CheckResult:
     """``hash-kv`` from every node's ``/v3/maintenance/status`` answer (its
     current revision, which must be the same on every node) and its
@@ -350,10 +358,7 @@ def hash_kv_result(statuses: Answers, hashes: Answers) -> CheckResult:
     found: dict[str, tuple[int, int] | None] = {}
     for node in revisions:
         status, body = hashes.get(node, (None, "not asked"))
-        try:
-            found[node] = (int(body["hash"]), int(body.get("compact_revision", 0)))
-        except (KeyError, TypeError, ValueError):
-            found[node] = None
+        found[node] = _hash_and_compacted(body)
         if status != 200 or found[node] is None:
             return CheckResult(
                 name="hash-kv", ok=False, detail=f"HashKV at revision {revision} on {node} answered {status} {body}"
@@ -416,11 +421,8 @@ def _still_moving(statuses: Answers, hashes: Answers) -> bool:
     revisions = {_header_revision(answer) for answer in statuses.values()}
     if None not in revisions and len(revisions) > 1:
         return True
-    compacted = set()
-    for status, body in hashes.values():
-        if status == 200 and isinstance(body, dict):
-            compacted.add(str(body.get("compact_revision", "0")))
-    return len(compacted) > 1
+    answers = [_hash_and_compacted(body) for status, body in hashes.values() if status == 200]
+    return len({answer[1] for answer in answers if answer is not None}) > 1
 
 
 #: Lines in a node's log that mean something went wrong inside the node.
