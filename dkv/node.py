@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, execute, fail, succeed
 
 from dkv.alarms import KNOWN_ALARMS, txn_puts
 from dkv.auth import permissions
@@ -206,8 +206,9 @@ class Node:
         except DkvError as e:
             return fail(e)
         if not linearizable:
-            return self._read(key)
-        return self.replication.read_barrier().addCallback(lambda _: self._read(key))
+            return execute(self._value, key)
+        # The callback answers the value itself (no Deferred to chain).
+        return self.replication.read_barrier().addCallback(lambda _: self._value(key))
 
     def _authorize_v0(self, access: permissions.Access, key: bytes) -> None:
         """``authorize`` for dkv's own API: its errors as 401 / 403."""
@@ -216,15 +217,14 @@ class Node:
         except EtcdError as e:
             raise v0_error(e) from None
 
-    def _read(self, key: bytes) -> Deferred[bytes]:
-        try:
-            value = self.replication.read(key)
-        except NoLeader as e:
-            return fail(e)
+    def _value(self, key: bytes) -> bytes:
+        """The applied value of key, counted as a read; raises KeyNotFound
+        if absent, NoLeader once the node is stopping."""
+        value = self.replication.read(key)
         self.counts.read()
         if value is None:
-            return fail(KeyNotFound())
-        return succeed(value)
+            raise KeyNotFound()
+        return value
 
     # -- etcd's KV ---------------------------------------------------------------
 
@@ -252,18 +252,19 @@ class Node:
         except (EtcdError, DkvError) as e:
             return fail(e)
         if request.serializable:
-            return self._range_now(request)
+            return execute(self._range_now, request)
+        # The callback answers the response itself (no Deferred to chain).
         return self.replication.read_barrier().addCallback(lambda _: self._range_now(request))
 
-    def _range_now(self, request: RangeRequest) -> Deferred[RangeResponse]:
-        try:
-            with self.replication.view() as state:
-                response = state.range(request)
-        except (EtcdError, NoLeader) as e:
-            return fail(e)
+    def _range_now(self, request: RangeRequest) -> RangeResponse:
+        """request answered from the applied state now, counted as a read;
+        raises Compacted or FutureRevision (EtcdError), or NoLeader once
+        the node is stopping."""
+        with self.replication.view() as state:
+            response = state.range(request)
         self.counts.read()
         self.fill_header(response.header)
-        return succeed(response)
+        return response
 
     def write(self, request: WriteRequest) -> Deferred[Any]:
         """Propose etcd's Put, DeleteRange, Txn or Compaction; fires with its

@@ -68,3 +68,66 @@ def test_require_refuses_a_reactor_with_wall_clock_timers() -> None:
         """
     )
     assert out.startswith("refused: ") and "run twistd without -r" in out
+
+
+def test_descriptors_are_served_directly_and_an_error_is_logged_once_served_on() -> None:
+    """``install`` makes a ``DkvReactor``: a connection's reads and writes
+    reach the reactor's own step without the legacy log context, a
+    ``connectionLost`` that raises is logged and the loop serves on, and a
+    file epoll cannot watch is still polled as Twisted polls it."""
+    out = _run(
+        """
+        import tempfile
+        from dkv import asyncio_reactor
+        asyncio_reactor.install()
+        from twisted.internet import reactor, protocol
+        from twisted.internet.abstract import FileDescriptor
+        from twisted.logger import globalLogBeginner
+        assert type(reactor) is asyncio_reactor.DkvReactor
+        logged = []
+        globalLogBeginner.beginLoggingTo([logged.append], redirectStandardIO=False)
+
+        class Echo(protocol.Protocol):
+            def dataReceived(self, data):
+                key = reactor._asyncioEventloop._selector.get_key(self.transport.fileno())
+                assert key.data[0]._callback == reactor._dispatch
+                self.transport.write(data)
+            def connectionLost(self, reason):
+                if self.factory.raising:
+                    self.factory.raising = False
+                    raise RuntimeError("connectionLost failed")
+
+        server = protocol.ServerFactory.forProtocol(Echo)
+        server.raising = True
+        port = reactor.listenTCP(0, server, interface="127.0.0.1")
+        answers = []
+
+        class Client(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(b"ping")
+            def dataReceived(self, data):
+                answers.append(data)
+                self.transport.loseConnection()
+            def connectionLost(self, reason):
+                if len(answers) < 2:
+                    reactor.callLater(0.05, connect)  # a second client after the first one's server failed
+                else:
+                    reactor.stop()
+
+        def connect():
+            protocol.ClientCreator(reactor, Client).connectTCP("127.0.0.1", port.getHost().port)
+
+        connect()
+        file = tempfile.TemporaryFile()
+        polled = FileDescriptor(reactor)
+        polled.fileno = file.fileno
+        reactor.addReader(polled)
+        assert reactor._continuousPolling.isReading(polled)
+        reactor.removeReader(polled)
+        reactor.callLater(10, reactor.stop)
+        reactor.run()
+        errors = [e for e in logged if "unhandled error serving" in e.get("log_format", "")]
+        print(answers, len(errors), errors[0]["log_failure"].getErrorMessage())
+        """
+    )
+    assert out == "[b'ping', b'ping'] 1 connectionLost failed"

@@ -296,6 +296,57 @@ def test_linearizable_read_barrier_on_follower() -> None:
     assert stored(services["c"]._store, b"k") == b"v"
 
 
+def test_reads_released_together_share_one_view_of_the_applied_state() -> None:
+    """The reads one ReadIndex answer releases are served from one view of
+    the applied state, opened once for them; a view asked outside a release
+    is a view of its own."""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net)
+    pump(clock, 0.3)
+    a = leader_of(services)
+    written = outcome(put(a, b"k", b"v"))
+    pump(clock, 0.1)
+    assert ok(written)
+    seen: list = []
+
+    def read(_):
+        with a.view() as state:
+            seen.append((state, state.value(b"k")))
+
+    for _ in range(5):
+        a.read_barrier().addCallback(read)
+    pump(clock, 0.1)
+    assert [value for _, value in seen] == [b"v"] * 5
+    assert all(state is seen[0][0] for state, _ in seen)
+    with a.view() as own:
+        assert own is not seen[0][0]
+    assert a._shared_view is None
+
+
+def test_reads_released_by_an_apply_see_what_it_applied() -> None:
+    """What waits for an index to be applied (a follower's read at its read
+    index, ``wait_applied``) is released within the apply, on the one shared
+    view: that view holds the writes just applied."""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net)
+    pump(clock, 0.3)
+    a = leader_of(services)
+    b = services["b"] if a is not services["b"] else services["c"]
+    outcome(put(a, b"k", b"old"))
+    pump(clock, 0.1)
+    index = a.raft.log.last_index() + 1  # where the next write goes
+    written = outcome(put(a, b"k", b"new"))
+    assert a.applied < index and b.applied < index
+    values: list = []
+    b.wait_applied(index).addCallback(lambda _: values.append(b.read(b"k")))
+    a.wait_applied(index).addCallback(lambda _: values.append(a.read(b"k")))
+    pump(clock, 0.1)
+    assert ok(written)
+    assert values == [b"new", b"new"]
+
+
 def test_without_a_leader_requests_wait_then_fail_with_no_leader() -> None:
     """No leader is ever known: writes and linearizable reads wait for one
     until their deadline, then fail with NoLeader; nothing was appended."""

@@ -77,6 +77,16 @@ class MvccView:
         self._range_into(response, request, self._revision)
         return response
 
+    def value(self, key: bytes) -> bytes | None:
+        """The value of key now, None if it has none: what a Range of that
+        one key answers in its ``kvs``, without the Range's messages (the
+        hot read of ``/v0``)."""
+        live = self._tables.get(LIVE, key)
+        if live is None:
+            return None
+        state = decode_state(live)
+        return KeyValue.FromString(self._tables.get(HISTORY, revision_key(state.mod_revision, state.sub))).value
+
     def events(
         self,
         start_revision: int,

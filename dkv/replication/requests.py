@@ -330,6 +330,10 @@ class RequestTable:
         transport dropped the request unsent): retried at the next tick."""
         self._retry_reads.extend(self._reads.pop(ctx, []))
 
+    def releases(self, applied: int) -> bool:
+        """Whether ``release_applied(applied)`` would finish something."""
+        return bool(self._apply_waiters) and self._apply_waiters[0][0] <= applied
+
     def release_applied(self, applied: int) -> None:
         """Finish what waited for the applied index to reach applied."""
         waiters = self._apply_waiters

@@ -66,7 +66,6 @@ from dkv.idempotency import LeaderStamps, stored_log_time_ms
 from dkv.logs import logger
 from dkv.mvcc import MvccView
 from dkv.mvcc.view import key_count_change
-from dkv.pb.etcd_rpc_pb2 import RangeRequest
 from dkv.raft import NotLeader, Outbox, ProposalDropped, Raft, RaftConfig, RaftStatus, Ready, Role
 from dkv.raft.membership import Member, Membership, MembershipError
 from dkv.raft.messages import AppendEntries, HardState, Message, Propose, ReadIndexRequest, SnapshotMeta
@@ -153,6 +152,9 @@ class ReplicationService(Service):
         self.admission = AdmissionControl(config.admission, clock)
         self.applied = state.applied if state is not None else 0
         self._overlay = Overlay()
+        #: The view ``view()`` answers while reads are released in a batch
+        #: (``_one_view``); None otherwise.
+        self._shared_view: MvccView | None = None
         #: Applied writes answered but not given to the store yet (``held_apply``),
         #: flushed by ``_held_flush`` if no transaction takes them first.
         self._held = HeldApply()
@@ -392,14 +394,34 @@ class ReplicationService(Service):
         store may be closed)."""
         if not self.running:
             raise NoLeader("node is shutting down")
+        shared = self._shared_view
+        if shared is not None:
+            yield shared
+            return
         with self._store.reading() as base:
             yield MvccView(self._overlay.view(base))
 
+    @contextlib.contextmanager
+    def _one_view(self) -> Iterator[None]:
+        """Within the block, ``view()`` answers one view of the applied
+        state, opened once: for the reads a turn releases together. The
+        caller guarantees that nothing is applied within the block (what its
+        requests' callbacks start, such as a proposal, is applied in a later
+        turn), so the one view is what each read would have opened."""
+        if self._shared_view is not None or not self.running:
+            yield
+            return
+        with self._store.reading() as base:
+            self._shared_view = MvccView(self._overlay.view(base))
+            try:
+                yield
+            finally:
+                self._shared_view = None
+
     def read(self, key: bytes) -> bytes | None:
-        """The applied value of key (a Range of that one key)."""
+        """The applied value of key (as a Range of that one key finds it)."""
         with self.view() as state:
-            kvs = state.range(RangeRequest(key=key)).kvs
-        return kvs[0].value if kvs else None
+            return state.value(key)
 
     def status(self) -> RaftStatus:
         assert self.raft is not None
@@ -675,7 +697,9 @@ class ReplicationService(Service):
         newest = self.requests.applied_writes(outcome.results)
         if newest is not None:
             self.admission.write_answered(self._clock.seconds() - newest)
-        self.requests.release_applied(self.applied)
+        if self.requests.releases(self.applied):
+            with self._one_view():
+                self.requests.release_applied(self.applied)
         for listener in self.apply_listeners:
             listener(outcome)
         # Readable now (the overlay holds them): watchers may be given them.
@@ -986,11 +1010,13 @@ class ReplicationService(Service):
         if out.messages:
             self._send(out.messages)
         requests = self.requests
-        for rs in out.read_states:
-            if requests.ours(rs.ctx):
-                requests.read_index(rs.ctx, rs.index, self.applied)
-            else:
-                log.debug("ignored a read index for an earlier run of this node (ctx {ctx})", ctx=rs.ctx)
+        if out.read_states:
+            with self._one_view():  # nothing is applied until _persist
+                for rs in out.read_states:
+                    if requests.ours(rs.ctx):
+                        requests.read_index(rs.ctx, rs.index, self.applied)
+                    else:
+                        log.debug("ignored a read index for an earlier run of this node (ctx {ctx})", ctx=rs.ctx)
         for ctx in out.failed_reads:
             if requests.ours(ctx):
                 requests.read_refused(ctx)

@@ -28,6 +28,18 @@ def test_one_key(store) -> None:
     assert get(store, b"nope").count == 0
 
 
+def test_value_is_what_a_range_of_the_key_finds(store) -> None:
+    """``MvccView.value``, the point read of /v0: the value a Range of that
+    one key answers, None for a key never written or deleted."""
+    put(store, b"a", b"newer")
+    delete(store, b"b")
+    for key in [*KEYS, b"nope"]:
+        kvs = get(store, key).kvs
+        assert store.value(key) == (kvs[0].value if kvs else None), key
+    assert store.value(b"a") == b"newer"
+    assert store.value(b"b") is None
+
+
 def test_from_key(store) -> None:
     """"If range_end is '\\0', the range is all keys >= key.\""""
     assert keys_of(get(store, b"ab", b"\x00")) == [b"ab", b"a\xff", b"b", b"\xff"]
