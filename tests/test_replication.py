@@ -12,13 +12,13 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from dkv.commands import encode_put
+from dkv.commands import RequestId, encode_put
 from dkv.errors import NoLeader, OutcomeUnknown
 from dkv.mvcc import MvccStore, MvccView
 from dkv.pb.etcd_rpc_pb2 import PutRequest, RangeRequest
 from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
-from dkv.raft.messages import AppendResponse, Message, RequestVote, VoteResponse
+from dkv.raft.messages import AppendEntries, AppendResponse, Entry, Message, RequestVote, VoteResponse
 from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import WriteBatch
 from dkv.storage.memory import MemoryStore
@@ -56,11 +56,16 @@ class Network:
                     self.clock.callLater(0, self.nodes[m.to].receive, [m])
 
     def release(self, node_id: str) -> None:
-        """Deliver what waited for node_id, in order, and stop holding it."""
+        """Deliver what waited for node_id, in order and in one call (as the
+        peer transport hands over the batches one read brings), and stop
+        holding it."""
         self.held.discard(node_id)
         waiting = [m for m in self._held_messages if m.to == node_id]
         self._held_messages = [m for m in self._held_messages if m.to != node_id]
-        self.deliver(waiting)
+        self.sent.extend(waiting)
+        live = [m for m in waiting if m.to in self.nodes and m.to not in self.down and m.frm not in self.down]
+        if live:
+            self.clock.callLater(0, self.nodes[node_id].receive, live)
 
 
 class NetTransport:
@@ -618,6 +623,35 @@ def _follower_alone(store: MemoryStore, clock: Clock, net: Network, rng_seed: in
     net.nodes["b"] = svc
     svc.startService()
     return svc
+
+
+def _append_to_b(index: int, key: bytes) -> AppendEntries:
+    rid = RequestId(1, index)
+    return AppendEntries(
+        frm="a", to="b", term=2, prev_index=index - 1, prev_term=1 if index == 2 else 2, commit=index - 1,
+        entries=(Entry(index, 2, data=encode_put(rid, key, b"v")),),
+    )
+
+
+def test_a_follower_stores_and_acknowledges_an_append_in_the_call_that_brings_it() -> None:
+    """The leader's commit waits for the follower's acknowledgement, so a
+    follower stores and acknowledges an append within ``receive``, not a
+    reactor turn later; with a client request of its own waiting to be
+    forwarded in this turn, the turn runs next as before, for both."""
+    clock = Clock()
+    net = Network(clock)
+    store = MemoryStore()
+    b = _follower_alone(store, clock, net)
+    b.receive([_append_to_b(2, b"k")])
+    acks = [m for m in net.sent if isinstance(m, AppendResponse)]
+    assert [(a.to, a.success, a.index) for a in acks] == [("a", True, 2)]
+    assert max(store.log) == 2
+    put(b, b"mine", b"x")  # a client's write on b, to forward with the turn
+    b.receive([_append_to_b(3, b"k2")])
+    assert len([m for m in net.sent if isinstance(m, AppendResponse)]) == 1 and max(store.log) == 2
+    clock.advance(0)
+    acks = [m for m in net.sent if isinstance(m, AppendResponse)]
+    assert [(a.success, a.index) for a in acks] == [(True, 2), (True, 3)] and max(store.log) == 3
 
 
 def test_a_read_after_a_snapshot_install_never_sees_the_state_before_it() -> None:

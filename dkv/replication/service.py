@@ -561,9 +561,12 @@ class ReplicationService(Service):
 
     def receive(self, messages: Sequence[Message]) -> None:
         """Messages from peers (called by the transport), stepped into the
-        core; the turn runs next (``_process``), or at once on a leader whose
-        commit index they moved while no client request of this turn waits
-        to join a proposal."""
+        core; the turn (``_process``) runs at once when no client request of
+        this turn waits to join a proposal and either this node leads and
+        they moved its commit index (answers are due), or it follows and
+        they gave it something to store, send or apply while no write of
+        its is under way (an append to acknowledge: the leader's commit
+        waits for it); else it runs next, as soon as the reactor turns."""
         raft = self.raft
         if raft is None or not self.running:
             return
@@ -579,16 +582,17 @@ class ReplicationService(Service):
         committed = raft.commit_index
         self._guard(step_all)
         if (
-            raft.commit_index > committed
-            and raft.role is Role.LEADER
-            and not self.requests.has_new_writes
-            and not self.requests.has_new_reads
-        ):
-            # An acknowledgement committed entries and no client request of
-            # this turn waits to join a proposal: apply and answer now, not
-            # after the rest of the turn (another peer's messages). What the
-            # turn raises is logged and goes no further, as when it runs
-            # soon: not into the transport's connection.
+            (raft.commit_index > committed and raft.role is Role.LEADER)
+            or (raft.role is Role.FOLLOWER and self._persisting is None and raft.has_ready())
+        ) and not self.requests.has_new_writes and not self.requests.has_new_reads:
+            # On a leader, an acknowledgement committed entries: apply and
+            # answer now, not after the rest of the turn (another peer's
+            # messages). On a follower, an append is stored and acknowledged
+            # now, not a reactor turn later (the peer port hands over the
+            # appends one read brings in one call: they are stored
+            # together). What the turn raises is logged and goes no
+            # further, as when it runs soon: not into the transport's
+            # connection.
             if self._scheduled is not None:
                 self._scheduled.cancel()
             try:

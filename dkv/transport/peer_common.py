@@ -97,6 +97,17 @@ class PeerAccounting:
                 self._on_round_trip(msg.frm, seconds)
 
     def _receive(self, batch: raft_pb2.Batch, size: int = 0) -> None:
+        msgs = self._messages(batch, size)
+        if msgs:
+            self._on_receive(msgs)
+
+    def _deliver(self, msgs: list[Message]) -> None:
+        """Hand msgs (decoded by ``_messages``) to the node, in one call."""
+        self._on_receive(msgs)
+
+    def _messages(self, batch: raft_pb2.Batch, size: int = 0) -> list[Message]:
+        """batch's messages, counted; none from a node of another cluster
+        (logged once per sender)."""
         sender = getattr(batch, "from")
         if batch.cluster_id != self.cluster_id():
             if sender not in self._foreign_logged:
@@ -107,7 +118,7 @@ class PeerAccounting:
                     theirs=batch.cluster_id,
                     ours=self.cluster_id(),
                 )
-            return
+            return []
         received = self.received_bytes
         received[sender] = received.get(sender, 0) + size
         msgs = messages_from_batch(
@@ -116,5 +127,4 @@ class PeerAccounting:
         for msg in msgs:
             if type(msg) is HeartbeatResponse:
                 self._heartbeat_answered(msg)
-        if msgs:
-            self._on_receive(msgs)
+        return msgs

@@ -4,8 +4,10 @@
 Each accepted connection must say hello within ``handshake_timeout``; the
 listener checks it (``dkv.transport.peer_handshake``; with peer TLS also
 that the dialler's certificate was issued by the peer CA and names the host
-of the member it says it is), answers, and then takes batches (each handed
-to the transport as received) and answers pings; or, on a connection of its
+of the member it says it is), answers, and then takes batches (the messages of the
+batches one read brings are handed to the node together, in one call, so
+that what arrived together is stepped and stored together) and answers
+pings; or, on a connection of its
 own, takes one snapshot transfer (``dkv.transport.peer_snapshots``).
 
 A connection that breaks the protocol is dropped at once, with one log
@@ -32,6 +34,7 @@ from zope.interface import implementer
 
 from dkv.logs import logger
 from dkv.pb import raft_pb2
+from dkv.raft.messages import Message
 from dkv.transport.peer_frames import BATCH, HELLO, PING, PONG, SNAPSHOT, FrameError, FrameReader, frame, no_delay
 from dkv.transport.peer_handshake import hello_frame, hello_refusal
 from dkv.transport.peer_link import PeerSettings
@@ -98,6 +101,8 @@ class _Listened(Protocol):
         self.snapshot: ReceivingSnapshot | None = None
         #: Fires while our send buffer stays full (see ``pauseProducing``).
         self._full: IDelayedCall | None = None
+        #: The messages of the batch frames of one read, not yet handed over.
+        self._inbox: list[Message] = []
 
     # -- Twisted ---------------------------------------------------------------------------
 
@@ -118,9 +123,20 @@ class _Listened(Protocol):
         except FrameError as e:
             self._drop(f"it sent {e}")
             return
-        for kind, body in frames:
-            if not self._frame(kind, body):
-                return
+        # The batches of one read reach the node in one call, so that what
+        # arrived together is stepped (and stored) together.
+        try:
+            for kind, body in frames:
+                if not self._frame(kind, body):
+                    break
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        inbox = self._inbox
+        if inbox:
+            self._inbox = []
+            self.factory.owner._deliver(inbox)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: N802
         self.factory.open.discard(self)
@@ -165,9 +181,10 @@ class _Listened(Protocol):
                 return self._drop("it sent a malformed Batch message")
             if getattr(batch, "from") != self.sender:
                 return self._drop(f"a batch from {getattr(batch, 'from')!r} on {self.sender!r}'s connection")
-            self.factory.owner._receive(batch, len(body))
-            return not self._dropped
+            self._inbox.extend(self.factory.owner._messages(batch, len(body)))
+            return True
         if kind == SNAPSHOT:
+            self._hand_over()  # the messages before a chunk are stepped before it
             if self.snapshot is None:
                 owner = self.factory.owner
                 self.snapshot = ReceivingSnapshot(
