@@ -4,6 +4,7 @@ the batch frames one read brings reach the node in one call."""
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -33,7 +34,7 @@ def _batch(*commits: int) -> bytes:
     return frame(BATCH, batch_to_pb("c1", "a", [_hb(c) for c in commits]).SerializeToString())
 
 
-def _connected() -> tuple[_Node, object, StringTransport]:
+def _connected() -> tuple[_Node, Protocol, StringTransport]:
     node = _Node()
     factory = PeerListenerFactory(node, Clock(), PeerSettings(), lambda: None)
     conn = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4000))

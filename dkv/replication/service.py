@@ -405,9 +405,11 @@ class ReplicationService(Service):
     def _one_view(self) -> Iterator[None]:
         """Within the block, ``view()`` answers one view of the applied
         state, opened once: for the reads a turn releases together. The
-        caller guarantees that nothing is applied within the block (what its
-        requests' callbacks start, such as a proposal, is applied in a later
-        turn), so the one view is what each read would have opened."""
+        caller guarantees that nothing is applied within the block, nor
+        dropped from the overlay as stored (what its requests' callbacks
+        start, such as a proposal or a flush of the held writes, completes
+        in a later turn), so the one view is what each read would have
+        opened."""
         if self._shared_view is not None or not self.running:
             yield
             return

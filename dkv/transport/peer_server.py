@@ -4,11 +4,11 @@
 Each accepted connection must say hello within ``handshake_timeout``; the
 listener checks it (``dkv.transport.peer_handshake``; with peer TLS also
 that the dialler's certificate was issued by the peer CA and names the host
-of the member it says it is), answers, and then takes batches (the messages of the
-batches one read brings are handed to the node together, in one call, so
-that what arrived together is stepped and stored together) and answers
-pings; or, on a connection of its
-own, takes one snapshot transfer (``dkv.transport.peer_snapshots``).
+of the member it says it is), answers, and then takes batches and answers
+pings: the messages of the batches one read brings are handed to the node
+in one call, so that what arrived together is stepped and stored together.
+On a connection of its own it takes one snapshot transfer
+(``dkv.transport.peer_snapshots``).
 
 A connection that breaks the protocol is dropped at once, with one log
 line per dialler host and reason (a refused or broken peer retries every
