@@ -49,7 +49,7 @@ class Network:
     def deliver(self, messages) -> None:
         for m in messages:
             self.sent.append(m)
-            if m.to in self.nodes and m.to not in self.down and m.frm not in self.down:
+            if self._arrives(m):
                 if m.to in self.held:
                     self._held_messages.append(m)
                 else:
@@ -63,9 +63,13 @@ class Network:
         waiting = [m for m in self._held_messages if m.to == node_id]
         self._held_messages = [m for m in self._held_messages if m.to != node_id]
         self.sent.extend(waiting)
-        live = [m for m in waiting if m.to in self.nodes and m.to not in self.down and m.frm not in self.down]
+        live = [m for m in waiting if self._arrives(m)]
         if live:
             self.clock.callLater(0, self.nodes[node_id].receive, live)
+
+    def _arrives(self, m: Message) -> bool:
+        """m's addressee is a node here, and neither end is down."""
+        return m.to in self.nodes and m.to not in self.down and m.frm not in self.down
 
 
 class NetTransport:

@@ -99,7 +99,7 @@ class PeerAccounting:
     def _receive(self, batch: raft_pb2.Batch, size: int = 0) -> None:
         msgs = self._messages(batch, size)
         if msgs:
-            self._on_receive(msgs)
+            self._deliver(msgs)
 
     def _deliver(self, msgs: list[Message]) -> None:
         """Hand msgs (decoded by ``_messages``) to the node, in one call."""
