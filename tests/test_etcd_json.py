@@ -24,6 +24,7 @@ from dkv.api.etcd_json import (
 from dkv.mvcc import MvccStore, errors
 from dkv.pb import etcd_kv_pb2, etcd_rpc_pb2
 from dkv.storage.tables import MemoryTables
+from tests.test_proto_json import RESPONSES, messages
 
 CLUSTER, MEMBER, TERM = 9283402572641457184, 1279009630658182889, 2
 HEADER = '"cluster_id":"9283402572641457184","member_id":"1279009630658182889"'
@@ -242,3 +243,13 @@ def test_go_escapes_are_applied_only_when_needed_and_always_the_same(text: str) 
     plain = json.dumps({"k": text}, separators=(",", ":"), ensure_ascii=False)
     always = etcd_json._GO_ESCAPES.sub(lambda m: etcd_json._GO_ESCAPE.get(m.group(0), m.group(0)), plain)
     assert etcd_json._dumps({"k": text}) == always.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(RESPONSES).flatmap(lambda t: messages(t.DESCRIPTOR)))
+def test_answers_written_directly_are_those_of_the_dict(message) -> None:
+    """format_response and format_stream_result write the message's JSON
+    without building its dict (``proto_json.to_json``): the same bytes."""
+    as_dict = etcd_json._to_dict(message)
+    assert format_response(message) == etcd_json._dumps(as_dict)
+    assert format_stream_result(message) == etcd_json._dumps({"result": as_dict}) + b"\n"

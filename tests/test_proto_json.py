@@ -84,6 +84,19 @@ def test_to_dict_is_json_format(message: Message) -> None:
     assert json.dumps(fast) == json.dumps(slow)  # field order included
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(RESPONSES).flatmap(lambda t: messages(t.DESCRIPTOR)))
+def test_to_json_is_the_text_of_to_dict(message: Message) -> None:
+    text = proto_json.to_json(message, lambda s: json.dumps(s, ensure_ascii=False))
+    assert text == json.dumps(proto_json.to_dict(message), separators=(",", ":"), ensure_ascii=False)
+
+
+def test_to_json_leaves_what_to_dict_hands_to_json_format() -> None:
+    from google.protobuf import struct_pb2
+
+    assert proto_json.to_json(struct_pb2.Value(number_value=1.5), str) is None
+
+
 def _json_value(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     """What a client may send for field: right, wrong and odd."""
     b64ish = st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode())

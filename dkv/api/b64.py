@@ -15,6 +15,19 @@ _VALID = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 
 
 def decode(text: str, what: str) -> bytes:
+    """The bytes text spells; raises InvalidArgument naming what."""
+    if isinstance(text, str):
+        # The common spelling (standard alphabet, padded) in one C call;
+        # what it refuses, the general path below decides on.
+        try:
+            return binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):
+            pass
+    return _decode_any(text, what)
+
+
+def _decode_any(text: str, what: str) -> bytes:
+    """decode, for either alphabet, with or without padding."""
     if not isinstance(text, str):
         raise InvalidArgument(f"{what} must be a base64 string")
     if not _VALID.match(text):

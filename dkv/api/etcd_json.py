@@ -115,13 +115,19 @@ def parse_request(body: bytes, message_type: type[M]) -> M:
 
 def format_response(message: Message) -> bytes:
     """The gateway's JSON for a response message."""
-    return _dumps(_to_dict(message))
+    text = proto_json.to_json(message, _go_string)
+    if text is None:
+        return _dumps(_to_dict(message))
+    return text.encode("utf-8")
 
 
 def format_stream_result(message: Message) -> bytes:
     """One message of a streaming response (Watch, LeaseKeepAlive,
     Snapshot): ``{"result": ...}`` and a newline, as the gateway streams."""
-    return _dumps({"result": _to_dict(message)}) + b"\n"
+    text = proto_json.to_json(message, _go_string)
+    if text is None:
+        return _dumps({"result": _to_dict(message)}) + b"\n"
+    return ('{"result":' + text + "}\n").encode("utf-8")
 
 
 def format_error(code: int, message: str) -> tuple[int, bytes]:
@@ -185,10 +191,16 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _dumps(value: object) -> bytes:
+    return _go_string(value).encode("utf-8")
+
+
+def _go_string(value: object) -> str:
+    """value's JSON text as Go's encoding/json writes it (for a string: its
+    literal; ``proto_json.to_json`` writes the string values with it)."""
     text = _ENCODER.encode(value)
     if any(char in text for char in _GO_SPECIAL):
         text = _GO_ESCAPES.sub(lambda m: _GO_ESCAPE.get(m.group(0), m.group(0)), text)
-    return text.encode("utf-8")
+    return text
 
 
 def _go_syntax_error(error: json.JSONDecodeError) -> str:

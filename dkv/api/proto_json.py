@@ -24,6 +24,7 @@ messages and bodies.
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -104,6 +105,92 @@ def _value_writer(field: FieldDescriptor) -> Convert | None:
     return None  # floats: json_format's special values
 
 
+# -- messages to JSON text -------------------------------------------------------------------
+
+#: How to_json writes a field's value (a repeated field: each of its values, in a list).
+_INT64_TEXT, _NUMBER, _BOOL, _BYTES, _STRING, _ENUM, _MESSAGE = range(7)
+#: Message type -> field number -> ('"name":', how, repeated, enum names).
+_json_writers: dict[Descriptor, dict[int, tuple[str, int, bool, dict[int, str] | None]] | None] = {}
+
+
+class _NotPlain(Exception):
+    """A message to_dict hands to json_format: to_json answers None."""
+
+
+def to_json(message: Message, string: Callable[[str], str]) -> str | None:
+    """``to_dict(message)`` as compact JSON text (string(s): the JSON literal
+    of a string value), or None if to_dict would ask json_format for any
+    part of it."""
+    try:
+        return _message_json(message, string)
+    except _NotPlain:
+        return None
+
+
+def _message_json(message: Message, string: Callable[[str], str]) -> str:
+    descriptor = message.DESCRIPTOR
+    try:
+        fields = _json_writers[descriptor]
+    except KeyError:
+        fields = _json_writers[descriptor] = _json_writer(descriptor)
+    if fields is None:
+        raise _NotPlain
+    parts = []
+    for field, value in message.ListFields():
+        prefix, how, repeated, names = fields[field.number]
+        if repeated:
+            parts.append(prefix + "[" + ",".join([_value_json(v, how, names, string) for v in value]) + "]")
+        elif how == _INT64_TEXT:
+            parts.append(f'{prefix}"{value}"')
+        elif how == _BYTES:
+            parts.append(f'{prefix}"{_b64(value)}"')  # base64 needs no escapes
+        else:
+            parts.append(prefix + _value_json(value, how, names, string))
+    return "{" + ",".join(parts) + "}"
+
+
+def _value_json(value: Any, how: int, names: dict[int, str] | None, string: Callable[[str], str]) -> str:
+    if how == _MESSAGE:
+        return _message_json(value, string)
+    if how == _INT64_TEXT:
+        return f'"{value}"'
+    if how == _BYTES:
+        return f'"{_b64(value)}"'
+    if how == _NUMBER:
+        return str(value)
+    if how == _BOOL:
+        return "true" if value else "false"
+    if how == _ENUM:
+        assert names is not None
+        return string(names[value]) if value in names else str(value)
+    return string(value)
+
+
+def _json_writer(descriptor: Descriptor) -> dict[int, tuple[str, int, bool, dict[int, str] | None]] | None:
+    """The fields of a message type _writer finds plain (a message field's
+    own type is looked up when it is written)."""
+    if _writer(descriptor) is None:
+        return None
+    fields: dict[int, tuple[str, int, bool, dict[int, str] | None]] = {}
+    for field in descriptor.fields:
+        kind = field.cpp_type
+        names = None
+        if kind == FieldDescriptor.CPPTYPE_MESSAGE:
+            how = _MESSAGE
+        elif kind == FieldDescriptor.CPPTYPE_ENUM:
+            how, names = _ENUM, {v.number: v.name for v in field.enum_type.values}
+        elif kind == FieldDescriptor.CPPTYPE_STRING:
+            how = _BYTES if field.type == FieldDescriptor.TYPE_BYTES else _STRING
+        elif kind == FieldDescriptor.CPPTYPE_BOOL:
+            how = _BOOL
+        elif kind in _INT64:
+            how = _INT64_TEXT
+        else:
+            how = _NUMBER
+        fields[field.number] = ('"' + field.name + '":', how, field.is_repeated, names)
+    return fields
+
+
 def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
 
@@ -168,6 +255,12 @@ def _value_reader(field: FieldDescriptor) -> Read | None:
 def _read_bytes(value: Any) -> bytes:
     if not isinstance(value, str):
         raise _Refused
+    try:
+        # The common spelling (standard alphabet, padded): one C call, the
+        # bytes json_format finds in it too.
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
     encoded = value.encode("utf-8")
     # json_format pads to a multiple of 4 (a whole group when there is none
     # missing) and decodes with either alphabet.

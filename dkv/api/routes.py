@@ -75,10 +75,18 @@ class Route:
 # -- body and query parsing ------------------------------------------------------------
 
 
+_DECODER = json.JSONDecoder()
+
+
 def parse_object(raw: bytes) -> dict[str, Any]:
     """A JSON object (raises InvalidArgument for anything else)."""
     try:
-        body = json.loads(raw)
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":
+            # What json.loads finds UTF-8 (not UTF-16 or -32, no BOM), read
+            # as it reads it, without its detection of the encoding.
+            body = _DECODER.decode(raw.decode("utf-8", "surrogatepass"))
+        else:
+            body = json.loads(raw)
     except (ValueError, RecursionError) as e:
         raise InvalidArgument(f"malformed JSON: {e}") from None
     if not isinstance(body, dict):

@@ -19,10 +19,6 @@ def entry_from_pb(e: pb.Entry) -> m.Entry:
     return m.Entry(e.index, e.term, m.EntryKind(e.kind), e.data)
 
 
-def _fields(msg: m.Message, names: tuple[str, ...]) -> dict[str, Any]:
-    return {n: getattr(msg, n) for n in names}
-
-
 # message class -> (oneof field name, simple field names)
 _SIMPLE: dict[type[m.Message], tuple[str, tuple[str, ...]]] = {
     m.RequestVote: ("request_vote", ("last_index", "last_term", "pre_vote", "transfer")),
@@ -38,12 +34,28 @@ _SIMPLE: dict[type[m.Message], tuple[str, tuple[str, ...]]] = {
     m.ReadIndexResponse: ("read_index_response", ("ctx", "index", "ok")),
     m.TimeoutNow: ("timeout_now", ()),
 }
+
+
+def _pb_name(field: str) -> str:
+    return "".join(part.capitalize() for part in field.split("_"))
+
+
+#: message class -> (oneof field name, its protobuf class, simple field names): looked up once per message.
+_SIMPLE_PB: dict[type[m.Message], tuple[str, Any, tuple[str, ...]]] = {
+    cls: (field, getattr(pb, _pb_name(field)), names) for cls, (field, names) in _SIMPLE.items()
+}
 _BY_FIELD = {field: (cls, names) for cls, (field, names) in _SIMPLE.items()}
 
 
 def message_to_pb(msg: m.Message) -> pb.Message:
+    simple = _SIMPLE_PB.get(type(msg))
+    if simple is not None:
+        field, body_type, names = simple
+        body = body_type(**{n: getattr(msg, n) for n in names})
+        # "from" is a Python keyword: the fields go in as a dict.
+        return pb.Message(**{"from": msg.frm, "to": msg.to, "term": msg.term, field: body})
     out = pb.Message(to=msg.to, term=msg.term)
-    setattr(out, "from", msg.frm)  # "from" is a Python keyword
+    setattr(out, "from", msg.frm)
     if isinstance(msg, m.AppendEntries):
         body = out.append_entries
         body.prev_index = msg.prev_index
@@ -59,13 +71,8 @@ def message_to_pb(msg: m.Message) -> pb.Message:
         out.not_member.config_index = msg.config_index
         out.not_member.membership.MergeFromString(msg.membership.encode())
     else:
-        field, names = _SIMPLE[type(msg)]
-        getattr(out, field).CopyFrom(getattr(pb, _pb_name(field))(**_fields(msg, names)))
+        raise TypeError(f"not a Raft message: {type(msg).__name__}")
     return out
-
-
-def _pb_name(field: str) -> str:
-    return "".join(part.capitalize() for part in field.split("_"))
 
 
 class DecodeError(ValueError):
@@ -74,11 +81,12 @@ class DecodeError(ValueError):
 
 def message_from_pb(p: pb.Message) -> m.Message:
     kind = p.WhichOneof("body")
-    common = {"frm": getattr(p, "from"), "to": p.to, "term": p.term}
     if kind == "append_entries":
         a = p.append_entries
         return m.AppendEntries(
-            **common,
+            frm=getattr(p, "from"),
+            to=p.to,
+            term=p.term,
             prev_index=a.prev_index,
             prev_term=a.prev_term,
             entries=tuple(entry_from_pb(e) for e in a.entries),
@@ -86,22 +94,27 @@ def message_from_pb(p: pb.Message) -> m.Message:
             seq=a.seq,
             commit_only=a.commit_only,
         )
+    simple = _BY_FIELD.get(kind) if kind is not None else None
+    if simple is not None:
+        cls, names = simple
+        body = getattr(p, kind)
+        fields = {n: getattr(body, n) for n in names}
+        return cls(frm=getattr(p, "from"), to=p.to, term=p.term, **fields)
     if kind == "propose":
-        return m.Propose(**common, ctx=p.propose.ctx, payloads=tuple(p.propose.payloads))
+        return m.Propose(
+            frm=getattr(p, "from"), to=p.to, term=p.term, ctx=p.propose.ctx, payloads=tuple(p.propose.payloads)
+        )
     if kind == "not_member":
         membership = Membership.decode(p.not_member.membership.SerializeToString())
-        return m.NotMember(**common, config_index=p.not_member.config_index, membership=membership)
-    if kind is None or kind not in _BY_FIELD:
-        raise DecodeError(f"unknown message body {kind!r}")
-    cls, names = _BY_FIELD[kind]
-    body = getattr(p, kind)
-    return cls(**common, **{n: getattr(body, n) for n in names})
+        return m.NotMember(
+            frm=getattr(p, "from"), to=p.to, term=p.term, config_index=p.not_member.config_index, membership=membership
+        )
+    raise DecodeError(f"unknown message body {kind!r}")
 
 
 def batch_to_pb(cluster_id: str, frm: str, messages: Iterable[m.Message]) -> pb.Batch:
-    batch = pb.Batch(cluster_id=cluster_id, messages=[message_to_pb(x) for x in messages])
-    setattr(batch, "from", frm)
-    return batch
+    fields: dict[str, Any] = {"cluster_id": cluster_id, "from": frm, "messages": [message_to_pb(x) for x in messages]}
+    return pb.Batch(**fields)  # "from" is a Python keyword: the fields go in as a dict
 
 
 def messages_from_batch(batch: pb.Batch, on_error: Callable[[Exception], None]) -> list[m.Message]:
