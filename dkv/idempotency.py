@@ -41,6 +41,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import attrs
 from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
@@ -146,16 +147,37 @@ def key_from_metadata(metadata: object) -> bytes | None:
     return None
 
 
+@attrs.frozen
+class LogTime:
+    """What an IdempotencyTable knows at the end of a batch: log time (ms,
+    as the tables hold it) and a bound no record expires before (0:
+    unknown). Valid for the state that batch left, as long as only the
+    next batch's table changes it."""
+
+    now_ms: int
+    next_expiry_ms: int
+
+
 class IdempotencyTable:
     """The records and log time over one batch's writable tables (made once
     per batch by ``dkv.statemachine``; it follows its own writes)."""
 
-    def __init__(self, tables: WritableTables) -> None:
+    def __init__(self, tables: WritableTables, carried: LogTime | None = None) -> None:
+        """carried: what the table over the state as the last batch left it
+        knew at its end (``carried()``); None reads log time from tables."""
         self._tables = tables
+        if carried is not None:
+            self._now, self._stored, self._next_expiry = carried.now_ms, carried.now_ms, carried.next_expiry_ms
+            return
         raw = tables.get(META, LOG_TIME)
         self._now = self._stored = 0 if raw is None else _U64.unpack(raw)[0]
         #: No record expires before this (ms); unknown (0) until a purge looked.
         self._next_expiry = 0
+
+    def carried(self) -> LogTime:
+        """Log time and the earliest expiry known, for the next batch's table
+        (after ``flush``: the tables hold this log time)."""
+        return LogTime(self._now, self._next_expiry)
 
     @property
     def now_ms(self) -> int:

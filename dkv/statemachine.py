@@ -24,6 +24,12 @@ the idempotency table (``dkv.idempotency``): a retry of a write already
 applied is answered with its first outcome and changes nothing. Each
 command's leader stamp moves log time first.
 
+A batch's ``Outcome`` carries what it knows of the state it leaves (``Carry``:
+the store's revisions, the alarm, log time): given to the next batch, that
+batch need not read it again. Only the owner of the state knows whether
+anything else changed it since (a snapshot installed): it gives a carry only
+to the batch right after the one that made it.
+
 While a NOSPACE alarm is active (``dkv.alarms``), the writes that grow the
 db (a put, a txn with a put, a lease grant) are refused with etcd's
 ``NoSpace`` and change nothing, on every node alike.
@@ -40,7 +46,7 @@ from dkv.auth.store import COMMAND_FIELDS as AUTH_FIELDS
 from dkv.auth.store import AuthStore
 from dkv.auth.tokens import token_of
 from dkv.commands import RequestId, decode
-from dkv.idempotency import IdempotencyTable
+from dkv.idempotency import IdempotencyTable, LogTime
 from dkv.mvcc import MvccStore, lease_ops
 from dkv.mvcc.errors import EtcdError, NoSpace
 from dkv.mvcc.leases import TableLeases
@@ -50,6 +56,24 @@ from dkv.pb.raft_pb2 import IssuedToken
 from dkv.raft.messages import Entry, EntryKind
 from dkv.storage import Applied
 from dkv.storage.overlay import OverlayWriter
+
+
+@attrs.frozen
+class Carry:
+    """What a batch knew at its end of the state it left: the store's
+    revision and compact revision, whether a NOSPACE alarm is active (None:
+    not read), and log time. Valid for that state only: for the next batch,
+    if nothing else changed the state in between."""
+
+    revision: int
+    compacted: int
+    nospace: bool | None
+    log_time: LogTime
+
+    @property
+    def counters(self) -> tuple[int, int]:
+        """(revision, compact revision): what ``MvccView`` reads of the state."""
+        return self.revision, self.compacted
 
 
 @attrs.frozen
@@ -72,12 +96,18 @@ class Outcome:
     tokens_issued: tuple[IssuedToken, ...] = ()
     #: An alarm was raised or cleared (``dkv.alarms``).
     alarms_changed: bool = False
+    #: What the batch knew of the state it left, for the next batch
+    #: (``apply_entries``' carry); None if it knew nothing (it applied no
+    #: command and was given none).
+    carry: Carry | None = None
 
 
-def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
+def apply_entries(entries: Iterable[Entry], writer: OverlayWriter, carry: Carry | None = None) -> Outcome:
     """Apply committed entries, in order, through writer (its ``index`` is
     set to each entry's). Precondition: entries is not empty and contiguous
-    after the applied index of the state writer shows."""
+    after the applied index of the state writer shows; carry, if given, is
+    the outcome's carry of the batch that left that state, which nothing
+    changed since. The answers and writes are the same with or without it."""
     results: list[tuple[RequestId, object]] = []
     events: list[Event] = []
     last = 0
@@ -89,9 +119,9 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
     auth_changed = False
     tokens: list[IssuedToken] = []
     alarms_changed = False
-    # Whether a NOSPACE alarm is active: read once per batch, read again
+    # Whether a NOSPACE alarm is active: read once (or carried), read again
     # after an alarm entry (the only writer of the alarms).
-    nospace: bool | None = None
+    nospace: bool | None = None if carry is None else carry.nospace
     for entry in entries:
         last = entry.index
         if entry.kind != EntryKind.NORMAL or not entry.data:
@@ -105,8 +135,9 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
             continue
         writer.index = entry.index
         if store is None:
-            store = MvccStore(writer, leases=leases)  # one per batch: it follows its own writes
-            idem = IdempotencyTable(writer)
+            # One per batch: each follows its own writes.
+            store = MvccStore(writer, leases=leases, counters=None if carry is None else carry.counters)
+            idem = IdempotencyTable(writer, None if carry is None else carry.log_time)
         assert idem is not None
         idem.advance(cmd.leader_time_ms)
         result: object | None = idem.replay(cmd)
@@ -157,8 +188,10 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
             idem.remember(cmd, result)
         events.extend(events_made)
         results.append((RequestId(cmd.origin, cmd.seq), result))
-    if idem is not None:
+    if store is not None:
+        assert idem is not None
         idem.flush()
+        carry = Carry(store.revision, store.compact_revision, nospace, idem.carried())
     return Outcome(
         Applied(last, tuple(writer.writes)),
         tuple(results),
@@ -168,4 +201,5 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter) -> Outcome:
         auth_changed,
         tuple(tokens),
         alarms_changed,
+        carry,
     )

@@ -4,10 +4,27 @@ command on every node alike."""
 
 from __future__ import annotations
 
-from dkv.commands import RequestId, decode, encode, encode_delete, encode_put
+from google.protobuf.message import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dkv.alarms import AlarmReader
+from dkv.commands import Idempotency, RequestId, decode, encode, encode_delete, encode_put, stamp
+from dkv.idempotency import stored_log_time_ms
 from dkv.mvcc import MvccView
 from dkv.mvcc.errors import FutureRevision
-from dkv.pb.etcd_rpc_pb2 import CompactionRequest, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest
+from dkv.pb.etcd_rpc_pb2 import (
+    AlarmRequest,
+    AlarmType,
+    CompactionRequest,
+    Compare,
+    DeleteRangeRequest,
+    LeaseGrantRequest,
+    PutRequest,
+    RangeRequest,
+    RequestOp,
+    TxnRequest,
+)
 from dkv.raft.messages import Entry, EntryKind
 from dkv.statemachine import apply_entries
 from dkv.storage import apply_writes
@@ -79,3 +96,84 @@ def test_applying_is_deterministic() -> None:
     assert a.applied == b.applied and [r for r, _ in a.results] == [r for r, _ in b.results]
     for name in first.tables():
         assert list(first.scan(name)) == list(second.scan(name))
+
+
+# -- a batch's carry ------------------------------------------------------------------------
+
+_KEYS = [b"a", b"b", b"c"]
+_IDEM_KEYS = [b"k1", b"k2", b"k3"]
+
+
+@st.composite
+def _commands(draw: st.DrawFn) -> list[bytes]:
+    """Stamped commands of every kind that reads or moves what a carry holds:
+    writes (some with idempotency keys, windows shorter than the stamps'
+    steps), compactions (some refused), the NOSPACE alarm, lease grants."""
+    out: list[bytes] = []
+    now = draw(st.integers(0, 50))
+    for seq in range(draw(st.integers(1, 30))):
+        rid = RequestId(7, seq + 1)
+        kind = draw(st.sampled_from(["put", "put", "delete", "txn", "compact", "alarm", "lease"]))
+        idem = None
+        if draw(st.booleans()):
+            idem = Idempotency(draw(st.sampled_from(_IDEM_KEYS)), draw(st.sampled_from([0.005, 0.02, 1.0])))
+        if kind == "put":
+            request: object = PutRequest(key=draw(st.sampled_from(_KEYS)), value=draw(st.binary(max_size=3)))
+        elif kind == "delete":
+            request = DeleteRangeRequest(key=draw(st.sampled_from(_KEYS)))
+        elif kind == "txn":
+            request = TxnRequest(
+                compare=[Compare(key=b"a", target=Compare.VERSION, result=Compare.GREATER, version=0)],
+                success=[RequestOp(request_put=PutRequest(key=b"b", value=b"t"))],
+                failure=[RequestOp(request_delete_range=DeleteRangeRequest(key=b"c"))],
+            )
+        elif kind == "compact":
+            request = CompactionRequest(revision=draw(st.integers(0, 12)))
+        elif kind == "alarm":
+            action = draw(st.sampled_from([AlarmRequest.ACTIVATE, AlarmRequest.DEACTIVATE]))
+            request = AlarmRequest(action=action, memberID=1, alarm=AlarmType.NOSPACE)
+        else:
+            request = LeaseGrantRequest(ID=draw(st.integers(1, 3)), TTL=10)
+        now += draw(st.sampled_from([0, 1, 3, 8, 25]))
+        out.append(stamp(encode(rid, request, idem), now))  # type: ignore[arg-type]
+    return out
+
+
+def _tables_of(tables: MemoryTables) -> dict[str, list[tuple[bytes, bytes]]]:
+    return {name: list(tables.scan(name)) for name in tables.tables()}
+
+
+def _answer(result: object) -> object:
+    return result.SerializeToString(deterministic=True) if isinstance(result, Message) else repr(result)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_commands(), st.lists(st.integers(1, 6), min_size=1, max_size=30))
+def test_a_carry_changes_no_answer_and_no_write(commands: list[bytes], cuts: list[int]) -> None:
+    """Batches given the previous batch's carry answer and write as batches
+    that read everything from the tables, and each carry says what the
+    tables then hold."""
+    entries = [Entry(i + 1, 1, EntryKind.NORMAL, data) for i, data in enumerate(commands)]
+    batches: list[list[Entry]] = []
+    at = 0
+    for size in cuts * len(entries):
+        if at >= len(entries):
+            break
+        batches.append(entries[at : at + size])
+        at += size
+    carried, fresh = MemoryTables(), MemoryTables()
+    carry = None
+    for batch in batches:
+        with_carry = apply_entries(batch, Overlay().writer(carried), carry)
+        without = apply_entries(batch, Overlay().writer(fresh))
+        assert [(rid, _answer(r)) for rid, r in with_carry.results] == [(rid, _answer(r)) for rid, r in without.results]
+        assert with_carry.applied == without.applied
+        apply_writes(carried, with_carry.applied.writes)
+        apply_writes(fresh, without.applied.writes)
+        carry = with_carry.carry
+        assert carry is not None
+        view = MvccView(carried)
+        assert carry.counters == (view.revision, view.compact_revision)
+        assert carry.log_time.now_ms == stored_log_time_ms(carried)
+        assert carry.nospace in (None, AlarmReader(carried).active())
+    assert _tables_of(carried) == _tables_of(fresh)

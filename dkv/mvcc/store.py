@@ -68,9 +68,14 @@ class MvccStore(MvccView):
     (for watchers that asked for prev_kv; it costs a read per change)."""
 
     def __init__(
-        self, tables: WritableTables, *, leases: Leases | None = None, prev_kv_in_events: bool = False
+        self,
+        tables: WritableTables,
+        *,
+        leases: Leases | None = None,
+        prev_kv_in_events: bool = False,
+        counters: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(tables)
+        super().__init__(tables, counters)
         self._writable = tables
         self._leases: Leases = NoLeases() if leases is None else leases
         self._prev_kv_in_events = prev_kv_in_events

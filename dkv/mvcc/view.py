@@ -41,10 +41,15 @@ if TYPE_CHECKING:  # dkv.storage's package imports Twisted; the store needs only
 class MvccView:
     """etcd's reads over a consistent view of the store's tables."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, counters: tuple[int, int] | None = None) -> None:
+        """counters: (revision, compact revision) as tables hold them, if the
+        caller knows them (``dkv.statemachine.Carry``); read otherwise."""
         self._tables = tables
-        self._revision = read_counter(tables, REVISION)
-        self._compacted = read_counter(tables, COMPACTED)
+        if counters is not None:
+            self._revision, self._compacted = counters
+        else:
+            self._revision = read_counter(tables, REVISION)
+            self._compacted = read_counter(tables, COMPACTED)
 
     @property
     def tables(self) -> Tables:

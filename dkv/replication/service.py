@@ -76,7 +76,7 @@ from dkv.replication.membership_watch import PeerLinks, RemovalWatch
 from dkv.replication.requests import RequestTable
 from dkv.replication.snapshot_shipping import SnapshotSender, SnapshotShipper
 from dkv.soon import Cancellable, soon_caller
-from dkv.statemachine import Outcome, apply_entries
+from dkv.statemachine import Carry, Outcome, apply_entries
 from dkv.storage import Applied, NodeStore, PersistentState, WriteBatch
 from dkv.storage.disk_faults import DiskFailed
 from dkv.storage.overlay import Overlay
@@ -155,6 +155,11 @@ class ReplicationService(Service):
         #: The view ``view()`` answers while reads are released in a batch
         #: (``_one_view``); None otherwise.
         self._shared_view: MvccView | None = None
+        #: What the last batch applied knew of the state it left
+        #: (``dkv.statemachine.Carry``), for the next batch and for the
+        #: views; None while unknown: at start, and once a snapshot replaces
+        #: the state.
+        self._carry: Carry | None = None
         #: Applied writes answered but not given to the store yet (``held_apply``),
         #: flushed by ``_held_flush`` if no transaction takes them first.
         self._held = HeldApply()
@@ -399,7 +404,7 @@ class ReplicationService(Service):
             yield shared
             return
         with self._store.reading() as base:
-            yield MvccView(self._overlay.view(base))
+            yield MvccView(self._overlay.view(base), self._counters())
 
     @contextlib.contextmanager
     def _one_view(self) -> Iterator[None]:
@@ -414,11 +419,17 @@ class ReplicationService(Service):
             yield
             return
         with self._store.reading() as base:
-            self._shared_view = MvccView(self._overlay.view(base))
+            self._shared_view = MvccView(self._overlay.view(base), self._counters())
             try:
                 yield
             finally:
                 self._shared_view = None
+
+    def _counters(self) -> tuple[int, int] | None:
+        """The applied state's (revision, compact revision), if the last
+        batch carried them."""
+        carry = self._carry
+        return None if carry is None else carry.counters
 
     def read(self, key: bytes) -> bytes | None:
         """The applied value of key (as a Range of that one key finds it)."""
@@ -649,6 +660,7 @@ class ReplicationService(Service):
         self._installing = rd.snapshot
         if rd.snapshot is not None:
             self._held.drop_writes()  # the snapshot replaces the state they made
+            self._carry = None
         elif self._may_hold(applied):
             if not self._makes_durable(rd):
                 self._hold(applied, rd.hard_state)
@@ -696,8 +708,10 @@ class ReplicationService(Service):
         same writes in a later transaction (held, or the batch's own)."""
         if not rd.committed:
             return None
+        carry, self._carry = self._carry, None  # none, if applying fails
         with self._store.reading() as base:
-            outcome = apply_entries(rd.committed, self._overlay.writer(base))
+            outcome = apply_entries(rd.committed, self._overlay.writer(base), carry)
+        self._carry = outcome.carry
         applied = outcome.applied
         self._set_applied(applied.index)
         newest = self.requests.applied_writes(outcome.results)
@@ -799,6 +813,7 @@ class ReplicationService(Service):
             log.info("installed a snapshot at index {index}", index=rd.snapshot.index)
             self.snapshots_installed += 1
             self._live_keys = None
+            self._carry = None
             self._overlay.clear()
             self._compaction.reset(rd.snapshot.index)
             self._set_applied(rd.snapshot.index)
@@ -994,6 +1009,9 @@ class ReplicationService(Service):
         return [stamp(p, now_ms) for p in payloads]
 
     def _log_time_ms(self) -> int:
+        """Log time as the applied state holds it."""
+        if self._carry is not None:
+            return self._carry.log_time.now_ms
         with self.view() as state:
             return stored_log_time_ms(state.tables)
 
