@@ -85,8 +85,10 @@ def test_to_dict_is_json_format(message: Message) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(RESPONSES).flatmap(lambda t: messages(t.DESCRIPTOR)))
+@given(st.sampled_from(RESPONSES + REQUESTS).flatmap(lambda t: messages(t.DESCRIPTOR)))
 def test_to_json_is_the_text_of_to_dict(message: Message) -> None:
+    """Any message: responses, and requests (a Compare's target is a oneof
+    of scalars: set to zero, it is still written)."""
     text = proto_json.to_json(message, lambda s: json.dumps(s, ensure_ascii=False))
     assert text == json.dumps(proto_json.to_dict(message), separators=(",", ":"), ensure_ascii=False)
 

@@ -40,6 +40,21 @@ def test_value_is_what_a_range_of_the_key_finds(store) -> None:
     assert store.value(b"b") is None
 
 
+def test_a_read_of_one_key_answers_as_the_general_path(store) -> None:
+    """A Range of one key now with no option (or only ``serializable``,
+    which the node acts on) takes a path of its own: the same answer as a
+    request whose option changes nothing (a limit above one), which takes
+    the general path."""
+    put(store, b"a", b"newer")
+    delete(store, b"b")
+    for key in [*KEYS, b"nope"]:
+        general = store.range(RangeRequest(key=key, limit=5))
+        assert store.range(RangeRequest(key=key)) == general, key
+        assert store.range(RangeRequest(key=key, serializable=True)) == general, key
+    with pytest.raises(errors.EmptyKey):
+        store.range(RangeRequest())
+
+
 def test_from_key(store) -> None:
     """"If range_end is '\\0', the range is all keys >= key.\""""
     assert keys_of(get(store, b"ab", b"\x00")) == [b"ab", b"a\xff", b"b", b"\xff"]
