@@ -31,6 +31,8 @@ def test_reads_through_the_overlay_are_reads_of_the_applied_state(stored, batch1
     _apply(expected, stored + batch1 + batch2)
     overlay = Overlay()
     writer = overlay.writer(base)
+    after_one = MemoryTables()
+    _apply(after_one, stored + batch1)
     for index, batch in ((7, batch1), (8, batch2)):
         writer.index = index
         for table, key, value in batch:
@@ -38,6 +40,11 @@ def test_reads_through_the_overlay_are_reads_of_the_applied_state(stored, batch1
                 writer.delete(table, key)
             else:
                 writer.put(table, key, value)
+        if index == 7:  # a scan between writes: the order it made takes the next writes
+            for table in ("a", "b"):
+                assert list(writer.scan(table, start, end, reverse=reverse)) == list(
+                    after_one.scan(table, start, end, reverse=reverse)
+                )
     assert writer.writes == [w for w in batch1 + batch2]
     view = overlay.view(base)
     for table in ("a", "b"):
@@ -53,8 +60,21 @@ def test_reads_through_the_overlay_are_reads_of_the_applied_state(stored, batch1
         assert list(overlay.view(base).scan(table, start, end, reverse=reverse)) == list(
             expected.scan(table, start, end, reverse=reverse)
         )
-    _apply(base, batch2)
-    overlay.stored(8)
+    # Batch 1 again, over what is left: the order kept takes the new keys.
+    writer = overlay.writer(base)
+    writer.index = 9
+    for table, key, value in batch1:
+        if value is None:
+            writer.delete(table, key)
+        else:
+            writer.put(table, key, value)
+    _apply(expected, batch1)
+    for table in ("a", "b"):
+        assert list(overlay.view(base).scan(table, start, end, reverse=reverse)) == list(
+            expected.scan(table, start, end, reverse=reverse)
+        )
+    _apply(base, batch2 + batch1)
+    overlay.stored(9)
     assert len(overlay) == 0
 
 

@@ -15,9 +15,8 @@ transaction's writes from here, would miss them.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
-
-from sortedcontainers import SortedDict
 
 from dkv.storage.tables import Tables
 
@@ -25,14 +24,67 @@ from dkv.storage.tables import Tables
 TableWrite = tuple[str, bytes, bytes | None]
 
 
+class _Table:
+    """One table's writes: the newest (index, value) per key, and the keys
+    in order for scans. A write costs a dict entry (and, for a new key, an
+    append); the order is made when a scan asks for it, by sorting the keys
+    in order so far with the new ones after them (Timsort merges the two
+    runs: linear in the keys)."""
+
+    __slots__ = ("items", "_ordered", "_new")
+
+    def __init__(self) -> None:
+        self.items: dict[bytes, tuple[int, bytes | None]] = {}
+        self._ordered: list[bytes] = []
+        self._new: list[bytes] = []
+
+    def record(self, index: int, key: bytes, value: bytes | None) -> None:
+        items = self.items
+        if key not in items:
+            self._new.append(key)
+        items[key] = (index, value)
+
+    def span(self, start: bytes, end: bytes | None, reverse: bool) -> list[tuple[bytes, bytes | None]]:
+        if self._new:
+            self._ordered += self._new
+            self._ordered.sort()
+            self._new = []
+        keys = self._ordered
+        low = bisect.bisect_left(keys, start)
+        high = len(keys) if end is None else bisect.bisect_left(keys, end)
+        chosen = keys[low:high]
+        if reverse:
+            chosen.reverse()
+        items = self.items
+        return [(k, items[k][1]) for k in chosen]
+
+    def drop_stored(self, index: int) -> None:
+        """Forget the writes of entries up to index."""
+        items = self.items
+        stale = [k for k, (i, _) in items.items() if i <= index]
+        if len(stale) == len(items):
+            self.clear()
+            return
+        for k in stale:
+            del items[k]
+        if stale:
+            self._ordered = [k for k in self._ordered if k in items]
+            self._new = [k for k in self._new if k in items]
+
+    def clear(self) -> None:
+        self.items.clear()
+        self._ordered = []
+        self._new = []
+
+
 class Overlay:
     """Newest write per (table, key), with the index of the entry that made it."""
 
     def __init__(self) -> None:
-        self._tables: dict[str, SortedDict] = {}
+        self._tables: dict[str, _Table] = {}
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self._tables.values())
+        return sum(len(t.items) for t in self._tables.values())
 
     def view(self, base: Tables) -> OverlayView:
         """Reads: these writes over base."""
@@ -46,39 +98,31 @@ class Overlay:
     def record(self, index: int, table: str, key: bytes, value: bytes | None) -> None:
         t = self._tables.get(table)
         if t is None:
-            t = self._tables[table] = SortedDict()
-        t[key] = (index, value)
+            t = self._tables[table] = _Table()
+        t.record(index, key, value)
 
     def lookup(self, table: str, key: bytes) -> tuple[bool, bytes | None]:
         """(True, value or None if deleted) when the overlay knows key."""
         t = self._tables.get(table)
         if t is None:
             return False, None
-        hit = t.get(key)
+        hit = t.items.get(key)
         return (False, None) if hit is None else (True, hit[1])
 
     def span(self, table: str, start: bytes, end: bytes | None, reverse: bool) -> list[tuple[bytes, bytes | None]]:
         """The overlay's (key, value or None) for start <= key < end, in order."""
         t = self._tables.get(table)
-        if not t:
+        if t is None or not t.items:
             return []
-        keys = t.irange(start, end, inclusive=(True, False), reverse=reverse)
-        return [(k, t[k][1]) for k in keys]
+        return t.span(start, end, reverse)
 
     def stored(self, index: int) -> None:
         """The store now holds every write of the entries up to index. A
-        table left empty is kept (the same few tables fill again at the next
-        apply, and a new ``SortedDict`` costs more than the apply's own work)."""
+        table left empty is kept (the same few tables fill again at the
+        next apply)."""
         for t in self._tables.values():
-            if not t:
-                continue
-            # SortedDict is a dict: its plain items are the fast way round.
-            stale = [k for k, (i, _) in dict.items(t) if i <= index]
-            if len(stale) == len(t):
-                t.clear()
-                continue
-            for k in stale:
-                del t[k]
+            if t.items:
+                t.drop_stored(index)
 
     def clear(self) -> None:
         self._tables.clear()
