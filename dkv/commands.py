@@ -18,6 +18,7 @@ leader's clock, which its driver appends with ``stamp`` (see
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 import attrs
 
@@ -87,8 +88,11 @@ _FIELDS = {
 }
 
 
-@attrs.frozen(slots=True)
-class RequestId:
+class RequestId(NamedTuple):
+    """Names a client's write: the proposing process (random per process)
+    and its sequence number. A tuple: hashed and compared in C (it keys the
+    pending writes)."""
+
     origin: int
     seq: int
 
