@@ -137,14 +137,8 @@ class RequestMeter:
             counter.add_metric(list(labels), n)
         yield counter
         hist = HistogramMetricFamily(self._hist_name, self._hist_help, labels=self._labels)
-        bounds = [*(_bound(b) for b in self._bounds), "+Inf"]
         for labels, cells in self._hists.items():
-            running = 0.0
-            buckets: list[tuple[str, float]] = []
-            for bound, cell in zip(bounds, cells[:-1], strict=True):
-                running += cell
-                buckets.append((bound, running))
-            hist.add_metric(list(labels), buckets, cells[-1])
+            hist.add_metric(list(labels), _cumulative(self._bounds, cells), cells[-1])
         yield hist
 
 
@@ -173,12 +167,20 @@ class DurationHistogram:
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             cells = list(self._cells)
-        running = 0.0
-        buckets: list[tuple[str, float]] = []
-        for bound, cell in zip([*(_bound(b) for b in self._bounds), "+Inf"], cells[:-1], strict=True):
-            running += cell
-            buckets.append((bound, running))
+        buckets = _cumulative(self._bounds, cells)
         yield HistogramMetricFamily(self._name, self._doc, buckets=buckets, sum_value=cells[-1])
+
+
+def _cumulative(bounds: Sequence[float], cells: Sequence[float]) -> list[tuple[str, float]]:
+    """(le, count) per bucket, cumulative as Prometheus' buckets are, from
+    cells: a count per bound, one above every bound, then the sum (not
+    read)."""
+    running = 0.0
+    buckets: list[tuple[str, float]] = []
+    for bound, cell in zip([*(_bound(b) for b in bounds), "+Inf"], cells[:-1], strict=True):
+        running += cell
+        buckets.append((bound, running))
+    return buckets
 
 
 def _bound(value: float) -> str:

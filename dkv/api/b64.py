@@ -14,15 +14,22 @@ from dkv.errors import InvalidArgument
 _VALID = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 
 
+def standard(text: str) -> bytes | None:
+    """The bytes text spells in the common spelling (standard alphabet,
+    padded), in one C call; None if it is spelled otherwise or is not
+    base64 (the caller's general path decides)."""
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def decode(text: str, what: str) -> bytes:
     """The bytes text spells; raises InvalidArgument naming what."""
     if isinstance(text, str):
-        # The common spelling (standard alphabet, padded) in one C call;
-        # what it refuses, the general path below decides on.
-        try:
-            return binascii.a2b_base64(text, strict_mode=True)
-        except (binascii.Error, ValueError):
-            pass
+        data = standard(text)
+        if data is not None:
+            return data
     return _decode_any(text, what)
 
 

@@ -115,19 +115,20 @@ def parse_request(body: bytes, message_type: type[M]) -> M:
 
 def format_response(message: Message) -> bytes:
     """The gateway's JSON for a response message."""
-    text = proto_json.to_json(message, _go_string)
-    if text is None:
-        return _dumps(_to_dict(message))
-    return text.encode("utf-8")
+    return _message_text(message).encode("utf-8")
 
 
 def format_stream_result(message: Message) -> bytes:
     """One message of a streaming response (Watch, LeaseKeepAlive,
     Snapshot): ``{"result": ...}`` and a newline, as the gateway streams."""
+    return ('{"result":' + _message_text(message) + "}\n").encode("utf-8")
+
+
+def _message_text(message: Message) -> str:
+    """message's JSON text: written directly (``proto_json.to_json``), or
+    from its dict when to_json leaves it to json_format."""
     text = proto_json.to_json(message, _go_string)
-    if text is None:
-        return _dumps({"result": _to_dict(message)}) + b"\n"
-    return ('{"result":' + text + "}\n").encode("utf-8")
+    return _go_string(_to_dict(message)) if text is None else text
 
 
 def format_error(code: int, message: str) -> tuple[int, bytes]:

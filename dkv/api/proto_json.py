@@ -24,13 +24,14 @@ messages and bodies.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+
+from dkv.api import b64
 
 M = TypeVar("M", bound=Message)
 
@@ -270,12 +271,9 @@ def _value_reader(field: FieldDescriptor) -> Read | None:
 def _read_bytes(value: Any) -> bytes:
     if not isinstance(value, str):
         raise _Refused
-    try:
-        # The common spelling (standard alphabet, padded): one C call, the
-        # bytes json_format finds in it too.
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError):
-        pass
+    data = b64.standard(value)  # the bytes json_format finds in it too
+    if data is not None:
+        return data
     encoded = value.encode("utf-8")
     # json_format pads to a multiple of 4 (a whole group when there is none
     # missing) and decodes with either alphabet.
