@@ -27,7 +27,7 @@ from dkv.errors import NoSpace as V0NoSpace
 from dkv.ids import cluster_number, member_id
 from dkv.metrics import NodeMetrics
 from dkv.mvcc import check_delete_range, check_put, check_range, check_txn
-from dkv.mvcc.errors import EtcdError, NoSpace, RequestTooLarge
+from dkv.mvcc.errors import EmptyKey, EtcdError, NoSpace, RequestTooLarge
 from dkv.node_leases import NodeLeases
 from dkv.pb import kv_pb2
 from dkv.pb.etcd_rpc_pb2 import (
@@ -255,6 +255,34 @@ class Node:
             return execute(self._range_now, request)
         # The callback answers the response itself (no Deferred to chain).
         return self.replication.read_barrier().addCallback(lambda _: self._range_now(request))
+
+    def range_key(self, key: bytes, *, serializable: bool = False) -> Deferred[tuple[int, bytes | None]]:
+        """``range`` of ``RangeRequest(key=key, serializable=serializable)``
+        without its messages (the hot read of etcd's gateway): fires with
+        the store's revision and the key's KeyValue, encoded (None: the key
+        has none). Fails as ``range`` does."""
+        try:
+            if not key:
+                raise EmptyKey()
+            self.authorize(((permissions.Access.READ, key, b""),))
+        except (EtcdError, DkvError) as e:
+            return fail(e)
+        if serializable:
+            return execute(self._key_now, key)
+        return self.replication.read_barrier().addCallback(lambda _: self._key_now(key))
+
+    def _key_now(self, key: bytes) -> tuple[int, bytes | None]:
+        """The store's revision and key's KeyValue record now, counted as a
+        read (``_range_now``'s one-key answer)."""
+        with self.replication.view() as state:
+            found = state.revision, state.record(key)
+        self.counts.read()
+        return found
+
+    def raft_term(self) -> int:
+        """The term a response's header names (``fill_header``)."""
+        raft = self.replication.raft
+        return raft.term if raft is not None else 0
 
     def _range_now(self, request: RangeRequest) -> RangeResponse:
         """request answered from the applied state now, counted as a read;

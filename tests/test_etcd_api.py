@@ -115,6 +115,28 @@ async def test_v0_and_v3_share_one_keyspace(stack: Stack) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_range_of_one_key_answers_as_any_range(stack: Stack) -> None:
+    """A Range of one key with no option takes a path of its own
+    (``Node.range_key``); a body with an option that changes nothing
+    (``limit`` 0) takes the general one: the answers are the same, found or
+    not, linearizable or serializable, and so are the errors."""
+    await gateway(stack, "/v3/kv/put", {"key": b64(b"k"), "value": b64(b"v")})
+    await gateway(stack, "/v3/kv/put", {"key": b64(b"empty"), "value": ""})
+    await gateway(stack, "/v3/kv/put", {"key": b64(b"k"), "value": b64(b"v2")})
+    await gateway(stack, "/v3/kv/put", {"key": b64(b"\x00\xff/+"), "value": b64(b"\x00"), "lease": "0"})
+    for key in (b"k", b"empty", b"absent", b"\x00\xff/+"):
+        for serializable in (False, True):
+            plain = {"key": b64(key), "serializable": serializable}
+            answers = [await gateway(stack, "/v3/kv/range", body) for body in (plain, {**plain, "limit": "0"})]
+            assert answers[0] == answers[1]
+            assert answers[0][0] == 200 and answers[0][1]["header"] == _header(stack, 5)
+            assert answers[0][1].get("count") == (None if key == b"absent" else "1")
+    empty = [await gateway(stack, "/v3/kv/range", body) for body in ({"key": ""}, {"key": "", "limit": "0"})]
+    assert empty[0] == empty[1] == (400, {"error": "etcdserver: key is not provided",
+                                          "message": "etcdserver: key is not provided", "code": 3})
+
+
+@pytest_twisted.ensureDeferred
 async def test_history_compaction_and_its_errors(stack: Stack) -> None:
     for value in (b"1", b"2", b"3"):
         await gateway(stack, "/v3/kv/put", {"key": b64(b"h"), "value": b64(value)})

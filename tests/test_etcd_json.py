@@ -253,3 +253,80 @@ def test_answers_written_directly_are_those_of_the_dict(message) -> None:
     as_dict = etcd_json._to_dict(message)
     assert format_response(message) == etcd_json._dumps(as_dict)
     assert format_stream_result(message) == etcd_json._dumps({"result": as_dict}) + b"\n"
+
+
+# -- a Range of one key, written without its messages -----------------------------------------
+
+_KEY_VALUES = st.builds(
+    etcd_kv_pb2.KeyValue,
+    key=st.binary(min_size=1, max_size=40),
+    create_revision=st.integers(0, 2**63 - 1),
+    mod_revision=st.integers(0, 2**63 - 1),
+    version=st.integers(0, 2**63 - 1),
+    value=st.binary(max_size=300),
+    lease=st.integers(0, 2**63 - 1),
+)
+_IDS = st.integers(0, 2**64 - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), _KEY_VALUES), _IDS, _IDS, st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1))
+def test_a_range_of_one_key_is_written_as_its_response_would_be(kv, cluster_id, member_id, revision, term) -> None:
+    """format_range_of_key writes, byte for byte, what format_response writes
+    for the RangeResponse it stands for (zero fields too, left out)."""
+    response = etcd_rpc_pb2.RangeResponse(count=1 if kv is not None else 0)
+    response.header.cluster_id, response.header.member_id = cluster_id, member_id
+    response.header.revision, response.header.raft_term = revision, term
+    if kv is not None:
+        response.kvs.append(kv)
+    record = kv.SerializeToString() if kv is not None else None
+    written = etcd_json.format_range_of_key((cluster_id, member_id, revision, term), record)
+    assert written == format_response(response)
+
+
+def test_the_usual_range_of_one_key() -> None:
+    kv = etcd_kv_pb2.KeyValue(key=b"foo", create_revision=2, mod_revision=3, version=2, value=b"baz")
+    assert etcd_json.format_range_of_key((CLUSTER, MEMBER, 3, TERM), kv.SerializeToString()).decode() == (
+        f'{{{header(3)},"kvs":[{{"key":"Zm9v","create_revision":"2","mod_revision":"3","version":"2",'
+        '"value":"YmF6"}],"count":"1"}'
+    )
+    assert etcd_json.format_range_of_key((CLUSTER, MEMBER, 3, TERM), None).decode() == f"{{{header(3)}}}"
+
+
+@pytest.mark.parametrize(
+    ("body", "plain"),
+    [
+        (b'{"key":"Zm9v"}', (b"foo", False)),
+        (b' {"key": "Zm9v", "serializable": true} ', (b"foo", True)),
+        (b'{"serializable":false,"key":"Zm9v"}', (b"foo", False)),
+        (b'{"key":"Zm9v","key":"YmFy"}', (b"bar", False)),  # the last, as the general path reads it
+    ],
+)
+def test_a_range_of_one_key_is_read_as_parse_request_reads_it(body: bytes, plain) -> None:
+    assert etcd_json.parse_range_of_key(body) == plain
+    request = parse_request(body, etcd_rpc_pb2.RangeRequest)
+    assert (request.key, request.serializable) == plain
+    assert [f.name for f, _ in request.ListFields()] == ["key", "serializable"][: 1 + plain[1]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"null",
+        b"[]",
+        b'{"key":""}',  # EmptyKey: the general path answers it
+        b'{"key":"Zm9v","range_end":"AA=="}',
+        b'{"key":"Zm9v","limit":"0"}',
+        b'{"Key":"Zm9v"}',
+        b'{"key":"Zm9v","serializable":"true"}',
+        b'{"key":5}',
+        b'{"key":"Zm9v"',
+        b'{"key":"Zm9v"} x',
+        b'{"key":"Zm9"}',  # unpadded: the general path decides
+        b'{"key":"-_8="}',  # the URL-safe alphabet: likewise
+        b'{"key":"Zm9v\xff"}',
+    ],
+)
+def test_any_other_range_body_is_left_to_the_general_path(body: bytes) -> None:
+    assert etcd_json.parse_range_of_key(body) is None

@@ -42,14 +42,17 @@ from __future__ import annotations
 
 import json
 import re
+from binascii import b2a_base64
 from typing import TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from dkv.api import proto_json
+from dkv.api import b64, proto_json
 from dkv.mvcc.errors import Code, EtcdError
+from dkv.pb.etcd_kv_pb2 import KeyValue
+from dkv.pb.etcd_rpc_pb2 import RangeResponse, ResponseHeader
 
 M = TypeVar("M", bound=Message)
 
@@ -113,9 +116,62 @@ def parse_request(body: bytes, message_type: type[M]) -> M:
     return message
 
 
+def parse_range_of_key(body: bytes) -> tuple[bytes, bool] | None:
+    """(key, serializable) of a Range body that asks for one key and sets
+    no option but ``serializable`` (``{"key": ...}``: the hot read of
+    clients), as ``parse_request`` reads it; None for any other body,
+    which ``parse_request`` reads then (its errors included)."""
+    try:
+        value = _DECODER.decode(body.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    if type(value) is not dict:
+        return None
+    key = value.get("key")
+    serializable = value.get("serializable", False)
+    if type(key) is not str or type(serializable) is not bool or len(value) != 1 + ("serializable" in value):
+        return None
+    data = b64.standard(key)
+    return (data, serializable) if data else None
+
+
 def format_response(message: Message) -> bytes:
     """The gateway's JSON for a response message."""
     return _message_text(message).encode("utf-8")
+
+
+def format_range_of_key(header: tuple[int, int, int, int], record: bytes | None) -> bytes:
+    """``format_response`` of the RangeResponse that answers a Range of one
+    key with no option: header (cluster_id, member_id, revision, raft_term),
+    and the key's KeyValue, encoded (None: the key has none), written
+    without the message."""
+    cluster_id, member_id, revision, raft_term = header
+    kv = KeyValue.FromString(record) if record is not None else None
+    if not (cluster_id and member_id and revision and raft_term) or (
+        kv is not None and not (kv.key and kv.create_revision and kv.mod_revision and kv.version)
+    ):
+        # A zero is left out of the text: the message's own writer knows how.
+        response = RangeResponse(
+            header=ResponseHeader(cluster_id=cluster_id, member_id=member_id, revision=revision, raft_term=raft_term),
+            kvs=[kv] if kv is not None else [],
+            count=1 if kv is not None else 0,
+        )
+        return format_response(response)
+    text = (
+        f'{{"header":{{"cluster_id":"{cluster_id}","member_id":"{member_id}",'
+        f'"revision":"{revision}","raft_term":"{raft_term}"}}'
+    )
+    if kv is None:
+        return (text + "}").encode("ascii")
+    fields = (
+        f'"key":"{b2a_base64(kv.key, newline=False).decode("ascii")}","create_revision":"{kv.create_revision}",'
+        f'"mod_revision":"{kv.mod_revision}","version":"{kv.version}"'
+    )
+    if kv.value:
+        fields += f',"value":"{b2a_base64(kv.value, newline=False).decode("ascii")}"'
+    if kv.lease:
+        fields += f',"lease":"{kv.lease}"'
+    return f'{text},"kvs":[{{{fields}}}],"count":"1"}}'.encode("ascii")
 
 
 def format_stream_result(message: Message) -> bytes:

@@ -90,11 +90,18 @@ class MvccView:
         """The value of key now, None if it has none: what a Range of that
         one key answers in its ``kvs``, without the Range's messages (the
         hot read of ``/v0``)."""
+        record = self.record(key)
+        return None if record is None else KeyValue.FromString(record).value
+
+    def record(self, key: bytes) -> bytes | None:
+        """The encoded KeyValue of key now, None if it has none: what a
+        Range of that one key answers in its ``kvs`` (the hot read of
+        etcd's gateway, ``dkv.api.etcd_gateway``)."""
         live = self._tables.get(LIVE, key)
         if live is None:
             return None
         state = decode_state(live)
-        return KeyValue.FromString(self._tables.get(HISTORY, revision_key(state.mod_revision, state.sub))).value
+        return self._tables.get(HISTORY, revision_key(state.mod_revision, state.sub))
 
     def events(
         self,
