@@ -140,6 +140,9 @@ class Outbox:
         )
 
 
+_NO_OUTBOX = Outbox()
+
+
 @attrs.frozen
 class Ready:
     """One unit of durable work. Order: persist hard_state and entries
@@ -200,6 +203,8 @@ class Raft:
             applied=applied,
         )
         self._snapshot_membership = snapshot_membership
+        #: membership's memo: (log.config_version, snapshot membership, latest).
+        self._latest: tuple[int, Membership | None, Membership] = (-1, None, snapshot_membership)
         self.term = hard_state.term
         self.vote = hard_state.vote
         self._last_hard_state = HardState(self.term, self.vote, self.log.committed)
@@ -252,12 +257,25 @@ class Raft:
 
     @property
     def membership(self) -> Membership:
-        """The latest configuration in the log, committed or not (thesis §4.1)."""
-        return self.membership_at(self.log.last_index())
+        """The latest configuration in the log, committed or not (thesis §4.1).
+        Asked for many times per message: kept until the log's configuration
+        entries or the snapshot's configuration change."""
+        latest = self._latest
+        if latest[0] == self.log.config_version and latest[1] is self._snapshot_membership:
+            return latest[2]
+        membership = self._config_at(self.log.last_index())
+        self._latest = (self.log.config_version, self._snapshot_membership, membership)
+        return membership
 
     def membership_at(self, index: int) -> Membership:
         """The configuration in force at index: the last CONFIG entry at or
         before it, else the snapshot's."""
+        configs = self.log.config_indexes
+        if not configs or index >= configs[-1]:
+            return self.membership  # the latest's (the usual case: no change under way)
+        return self._config_at(index)
+
+    def _config_at(self, index: int) -> Membership:
         at = bisect.bisect_right(self.log.config_indexes, index)
         if at == 0:
             return self._snapshot_membership
@@ -482,7 +500,7 @@ class Raft:
             or self._failed_proposals
             or self._snapshots_needed
         ):
-            return Outbox()
+            return _NO_OUTBOX
         if term_durable:
             msgs, self._msgs = self._msgs, []
         else:

@@ -44,6 +44,9 @@ class RaftLog:
                 raise LogSafetyError(f"entries are not contiguous after {snapshot_index}: {e}")
         #: Indexes of the CONFIG entries we hold, ascending.
         self.config_indexes: list[int] = [e.index for e in self._entries if e.kind == EntryKind.CONFIG]
+        #: Moves whenever config_indexes (or an entry at one of them) may
+        #: have changed: the core keys what it derives from them by it.
+        self.config_version = 0
         self.stable = self.last_index()
         self.committed = max(committed, snapshot_index)
         if self.committed > self.last_index():
@@ -139,9 +142,15 @@ class RaftLog:
             self.truncations += 1
         del self._entries[first - self.snapshot_index - 1 :]
         self._entries.extend(entries)
-        while self.config_indexes and self.config_indexes[-1] >= first:
-            self.config_indexes.pop()
-        self.config_indexes.extend(e.index for e in entries if e.kind == EntryKind.CONFIG)
+        configs = self.config_indexes
+        if configs and configs[-1] >= first:
+            while configs and configs[-1] >= first:
+                configs.pop()
+            self.config_version += 1
+        added = [e.index for e in entries if e.kind == EntryKind.CONFIG]
+        if added:
+            configs.extend(added)
+            self.config_version += 1
         if self.stable >= first:
             self.stable = first - 1
 
@@ -197,11 +206,13 @@ class RaftLog:
         del self._entries[: index - self.snapshot_index]
         self.snapshot_index, self.snapshot_term = index, term
         self.config_indexes = [i for i in self.config_indexes if i > index]
+        self.config_version += 1
 
     def restore(self, index: int, term: int) -> None:
         """Replace the whole log with a snapshot's position (the snapshot is
         newer than anything we hold that matches)."""
         self._entries = []
         self.config_indexes = []
+        self.config_version += 1
         self.snapshot_index, self.snapshot_term = index, term
         self.stable = self.committed = self.applying = self.applied = index

@@ -182,6 +182,8 @@ class ReplicationService(Service):
         self._soon = soon_caller(clock)
         self._scheduled: Cancellable | None = None
         self._commit_flush: IDelayedCall | None = None
+        #: When the commit index held back must be sent (None: none is).
+        self._commit_flush_at: float | None = None
         self._persisting: Deferred | None = None
         #: The disk is full: the batch it refused waits for this retry, and
         #: nothing newer is written (see ``_stall``).
@@ -949,17 +951,30 @@ class ReplicationService(Service):
         that carried it ends the wait (and the timer), so that under a steady
         trickle of writes (one connection) followers learn every commit index
         from the next append and no commit-only message is ever sent."""
-        if raft.commit_waiting:
+        if not raft.commit_waiting:
+            self._commit_flush_at = None  # the timer, if set, finds nothing to do
+        elif self._commit_flush_at is None:
+            self._commit_flush_at = self._clock.seconds() + COMMIT_FLUSH_SECONDS
             if self._commit_flush is None:
-                self._commit_flush = self._clock.callLater(COMMIT_FLUSH_SECONDS, self._flush_commit)
-        elif self._commit_flush is not None:
-            if self._commit_flush.active():
-                self._commit_flush.cancel()
-            self._commit_flush = None
+                self._commit_flush = self._clock.callLater(COMMIT_FLUSH_SECONDS, self._commit_due)
+
+    def _commit_due(self) -> None:
+        """The commit flush timer: set once and left to run (cheaper than
+        setting and cancelling one per write); what it finds held back
+        since less than COMMIT_FLUSH_SECONDS waits for the rest of its time."""
+        self._commit_flush = None
+        at = self._commit_flush_at
+        if at is None or not self.running:
+            return
+        wait = at - self._clock.seconds()
+        if wait > 0:
+            self._commit_flush = self._clock.callLater(wait, self._commit_due)
+            return
+        self._flush_commit()
 
     def _flush_commit(self) -> None:
         """The commit index held back for the next append: send it now."""
-        self._commit_flush = None
+        self._commit_flush_at = None
         raft = self.raft
         if raft is not None and self.running:
             self._guard(raft.flush_commit)

@@ -144,6 +144,30 @@ def test_truncation_forgets_config_entries_it_removes() -> None:
     assert log.config_indexes == []
 
 
+def test_config_version_moves_whenever_the_config_entries_may_have_changed() -> None:
+    """The core keeps the latest configuration until config_version moves."""
+    log = RaftLog(ents(1) + ents(1, start=2, kind=EntryKind.CONFIG))
+    seen = [log.config_version]
+
+    def moved() -> bool:
+        seen.append(log.config_version)
+        return seen[-1] != seen[-2]
+
+    log.append(ents(1, 1, start=3))
+    assert not moved()  # no config entry added or removed
+    log.append(ents(1, start=5, kind=EntryKind.CONFIG))
+    assert moved()
+    log.append(ents(2, start=5, kind=EntryKind.CONFIG))  # replaced by one at the same index
+    assert moved() and log.config_indexes == [2, 5]
+    log.append(ents(2, start=5))
+    assert moved() and log.config_indexes == [2]
+    log.committed = log.applying = log.applied = 3
+    log.compact(3, 1)
+    assert moved()
+    log.restore(10, 3)
+    assert moved()
+
+
 def test_maybe_append_rejects_a_mismatching_prev() -> None:
     log = RaftLog(ents(1, 2))
     assert log.maybe_append(2, 1, 2, ents(2, start=3)) is None
