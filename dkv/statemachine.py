@@ -136,7 +136,9 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter, carry: Carry 
         writer.index = entry.index
         if store is None:
             # One per batch: each follows its own writes.
-            store = MvccStore(writer, leases=leases, counters=None if carry is None else carry.counters)
+            store = MvccStore(
+                writer, leases=leases, counters=None if carry is None else carry.counters, revision_at_flush=True
+            )
             idem = IdempotencyTable(writer, None if carry is None else carry.log_time)
         assert idem is not None
         idem.advance(cmd.leader_time_ms)
@@ -190,6 +192,7 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter, carry: Carry 
         results.append((RequestId(cmd.origin, cmd.seq), result))
     if store is not None:
         assert idem is not None
+        store.flush_revision()
         idem.flush()
         carry = Carry(store.revision, store.compact_revision, nospace, idem.carried())
     return Outcome(

@@ -13,6 +13,7 @@ from dkv.commands import Idempotency, RequestId, decode, encode, encode_delete, 
 from dkv.idempotency import stored_log_time_ms
 from dkv.mvcc import MvccView
 from dkv.mvcc.errors import FutureRevision
+from dkv.mvcc.layout import META, REVISION, read_counter
 from dkv.pb.etcd_rpc_pb2 import (
     AlarmRequest,
     AlarmType,
@@ -88,6 +89,15 @@ def test_entries_apply_in_order_and_answer_each_request() -> None:
         (b"k", b"2"),
     ]
     assert [e.kv.key for e in outcome.events] == [b"k", b"k", b"j"]
+
+
+def test_a_batch_writes_the_store_revision_once() -> None:
+    """The revision moves with each write; the table gets it at the batch's end."""
+    puts = [Entry(i, 1, EntryKind.NORMAL, encode_put(RequestId(9, i), b"k%d" % i, b"v")) for i in range(1, 6)]
+    tables, outcome = _apply(puts)
+    assert [r.header.revision for _, r in outcome.results] == [2, 3, 4, 5, 6]
+    assert sum(1 for w in outcome.applied.writes if w[:2] == (META, REVISION)) == 1
+    assert read_counter(tables, REVISION) == MvccView(tables).revision == 6
 
 
 def test_applying_is_deterministic() -> None:

@@ -65,7 +65,11 @@ class MvccStore(MvccView):
 
     ``leases`` answers for lease ids and hears attaches and detaches.
     ``prev_kv_in_events``: the events of each write carry the version before
-    (for watchers that asked for prev_kv; it costs a read per change)."""
+    (for watchers that asked for prev_kv; it costs a read per change).
+    ``revision_at_flush``: the store's revision reaches its table when
+    ``flush_revision`` is called (once per batch of writes,
+    ``dkv.statemachine``), not with each write; until then only this store
+    knows it (another view of the tables reads the one before)."""
 
     def __init__(
         self,
@@ -74,11 +78,21 @@ class MvccStore(MvccView):
         leases: Leases | None = None,
         prev_kv_in_events: bool = False,
         counters: tuple[int, int] | None = None,
+        revision_at_flush: bool = False,
     ) -> None:
         super().__init__(tables, counters)
         self._writable = tables
+        self._revision_at_flush = revision_at_flush
+        self._revision_unwritten = False
         self._leases: Leases = NoLeases() if leases is None else leases
         self._prev_kv_in_events = prev_kv_in_events
+
+    def flush_revision(self) -> None:
+        """Write the store's revision to its table if a write moved it since
+        the last flush (``revision_at_flush``)."""
+        if self._revision_unwritten:
+            self._revision_unwritten = False
+            write_counter(self._writable, REVISION, self._revision)
 
     def put(self, request: PutRequest) -> Written[PutResponse]:
         """etcd's Put: one new revision. ``prev_kv``: the response carries the
@@ -279,7 +293,11 @@ class _Write:
         main, sub = self._begin + 1, len(self._events)
         create = main if previous is None else previous.create_revision
         version = 1 if previous is None else previous.version + 1
-        kv = KeyValue(key=key, create_revision=create, mod_revision=main, version=version, value=value, lease=lease)
+        event = Event(type=Event.PUT)
+        kv = event.kv  # written in place: no copy into the event
+        kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value = key, create, main, version, value
+        if lease:
+            kv.lease = lease
         state = encode_state(KeyState(main, sub, create, version, lease))
         self._tables.put(HISTORY, revision_key(main, sub), kv.SerializeToString())
         self._tables.put(INDEX, index_key(key, main), state)
@@ -290,7 +308,7 @@ class _Write:
                 self._leases.detach(old_lease, key)
             if lease:
                 self._leases.attach(lease, key)
-        self._record_event(Event(type=Event.PUT, kv=kv), before)
+        self._record_event(event, before)
 
     def delete(self, key: bytes, previous: KeyState, before: KeyValue | None) -> None:
         main, sub = self._begin + 1, len(self._events)
@@ -309,8 +327,12 @@ class _Write:
 
     def finish(self) -> tuple[Event, ...]:
         if self._events:
-            self._store._revision = self._begin + 1
-            write_counter(self._tables, REVISION, self._begin + 1)
+            store = self._store
+            store._revision = self._begin + 1
+            if store._revision_at_flush:
+                store._revision_unwritten = True
+            else:
+                write_counter(self._tables, REVISION, self._begin + 1)
         return tuple(self._events)
 
 
