@@ -239,8 +239,7 @@ class Node:
         store's (a write's, or the state's at a read), left as it is if set."""
         header.cluster_id = self.cluster_number()
         header.member_id = self.member_id()
-        raft = self.replication.raft
-        header.raft_term = raft.term if raft is not None else 0
+        header.raft_term = self.raft_term()
 
     def range(self, request: RangeRequest) -> Deferred[RangeResponse]:
         """etcd's Range: linearizable (a ReadIndex barrier first) unless
@@ -280,7 +279,7 @@ class Node:
         return found
 
     def raft_term(self) -> int:
-        """The term a response's header names (``fill_header``)."""
+        """The term a response's header names (0 before the core exists)."""
         raft = self.replication.raft
         return raft.term if raft is not None else 0
 

@@ -20,6 +20,7 @@ from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import AppendEntries, AppendResponse, Entry, Message, RequestVote, VoteResponse
 from dkv.replication import DriverConfig, ReplicationService
+from dkv.replication.service import COMMIT_FLUSH_SECONDS
 from dkv.storage import WriteBatch
 from dkv.storage.memory import MemoryStore
 
@@ -108,7 +109,7 @@ class GatedStore(MemoryStore):
             super().write(batch).chainDeferred(d)
 
 
-def make(node_ids, clock: Clock, net: Network, timeout: float = 1.0, stores=None):
+def make(node_ids, clock: Clock, net: Network, timeout: float = 1.0, stores=None, defer_commit: bool = False):
     members = Membership(tuple(Member(i, f"127.0.0.1:{7000 + n}") for n, i in enumerate(node_ids)))
     services = {}
     for n, node_id in enumerate(node_ids):
@@ -122,7 +123,7 @@ def make(node_ids, clock: Clock, net: Network, timeout: float = 1.0, stores=None
             clock=clock,
             rng=random.Random(n),
             config=DriverConfig(
-                raft=RaftConfig(election_ticks=10, heartbeat_ticks=1),
+                raft=RaftConfig(election_ticks=10, heartbeat_ticks=1, defer_commit=defer_commit),
                 tick_seconds=TICK,
                 request_timeout=timeout,
                 first_election_ticks=2 if n == 0 else None,
@@ -291,6 +292,38 @@ def test_an_acknowledgement_that_commits_waits_for_the_turns_new_requests() -> N
     assert first == []
     clock.advance(0)
     assert ok(first)
+
+
+def test_a_commit_index_held_back_reaches_the_followers_within_the_flush_time() -> None:
+    """With defer_commit, a trickle of writes tells the followers each commit
+    index with the next write's append (no commit-only message); the last
+    one, with no write after it, leaves on its own within
+    COMMIT_FLUSH_SECONDS (before any heartbeat: one per 10 ms here)."""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, defer_commit=True)
+    pump(clock, 0.3)
+    leader = leader_of(services)
+    followers = [s for s in services.values() if s is not leader]
+    before = len(net.sent)
+
+    def commit_only() -> list[Message]:
+        return [m for m in net.sent[before:] if isinstance(m, AppendEntries) and m.commit_only]
+
+    for i in range(4):
+        result = outcome(put(leader, b"k%d" % i, b"v"))
+        for _ in range(10):
+            clock.advance(0)
+        assert ok(result)
+        clock.advance(COMMIT_FLUSH_SECONDS / 2)
+        if i:
+            assert all(f.raft.commit_index == leader.raft.commit_index - 1 for f in followers)
+    assert commit_only() == []
+    clock.advance(COMMIT_FLUSH_SECONDS / 2)
+    for _ in range(5):
+        clock.advance(0)
+    assert all(f.raft.commit_index == leader.raft.commit_index for f in followers)
+    assert {m.to for m in commit_only()} == {f.node_id for f in followers}
 
 
 def test_linearizable_read_barrier_on_follower() -> None:

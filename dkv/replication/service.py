@@ -270,6 +270,7 @@ class ReplicationService(Service):
             if call is not None and call.active():
                 call.cancel()
         self._scheduled = self._commit_flush = self._disk_retry = self._held_flush = None
+        self._commit_flush_at = None
         self.requests.fail_all()
         waiters, self._stored_waiters = self._stored_waiters, []
         for _, waiter in waiters:
@@ -948,7 +949,7 @@ class ReplicationService(Service):
     def _watch_commit(self, raft: Raft) -> None:
         """A commit index held back gets COMMIT_FLUSH_SECONDS for an append
         to carry it, counted from when it was first held back: an append
-        that carried it ends the wait (and the timer), so that under a steady
+        that carried it ends the wait (the timer then finds nothing to do), so that under a steady
         trickle of writes (one connection) followers learn every commit index
         from the next append and no commit-only message is ever sent."""
         if not raft.commit_waiting:
