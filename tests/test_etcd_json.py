@@ -330,3 +330,17 @@ def test_a_range_of_one_key_is_read_as_parse_request_reads_it(body: bytes, plain
 )
 def test_any_other_range_body_is_left_to_the_general_path(body: bytes) -> None:
     assert etcd_json.parse_range_of_key(body) is None
+
+
+# -- a Put's answer of its header alone, written directly -------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(_IDS, _IDS, st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1), st.one_of(st.none(), _KEY_VALUES))
+def test_a_put_response_is_written_as_format_response_writes_it(cluster_id, member_id, revision, term, prev) -> None:
+    response = etcd_rpc_pb2.PutResponse()
+    response.header.cluster_id, response.header.member_id = cluster_id, member_id
+    response.header.revision, response.header.raft_term = revision, term
+    if prev is not None:
+        response.prev_kv.CopyFrom(prev)
+    assert etcd_json.format_put_response(response) == format_response(response)

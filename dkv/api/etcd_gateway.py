@@ -102,6 +102,8 @@ def handler_for(path: str) -> Callable[[Node, Call], Any]:
     """The route handler of a gateway path."""
     service, method = PATHS[path]
     rpc, request_type = SERVICES[service][method]
+    # A Put's answer is most often its header alone: written directly then.
+    formatted = etcd_json.format_put_response if path == "/v3/kv/put" else etcd_json.format_response
 
     def handle(node: Node, request: Call) -> Deferred[RawAnswer] | RawAnswer:
         try:
@@ -112,7 +114,7 @@ def handler_for(path: str) -> Callable[[Node, Call], Any]:
             return RawAnswer(status, body)
         d = call(rpc, node, message)
         return d.addCallbacks(
-            lambda response: RawAnswer(200, etcd_json.format_response(response)),
+            lambda response: RawAnswer(200, formatted(response)),
             lambda failure: _error(path, failure.value),
         )
 

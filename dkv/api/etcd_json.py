@@ -52,7 +52,7 @@ from google.protobuf.message import Message
 from dkv.api import b64, proto_json
 from dkv.mvcc.errors import Code, EtcdError
 from dkv.pb.etcd_kv_pb2 import KeyValue
-from dkv.pb.etcd_rpc_pb2 import RangeResponse, ResponseHeader
+from dkv.pb.etcd_rpc_pb2 import PutResponse, RangeResponse, ResponseHeader
 
 M = TypeVar("M", bound=Message)
 
@@ -145,22 +145,17 @@ def format_range_of_key(header: tuple[int, int, int, int], record: bytes | None)
     key with no option: header (cluster_id, member_id, revision, raft_term),
     and the key's KeyValue, encoded (None: the key has none), written
     without the message."""
-    cluster_id, member_id, revision, raft_term = header
     kv = KeyValue.FromString(record) if record is not None else None
-    if not (cluster_id and member_id and revision and raft_term) or (
-        kv is not None and not (kv.key and kv.create_revision and kv.mod_revision and kv.version)
-    ):
+    text = _header_text(*header)
+    if text is None or (kv is not None and not (kv.key and kv.create_revision and kv.mod_revision and kv.version)):
         # A zero is left out of the text: the message's own writer knows how.
+        cluster_id, member_id, revision, raft_term = header
         response = RangeResponse(
             header=ResponseHeader(cluster_id=cluster_id, member_id=member_id, revision=revision, raft_term=raft_term),
             kvs=[kv] if kv is not None else [],
             count=1 if kv is not None else 0,
         )
         return format_response(response)
-    text = (
-        f'{{"header":{{"cluster_id":"{cluster_id}","member_id":"{member_id}",'
-        f'"revision":"{revision}","raft_term":"{raft_term}"}}'
-    )
     if kv is None:
         return (text + "}").encode("ascii")
     fields = (
@@ -172,6 +167,28 @@ def format_range_of_key(header: tuple[int, int, int, int], record: bytes | None)
     if kv.lease:
         fields += f',"lease":"{kv.lease}"'
     return f'{text},"kvs":[{{{fields}}}],"count":"1"}}'.encode("ascii")
+
+
+def format_put_response(response: PutResponse) -> bytes:
+    """``format_response(response)``, written directly when its header is
+    all it holds (a Put that did not ask for the previous version)."""
+    header = response.header
+    text = _header_text(header.cluster_id, header.member_id, header.revision, header.raft_term)
+    if text is None or response.HasField("prev_kv"):
+        return format_response(response)
+    return (text + "}").encode("ascii")
+
+
+def _header_text(cluster_id: int, member_id: int, revision: int, raft_term: int) -> str | None:
+    """The start of a response's JSON up to its header's end (``{"header":
+    {...}``), or None if a field is 0 (left out: ``format_response`` knows
+    how)."""
+    if not (cluster_id and member_id and revision and raft_term):
+        return None
+    return (
+        f'{{"header":{{"cluster_id":"{cluster_id}","member_id":"{member_id}",'
+        f'"revision":"{revision}","raft_term":"{raft_term}"}}'
+    )
 
 
 def format_stream_result(message: Message) -> bytes:
