@@ -256,6 +256,29 @@ def _acks_held_at_the_leader(more: bool):
     return clock, leader, acks, first
 
 
+def test_a_ready_that_leaves_nothing_to_do_schedules_no_turn() -> None:
+    """The leader's turn that proposes and stores a write leaves nothing for
+    another turn until the acknowledgements come: none is scheduled; the
+    first acknowledgement runs the one that answers."""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net)
+    pump(clock, 0.3)
+    leader = leader_of(services)
+    net.held.add(leader.node_id)
+    turns: list[None] = []
+    turn = leader._process
+    leader._process = lambda: (turns.append(None), turn())[-1]  # type: ignore[method-assign]
+    result = outcome(put(leader, b"k", b"v"))
+    clock.advance(0)  # the turn: proposed, sent, stored; and nothing else
+    assert leader.raft.log.stable == leader.raft.log.last_index()
+    assert len(turns) == 1 and result == []
+    net.release(leader.node_id)
+    for _ in range(3):
+        clock.advance(0)
+    assert ok(result)
+
+
 def test_an_acknowledgement_that_commits_is_answered_in_its_own_turn() -> None:
     """A leader that steps an acknowledgement committing entries applies
     and answers them at once, not after the rest of the turn, when no

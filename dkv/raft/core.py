@@ -517,6 +517,23 @@ class Raft:
         self._snapshots_needed = []
         return out
 
+    def has_output(self) -> bool:
+        """Would ``take_outbox`` give anything now, or build appends or a
+        heartbeat round for it? (A driver may skip a turn that finds none.)"""
+        if (
+            self.role is Role.LEADER
+            and self.term <= self._durable_term
+            and (self._dirty or self._heartbeat_due or self._reads.round_wanted)
+        ):
+            return True
+        return bool(
+            self._msgs
+            or self._read_states
+            or self._failed_reads
+            or self._failed_proposals
+            or self._snapshots_needed
+        )
+
     def _may_leave(self, m: Message) -> bool:
         """Is the term m carries durable (or is m a PreVote message, whose
         term is a prospective one that promises nothing)?"""

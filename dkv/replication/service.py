@@ -672,7 +672,7 @@ class ReplicationService(Service):
                 self._send(rd.messages)
                 self._guard(lambda: raft.advance(rd))
                 self._maybe_compact(raft)
-                self._schedule()
+                self._schedule_if_due(raft)
                 return
             if self._store.log_apart:
                 # The store's log file takes the entries and hard state (one
@@ -836,7 +836,18 @@ class ReplicationService(Service):
             # held writes grew to their bound, while this write (log-only:
             # it took none of them) was under way.
             self._flush_held()
-        self._schedule()
+        self._schedule_if_due(raft)
+
+    def _schedule_if_due(self, raft: Raft) -> None:
+        """After a Ready: the next turn, if it would find something to store,
+        send or answer; else (at one connection, say, where the
+        acknowledgements are yet to come) only what the apply may have
+        changed is looked at now, and the next input schedules the turn."""
+        requests = self.requests
+        if raft.has_ready() or raft.has_output() or requests.has_new_writes or requests.has_new_reads:
+            self._schedule()
+        else:
+            self._watch_membership(raft)
 
     def _release_stored(self) -> None:
         if not self._stored_waiters:
