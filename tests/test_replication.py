@@ -236,15 +236,20 @@ def test_three_nodes_elect_the_first_and_replicate() -> None:
         assert stored(svc._store, b"k") == b"v"
 
 
+def _led_cluster(**options):
+    """Three nodes, pumped until one leads. (clock, net, services, leader)"""
+    clock = Clock()
+    net = Network(clock)
+    services = make(["a", "b", "c"], clock, net, **options)
+    pump(clock, 0.3)
+    return clock, net, services, leader_of(services)
+
+
 def _acks_held_at_the_leader(more: bool):
     """Three nodes; a put on the leader whose acknowledgements wait (held),
     and, if more, a second put made after them. (clock, leader, the acks,
     the first put's outcome)"""
-    clock = Clock()
-    net = Network(clock)
-    services = make(["a", "b", "c"], clock, net)
-    pump(clock, 0.3)
-    leader = leader_of(services)
+    clock, net, _, leader = _led_cluster()
     net.held.add(leader.node_id)
     first = outcome(put(leader, b"k1", b"v1"))
     for _ in range(5):
@@ -260,11 +265,7 @@ def test_a_ready_that_leaves_nothing_to_do_schedules_no_turn() -> None:
     """The leader's turn that proposes and stores a write leaves nothing for
     another turn until the acknowledgements come: none is scheduled; the
     first acknowledgement runs the one that answers."""
-    clock = Clock()
-    net = Network(clock)
-    services = make(["a", "b", "c"], clock, net)
-    pump(clock, 0.3)
-    leader = leader_of(services)
+    clock, net, _, leader = _led_cluster()
     net.held.add(leader.node_id)
     turns: list[None] = []
     turn = leader._process
@@ -322,11 +323,7 @@ def test_a_commit_index_held_back_reaches_the_followers_within_the_flush_time() 
     index with the next write's append (no commit-only message); the last
     one, with no write after it, leaves on its own within
     COMMIT_FLUSH_SECONDS (before any heartbeat: one per 10 ms here)."""
-    clock = Clock()
-    net = Network(clock)
-    services = make(["a", "b", "c"], clock, net, defer_commit=True)
-    pump(clock, 0.3)
-    leader = leader_of(services)
+    clock, net, services, leader = _led_cluster(defer_commit=True)
     followers = [s for s in services.values() if s is not leader]
     before = len(net.sent)
 

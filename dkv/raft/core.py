@@ -493,13 +493,7 @@ class Raft:
         term_durable = self.term <= self._durable_term
         if self.role is Role.LEADER and term_durable:
             self._flush_leader()
-        if not (
-            self._msgs
-            or self._read_states
-            or self._failed_reads
-            or self._failed_proposals
-            or self._snapshots_needed
-        ):
+        if not self._has_queued():
             return _NO_OUTBOX
         if term_durable:
             msgs, self._msgs = self._msgs, []
@@ -526,6 +520,11 @@ class Raft:
             and (self._dirty or self._heartbeat_due or self._reads.round_wanted)
         ):
             return True
+        return self._has_queued()
+
+    def _has_queued(self) -> bool:
+        """Does the outbox hold a message, a read state, a failure or a
+        snapshot request?"""
         return bool(
             self._msgs
             or self._read_states
