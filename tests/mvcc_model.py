@@ -79,6 +79,13 @@ class Model:
         response.header.revision = current
         if request.count_only:
             return response
+        if request.limit > 0 and request.sort_order == RangeRequest.NONE and not (
+            request.max_mod_revision
+            or request.min_mod_revision
+            or request.max_create_revision
+            or request.min_create_revision
+        ):
+            kvs = kvs[: request.limit + 1]  # etcd reads only these (in key order) before it sorts
         if request.max_mod_revision:
             kvs = [kv for kv in kvs if kv.mod_revision <= request.max_mod_revision]
         if request.min_mod_revision:

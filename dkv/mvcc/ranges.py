@@ -42,6 +42,17 @@ def filtered(found: Found, request: RangeRequest) -> Found:
     ]
 
 
+def keys_read(request: RangeRequest) -> int:
+    """How many keys, in key order, etcd reads before it filters and sorts:
+    limit + 1 (the one more tells ``more``) when the request's own order is
+    NONE and it has no filters, else all of them (0). So a request with
+    order NONE, a target other than KEY and a limit sorts only the first
+    limit + 1 keys by that target, as etcd (every version) does."""
+    if request.limit > 0 and request.sort_order == RangeRequest.NONE and not has_filters(request):
+        return request.limit + 1
+    return 0
+
+
 def sort_order(request: RangeRequest) -> int:
     """etcd's effective order: a target other than KEY with order NONE sorts
     ASCEND; NONE stays key order."""

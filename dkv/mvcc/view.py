@@ -29,7 +29,7 @@ from dkv.mvcc.keys import (
     revision_key,
 )
 from dkv.mvcc.layout import COMPACTED, HISTORY, INDEX, LIVE, REVISION, read_counter
-from dkv.mvcc.ranges import Found, filtered, has_filters, sort_order, sorted_by_state
+from dkv.mvcc.ranges import Found, filtered, has_filters, keys_read, sort_order, sorted_by_state
 from dkv.mvcc.records import KeyState, decode_state, is_tombstone
 from dkv.pb.etcd_kv_pb2 import Event, KeyValue
 from dkv.pb.etcd_rpc_pb2 import RangeRequest, RangeResponse
@@ -225,6 +225,9 @@ class MvccView:
         response.count = len(raw)
         if request.count_only:
             return
+        read = keys_read(request)
+        if read:
+            raw = raw[:read]
         order = sort_order(request)
         descending = order == RangeRequest.DESCEND
         limit = request.limit if request.limit > 0 else len(raw)

@@ -351,3 +351,27 @@ def test_txn_duplicate_keys(v3_cluster: ApiEndpoints) -> None:
     if v3_cluster.system == "dkv":
         expected.update(dict.fromkeys(DKV_REFUSES_TOO, True))
     assert refused == expected
+
+
+def test_order_none_with_a_target_sorts_only_the_keys_a_limit_reads(v3_cluster: ApiEndpoints) -> None:
+    """A Range with order NONE, a target other than KEY and a limit reads
+    limit + 1 keys in key order and sorts only those (etcd's rangeLimit
+    looks at the request's own order): the key with the oldest mod revision
+    is not found if it lies past them. An explicit ASCEND reads all. The
+    model answers the same."""
+    prefix = b"sort-none/"
+    for name in (b"c", b"a", b"b", b"a"):  # mod revisions: c oldest, then b, then a
+        v3_cluster.ok("/v3/kv/put", as_json(PutRequest(key=prefix + name, value=b"v")))
+    keys = {}
+    for order in (RangeRequest.NONE, RangeRequest.ASCEND):
+        request = RangeRequest(
+            key=prefix, range_end=prefix[:-1] + b"0", limit=1, sort_order=order, sort_target=RangeRequest.MOD
+        )
+        answer = json_format.ParseDict(v3_cluster.ok("/v3/kv/range", as_json(request)), RangeResponse())
+        keys[order] = [kv.key for kv in answer.kvs]
+        assert answer.more and answer.count == 3
+        model = Model()
+        for name in (b"c", b"a", b"b", b"a"):
+            model.put(PutRequest(key=prefix + name, value=b"v"))
+        assert [kv.key for kv in model.range(request).kvs] == keys[order]
+    assert keys == {RangeRequest.NONE: [prefix + b"b"], RangeRequest.ASCEND: [prefix + b"c"]}

@@ -129,6 +129,26 @@ def test_limit_applies_after_filters_and_sorting(store) -> None:
     assert keys_of(response) == [b"\xff", b"b"] and response.more
 
 
+def test_order_none_with_a_target_and_a_limit_sorts_the_first_limit_plus_one_keys(store) -> None:
+    """etcd reads limit + 1 keys in key order when the request's own order
+    is NONE (its rangeLimit), then sorts them ASCEND by the target: the keys
+    it did not read are not considered. An order, or a filter, reads all."""
+    put(store, b"a", b"v")  # mod revisions now: a 9, a\0 10, ab 5, a\xff 6
+    put(store, b"a\x00", b"v")
+    none = get(store, b"a", b"b", sort_order=RangeRequest.NONE, sort_target=RangeRequest.MOD, limit=1)
+    assert keys_of(none) == [b"a"] and none.more and none.count == 4
+    two = get(store, b"a", b"b", sort_order=RangeRequest.NONE, sort_target=RangeRequest.MOD, limit=2)
+    assert keys_of(two) == [b"ab", b"a"] and two.more  # read a, a\0, ab
+    ascend = get(store, b"a", b"b", sort_order=RangeRequest.ASCEND, sort_target=RangeRequest.MOD, limit=1)
+    assert keys_of(ascend) == [b"ab"]
+    filtered = get(
+        store, b"a", b"b", sort_order=RangeRequest.NONE, sort_target=RangeRequest.MOD, limit=1, min_mod_revision=1
+    )
+    assert keys_of(filtered) == [b"ab"]
+    by_value = get(store, b"a", b"b", sort_target=RangeRequest.VALUE, limit=1)
+    assert keys_of(by_value) == [b"a"]  # read a, a\0 ("v" both): ties in key order
+
+
 @pytest.mark.parametrize(
     ("order", "target", "expected"),
     [
