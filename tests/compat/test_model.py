@@ -360,8 +360,11 @@ def test_order_none_with_a_target_sorts_only_the_keys_a_limit_reads(v3_cluster: 
     is not found if it lies past them. An explicit ASCEND reads all. The
     model answers the same."""
     prefix = b"sort-none/"
-    for name in (b"c", b"a", b"b", b"a"):  # mod revisions: c oldest, then b, then a
-        v3_cluster.ok("/v3/kv/put", as_json(PutRequest(key=prefix + name, value=b"v")))
+    puts = [PutRequest(key=prefix + name, value=b"v") for name in (b"c", b"a", b"b", b"a")]  # c oldest, then b, a
+    model = Model()
+    for request in puts:
+        v3_cluster.ok("/v3/kv/put", as_json(request))
+        model.put(request)
     keys = {}
     for order in (RangeRequest.NONE, RangeRequest.ASCEND):
         request = RangeRequest(
@@ -370,8 +373,5 @@ def test_order_none_with_a_target_sorts_only_the_keys_a_limit_reads(v3_cluster: 
         answer = json_format.ParseDict(v3_cluster.ok("/v3/kv/range", as_json(request)), RangeResponse())
         keys[order] = [kv.key for kv in answer.kvs]
         assert answer.more and answer.count == 3
-        model = Model()
-        for name in (b"c", b"a", b"b", b"a"):
-            model.put(PutRequest(key=prefix + name, value=b"v"))
         assert [kv.key for kv in model.range(request).kvs] == keys[order]
     assert keys == {RangeRequest.NONE: [prefix + b"b"], RangeRequest.ASCEND: [prefix + b"c"]}
