@@ -14,11 +14,11 @@ from twisted.python.failure import Failure
 from dkv.errors import FailedPrecondition, MemberNotFound, NoLeader
 from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
-from dkv.raft.messages import InstallSnapshot
+from dkv.raft.messages import InstallSnapshot, SnapshotMeta
 from dkv.replication import DriverConfig, ReplicationService
 from dkv.storage import record_crc
 from dkv.storage.memory import MemoryStore
-from dkv.transport.snapshots import OutgoingSnapshot
+from dkv.transport.snapshots import CHUNK_BYTES, OutgoingSnapshot
 from tests.test_replication import TICK, Network, ok, outcome, pump, put, stored
 
 AB = Membership(tuple(Member(i, f"127.0.0.1:{7000 + n}") for n, i in enumerate("ab")))
@@ -139,6 +139,40 @@ def test_learner_joins_catches_up_by_snapshot_and_is_promoted(world) -> None:
     w = outcome(put(svcs["a"], b"after", b"promotion"))
     pump(clock, 0.1)
     assert ok(w) and stored(stores["d"], b"after") == b"promotion"
+
+
+def test_a_learner_is_not_removed_by_a_snapshot_from_before_its_addition(world) -> None:
+    """A leader's store lags its applied index (held writes), and it sends to
+    a new member before it applies the change: the learner's first snapshot
+    may leave it out. It installs it and catches up; it does not stop."""
+    clock, net, stores, svcs, kw = world
+    for i in range(120):
+        put(svcs["a"], b"k%d" % i, b"v%d" % i)
+        pump(clock, 0.02)
+    a = svcs["a"]
+    early = stores["a"].snapshot_reader(CHUNK_BYTES)
+    early_meta = SnapshotMeta(early.index, a.raft.term_at(early.index), a.raft.membership_at(early.index))
+    assert "d" not in early_meta.membership.ids
+    sent = []
+    send = direct_sender(net, stores)
+
+    def stale_first(peer: str, snap: OutgoingSnapshot, term: int) -> Deferred:
+        sent.append(snap.meta.index)
+        if len(sent) == 1:
+            snap.reader.close()
+            snap = OutgoingSnapshot(early, early_meta)
+        return send(peer, snap, term)
+
+    a._shipper._sender = stale_first
+    added = outcome(a.add_member(Member("d", "127.0.0.1:7003", voter=False)))
+    pump(clock, 0.1)
+    assert added and not isinstance(added[0], Failure)
+    d = join(world, "d")
+    pump(clock, 0.5)
+    assert sent and stores["d"].snapshot.index >= early_meta.index
+    assert net.removed == [] and d.running
+    assert d.applied == a.applied and d.raft.membership.ids == {"a", "b", "c", "d"}
+    assert stored(stores["d"], b"k5") == b"v5"
 
 
 def test_promote_is_refused_until_the_learner_caught_up(world) -> None:

@@ -8,10 +8,16 @@ replicates it), plus, for a while, members that just left: the messages that
 tell them they were removed must still reach them.
 
 ``RemovalWatch`` decides when this node stops because it was removed
-(thesis §4.2.2): once the applied configuration no longer lists it, or when
-the leader told it so (NotMember: the core then is certain that the latest
+(thesis §4.2.2): once the applied configuration no longer lists it, after one
+that did, or when the leader told it so (NotMember: the core then is certain that the latest
 configuration it knows of leaves it out) and no leader contacted it for a
 grace period since (a notice can be overtaken by a change that added it back).
+Only configurations the cluster sent count as listing it: a node that joined
+starts from the configuration in the AddMember answer (at index 0, in no
+log), and a leader may then send it a snapshot from before its addition (its
+store lags its applied index by the held writes, and it replicates to a new
+member once the change is in its log, before it applies it). Such a snapshot
+leaves it out without removing it.
 """
 
 from __future__ import annotations
@@ -71,13 +77,13 @@ class RemovalWatch:
         self._told_at: float | None = None
         self.removed = False
 
-    def check(self, applied: Membership, told_removed: bool) -> None:
-        """applied: the configuration in force at the applied index;
-        told_removed: the core's ``removed`` (a leader said so and none
-        contacted us since). Calls on_removed once, when we are out."""
+    def check(self, applied: Membership, applied_index: int, told_removed: bool) -> None:
+        """applied: the configuration in force at applied_index (the applied
+        index); told_removed: the core's ``removed`` (a leader said so and
+        none contacted us since). Calls on_removed once, when we are out."""
         if self.removed:
             return
-        if self._node_id in applied.ids:
+        if applied_index > 0 and self._node_id in applied.ids:
             self._was_member = True
         if not told_removed:
             self._told_at = None

@@ -1097,7 +1097,7 @@ class ReplicationService(Service):
 
     def _watch_membership(self, raft: Raft) -> None:
         self._links.sync(raft.membership, raft.committed_membership())
-        self._removal.check(raft.membership_at(self.applied), raft.removed)
+        self._removal.check(raft.membership_at(self.applied), self.applied, raft.removed)
 
     def _on_role_change(self, raft: Raft) -> None:
         """Log leadership changes once; a node that stops leading drops the
