@@ -9,7 +9,7 @@ from dkv.raft import Role
 from dkv.raft.messages import AppendResponse, HardState
 from dkv.replication import service
 from dkv.replication.held_apply import HeldApply
-from dkv.replication.service import HELD_FLUSH_SECONDS
+from dkv.replication.service import HELD_FLUSH_BATCH_SECONDS, HELD_FLUSH_SECONDS
 from dkv.storage import Applied, WriteBatch
 from dkv.storage.memory import MemoryStore
 from tests.test_replication import GatedStore, Network, leader_of, make, ok, outcome, pump, put, stored
@@ -110,6 +110,29 @@ def test_a_write_costs_one_transaction_and_its_apply_is_held_then_flushed() -> N
     assert not flush.entries and flush.apply is not None and flush.apply.index == svc.applied
     assert stored(store, b"k") == b"v"
     assert store.load().applied == svc.applied
+
+
+def test_a_light_load_is_flushed_at_the_longest_hold_and_a_batch_sooner(monkeypatch) -> None:
+    """Held writes that make no batch (fewer than HELD_FLUSH_BATCH table
+    writes) wait HELD_FLUSH_SECONDS for a transaction of their own; a batch
+    gets one HELD_FLUSH_BATCH_SECONDS after the oldest was held."""
+    store = RecordingStore()
+    clock, svc = _leader(store)
+    before = len(store.batches)
+    _answered(clock, svc, b"k1", b"v1")
+    clock.advance(HELD_FLUSH_BATCH_SECONDS)
+    clock.advance(0)
+    assert len(store.batches) == before + 1 and stored(store, b"k1") is None  # a few: they wait on
+    clock.advance(HELD_FLUSH_SECONDS - HELD_FLUSH_BATCH_SECONDS - 0.001)
+    assert len(store.batches) == before + 1
+    clock.advance(0.001)
+    clock.advance(0)
+    assert len(store.batches) == before + 2 and stored(store, b"k1") == b"v1"
+    monkeypatch.setattr(service, "HELD_FLUSH_BATCH", 1)
+    _answered(clock, svc, b"k2", b"v2")
+    clock.advance(HELD_FLUSH_BATCH_SECONDS)
+    clock.advance(0)
+    assert len(store.batches) == before + 4 and stored(store, b"k2") == b"v2"
 
 
 def test_the_next_entries_transaction_carries_the_held_writes() -> None:

@@ -16,6 +16,7 @@ from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import InstallSnapshot, SnapshotMeta
 from dkv.replication import DriverConfig, ReplicationService
+from dkv.replication.service import HELD_FLUSH_SECONDS
 from dkv.storage import record_crc
 from dkv.storage.memory import MemoryStore
 from dkv.transport.snapshots import CHUNK_BYTES, OutgoingSnapshot
@@ -138,7 +139,9 @@ def test_learner_joins_catches_up_by_snapshot_and_is_promoted(world) -> None:
     # d now counts: with a and b down, c and d alone are not a quorum of 4...
     w = outcome(put(svcs["a"], b"after", b"promotion"))
     pump(clock, 0.1)
-    assert ok(w) and stored(stores["d"], b"after") == b"promotion"
+    assert ok(w) and d.read(b"after") == b"promotion"
+    pump(clock, HELD_FLUSH_SECONDS)  # its apply, held, gets a transaction
+    assert stored(stores["d"], b"after") == b"promotion"
 
 
 def test_a_learner_is_not_removed_by_a_snapshot_from_before_its_addition(world) -> None:

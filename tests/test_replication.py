@@ -20,7 +20,7 @@ from dkv.raft import RaftConfig, Role
 from dkv.raft.membership import Member, Membership
 from dkv.raft.messages import AppendEntries, AppendResponse, Entry, Message, RequestVote, VoteResponse
 from dkv.replication import DriverConfig, ReplicationService
-from dkv.replication.service import COMMIT_FLUSH_SECONDS
+from dkv.replication.service import COMMIT_FLUSH_SECONDS, HELD_FLUSH_SECONDS
 from dkv.storage import WriteBatch
 from dkv.storage.memory import MemoryStore
 
@@ -180,6 +180,7 @@ def test_single_node_write_is_applied_and_acknowledged() -> None:
     result = outcome(put(svc, b"k", b"v"))
     pump(clock, 0.05)
     assert ok(result)
+    pump(clock, HELD_FLUSH_SECONDS)  # its apply, held, gets a transaction
     assert stored(svc._store, b"k") == b"v"
 
 
@@ -595,10 +596,10 @@ def test_cancelled_request_does_not_break_the_driver() -> None:
     d = put(svc, b"k", b"v")
     d.addErrback(lambda f: None)
     d.cancel()  # e.g. the HTTP client went away
-    pump(clock, 0.05)
+    pump(clock, 0.05 + HELD_FLUSH_SECONDS)
     assert stored(svc._store, b"k") == b"v"  # the write itself still happened
     later = outcome(put(svc, b"k2", b"v"))
-    pump(clock, 0.05)
+    pump(clock, 0.05 + HELD_FLUSH_SECONDS)
     assert ok(later)
     assert stored(svc._store, b"k2") == b"v"
 

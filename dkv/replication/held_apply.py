@@ -19,7 +19,8 @@ file), a Ready with entries or a new term or vote holds its applied writes
 too: its entries and hard state (the newest, held or its own) go to the log
 file alone, and the writes wait for the next LMDB transaction, which
 carries the log file's records before them. Under load that is one LMDB
-transaction per ``HELD_FLUSH_SECONDS`` instead of one per Raft round.
+transaction per ``HELD_FLUSH_BATCH_SECONDS`` (at a light load, per
+``HELD_FLUSH_SECONDS``) instead of one per Raft round.
 
 Holding never loses an acknowledged write: every write answered from here is
 committed (in the log of a majority), and nothing that must be durable

@@ -44,7 +44,7 @@ from collections.abc import Callable
 __all__ = ["DEFAULT_LOG_FILE_BYTES", "LogFile", "LogFileFull", "LogRecord", "log_file_path"]
 
 #: The file's size: at one record per Raft round, many seconds of writes
-#: between two LMDB transactions (which come every 20 ms under load).
+#: between two LMDB transactions (which come every 100 ms at most).
 DEFAULT_LOG_FILE_BYTES = 16 << 20
 
 _HEAD = struct.Struct(">IIQ")
