@@ -161,7 +161,11 @@ def test_a_node_on_a_thin_device_that_runs_out_keeps_every_write(tmp_path, procs
 
         acknowledged, after = _write_until_refused(node)
         assert len(acknowledged) > 100, len(acknowledged)
-        assert after[0] in (0, 504), after
+        # 504: the write the device refused was its own transaction's (held,
+        # outcome unknown); 507: the refused transaction held applied writes
+        # (the log file took the entries), so the next writes are refused at
+        # once; 0: the device failed LMDB's meta page and the node stopped.
+        assert after[0] in (0, 504, 507), after
         assert thin_disk.free_bytes() > 20 * 2**20  # ext4 still believes it has room
 
         thin_disk.grow_backing(256)  # the thin pool was extended
