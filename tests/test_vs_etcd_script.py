@@ -362,8 +362,13 @@ def test_summary_carries_cpu_per_request() -> None:
     [row] = report.summarize(results, spec)
     assert row["dkv"]["cpu_s_per_10k"] == 5.0 and row["etcd"]["cpu_s_per_10k"] == 2.0
     assert row["cpu_ratio"] == pytest.approx(2.5)
+    throughput = row["dkv"]["throughput"]
+    # Cores: the median over rounds of req/s x CPU per request (the round without a CPU figure left out).
+    assert row["dkv"]["cores"] == pytest.approx(throughput * 5.0 / 10_000)
+    assert row["etcd"]["cores"] == pytest.approx(throughput * 2.0 / 10_000)
     table = report.format_table([row])
     assert "5.00" in table and "2.50x" in table
+    assert f"{throughput * 5.0 / 10_000:.2f}" in table and "cores" in table.splitlines()[0]
 
 
 def test_lmdb_usage_counts_pages_of_named_dbs(tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ def summarize(
     """Per run and system: the median over rounds of throughput, p50, p99
     (and for CAS runs of succeeded and failed CAS per second), their min and
     max, and the spread (max - min) / median; the median CPU-seconds of all
-    members per 10,000 requests (``cpu_s_per_10k``, None when not measured);
+    members per 10,000 requests (``cpu_s_per_10k``, None when not measured)
+    and the median of the cores they kept busy (``cores``: throughput times
+    CPU per request, CPU-seconds a second; None when not measured);
     plus the dkv/etcd ratios of the medians (throughput, p99, CPU). A
     system that skipped a run has None, and the reason in the row's
     ``skipped``."""
@@ -49,6 +51,8 @@ def summarize(
                 agg[f"{field}_spread"] = (max(values) - min(values)) / med if med else 0.0
             costs = [r["cpu_s_per_10k"] for r in mine if r.get("cpu_s_per_10k") is not None]
             agg["cpu_s_per_10k"] = statistics.median(costs) if costs else None
+            cores = [r["throughput"] * r["cpu_s_per_10k"] / 10_000 for r in mine if r.get("cpu_s_per_10k") is not None]
+            agg["cores"] = statistics.median(cores) if cores else None
             row[system] = agg
         d, e = row["dkv"], row["etcd"]
         row["throughput_ratio"] = ratio(d and d["throughput"], e and e["throughput"])
@@ -100,6 +104,13 @@ def fmt_cpu(agg: dict[str, Any] | None) -> str:
     return f"{agg['cpu_s_per_10k']:.2f}"
 
 
+def fmt_cores(agg: dict[str, Any] | None) -> str:
+    """Cores kept busy by all members, e.g. '1.37'; '-' when not measured."""
+    if agg is None or agg.get("cores") is None:
+        return "-"
+    return f"{agg['cores']:.2f}"
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison as an aligned text table."""
     header = [
@@ -116,6 +127,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         "dkv CPU",
         "etcd CPU",
         "CPU dkv/etcd",
+        "dkv cores",
+        "etcd cores",
     ]
     lines = [header]
     for row in rows:
@@ -135,7 +148,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 fmt_ratio(row["p99_ratio"]),
                 fmt_cpu(d),
                 fmt_cpu(e),
-                fmt_ratio(row.get("cpu_ratio")) + (f"  {flag}" if flag else ""),
+                fmt_ratio(row.get("cpu_ratio")),
+                fmt_cores(d),
+                fmt_cores(e) + (f"  {flag}" if flag else ""),
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -147,6 +162,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             out.append("  ".join("-" * w for w in widths))
     out.append("req/s: median over rounds, ± half the range; latencies in ms (median over rounds of wrk's p50/p99);")
     out.append("CPU: CPU-seconds of all members per 10,000 requests (median over rounds).")
+    out.append(
+        "cores: CPU-seconds a second of all members, req/s x CPU per request (median over rounds); "
+        "where they are CPU-bound, req/s = cores / CPU per request."
+    )
     out.append("write-64-all: 3 wrk processes, throughputs summed, latency = worst of the three.")
     if any(row["run"].startswith("v3-") for row in rows):
         out.append("v3-*: both systems through etcd's gateway paths, the same requests; the others: dkv through /v0.")
