@@ -49,10 +49,10 @@ def summarize(
                 agg[f"{field}_min"] = min(values)
                 agg[f"{field}_max"] = max(values)
                 agg[f"{field}_spread"] = (max(values) - min(values)) / med if med else 0.0
-            costs = [r["cpu_s_per_10k"] for r in mine if r.get("cpu_s_per_10k") is not None]
-            agg["cpu_s_per_10k"] = statistics.median(costs) if costs else None
-            cores = [r["throughput"] * r["cpu_s_per_10k"] / 10_000 for r in mine if r.get("cpu_s_per_10k") is not None]
-            agg["cores"] = statistics.median(cores) if cores else None
+            costed = [r for r in mine if r.get("cpu_s_per_10k") is not None]
+            agg["cpu_s_per_10k"] = statistics.median(r["cpu_s_per_10k"] for r in costed) if costed else None
+            cores = (r["throughput"] * r["cpu_s_per_10k"] / 10_000 for r in costed)
+            agg["cores"] = statistics.median(cores) if costed else None
             row[system] = agg
         d, e = row["dkv"], row["etcd"]
         row["throughput_ratio"] = ratio(d and d["throughput"], e and e["throughput"])
@@ -97,18 +97,13 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.0f}"
 
 
-def fmt_cpu(agg: dict[str, Any] | None) -> str:
-    """CPU-seconds per 10,000 requests, e.g. '3.21'; '-' when not measured."""
-    if agg is None or agg.get("cpu_s_per_10k") is None:
+def fmt_cpu(agg: dict[str, Any] | None, field: str = "cpu_s_per_10k") -> str:
+    """A CPU figure of agg with two decimals, e.g. '3.21': by default the
+    CPU-seconds per 10,000 requests (``cores``: the cores kept busy); '-'
+    when not measured."""
+    if agg is None or agg.get(field) is None:
         return "-"
-    return f"{agg['cpu_s_per_10k']:.2f}"
-
-
-def fmt_cores(agg: dict[str, Any] | None) -> str:
-    """Cores kept busy by all members, e.g. '1.37'; '-' when not measured."""
-    if agg is None or agg.get("cores") is None:
-        return "-"
-    return f"{agg['cores']:.2f}"
+    return f"{agg[field]:.2f}"
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -149,8 +144,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 fmt_cpu(d),
                 fmt_cpu(e),
                 fmt_ratio(row.get("cpu_ratio")),
-                fmt_cores(d),
-                fmt_cores(e) + (f"  {flag}" if flag else ""),
+                fmt_cpu(d, "cores"),
+                fmt_cpu(e, "cores") + (f"  {flag}" if flag else ""),
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
