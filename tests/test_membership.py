@@ -148,7 +148,7 @@ def test_a_learner_is_not_removed_by_a_snapshot_from_before_its_addition(world) 
     """A leader's store lags its applied index (held writes), and it sends to
     a new member before it applies the change: the learner's first snapshot
     may leave it out. It installs it and catches up; it does not stop."""
-    clock, net, stores, svcs, kw = world
+    clock, net, stores, svcs, _ = world
     for i in range(120):
         put(svcs["a"], b"k%d" % i, b"v%d" % i)
         pump(clock, 0.02)
