@@ -142,7 +142,16 @@ def set_idempotency(cmd: raft_pb2.Command, field: str, request: object, idempote
 
 
 def encode_put(rid: RequestId, key: bytes, value: bytes, idempotency: Idempotency | None = None) -> bytes:
-    return encode(rid, PutRequest(key=key, value=value), idempotency)
+    """``encode`` of a PutRequest of key and value (the hot write of
+    ``/v0``), built in place in the command: no request to copy in."""
+    cmd = raft_pb2.Command(origin=rid.origin, seq=rid.seq)
+    put = cmd.put
+    put.SetInParent()  # a put of an empty key and value is still a put
+    put.key = key
+    put.value = value
+    if idempotency is not None:
+        set_idempotency(cmd, "put", put, idempotency)
+    return cmd.SerializeToString()
 
 
 def encode_delete(rid: RequestId, key: bytes, idempotency: Idempotency | None = None) -> bytes:

@@ -142,18 +142,20 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter, carry: Carry 
             idem = IdempotencyTable(writer, None if carry is None else carry.log_time)
         assert idem is not None
         idem.advance(cmd.leader_time_ms)
-        result: object | None = idem.replay(cmd)
+        keyed = bool(cmd.idempotency_key)
+        result: object | None = idem.replay(cmd) if keyed else None
         if result is not None:
             results.append((RequestId(cmd.origin, cmd.seq), result))
             continue
+        request = getattr(cmd, op)
         try:
-            if grows_db(op, getattr(cmd, op)):
+            if grows_db(op, request):
                 if nospace is None:
                     nospace = AlarmTable(writer).active()
                 if nospace:
                     raise NoSpace()
             if op == "put":
-                written = store.put(cmd.put)
+                written = store.put(request)
                 result, events_made = written.response, written.events
             elif op == "delete_range":
                 deleted = store.delete_range(cmd.delete_range)
@@ -186,9 +188,10 @@ def apply_entries(entries: Iterable[Entry], writer: OverlayWriter, carry: Carry 
                 result, events_made = store.compact(cmd.compaction.revision), ()
         except EtcdError as e:
             result, events_made = e, ()
-        if not isinstance(result, NoSpace):  # not applied: a retry after disarm may apply it
+        if keyed and not isinstance(result, NoSpace):  # not applied: a retry after disarm may apply it
             idem.remember(cmd, result)
-        events.extend(events_made)
+        if events_made:
+            events.extend(events_made)
         results.append((RequestId(cmd.origin, cmd.seq), result))
     if store is not None:
         assert idem is not None

@@ -264,3 +264,13 @@ async def test_records_survive_a_restart_and_a_snapshot(tmp_path) -> None:
     finally:
         await store.close()
         await target.close()
+
+
+@pytest.mark.parametrize("key, value", [(b"k", b"v" * 300), (b"", b""), (b"a\x00b", b"")])
+@pytest.mark.parametrize("idempotency", [None, Idempotency(b"retry-1", WINDOW)])
+def test_encode_put_is_encode_of_a_put_request(key: bytes, value: bytes, idempotency: Idempotency | None) -> None:
+    """The /v0 write's command, built in place, is byte for byte the
+    general encoding of the same PutRequest (the digest a retry is checked
+    against included)."""
+    rid = RequestId(12345, 6)
+    assert encode_put(rid, key, value, idempotency) == encode(rid, PutRequest(key=key, value=value), idempotency)

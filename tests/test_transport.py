@@ -52,6 +52,19 @@ def test_unknown_body_is_rejected() -> None:
         message_from_pb(pb.Message(to="a", term=1))
 
 
+def test_an_entry_of_unknown_kind_drops_its_message_alone() -> None:
+    from dkv.transport.codec import DecodeError, messages_from_batch
+
+    bad = message_to_pb(SAMPLES[2])
+    bad.append_entries.entries[1].kind = 7
+    with pytest.raises(DecodeError, match="unknown entry kind 7"):
+        message_from_pb(bad)
+    errors: list[Exception] = []
+    batch = pb.Batch(messages=[bad, message_to_pb(SAMPLES[5])])
+    assert messages_from_batch(batch, errors.append) == [SAMPLES[5]]
+    assert [type(e) for e in errors] == [DecodeError]
+
+
 def _endpoint(node_id: str, cluster: str, inbox: list):
     from dkv.grpc_server import GrpcServerService
     from dkv.transport.grpc_peer import GrpcTransport

@@ -49,6 +49,12 @@ def encode_state(state: KeyState) -> bytes:
     )
 
 
+def encode_live(mod_revision: int, sub: int, create_revision: int, version: int, lease: int) -> bytes:
+    """``encode_state`` of a version that is not a tombstone, from its fields
+    (a write makes one per change: no ``KeyState`` is built for it)."""
+    return _STATE.pack(False, mod_revision, sub, create_revision, version, lease)
+
+
 def decode_state(data: bytes) -> KeyState:
     tombstone, mod_revision, sub, create_revision, version, lease = _STATE.unpack(data)
     return KeyState(mod_revision, sub, create_revision, version, lease, bool(tombstone))

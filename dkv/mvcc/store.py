@@ -29,7 +29,7 @@ from dkv.mvcc.compaction import compact
 from dkv.mvcc.keys import index_key, key_span, revision_key
 from dkv.mvcc.layout import COMPACTED, HISTORY, INDEX, LIVE, REVISION, write_counter
 from dkv.mvcc.leases import Leases, NoLeases
-from dkv.mvcc.records import KeyState, decode_state, encode_state
+from dkv.mvcc.records import KeyState, decode_state, encode_live, encode_state
 from dkv.mvcc.view import MvccView
 from dkv.pb.etcd_kv_pb2 import Event, KeyValue
 from dkv.pb.etcd_rpc_pb2 import (
@@ -298,7 +298,7 @@ class _Write:
         kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value = key, create, main, version, value
         if lease:
             kv.lease = lease
-        state = encode_state(KeyState(main, sub, create, version, lease))
+        state = encode_live(main, sub, create, version, lease)
         self._tables.put(HISTORY, revision_key(main, sub), kv.SerializeToString())
         self._tables.put(INDEX, index_key(key, main), state)
         self._tables.put(LIVE, key, state)

@@ -57,9 +57,13 @@ class UnknownTable(KeyError):
     """A table name without a prefix byte in TABLE_IDS."""
 
 
+#: Each table's prefix byte, made once (every read and write looks one up).
+_PREFIXES = {table: bytes((number,)) for table, number in TABLE_IDS.items()}
+
+
 def _prefix(table: str) -> bytes:
     try:
-        return bytes((TABLE_IDS[table],))
+        return _PREFIXES[table]
     except KeyError:
         raise UnknownTable(table) from None
 

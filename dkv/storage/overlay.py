@@ -95,11 +95,12 @@ class Overlay:
         ``writer.writes``, the list the store will apply in order."""
         return OverlayWriter(self, base)
 
-    def record(self, index: int, table: str, key: bytes, value: bytes | None) -> None:
-        t = self._tables.get(table)
+    def table(self, name: str) -> _Table:
+        """The writes of table name (made empty on first use)."""
+        t = self._tables.get(name)
         if t is None:
-            t = self._tables[table] = _Table()
-        t.record(index, key, value)
+            t = self._tables[name] = _Table()
+        return t
 
     def lookup(self, table: str, key: bytes) -> tuple[bool, bytes | None]:
         """(True, value or None if deleted) when the overlay knows key."""
@@ -160,11 +161,11 @@ class OverlayWriter(OverlayView):
         self.writes: list[TableWrite] = []
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
-        self._overlay.record(self.index, table, key, value)
+        self._overlay.table(table).record(self.index, key, value)
         self.writes.append((table, key, value))
 
     def delete(self, table: str, key: bytes) -> None:
-        self._overlay.record(self.index, table, key, None)
+        self._overlay.table(table).record(self.index, key, None)
         self.writes.append((table, key, None))
 
 
