@@ -56,8 +56,14 @@ def encode_live(mod_revision: int, sub: int, create_revision: int, version: int,
 
 
 def decode_state(data: bytes) -> KeyState:
-    tombstone, mod_revision, sub, create_revision, version, lease = _STATE.unpack(data)
+    tombstone, mod_revision, sub, create_revision, version, lease = unpack_state(data)
     return KeyState(mod_revision, sub, create_revision, version, lease, bool(tombstone))
+
+
+#: ``encode_state``'s fields as a tuple, in its order (tombstone flag,
+#: mod_revision, sub, create_revision, version, lease): what a write needs of
+#: the version before, without a ``KeyState``.
+unpack_state = _STATE.unpack
 
 
 def is_tombstone(record: KeyValue) -> bool:

@@ -29,7 +29,7 @@ from dkv.mvcc.compaction import compact
 from dkv.mvcc.keys import index_key, key_span, revision_key
 from dkv.mvcc.layout import COMPACTED, HISTORY, INDEX, LIVE, REVISION, write_counter
 from dkv.mvcc.leases import Leases, NoLeases
-from dkv.mvcc.records import KeyState, decode_state, encode_live, encode_state
+from dkv.mvcc.records import KeyState, decode_state, encode_live, encode_state, unpack_state
 from dkv.mvcc.view import MvccView
 from dkv.pb.etcd_kv_pb2 import Event, KeyValue
 from dkv.pb.etcd_rpc_pb2 import (
@@ -99,6 +99,16 @@ class MvccStore(MvccView):
         version before. ``ignore_value`` / ``ignore_lease`` keep the current
         value / lease (KeyNotFound if the key does not exist). Raises
         EmptyKey, ValueProvided, LeaseProvided, LeaseNotFound, KeyNotFound."""
+        if (
+            request.key
+            and not (request.lease or request.prev_kv or request.ignore_value or request.ignore_lease)
+            and not self._prev_kv_in_events
+        ):
+            return self._plain_put(request.key, request.value)
+        return self._put(request)
+
+    def _put(self, request: PutRequest) -> Written[PutResponse]:
+        """``put``, any request: the checks, then the write as a txn's put makes it."""
         check_put(request)
         self._check_lease(request)
         self._check_existing(request)
@@ -106,6 +116,44 @@ class MvccStore(MvccView):
         response = PutResponse()
         self._put_into(response, write, request)
         return Written(response, write.finish())
+
+    def _plain_put(self, key: bytes, value: bytes) -> Written[PutResponse]:
+        """``_put`` of a request that asks for nothing but key = value (key
+        not empty; no lease, prev_kv or ignore_*) in a store without
+        ``prev_kv_in_events``: the hot write of every member, made without
+        the steps that do nothing for it (checks that pass, a ``_Write``, a
+        ``KeyState``), with the same table writes, event and answer
+        (tests/mvcc/test_plain_put.py holds the two to that)."""
+        main = self._revision + 1
+        live = self._tables.get(LIVE, key)
+        if live is None:
+            create, version, old_lease = main, 1, 0
+        else:
+            _, _, _, create, version, old_lease = unpack_state(live)
+            version += 1
+        event = Event(type=Event.PUT)
+        kv = event.kv
+        kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value = key, create, main, version, value
+        state = encode_live(main, 0, create, version, 0)
+        tables = self._writable
+        tables.put(HISTORY, revision_key(main, 0), kv.SerializeToString())
+        tables.put(INDEX, index_key(key, main), state)
+        tables.put(LIVE, key, state)
+        if old_lease:
+            self._leases.detach(old_lease, key)
+        self._moved_to(main)
+        response = PutResponse()
+        response.header.revision = main
+        return Written(response, (event,))
+
+    def _moved_to(self, revision: int) -> None:
+        """A write made revision: the store's revision from now on (in its
+        table now, or at the next flush with ``revision_at_flush``)."""
+        self._revision = revision
+        if self._revision_at_flush:
+            self._revision_unwritten = True
+        else:
+            write_counter(self._writable, REVISION, revision)
 
     def delete_range(self, request: DeleteRangeRequest) -> Written[DeleteRangeResponse]:
         """etcd's DeleteRange: deletes every key in the range at one new
@@ -327,12 +375,7 @@ class _Write:
 
     def finish(self) -> tuple[Event, ...]:
         if self._events:
-            store = self._store
-            store._revision = self._begin + 1
-            if store._revision_at_flush:
-                store._revision_unwritten = True
-            else:
-                write_counter(self._tables, REVISION, self._begin + 1)
+            self._store._moved_to(self._begin + 1)
         return tuple(self._events)
 
 

@@ -99,9 +99,12 @@ class LmdbTables:
         self._db = db
 
     def get(self, table: str, key: bytes) -> bytes | None:
-        raw = self._txn.get(_stored_key(_prefix(table), key), db=self._db)
+        short = len(key) <= SHORT
+        raw = self._txn.get(_prefix(table) + key if short else _stored_key(_prefix(table), key), db=self._db)
         if raw is None:
             return None
+        if short:  # stored as it is, its value after the flag byte
+            return cast(bytes, raw)[1:]
         found, value, _ = _decode(key, cast(bytes, raw))
         return value if found == key else None  # (a digest collision: never seen)
 

@@ -137,8 +137,12 @@ class OverlayView:
         self._base = base
 
     def get(self, table: str, key: bytes) -> bytes | None:
-        hit, value = self._overlay.lookup(table, key)
-        return value if hit else self._base.get(table, key)
+        t = self._overlay._tables.get(table)  # Overlay.lookup, inlined: the hot read
+        if t is not None:
+            hit = t.items.get(key)
+            if hit is not None:
+                return hit[1]
+        return self._base.get(table, key)
 
     def scan(
         self, table: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
