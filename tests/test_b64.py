@@ -141,3 +141,14 @@ def test_round_trip_random_large() -> None:
     data = os.urandom(100_000)
     assert b64.decode(b64.encode(data), "value") == data
     assert b64.decode(base64.urlsafe_b64encode(data).decode().rstrip("="), "value") == data
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300))
+def test_the_v0_get_answer_is_the_json_of_its_dict(key: bytes, value: bytes) -> None:
+    """``GET /v0/kv/key/...`` answers the bytes ``encode_json`` makes of
+    ``{"key": ..., "value": ...}``, put together without it."""
+    from dkv.api.http_common import encode_json
+    from dkv.api.routes import key_value_json
+
+    assert b64.encode_bytes(value) == b64.encode(value).encode()
+    assert key_value_json(key, value) == encode_json({"key": b64.encode(key), "value": b64.encode(value)})

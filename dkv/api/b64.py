@@ -50,3 +50,8 @@ def _decode_any(text: str, what: str) -> bytes:
 
 def encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def encode_bytes(data: bytes) -> bytes:
+    """``encode``, as ASCII bytes."""
+    return binascii.b2a_base64(data, newline=False)

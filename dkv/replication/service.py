@@ -442,6 +442,9 @@ class ReplicationService(Service):
 
     def read(self, key: bytes) -> bytes | None:
         """The applied value of key (as a Range of that one key finds it)."""
+        shared = self._shared_view
+        if shared is not None and self.running:  # view()'s first answer, without its context manager
+            return shared.value(key)
         with self.view() as state:
             return state.value(key)
 
