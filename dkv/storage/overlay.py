@@ -95,12 +95,11 @@ class Overlay:
         ``writer.writes``, the list the store will apply in order."""
         return OverlayWriter(self, base)
 
-    def table(self, name: str) -> _Table:
-        """The writes of table name (made empty on first use)."""
-        t = self._tables.get(name)
+    def record(self, index: int, table: str, key: bytes, value: bytes | None) -> None:
+        t = self._tables.get(table)
         if t is None:
-            t = self._tables[name] = _Table()
-        return t
+            t = self._tables[table] = _Table()
+        t.record(index, key, value)
 
     def lookup(self, table: str, key: bytes) -> tuple[bool, bytes | None]:
         """(True, value or None if deleted) when the overlay knows key."""
@@ -137,12 +136,8 @@ class OverlayView:
         self._base = base
 
     def get(self, table: str, key: bytes) -> bytes | None:
-        t = self._overlay._tables.get(table)  # Overlay.lookup, inlined: the hot read
-        if t is not None:
-            hit = t.items.get(key)
-            if hit is not None:
-                return hit[1]
-        return self._base.get(table, key)
+        hit, value = self._overlay.lookup(table, key)
+        return value if hit else self._base.get(table, key)
 
     def scan(
         self, table: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -165,11 +160,11 @@ class OverlayWriter(OverlayView):
         self.writes: list[TableWrite] = []
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
-        self._overlay.table(table).record(self.index, key, value)
+        self._overlay.record(self.index, table, key, value)
         self.writes.append((table, key, value))
 
     def delete(self, table: str, key: bytes) -> None:
-        self._overlay.table(table).record(self.index, key, None)
+        self._overlay.record(self.index, table, key, None)
         self.writes.append((table, key, None))
 
 
