@@ -646,7 +646,7 @@ class LmdbStore:
 
         return self._writer.submit(unless_failed)
 
-    def _commit(self, txn: lmdb.Transaction, size: int = 0) -> None:
+    def _commit(self, txn: lmdb.Transaction, size: Callable[[], int] | None = None) -> None:
         """Commit txn; a commit the disk fails (EIO) raises DiskFailed, and
         the store takes no more writes: a failed fsync is never retried.
 
@@ -654,8 +654,9 @@ class LmdbStore:
         short (``pwrite`` wrote part of the pages, then the space ran out) as
         EIO, not ENOSPC. An EIO while the file system has no room left for
         the transaction (``_no_room``: ext4 refuses writes while its reserve
-        is still counted free; size: about the bytes the transaction writes,
-        0 for a small one) is that, and raises ENOSPC instead (the caller may try the whole
+        is still counted free; size: reckons about the bytes the
+        transaction writes, asked only then; None for a small one) is that,
+        and raises ENOSPC instead (the caller may try the whole
         transaction again: nothing of it is committed, LMDB writes its meta
         page last).
 
@@ -674,7 +675,7 @@ class LmdbStore:
                 raise self._fail(e) from e
             if not is_io_error(e):
                 raise
-            raise self._io_failure(e, size) from e
+            raise self._io_failure(e, size() if size is not None else 0) from e
 
     def _io_failure(self, error: BaseException, size: int = 0) -> BaseException:
         """What an EIO from a write of about size bytes is: ENOSPC (a write
@@ -743,7 +744,7 @@ class LmdbStore:
             txn.abort()
             raise
         started = time.perf_counter()
-        self._commit(txn, _bytes_written(pending, batch))
+        self._commit(txn, lambda: _bytes_written(pending, batch))
         if epoch is not None:
             self._pending = []
             self._log_file.restart(epoch)  # type: ignore[union-attr]
