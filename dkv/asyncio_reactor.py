@@ -30,7 +30,10 @@ whichever asyncio reactor is installed (tests run on the plain one).
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import asyncioreactor
@@ -86,7 +89,16 @@ def install() -> None:
 def is_monotonic(reactor: Any) -> bool:
     """Whether reactor's ``seconds`` is its event loop's monotonic clock."""
     loop = getattr(reactor, "_asyncioEventloop", None)
-    return loop is not None and getattr(reactor, "seconds", None) == loop.time
+    return loop is not None and getattr(reactor, "seconds", None) == _clock_of(loop)
+
+
+def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """loop's clock: ``time.monotonic`` itself when loop keeps asyncio's
+    ``time()`` (which returns it: one call less each time the reactor reads
+    the clock, some thirty times per request), else loop's ``time``."""
+    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
 
 
 def use_monotonic_clock(reactor: asyncioreactor.AsyncioSelectorReactor) -> None:
@@ -100,7 +112,7 @@ def use_monotonic_clock(reactor: asyncioreactor.AsyncioSelectorReactor) -> None:
             "the asyncio reactor already has timers on the wall clock; dkv cannot move it to the monotonic "
             "clock: run twistd without -r"
         )
-    reactor.seconds = reactor._asyncioEventloop.time
+    reactor.seconds = _clock_of(reactor._asyncioEventloop)
 
 
 def require() -> None:

@@ -171,9 +171,10 @@ class Node:
         door refuse a write before it parses the body."""
         self.replication.check_write_admission()
 
-    def put(self, key: bytes, value: bytes) -> Deferred[Any]:
+    def put(self, key: bytes, value: bytes, *, admitted: bool = False) -> Deferred[Any]:
         """Fires (with etcd's PutResponse) once the write is committed and
-        applied on this node."""
+        applied on this node. admitted: the caller checked write admission
+        just now, in this call (``ReplicationService.propose``)."""
         try:
             self.check_key(key)
             if len(value) > self.limits.max_body_bytes:
@@ -185,7 +186,7 @@ class Node:
         except NoSpace:
             return fail(V0NoSpace())
         rid = self.replication.next_request_id()
-        d = self.replication.propose(rid, encode_put(rid, key, value, self.idempotency))
+        d = self.replication.propose(rid, encode_put(rid, key, value, self.idempotency), admitted=admitted)
         return d.addErrback(_v0_no_space)
 
     def delete(self, key: bytes) -> Deferred[Any]:

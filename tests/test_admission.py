@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from dkv.api.etcd_v3 import answer_error
 from dkv.api.http_common import error_body
+from dkv.commands import encode_put
 from dkv.config import Admission
 from dkv.errors import NoLeader, Overloaded
 from dkv.metrics import NodeMetrics, NodeState
@@ -278,6 +279,28 @@ def test_answered_writes_set_the_target_and_the_front_doors_check_refuses_as_pro
     store.release()
     pump(clock, 0.05)
     assert all(ok(r) for r in waiting) and stored(store, b"refused") is None
+
+
+def test_a_write_its_caller_just_admitted_is_not_checked_or_counted_again() -> None:
+    """``propose(admitted=True)``: the caller (the REST front door) made the
+    check in the same call, so the write is proposed without a second check
+    and without a second count; without it the same write is refused."""
+    clock = Clock()
+    svc, store = gated_leader(clock, max_pending_proposals=2)
+    store.gated = True
+    waiting = [outcome(put(svc, b"w%d" % i, b"v")) for i in range(2)]
+    assert refused_for(outcome(put(svc, b"checked", b"v")), PENDING_PROPOSALS)
+    assert svc.admission.refused[PENDING_PROPOSALS] == 1
+    rid = svc.next_request_id()
+    vouched = outcome(svc.propose(rid, encode_put(rid, b"vouched", b"v"), admitted=True))
+    assert vouched == [] and svc.requests.pending_writes == 3
+    assert svc.admission.refused[PENDING_PROPOSALS] == 1
+    store.gated = False
+    store.release()
+    pump(clock, 0.05)
+    assert all(ok(r) for r in waiting) and ok(vouched)
+    pump(clock, 1.0)  # the held writes reach the store
+    assert stored(store, b"vouched") == b"v"
 
 
 def test_reads_waiting_past_the_target_refuse_new_reads_but_never_a_probes() -> None:

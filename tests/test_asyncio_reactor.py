@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+from dkv import asyncio_reactor
+
 
 def _run(code: str) -> str:
     done = subprocess.run(
@@ -131,3 +133,25 @@ def test_descriptors_are_served_directly_and_an_error_is_logged_once_served_on()
         """
     )
     assert out == "[b'ping', b'ping'] 1 connectionLost failed"
+
+
+def test_the_clock_is_monotonic_itself_unless_the_loop_keeps_its_own() -> None:
+    """A loop with asyncio's ``time()`` (which returns ``time.monotonic()``)
+    is read through ``time.monotonic`` directly; a loop with a clock of its
+    own keeps it."""
+    import asyncio
+    import time
+
+    plain = asyncio.new_event_loop()
+
+    class OwnClock(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return 42.0
+
+    own = OwnClock()
+    try:
+        assert asyncio_reactor._clock_of(plain) is time.monotonic
+        assert asyncio_reactor._clock_of(own)() == 42.0
+    finally:
+        plain.close()
+        own.close()

@@ -63,6 +63,8 @@ class FakeNode:
     metrics: NodeMetrics = attrs.Factory(NodeMetrics)
     #: Set: admission control refuses writes with it (``check_write_admission``).
     overloaded: Overloaded | None = None
+    #: Each put's ``admitted``: the front door checked admission just before.
+    puts_admitted: list[bool] = attrs.Factory(list)
 
     def check_write_admission(self) -> None:
         if self.overloaded is not None:  # a new one each time, as admission control raises
@@ -82,8 +84,9 @@ class FakeNode:
         else:
             d.callback(result)
 
-    def put(self, key: bytes, value: bytes) -> Deferred[None]:
+    def put(self, key: bytes, value: bytes, *, admitted: bool = False) -> Deferred[None]:
         self.calls.append(("put", key))
+        self.puts_admitted.append(admitted)
         self.data[key] = value
         return self._answer(None)
 
@@ -338,6 +341,8 @@ def test_writes_refused_by_admission_control_are_answered_429_before_their_body_
     conn.send(put(b"k", b"v"))
     assert [r.status for r in conn.replies()] == [200]
     assert conn.node.calls[-1] == ("put", b"k")
+    # The check just made vouches for the put: it is not made again.
+    assert conn.node.puts_admitted == [True]
 
 
 def test_pipelined_requests_run_one_at_a_time_in_order() -> None:

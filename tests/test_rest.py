@@ -750,7 +750,7 @@ class FailingNode:
     def check_write_admission(self) -> None:
         """Admission control admits: the write reaches put."""
 
-    def put(self, key: bytes, value: bytes) -> defer.Deferred[None]:
+    def put(self, key: bytes, value: bytes, *, admitted: bool = False) -> defer.Deferred[None]:
         return defer.fail(RuntimeError("boom"))
 
     def status(self) -> dict:

@@ -676,7 +676,8 @@ class FrontDoor(Protocol):
             if route.write and self._refused_write(ex, route):
                 return
             args = parse_qs(query, 1) if query else {}
-            call = Call(ex.body, args, params, ex.idempotency_key, authorization=ex.authorization)
+            # A write route's admission was checked just above (_refused_write).
+            call = Call(ex.body, args, params, ex.idempotency_key, authorization=ex.authorization, admitted=route.write)
             result = call_handler(route.handler, self._node, call)
         except DkvError as e:
             self._answer_error(ex, e)

@@ -58,9 +58,12 @@ class Call:
     arguments (``parse_qs`` of the query, blank values kept), the path
     parameters, the raw ``Idempotency-Key`` and ``Authorization`` headers
     (the first one; None if absent), and its headers (lower-case name ->
-    values; given by the Klein site only: a fast route sees none)."""
+    values; given by the Klein site only: a fast route sees none).
+    ``admitted``: the caller checked write admission
+    (``check_write_admission``) just before calling the handler, in the
+    same call, so a write it proposes there need not be checked again."""
 
-    __slots__ = ("body", "args", "params", "idempotency_key", "headers", "authorization")
+    __slots__ = ("body", "args", "params", "idempotency_key", "headers", "authorization", "admitted")
 
     def __init__(
         self,
@@ -70,6 +73,7 @@ class Call:
         idempotency_key: bytes | None = None,
         headers: dict[bytes, list[bytes]] | None = None,
         authorization: bytes | None = None,
+        admitted: bool = False,
     ) -> None:
         self.body = body
         self.args = args
@@ -77,6 +81,7 @@ class Call:
         self.idempotency_key = idempotency_key
         self.headers = headers or {}
         self.authorization = authorization
+        self.admitted = admitted
 
 
 def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> Any:

@@ -134,7 +134,7 @@ def _empty(_: object) -> dict[str, Any]:
 
 def put(node: Node, call: Call) -> Any:
     key, value = parse_put(call.body)
-    return node.put(key, value).addCallback(_empty)
+    return node.put(key, value, admitted=call.admitted).addCallback(_empty)
 
 
 def get(node: Node, call: Call) -> Any:

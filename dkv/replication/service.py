@@ -324,7 +324,9 @@ class ReplicationService(Service):
     def next_request_id(self) -> RequestId:
         return self.requests.next_request_id()
 
-    def propose(self, rid: RequestId, payload: bytes, *, internal: bool = False) -> Deferred[Any]:
+    def propose(
+        self, rid: RequestId, payload: bytes, *, internal: bool = False, admitted: bool = False
+    ) -> Deferred[Any]:
         """Fires when the entry carrying rid is committed and applied here.
 
         While no leader is known (an election, a transfer) the write waits for
@@ -333,10 +335,12 @@ class ReplicationService(Service):
         OutcomeUnknown when it was proposed but not seen applied in time.
         Fails at once with Overloaded (never proposed) when admission control
         refuses it; an internal write (the node's own, not a client's) is
-        never refused."""
+        never refused, and one the caller has just checked
+        (``check_write_admission``, earlier in the same call: admitted) is
+        not checked again."""
         if not self.running or self.raft is None:
             return fail(NoLeader("node is not running"))
-        if not internal:
+        if not internal and not admitted:
             try:
                 self.check_write_admission()
             except Overloaded as e:
