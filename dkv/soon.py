@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from dkv.asyncio_reactor import is_monotonic
 from dkv.logs import logger
 
 __all__ = ["Cancellable", "from_thread_caller", "soon_caller"]
@@ -36,10 +37,9 @@ class Cancellable(Protocol):
 def _loop(clock: Any) -> Any:
     """The asyncio event loop under clock if it is Twisted's asyncio reactor
     whose clock is the loop's own (``dkv.asyncio_reactor``), else None."""
-    loop = getattr(clock, "_asyncioEventloop", None)
-    if loop is None or getattr(clock, "seconds", None) != loop.time:
+    if not is_monotonic(clock):
         return None
-    return loop
+    return clock._asyncioEventloop
 
 
 def _logged(fn: Callable[[], object]) -> Callable[[], None]:

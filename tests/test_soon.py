@@ -4,6 +4,7 @@ asyncio reactor (the node's) and on a ``task.Clock`` (the tests')."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest_twisted
@@ -32,7 +33,11 @@ async def test_asyncio_reactor_runs_soon_calls_in_order_on_a_later_turn() -> Non
     done: defer.Deferred[None] = defer.Deferred()
     soon(lambda: ran.append("first"))
     soon(lambda: 1 / 0)  # logged; the calls after it still run
-    soon(lambda: ran.append("cancelled")).cancel()
+    cancelled = soon(lambda: ran.append("cancelled"))
+    # The event loop's own queue, not a DelayedCall on Twisted's heap: the
+    # reactor's clock is the loop's (``dkv.asyncio_reactor``).
+    assert isinstance(cancelled, asyncio.Handle)
+    cancelled.cancel()
     soon(lambda: done.callback(None))
     assert ran == []  # not within this turn
     await done
