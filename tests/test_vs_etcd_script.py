@@ -480,8 +480,19 @@ class _Stub(http.server.BaseHTTPRequestHandler):
         self._answer(200, {})
 
 
+class _StubServer(http.server.ThreadingHTTPServer):
+    """Says nothing of a client that hangs up on it (wrk closes its
+    connections at the end of each run, answers in flight); any other
+    error in a handler is printed as the standard server does."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> tuple[http.server.ThreadingHTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _StubServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
