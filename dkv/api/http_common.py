@@ -60,8 +60,9 @@ class Call:
     (the first one; None if absent), and its headers (lower-case name ->
     values; given by the Klein site only: a fast route sees none).
     ``admitted``: the caller checked write admission
-    (``check_write_admission``) just before calling the handler, in the
-    same call, so a write it proposes there need not be checked again."""
+    (``check_write_admission``) just before ``call_handler``, in the same
+    call, so a write the handler proposes there need not be checked again
+    (``call_handler`` clears it when the handler has to wait)."""
 
     __slots__ = ("body", "args", "params", "idempotency_key", "headers", "authorization", "admitted")
 
@@ -105,6 +106,7 @@ def call_handler(handler: Callable[[Any, Call], Any], node: Any, call: Call) -> 
         node = node.with_token(auth_token(call.authorization))
         ready = node.token_ready()
         if ready is not None:
+            call.admitted = False  # the handler runs later: a write of it is checked then
             return ready.addCallback(lambda _: handler(node, call))
     return handler(node, call)
 
