@@ -1140,6 +1140,9 @@ class Cluster:
     def _persist(self, node: SimNode) -> None:
         rd, before = node.persist()
         self.inv.on_persist(node, rd, before)
+        if rd.entries and rd.entries[0].index == 1:
+            # Its log from the start: a joiner (empty log) got it by appends.
+            self._count(f"log-from-start-on-{node.id}")
         if rd.snapshot is not None:
             self._count("snapshot-installed")
             self._count(f"snapshot-installed-on-{node.id}")
