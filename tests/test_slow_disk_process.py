@@ -46,15 +46,21 @@ def test_a_leader_with_a_slow_disk_keeps_its_followers(tmp_path) -> None:
         writers = [threading.Thread(target=write, args=(i,)) for i in range(4)]
         for t in writers:
             t.start()
+        # Watched until the slow leader has served writes for 8 s (at least
+        # eight of its slow commits, each as long as the shortest election
+        # timeout); every look at the cluster's view must find a leading.
+        watched_until = time.monotonic() + 8.0
+
+        def served_under_the_same_leader() -> bool:
+            statuses = c.statuses()
+            for node_id, st in statuses.items():
+                assert st is not None, f"{node_id} does not answer"
+                assert st["term"] == term, f"an election happened: {statuses}"
+                assert st["leader_id"] == "a", statuses
+            return bool(answers) and time.monotonic() >= watched_until
+
         try:
-            deadline = time.monotonic() + 8.0
-            while time.monotonic() < deadline:
-                statuses = c.statuses()
-                for node_id, st in statuses.items():
-                    assert st is not None, f"{node_id} does not answer"
-                    assert st["term"] == term, f"an election happened: {statuses}"
-                    assert st["leader_id"] == "a", statuses
-                time.sleep(0.2)  # sampling the cluster's view, not waiting for a state
+            wait_until(served_under_the_same_leader, 60.0, "8 s of writes answered by the slow leader", interval=0.2)
         finally:
             stop.set()
             for t in writers:
