@@ -4,9 +4,11 @@ in a fresh interpreter: installing a reactor is once per process."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 
 from dkv import asyncio_reactor
 
@@ -139,9 +141,6 @@ def test_the_clock_is_monotonic_itself_unless_the_loop_keeps_its_own() -> None:
     """A loop with asyncio's ``time()`` (which returns ``time.monotonic()``)
     is read through ``time.monotonic`` directly; a loop with a clock of its
     own keeps it."""
-    import asyncio
-    import time
-
     plain = asyncio.new_event_loop()
 
     class OwnClock(asyncio.SelectorEventLoop):

@@ -1141,7 +1141,8 @@ class Cluster:
         rd, before = node.persist()
         self.inv.on_persist(node, rd, before)
         if rd.entries and rd.entries[0].index == 1:
-            # Its log from the start: a joiner (empty log) got it by appends.
+            # Its log from entry 1: every node at start-up, and a joiner
+            # (empty log) that got the state by appends, not a snapshot.
             self._count(f"log-from-start-on-{node.id}")
         if rd.snapshot is not None:
             self._count("snapshot-installed")
